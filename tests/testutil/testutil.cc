@@ -1,0 +1,156 @@
+#include "tests/testutil/testutil.h"
+
+#include <gtest/gtest.h>
+#include <sodium.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace safepoint::testing {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
+                     "/safepoint-test-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed";
+  }
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  // Make read-only leftovers of a test removable before deleting.
+  for (auto it = std::filesystem::recursive_directory_iterator(
+           path_, std::filesystem::directory_options::skip_permission_denied, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory(ec) && !it->is_symlink(ec)) {
+      std::filesystem::permissions(it->path(), std::filesystem::perms::owner_all,
+                                   std::filesystem::perm_options::add, ec);
+    }
+  }
+  std::filesystem::remove_all(path_, ec);
+}
+
+void WriteFile(const std::string& path, const std::string& content, mode_t mode) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  ASSERT_TRUE(out.good()) << "cannot write " << path;
+  out << content;
+  out.close();
+  std::filesystem::permissions(path, static_cast<std::filesystem::perms>(mode));
+}
+
+std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) return std::nullopt;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string Sha256Hex(const std::string& data) {
+  unsigned char out[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(out, reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : out) {
+    hex += kHex[c >> 4];
+    hex += kHex[c & 15];
+  }
+  return hex;
+}
+
+namespace {
+
+class FaultyFile final : public WritableFile {
+ public:
+  FaultyFile(std::unique_ptr<WritableFile> real, FaultInjectingFileSystem* fs, std::string path)
+      : real_(std::move(real)), fs_(fs), path_(std::move(path)) {}
+  Status Append(std::span<const std::uint8_t> data) override {
+    SP_RETURN_IF_ERROR(fs_->Check("write", path_, true));
+    return real_->Append(data);
+  }
+  Status WriteAt(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+    SP_RETURN_IF_ERROR(fs_->Check("write", path_, true));
+    return real_->WriteAt(offset, data);
+  }
+  Status Sync() override {
+    SP_RETURN_IF_ERROR(fs_->Check("fsync", path_, false));
+    return real_->Sync();
+  }
+  Status Close() override {
+    SP_RETURN_IF_ERROR(fs_->Check("close", path_, false));
+    return real_->Close();
+  }
+
+ private:
+  std::unique_ptr<WritableFile> real_;
+  FaultInjectingFileSystem* fs_;
+  std::string path_;
+};
+
+}  // namespace
+
+Status FaultInjectingFileSystem::Check(const char* op, const std::string& path, bool is_write) {
+  std::uint64_t n = ++ops_;
+  if (fail_at_ == 0) return {};
+  if (kind_ == FaultKind::kCrash) {
+    if (n >= fail_at_) {
+      tripped_ = true;
+      return Fail(ErrorCode::kIo, std::string(op) + " " + path + ": simulated crash");
+    }
+  } else if (is_write && n >= fail_at_) {
+    tripped_ = true;
+    return Fail(ErrorCode::kNoSpace, std::string(op) + " " + path + ": No space left on device");
+  }
+  return {};
+}
+
+Result<std::unique_ptr<WritableFile>> FaultInjectingFileSystem::CreateFile(const std::string& path,
+                                                                          mode_t mode) {
+  SP_RETURN_IF_ERROR(Check("create", path, false));
+  auto real = real_.CreateFile(path, mode);
+  if (!real) return tl::unexpected(real.error());
+  return std::make_unique<FaultyFile>(std::move(*real), this, path);
+}
+Status FaultInjectingFileSystem::Rename(const std::string& from, const std::string& to) {
+  SP_RETURN_IF_ERROR(Check("rename", from, false));
+  return real_.Rename(from, to);
+}
+Status FaultInjectingFileSystem::SyncDir(const std::string& path) {
+  SP_RETURN_IF_ERROR(Check("fsync", path, false));
+  return real_.SyncDir(path);
+}
+Status FaultInjectingFileSystem::MakeDir(const std::string& path, mode_t mode) {
+  SP_RETURN_IF_ERROR(Check("mkdir", path, false));
+  return real_.MakeDir(path, mode);
+}
+Status FaultInjectingFileSystem::Remove(const std::string& path) {
+  SP_RETURN_IF_ERROR(Check("remove", path, false));
+  return real_.Remove(path);
+}
+Status FaultInjectingFileSystem::RemoveTree(const std::string& path) {
+  SP_RETURN_IF_ERROR(Check("remove", path, false));
+  return real_.RemoveTree(path);
+}
+Status FaultInjectingFileSystem::Symlink(const std::string& target, const std::string& path) {
+  SP_RETURN_IF_ERROR(Check("symlink", path, false));
+  return real_.Symlink(target, path);
+}
+Status FaultInjectingFileSystem::Chmod(const std::string& path, mode_t mode) {
+  SP_RETURN_IF_ERROR(Check("chmod", path, false));
+  return real_.Chmod(path, mode);
+}
+Status FaultInjectingFileSystem::Chown(const std::string& path, uid_t uid, gid_t gid) {
+  SP_RETURN_IF_ERROR(Check("chown", path, false));
+  return real_.Chown(path, uid, gid);
+}
+Status FaultInjectingFileSystem::SetMtime(const std::string& path, std::int64_t mtime) {
+  SP_RETURN_IF_ERROR(Check("utimensat", path, false));
+  return real_.SetMtime(path, mtime);
+}
+
+}  // namespace safepoint::testing

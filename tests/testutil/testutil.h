@@ -1,0 +1,77 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/fs.h"
+
+namespace safepoint::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] std::string Sub(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+// Writes `content` to `path`, creating parent directories; aborts the test on failure.
+void WriteFile(const std::string& path, const std::string& content, mode_t mode = 0644);
+// Reads a whole file; std::nullopt when it does not exist.
+std::optional<std::string> ReadFile(const std::string& path);
+// Lowercase hex SHA-256 of a string.
+std::string Sha256Hex(const std::string& data);
+
+// Which operations a FaultInjectingFileSystem counts and fails.
+enum class FaultKind {
+  kCrash,    // the N-th mutating operation and every later one fail with kIo ("simulated crash")
+  kNoSpace,  // the N-th write (Append/WriteAt) and every later write fail with kNoSpace
+};
+
+// Wraps the real file system and fails from the N-th counted operation on (1-based). Counted
+// operations: CreateFile, Append, WriteAt, Sync, Close, Rename, SyncDir, MakeDir, Remove,
+// RemoveTree, Symlink, Chmod, Chown, SetMtime. With fail_at == 0 nothing fails and ops() counts,
+// so a test can first learn how many crash points a run has, then crash at each one.
+class FaultInjectingFileSystem final : public FileSystem {
+ public:
+  explicit FaultInjectingFileSystem(std::uint64_t fail_at = 0, FaultKind kind = FaultKind::kCrash)
+      : fail_at_(fail_at), kind_(kind) {}
+
+  [[nodiscard]] std::uint64_t ops() const { return ops_.load(); }
+  [[nodiscard]] bool tripped() const { return tripped_.load(); }
+  void Disarm() { fail_at_ = 0; }
+
+  Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& path, mode_t mode) override;
+  Status Rename(const std::string& from, const std::string& to) override;
+  Status SyncDir(const std::string& path) override;
+  Status MakeDir(const std::string& path, mode_t mode) override;
+  Status Remove(const std::string& path) override;
+  Status RemoveTree(const std::string& path) override;
+  Status Symlink(const std::string& target, const std::string& path) override;
+  Status Chmod(const std::string& path, mode_t mode) override;
+  Status Chown(const std::string& path, uid_t uid, gid_t gid) override;
+  Status SetMtime(const std::string& path, std::int64_t mtime) override;
+
+  // Counts one operation; returns an error when it must fail. `is_write` marks data writes.
+  Status Check(const char* op, const std::string& path, bool is_write);
+
+ private:
+  PosixFileSystem real_;
+  std::atomic<std::uint64_t> ops_{0};
+  std::atomic<bool> tripped_{false};
+  std::uint64_t fail_at_;
+  FaultKind kind_;
+};
+
+}  // namespace safepoint::testing
