@@ -5,13 +5,13 @@
 set -euo pipefail
 
 runtime=(
-  libsodium23 libpaho-mqttpp3-1 libpaho-mqtt1.3 libyaml-cpp0.7 libspdlog1.10 libarchive13 libzstd1
+  libsodium23 libssl3 libpaho-mqttpp3-1 libpaho-mqtt1.3 libyaml-cpp0.7 libspdlog1.10 libarchive13 libzstd1
   ca-certificates
 )
 build=(
   build-essential cmake ninja-build pkg-config git
   libsodium-dev libpaho-mqttpp-dev libpaho-mqtt-dev nlohmann-json3-dev libyaml-cpp-dev
-  libspdlog-dev libfmt-dev libarchive-dev libzstd-dev libcli11-dev libexpected-dev
+  libspdlog-dev libfmt-dev libarchive-dev libzstd-dev libcli11-dev libexpected-dev libssl-dev
   libgtest-dev libgmock-dev googletest
 )
 test=(
