@@ -1,0 +1,675 @@
+#include "service/commands.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <set>
+#include <utility>
+
+namespace safepoint::service {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kPress = "PRESS";
+constexpr std::size_t kMaxNesting = 16;
+constexpr std::size_t kExcerptLength = 40;
+
+// A short, printable excerpt of untrusted text for an error message.
+std::string Excerpt(std::string_view text) {
+  std::string out;
+  for (char c : text.substr(0, kExcerptLength)) {
+    const auto u = static_cast<unsigned char>(c);
+    out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
+  }
+  if (text.size() > kExcerptLength) out += "...";
+  return out;
+}
+
+std::string_view Trim(std::string_view s) {
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+Status CheckSize(std::string_view payload, const ParseOptions& options) {
+  if (payload.size() > options.max_payload_bytes) {
+    return Fail(ErrorCode::kBadInput, "payload of " + std::to_string(payload.size()) +
+                                          " bytes exceeds the limit of " +
+                                          std::to_string(options.max_payload_bytes) + " bytes");
+  }
+  if (Trim(payload).empty()) return Fail(ErrorCode::kBadInput, "empty payload");
+  return {};
+}
+
+// Rejects documents nested deeper than kMaxNesting before handing them to the parser, so a
+// hostile payload cannot make parsing or destruction expensive.
+Status CheckNesting(std::string_view payload) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : payload) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxNesting) {
+        return Fail(ErrorCode::kBadInput, "payload nested deeper than " +
+                                              std::to_string(kMaxNesting) + " levels");
+      }
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return {};
+}
+
+Result<json> ParseJson(std::string_view payload) {
+  SP_RETURN_IF_ERROR(CheckNesting(payload));
+  json doc = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) {
+    return Fail(ErrorCode::kBadInput, "payload is not valid JSON: '" + Excerpt(payload) + "'");
+  }
+  return doc;
+}
+
+Result<json> ParseObject(std::string_view payload) {
+  auto doc = ParseJson(payload);
+  if (!doc) return tl::unexpected(std::move(doc.error()));
+  if (!doc->is_object()) return Fail(ErrorCode::kBadInput, "payload must be a JSON object");
+  return std::move(*doc);
+}
+
+std::string_view TypeName(const json& value) {
+  if (value.is_null()) return "null";
+  if (value.is_boolean()) return "boolean";
+  if (value.is_number()) return "number";
+  if (value.is_string()) return "string";
+  if (value.is_array()) return "array";
+  return "object";
+}
+
+enum class TextKind {
+  kLine,       // no control characters at all
+  kMultiline,  // newlines and tabs allowed
+};
+
+Status CheckText(std::string_view field, std::string_view value, std::size_t max_length,
+                 TextKind kind) {
+  if (value.size() > max_length) {
+    return Fail(ErrorCode::kBadInput, "'" + std::string(field) + "' is longer than " +
+                                          std::to_string(max_length) + " bytes");
+  }
+  for (char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    const bool allowed_control = kind == TextKind::kMultiline && (c == '\n' || c == '\t');
+    if ((u < 0x20 || u == 0x7f) && !allowed_control) {
+      return Fail(ErrorCode::kBadInput,
+                  "'" + std::string(field) + "' contains a control character");
+    }
+  }
+  return {};
+}
+
+// Reads the fields of one JSON object and remembers which keys were consumed, so unknown keys
+// (usually typos) are reported instead of silently ignored.
+class Fields {
+ public:
+  Fields(const json& object, std::initializer_list<std::string_view> allowed)
+      : object_(object), allowed_(allowed.begin(), allowed.end()) {}
+
+  Status CheckNoUnknown() const {
+    for (const auto& [key, unused] : object_.items()) {
+      if (allowed_.count(key) == 0) {
+        std::string known;
+        for (std::string_view name : allowed_) {
+          if (!known.empty()) known += ", ";
+          known += name;
+        }
+        return Fail(ErrorCode::kBadInput,
+                    "unknown field '" + Excerpt(key) + "' (allowed: " + known + ")");
+      }
+    }
+    return {};
+  }
+
+  [[nodiscard]] bool Has(std::string_view key) const {
+    const auto it = object_.find(key);
+    return it != object_.end() && !it->is_null();
+  }
+
+  Result<std::optional<std::string>> OptionalString(std::string_view key, std::size_t max_length,
+                                                    TextKind kind = TextKind::kLine) const {
+    const auto it = object_.find(key);
+    if (it == object_.end() || it->is_null()) return std::optional<std::string>();
+    if (!it->is_string()) {
+      return Fail(ErrorCode::kBadInput, "'" + std::string(key) + "' must be a string, not " +
+                                            std::string(TypeName(*it)));
+    }
+    const auto& value = it->get_ref<const std::string&>();
+    SP_RETURN_IF_ERROR(CheckText(key, value, max_length, kind));
+    return std::optional<std::string>(value);
+  }
+
+  Result<std::string> RequiredString(std::string_view key, std::size_t max_length) const {
+    auto value = OptionalString(key, max_length);
+    if (!value) return tl::unexpected(std::move(value.error()));
+    if (!value->has_value()) {
+      return Fail(ErrorCode::kBadInput, "missing required field '" + std::string(key) + "'");
+    }
+    if ((*value)->empty()) {
+      return Fail(ErrorCode::kBadInput, "'" + std::string(key) + "' must not be empty");
+    }
+    return std::move(**value);
+  }
+
+  Result<bool> RequiredBool(std::string_view key) const {
+    const auto it = object_.find(key);
+    if (it == object_.end() || it->is_null()) {
+      return Fail(ErrorCode::kBadInput, "missing required field '" + std::string(key) + "'");
+    }
+    if (!it->is_boolean()) {
+      return Fail(ErrorCode::kBadInput, "'" + std::string(key) + "' must be true or false, not " +
+                                            std::string(TypeName(*it)));
+    }
+    return it->get<bool>();
+  }
+
+  Result<std::optional<int>> OptionalInt(std::string_view key) const {
+    const auto it = object_.find(key);
+    if (it == object_.end() || it->is_null()) return std::optional<int>();
+    if (it->is_number_unsigned()) {
+      const auto v = it->get<std::uint64_t>();
+      if (v <= static_cast<std::uint64_t>(std::numeric_limits<int>::max())) {
+        return std::optional<int>(static_cast<int>(v));
+      }
+    } else if (it->is_number_integer()) {
+      const auto v = it->get<std::int64_t>();
+      if (v >= std::numeric_limits<int>::min() && v <= std::numeric_limits<int>::max()) {
+        return std::optional<int>(static_cast<int>(v));
+      }
+    } else {
+      return Fail(ErrorCode::kBadInput, "'" + std::string(key) + "' must be an integer, not " +
+                                            std::string(TypeName(*it)));
+    }
+    return Fail(ErrorCode::kBadInput, "'" + std::string(key) + "' is out of range");
+  }
+
+ private:
+  const json& object_;
+  std::set<std::string_view, std::less<>> allowed_;
+};
+
+Result<std::optional<json>> ReadTransaction(const json& object) {
+  const auto it = object.find("transaction");
+  if (it == object.end() || it->is_null()) return std::optional<json>();
+  if (it->is_string()) {
+    SP_RETURN_IF_ERROR(CheckText("transaction", it->get_ref<const std::string&>(),
+                                 kMaxTransactionLength, TextKind::kLine));
+    return std::optional<json>(*it);
+  }
+  if (it->is_number()) return std::optional<json>(*it);
+  return Fail(ErrorCode::kBadInput,
+              "'transaction' must be a string or a number, not " + std::string(TypeName(*it)));
+}
+
+Result<std::optional<std::string>> OptionalBackupId(const Fields& fields) {
+  auto id = fields.OptionalString("backup_id", kMaxTextLength);
+  if (!id) return tl::unexpected(std::move(id.error()));
+  if (id->has_value()) SP_RETURN_IF_ERROR(ValidateBackupId(**id));
+  return std::move(*id);
+}
+
+Result<std::string> RequiredBackupId(const Fields& fields) {
+  auto id = fields.RequiredString("backup_id", kMaxTextLength);
+  if (!id) return tl::unexpected(std::move(id.error()));
+  SP_RETURN_IF_ERROR(ValidateBackupId(*id));
+  return std::move(*id);
+}
+
+Result<std::optional<std::string>> OptionalUpdateId(const Fields& fields) {
+  auto id = fields.OptionalString("update_id", kMaxTextLength);
+  if (!id) return tl::unexpected(std::move(id.error()));
+  if (id->has_value()) SP_RETURN_IF_ERROR(ValidateUpdateId(**id));
+  return std::move(*id);
+}
+
+Result<ConflictPolicy> PolicyField(const Fields& fields, std::string_view key, bool required) {
+  auto name = fields.OptionalString(key, 16);
+  if (!name) return tl::unexpected(std::move(name.error()));
+  if (!name->has_value()) {
+    if (required) {
+      return Fail(ErrorCode::kBadInput, "missing required field '" + std::string(key) +
+                                            "' (overwrite, merge or abort)");
+    }
+    return ConflictPolicy::kAbort;
+  }
+  const auto policy = ParseConflictPolicy(**name);
+  if (!policy) {
+    return Fail(ErrorCode::kBadInput, "'" + std::string(key) + "' must be abort, overwrite or " +
+                                          "merge, not '" + Excerpt(**name) + "'");
+  }
+  return *policy;
+}
+
+// The arguments of a bare PRESS, or an error for commands that need arguments.
+Result<CommandArgs> PressArgs(std::string_view name) {
+  if (name == "backup") return CommandArgs(BackupCommand{});
+  if (name == "continue") return CommandArgs(ContinueCommand{});
+  if (name == "cancel") return CommandArgs(CancelCommand{});
+  if (name == "rollback") return CommandArgs(RollbackCommand{});
+  if (name == "verify") return CommandArgs(VerifyCommand{});
+  if (name == "list") return CommandArgs(ListCommand{});
+  if (name == "resolve") {
+    return Fail(ErrorCode::kBadInput, "resolve needs {\"action\": \"overwrite|merge|abort\"}");
+  }
+  if (name == "delete") return Fail(ErrorCode::kBadInput, "delete needs {\"backup_id\": ...}");
+  if (name == "select") return Fail(ErrorCode::kBadInput, "select needs a safety point id");
+  return Fail(ErrorCode::kBadInput, "text needs a command such as \"/status\"");
+}
+
+// The arguments of a JSON object payload for command `name`.
+Result<CommandArgs> ObjectArgs(std::string_view name, const json& object) {
+  if (name == "backup") {
+    Fields fields(object, {"reason", "transaction"});
+    SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+    auto reason = fields.OptionalString("reason", kMaxReasonLength);
+    if (!reason) return tl::unexpected(std::move(reason.error()));
+    return CommandArgs(BackupCommand{std::move(*reason)});
+  }
+  if (name == "continue" || name == "cancel") {
+    Fields fields(object, {"update_id", "transaction"});
+    SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+    auto update_id = OptionalUpdateId(fields);
+    if (!update_id) return tl::unexpected(std::move(update_id.error()));
+    if (name == "continue") return CommandArgs(ContinueCommand{std::move(*update_id)});
+    return CommandArgs(CancelCommand{std::move(*update_id)});
+  }
+  if (name == "rollback") {
+    Fields fields(object, {"backup_id", "on_conflict", "transaction"});
+    SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+    auto id = RequiredBackupId(fields);
+    if (!id) return tl::unexpected(std::move(id.error()));
+    auto policy = PolicyField(fields, "on_conflict", /*required=*/false);
+    if (!policy) return tl::unexpected(std::move(policy.error()));
+    return CommandArgs(RollbackCommand{std::move(*id), *policy});
+  }
+  if (name == "resolve") {
+    Fields fields(object, {"action", "transaction"});
+    SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+    auto policy = PolicyField(fields, "action", /*required=*/true);
+    if (!policy) return tl::unexpected(std::move(policy.error()));
+    return CommandArgs(ResolveCommand{*policy});
+  }
+  if (name == "verify") {
+    Fields fields(object, {"backup_id", "all", "transaction"});
+    SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+    auto id = OptionalBackupId(fields);
+    if (!id) return tl::unexpected(std::move(id.error()));
+    if (fields.Has("all")) {
+      auto all = fields.RequiredBool("all");
+      if (!all) return tl::unexpected(std::move(all.error()));
+      if (!*all) return Fail(ErrorCode::kBadInput, "'all' may only be true");
+      if (id->has_value()) {
+        return Fail(ErrorCode::kBadInput, "give either 'backup_id' or 'all', not both");
+      }
+    }
+    return CommandArgs(VerifyCommand{std::move(*id)});
+  }
+  if (name == "delete" || name == "select") {
+    Fields fields(object, {"backup_id", "transaction"});
+    SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+    auto id = RequiredBackupId(fields);
+    if (!id) return tl::unexpected(std::move(id.error()));
+    if (name == "delete") return CommandArgs(DeleteCommand{std::move(*id)});
+    return CommandArgs(SelectCommand{std::move(*id)});
+  }
+  if (name == "list") {
+    Fields fields(object, {"transaction"});
+    SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+    return CommandArgs(ListCommand{});
+  }
+  // text
+  Fields fields(object, {"text", "transaction"});
+  SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+  auto text = fields.RequiredString("text", kMaxTextLength);
+  if (!text) return tl::unexpected(std::move(text.error()));
+  return ParseTextCommand(*text);
+}
+
+bool IsLeapYear(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
+
+int DaysInMonth(int year, int month) {
+  constexpr std::array<int, 12> kDays = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month == 2 && IsLeapYear(year)) return 29;
+  return kDays[static_cast<std::size_t>(month - 1)];
+}
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// The value of `count` decimal digits at `pos`, or -1 when any is not a digit.
+int Digits(std::string_view s, std::size_t pos, std::size_t count) {
+  int value = 0;
+  for (std::size_t i = pos; i < pos + count; ++i) {
+    if (!IsDigit(s[i])) return -1;
+    value = value * 10 + (s[i] - '0');
+  }
+  return value;
+}
+
+std::vector<std::string_view> SplitWords(std::string_view text) {
+  std::vector<std::string_view> words;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && (text[i] == ' ' || text[i] == '\t')) ++i;
+    const std::size_t start = i;
+    while (i < text.size() && text[i] != ' ' && text[i] != '\t') ++i;
+    if (i > start) words.push_back(text.substr(start, i - start));
+  }
+  return words;
+}
+
+}  // namespace
+
+std::string_view DecisionName(Decision decision) {
+  switch (decision) {
+    case Decision::kContinue: return "continue";
+    case Decision::kCancel: return "cancel";
+    case Decision::kExpired: return "expired";
+  }
+  return "cancel";
+}
+
+std::string_view ConflictPolicyName(ConflictPolicy policy) {
+  switch (policy) {
+    case ConflictPolicy::kAbort: return "abort";
+    case ConflictPolicy::kOverwrite: return "overwrite";
+    case ConflictPolicy::kMerge: return "merge";
+  }
+  return "abort";
+}
+
+std::optional<ConflictPolicy> ParseConflictPolicy(std::string_view name) {
+  if (name == "abort") return ConflictPolicy::kAbort;
+  if (name == "overwrite") return ConflictPolicy::kOverwrite;
+  if (name == "merge") return ConflictPolicy::kMerge;
+  return std::nullopt;
+}
+
+bool IsValidBackupId(std::string_view id) {
+  // YYYY-MM-DD_HH-MM-SS
+  // 0123456789012345678
+  constexpr std::size_t kBaseLength = 19;
+  if (id.size() < kBaseLength) return false;
+  if (id[4] != '-' || id[7] != '-' || id[10] != '_' || id[13] != '-' || id[16] != '-') {
+    return false;
+  }
+  const int year = Digits(id, 0, 4);
+  const int month = Digits(id, 5, 2);
+  const int day = Digits(id, 8, 2);
+  const int hour = Digits(id, 11, 2);
+  const int minute = Digits(id, 14, 2);
+  const int second = Digits(id, 17, 2);
+  if (year < 0 || month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, month) ||
+      hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59) {
+    return false;
+  }
+  if (id.size() == kBaseLength) return true;
+  // Clash suffix: -N, N in 2..999 without leading zeros.
+  const std::string_view suffix = id.substr(kBaseLength);
+  if (suffix.size() < 2 || suffix.size() > 4 || suffix[0] != '-' || suffix[1] == '0') {
+    return false;
+  }
+  const int n = Digits(suffix, 1, suffix.size() - 1);
+  return n >= 2 && n <= 999;
+}
+
+Status ValidateBackupId(std::string_view id) {
+  if (IsValidBackupId(id)) return {};
+  return Fail(ErrorCode::kBadInput, "invalid safety point id '" + Excerpt(id) +
+                                        "' (expected YYYY-MM-DD_HH-MM-SS, optionally -N)");
+}
+
+Status ValidateUpdateId(std::string_view id) {
+  if (id.empty() || id.size() > kMaxUpdateIdLength) {
+    return Fail(ErrorCode::kBadInput, "'update_id' must be 1.." +
+                                          std::to_string(kMaxUpdateIdLength) + " characters");
+  }
+  for (char c : id) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u > 0x7e) {
+      return Fail(ErrorCode::kBadInput, "'update_id' must be printable ASCII");
+    }
+  }
+  if (id.front() == ' ' || id.back() == ' ') {
+    return Fail(ErrorCode::kBadInput, "'update_id' must not start or end with a space");
+  }
+  return {};
+}
+
+Result<UpdateRequest> ParseUpdateRequest(std::string_view payload, const ParseOptions& options) {
+  SP_RETURN_IF_ERROR(CheckSize(payload, options));
+  auto object = ParseObject(payload);
+  if (!object) return tl::unexpected(std::move(object.error()));
+  Fields fields(*object, {"update_id", "target", "from_version", "to_version", "reason"});
+  SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+
+  UpdateRequest request;
+  auto update_id = fields.RequiredString("update_id", kMaxTextLength);
+  if (!update_id) return tl::unexpected(std::move(update_id.error()));
+  SP_RETURN_IF_ERROR(ValidateUpdateId(*update_id));
+  request.update_id = std::move(*update_id);
+
+  auto target = fields.RequiredString("target", kMaxTargetLength);
+  if (!target) return tl::unexpected(std::move(target.error()));
+  request.target = std::move(*target);
+
+  auto from = fields.OptionalString("from_version", kMaxVersionLength);
+  if (!from) return tl::unexpected(std::move(from.error()));
+  request.from_version = std::move(*from);
+  auto to = fields.OptionalString("to_version", kMaxVersionLength);
+  if (!to) return tl::unexpected(std::move(to.error()));
+  request.to_version = std::move(*to);
+  auto reason = fields.OptionalString("reason", kMaxReasonLength);
+  if (!reason) return tl::unexpected(std::move(reason.error()));
+  request.reason = std::move(*reason);
+  return request;
+}
+
+Result<UpdateResult> ParseUpdateResult(std::string_view payload, const ParseOptions& options) {
+  SP_RETURN_IF_ERROR(CheckSize(payload, options));
+  auto object = ParseObject(payload);
+  if (!object) return tl::unexpected(std::move(object.error()));
+  Fields fields(*object, {"update_id", "success", "exit_code", "detail"});
+  SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+
+  UpdateResult result;
+  auto update_id = fields.RequiredString("update_id", kMaxTextLength);
+  if (!update_id) return tl::unexpected(std::move(update_id.error()));
+  SP_RETURN_IF_ERROR(ValidateUpdateId(*update_id));
+  result.update_id = std::move(*update_id);
+
+  auto success = fields.RequiredBool("success");
+  if (!success) return tl::unexpected(std::move(success.error()));
+  result.success = *success;
+
+  auto exit_code = fields.OptionalInt("exit_code");
+  if (!exit_code) return tl::unexpected(std::move(exit_code.error()));
+  result.exit_code = *exit_code;
+
+  auto detail = fields.OptionalString("detail", kMaxDetailLength, TextKind::kMultiline);
+  if (!detail) return tl::unexpected(std::move(detail.error()));
+  result.detail = std::move(*detail);
+  return result;
+}
+
+const std::vector<std::string_view>& CommandNames() {
+  static const std::vector<std::string_view> kNames = {
+      "backup", "continue", "cancel", "rollback", "resolve",
+      "verify", "delete",   "list",   "text",     "select"};
+  return kNames;
+}
+
+Result<CommandArgs> ParseTextCommand(std::string_view text) {
+  SP_RETURN_IF_ERROR(CheckText("text", text, kMaxTextLength, TextKind::kLine));
+  const std::string_view trimmed = Trim(text);
+  auto words = SplitWords(trimmed);
+  if (words.empty()) return Fail(ErrorCode::kBadInput, "empty text command");
+  std::string_view verb = words[0];
+  // Chat clients may address a bot: "/status@my_bot".
+  if (const auto at = verb.find('@'); at != std::string_view::npos) verb = verb.substr(0, at);
+  const std::size_t args = words.size() - 1;
+  const auto no_args = [&](CommandArgs parsed) -> Result<CommandArgs> {
+    if (args != 0) {
+      return Fail(ErrorCode::kBadInput, std::string(verb) + " takes no arguments");
+    }
+    return parsed;
+  };
+
+  if (verb == "/status") return no_args(StatusCommand{});
+  if (verb == "/list") return no_args(ListCommand{});
+  if (verb == "/continue") return no_args(ContinueCommand{});
+  if (verb == "/cancel") return no_args(CancelCommand{});
+  if (verb == "/backup") {
+    BackupCommand backup;
+    if (args > 0) {
+      const std::size_t start = static_cast<std::size_t>(words[1].data() - trimmed.data());
+      std::string reason(trimmed.substr(start));
+      SP_RETURN_IF_ERROR(CheckText("reason", reason, kMaxReasonLength, TextKind::kLine));
+      backup.reason = std::move(reason);
+    }
+    return CommandArgs(std::move(backup));
+  }
+  if (verb == "/rollback") {
+    // "/rollback safety_point <id> [policy]" (the chat form) or "/rollback <id> [policy]".
+    std::size_t next = 1;
+    if (args >= 1 && words[1] == "safety_point") next = 2;
+    if (next >= words.size()) {
+      return Fail(ErrorCode::kBadInput, "usage: /rollback safety_point <backup_id>");
+    }
+    RollbackCommand rollback;
+    SP_RETURN_IF_ERROR(ValidateBackupId(words[next]));
+    rollback.backup_id = std::string(words[next]);
+    if (next + 1 < words.size()) {
+      const auto policy = ParseConflictPolicy(words[next + 1]);
+      if (!policy || next + 2 < words.size()) {
+        return Fail(ErrorCode::kBadInput,
+                    "usage: /rollback safety_point <backup_id> [abort|overwrite|merge]");
+      }
+      rollback.on_conflict = *policy;
+    }
+    return CommandArgs(std::move(rollback));
+  }
+  return Fail(ErrorCode::kBadInput,
+              "unknown text command '" + Excerpt(verb) +
+                  "' (known: /rollback, /backup, /status, /list, /continue, /cancel)");
+}
+
+Result<Command> ParseCommand(std::string_view name, std::string_view payload,
+                             const ParseOptions& options) {
+  const auto& names = CommandNames();
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    return Fail(ErrorCode::kBadInput, "unknown command '" + Excerpt(name) + "'");
+  }
+  SP_RETURN_IF_ERROR(CheckSize(payload, options));
+  Command command;
+  command.name = std::string(name);
+  const std::string_view trimmed = Trim(payload);
+
+  if (trimmed == kPress) {
+    auto args = PressArgs(name);
+    if (!args) return tl::unexpected(std::move(args.error()));
+    command.args = std::move(*args);
+    command.pressed = true;
+    return command;
+  }
+
+  const bool takes_bare_string = name == "text" || name == "select";
+  if (takes_bare_string && trimmed.front() != '{') {
+    std::string value;
+    if (trimmed.front() == '"') {
+      auto doc = ParseJson(trimmed);
+      if (!doc) return tl::unexpected(std::move(doc.error()));
+      if (!doc->is_string()) return Fail(ErrorCode::kBadInput, "payload must be a string");
+      value = doc->get<std::string>();
+    } else {
+      value = std::string(trimmed);
+    }
+    if (name == "text") {
+      auto args = ParseTextCommand(value);
+      if (!args) return tl::unexpected(std::move(args.error()));
+      command.args = std::move(*args);
+    } else {
+      SP_RETURN_IF_ERROR(ValidateBackupId(value));
+      command.args = SelectCommand{std::move(value)};
+    }
+    return command;
+  }
+
+  auto object = ParseObject(trimmed);
+  if (!object) return tl::unexpected(std::move(object.error()));
+  auto transaction = ReadTransaction(*object);
+  if (!transaction) return tl::unexpected(std::move(transaction.error()));
+  command.transaction = std::move(*transaction);
+  auto args = ObjectArgs(name, *object);
+  if (!args) return tl::unexpected(std::move(args.error()));
+  command.args = std::move(*args);
+  return command;
+}
+
+std::optional<nlohmann::json> ExtractTransaction(std::string_view payload,
+                                                 const ParseOptions& options) {
+  if (payload.size() > options.max_payload_bytes || !CheckNesting(payload)) return std::nullopt;
+  const json doc = json::parse(payload.begin(), payload.end(), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
+  auto transaction = ReadTransaction(doc);
+  if (!transaction) return std::nullopt;
+  return *transaction;
+}
+
+nlohmann::json Response(ResponseStatus status, const nlohmann::json& data,
+                        const std::optional<std::string>& error,
+                        const std::optional<nlohmann::json>& transaction) {
+  json out = json::object();
+  out["status"] = status == ResponseStatus::kOk ? "ok" : "error";
+  out["data"] = data.is_null() ? json::object() : data;
+  if (error) out["error"] = *error;
+  if (transaction) out["transaction"] = *transaction;
+  return out;
+}
+
+nlohmann::json OkResponse(const nlohmann::json& data,
+                          const std::optional<nlohmann::json>& transaction) {
+  return Response(ResponseStatus::kOk, data, std::nullopt, transaction);
+}
+
+nlohmann::json ErrorResponse(const Error& error,
+                             const std::optional<nlohmann::json>& transaction) {
+  json out = Response(ResponseStatus::kError, json::object(), error.message, transaction);
+  out["code"] = std::string(ErrorCodeName(error.code));
+  return out;
+}
+
+std::optional<std::string> Topics::CommandName(std::string_view topic) const {
+  const std::string prefix = base_ + "/cmd/";
+  if (topic.size() <= prefix.size() || topic.substr(0, prefix.size()) != prefix) {
+    return std::nullopt;
+  }
+  const std::string_view name = topic.substr(prefix.size());
+  if (name.find('/') != std::string_view::npos) return std::nullopt;
+  return std::string(name);
+}
+
+}  // namespace safepoint::service
