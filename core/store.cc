@@ -1,0 +1,944 @@
+#include "core/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "core/age.h"
+#include "core/sha256.h"
+
+namespace safepoint::store {
+
+namespace {
+
+constexpr std::size_t kBufferSize = 256 * 1024;
+constexpr std::uint64_t kMaxInnerManifest = 256ull * 1024 * 1024;
+constexpr std::string_view kTmpPrefix = ".tmp-";
+constexpr std::string_view kDelPrefix = ".del-";
+
+bool SameFile(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+// Closes a descriptor on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+Status ReadFull(int fd, std::span<std::uint8_t> buf, std::size_t* got, const std::string& name) {
+  *got = 0;
+  while (*got < buf.size()) {
+    ssize_t n = ::read(fd, buf.data() + *got, buf.size() - *got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return tl::unexpected(ErrnoError(errno, "read", name));
+    }
+    if (n == 0) break;
+    *got += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+// The result of reading a file until two fstat calls around the read agree.
+struct StableHash {
+  bool vanished = false;
+  struct stat st {};
+  std::string sha256;
+};
+
+Result<StableHash> HashStable(const std::string& path, std::vector<std::uint8_t>& buf) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    StableHash out;
+    Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    if (fd.get() < 0) {
+      if (errno == ENOENT) {
+        out.vanished = true;
+        return out;
+      }
+      if (errno == ELOOP) continue;  // replaced by a link while we looked: read again
+      return tl::unexpected(ErrnoError(errno, "open", path));
+    }
+    struct stat before {};
+    if (::fstat(fd.get(), &before) != 0) return tl::unexpected(ErrnoError(errno, "stat", path));
+    if (!S_ISREG(before.st_mode)) continue;
+    Sha256 hash;
+    std::uint64_t total = 0;
+    for (;;) {
+      std::size_t got = 0;
+      SP_RETURN_IF_ERROR(ReadFull(fd.get(), buf, &got, path));
+      if (got == 0) break;
+      hash.Update(std::span<const std::uint8_t>(buf.data(), got));
+      total += got;
+    }
+    struct stat after {};
+    if (::fstat(fd.get(), &after) != 0) return tl::unexpected(ErrnoError(errno, "stat", path));
+    if (SameFile(before, after) && total == static_cast<std::uint64_t>(after.st_size)) {
+      out.st = after;
+      out.sha256 = hash.FinalHex();
+      return out;
+    }
+  }
+  return Fail(ErrorCode::kIo, "file " + path +
+                                  " changed while it was being read, twice; back up again when "
+                                  "it is quiet");
+}
+
+// Feeds bytes to the age encryptor.
+class EncryptorSink final : public ByteSink {
+ public:
+  explicit EncryptorSink(age::Encryptor& enc) : enc_(enc) {}
+  Status Write(std::span<const std::uint8_t> data) override { return enc_.Write(data); }
+
+ private:
+  age::Encryptor& enc_;
+};
+
+// Hashes and counts what passes through.
+class HashingSource final : public ByteSource {
+ public:
+  explicit HashingSource(ByteSource& in) : in_(in) {}
+  Result<std::size_t> Read(std::span<std::uint8_t> out) override {
+    auto n = in_.Read(out);
+    if (n && *n > 0) {
+      hash_.Update(std::span<const std::uint8_t>(out.data(), *n));
+      bytes_ += *n;
+    }
+    return n;
+  }
+  std::string FinalHex() { return hash_.FinalHex(); }
+  [[nodiscard]] std::uint64_t bytes() const { return bytes_; }
+
+ private:
+  ByteSource& in_;
+  Sha256 hash_;
+  std::uint64_t bytes_ = 0;
+};
+
+std::string LocalIdFor(std::chrono::system_clock::time_point t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d_%H-%M-%S", &tm);
+  return buf;
+}
+
+std::string IsoLocal(std::chrono::system_clock::time_point t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S%z", &tm);
+  std::string s = buf;
+  // +0100 -> +01:00
+  if (s.size() >= 5) s.insert(s.size() - 2, ":");
+  return s;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+Result<std::string> ReadSmallFile(const std::string& path, std::size_t max) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() < 0) {
+    if (errno == ENOENT) return Fail(ErrorCode::kNotFound, path + ": missing");
+    return tl::unexpected(ErrnoError(errno, "open", path));
+  }
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return tl::unexpected(ErrnoError(errno, "read", path));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > max) return Fail(ErrorCode::kCorrupt, path + ": too large");
+  }
+  return out;
+}
+
+int IdSuffix(const std::string& id) {
+  if (id.size() <= 19) return 1;
+  return std::atoi(id.c_str() + 20);
+}
+
+Status CheckIdArg(const std::string& id) {
+  if (!manifest::IsValidId(id)) {
+    std::string shown = id.substr(0, 64);
+    for (char& c : shown) {
+      if (static_cast<unsigned char>(c) < 0x20) c = '?';
+    }
+    return Fail(ErrorCode::kBadInput,
+                "'" + shown + "' is not a safety point id (expected YYYY-MM-DD_HH-MM-SS)");
+  }
+  return {};
+}
+
+}  // namespace
+
+bool IdLess(const std::string& a, const std::string& b) {
+  std::string_view base_a = std::string_view(a).substr(0, 19);
+  std::string_view base_b = std::string_view(b).substr(0, 19);
+  if (base_a != base_b) return base_a < base_b;
+  return IdSuffix(a) < IdSuffix(b);
+}
+
+StoreLock::StoreLock(StoreLock&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), mode_(other.mode_) {}
+
+StoreLock& StoreLock::operator=(StoreLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    mode_ = other.mode_;
+  }
+  return *this;
+}
+
+StoreLock::~StoreLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+Store::Store(Options options, FileSystem& fs, const Clock& clock)
+    : options_(std::move(options)), fs_(fs), clock_(clock) {}
+
+std::string Store::DirOf(const std::string& id) const { return options_.backup_dir + "/" + id; }
+
+Status Store::Prepare() {
+  const std::string& dir = options_.backup_dir;
+  if (dir.empty()) return Fail(ErrorCode::kBadInput, "backup dir is not set");
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) == 0) {
+    if (S_ISLNK(st.st_mode)) {
+      return Fail(ErrorCode::kBadInput, "backup dir " + dir + " is a symlink; refusing to use it");
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      return Fail(ErrorCode::kBadInput, "backup dir " + dir + " is not a directory");
+    }
+    if ((st.st_mode & 07777) != 0700) SP_RETURN_IF_ERROR(fs_.Chmod(dir, 0700));
+    return {};
+  }
+  if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dir));
+  std::error_code ec;
+  auto parent = std::filesystem::path(dir).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) return Fail(ErrorCode::kIo, "create " + parent.string() + ": " + ec.message());
+  SP_RETURN_IF_ERROR(fs_.MakeDir(dir, 0700));
+  if (!parent.empty()) SP_RETURN_IF_ERROR(fs_.SyncDir(parent.string()));
+  return {};
+}
+
+Result<StoreLock> Store::Lock(LockMode mode) {
+  SP_RETURN_IF_ERROR(Prepare());
+  std::string path = options_.backup_dir + "/.lock";
+  int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", path));
+  int op = (mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
+  if (::flock(fd, op) != 0) {
+    int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return Fail(ErrorCode::kBusy, "another safepoint operation is using " +
+                                        options_.backup_dir + "; try again when it has finished");
+    }
+    return tl::unexpected(ErrnoError(err, "lock", path));
+  }
+  return StoreLock(fd, mode);
+}
+
+Status Store::CleanLeftovers() {
+  DIR* d = ::opendir(options_.backup_dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return {};
+    return tl::unexpected(ErrnoError(errno, "open", options_.backup_dir));
+  }
+  std::vector<std::string> leftovers;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string_view name = e->d_name;
+    if (name.starts_with(kTmpPrefix) || name.starts_with(kDelPrefix)) {
+      leftovers.emplace_back(name);
+    }
+  }
+  ::closedir(d);
+  for (const auto& name : leftovers) {
+    SP_RETURN_IF_ERROR(fs_.RemoveTree(options_.backup_dir + "/" + name));
+  }
+  if (!leftovers.empty()) SP_RETURN_IF_ERROR(fs_.SyncDir(options_.backup_dir));
+  return {};
+}
+
+Result<std::string> Store::NewId() const {
+  std::string base = LocalIdFor(clock_.Now());
+  for (int n = 1; n <= 999; ++n) {
+    std::string id = n == 1 ? base : base + "-" + std::to_string(n);
+    if (!Exists(DirOf(id)) && !Exists(options_.backup_dir + "/" + std::string(kTmpPrefix) + id)) {
+      return id;
+    }
+  }
+  return Fail(ErrorCode::kBusy, "more than 999 safety points in one second");
+}
+
+Result<manifest::Manifest> Store::Backup(const BackupRequest& request, const Secret& passphrase,
+                                         const ProgressFn& progress) {
+  bool retry = false;
+  auto result = BackupOnce(request, passphrase, progress, &retry);
+  if (!result && retry) result = BackupOnce(request, passphrase, progress, &retry);
+  return result;
+}
+
+Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
+                                             const Secret& passphrase, const ProgressFn& progress,
+                                             bool* retry) {
+  *retry = false;
+  SP_RETURN_IF_ERROR(Prepare());
+  auto id = NewId();
+  if (!id) return tl::unexpected(id.error());
+  const std::string staging = options_.backup_dir + "/" + std::string(kTmpPrefix) + *id;
+  SP_RETURN_IF_ERROR(fs_.MakeDir(staging, 0700));
+
+  // Everything below cleans the staging dir on failure.
+  auto result = [&]() -> Result<manifest::Manifest> {
+    const std::string partial = staging + "/payload.partial";
+    auto file = fs_.CreateFile(partial, 0600);
+    if (!file) return tl::unexpected(file.error());
+    // Starts the scrypt derivation on its own thread; it runs while we hash and stream.
+    auto enc = age::Encryptor::Create(**file, passphrase, options_.work_factor);
+    if (!enc) return tl::unexpected(enc.error());
+
+    // Pass 1: hash every file until it reads stable (two threads; the KDF runs beside them).
+    const auto& in = request.entries;
+    std::vector<StableHash> hashed(in.size());
+    std::vector<std::optional<safepoint::Error>> errors(in.size());
+    {
+      std::atomic<std::size_t> next{0};
+      auto work = [&] {
+        std::vector<std::uint8_t> buf(kBufferSize);
+        for (std::size_t i = next++; i < in.size(); i = next++) {
+          if (in[i].header.type != manifest::EntryType::kFile || in[i].content) continue;
+          auto h = HashStable(in[i].abs_path, buf);
+          if (h) {
+            hashed[i] = std::move(*h);
+          } else {
+            errors[i] = h.error();
+          }
+        }
+      };
+      std::thread helper(work);
+      work();
+      helper.join();
+    }
+    manifest::Manifest m;
+    m.id = *id;
+    auto now = clock_.Now();
+    m.created_at = IsoLocal(now);
+    m.created_unix = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+    m.reason = request.reason;
+    m.update = request.update;
+    m.producer = options_.producer;
+    m.kdf.work_factor = options_.work_factor;
+    m.warnings = request.warnings;
+    std::vector<std::size_t> order;  // indices of `in` that are archived, in manifest order
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      if (errors[i]) return tl::unexpected(*errors[i]);
+      const auto& src = in[i];
+      manifest::Entry e;
+      e.path = src.header.path;
+      e.type = src.header.type;
+      e.mode = src.header.mode & 07777;
+      e.mtime = src.header.mtime;
+      e.uid = src.header.uid;
+      e.gid = src.header.gid;
+      e.link_target = src.header.link_target;
+      if (e.type == manifest::EntryType::kFile) {
+        if (src.content) {
+          e.size = src.content->size();
+          e.sha256 = Sha256Hex(*src.content);
+        } else {
+          if (hashed[i].vanished) {
+            m.warnings.push_back("skipped " + src.abs_path + ": deleted while backing up");
+            continue;
+          }
+          const struct stat& st = hashed[i].st;
+          e.size = static_cast<std::uint64_t>(st.st_size);
+          e.sha256 = hashed[i].sha256;
+          e.mode = st.st_mode & 07777;
+          e.mtime = st.st_mtim.tv_sec;
+          e.uid = st.st_uid;
+          e.gid = st.st_gid;
+        }
+      }
+      SP_RETURN_IF_ERROR(manifest::CheckArchivePath(e.path));
+      m.entries.push_back(std::move(e));
+      order.push_back(i);
+    }
+    const std::uint64_t total = m.TotalBytes();
+
+    // Pass 2: stream MANIFEST.json and every entry into tar -> zstd -> age.
+    EncryptorSink sink(**enc);
+    auto tar = archive::TarZstdWriter::Create(sink, options_.zstd_level, options_.zstd_workers);
+    if (!tar) return tl::unexpected(tar.error());
+    const std::string inner = manifest::Serialize(m, /*inner=*/true);
+    archive::EntryHeader mh;
+    mh.path = std::string(manifest::kInnerName);
+    mh.size = inner.size();
+    mh.mode = 0600;
+    mh.mtime = m.created_unix;
+    SP_RETURN_IF_ERROR((*tar)->BeginEntry(mh));
+    SP_RETURN_IF_ERROR((*tar)->WriteData(
+        {reinterpret_cast<const std::uint8_t*>(inner.data()), inner.size()}));
+
+    std::vector<std::uint8_t> buf(kBufferSize);
+    std::uint64_t done = 0;
+    for (std::size_t k = 0; k < order.size(); ++k) {
+      const auto& src = in[order[k]];
+      const auto& e = m.entries[k];
+      archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
+      SP_RETURN_IF_ERROR((*tar)->BeginEntry(h));
+      if (e.type != manifest::EntryType::kFile) continue;
+      if (src.content) {
+        SP_RETURN_IF_ERROR((*tar)->WriteData(
+            {reinterpret_cast<const std::uint8_t*>(src.content->data()), src.content->size()}));
+        done += e.size;
+        continue;
+      }
+      Fd fd(::open(src.abs_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
+      struct stat st {};
+      bool same = fd.get() >= 0 && ::fstat(fd.get(), &st) == 0 &&
+                  SameFile(st, hashed[order[k]].st);
+      Sha256 hash;
+      std::uint64_t left = e.size;
+      while (left > 0) {
+        std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
+        std::size_t got = 0;
+        if (same) SP_RETURN_IF_ERROR(ReadFull(fd.get(), {buf.data(), want}, &got, src.abs_path));
+        if (got < want) {
+          // Shorter than it was a moment ago: pad the entry, and let the hash check fail.
+          std::fill(buf.begin() + static_cast<std::ptrdiff_t>(got),
+                    buf.begin() + static_cast<std::ptrdiff_t>(want), 0);
+          same = false;
+        }
+        hash.Update(std::span<const std::uint8_t>(buf.data(), want));
+        SP_RETURN_IF_ERROR((*tar)->WriteData({buf.data(), want}));
+        left -= want;
+        done += want;
+        if (progress) progress(done, total);
+      }
+      if (!same || hash.FinalHex() != e.sha256) {
+        *retry = true;
+        return Fail(ErrorCode::kIo, "file " + src.abs_path +
+                                        " changed while it was being backed up, twice; back up "
+                                        "again when it is quiet");
+      }
+    }
+    SP_RETURN_IF_ERROR((*tar)->Finish());
+    SP_RETURN_IF_ERROR((*enc)->Finish());
+    SP_RETURN_IF_ERROR((**file).Sync());
+    SP_RETURN_IF_ERROR((**file).Close());
+    if (progress) progress(total, total);
+
+    // The payload's hash names it; read it back (from the page cache) to compute it.
+    auto payload_file = ReadOnlyFile::Open(partial);
+    if (!payload_file) return tl::unexpected(payload_file.error());
+    FdSource payload_src(payload_file->fd(), partial);
+    HashingSource hashing(payload_src);
+    for (;;) {
+      auto n = hashing.Read(buf);
+      if (!n) return tl::unexpected(n.error());
+      if (*n == 0) break;
+    }
+    manifest::Payload payload;
+    payload.sha256 = hashing.FinalHex();
+    payload.size = hashing.bytes();
+    payload.name = "state_" + *id + "_" + payload.sha256.substr(0, 12) + ".enc";
+    m.payload = payload;
+    m.key_id = (*enc)->KeyId();
+    SP_RETURN_IF_ERROR(fs_.Rename(partial, staging + "/" + payload.name));
+
+    const std::string outer = manifest::Serialize(m, /*inner=*/false);
+    auto mf = fs_.CreateFile(staging + "/" + std::string(manifest::kOuterName), 0600);
+    if (!mf) return tl::unexpected(mf.error());
+    SP_RETURN_IF_ERROR((*mf)->Append({reinterpret_cast<const std::uint8_t*>(outer.data()),
+                                      outer.size()}));
+    SP_RETURN_IF_ERROR((*mf)->Sync());
+    SP_RETURN_IF_ERROR((*mf)->Close());
+    SP_RETURN_IF_ERROR(fs_.SyncDir(staging));
+    SP_RETURN_IF_ERROR(fs_.Rename(staging, DirOf(*id)));
+    SP_RETURN_IF_ERROR(fs_.SyncDir(options_.backup_dir));
+    return m;
+  }();
+  if (!result && Exists(staging)) {
+    // Best effort: a crash here leaves the staging dir for CleanLeftovers.
+    (void)fs_.RemoveTree(staging);
+  }
+  return result;
+}
+
+Result<std::vector<Listing>> Store::List() const {
+  std::vector<Listing> out;
+  DIR* d = ::opendir(options_.backup_dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return out;
+    return tl::unexpected(ErrnoError(errno, "open", options_.backup_dir));
+  }
+  std::vector<std::string> ids;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (manifest::IsValidId(name)) ids.push_back(std::move(name));
+  }
+  ::closedir(d);
+  std::sort(ids.begin(), ids.end(), IdLess);
+  for (auto& id : ids) {
+    Listing l;
+    l.id = id;
+    l.dir = DirOf(id);
+    auto m = Show(id);
+    if (m) {
+      l.manifest = std::move(*m);
+    } else {
+      l.problem = m.error().message;
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+Result<manifest::Manifest> Store::Show(const std::string& id) const {
+  SP_RETURN_IF_ERROR(CheckIdArg(id));
+  const std::string dir = DirOf(id);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Fail(ErrorCode::kNotFound, "no safety point " + id);
+  }
+  auto text = ReadSmallFile(dir + "/" + std::string(manifest::kOuterName), kMaxInnerManifest);
+  if (!text) {
+    if (text.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kCorrupt, "safety point " + id + " has no manifest.json");
+    }
+    return tl::unexpected(text.error());
+  }
+  auto m = manifest::Parse(*text);
+  if (!m) {
+    return Fail(m.error().code, "safety point " + id + ": " + m.error().message);
+  }
+  if (m->id != id) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id +
+                                         ": manifest.json belongs to another safety point (" +
+                                         m->id + ")");
+  }
+  if (!m->payload) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": manifest.json lacks the payload");
+  }
+  return m;
+}
+
+Result<std::string> Store::PayloadPath(const std::string& id, const manifest::Manifest& m) const {
+  const auto& p = *m.payload;
+  if (p.name != "state_" + id + "_" + p.sha256.substr(0, 12) + ".enc") {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": unexpected payload name");
+  }
+  return DirOf(id) + "/" + p.name;
+}
+
+namespace {
+
+// Verifies entries without keeping them.
+class NullVisitor final : public EntryVisitor {
+ public:
+  Status Begin(const manifest::Entry&) override { return {}; }
+  Status Data(std::span<const std::uint8_t>) override { return {}; }
+  Status End(const manifest::Entry&) override { return {}; }
+};
+
+}  // namespace
+
+Result<VerifyReport> Store::Verify(const std::string& id, const Secret& passphrase) const {
+  NullVisitor visitor;
+  return Read(id, passphrase, visitor);
+}
+
+Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase,
+                                 EntryVisitor& visitor) const {
+  auto outer = Show(id);
+  if (!outer) return tl::unexpected(outer.error());
+  auto path = PayloadPath(id, *outer);
+  if (!path) return tl::unexpected(path.error());
+  auto file = ReadOnlyFile::Open(*path);
+  if (!file) {
+    if (file.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload file is missing");
+    }
+    return tl::unexpected(file.error());
+  }
+  struct stat st {};
+  if (::fstat(file->fd(), &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", *path));
+  if (static_cast<std::uint64_t>(st.st_size) != outer->payload->size) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload is " +
+                                         std::to_string(st.st_size) + " bytes, manifest says " +
+                                         std::to_string(outer->payload->size) +
+                                         " (truncated or replaced)");
+  }
+  auto corrupt = [&](const std::string& what) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": " + what);
+  };
+  FdSource raw(file->fd(), *path);
+  HashingSource hashing(raw);
+  auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
+  if (!dec) return tl::unexpected(dec.error());
+  if (!outer->key_id.empty() && (*dec)->KeyId() != outer->key_id) {
+    return corrupt("key identifier differs from manifest.json");
+  }
+  if ((*dec)->work_factor() != outer->kdf.work_factor) {
+    return corrupt("work factor differs from manifest.json");
+  }
+  auto reader = archive::TarZstdReader::Open(**dec);
+  if (!reader) return tl::unexpected(reader.error());
+
+  // The first entry is the authoritative manifest.
+  auto first = (*reader)->Next();
+  if (!first) return tl::unexpected(first.error());
+  if (!*first || (*first)->path != manifest::kInnerName ||
+      (*first)->type != manifest::EntryType::kFile || (*first)->size > kMaxInnerManifest) {
+    return corrupt("the archive does not start with MANIFEST.json");
+  }
+  std::string inner_text;
+  std::vector<std::uint8_t> buf(kBufferSize);
+  for (;;) {
+    auto n = (*reader)->ReadData(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+    inner_text.append(reinterpret_cast<const char*>(buf.data()), *n);
+  }
+  auto inner = manifest::Parse(inner_text);
+  if (!inner) return corrupt("MANIFEST.json: " + inner.error().message);
+  SP_RETURN_IF_ERROR(manifest::CheckConsistent(*inner, *outer));
+
+  VerifyReport report;
+  report.id = id;
+  for (const auto& expected : inner->entries) {
+    auto h = (*reader)->Next();
+    if (!h) return tl::unexpected(h.error());
+    if (!*h) return corrupt("archive ends before entry " + expected.path);
+    const auto& got = **h;
+    if (got.path != expected.path || got.type != expected.type ||
+        (expected.type == manifest::EntryType::kFile && got.size != expected.size) ||
+        got.mode != expected.mode || got.mtime != expected.mtime || got.uid != expected.uid ||
+        got.gid != expected.gid || got.link_target != expected.link_target) {
+      return corrupt("archive entry " + got.path + " does not match the manifest entry " +
+                     expected.path);
+    }
+    SP_RETURN_IF_ERROR(visitor.Begin(expected));
+    if (expected.type == manifest::EntryType::kFile) {
+      Sha256 hash;
+      std::uint64_t size = 0;
+      for (;;) {
+        auto n = (*reader)->ReadData(buf);
+        if (!n) return tl::unexpected(n.error());
+        if (*n == 0) break;
+        std::span<const std::uint8_t> chunk(buf.data(), *n);
+        hash.Update(chunk);
+        size += *n;
+        SP_RETURN_IF_ERROR(visitor.Data(chunk));
+      }
+      if (size != expected.size || hash.FinalHex() != expected.sha256) {
+        return corrupt("entry " + expected.path + " does not match its SHA-256");
+      }
+      report.bytes += size;
+    }
+    SP_RETURN_IF_ERROR(visitor.End(expected));
+    ++report.entries;
+  }
+  auto extra = (*reader)->Next();
+  if (!extra) return tl::unexpected(extra.error());
+  if (*extra) return corrupt("unexpected archive entry " + (**extra).path);
+  // Authenticate the rest of the payload, to its final chunk.
+  for (;;) {
+    auto n = (*dec)->Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+  }
+  for (;;) {
+    auto n = hashing.Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+  }
+  if (hashing.bytes() != outer->payload->size || hashing.FinalHex() != outer->payload->sha256) {
+    return corrupt("payload SHA-256 differs from manifest.json");
+  }
+  return report;
+}
+
+Status Store::Decrypt(const std::string& id, const Secret& passphrase, ByteSink& out) const {
+  auto outer = Show(id);
+  if (!outer) return tl::unexpected(outer.error());
+  auto path = PayloadPath(id, *outer);
+  if (!path) return tl::unexpected(path.error());
+  auto file = ReadOnlyFile::Open(*path);
+  if (!file) return tl::unexpected(file.error());
+  FdSource raw(file->fd(), *path);
+  HashingSource hashing(raw);
+  auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
+  if (!dec) return tl::unexpected(dec.error());
+  std::vector<std::uint8_t> buf(kBufferSize);
+  for (;;) {
+    auto n = (*dec)->Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+    SP_RETURN_IF_ERROR(out.Write({buf.data(), *n}));
+  }
+  if (hashing.FinalHex() != outer->payload->sha256) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload SHA-256 differs");
+  }
+  return {};
+}
+
+namespace {
+
+bool Selected(const std::string& path, const std::vector<std::string>& paths) {
+  if (paths.empty()) return true;
+  for (const auto& p : paths) {
+    std::string_view want = p;
+    while (want.size() > 1 && want.back() == '/') want.remove_suffix(1);
+    if (path == want || (path.size() > want.size() && path.starts_with(want) &&
+                         path[want.size()] == '/')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Creates the directories of `rel` below `root`, refusing any component that is not a real
+// directory (a symlink planted in the destination must not redirect the extraction).
+Status MakeParents(FileSystem& fs, const std::string& root, const std::string& rel) {
+  std::string cur = root;
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t slash = rel.find('/', start);
+    if (slash == std::string::npos) return {};
+    cur += "/" + rel.substr(start, slash - start);
+    struct stat st {};
+    if (::lstat(cur.c_str(), &st) == 0) {
+      if (!S_ISDIR(st.st_mode)) {
+        return Fail(ErrorCode::kBadInput, cur + " is not a directory (a symlink?); refusing");
+      }
+    } else if (errno == ENOENT) {
+      SP_RETURN_IF_ERROR(fs.MakeDir(cur, 0700));
+    } else {
+      return tl::unexpected(ErrnoError(errno, "stat", cur));
+    }
+    start = slash + 1;
+  }
+}
+
+// Writes selected entries into a staging dir; nothing is visible in the destination until the
+// whole safety point verified.
+class StagingVisitor final : public EntryVisitor {
+ public:
+  StagingVisitor(FileSystem& fs, std::string staging, const std::vector<std::string>& paths)
+      : fs_(fs), staging_(std::move(staging)), paths_(paths) {}
+
+  Status Begin(const manifest::Entry& e) override {
+    active_ = Selected(e.path, paths_);
+    if (!active_) return {};
+    SP_RETURN_IF_ERROR(MakeParents(fs_, staging_, e.path));
+    const std::string path = staging_ + "/" + e.path;
+    switch (e.type) {
+      case manifest::EntryType::kFile: {
+        auto f = fs_.CreateFile(path, 0600);
+        if (!f) return tl::unexpected(f.error());
+        file_ = std::move(*f);
+        break;
+      }
+      case manifest::EntryType::kSymlink:
+        SP_RETURN_IF_ERROR(fs_.Symlink(e.link_target, path));
+        break;
+      case manifest::EntryType::kDirectory: {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) != 0) SP_RETURN_IF_ERROR(fs_.MakeDir(path, 0700));
+        break;
+      }
+    }
+    selected_.push_back(e);
+    return {};
+  }
+  Status Data(std::span<const std::uint8_t> data) override {
+    if (!active_ || !file_) return {};
+    return file_->Append(data);
+  }
+  Status End(const manifest::Entry& e) override {
+    if (!active_) return {};
+    const std::string path = staging_ + "/" + e.path;
+    if (file_) {
+      SP_RETURN_IF_ERROR(file_->Sync());
+      SP_RETURN_IF_ERROR(file_->Close());
+      file_.reset();
+    }
+    if (e.type != manifest::EntryType::kSymlink) {
+      SP_RETURN_IF_ERROR(fs_.Chmod(path, e.mode & 07777));
+      SP_RETURN_IF_ERROR(fs_.SetMtime(path, e.mtime));
+    }
+    return {};
+  }
+  [[nodiscard]] const std::vector<manifest::Entry>& selected() const { return selected_; }
+
+ private:
+  FileSystem& fs_;
+  std::string staging_;
+  const std::vector<std::string>& paths_;
+  bool active_ = false;
+  std::unique_ptr<WritableFile> file_;
+  std::vector<manifest::Entry> selected_;
+};
+
+}  // namespace
+
+Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphrase,
+                                   const std::string& dest,
+                                   const std::vector<std::string>& paths) const {
+  SP_RETURN_IF_ERROR(CheckIdArg(id));
+  for (const auto& p : paths) {
+    std::string trimmed = p;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+    if (auto st = manifest::CheckArchivePath(trimmed); !st) {
+      return Fail(ErrorCode::kBadInput, st.error().message);
+    }
+  }
+  struct stat st {};
+  if (::lstat(dest.c_str(), &st) != 0) {
+    if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dest));
+    SP_RETURN_IF_ERROR(fs_.MakeDir(dest, 0700));
+  } else if (!S_ISDIR(st.st_mode)) {
+    return Fail(ErrorCode::kBadInput, "--to " + dest + " is not a directory");
+  }
+  std::string tmpl = dest + "/.safepoint-extract-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) return tl::unexpected(ErrnoError(errno, "mkdtemp", dest));
+  const std::string staging = tmpl;
+  auto result = [&]() -> Result<std::size_t> {
+    StagingVisitor visitor(fs_, staging, paths);
+    auto report = Read(id, passphrase, visitor);
+    if (!report) return tl::unexpected(report.error());
+    if (visitor.selected().empty()) {
+      return Fail(ErrorCode::kNotFound, "no entry of safety point " + id + " matches the paths");
+    }
+    // Publish: files and links by rename, directories created.
+    std::size_t count = 0;
+    for (const auto& e : visitor.selected()) {
+      SP_RETURN_IF_ERROR(MakeParents(fs_, dest, e.path));
+      const std::string from = staging + "/" + e.path;
+      const std::string to = dest + "/" + e.path;
+      struct stat existing {};
+      bool exists = ::lstat(to.c_str(), &existing) == 0;
+      if (e.type == manifest::EntryType::kDirectory) {
+        if (exists && !S_ISDIR(existing.st_mode)) {
+          return Fail(ErrorCode::kBadInput, to + " exists and is not a directory");
+        }
+        if (!exists) SP_RETURN_IF_ERROR(fs_.MakeDir(to, e.mode & 07777));
+        continue;
+      }
+      if (exists && S_ISDIR(existing.st_mode)) {
+        return Fail(ErrorCode::kBadInput, to + " exists and is a directory");
+      }
+      SP_RETURN_IF_ERROR(fs_.Rename(from, to));
+      ++count;
+    }
+    return count;
+  }();
+  (void)fs_.RemoveTree(staging);
+  return result;
+}
+
+Status Store::Delete(const std::string& id) {
+  SP_RETURN_IF_ERROR(CheckIdArg(id));
+  const std::string dir = DirOf(id);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Fail(ErrorCode::kNotFound, "no safety point " + id);
+  }
+  const std::string gone = options_.backup_dir + "/" + std::string(kDelPrefix) + id;
+  SP_RETURN_IF_ERROR(fs_.Rename(dir, gone));
+  SP_RETURN_IF_ERROR(fs_.SyncDir(options_.backup_dir));
+  SP_RETURN_IF_ERROR(fs_.RemoveTree(gone));
+  return {};
+}
+
+Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passphrase) {
+  auto all = List();
+  if (!all) return tl::unexpected(all.error());
+  PruneReport report;
+  // Newest first.
+  std::vector<Listing> items(all->rbegin(), all->rend());
+  for (const auto& l : items) {
+    if (!l.manifest) continue;
+    if (Verify(l.id, passphrase)) {
+      report.protected_id = l.id;
+      break;
+    }
+  }
+  std::set<std::string> keep;
+  if (!report.protected_id.empty()) keep.insert(report.protected_id);
+  for (std::size_t i = 0; i < items.size() && static_cast<int>(i) < retention.keep_last; ++i) {
+    keep.insert(items[i].id);
+  }
+  std::set<std::string> days;
+  for (const auto& l : items) {
+    std::string day = l.id.substr(0, 10);
+    if (days.count(day) != 0) continue;
+    if (static_cast<int>(days.size()) >= retention.keep_daily) break;
+    days.insert(day);
+    keep.insert(l.id);  // the newest of that day
+  }
+  if (retention.max_total_bytes > 0) {
+    // Oldest kept ones go first until the kept set fits; the protected one always stays.
+    std::uint64_t total = 0;
+    for (const auto& l : items) {
+      if (keep.count(l.id) != 0 && l.manifest) total += l.manifest->payload->size;
+    }
+    for (auto it = items.rbegin(); it != items.rend() && total > retention.max_total_bytes;
+         ++it) {
+      if (keep.count(it->id) == 0 || it->id == report.protected_id) continue;
+      keep.erase(it->id);
+      if (it->manifest) total -= it->manifest->payload->size;
+    }
+  }
+  // Oldest first, so an interruption leaves the newest history.
+  for (auto it = items.rbegin(); it != items.rend(); ++it) {
+    if (keep.count(it->id) != 0) {
+      report.kept.push_back(it->id);
+      continue;
+    }
+    SP_RETURN_IF_ERROR(Delete(it->id));
+    report.deleted.push_back(it->id);
+  }
+  return report;
+}
+
+}  // namespace safepoint::store
