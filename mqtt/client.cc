@@ -1,0 +1,775 @@
+#include "mqtt/client.h"
+
+#include <arpa/inet.h>
+#include <mqtt/async_client.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace safepoint::mqtt {
+
+namespace paho = ::mqtt;
+using std::chrono::milliseconds;
+
+namespace {
+
+// Granularity at which blocking waits notice a shutdown request.
+constexpr milliseconds kSlice{50};
+// MQTT's limit on topic and payload lengths.
+constexpr std::size_t kMaxTopicBytes = 65535;
+constexpr std::size_t kMaxPayloadBytes = 268435455;
+
+// Where the broker is, parsed from ClientOptions::url.
+struct BrokerAddress {
+  std::string paho_uri;  // tcp://host:port or ssl://host:port
+  std::string host;      // without IPv6 brackets
+  std::string port;
+  bool tls = false;
+};
+
+Result<BrokerAddress> ParseUrl(const std::string& url) {
+  const auto sep = url.find("://");
+  if (sep == std::string::npos) {
+    return Fail(
+        ErrorCode::kBadInput,
+        "MQTT url '" + url + "' has no scheme (expected mqtt://, mqtts://, tcp:// or ssl://)");
+  }
+  const std::string scheme = url.substr(0, sep);
+  BrokerAddress addr;
+  if (scheme == "mqtt" || scheme == "tcp") {
+    addr.tls = false;
+  } else if (scheme == "mqtts" || scheme == "ssl") {
+    addr.tls = true;
+  } else {
+    return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "': unsupported scheme '" + scheme +
+                                          "' (expected mqtt://, mqtts://, tcp:// or ssl://)");
+  }
+  std::string rest = url.substr(sep + 3);
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.find('@') != std::string::npos) {
+    // Do not echo the url: it may hold a password.
+    return Fail(ErrorCode::kBadInput,
+                "MQTT url must not contain credentials; use mqtt.username and mqtt.password");
+  }
+  if (rest.empty() || rest.find_first_of("/?# ") != std::string::npos) {
+    return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "' must be scheme://host[:port]");
+  }
+  std::string port_text;
+  if (rest.front() == '[') {
+    const auto close = rest.find(']');
+    if (close == std::string::npos) {
+      return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "': unterminated IPv6 address");
+    }
+    addr.host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size()) {
+      if (rest[close + 1] != ':') {
+        return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "' must be scheme://host[:port]");
+      }
+      port_text = rest.substr(close + 2);
+    }
+  } else {
+    const auto colon = rest.find(':');
+    addr.host = rest.substr(0, colon);
+    if (colon != std::string::npos) port_text = rest.substr(colon + 1);
+  }
+  if (addr.host.empty()) {
+    return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "' has no host");
+  }
+  if (port_text.empty()) {
+    port_text = addr.tls ? "8883" : "1883";
+  }
+  if (port_text.size() > 5 ||
+      !std::all_of(port_text.begin(), port_text.end(),
+                   [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stoi(port_text) < 1 || std::stoi(port_text) > 65535) {
+    return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "': invalid port '" + port_text + "'");
+  }
+  addr.port = port_text;
+  const bool ipv6 = addr.host.find(':') != std::string::npos;
+  addr.paho_uri = std::string(addr.tls ? "ssl://" : "tcp://") + (ipv6 ? "[" : "") + addr.host +
+                  (ipv6 ? "]" : "") + ":" + addr.port;
+  return addr;
+}
+
+bool ValidTopicName(const std::string& topic) {
+  return !topic.empty() && topic.size() <= kMaxTopicBytes &&
+         topic.find_first_of(std::string("+#\0", 3)) == std::string::npos;
+}
+
+bool ValidTopicFilter(const std::string& filter) {
+  if (filter.empty() || filter.size() > kMaxTopicBytes) return false;
+  if (filter.find('\0') != std::string::npos) return false;
+  std::size_t start = 0;
+  while (true) {
+    const auto end = filter.find('/', start);
+    const std::string level =
+        filter.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (level.find_first_of("+#") != std::string::npos && level.size() != 1) return false;
+    if (level == "#" && end != std::string::npos) return false;
+    if (end == std::string::npos) return true;
+    start = end + 1;
+  }
+}
+
+bool Readable(const std::string& path) {
+  std::ifstream in(path);
+  return in.good();
+}
+
+std::string OpenSslError() {
+  const unsigned long code = ERR_get_error();  // NOLINT(google-runtime-int): OpenSSL's type
+  if (code == 0) return "unknown TLS error";
+  char buf[256];
+  ERR_error_string_n(code, buf, sizeof(buf));
+  ERR_clear_error();
+  return buf;
+}
+
+// Repeats the TLS handshake with OpenSSL alone to explain why Paho's connect failed (Paho 1.2
+// reports only "TCP/TLS connect failure", and its TLS error callback is unsafe to use: it
+// keeps a pointer to a copy of the options that is gone by the time the handshake runs).
+// Returns an empty string when the handshake succeeds.
+std::string DiagnoseTls(const BrokerAddress& addr, const ClientOptions::Tls& tls,
+                        milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(addr.host.c_str(), addr.port.c_str(), &hints, &found); rc != 0) {
+    return std::string("cannot resolve host: ") + ::gai_strerror(rc);
+  }
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> ai(found, &::freeaddrinfo);
+  const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+  if (fd < 0) return std::string("socket: ") + std::strerror(errno);
+  std::unique_ptr<int, void (*)(int*)> fd_guard(new int(fd), [](int* p) {
+    ::close(*p);
+    delete p;
+  });
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+    return std::string("cannot reach ") + addr.host + ":" + addr.port + ": " + std::strerror(errno);
+  }
+
+  std::unique_ptr<SSL_CTX, decltype(&::SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
+                                                          &::SSL_CTX_free);
+  if (!ctx) return OpenSslError();
+  if (!tls.ca_file.empty()) {
+    if (SSL_CTX_load_verify_locations(ctx.get(), tls.ca_file.c_str(), nullptr) != 1) {
+      return "cannot load CA file " + tls.ca_file + ": " + OpenSslError();
+    }
+  } else {
+    SSL_CTX_set_default_verify_paths(ctx.get());
+  }
+  if (!tls.cert_file.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx.get(), tls.cert_file.c_str()) != 1) {
+      return "cannot load client certificate " + tls.cert_file + ": " + OpenSslError();
+    }
+    const std::string& key = tls.key_file.empty() ? tls.cert_file : tls.key_file;
+    if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1) {
+      return "cannot load client key " + key + ": " + OpenSslError();
+    }
+  }
+  SSL_CTX_set_verify(ctx.get(), tls.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  std::unique_ptr<SSL, decltype(&::SSL_free)> ssl(SSL_new(ctx.get()), &::SSL_free);
+  if (!ssl) return OpenSslError();
+  SSL_set_fd(ssl.get(), fd);
+  in6_addr ip_buf{};
+  const bool is_ip = ::inet_pton(AF_INET, addr.host.c_str(), &ip_buf) == 1 ||
+                     ::inet_pton(AF_INET6, addr.host.c_str(), &ip_buf) == 1;
+  if (!is_ip) SSL_set_tlsext_host_name(ssl.get(), addr.host.c_str());
+  if (tls.verify) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl.get());
+    if (is_ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, addr.host.c_str());
+    } else {
+      X509_VERIFY_PARAM_set1_host(param, addr.host.c_str(), 0);
+    }
+  }
+  ERR_clear_error();
+  if (SSL_connect(ssl.get()) != 1) {
+    const long verify = SSL_get_verify_result(ssl.get());  // NOLINT(google-runtime-int)
+    if (tls.verify && verify != X509_V_OK) {
+      return std::string("server certificate rejected: ") + X509_verify_cert_error_string(verify);
+    }
+    return "TLS handshake failed: " + OpenSslError();
+  }
+  SSL_shutdown(ssl.get());
+  return {};
+}
+
+// The broker's reason for refusing a connection, from the CONNACK code (3.1.1) or reason
+// code (5). Empty when the failure was not a refusal.
+std::string ConnackReason(int code) {
+  switch (code) {
+    case 1:
+      return "unacceptable protocol version";
+    case 2:
+      return "client identifier rejected";
+    case 3:
+      return "server unavailable";
+    case 4:
+      return "bad user name or password";
+    case 5:
+      return "not authorized";
+    case 0x80:
+      return "unspecified error";
+    case 0x81:
+      return "malformed packet";
+    case 0x82:
+      return "protocol error";
+    case 0x84:
+      return "unsupported protocol version";
+    case 0x85:
+      return "client identifier not valid";
+    case 0x86:
+      return "bad user name or password";
+    case 0x87:
+      return "not authorized";
+    case 0x88:
+      return "server unavailable";
+    case 0x89:
+      return "server busy";
+    case 0x8A:
+      return "banned";
+    case 0x8C:
+      return "bad authentication method";
+    case 0x95:
+      return "packet too large";
+    case 0x97:
+      return "quota exceeded";
+    case 0x9F:
+      return "connection rate exceeded";
+    default:
+      return {};
+  }
+}
+
+bool IsAuthRefusal(int code) { return code == 4 || code == 5 || code == 0x86 || code == 0x87; }
+
+// Bounded event queue. Producers: Paho's callback thread and the reconnect thread.
+class EventQueue {
+ public:
+  explicit EventQueue(std::size_t max_messages)
+      : max_messages_(std::max<std::size_t>(1, max_messages)) {}
+
+  void PushMessage(Message message) {
+    {
+      std::lock_guard lock(mu_);
+      if (messages_ >= max_messages_) {
+        const auto oldest = std::find_if(events_.begin(), events_.end(), [](const Event& e) {
+          return e.kind == Event::Kind::kMessage;
+        });
+        events_.erase(oldest);
+        --messages_;
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+      }
+      Event event;
+      event.kind = Event::Kind::kMessage;
+      event.message = std::move(message);
+      events_.push_back(std::move(event));
+      ++messages_;
+    }
+    cv_.notify_one();
+  }
+
+  void PushConnection(Event::Kind kind, std::string detail) {
+    {
+      std::lock_guard lock(mu_);
+      Event event;
+      event.kind = kind;
+      event.detail = std::move(detail);
+      events_.push_back(std::move(event));
+    }
+    cv_.notify_one();
+  }
+
+  std::optional<Event> Wait(milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return std::nullopt;
+    Event event = std::move(events_.front());
+    events_.pop_front();
+    if (event.kind == Event::Kind::kMessage) --messages_;
+    return event;
+  }
+
+  [[nodiscard]] std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+
+ private:
+  const std::size_t max_messages_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Event> events_;
+  std::size_t messages_ = 0;  // kMessage entries in events_
+  std::atomic<std::uint64_t> dropped_{0};
+};
+
+// Describes a Paho exception without secrets (Paho never puts the password in its messages).
+std::string Describe(const paho::exception& e) {
+  std::string text = e.get_message();
+  if (text.empty()) text = e.get_error_str();
+  if (text.empty()) text = "error " + std::to_string(e.get_return_code());
+  return text;
+}
+
+}  // namespace
+
+milliseconds ReconnectDelay(int attempt, milliseconds min, milliseconds max, double unit) {
+  if (min.count() < 1) min = milliseconds(1);
+  if (max < min) max = min;
+  milliseconds base = min;
+  for (int i = 0; i < attempt && base < max; ++i) base *= 2;
+  base = std::min(base, max);
+  unit = std::clamp(unit, 0.0, 1.0);
+  const double low = static_cast<double>(base.count()) / 2.0;
+  const auto jittered = milliseconds(
+      static_cast<std::int64_t>(low + unit * (static_cast<double>(base.count()) - low)));
+  return std::clamp(jittered, min, base);
+}
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options)
+      : options_(std::move(options)), events_(options_.max_queue), rng_(std::random_device{}()) {
+    auto addr = ParseUrl(options_.url);
+    if (!addr) {
+      init_error_ = addr.error();
+      return;
+    }
+    address_ = *addr;
+    if (options_.protocol != 4 && options_.protocol != 5) {
+      init_error_ = Error{ErrorCode::kBadInput, "MQTT protocol must be 4 (3.1.1) or 5, not " +
+                                                    std::to_string(options_.protocol)};
+      return;
+    }
+    if (options_.client_id.empty() || options_.client_id.size() > kMaxTopicBytes) {
+      init_error_ = Error{ErrorCode::kBadInput, "MQTT client id must not be empty"};
+      return;
+    }
+    if (!options_.will_topic.empty() && !ValidTopicName(options_.will_topic)) {
+      init_error_ =
+          Error{ErrorCode::kBadInput, "invalid MQTT will topic '" + options_.will_topic + "'"};
+      return;
+    }
+    try {
+      client_ = std::make_unique<paho::async_client>(address_.paho_uri, options_.client_id);
+      client_->set_connection_lost_handler(
+          [this](const std::string& cause) { OnConnectionLost(cause); });
+      client_->set_disconnected_handler([this](const paho::properties&, paho::ReasonCode code) {
+        OnConnectionLost("broker sent DISCONNECT (" + ConnackReason(static_cast<int>(code)) + " " +
+                         std::to_string(static_cast<int>(code)) + ")");
+      });
+      client_->set_message_callback([this](paho::const_message_ptr msg) { OnMessage(msg); });
+    } catch (const paho::exception& e) {
+      client_.reset();
+      init_error_ = Error{ErrorCode::kBadInput,
+                          "cannot create MQTT client for " + options_.url + ": " + Describe(e)};
+      return;
+    }
+    worker_ = std::thread([this] { ReconnectLoop(); });
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    Disconnect();
+    if (worker_.joinable()) worker_.join();
+    closing_.store(true);
+    // Destroys the Paho client (MQTTAsync_destroy) before the queue it feeds.
+    client_.reset();
+  }
+
+  Status Connect(milliseconds timeout) {
+    if (init_error_) return tl::unexpected(*init_error_);
+    std::lock_guard conn(conn_mu_);
+    if (connected_.load()) return {};
+    return ConnectOnce(timeout, /*cancellable=*/false);
+  }
+
+  Status Subscribe(std::vector<std::pair<std::string, int>> filters) {
+    if (init_error_) return tl::unexpected(*init_error_);
+    for (const auto& [filter, qos] : filters) {
+      if (!ValidTopicFilter(filter)) {
+        return Fail(ErrorCode::kBadInput, "invalid MQTT topic filter '" + filter + "'");
+      }
+      if (qos < 0 || qos > 2) {
+        return Fail(ErrorCode::kBadInput,
+                    "invalid MQTT QoS " + std::to_string(qos) + " for filter '" + filter + "'");
+      }
+    }
+    if (filters.empty()) return {};
+    std::lock_guard conn(conn_mu_);
+    for (const auto& [filter, qos] : filters) {
+      auto it = std::find_if(filters_.begin(), filters_.end(),
+                             [&](const auto& f) { return f.first == filter; });
+      if (it == filters_.end()) {
+        filters_.emplace_back(filter, qos);
+      } else {
+        it->second = qos;
+      }
+    }
+    if (!connected_.load()) return {};
+    std::vector<std::string> refused;
+    Status status = SubscribeNow(filters, &refused);
+    Forget(refused);
+    return status;
+  }
+
+  Status Publish(const std::string& topic, std::string_view payload, int qos, bool retain) {
+    if (init_error_) return tl::unexpected(*init_error_);
+    if (!ValidTopicName(topic)) {
+      return Fail(ErrorCode::kBadInput, "invalid MQTT topic '" + topic + "'");
+    }
+    if (qos < 0 || qos > 2) {
+      return Fail(ErrorCode::kBadInput, "invalid MQTT QoS " + std::to_string(qos));
+    }
+    if (payload.size() > kMaxPayloadBytes) {
+      return Fail(ErrorCode::kBadInput, "MQTT payload for '" + topic + "' is too large");
+    }
+    if (!connected_.load()) {
+      return Fail(ErrorCode::kIo,
+                  "not connected to " + options_.url + "; cannot publish to '" + topic + "'");
+    }
+    try {
+      client_->publish(topic, payload.data(), payload.size(), qos, retain);
+    } catch (const paho::exception& e) {
+      return Fail(ErrorCode::kIo,
+                  "cannot publish to '" + topic + "' on " + options_.url + ": " + Describe(e));
+    }
+    return {};
+  }
+
+  std::optional<Event> WaitEvent(milliseconds timeout) { return events_.Wait(timeout); }
+  [[nodiscard]] std::uint64_t dropped() const { return events_.dropped(); }
+  [[nodiscard]] bool connected() const { return connected_.load(); }
+
+  void Disconnect() {
+    {
+      std::lock_guard lock(mu_);
+      reconnect_pending_ = false;
+      want_connected_ = false;
+    }
+    cv_.notify_all();
+    abort_attempts_.store(true);
+    std::lock_guard conn(conn_mu_);
+    abort_attempts_.store(false);
+    if (!client_) return;
+    const bool was_connected = connected_.exchange(false);
+    if (!was_connected && !client_->is_connected()) return;
+    try {
+      auto token = client_->disconnect(static_cast<int>(options_.operation_timeout.count() / 2));
+      if (!token->wait_for(options_.operation_timeout)) {
+        spdlog::warn("mqtt: no clean disconnect from {} within {} ms", options_.url,
+                     options_.operation_timeout.count());
+      }
+    } catch (const paho::exception& e) {
+      spdlog::warn("mqtt: disconnect from {} failed: {}", options_.url, Describe(e));
+    }
+  }
+
+ private:
+  // Paho's callback thread.
+  void OnConnectionLost(const std::string& cause) {
+    if (closing_.load()) return;
+    if (!connected_.exchange(false)) return;
+    const std::string detail =
+        "connection to " + options_.url + " lost" + (cause.empty() ? "" : ": " + cause);
+    spdlog::warn("mqtt: {}; reconnecting", detail);
+    events_.PushConnection(Event::Kind::kConnectionLost, detail);
+    {
+      std::lock_guard lock(mu_);
+      if (want_connected_) reconnect_pending_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  // Paho's callback thread: copy and enqueue, nothing else.
+  void OnMessage(const paho::const_message_ptr& msg) {
+    if (closing_.load() || !msg) return;
+    Message message;
+    message.topic = msg->get_topic();
+    message.payload = msg->get_payload_str();
+    message.retained = msg->is_retained();
+    message.qos = msg->get_qos();
+    events_.PushMessage(std::move(message));
+  }
+
+  // The reconnect thread: waits for a lost connection, then retries with backoff until
+  // connected, stopped or disconnected by the owner.
+  void ReconnectLoop() {
+    std::unique_lock lock(mu_);
+    int attempt = 0;
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || reconnect_pending_; });
+      if (stop_) return;
+      const double unit = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+      const milliseconds delay =
+          ReconnectDelay(attempt, options_.reconnect_min, options_.reconnect_max, unit);
+      if (cv_.wait_for(lock, delay, [&] { return stop_ || !reconnect_pending_; })) {
+        attempt = 0;
+        continue;
+      }
+      lock.unlock();
+      Status status;
+      {
+        std::lock_guard conn(conn_mu_);
+        bool still_pending;
+        {
+          std::lock_guard check(mu_);
+          still_pending = reconnect_pending_ && !stop_;
+        }
+        if (still_pending && !connected_.load()) {
+          status = ConnectOnce(options_.operation_timeout, /*cancellable=*/true);
+        }
+      }
+      lock.lock();
+      if (status) {
+        attempt = 0;
+      } else {
+        attempt = std::min(attempt + 1, 30);
+        spdlog::warn("mqtt: reconnect failed: {}", status.error().message);
+      }
+    }
+  }
+
+  // One connect attempt plus resubscription. REQUIRES: conn_mu_ held.
+  Status ConnectOnce(milliseconds timeout, bool cancellable) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    if (address_.tls) {
+      for (const auto* path :
+           {&options_.tls.ca_file, &options_.tls.cert_file, &options_.tls.key_file}) {
+        if (!path->empty() && !Readable(*path)) {
+          return Fail(ErrorCode::kBadInput, "cannot read TLS file " + *path);
+        }
+      }
+      if (options_.tls.cert_file.empty() != options_.tls.key_file.empty()) {
+        return Fail(ErrorCode::kBadInput,
+                    "TLS client authentication needs both a certificate and a key file");
+      }
+    }
+
+    // The password copy Paho needs; wiped when this attempt is over.
+    std::shared_ptr<std::string> password;
+    paho::connect_options connect_options;
+    connect_options.set_mqtt_version(options_.protocol);
+    if (options_.protocol == 5) {
+      connect_options.set_clean_start(true);
+    } else {
+      connect_options.set_clean_session(true);
+    }
+    connect_options.set_keep_alive_interval(options_.keepalive);
+    connect_options.set_connect_timeout(std::chrono::seconds(std::clamp<std::int64_t>(
+        std::chrono::ceil<std::chrono::seconds>(timeout).count(), 1, 3600)));
+    connect_options.set_automatic_reconnect(false);
+    if (options_.username) connect_options.set_user_name(*options_.username);
+    if (options_.password) {
+      password = std::make_shared<std::string>(options_.password->view());
+      connect_options.set_password(paho::binary_ref(password));
+    }
+    if (!options_.will_topic.empty()) {
+      connect_options.set_will(
+          paho::will_options(options_.will_topic, options_.will_payload, 1, options_.will_retain));
+    }
+    if (address_.tls) {
+      paho::ssl_options ssl;
+      if (!options_.tls.ca_file.empty()) ssl.set_trust_store(options_.tls.ca_file);
+      if (!options_.tls.cert_file.empty()) ssl.set_key_store(options_.tls.cert_file);
+      if (!options_.tls.key_file.empty()) ssl.set_private_key(options_.tls.key_file);
+      ssl.set_enable_server_cert_auth(options_.tls.verify);
+      ssl.set_verify(options_.tls.verify);
+      connect_options.set_ssl(std::move(ssl));
+    }
+
+    Status result = Attempt(connect_options, deadline, cancellable);
+    connect_options = paho::connect_options();
+    if (password) sodium_memzero(password->data(), password->size());
+    if (!result) return result;
+
+    {
+      std::lock_guard lock(mu_);
+      want_connected_ = true;
+      reconnect_pending_ = false;
+    }
+    connected_.store(true);
+    spdlog::info("mqtt: connected to {}", options_.url);
+
+    std::string detail = "connected to " + options_.url;
+    if (!filters_.empty()) {
+      std::vector<std::string> refused;
+      Status subscribed = SubscribeNow(filters_, &refused);
+      Forget(refused);
+      if (!subscribed) {
+        if (!connected_.load()) return subscribed;
+        spdlog::warn("mqtt: {}", subscribed.error().message);
+        detail += "; " + subscribed.error().message;
+      }
+    }
+    if (!connected_.load()) {
+      return Fail(ErrorCode::kIo, "connection to " + options_.url + " lost while subscribing");
+    }
+    events_.PushConnection(Event::Kind::kConnected, detail);
+    return {};
+  }
+
+  // Sends CONNECT and waits for the outcome. REQUIRES: conn_mu_ held.
+  Status Attempt(const paho::connect_options& connect_options,
+                 std::chrono::steady_clock::time_point deadline, bool cancellable) {
+    try {
+      paho::token_ptr token = client_->connect(connect_options);
+      while (!token->wait_for(kSlice)) {
+        const bool cancelled = cancellable && (abort_attempts_.load() || Stopping());
+        if (cancelled || std::chrono::steady_clock::now() >= deadline) {
+          try {
+            client_->disconnect(0);
+          } catch (const paho::exception&) {
+            // Nothing to abort: the attempt already ended.
+          }
+          if (cancelled) return Fail(ErrorCode::kIo, "connect to " + options_.url + " cancelled");
+          return Fail(ErrorCode::kIo, "no answer from MQTT broker " + options_.url + " in time");
+        }
+      }
+      return {};
+    } catch (const paho::exception& e) {
+      return ConnectError(e);
+    }
+  }
+
+  Status ConnectError(const paho::exception& e) {
+    const int rc = e.get_return_code();
+    const int reason = e.get_reason_code();
+    std::string why = ConnackReason(rc > 0 ? rc : reason);
+    if (!why.empty()) {
+      return Fail(IsAuthRefusal(rc > 0 ? rc : reason) ? ErrorCode::kBadInput : ErrorCode::kIo,
+                  "MQTT broker " + options_.url + " refused the connection: " + why);
+    }
+    why = Describe(e);
+    if (address_.tls) {
+      const std::string tls_reason = DiagnoseTls(
+          address_, options_.tls, std::min(options_.operation_timeout, milliseconds(5000)));
+      if (!tls_reason.empty()) why = tls_reason;
+    }
+    return Fail(ErrorCode::kIo, "cannot connect to MQTT broker " + options_.url + ": " + why);
+  }
+
+  // Subscribes `filters` now; broker-refused filters go to `refused`. REQUIRES: conn_mu_ held.
+  Status SubscribeNow(const std::vector<std::pair<std::string, int>>& filters,
+                      std::vector<std::string>* refused) {
+    std::vector<std::string> names;
+    paho::iasync_client::qos_collection qos;
+    for (const auto& [filter, q] : filters) {
+      names.push_back(filter);
+      qos.push_back(q);
+    }
+    try {
+      auto token = client_->subscribe(paho::string_collection::create(names), qos);
+      if (!token->wait_for(options_.operation_timeout)) {
+        return Fail(ErrorCode::kIo, "no SUBACK from " + options_.url + " in time");
+      }
+      const auto codes = token->get_subscribe_response().get_reason_codes();
+      for (std::size_t i = 0; i < codes.size() && i < names.size(); ++i) {
+        if (static_cast<int>(codes[i]) >= 0x80) refused->push_back(names[i]);
+      }
+    } catch (const paho::exception& e) {
+      if (e.get_reason_code() >= 0x80 && connected_.load()) {
+        *refused = names;
+        return Fail(ErrorCode::kIo,
+                    "MQTT broker " + options_.url + " refused the subscription: " + Describe(e));
+      }
+      return Fail(ErrorCode::kIo, "cannot subscribe on " + options_.url + ": " + Describe(e));
+    }
+    if (!refused->empty()) {
+      std::string list;
+      for (const auto& name : *refused) list += (list.empty() ? "'" : ", '") + name + "'";
+      return Fail(ErrorCode::kIo,
+                  "MQTT broker " + options_.url + " refused subscription to " + list);
+    }
+    return {};
+  }
+
+  // Drops filters from the remembered set. REQUIRES: conn_mu_ held.
+  void Forget(const std::vector<std::string>& names) {
+    for (const auto& name : names) {
+      std::erase_if(filters_, [&](const auto& f) { return f.first == name; });
+    }
+  }
+
+  bool Stopping() {
+    std::lock_guard lock(mu_);
+    return stop_;
+  }
+
+  const ClientOptions options_;
+  BrokerAddress address_;
+  std::optional<Error> init_error_;
+  EventQueue events_;
+
+  // Serializes connect attempts, (re)subscription and disconnect; guards filters_.
+  std::mutex conn_mu_;
+  std::vector<std::pair<std::string, int>> filters_;
+
+  // Guards the reconnect state below; cv_ wakes the reconnect thread.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool want_connected_ = false;     // the owner wants a connection (Connect succeeded)
+  bool reconnect_pending_ = false;  // the connection dropped and is not back yet
+  std::mt19937_64 rng_;             // jitter; used by the reconnect thread only
+
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> abort_attempts_{false};  // Disconnect() wants the running attempt to stop
+  std::atomic<bool> closing_{false};         // destruction started: callbacks do nothing
+
+  std::unique_ptr<paho::async_client> client_;
+  std::thread worker_;
+};
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Client::~Client() = default;
+
+Status Client::Connect(milliseconds timeout) { return impl_->Connect(timeout); }
+
+Status Client::Subscribe(std::vector<std::pair<std::string, int>> filters) {
+  return impl_->Subscribe(std::move(filters));
+}
+
+Status Client::Publish(const std::string& topic, std::string_view payload, int qos, bool retain) {
+  return impl_->Publish(topic, payload, qos, retain);
+}
+
+Status Client::ClearRetained(const std::string& topic) {
+  return impl_->Publish(topic, {}, 1, true);
+}
+
+std::optional<Event> Client::WaitEvent(milliseconds timeout) { return impl_->WaitEvent(timeout); }
+
+std::uint64_t Client::dropped() const { return impl_->dropped(); }
+
+bool Client::connected() const { return impl_->connected(); }
+
+void Client::Disconnect() { impl_->Disconnect(); }
+
+}  // namespace safepoint::mqtt
