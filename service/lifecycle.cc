@@ -1,0 +1,1220 @@
+#include "service/lifecycle.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <iterator>
+#include <stdexcept>
+#include <utility>
+
+namespace safepoint::service {
+namespace {
+
+using nlohmann::json;
+using std::chrono::duration_cast;
+using std::chrono::floor;
+using std::chrono::nanoseconds;
+using std::chrono::seconds;
+
+constexpr int kPersistVersion = 1;
+constexpr std::size_t kMaxConflictsInMessage = 20;
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+struct Civil {
+  int year;
+  unsigned month;
+  unsigned day;
+  int hour;
+  int minute;
+  int second;
+  long long nanos;
+};
+
+Civil ToCivil(TimePoint time) {
+  const auto secs = floor<seconds>(time);
+  const auto days = floor<std::chrono::days>(secs);
+  const std::chrono::year_month_day ymd{days};
+  const std::chrono::hh_mm_ss hms{secs - days};
+  return Civil{static_cast<int>(ymd.year()),
+               static_cast<unsigned>(ymd.month()),
+               static_cast<unsigned>(ymd.day()),
+               static_cast<int>(hms.hours().count()),
+               static_cast<int>(hms.minutes().count()),
+               static_cast<int>(hms.seconds().count()),
+               static_cast<long long>(duration_cast<nanoseconds>(time - secs).count())};
+}
+
+std::string FormatCivil(const Civil& c, char date_time_separator) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02u%c%02d:%02d:%02d", c.year, c.month, c.day,
+                date_time_separator, c.hour, c.minute, c.second);
+  return buf;
+}
+
+std::string DefaultFormatTime(TimePoint time) { return FormatCivil(ToCivil(time), ' ') + " UTC"; }
+
+// "2.3 MB": decimal units, one decimal place.
+std::string HumanSize(std::uint64_t bytes) {
+  if (bytes < 1000) return std::to_string(bytes) + " B";
+  constexpr const char* kUnits[] = {"kB", "MB", "GB", "TB", "PB"};
+  double value = static_cast<double>(bytes) / 1000.0;
+  std::size_t unit = 0;
+  while (value >= 999.95 && unit + 1 < std::size(kUnits)) {
+    value /= 1000.0;
+    ++unit;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", value, kUnits[unit]);
+  return buf;
+}
+
+std::string DurationText(std::chrono::seconds d) {
+  if (d.count() % 3600 == 0 && d.count() >= 3600) return std::to_string(d.count() / 3600) + " h";
+  if (d.count() % 60 == 0 && d.count() >= 60) return std::to_string(d.count() / 60) + " min";
+  return std::to_string(d.count()) + " s";
+}
+
+json OptionalString(const std::optional<std::string>& value) {
+  return value ? json(*value) : json(nullptr);
+}
+
+json UpdateToJson(const UpdateRequest& update) {
+  return json{{"update_id", update.update_id},
+              {"target", update.target},
+              {"from_version", OptionalString(update.from_version)},
+              {"to_version", OptionalString(update.to_version)},
+              {"reason", OptionalString(update.reason)}};
+}
+
+json SummaryToJson(const BackupSummary& summary) {
+  return json{{"id", summary.backup_id},
+              {"time", FormatExactTime(summary.created)},
+              {"files", summary.file_count},
+              {"bytes", summary.total_bytes},
+              {"path", summary.path}};
+}
+
+// Reading the persisted state: every accessor throws std::runtime_error / json::exception on a
+// missing or mistyped field; PersistedStateFromJson turns that into kCorrupt.
+struct Reader {
+  const json& j;
+
+  [[nodiscard]] const json& At(const char* key) const {
+    const auto it = j.find(key);
+    if (it == j.end()) throw std::runtime_error(std::string("missing field '") + key + "'");
+    return *it;
+  }
+  [[nodiscard]] std::string String(const char* key) const {
+    const json& v = At(key);
+    if (!v.is_string()) throw std::runtime_error(std::string("'") + key + "' is not a string");
+    return v.get<std::string>();
+  }
+  [[nodiscard]] std::optional<std::string> OptString(const char* key) const {
+    const auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return std::nullopt;
+    if (!it->is_string()) throw std::runtime_error(std::string("'") + key + "' is not a string");
+    return it->get<std::string>();
+  }
+  [[nodiscard]] std::uint64_t Unsigned(const char* key) const {
+    const json& v = At(key);
+    if (!v.is_number_unsigned()) {
+      throw std::runtime_error(std::string("'") + key + "' is not an unsigned integer");
+    }
+    return v.get<std::uint64_t>();
+  }
+  [[nodiscard]] TimePoint Time(const char* key) const {
+    auto time = ParseIsoTime(String(key));
+    if (!time) throw std::runtime_error(std::string("'") + key + "': " + time.error().message);
+    return *time;
+  }
+};
+
+BackupSummary SummaryFromJson(const json& j) {
+  if (!j.is_object()) throw std::runtime_error("a backup summary is not an object");
+  const Reader r{j};
+  BackupSummary summary;
+  summary.backup_id = r.String("id");
+  if (!IsValidBackupId(summary.backup_id)) throw std::runtime_error("invalid safety point id");
+  summary.created = r.Time("time");
+  summary.file_count = r.Unsigned("files");
+  summary.total_bytes = r.Unsigned("bytes");
+  summary.path = r.String("path");
+  return summary;
+}
+
+std::optional<BackupSummary> OptSummary(const json& j, const char* key) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  return SummaryFromJson(*it);
+}
+
+std::optional<Operation> ParseOperation(std::string_view name) {
+  for (Operation op : {Operation::kNone, Operation::kUpdate, Operation::kBackup,
+                       Operation::kRollback}) {
+    if (OperationName(op) == name) return op;
+  }
+  return std::nullopt;
+}
+
+std::optional<Decision> ParseDecision(std::string_view name) {
+  for (Decision d : {Decision::kContinue, Decision::kCancel, Decision::kExpired}) {
+    if (DecisionName(d) == name) return d;
+  }
+  return std::nullopt;
+}
+
+Status CheckInvariants(const PersistedState& s) {
+  const auto bad = [](const std::string& why) {
+    return Fail(ErrorCode::kCorrupt, "inconsistent lifecycle state: " + why);
+  };
+  const bool idle_like = s.state == State::kIdle || s.state == State::kError;
+  if (idle_like != (s.operation == Operation::kNone)) {
+    return bad("state and operation disagree");
+  }
+  if ((s.operation == Operation::kUpdate) != s.update.has_value()) {
+    return bad("an update operation needs its request");
+  }
+  switch (s.state) {
+    case State::kIdle:
+    case State::kError:
+      break;
+    case State::kBackingUp:
+      if (s.operation == Operation::kRollback) return bad("backing_up during a rollback");
+      break;
+    case State::kAwaitingConfirmation:
+      if (s.operation != Operation::kUpdate || !s.backup_id || !s.deadline) {
+        return bad("awaiting_confirmation needs an update, a safety point and a deadline");
+      }
+      break;
+    case State::kUpdating:
+      if (s.operation != Operation::kUpdate || !s.backup_id) {
+        return bad("updating needs an update and a safety point");
+      }
+      break;
+    case State::kHealthCheck:
+      if (s.operation != Operation::kUpdate || !s.backup_id || !s.deadline) {
+        return bad("health_check needs an update, a safety point and a deadline");
+      }
+      break;
+    case State::kRollingBack:
+      if (s.operation == Operation::kBackup || !s.backup_id) {
+        return bad("rolling_back needs a safety point");
+      }
+      break;
+    case State::kAwaitingConflictResolution:
+      if (s.operation == Operation::kBackup || !s.backup_id || !s.deadline) {
+        return bad("awaiting_conflict_resolution needs a safety point and a deadline");
+      }
+      break;
+  }
+  return {};
+}
+
+}  // namespace
+
+// ---- Names ----
+
+std::string_view StateName(State state) {
+  switch (state) {
+    case State::kIdle: return "idle";
+    case State::kBackingUp: return "backing_up";
+    case State::kAwaitingConfirmation: return "awaiting_confirmation";
+    case State::kUpdating: return "updating";
+    case State::kHealthCheck: return "health_check";
+    case State::kRollingBack: return "rolling_back";
+    case State::kAwaitingConflictResolution: return "awaiting_conflict_resolution";
+    case State::kError: return "error";
+  }
+  return "error";
+}
+
+const std::vector<std::string_view>& StateNames() {
+  static const std::vector<std::string_view> kNames = {
+      StateName(State::kIdle),          StateName(State::kBackingUp),
+      StateName(State::kAwaitingConfirmation), StateName(State::kUpdating),
+      StateName(State::kHealthCheck),   StateName(State::kRollingBack),
+      StateName(State::kAwaitingConflictResolution), StateName(State::kError)};
+  return kNames;
+}
+
+std::optional<State> ParseState(std::string_view name) {
+  for (State s : {State::kIdle, State::kBackingUp, State::kAwaitingConfirmation, State::kUpdating,
+                  State::kHealthCheck, State::kRollingBack, State::kAwaitingConflictResolution,
+                  State::kError}) {
+    if (StateName(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
+std::string_view OperationName(Operation operation) {
+  switch (operation) {
+    case Operation::kNone: return "none";
+    case Operation::kUpdate: return "update";
+    case Operation::kBackup: return "backup";
+    case Operation::kRollback: return "rollback";
+  }
+  return "none";
+}
+
+std::string_view EventTypeName(EventType type) {
+  switch (type) {
+    case EventType::kBackupCompleted: return "backup_completed";
+    case EventType::kBackupFailed: return "backup_failed";
+    case EventType::kConfirmationRequested: return "confirmation_requested";
+    case EventType::kUpdateContinued: return "update_continued";
+    case EventType::kUpdateCancelled: return "update_cancelled";
+    case EventType::kUpdateExpired: return "update_expired";
+    case EventType::kUpdateSucceeded: return "update_succeeded";
+    case EventType::kUpdateFailed: return "update_failed";
+    case EventType::kUpdateTimedOut: return "update_timed_out";
+    case EventType::kHealthCheckFailed: return "health_check_failed";
+    case EventType::kRollbackStarted: return "rollback_started";
+    case EventType::kRollbackCompleted: return "rollback_completed";
+    case EventType::kRollbackConflicts: return "rollback_conflicts";
+    case EventType::kRollbackAborted: return "rollback_aborted";
+    case EventType::kRollbackFailed: return "rollback_failed";
+  }
+  return "backup_failed";
+}
+
+const std::vector<std::string_view>& EventTypeNames() {
+  static const std::vector<std::string_view> kNames = [] {
+    std::vector<std::string_view> names;
+    for (int i = 0; i <= static_cast<int>(EventType::kRollbackFailed); ++i) {
+      names.push_back(EventTypeName(static_cast<EventType>(i)));
+    }
+    return names;
+  }();
+  return kNames;
+}
+
+// ---- Outcomes and actions ----
+
+RollbackOutcome RollbackOutcome::Ok(std::uint64_t restored_files,
+                                    std::optional<std::string> pre_rollback_id) {
+  RollbackOutcome outcome;
+  outcome.kind = Kind::kOk;
+  outcome.restored_files = restored_files;
+  outcome.pre_rollback_id = std::move(pre_rollback_id);
+  return outcome;
+}
+
+RollbackOutcome RollbackOutcome::Conflicts(std::vector<std::string> paths) {
+  RollbackOutcome outcome;
+  outcome.kind = Kind::kConflicts;
+  outcome.conflicts = std::move(paths);
+  return outcome;
+}
+
+RollbackOutcome RollbackOutcome::Failed(Error error) {
+  RollbackOutcome outcome;
+  outcome.kind = Kind::kFailed;
+  outcome.error = std::move(error);
+  return outcome;
+}
+
+nlohmann::json PublishDecision::Payload() const {
+  json payload{{"update_id", update_id},
+               {"decision", DecisionName(decision)},
+               {"backup_id", OptionalString(backup_id)}};
+  if (error) payload["error"] = *error;
+  return payload;
+}
+
+nlohmann::json PublishEvent::Payload() const {
+  return json{{"event_type", EventTypeName(type)},
+              {"message", message},
+              {"data", data},
+              {"time", FormatIsoTime(time)}};
+}
+
+nlohmann::json ActionToJson(const Action& action) {
+  return std::visit(
+      Overloaded{
+          [](const PublishDecision& a) {
+            return json{{"action", "publish_decision"}, {"payload", a.Payload()}};
+          },
+          [](const StartBackup& a) {
+            return json{{"action", "start_backup"},
+                        {"reason", a.reason},
+                        {"update_id", OptionalString(a.update_id)}};
+          },
+          [](const DeleteBackup& a) {
+            return json{{"action", "delete_backup"}, {"backup_id", a.backup_id}};
+          },
+          [](const RecordFingerprint& a) {
+            return json{{"action", "record_fingerprint"}, {"backup_id", a.backup_id}};
+          },
+          [](const StartRollback& a) {
+            return json{{"action", "start_rollback"},
+                        {"backup_id", a.backup_id},
+                        {"on_conflict", ConflictPolicyName(a.on_conflict)},
+                        {"resume", a.resume}};
+          },
+          [](const RunHealthCheck& a) {
+            return json{{"action", "run_health_check"}, {"backup_id", a.backup_id}};
+          },
+          [](const PublishEvent& a) {
+            return json{{"action", "publish_event"}, {"payload", a.Payload()}};
+          },
+          [](const PublishStatus& a) {
+            return json{{"action", "publish_status"}, {"status", a.status}};
+          },
+          [](const Persist&) { return json{{"action", "persist"}}; },
+          [](const Respond& a) {
+            json out{{"action", "respond"}, {"command", a.command}, {"data", a.data}};
+            if (a.error) {
+              out["error"] = a.error->message;
+              out["code"] = ErrorCodeName(a.error->code);
+            }
+            return out;
+          },
+      },
+      action);
+}
+
+nlohmann::json ActionsToJson(const std::vector<Action>& actions) {
+  json out = json::array();
+  for (const auto& action : actions) out.push_back(ActionToJson(action));
+  return out;
+}
+
+// ---- Time ----
+
+std::string FormatIsoTime(TimePoint time) { return FormatCivil(ToCivil(time), 'T') + "+00:00"; }
+
+std::string FormatExactTime(TimePoint time) {
+  const Civil civil = ToCivil(time);
+  std::string out = FormatCivil(civil, 'T');
+  if (civil.nanos != 0) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, ".%09lld", civil.nanos);
+    out += buf;
+  }
+  return out + "Z";
+}
+
+Result<TimePoint> ParseIsoTime(std::string_view text) {
+  const auto bad = [&] {
+    return Fail(ErrorCode::kBadInput, "not an ISO 8601 UTC time: '" +
+                                          std::string(text.substr(0, 40)) + "'");
+  };
+  // YYYY-MM-DDTHH:MM:SS
+  if (text.size() < 20) return bad();
+  const auto digits = [&](std::size_t pos, std::size_t count, int& value) {
+    value = 0;
+    for (std::size_t i = pos; i < pos + count; ++i) {
+      if (text[i] < '0' || text[i] > '9') return false;
+      value = value * 10 + (text[i] - '0');
+    }
+    return true;
+  };
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  if (!digits(0, 4, year) || text[4] != '-' || !digits(5, 2, month) || text[7] != '-' ||
+      !digits(8, 2, day) || text[10] != 'T' || !digits(11, 2, hour) || text[13] != ':' ||
+      !digits(14, 2, minute) || text[16] != ':' || !digits(17, 2, second)) {
+    return bad();
+  }
+  const std::chrono::year_month_day ymd{std::chrono::year{year},
+                                        std::chrono::month{static_cast<unsigned>(month)},
+                                        std::chrono::day{static_cast<unsigned>(day)}};
+  if (!ymd.ok() || hour > 23 || minute > 59 || second > 59) return bad();
+  std::size_t pos = 19;
+  long long nanos = 0;
+  if (text[pos] == '.') {
+    ++pos;
+    std::size_t count = 0;
+    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+      if (++count > 9) return bad();
+      nanos = nanos * 10 + (text[pos] - '0');
+      ++pos;
+    }
+    if (count == 0) return bad();
+    for (; count < 9; ++count) nanos *= 10;
+  }
+  const std::string_view zone = text.substr(pos);
+  if (zone != "Z" && zone != "+00:00") return bad();
+  const auto time = std::chrono::sys_days{ymd} + std::chrono::hours{hour} +
+                    std::chrono::minutes{minute} + seconds{second} + nanoseconds{nanos};
+  return std::chrono::time_point_cast<std::chrono::system_clock::duration>(time);
+}
+
+// ---- Persistence ----
+
+nlohmann::json PersistedStateToJson(const PersistedState& s) {
+  return json{
+      {"version", kPersistVersion},
+      {"state", StateName(s.state)},
+      {"operation", OperationName(s.operation)},
+      {"update", s.update ? UpdateToJson(*s.update) : json(nullptr)},
+      {"backup_id", OptionalString(s.backup_id)},
+      {"backup_reason", s.backup_reason},
+      {"deadline", s.deadline ? json(FormatExactTime(*s.deadline)) : json(nullptr)},
+      {"decision", s.decision ? json(DecisionName(*s.decision)) : json(nullptr)},
+      {"policy", ConflictPolicyName(s.policy)},
+      {"conflicts", s.conflicts},
+      {"health_check_requested", s.health_check_requested},
+      {"progress", s.progress ? json(*s.progress) : json(nullptr)},
+      {"last_backup", s.last_backup ? SummaryToJson(*s.last_backup) : json(nullptr)},
+      {"previous_last_backup",
+       s.previous_last_backup ? SummaryToJson(*s.previous_last_backup) : json(nullptr)},
+      {"last_error", OptionalString(s.last_error)},
+      {"last_update_id", OptionalString(s.last_update_id)},
+      {"last_update_outcome", OptionalString(s.last_update_outcome)},
+  };
+}
+
+Result<PersistedState> PersistedStateFromJson(const nlohmann::json& j) {
+  PersistedState s;
+  try {
+    if (!j.is_object()) throw std::runtime_error("not a JSON object");
+    const Reader r{j};
+    const json& version = r.At("version");
+    if (!version.is_number_integer() || version.get<int>() != kPersistVersion) {
+      throw std::runtime_error("unsupported version");
+    }
+    const auto state = ParseState(r.String("state"));
+    if (!state) throw std::runtime_error("unknown state");
+    s.state = *state;
+    const auto operation = ParseOperation(r.String("operation"));
+    if (!operation) throw std::runtime_error("unknown operation");
+    s.operation = *operation;
+    if (const auto it = j.find("update"); it != j.end() && !it->is_null()) {
+      auto request = ParseUpdateRequest(it->dump());
+      if (!request) throw std::runtime_error("update: " + request.error().message);
+      s.update = std::move(*request);
+    }
+    s.backup_id = r.OptString("backup_id");
+    if (s.backup_id && !IsValidBackupId(*s.backup_id)) {
+      throw std::runtime_error("invalid backup_id");
+    }
+    s.backup_reason = r.String("backup_reason");
+    if (r.OptString("deadline")) s.deadline = r.Time("deadline");
+    if (const auto decision = r.OptString("decision")) {
+      s.decision = ParseDecision(*decision);
+      if (!s.decision) throw std::runtime_error("unknown decision");
+    }
+    const auto policy = ParseConflictPolicy(r.String("policy"));
+    if (!policy) throw std::runtime_error("unknown policy");
+    s.policy = *policy;
+    const json& conflicts = r.At("conflicts");
+    if (!conflicts.is_array()) throw std::runtime_error("'conflicts' is not an array");
+    for (const auto& path : conflicts) {
+      if (!path.is_string()) throw std::runtime_error("a conflict is not a string");
+      s.conflicts.push_back(path.get<std::string>());
+    }
+    const json& requested = r.At("health_check_requested");
+    if (!requested.is_boolean()) throw std::runtime_error("health_check_requested");
+    s.health_check_requested = requested.get<bool>();
+    if (const auto it = j.find("progress"); it != j.end() && !it->is_null()) {
+      if (!it->is_number_integer()) throw std::runtime_error("'progress' is not an integer");
+      s.progress = std::clamp(it->get<int>(), 0, 100);
+    }
+    s.last_backup = OptSummary(j, "last_backup");
+    s.previous_last_backup = OptSummary(j, "previous_last_backup");
+    s.last_error = r.OptString("last_error");
+    s.last_update_id = r.OptString("last_update_id");
+    s.last_update_outcome = r.OptString("last_update_outcome");
+  } catch (const std::exception& e) {
+    return Fail(ErrorCode::kCorrupt, std::string("lifecycle state: ") + e.what());
+  }
+  SP_RETURN_IF_ERROR(CheckInvariants(s));
+  return s;
+}
+
+// ---- Lifecycle ----
+
+Lifecycle::Lifecycle(LifecycleOptions options) : options_(std::move(options)) {
+  if (!options_.format_time) options_.format_time = DefaultFormatTime;
+}
+
+bool Lifecycle::Busy() const { return s_.state != State::kIdle && s_.state != State::kError; }
+
+std::string Lifecycle::FormatTime(TimePoint time) const { return options_.format_time(time); }
+
+void Lifecycle::Reset(State state) {
+  s_.state = state;
+  s_.operation = Operation::kNone;
+  s_.update.reset();
+  s_.backup_id.reset();
+  s_.backup_reason.clear();
+  s_.deadline.reset();
+  s_.decision.reset();
+  s_.policy = ConflictPolicy::kAbort;
+  s_.conflicts.clear();
+  s_.health_check_requested = false;
+  s_.progress.reset();
+}
+
+void Lifecycle::FinishUpdate(std::string outcome) {
+  if (s_.operation != Operation::kUpdate || !s_.update) return;
+  s_.last_update_id = s_.update->update_id;
+  s_.last_update_outcome = std::move(outcome);
+}
+
+std::string Lifecycle::BusyMessage() const {
+  std::string what;
+  switch (s_.operation) {
+    case Operation::kUpdate: what = "update '" + s_.update->update_id + "'"; break;
+    case Operation::kBackup: what = "a safety point"; break;
+    case Operation::kRollback: what = "a rollback to " + s_.backup_id.value_or("?"); break;
+    case Operation::kNone: what = "nothing"; break;
+  }
+  return "busy: " + what + " is in progress (" + std::string(StateName(s_.state)) + ")";
+}
+
+std::string Lifecycle::BackupSummaryText(const BackupSummary& summary) const {
+  return "Safety Point Backup Completed\n- Date: " + FormatTime(summary.created) +
+         "\n- Files backed up: " + std::to_string(summary.file_count) + " (total ~" +
+         HumanSize(summary.total_bytes) + ")\n- Backup stored locally at: " + summary.path +
+         "\n- Encryption: " + options_.encryption;
+}
+
+PublishEvent Lifecycle::Event(EventType type, std::string message, nlohmann::json data,
+                              TimePoint now) const {
+  return PublishEvent{type, std::move(message), std::move(data), now};
+}
+
+nlohmann::json Lifecycle::StatusJson() const {
+  json pending = nullptr;
+  if (s_.operation != Operation::kNone) {
+    pending = json::object();
+    if (s_.update) {
+      pending["update_id"] = s_.update->update_id;
+      pending["target"] = s_.update->target;
+    }
+    pending["backup_id"] = OptionalString(s_.backup_id);
+    pending["deadline"] = s_.deadline ? json(FormatIsoTime(*s_.deadline)) : json(nullptr);
+    if (s_.decision) pending["decision"] = DecisionName(*s_.decision);
+    if (s_.state == State::kAwaitingConflictResolution) pending["conflicts"] = s_.conflicts;
+  }
+  json last_backup = nullptr;
+  if (s_.last_backup) {
+    last_backup = json{{"id", s_.last_backup->backup_id},
+                       {"time", FormatIsoTime(s_.last_backup->created)},
+                       {"files", s_.last_backup->file_count},
+                       {"bytes", s_.last_backup->total_bytes}};
+  }
+  return json{{"state", StateName(s_.state)},
+              {"operation",
+               s_.operation == Operation::kNone ? json(nullptr) : json(OperationName(s_.operation))},
+              {"progress", s_.progress ? json(*s_.progress) : json(nullptr)},
+              {"pending", pending},
+              {"last_backup", last_backup},
+              {"last_error", OptionalString(s_.last_error)}};
+}
+
+std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, TimePoint now) {
+  std::vector<Action> out;
+  // The update in progress: answer with the current state, never a second safety point.
+  if (s_.update && s_.update->update_id == request.update_id) {
+    if (s_.decision) {
+      out.push_back(PublishDecision{request.update_id, *s_.decision, s_.backup_id, std::nullopt});
+    }
+    out.push_back(StatusAction());
+    return out;
+  }
+  if (s_.last_update_id == request.update_id) {
+    out.push_back(PublishDecision{request.update_id, Decision::kCancel, std::nullopt,
+                                  "update '" + request.update_id + "' was already handled (" +
+                                      s_.last_update_outcome.value_or("finished") +
+                                      "); use a new update_id"});
+    return out;
+  }
+  if (Busy()) {
+    out.push_back(PublishDecision{request.update_id, Decision::kCancel, std::nullopt,
+                                  BusyMessage()});
+    return out;
+  }
+  Reset(State::kBackingUp);
+  s_.operation = Operation::kUpdate;
+  s_.update = request;
+  s_.progress = 0;
+  std::string reason = request.reason.value_or("before update of " + request.target);
+  if (!request.reason && (request.from_version || request.to_version)) {
+    reason += " (" + request.from_version.value_or("?") + " -> " +
+              request.to_version.value_or("?") + ")";
+  }
+  s_.backup_reason = reason;
+  (void)now;
+  out.push_back(Persist{});
+  out.push_back(StartBackup{std::move(reason), request.update_id});
+  out.push_back(StatusAction());
+  return out;
+}
+
+std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result, TimePoint now) {
+  std::vector<Action> out;
+  if (s_.state != State::kBackingUp) return out;
+
+  if (s_.operation == Operation::kUpdate) {
+    const UpdateRequest update = *s_.update;
+    if (!result) {
+      const std::string why = "no safety point for update '" + update.update_id +
+                              "': " + result.error().message;
+      s_.last_error = why;
+      FinishUpdate("backup_failed");
+      Reset(State::kIdle);
+      out.push_back(Persist{});
+      out.push_back(PublishDecision{update.update_id, Decision::kCancel, std::nullopt, why});
+      out.push_back(Event(EventType::kBackupFailed,
+                          "Safety Point Backup Failed\n- Update: " + update.target + " (" +
+                              update.update_id + ")\n- Error: " + result.error().message +
+                              "\nThe update was cancelled: it never runs without a safety point.",
+                          json{{"update_id", update.update_id},
+                               {"error", result.error().message},
+                               {"code", ErrorCodeName(result.error().code)}},
+                          now));
+      out.push_back(StatusAction());
+      return out;
+    }
+    s_.previous_last_backup = s_.last_backup;
+    s_.last_backup = *result;
+    s_.backup_id = result->backup_id;
+    s_.state = State::kAwaitingConfirmation;
+    s_.deadline = now + options_.confirm_timeout;
+    s_.progress.reset();
+    out.push_back(Persist{});
+    out.push_back(Event(EventType::kConfirmationRequested,
+                        BackupSummaryText(*result) + "\n\nContinue or Cancel the update of " +
+                            update.target + " before " + FormatTime(*s_.deadline) +
+                            " (no answer counts as Cancel).",
+                        json{{"update_id", update.update_id},
+                             {"target", update.target},
+                             {"backup_id", result->backup_id},
+                             {"deadline", FormatIsoTime(*s_.deadline)},
+                             {"files", result->file_count},
+                             {"bytes", result->total_bytes}},
+                        now));
+    out.push_back(StatusAction());
+    return out;
+  }
+
+  // A manual or scheduled safety point.
+  const std::string reason = s_.backup_reason;
+  if (!result) {
+    s_.last_error = "safety point failed: " + result.error().message;
+    Reset(State::kIdle);
+    out.push_back(Persist{});
+    out.push_back(Event(EventType::kBackupFailed,
+                        "Safety Point Backup Failed\n- Reason: " + reason +
+                            "\n- Error: " + result.error().message,
+                        json{{"reason", reason},
+                             {"error", result.error().message},
+                             {"code", ErrorCodeName(result.error().code)}},
+                        now));
+    out.push_back(StatusAction());
+    return out;
+  }
+  s_.previous_last_backup = s_.last_backup;
+  s_.last_backup = *result;
+  Reset(State::kIdle);
+  out.push_back(Persist{});
+  out.push_back(Event(EventType::kBackupCompleted, BackupSummaryText(*result),
+                      json{{"backup_id", result->backup_id},
+                           {"reason", reason},
+                           {"files", result->file_count},
+                           {"bytes", result->total_bytes},
+                           {"time", FormatIsoTime(result->created)}},
+                      now));
+  out.push_back(StatusAction());
+  return out;
+}
+
+std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view source,
+                                          const std::optional<std::string>& update_id,
+                                          TimePoint now) {
+  std::vector<Action> out;
+  const std::string command(decision == Decision::kContinue ? "continue" : "cancel");
+  if (decision == Decision::kExpired) {
+    out.push_back(Respond{"cancel", Error{ErrorCode::kBadInput, "'expired' is not a decision"},
+                          json::object()});
+    return out;
+  }
+  if (s_.state != State::kAwaitingConfirmation) {
+    std::string why = "no decision is pending (state: " + std::string(StateName(s_.state));
+    if (s_.update) why += ", update '" + s_.update->update_id + "'";
+    if (s_.decision) why += " already decided: " + std::string(DecisionName(*s_.decision));
+    out.push_back(Respond{command, Error{ErrorCode::kBadInput, why + ")"}, json::object()});
+    return out;
+  }
+  const UpdateRequest update = *s_.update;
+  if (update_id && *update_id != update.update_id) {
+    out.push_back(Respond{command,
+                          Error{ErrorCode::kNotFound, "no decision is pending for update '" +
+                                                          *update_id + "' (pending: '" +
+                                                          update.update_id + "')"},
+                          json::object()});
+    return out;
+  }
+  const std::string backup_id = *s_.backup_id;
+  const json data{{"update_id", update.update_id},
+                  {"decision", DecisionName(decision)},
+                  {"backup_id", backup_id}};
+  if (decision == Decision::kContinue) {
+    s_.decision = Decision::kContinue;
+    s_.state = State::kUpdating;
+    s_.deadline.reset();
+    if (options_.update_timeout.count() > 0) s_.deadline = now + options_.update_timeout;
+    out.push_back(Persist{});
+    out.push_back(PublishDecision{update.update_id, Decision::kContinue, backup_id, std::nullopt});
+    out.push_back(Event(EventType::kUpdateContinued,
+                        "Update of " + update.target + " continues (safety point " + backup_id +
+                            ", confirmed via " + std::string(source) + ").",
+                        json{{"update_id", update.update_id},
+                             {"backup_id", backup_id},
+                             {"source", source}},
+                        now));
+    out.push_back(StatusAction());
+    out.push_back(Respond{command, std::nullopt, data});
+    return out;
+  }
+  FinishUpdate("cancelled");
+  if (s_.last_backup && s_.last_backup->backup_id == backup_id) {
+    s_.last_backup = s_.previous_last_backup;
+  }
+  s_.previous_last_backup.reset();
+  Reset(State::kIdle);
+  out.push_back(Persist{});
+  out.push_back(PublishDecision{update.update_id, Decision::kCancel, backup_id, std::nullopt});
+  out.push_back(DeleteBackup{backup_id});
+  out.push_back(Event(EventType::kUpdateCancelled,
+                      "Update of " + update.target + " cancelled via " + std::string(source) +
+                          "; safety point " + backup_id + " deleted. Nothing was changed.",
+                      json{{"update_id", update.update_id},
+                           {"backup_id", backup_id},
+                           {"source", source}},
+                      now));
+  out.push_back(StatusAction());
+  out.push_back(Respond{command, std::nullopt, data});
+  return out;
+}
+
+void Lifecycle::Expire(TimePoint now, std::vector<Action>& out) {
+  const UpdateRequest update = *s_.update;
+  const std::string backup_id = *s_.backup_id;
+  FinishUpdate("expired");
+  if (s_.last_backup && s_.last_backup->backup_id == backup_id) {
+    s_.last_backup = s_.previous_last_backup;
+  }
+  s_.previous_last_backup.reset();
+  Reset(State::kIdle);
+  out.push_back(Persist{});
+  out.push_back(PublishDecision{update.update_id, Decision::kExpired, backup_id, std::nullopt});
+  out.push_back(DeleteBackup{backup_id});
+  out.push_back(Event(EventType::kUpdateExpired,
+                      "Update of " + update.target + " cancelled: no decision within " +
+                          DurationText(options_.confirm_timeout) + "; safety point " + backup_id +
+                          " deleted. Nothing was changed.",
+                      json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
+  out.push_back(StatusAction());
+}
+
+std::vector<Action> Lifecycle::OnUpdateResult(const UpdateResult& result, TimePoint now) {
+  std::vector<Action> out;
+  const bool ours = s_.update && s_.update->update_id == result.update_id;
+  if (!ours || s_.state != State::kUpdating) {
+    std::string why;
+    if (!ours) {
+      why = "no update '" + result.update_id + "' is in progress";
+    } else if (s_.state == State::kBackingUp || s_.state == State::kAwaitingConfirmation) {
+      why = "update '" + result.update_id + "' was not released yet (" +
+            std::string(StateName(s_.state)) + ")";
+    } else {
+      why = "the result of update '" + result.update_id + "' was already received (" +
+            std::string(StateName(s_.state)) + ")";
+    }
+    out.push_back(Respond{"update", Error{ErrorCode::kBadInput, why}, json::object()});
+    return out;
+  }
+  if (result.Failed()) {
+    std::string reason = "update of " + s_.update->target + " failed";
+    if (result.exit_code) reason += " (exit code " + std::to_string(*result.exit_code) + ")";
+    if (result.detail) reason += ": " + *result.detail;
+    json data{{"update_id", result.update_id}, {"backup_id", *s_.backup_id}};
+    if (result.exit_code) data["exit_code"] = *result.exit_code;
+    if (result.detail) data["detail"] = *result.detail;
+    Failure(std::move(reason), EventType::kUpdateFailed, std::move(data), now, out);
+    return out;
+  }
+  s_.state = State::kHealthCheck;
+  s_.deadline = now + options_.health_timeout;
+  s_.health_check_requested = home_assistant_online_;
+  out.push_back(Persist{});
+  if (s_.health_check_requested) out.push_back(RunHealthCheck{*s_.backup_id});
+  out.push_back(StatusAction());
+  return out;
+}
+
+void Lifecycle::Failure(std::string reason, EventType type, nlohmann::json data, TimePoint now,
+                        std::vector<Action>& out) {
+  const std::string backup_id = *s_.backup_id;
+  s_.last_error = reason;
+  if (options_.auto_rollback) {
+    s_.state = State::kRollingBack;
+    s_.deadline.reset();
+    s_.policy = options_.auto_rollback_policy;
+    s_.conflicts.clear();
+    s_.health_check_requested = false;
+    s_.progress = 0;
+    out.push_back(Persist{});
+    out.push_back(Event(type, reason + "\nRolling back to safety point " + backup_id + ".",
+                        std::move(data), now));
+    out.push_back(RecordFingerprint{backup_id});
+    out.push_back(StartRollback{backup_id, s_.policy, false});
+    out.push_back(Event(EventType::kRollbackStarted,
+                        "Rolling back to safety point " + backup_id + " (conflicts: " +
+                            std::string(ConflictPolicyName(s_.policy)) + ").",
+                        json{{"backup_id", backup_id},
+                             {"on_conflict", ConflictPolicyName(s_.policy)},
+                             {"update_id", s_.update->update_id}},
+                        now));
+    out.push_back(StatusAction());
+    return;
+  }
+  FinishUpdate("failed");
+  Reset(State::kIdle);
+  out.push_back(Persist{});
+  out.push_back(Event(type,
+                      reason + "\nAutomatic rollback is off: roll back with /rollback safety_point " +
+                          backup_id + ".",
+                      std::move(data), now));
+  out.push_back(RecordFingerprint{backup_id});
+  out.push_back(StatusAction());
+}
+
+std::vector<Action> Lifecycle::OnHomeAssistantStatus(std::string_view payload, TimePoint now) {
+  std::vector<Action> out;
+  (void)now;
+  if (payload == "offline") {
+    home_assistant_online_ = false;
+    if (s_.state == State::kHealthCheck && s_.health_check_requested) {
+      // Home Assistant restarts after all: wait for it and check again.
+      s_.health_check_requested = false;
+      out.push_back(Persist{});
+      out.push_back(StatusAction());
+    }
+    return out;
+  }
+  if (payload != "online") return out;
+  home_assistant_online_ = true;
+  if (s_.state == State::kHealthCheck && !s_.health_check_requested) {
+    s_.health_check_requested = true;
+    out.push_back(Persist{});
+    out.push_back(RunHealthCheck{*s_.backup_id});
+    out.push_back(StatusAction());
+  }
+  return out;
+}
+
+std::vector<Action> Lifecycle::OnHealthReport(const std::vector<std::string>& unavailable,
+                                              TimePoint now) {
+  std::vector<Action> out;
+  if (s_.state != State::kHealthCheck || !s_.health_check_requested) return out;
+  const std::string backup_id = *s_.backup_id;
+  const UpdateRequest update = *s_.update;
+  if (unavailable.empty()) {
+    FinishUpdate("succeeded");
+    Reset(State::kIdle);
+    out.push_back(Persist{});
+    out.push_back(Event(EventType::kUpdateSucceeded,
+                        "Update of " + update.target +
+                            " succeeded and passed the health check. Safety point " + backup_id +
+                            " is kept.",
+                        json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
+    out.push_back(StatusAction());
+    return out;
+  }
+  std::string reason = "health check after the update of " + update.target + " failed: " +
+                       std::to_string(unavailable.size()) +
+                       " entities unavailable since the safety point:";
+  for (std::size_t i = 0; i < unavailable.size() && i < kMaxConflictsInMessage; ++i) {
+    reason += "\n- " + unavailable[i];
+  }
+  if (unavailable.size() > kMaxConflictsInMessage) {
+    reason += "\n- ... and " + std::to_string(unavailable.size() - kMaxConflictsInMessage) +
+              " more";
+  }
+  Failure(std::move(reason), EventType::kHealthCheckFailed,
+          json{{"update_id", update.update_id},
+               {"backup_id", backup_id},
+               {"unavailable", unavailable}},
+          now, out);
+  return out;
+}
+
+std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, TimePoint now) {
+  std::vector<Action> out;
+  if (s_.state != State::kRollingBack) return out;
+  const std::string backup_id = *s_.backup_id;
+  json data{{"backup_id", backup_id}};
+  if (s_.update) data["update_id"] = s_.update->update_id;
+
+  switch (outcome.kind) {
+    case RollbackOutcome::Kind::kOk: {
+      FinishUpdate("rolled_back");
+      Reset(State::kIdle);
+      data["restored_files"] = outcome.restored_files;
+      data["pre_rollback_id"] = OptionalString(outcome.pre_rollback_id);
+      std::string message = "Rollback to safety point " + backup_id + " completed: " +
+                            std::to_string(outcome.restored_files) + " files restored.";
+      if (outcome.pre_rollback_id) {
+        message += " Undo with /rollback safety_point " + *outcome.pre_rollback_id + ".";
+      }
+      out.push_back(Persist{});
+      out.push_back(Event(EventType::kRollbackCompleted, std::move(message), std::move(data),
+                          now));
+      out.push_back(StatusAction());
+      return out;
+    }
+    case RollbackOutcome::Kind::kConflicts: {
+      s_.state = State::kAwaitingConflictResolution;
+      s_.conflicts = outcome.conflicts;
+      s_.deadline = now + options_.resolve_timeout;
+      s_.progress.reset();
+      std::string message = "Rollback to safety point " + backup_id + " stopped: " +
+                            std::to_string(outcome.conflicts.size()) +
+                            " files changed locally since the safety point:";
+      for (std::size_t i = 0; i < outcome.conflicts.size() && i < kMaxConflictsInMessage; ++i) {
+        message += "\n- " + outcome.conflicts[i];
+      }
+      if (outcome.conflicts.size() > kMaxConflictsInMessage) {
+        message += "\n- ... and " +
+                   std::to_string(outcome.conflicts.size() - kMaxConflictsInMessage) + " more";
+      }
+      message += "\nChoose Overwrite, Merge or Abort before " + FormatTime(*s_.deadline) +
+                 " (no answer counts as Abort).";
+      data["conflicts"] = outcome.conflicts;
+      data["deadline"] = FormatIsoTime(*s_.deadline);
+      out.push_back(Persist{});
+      out.push_back(Event(EventType::kRollbackConflicts, std::move(message), std::move(data),
+                          now));
+      out.push_back(StatusAction());
+      return out;
+    }
+    case RollbackOutcome::Kind::kFailed: {
+      const Error error = outcome.error.value_or(Error{ErrorCode::kInternal, "unknown error"});
+      s_.last_error = "rollback to " + backup_id + " failed: " + error.message;
+      FinishUpdate("rollback_failed");
+      Reset(State::kError);
+      data["error"] = error.message;
+      data["code"] = ErrorCodeName(error.code);
+      out.push_back(Persist{});
+      out.push_back(Event(EventType::kRollbackFailed,
+                          "Rollback to safety point " + backup_id + " failed: " + error.message,
+                          std::move(data), now));
+      out.push_back(StatusAction());
+      return out;
+    }
+  }
+  return out;
+}
+
+void Lifecycle::AbortConflicts(const std::string& why, TimePoint now, std::vector<Action>& out) {
+  const std::string backup_id = *s_.backup_id;
+  const std::vector<std::string> conflicts = s_.conflicts;
+  json data{{"backup_id", backup_id}, {"conflicts", conflicts}, {"reason", why}};
+  if (s_.update) data["update_id"] = s_.update->update_id;
+  s_.last_error = "rollback to " + backup_id + " aborted (" + why + "); " +
+                  std::to_string(conflicts.size()) + " conflicting files left unchanged";
+  FinishUpdate("rollback_aborted");
+  Reset(State::kIdle);
+  out.push_back(Persist{});
+  out.push_back(Event(EventType::kRollbackAborted,
+                      "Rollback to safety point " + backup_id + " aborted (" + why +
+                          "). Nothing was changed.",
+                      std::move(data), now));
+  out.push_back(StatusAction());
+}
+
+std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
+  std::vector<Action> out;
+  if (s_.state != State::kAwaitingConflictResolution) {
+    out.push_back(Respond{"resolve",
+                          Error{ErrorCode::kBadInput, "no conflicts wait for a resolution (state: " +
+                                                          std::string(StateName(s_.state)) + ")"},
+                          json::object()});
+    return out;
+  }
+  const json data{{"backup_id", *s_.backup_id}, {"action", ConflictPolicyName(action)}};
+  if (action == ConflictPolicy::kAbort) {
+    AbortConflicts("aborted by request", now, out);
+    out.push_back(Respond{"resolve", std::nullopt, data});
+    return out;
+  }
+  const std::string backup_id = *s_.backup_id;
+  s_.state = State::kRollingBack;
+  s_.policy = action;
+  s_.conflicts.clear();
+  s_.deadline.reset();
+  s_.progress = 0;
+  json event_data{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(action)}};
+  if (s_.update) event_data["update_id"] = s_.update->update_id;
+  out.push_back(Persist{});
+  out.push_back(StartRollback{backup_id, action, false});
+  out.push_back(Event(EventType::kRollbackStarted,
+                      "Rolling back to safety point " + backup_id + " (conflicts: " +
+                          std::string(ConflictPolicyName(action)) + ").",
+                      std::move(event_data), now));
+  out.push_back(StatusAction());
+  out.push_back(Respond{"resolve", std::nullopt, data});
+  return out;
+}
+
+std::vector<Action> Lifecycle::OnTick(TimePoint now) {
+  std::vector<Action> out;
+  if (!s_.deadline || now < *s_.deadline) return out;
+  switch (s_.state) {
+    case State::kAwaitingConfirmation:
+      Expire(now, out);
+      break;
+    case State::kUpdating: {
+      const UpdateRequest update = *s_.update;
+      const std::string backup_id = *s_.backup_id;
+      s_.last_error = "update '" + update.update_id + "' reported no result within " +
+                      DurationText(options_.update_timeout);
+      FinishUpdate("timed_out");
+      Reset(State::kIdle);
+      out.push_back(Persist{});
+      out.push_back(Event(EventType::kUpdateTimedOut,
+                          "Update of " + update.target + " reported no result within " +
+                              DurationText(options_.update_timeout) +
+                              ". Nothing was rolled back; safety point " + backup_id +
+                              " is kept.",
+                          json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
+      out.push_back(StatusAction());
+      break;
+    }
+    case State::kHealthCheck: {
+      const std::string reason =
+          s_.health_check_requested
+              ? "health check after the update of " + s_.update->target +
+                    " did not report within " + DurationText(options_.health_timeout)
+              : "Home Assistant did not come back online within " +
+                    DurationText(options_.health_timeout) + " after the update of " +
+                    s_.update->target;
+      Failure(reason, EventType::kHealthCheckFailed,
+              json{{"update_id", s_.update->update_id},
+                   {"backup_id", *s_.backup_id},
+                   {"unavailable", json::array()}},
+              now, out);
+      break;
+    }
+    case State::kAwaitingConflictResolution:
+      AbortConflicts("no resolution within " + DurationText(options_.resolve_timeout), now, out);
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+std::vector<Action> Lifecycle::OnManualBackupRequest(const std::optional<std::string>& reason,
+                                                     TimePoint now) {
+  std::vector<Action> out;
+  (void)now;
+  if (Busy()) {
+    out.push_back(Respond{"backup", Error{ErrorCode::kBusy, BusyMessage()}, json::object()});
+    return out;
+  }
+  Reset(State::kBackingUp);
+  s_.operation = Operation::kBackup;
+  s_.backup_reason = reason.value_or("manual");
+  s_.progress = 0;
+  out.push_back(Persist{});
+  out.push_back(StartBackup{s_.backup_reason, std::nullopt});
+  out.push_back(StatusAction());
+  out.push_back(Respond{"backup", std::nullopt,
+                        json{{"state", StateName(s_.state)}, {"reason", s_.backup_reason}}});
+  return out;
+}
+
+std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup_id,
+                                                       ConflictPolicy on_conflict,
+                                                       TimePoint now) {
+  std::vector<Action> out;
+  if (Busy()) {
+    out.push_back(Respond{"rollback", Error{ErrorCode::kBusy, BusyMessage()}, json::object()});
+    return out;
+  }
+  Reset(State::kRollingBack);
+  s_.operation = Operation::kRollback;
+  s_.backup_id = backup_id;
+  s_.policy = on_conflict;
+  s_.progress = 0;
+  out.push_back(Persist{});
+  out.push_back(StartRollback{backup_id, on_conflict, false});
+  out.push_back(Event(EventType::kRollbackStarted,
+                      "Rolling back to safety point " + backup_id + " (conflicts: " +
+                          std::string(ConflictPolicyName(on_conflict)) + ").",
+                      json{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(on_conflict)}},
+                      now));
+  out.push_back(StatusAction());
+  out.push_back(Respond{"rollback", std::nullopt,
+                        json{{"state", StateName(s_.state)},
+                             {"backup_id", backup_id},
+                             {"on_conflict", ConflictPolicyName(on_conflict)}}});
+  return out;
+}
+
+std::vector<Action> Lifecycle::OnProgress(int percent, TimePoint now) {
+  (void)now;
+  if (s_.state != State::kBackingUp && s_.state != State::kRollingBack) return {};
+  const int clamped = std::clamp(percent, 0, 100);
+  if (s_.progress == clamped) return {};
+  s_.progress = clamped;
+  return {StatusAction()};
+}
+
+std::vector<Action> Lifecycle::SetLastBackup(std::optional<BackupSummary> summary) {
+  if (s_.last_backup == summary) return {};
+  s_.last_backup = std::move(summary);
+  return {Persist{}, StatusAction()};
+}
+
+std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint now) {
+  s_ = state;
+  home_assistant_online_ = true;
+  // A deadline that passed while the service was down fires at once (with its original time).
+  std::vector<Action> out = OnTick(now);
+  if (!out.empty()) return out;
+  switch (s_.state) {
+    case State::kIdle:
+    case State::kError:
+    case State::kAwaitingConfirmation:
+    case State::kAwaitingConflictResolution:
+      break;
+    case State::kBackingUp:
+      // The interrupted safety point was discarded by the store's start-up cleanup.
+      s_.progress = 0;
+      out.push_back(StartBackup{s_.backup_reason,
+                                s_.update ? std::optional<std::string>(s_.update->update_id)
+                                          : std::nullopt});
+      break;
+    case State::kUpdating:
+      // The decision may have been lost with the process; publishing it again is harmless
+      // (decisions are delivered at least once anyway).
+      out.push_back(PublishDecision{s_.update->update_id, Decision::kContinue, s_.backup_id,
+                                    std::nullopt});
+      break;
+    case State::kHealthCheck:
+      if (!s_.health_check_requested) {
+        s_.health_check_requested = true;
+        out.push_back(Persist{});
+      }
+      out.push_back(RunHealthCheck{*s_.backup_id});
+      break;
+    case State::kRollingBack:
+      out.push_back(StartRollback{*s_.backup_id, s_.policy, true});
+      break;
+  }
+  out.push_back(StatusAction());
+  return out;
+}
+
+}  // namespace safepoint::service
