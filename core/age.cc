@@ -650,25 +650,26 @@ Status Decryptor::NextChunk() {
   if (!got) return Poison(got.error());
   const bool last = *got <= kSealedChunkSize;
   const std::size_t n = last ? *got : kSealedChunkSize;
-  const std::string chunk = "payload chunk " + std::to_string(counter_);
-  if (n == 0) {
-    return Poison(counter_ == 0 ? CorruptError("truncated: the payload has no chunks")
-                                : CorruptError("truncated: the payload ends without a final chunk "
-                                          "(after " + chunk + ")"));
-  }
-  if (n < kTagSize) return Poison(CorruptError("truncated: " + chunk + " is too short"));
+  const auto chunk = [this] { return "payload chunk " + std::to_string(counter_); };
+  // After a non-final chunk at least one byte follows, so an empty read means no chunk at all.
+  if (n == 0) return Poison(CorruptError("truncated: the payload has no chunks"));
+  if (n < kTagSize) return Poison(CorruptError("truncated: " + chunk() + " is too short"));
   const auto sealed = std::span<const std::uint8_t>(in_buf_).first(n);
   plain_.resize(n - kTagSize);
   if (!AeadOpen(plain_, sealed, ChunkNonce(counter_, last), payload_key_)) {
-    // Explain the two structural failures; neither releases the chunk.
-    if (!last && AeadOpen(plain_, sealed, ChunkNonce(counter_, true), payload_key_)) {
-      return Poison(CorruptError("trailing data after the final chunk"));
+    // A full chunk that authenticates with the other final flag is genuine data in the wrong
+    // place: release it (as age does), then report the broken stream structure.
+    if (n != kSealedChunkSize || !AeadOpen(plain_, sealed, ChunkNonce(counter_, !last),
+                                           payload_key_)) {
+      return Poison(CorruptError(chunk() + " failed authentication (tampered or truncated)"));
     }
-    if (last && n == kSealedChunkSize &&
-        AeadOpen(plain_, sealed, ChunkNonce(counter_, false), payload_key_)) {
-      return Poison(CorruptError("truncated: the payload ends without a final chunk"));
-    }
-    return Poison(CorruptError(chunk + " failed authentication (tampered or truncated)"));
+    deferred_error_ = std::make_unique<Error>(
+        last ? CorruptError("truncated: the payload ends without a final chunk")
+             : CorruptError("trailing data after the final chunk"));
+    in_buf_.erase(in_buf_.begin(), in_buf_.begin() + static_cast<std::ptrdiff_t>(n));
+    ++counter_;
+    plain_pos_ = 0;
+    return {};
   }
   if (last && n == kTagSize && counter_ > 0) {
     return Poison(CorruptError("the final chunk is empty (not allowed after other chunks)"));
@@ -685,6 +686,10 @@ Result<std::size_t> Decryptor::Read(std::span<std::uint8_t> out) {
   if (out.empty()) return 0;
   while (plain_pos_ == plain_.size()) {
     if (done_) return 0;
+    if (deferred_error_) {
+      auto failed = Poison(*deferred_error_);
+      return tl::unexpected(std::move(failed.error()));
+    }
     SP_RETURN_IF_ERROR(NextChunk());
   }
   const std::size_t n = std::min(out.size(), plain_.size() - plain_pos_);

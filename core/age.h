@@ -108,7 +108,9 @@ class Encryptor {
 
 // Streams the plaintext out of an age file, verifying as it goes: a chunk is released only after
 // its tag verified, and the end of the stream (Read returning 0) is reported only after a valid
-// final chunk with nothing behind it. Memory: one chunk, independent of the file size.
+// final chunk with nothing behind it. A full-size chunk whose final flag contradicts its position
+// (data follows a final chunk, or the file ends after a non-final one) still authenticates: it is
+// released and the error follows, as age does. Memory: one chunk, independent of the file size.
 //
 // Errors of Open and Read:
 //   kWrongPassphrase  "wrong passphrase" (the scrypt stanza does not open);
@@ -167,6 +169,7 @@ class Decryptor final : public ByteSource {
   bool eof_ = false;   // `in` reported its end
   bool done_ = false;  // the final chunk was verified
   std::unique_ptr<Error> error_;
+  std::unique_ptr<Error> deferred_error_;  // reported once the current chunk is consumed
   int work_factor_ = 0;
   std::size_t header_size_ = 0;
   std::string key_id_;
