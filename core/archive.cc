@@ -174,6 +174,10 @@ class ReaderImpl final : public TarZstdReader {
     if (path == nullptr) path = archive_entry_pathname(e);
     if (path == nullptr) return Fail(ErrorCode::kCorrupt, "tar: entry without a path");
     h.path = path;
+    // Directory entries carry a trailing '/' in tar; the manifest names them without it.
+    if (archive_entry_filetype(e) == AE_IFDIR && h.path.size() > 1 && h.path.back() == '/') {
+      h.path.pop_back();
+    }
     SP_RETURN_IF_ERROR(manifest::CheckArchivePath(h.path));
     if (archive_entry_hardlink(e) != nullptr) {
       return Fail(ErrorCode::kCorrupt, "tar: hard link entry " + h.path + " refused");

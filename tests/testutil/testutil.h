@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "core/clock.h"
 #include "core/fs.h"
 
 namespace safepoint::testing {
@@ -72,6 +73,27 @@ class FaultInjectingFileSystem final : public FileSystem {
   std::atomic<bool> tripped_{false};
   std::uint64_t fail_at_;
   FaultKind kind_;
+};
+
+}  // namespace safepoint::testing
+
+namespace safepoint::testing {
+
+// A clock that only moves when told to.
+class FakeClock final : public Clock {
+ public:
+  explicit FakeClock(std::chrono::system_clock::time_point start =
+                         std::chrono::system_clock::time_point(std::chrono::seconds(1795000000)))
+      : now_(start) {}
+  [[nodiscard]] std::chrono::system_clock::time_point Now() const override { return now_; }
+  [[nodiscard]] std::chrono::steady_clock::time_point Monotonic() const override {
+    return std::chrono::steady_clock::time_point(now_.time_since_epoch());
+  }
+  void Advance(std::chrono::milliseconds d) { now_ += d; }
+  void Set(std::chrono::system_clock::time_point t) { now_ = t; }
+
+ private:
+  std::chrono::system_clock::time_point now_;
 };
 
 }  // namespace safepoint::testing

@@ -1,0 +1,553 @@
+#include "core/store.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <filesystem>
+#include <thread>
+
+#include "core/sha256.h"
+#include "tests/testutil/testutil.h"
+
+namespace safepoint::store {
+namespace {
+
+namespace fs = std::filesystem;
+using safepoint::testing::FakeClock;
+using safepoint::testing::FaultInjectingFileSystem;
+using safepoint::testing::FaultKind;
+using safepoint::testing::ReadFile;
+using safepoint::testing::TempDir;
+using safepoint::testing::WriteFile;
+
+constexpr int kTestWorkFactor = 15;  // the minimum: 32 MiB, fast enough for crash loops
+
+// Builds a request from every file, link and dir below `root` as "ha_config/<rel>".
+BackupRequest RequestFor(const std::string& root) {
+  BackupRequest r;
+  r.reason = "test";
+  std::vector<fs::path> paths;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
+       ++it) {
+    paths.push_back(it->path());
+  }
+  std::sort(paths.begin(), paths.end());
+  for (const auto& p : paths) {
+    struct stat st {};
+    EXPECT_EQ(::lstat(p.c_str(), &st), 0);
+    InputEntry e;
+    e.header.path = "ha_config/" + p.lexically_relative(root).string();
+    e.header.mode = st.st_mode & 07777;
+    e.header.mtime = st.st_mtim.tv_sec;
+    e.header.uid = st.st_uid;
+    e.header.gid = st.st_gid;
+    e.abs_path = p.string();
+    if (S_ISLNK(st.st_mode)) {
+      e.header.type = manifest::EntryType::kSymlink;
+      e.header.link_target = fs::read_symlink(p).string();
+    } else if (S_ISDIR(st.st_mode)) {
+      e.header.type = manifest::EntryType::kDirectory;
+    } else {
+      e.header.size = static_cast<std::uint64_t>(st.st_size);
+    }
+    r.entries.push_back(e);
+  }
+  InputEntry gen;
+  gen.header.path = "state/entities.json";
+  gen.header.mode = 0600;
+  gen.content = R"({"entities":[]})";
+  r.entries.push_back(gen);
+  return r;
+}
+
+std::string BigBinary(std::size_t n) {
+  std::string s(n, '\0');
+  std::uint32_t x = 12345;
+  for (auto& c : s) {
+    x = x * 1103515245 + 12345;
+    c = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    src_ = dir_.Sub("config");
+    WriteFile(src_ + "/configuration.yaml", "homeassistant:\n  name: Home\n");
+    WriteFile(src_ + "/secrets.yaml", "backup_encryption_passphrase: x\n", 0600);
+    WriteFile(src_ + "/.storage/core.entity_registry", "{\"data\": {}}");
+    WriteFile(src_ + "/empty.txt", "");
+    WriteFile(src_ + "/www/blob.bin", BigBinary(3 * 1024 * 1024 + 17), 0640);
+    fs::create_directories(src_ + "/blueprints/empty_dir");
+    fs::create_symlink("configuration.yaml", src_ + "/link.yaml");
+    options_.backup_dir = dir_.Sub("backups");
+    options_.work_factor = kTestWorkFactor;
+    options_.max_work_factor = 18;
+  }
+
+  Result<manifest::Manifest> Backup(Store& store, const Secret& pass) {
+    return store.Backup(RequestFor(src_), pass);
+  }
+
+  TempDir dir_;
+  std::string src_;
+  Options options_;
+  PosixFileSystem real_fs_;
+  FakeClock clock_;
+  Secret pass_{std::string_view("correct horse battery staple")};
+};
+
+TEST_F(StoreTest, BackupVerifyExtractRestoresExactBytes) {
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->FileCount(), 6u);  // 5 files + entities.json
+  auto report = store.Verify(m->id, pass_);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->entries, m->entries.size());
+
+  const std::string out = dir_.Sub("out");
+  auto n = store.Extract(m->id, pass_, out, {});
+  ASSERT_TRUE(n) << n.error().message;
+  for (const char* rel : {"configuration.yaml", "secrets.yaml", ".storage/core.entity_registry",
+                          "empty.txt", "www/blob.bin"}) {
+    EXPECT_EQ(ReadFile(out + "/ha_config/" + rel), ReadFile(src_ + "/" + rel)) << rel;
+  }
+  EXPECT_EQ(fs::read_symlink(out + "/ha_config/link.yaml").string(), "configuration.yaml");
+  EXPECT_TRUE(fs::is_directory(out + "/ha_config/blueprints/empty_dir"));
+  struct stat st {};
+  ASSERT_EQ(::stat((out + "/ha_config/www/blob.bin").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(ReadFile(out + "/state/entities.json"), R"({"entities":[]})");
+  // Nothing but the extracted trees is left in the destination.
+  std::vector<std::string> top;
+  for (const auto& e : fs::directory_iterator(out)) top.push_back(e.path().filename());
+  std::sort(top.begin(), top.end());
+  EXPECT_EQ(top, (std::vector<std::string>{"ha_config", "state"}));
+}
+
+TEST_F(StoreTest, LayoutNamesPayloadByItsHashWithPrivateModes) {
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m);
+  const std::string dir = store.DirOf(m->id);
+  const std::string payload = dir + "/" + m->payload->name;
+  auto bytes = ReadFile(payload);
+  ASSERT_TRUE(bytes);
+  EXPECT_EQ(m->payload->sha256, Sha256Hex(*bytes));
+  EXPECT_EQ(m->payload->name, "state_" + m->id + "_" + m->payload->sha256.substr(0, 12) + ".enc");
+  EXPECT_EQ(bytes->substr(0, 22), "age-encryption.org/v1\n");
+  struct stat st {};
+  ASSERT_EQ(::stat(options_.backup_dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  ASSERT_EQ(::stat(payload.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(::stat((dir + "/manifest.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  // The id is the local time of the (fake) clock.
+  EXPECT_TRUE(manifest::IsValidId(m->id));
+  auto second = Backup(store, pass_);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->id, m->id + "-2");
+  auto list = store.List();
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].id, m->id);
+  EXPECT_EQ((*list)[1].id, m->id + "-2");
+}
+
+TEST_F(StoreTest, WrongPassphraseHasItsOwnErrorAndLeavesNothing) {
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m);
+  Secret wrong(std::string_view("wrong"));
+  auto v = store.Verify(m->id, wrong);
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code, ErrorCode::kWrongPassphrase);
+  const std::string out = dir_.Sub("out");
+  auto x = store.Extract(m->id, wrong, out, {});
+  ASSERT_FALSE(x);
+  EXPECT_EQ(x.error().code, ErrorCode::kWrongPassphrase);
+  EXPECT_TRUE(fs::is_empty(out));
+}
+
+class Tamper : public StoreTest {
+ protected:
+  // Makes a safety point, applies `damage` to its dir, returns Verify's error code.
+  template <typename F>
+  ErrorCode VerifyAfter(F damage) {
+    Store store(options_, real_fs_, clock_);
+    auto m = Backup(store, pass_);
+    EXPECT_TRUE(m);
+    damage(store.DirOf(m->id), *m);
+    auto v = store.Verify(m->id, pass_);
+    EXPECT_FALSE(v);
+    const std::string out = dir_.Sub("out-" + std::to_string(counter_++));
+    auto x = store.Extract(m->id, pass_, out, {});
+    EXPECT_FALSE(x);
+    if (fs::exists(out)) {
+      EXPECT_TRUE(fs::is_empty(out)) << "extract left files behind";
+    }
+    return v ? ErrorCode::kInternal : v.error().code;
+  }
+  static void FlipByte(const std::string& path, long offset) {
+    auto bytes = *ReadFile(path);
+    std::size_t at = offset >= 0 ? static_cast<std::size_t>(offset)
+                                 : bytes.size() - static_cast<std::size_t>(-offset);
+    bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  }
+  int counter_ = 0;
+};
+
+TEST_F(Tamper, FlippedHeaderMacByteIsCorrupt) {
+  EXPECT_EQ(VerifyAfter([](const std::string& d, const manifest::Manifest& m) {
+              const std::string p = d + "/" + m.payload->name;
+              auto mac_at = ReadFile(p)->find("\n--- ") + 10;
+              FlipByte(p, static_cast<long>(mac_at));
+            }),
+            ErrorCode::kCorrupt);
+}
+
+TEST_F(Tamper, FlippedSaltByteReadsAsWrongPassphrase) {
+  // A changed salt derives another key: indistinguishable from a wrong passphrase, by design.
+  EXPECT_EQ(VerifyAfter([](const std::string& d, const manifest::Manifest& m) {
+              const std::string p = d + "/" + m.payload->name;
+              auto bytes = *ReadFile(p);
+              auto salt_at = bytes.find("-> scrypt ") + 12;
+              bytes[salt_at] = bytes[salt_at] == 'A' ? 'B' : 'A';  // still canonical base64
+              std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+            }),
+            ErrorCode::kWrongPassphrase);
+}
+
+TEST_F(Tamper, FlippedPayloadByteIsCorrupt) {
+  EXPECT_EQ(VerifyAfter([](const std::string& d, const manifest::Manifest& m) {
+              FlipByte(d + "/" + m.payload->name, static_cast<long>(m.payload->size / 2));
+            }),
+            ErrorCode::kCorrupt);
+}
+
+TEST_F(Tamper, FlippedLastByteIsCorrupt) {
+  EXPECT_EQ(VerifyAfter([](const std::string& d, const manifest::Manifest& m) {
+              FlipByte(d + "/" + m.payload->name, -1);
+            }),
+            ErrorCode::kCorrupt);
+}
+
+TEST_F(Tamper, TruncatedPayloadIsCorrupt) {
+  EXPECT_EQ(VerifyAfter([](const std::string& d, const manifest::Manifest& m) {
+              ASSERT_EQ(::truncate((d + "/" + m.payload->name).c_str(),
+                                   static_cast<off_t>(m.payload->size - 100)),
+                        0);
+            }),
+            ErrorCode::kCorrupt);
+}
+
+TEST_F(Tamper, PayloadTruncatedAndManifestAdjustedIsStillCorrupt) {
+  // Cut at a chunk boundary and rewrite the outer manifest's size and hash to match: only the
+  // age STREAM's final-chunk flag can tell.
+  EXPECT_EQ(VerifyAfter([](const std::string& d, const manifest::Manifest& m) {
+              const std::string p = d + "/" + m.payload->name;
+              auto bytes = *ReadFile(p);
+              // Header ends with "--- <MAC>\n"; the 16-byte payload nonce follows.
+              std::size_t header = bytes.find('\n', bytes.find("\n---") + 1) + 1 + 16;
+              std::string cut = bytes.substr(0, header + 65536 + 16);
+              std::string sha = Sha256Hex(cut);
+              std::string name = "state_" + m.id + "_" + sha.substr(0, 12) + ".enc";
+              fs::remove(p);
+              std::ofstream(d + "/" + name, std::ios::binary) << cut;
+              auto text = *ReadFile(d + "/manifest.json");
+              auto j = nlohmann::json::parse(text);
+              j["payload"]["name"] = name;
+              j["payload"]["size"] = cut.size();
+              j["payload"]["sha256"] = sha;
+              std::ofstream(d + "/manifest.json", std::ios::trunc) << j.dump();
+            }),
+            ErrorCode::kCorrupt);
+}
+
+TEST_F(Tamper, EditedOuterManifestEntryIsCorrupt) {
+  EXPECT_EQ(VerifyAfter([](const std::string& d, const manifest::Manifest&) {
+              auto j = nlohmann::json::parse(*ReadFile(d + "/manifest.json"));
+              for (auto& e : j["entries"]) {
+                if (e["type"] == "file") {
+                  std::string sha = e["sha256"];
+                  sha[0] = sha[0] == 'a' ? 'b' : 'a';
+                  e["sha256"] = sha;
+                  break;
+                }
+              }
+              std::ofstream(d + "/manifest.json", std::ios::trunc) << j.dump();
+            }),
+            ErrorCode::kCorrupt);
+}
+
+TEST_F(Tamper, FlippedManifestByteIsCorrupt) {
+  EXPECT_EQ(VerifyAfter([](const std::string& d, const manifest::Manifest&) {
+              FlipByte(d + "/manifest.json", 2);
+            }),
+            ErrorCode::kCorrupt);
+}
+
+TEST_F(StoreTest, ManifestFromAnotherSafetyPointIsCorrupt) {
+  Store store(options_, real_fs_, clock_);
+  auto a = Backup(store, pass_);
+  auto b = Backup(store, pass_);
+  ASSERT_TRUE(a && b);
+  fs::copy_file(store.DirOf(b->id) + "/manifest.json", store.DirOf(a->id) + "/manifest.json",
+                fs::copy_options::overwrite_existing);
+  auto v = store.Verify(a->id, pass_);
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code, ErrorCode::kCorrupt);
+  EXPECT_NE(v.error().message.find("another safety point"), std::string::npos);
+  // Also with the payload moved along: the ids inside still differ.
+  fs::copy_file(store.DirOf(b->id) + "/" + b->payload->name,
+                store.DirOf(a->id) + "/" + b->payload->name);
+  v = store.Verify(a->id, pass_);
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code, ErrorCode::kCorrupt);
+}
+
+TEST_F(StoreTest, WorkFactorAboveMaximumIsRefused) {
+  options_.work_factor = 17;
+  Store writer(options_, real_fs_, clock_);
+  auto m = Backup(writer, pass_);
+  ASSERT_TRUE(m);
+  options_.max_work_factor = 16;
+  Store reader(options_, real_fs_, clock_);
+  auto v = reader.Verify(m->id, pass_);
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code, ErrorCode::kCorrupt);
+  EXPECT_NE(v.error().message.find("above the maximum"), std::string::npos) << v.error().message;
+}
+
+TEST_F(StoreTest, MalformedIdsAreBadInput) {
+  Store store(options_, real_fs_, clock_);
+  for (const char* id : {"../../etc", "2026-13-01_00-00-00", "2026-01-01_00-00-00-1", "",
+                         "2026-01-01_00-00-00/..", "latest"}) {
+    auto s = store.Show(id);
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.error().code, ErrorCode::kBadInput) << id;
+    auto d = store.Delete(id);
+    ASSERT_FALSE(d);
+    EXPECT_EQ(d.error().code, ErrorCode::kBadInput) << id;
+  }
+  auto s = store.Show("2026-01-01_00-00-00");
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(StoreTest, SecondWriterIsBusy) {
+  Store store(options_, real_fs_, clock_);
+  auto first = store.Lock(LockMode::kExclusive);
+  ASSERT_TRUE(first);
+  auto second = store.Lock(LockMode::kExclusive);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, ErrorCode::kBusy);
+  auto reader = store.Lock(LockMode::kShared);
+  ASSERT_FALSE(reader);
+  EXPECT_EQ(reader.error().code, ErrorCode::kBusy);
+}
+
+TEST_F(StoreTest, SymlinkedBackupDirIsRefused) {
+  fs::create_directories(dir_.Sub("elsewhere"));
+  fs::create_directory_symlink(dir_.Sub("elsewhere"), options_.backup_dir);
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, ErrorCode::kBadInput);
+  EXPECT_TRUE(fs::is_empty(dir_.Sub("elsewhere")));
+}
+
+// Every listed safety point verifies and nothing half-written is visible.
+void ExpectOnlyComplete(Store& store, const Secret& pass, std::size_t expected) {
+  auto list = store.List();
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), expected);
+  for (const auto& l : *list) {
+    auto v = store.Verify(l.id, pass);
+    EXPECT_TRUE(v) << l.id << ": " << v.error().message;
+  }
+}
+
+TEST_F(StoreTest, CrashAtEveryWriteLeavesOnlyCompleteSafetyPoints) {
+  Store good(options_, real_fs_, clock_);
+  ASSERT_TRUE(Backup(good, pass_));
+  FaultInjectingFileSystem counter;
+  {
+    Store counting(options_, counter, clock_);
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(Backup(counting, pass_));
+    ASSERT_TRUE(good.Delete(good.List()->back().id));
+  }
+  const std::uint64_t points = counter.ops();
+  ASSERT_GT(points, 10u);
+  for (std::uint64_t n = 1; n <= points; ++n) {
+    FaultInjectingFileSystem faulty(n, FaultKind::kCrash);
+    Store store(options_, faulty, clock_);
+    clock_.Advance(std::chrono::seconds(1));
+    auto m = Backup(store, pass_);
+    // Whatever is visible is whole: either only the old one, or (crash after the publishing
+    // rename) the new one too.
+    auto list = good.List();
+    ASSERT_TRUE(list);
+    ASSERT_GE(list->size(), 1u);
+    ASSERT_LE(list->size(), 2u);
+    if (m) {
+      ASSERT_EQ(list->size(), 2u) << "crash point " << n;
+    }
+    ExpectOnlyComplete(good, pass_, list->size());
+    if (list->size() == 2) {
+      ASSERT_TRUE(good.Delete(list->back().id));
+    }
+    ASSERT_TRUE(good.CleanLeftovers());
+    for (const auto& e : fs::directory_iterator(options_.backup_dir)) {
+      std::string name = e.path().filename();
+      EXPECT_FALSE(name.starts_with(".tmp-")) << "crash point " << n;
+    }
+  }
+  std::cout << "[ crash points ] backup: " << points << " exercised\n";
+}
+
+TEST_F(StoreTest, DiskFullAtEveryWriteFailsCleanly) {
+  Store good(options_, real_fs_, clock_);
+  ASSERT_TRUE(Backup(good, pass_));
+  FaultInjectingFileSystem counter;
+  {
+    Store counting(options_, counter, clock_);
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(Backup(counting, pass_));
+    ASSERT_TRUE(good.Delete(good.List()->back().id));
+  }
+  const std::uint64_t points = counter.ops();
+  int failures = 0;
+  for (std::uint64_t n = 1; n <= points; ++n) {
+    FaultInjectingFileSystem faulty(n, FaultKind::kNoSpace);
+    Store store(options_, faulty, clock_);
+    clock_.Advance(std::chrono::seconds(1));
+    auto m = Backup(store, pass_);
+    if (!faulty.tripped()) {
+      ASSERT_TRUE(m);
+      ASSERT_TRUE(good.Delete(m->id));
+      continue;
+    }
+    ASSERT_FALSE(m) << "write " << n;
+    EXPECT_EQ(m.error().code, ErrorCode::kNoSpace) << m.error().message;
+    ++failures;
+    ExpectOnlyComplete(good, pass_, 1);
+    // The failed writer removed its staging dir itself.
+    for (const auto& e : fs::directory_iterator(options_.backup_dir)) {
+      EXPECT_FALSE(e.path().filename().string().starts_with(".tmp-")) << "write " << n;
+    }
+  }
+  EXPECT_GT(failures, 3);
+}
+
+TEST_F(StoreTest, FileChangingDuringEveryReadFailsNamingIt) {
+  const std::string hot = src_ + "/home-assistant.busy";
+  WriteFile(hot, BigBinary(8 * 1024 * 1024));
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    int fd = ::open(hot.c_str(), O_WRONLY | O_APPEND);
+    while (!stop) {
+      (void)!::write(fd, "x", 1);
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    ::close(fd);
+  });
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  stop = true;
+  writer.join();
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, ErrorCode::kIo);
+  EXPECT_NE(m.error().message.find(hot), std::string::npos) << m.error().message;
+  auto list = store.List();
+  ASSERT_TRUE(list);
+  EXPECT_TRUE(list->empty());
+}
+
+TEST_F(StoreTest, PruneKeepsNewestVerifiedEvenWhenNewestIsDamaged) {
+  Store store(options_, real_fs_, clock_);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto m = Backup(store, pass_);
+    ASSERT_TRUE(m);
+    ids.push_back(m->id);
+    clock_.Advance(std::chrono::hours(25));
+  }
+  // Damage the newest: it stays as the newest (keep_last), and the newest that verifies is
+  // protected too.
+  auto newest = *store.Show(ids[3]);
+  ASSERT_EQ(::truncate((store.DirOf(ids[3]) + "/" + newest.payload->name).c_str(), 10), 0);
+  Retention r;
+  r.keep_last = 1;
+  r.keep_daily = 0;
+  auto report = store.Prune(r, pass_);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->protected_id, ids[2]);
+  EXPECT_EQ(report->deleted, (std::vector<std::string>{ids[0], ids[1]}));
+  auto list = store.List();
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].id, ids[2]);
+  EXPECT_EQ((*list)[1].id, ids[3]);
+}
+
+TEST_F(StoreTest, PruneKeepsOnePerDayAndRespectsTotalSize) {
+  Store store(options_, real_fs_, clock_);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    auto m = Backup(store, pass_);
+    ASSERT_TRUE(m);
+    ids.push_back(m->id);
+    clock_.Advance(i % 2 == 0 ? std::chrono::hours(1) : std::chrono::hours(24));
+  }
+  Retention r;
+  r.keep_last = 1;
+  r.keep_daily = 2;
+  auto report = store.Prune(r, pass_);
+  ASSERT_TRUE(report);
+  // Days: {0,1} {2,3} {4,5}: the newest of the last two days are 5 and 3.
+  EXPECT_EQ(report->kept, (std::vector<std::string>{ids[3], ids[5]}));
+  // A total size below one safety point still keeps the newest verified one.
+  r.max_total_bytes = 1;
+  report = store.Prune(r, pass_);
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->kept, (std::vector<std::string>{ids[5]}));
+}
+
+TEST_F(StoreTest, ExtractSelectedPathsOnlyAndRefusesEscapes) {
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m);
+  const std::string out = dir_.Sub("out");
+  auto n = store.Extract(m->id, pass_, out, {"ha_config/.storage"});
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(*n, 1u);
+  EXPECT_TRUE(fs::exists(out + "/ha_config/.storage/core.entity_registry"));
+  EXPECT_FALSE(fs::exists(out + "/ha_config/configuration.yaml"));
+  for (const char* bad : {"../etc/passwd", "/etc/passwd", "ha_config/../../x"}) {
+    auto x = store.Extract(m->id, pass_, out, {bad});
+    ASSERT_FALSE(x);
+    EXPECT_EQ(x.error().code, ErrorCode::kBadInput) << bad;
+  }
+  // A symlink planted in the destination is never followed.
+  const std::string out2 = dir_.Sub("out2");
+  fs::create_directories(out2);
+  fs::create_directories(dir_.Sub("victim"));
+  fs::create_directory_symlink(dir_.Sub("victim"), out2 + "/ha_config");
+  auto x = store.Extract(m->id, pass_, out2, {"ha_config/configuration.yaml"});
+  ASSERT_FALSE(x);
+  EXPECT_NE(x.error().message.find("refusing"), std::string::npos) << x.error().message;
+  EXPECT_EQ(x.error().code, ErrorCode::kBadInput);
+  EXPECT_TRUE(fs::is_empty(dir_.Sub("victim")));
+}
+
+}  // namespace
+}  // namespace safepoint::store
