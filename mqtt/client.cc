@@ -373,7 +373,15 @@ class Client::Impl {
       return;
     }
     try {
-      client_ = std::make_unique<paho::async_client>(address_.paho_uri, options_.client_id);
+      // Paho C fixes the protocol family at creation: a client created for 3.1.1 cannot send a
+      // version 5 CONNECT.
+      // Its buffer limit applies while connected, too: it bounds publishes not yet sent.
+      paho::create_options create(options_.protocol);
+      create.set_send_while_disconnected(false);
+      create.set_max_buffered_messages(
+          static_cast<int>(std::clamp<std::size_t>(options_.max_pending_publishes, 1, 1000000)));
+      client_ = std::make_unique<paho::async_client>(address_.paho_uri, options_.client_id, create,
+                                                     nullptr);
       client_->set_connection_lost_handler(
           [this](const std::string& cause) { OnConnectionLost(cause); });
       client_->set_disconnected_handler([this](const paho::properties&, paho::ReasonCode code) {
@@ -663,8 +671,10 @@ class Client::Impl {
     const int reason = e.get_reason_code();
     std::string why = ConnackReason(rc > 0 ? rc : reason);
     if (!why.empty()) {
-      return Fail(IsAuthRefusal(rc > 0 ? rc : reason) ? ErrorCode::kBadInput : ErrorCode::kIo,
-                  "MQTT broker " + options_.url + " refused the connection: " + why);
+      const bool auth = IsAuthRefusal(rc > 0 ? rc : reason);
+      return Fail(auth ? ErrorCode::kBadInput : ErrorCode::kIo,
+                  "MQTT broker " + options_.url + " refused the connection: " + why +
+                      (auth ? " (check the MQTT user name and password)" : ""));
     }
     why = Describe(e);
     if (address_.tls) {

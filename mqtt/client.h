@@ -58,6 +58,9 @@ struct ClientOptions {
   // event is dropped and counted (see Client::dropped()). Connection events are never dropped.
   std::size_t max_queue = 100000;
 
+  // At most this many published messages wait to be sent; beyond that Publish fails (kIo).
+  std::size_t max_pending_publishes = 65535;
+
   // Bound on each blocking broker round trip (subscribe acknowledgement, disconnect) and on
   // each reconnect attempt.
   std::chrono::milliseconds operation_timeout{std::chrono::seconds(10)};

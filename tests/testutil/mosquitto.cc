@@ -538,7 +538,10 @@ bool Mosquitto::Pub(const std::string& topic, const std::string& payload, bool r
 }
 
 std::unique_ptr<CliSubscriber> Mosquitto::Sub(const std::string& filter, int qos) {
+  // mosquitto_sub block-buffers stdout into a pipe; line buffering makes each line (and the
+  // "Subscribed" debug line) visible at once.
   auto argv = CliArgs("mosquitto_sub");
+  argv.insert(argv.begin(), {"/usr/bin/stdbuf", "-oL"});
   argv.insert(argv.end(), {"-d", "-t", filter, "-q", std::to_string(qos), "-F", "MSG %r %x %t"});
   auto sub = std::make_unique<CliSubscriber>(argv, dir_.Sub("cli"));
   if (!sub->WaitSubscribed(milliseconds(10000))) {
