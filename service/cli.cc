@@ -1,12 +1,308 @@
 #include "service/cli.h"
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/fs.h"
+#include "core/snapshot.h"
+#include "core/store.h"
+#include "service/cli_context.h"
+#include "service/operations.h"
 
 namespace safepoint::service {
 
-int RunCli(int /*argc*/, char** /*argv*/) {
-  std::puts("safepoint");
-  return 0;
+namespace {
+
+using nlohmann::json;
+
+}  // namespace
+
+std::string HumanBytes(std::uint64_t bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1000.0 && u < 4) {
+    v /= 1000.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+namespace {
+
+std::string DefaultConfigPath() {
+  const char* env = std::getenv("SAFEPOINT_CONFIG");
+  if (env != nullptr && *env != '\0') return env;
+  return "/etc/safepoint/safepoint.yaml";
+}
+
+// Progress on stderr, only for a terminal.
+store::ProgressFn TerminalProgress(const char* what) {
+  if (::isatty(STDERR_FILENO) == 0) return {};
+  return [what, last = -1](std::uint64_t done, std::uint64_t total) mutable {
+    int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+    if (pct == last) return;
+    last = pct;
+    std::fprintf(stderr, "\r%s: %3d%% (%s of %s)\033[K", what, pct, HumanBytes(done).c_str(),
+                 HumanBytes(total).c_str());
+    if (pct == 100) std::fputc('\n', stderr);
+  };
+}
+
+json ListingJson(const store::Listing& l) {
+  json j = {{"id", l.id}};
+  if (l.manifest) {
+    const auto& m = *l.manifest;
+    j["created_at"] = m.created_at;
+    j["reason"] = m.reason;
+    j["files"] = m.FileCount();
+    j["bytes"] = m.TotalBytes();
+    j["payload_bytes"] = m.payload ? m.payload->size : 0;
+    j["update"] = m.update ? json(m.update->update_id) : json(nullptr);
+  } else {
+    j["problem"] = l.problem;
+  }
+  return j;
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  CliContext cli;
+  cli.config_path = DefaultConfigPath();
+  CLI::App app{"safepoint: encrypted, verified safety points for Home Assistant updates"};
+  app.set_version_flag("--version", std::string(kVersion));
+  app.require_subcommand(1);
+  app.add_option("-c,--config", cli.config_path,
+                 "configuration file (default $SAFEPOINT_CONFIG or /etc/safepoint/safepoint.yaml)");
+  app.add_flag("--json", cli.json_output, "machine-readable output on stdout");
+
+  int& rc = cli.rc;
+  auto run = [&cli](auto&& body) { return cli.Run(body); };
+
+  // backup
+  std::string reason = "manual";
+  auto* backup = app.add_subcommand("backup", "take a safety point now");
+  backup->add_option("--reason", reason, "why (shown in list and in the manifest)");
+  backup->callback(run([&](Operations& ops) {
+    auto m = ops.Backup(reason, std::nullopt, TerminalProgress("backing up"));
+    if (!m) return cli.Failed(m.error());
+    std::string human = "Safety point " + m->id + " created\n" +
+                        "- Files backed up: " + std::to_string(m->FileCount()) + " (total ~" +
+                        HumanBytes(m->TotalBytes()) + ")\n" + "- Stored at: " +
+                        ops.store().DirOf(m->id) + "/" + m->payload->name + " (" +
+                        HumanBytes(m->payload->size) + ")\n" +
+                        "- Encryption: age v1, scrypt work factor " +
+                        std::to_string(m->kdf.work_factor) + "\n";
+    for (const auto& w : m->warnings) human += "- warning: " + w + "\n";
+    return cli.Ok(SummaryJson(*m, ops.store()), human);
+  }));
+
+  // list
+  auto* list = app.add_subcommand("list", "list safety points, oldest first");
+  list->callback(run([&](Operations& ops) {
+    auto all = ops.store().List();
+    if (!all) return cli.Failed(all.error());
+    json arr = json::array();
+    std::string human;
+    for (const auto& l : *all) {
+      arr.push_back(ListingJson(l));
+      char line[512];
+      if (l.manifest) {
+        std::snprintf(line, sizeof line, "%-22s %6zu files %10s  %s\n", l.id.c_str(),
+                      l.manifest->FileCount(), HumanBytes(l.manifest->TotalBytes()).c_str(),
+                      l.manifest->reason.c_str());
+      } else {
+        std::snprintf(line, sizeof line, "%-22s (unreadable: %s)\n", l.id.c_str(),
+                      l.problem.c_str());
+      }
+      human += line;
+    }
+    if (all->empty()) human = "no safety points yet\n";
+    return cli.Ok(arr, human);
+  }));
+
+  // show
+  std::string id;
+  auto* show = app.add_subcommand("show", "show a safety point's manifest");
+  show->add_option("id", id, "safety point id")->required();
+  show->callback(run([&](Operations& ops) {
+    auto m = ops.store().Show(id);
+    if (!m) return cli.Failed(m.error());
+    std::string human = "id:         " + m->id + "\ncreated:    " + m->created_at +
+                        "\nreason:     " + m->reason + "\n";
+    if (m->update) {
+      human += "update:     " + m->update->update_id + " (" + m->update->target + " " +
+               m->update->from_version + " -> " + m->update->to_version + ")\n";
+    }
+    human += "files:      " + std::to_string(m->FileCount()) + " (" +
+             HumanBytes(m->TotalBytes()) + ")\npayload:    " + m->payload->name + " (" +
+             HumanBytes(m->payload->size) + ")\nsha256:     " + m->payload->sha256 +
+             "\nencryption: " + m->encryption + ", work factor " +
+             std::to_string(m->kdf.work_factor) + ", key id " + m->key_id + "\n";
+    for (const auto& e : m->entries) {
+      human += "  " + std::string(manifest::EntryTypeName(e.type)) + "  " + e.path;
+      if (e.type == manifest::EntryType::kSymlink) human += " -> " + e.link_target;
+      if (e.type == manifest::EntryType::kFile) human += "  (" + std::to_string(e.size) + " B)";
+      human += "\n";
+    }
+    for (const auto& w : m->warnings) human += "warning: " + w + "\n";
+    return cli.Ok(manifest::ToJson(*m, false), human);
+  }));
+
+  // verify
+  bool verify_all = false;
+  auto* verify = app.add_subcommand("verify", "decrypt and check a safety point (or --all)");
+  verify->add_option("id", id, "safety point id");
+  verify->add_flag("--all", verify_all, "verify every safety point");
+  verify->callback(run([&](Operations& ops) {
+    if (verify_all == !id.empty()) {
+      return cli.Failed({ErrorCode::kBadInput, "verify takes either an id or --all"});
+    }
+    auto results = ops.Verify(verify_all ? std::vector<std::string>{} : std::vector{id});
+    if (!results) return cli.Failed(results.error());
+    json arr = json::array();
+    std::string human;
+    std::optional<Error> first_error;
+    for (const auto& r : *results) {
+      if (r.error) {
+        arr.push_back({{"id", r.id}, {"ok", false}, {"error", ErrorCodeName(r.error->code)},
+                       {"message", r.error->message}});
+        human += r.id + ": FAILED: " + r.error->message + "\n";
+        if (!first_error) first_error = r.error;
+      } else {
+        arr.push_back({{"id", r.id}, {"ok", true}, {"entries", r.report.entries},
+                       {"bytes", r.report.bytes}});
+        human += r.id + ": ok (" + std::to_string(r.report.entries) + " entries, " +
+                 HumanBytes(r.report.bytes) + ")\n";
+      }
+    }
+    if (first_error) {
+      if (cli.json_output) {
+        std::cout << json{{"status", "error"},
+                          {"error", {{"code", ErrorCodeName(first_error->code)},
+                                     {"message", first_error->message}}},
+                          {"data", arr}}
+                         .dump()
+                  << "\n";
+      } else {
+        std::cout << human;
+      }
+      return ExitCodeFor(first_error->code);
+    }
+    if (results->empty()) human = "no safety points to verify\n";
+    return cli.Ok(arr, human);
+  }));
+
+  // extract
+  std::string to;
+  std::vector<std::string> paths;
+  auto* extract = app.add_subcommand("extract", "copy files out of a safety point into DIR");
+  extract->add_option("id", id, "safety point id")->required();
+  extract->add_option("--to", to, "destination directory")->required();
+  extract->add_option("paths", paths, "archive paths (e.g. ha_config/configuration.yaml)");
+  extract->callback(run([&](Operations& ops) {
+    auto n = ops.Extract(id, to, paths);
+    if (!n) return cli.Failed(n.error());
+    return cli.Ok(json{{"id", id}, {"to", to}, {"extracted", *n}},
+                  "extracted " + std::to_string(*n) + " entries of " + id + " into " + to);
+  }));
+
+  // decrypt
+  auto* decrypt = app.add_subcommand("decrypt", "write the decrypted payload (tar.zst) to stdout");
+  decrypt->add_option("id", id, "safety point id")->required();
+  decrypt->callback(run([&](Operations& ops) {
+    if (::isatty(STDOUT_FILENO) != 0) {
+      return cli.Failed({ErrorCode::kBadInput,
+                         "refusing to write a tar.zst to a terminal; redirect stdout, e.g. "
+                         "`safepoint decrypt ID > payload.tar.zst`"});
+    }
+    FdSink out(STDOUT_FILENO, "stdout");
+    if (auto st = ops.Decrypt(id, out); !st) return cli.Failed(st.error());
+    return 0;
+  }));
+
+  // delete
+  auto* del = app.add_subcommand("delete", "delete a safety point");
+  del->add_option("id", id, "safety point id")->required();
+  del->callback(run([&](Operations& ops) {
+    if (auto st = ops.Delete(id); !st) return cli.Failed(st.error());
+    return cli.Ok(json{{"id", id}, {"deleted", true}}, "deleted " + id);
+  }));
+
+  // prune
+  auto* prune = app.add_subcommand("prune", "apply the retention policy");
+  prune->callback(run([&](Operations& ops) {
+    auto r = ops.Prune();
+    if (!r) return cli.Failed(r.error());
+    std::string human = "kept " + std::to_string(r->kept.size()) + ", deleted " +
+                        std::to_string(r->deleted.size());
+    for (const auto& d : r->deleted) human += "\n  deleted " + d;
+    return cli.Ok(json{{"deleted", r->deleted}, {"kept", r->kept},
+                       {"protected", r->protected_id}},
+                  human);
+  }));
+
+  // config check
+  auto* cfg = app.add_subcommand("config", "configuration commands");
+  cfg->require_subcommand(1);
+  auto* check = cfg->add_subcommand("check", "validate the configuration, print the sources");
+  check->callback([&] {
+    if (auto st = cli.Load(); !st) {
+      rc = cli.Failed(st.error());
+      return;
+    }
+    json resolved = config::ToJson(*cli.config);
+    // The passphrase must be present and readable, but is never printed.
+    auto pass = config::LoadPassphrase(*cli.config);
+    if (!pass) {
+      rc = cli.Failed(pass.error());
+      return;
+    }
+    auto request = snapshot::Collect(*cli.config, std::nullopt);
+    if (!request) {
+      rc = cli.Failed(request.error());
+      return;
+    }
+    std::uint64_t bytes = 0;
+    std::size_t files = 0;
+    for (const auto& e : request->entries) {
+      if (e.header.type == manifest::EntryType::kFile) {
+        ++files;
+        bytes += e.content ? e.content->size() : e.header.size;
+      }
+    }
+    json out = {{"config", resolved},
+                {"sources", {{"files", files}, {"bytes", bytes}, {"warnings", request->warnings}}}};
+    std::string human = "configuration " + cli.config->source_file + " is valid\n" +
+                        resolved.dump(2) + "\nsources: " + std::to_string(files) + " files, " +
+                        HumanBytes(bytes) + "\n";
+    for (const auto& w : request->warnings) human += "warning: " + w + "\n";
+    rc = cli.Ok(out, human);
+  });
+
+
+  AddRollbackCommands(app, cli);
+  AddServeCommand(app, cli);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : ExitCodeFor(ErrorCode::kBadInput);
+  }
+  return rc;
 }
 
 }  // namespace safepoint::service

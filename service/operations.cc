@@ -1,0 +1,120 @@
+#include "service/operations.h"
+
+#include "core/snapshot.h"
+
+namespace safepoint::service {
+
+store::Options StoreOptionsFor(const config::Config& config) {
+  store::Options o;
+  o.backup_dir = config.paths.backup_dir;
+  o.work_factor = config.encryption.scrypt_work_factor;
+  o.max_work_factor = config.encryption.max_work_factor;
+  o.producer = "safepoint " + std::string(kVersion);
+  return o;
+}
+
+nlohmann::json SummaryJson(const manifest::Manifest& m, const store::Store& store) {
+  nlohmann::json j = {{"id", m.id},
+                      {"created_at", m.created_at},
+                      {"reason", m.reason},
+                      {"files", m.FileCount()},
+                      {"bytes", m.TotalBytes()},
+                      {"warnings", m.warnings}};
+  if (m.payload) {
+    j["payload"] = store.DirOf(m.id) + "/" + m.payload->name;
+    j["payload_bytes"] = m.payload->size;
+    j["sha256"] = m.payload->sha256;
+  }
+  if (m.update) j["update_id"] = m.update->update_id;
+  return j;
+}
+
+Operations::Operations(const config::Config& config, FileSystem& fs, const Clock& clock)
+    : config_(config), fs_(fs), clock_(clock), store_(StoreOptionsFor(config), fs, clock) {}
+
+Result<manifest::Manifest> Operations::Backup(const std::string& reason,
+                                              const std::optional<manifest::UpdateRef>& update,
+                                              const store::ProgressFn& progress,
+                                              const std::optional<entities::EntitySnapshot>& entities) {
+  auto lock = store_.Lock(store::LockMode::kExclusive);
+  if (!lock) return tl::unexpected(lock.error());
+  SP_RETURN_IF_ERROR(store_.CleanLeftovers());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  auto request = snapshot::Collect(config_, entities);
+  if (!request) return tl::unexpected(request.error());
+  request->reason = reason;
+  request->update = update;
+  return store_.Backup(*request, *passphrase, progress);
+}
+
+Result<std::vector<Operations::VerifyResult>> Operations::Verify(
+    const std::vector<std::string>& ids) {
+  auto lock = store_.Lock(store::LockMode::kShared);
+  if (!lock) return tl::unexpected(lock.error());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  std::vector<std::string> todo = ids;
+  if (todo.empty()) {
+    auto all = store_.List();
+    if (!all) return tl::unexpected(all.error());
+    for (const auto& l : *all) todo.push_back(l.id);
+  }
+  std::vector<VerifyResult> out;
+  for (const auto& id : todo) {
+    VerifyResult r;
+    r.id = id;
+    auto report = store_.Verify(id, *passphrase);
+    if (report) {
+      r.report = *report;
+    } else {
+      // A malformed or unknown id given by the user is their error, not a damaged store.
+      if (!ids.empty() && (report.error().code == ErrorCode::kBadInput ||
+                           report.error().code == ErrorCode::kNotFound)) {
+        return tl::unexpected(report.error());
+      }
+      r.error = report.error();
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Result<std::size_t> Operations::Extract(const std::string& id, const std::string& dest,
+                                        const std::vector<std::string>& paths) {
+  auto lock = store_.Lock(store::LockMode::kShared);
+  if (!lock) return tl::unexpected(lock.error());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  return store_.Extract(id, *passphrase, dest, paths);
+}
+
+Status Operations::Decrypt(const std::string& id, ByteSink& out) {
+  auto lock = store_.Lock(store::LockMode::kShared);
+  if (!lock) return tl::unexpected(lock.error());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  return store_.Decrypt(id, *passphrase, out);
+}
+
+Status Operations::Delete(const std::string& id) {
+  auto lock = store_.Lock(store::LockMode::kExclusive);
+  if (!lock) return tl::unexpected(lock.error());
+  SP_RETURN_IF_ERROR(store_.CleanLeftovers());
+  return store_.Delete(id);
+}
+
+Result<store::PruneReport> Operations::Prune() {
+  auto lock = store_.Lock(store::LockMode::kExclusive);
+  if (!lock) return tl::unexpected(lock.error());
+  SP_RETURN_IF_ERROR(store_.CleanLeftovers());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  store::Retention r;
+  r.keep_last = static_cast<int>(config_.retention.keep_last);
+  r.keep_daily = static_cast<int>(config_.retention.keep_daily);
+  r.max_total_bytes = config_.retention.max_total_bytes;
+  return store_.Prune(r, *passphrase);
+}
+
+}  // namespace safepoint::service

@@ -1,0 +1,63 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/entities.h"
+#include "core/fs.h"
+#include "core/store.h"
+
+namespace safepoint::service {
+
+inline constexpr std::string_view kVersion = "0.1.0";
+
+// The store operations as the CLI and the service perform them: each takes the store lock
+// (exclusive for writers, shared for readers; kBusy when held elsewhere), cleans leftovers of
+// interrupted writers first, and reads the passphrase from the secrets file at each use.
+// Thread-safety: one operation at a time per instance.
+class Operations {
+ public:
+  Operations(const config::Config& config, FileSystem& fs, const Clock& clock);
+
+  [[nodiscard]] store::Store& store() { return store_; }
+  [[nodiscard]] const config::Config& config() const { return config_; }
+
+  // Takes a safety point of the configured sources (and the entity mirror, when given).
+  [[nodiscard]] Result<manifest::Manifest> Backup(
+      const std::string& reason, const std::optional<manifest::UpdateRef>& update,
+      const store::ProgressFn& progress = {},
+      const std::optional<entities::EntitySnapshot>& entities = std::nullopt);
+
+  struct VerifyResult {
+    std::string id;
+    store::VerifyReport report;
+    std::optional<Error> error;
+  };
+  // Verifies the given ids, or every safety point when `ids` is empty. Per-id failures are in
+  // the results; the Result itself fails only for a lock, passphrase or listing problem.
+  [[nodiscard]] Result<std::vector<VerifyResult>> Verify(const std::vector<std::string>& ids);
+  [[nodiscard]] Result<std::size_t> Extract(const std::string& id, const std::string& dest,
+                                            const std::vector<std::string>& paths);
+  [[nodiscard]] Status Decrypt(const std::string& id, ByteSink& out);
+  [[nodiscard]] Status Delete(const std::string& id);
+  [[nodiscard]] Result<store::PruneReport> Prune();
+
+ private:
+  const config::Config& config_;
+  FileSystem& fs_;
+  const Clock& clock_;
+  store::Store store_;
+};
+
+// Store options from the configuration.
+[[nodiscard]] store::Options StoreOptionsFor(const config::Config& config);
+// The summary of a new safety point (CLI --json, MQTT responses and events).
+[[nodiscard]] nlohmann::json SummaryJson(const manifest::Manifest& m, const store::Store& store);
+
+}  // namespace safepoint::service
