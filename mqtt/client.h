@@ -118,8 +118,9 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Connects within `timeout` (a fresh clean session). Already connected: no-op.
-  // On failure nothing keeps retrying in the background; call Connect again.
+  // Connects within `timeout` (a fresh clean session). Already connected: no-op. Succeeds once
+  // the broker accepted the session; from then on the client keeps it up by itself. When the
+  // broker cannot be reached or refuses, nothing retries in the background: call Connect again.
   [[nodiscard]] Status Connect(std::chrono::milliseconds timeout);
 
   // Subscribes to (filter, qos) pairs and remembers them for every later reconnect. When not
@@ -136,8 +137,8 @@ class Client {
   // Removes the retained message of `topic` (publishes an empty retained message, QoS 1).
   [[nodiscard]] Status ClearRetained(const std::string& topic);
 
-  // Takes the next event, waiting at most `timeout`; std::nullopt on timeout or after
-  // Disconnect() once the queue is empty. REQUIRES: called from a single owner thread.
+  // Takes the next event, waiting at most `timeout`; std::nullopt when none arrived in time.
+  // REQUIRES: called from a single owner thread.
   [[nodiscard]] std::optional<Event> WaitEvent(std::chrono::milliseconds timeout);
 
   // Message events dropped because the queue was full, since construction.
