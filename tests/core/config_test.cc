@@ -500,6 +500,28 @@ TEST_F(ConfigFile, EmptyListsMeanEmpty) {
   EXPECT_TRUE(c->sources.ha_config.exclude.empty());
 }
 
+TEST_F(ConfigFile, ExampleConfigStatesTheDefaults) {
+  // deploy/safepoint.example.yaml spells out every default; with /config pointed at a temp dir
+  // it must load to exactly the defaults (plus its MQTT credentials).
+  auto text = safepoint::testing::ReadFile(SAFEPOINT_SOURCE_DIR "/deploy/safepoint.example.yaml");
+  ASSERT_TRUE(text.has_value());
+  std::string replaced;
+  for (std::size_t pos = 0;;) {
+    const std::size_t hit = text->find("/config", pos);
+    if (hit == std::string::npos) {
+      replaced += text->substr(pos);
+      break;
+    }
+    replaced += text->substr(pos, hit - pos) + ha();
+    pos = hit + 7;
+  }
+  auto example = ParseConfig(replaced, path());
+  ASSERT_TRUE(example) << example.error().message;
+  auto defaults = Load("mqtt: {username: safepoint, password: !secret mqtt_password}\n");
+  ASSERT_TRUE(defaults) << defaults.error().message;
+  EXPECT_EQ(ToJson(*example), ToJson(*defaults));
+}
+
 TEST(FormatDuration, PicksTheLargestExactUnit) {
   EXPECT_EQ(FormatDuration(milliseconds(0)), "0s");
   EXPECT_EQ(FormatDuration(milliseconds(500)), "500ms");
