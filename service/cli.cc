@@ -199,6 +199,7 @@ int RunCli(int argc, char** argv) {
       } else {
         std::cout << human;
       }
+      std::cerr << "safepoint: " << first_error->message << "\n";
       return ExitCodeFor(first_error->code);
     }
     if (results->empty()) human = "no safety points to verify\n";

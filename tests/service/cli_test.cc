@@ -1,0 +1,256 @@
+// The safepoint binary as users run it: exit codes, --json output, locking, kill -9.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/testutil/process.h"
+#include "tests/testutil/testutil.h"
+
+namespace safepoint {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::ReadFile;
+using testing::RunProcess;
+using testing::RunSafepoint;
+using testing::TempDir;
+using testing::WriteFile;
+
+constexpr const char* kPassphrase = "cli test passphrase 7b1c";
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ha_ = dir_.Sub("config");
+    WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Test\n");
+    WriteFile(ha_ + "/automations.yaml", "- id: '1'\n  alias: lights\n");
+    WriteFile(ha_ + "/.storage/core.entity_registry", R"({"version":1,"data":{"entities":[]}})");
+    WriteFile(ha_ + "/secrets.yaml",
+              std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n", 0600);
+    WriteFile(ha_ + "/home-assistant.log", "not configuration\n");
+    backups_ = dir_.Sub("backups");
+    config_ = dir_.Sub("safepoint.yaml");
+    WriteConfig("");
+  }
+
+  void WriteConfig(const std::string& extra) {
+    WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +
+                           "\n  backup_dir: " + backups_ +
+                           "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n" +
+                           extra);
+  }
+
+  testing::ProcessResult Run(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--config", config_});
+    return RunSafepoint(args);
+  }
+
+  json RunJson(std::vector<std::string> args, int expected_exit) {
+    args.insert(args.begin(), "--json");
+    auto r = Run(args);
+    EXPECT_EQ(r.exit_code, expected_exit) << r.err;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    return j;
+  }
+
+  std::string BackupId() {
+    json j = RunJson({"backup", "--reason", "test"}, 0);
+    return j["data"]["id"].get<std::string>();
+  }
+
+  TempDir dir_;
+  std::string ha_, backups_, config_;
+};
+
+TEST_F(Cli, BackupListShowVerifyInJson) {
+  json b = RunJson({"backup", "--reason", "before core update"}, 0);
+  EXPECT_EQ(b["status"], "ok");
+  const std::string id = b["data"]["id"];
+  EXPECT_EQ(b["data"]["reason"], "before core update");
+  // configuration.yaml, automations.yaml, entity registry, secrets.yaml, environment.json;
+  // home-assistant.log is excluded by default.
+  EXPECT_EQ(b["data"]["files"], 5);
+
+  json l = RunJson({"list"}, 0);
+  ASSERT_EQ(l["data"].size(), 1u);
+  EXPECT_EQ(l["data"][0]["id"], id);
+
+  json s = RunJson({"show", id}, 0);
+  std::vector<std::string> paths;
+  for (const auto& e : s["data"]["entries"]) paths.push_back(e["path"]);
+  EXPECT_EQ(std::count(paths.begin(), paths.end(), "ha_config/configuration.yaml"), 1);
+  EXPECT_EQ(std::count(paths.begin(), paths.end(), "ha_config/home-assistant.log"), 0);
+
+  json v = RunJson({"verify", id}, 0);
+  EXPECT_EQ(v["data"][0]["ok"], true);
+  json all = RunJson({"verify", "--all"}, 0);
+  EXPECT_EQ(all["data"].size(), 1u);
+}
+
+TEST_F(Cli, ExitCodesForBadIdsAndMissingSafetyPoints) {
+  auto bad = Run({"show", "../../etc"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("not a safety point id"), std::string::npos);
+  json j = RunJson({"verify", "../../etc"}, 2);
+  EXPECT_EQ(j["error"]["code"], "bad_input");
+  json nf = RunJson({"verify", "2020-01-01_00-00-00"}, 3);
+  EXPECT_EQ(nf["error"]["code"], "not_found");
+  EXPECT_EQ(Run({"delete", "2020-01-01_00-00-00"}).exit_code, 3);
+  EXPECT_EQ(Run({"frobnicate"}).exit_code, 2);
+}
+
+TEST_F(Cli, WrongPassphraseHasItsOwnExitCodeAndLeavesNoOutput) {
+  const std::string id = BackupId();
+  WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: another one\n", 0600);
+  auto v = Run({"verify", id});
+  EXPECT_EQ(v.exit_code, 4);
+  EXPECT_NE(v.err.find("wrong passphrase"), std::string::npos) << v.err;
+  const std::string out = dir_.Sub("out");
+  auto x = Run({"extract", id, "--to", out});
+  EXPECT_EQ(x.exit_code, 4);
+  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out));
+  auto d = Run({"decrypt", id});
+  EXPECT_EQ(d.exit_code, 4);
+  EXPECT_TRUE(d.out.empty());
+}
+
+TEST_F(Cli, MissingPassphraseKeyIsBadInputNamingTheKey) {
+  WriteFile(ha_ + "/secrets.yaml", "other_secret: hunter2\n", 0600);
+  auto r = Run({"backup"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("backup_encryption_passphrase"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("hunter2"), std::string::npos);
+  EXPECT_FALSE(fs::exists(backups_) && !fs::is_empty(backups_) &&
+               fs::directory_iterator(backups_)->path().filename() != ".lock");
+}
+
+TEST_F(Cli, CorruptSafetyPointExitsWithCorrupt) {
+  const std::string id = BackupId();
+  for (const auto& e : fs::directory_iterator(backups_ + "/" + id)) {
+    if (e.path().extension() == ".enc") {
+      fs::resize_file(e.path(), fs::file_size(e.path()) - 1);
+    }
+  }
+  json j = RunJson({"verify", id}, 5);
+  EXPECT_EQ(j["error"]["code"], "corrupt");
+}
+
+TEST_F(Cli, SecondWriterReportsBusy) {
+  ASSERT_EQ(Run({"list"}).exit_code, 0);
+  fs::create_directories(backups_);
+  int fd = ::open((backups_ + "/.lock").c_str(), O_CREAT | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  json j = RunJson({"backup"}, 7);
+  EXPECT_EQ(j["error"]["code"], "busy");
+  ::close(fd);
+  EXPECT_EQ(Run({"backup"}).exit_code, 0);
+}
+
+TEST_F(Cli, ConfigCheckPrintsSourcesButNoSecrets) {
+  WriteConfig("mqtt:\n  url: mqtt://127.0.0.1:1883\n  password: !secret mqtt_password\n");
+  WriteFile(ha_ + "/secrets.yaml",
+            std::string("backup_encryption_passphrase: \"") + kPassphrase +
+                "\"\nmqtt_password: s3cr3t-mqtt\n",
+            0600);
+  auto r = Run({"config", "check"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("is valid"), std::string::npos);
+  EXPECT_EQ(r.out.find(kPassphrase), std::string::npos);
+  EXPECT_EQ(r.out.find("s3cr3t-mqtt"), std::string::npos);
+  EXPECT_EQ(r.err.find("s3cr3t-mqtt"), std::string::npos);
+}
+
+TEST_F(Cli, BadConfigNamesFileLineColumnAndKey) {
+  WriteConfig("retention:\n  keep_lots: 3\n");
+  auto r = Run({"list"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(config_ + ":"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("keep_lots"), std::string::npos) << r.err;
+}
+
+TEST_F(Cli, DecryptWritesAPlainTarZstdWithManifestFirst) {
+  const std::string id = BackupId();
+  const std::string tarzst = dir_.Sub("payload.tar.zst");
+  auto d = Run({"decrypt", id});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  WriteFile(tarzst, d.out);
+  auto t = RunProcess({"/bin/sh", "-c", "zstd -dc '" + tarzst + "' | tar -tf -"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(t.out.substr(0, t.out.find('\n')), "MANIFEST.json");
+  EXPECT_NE(t.out.find("ha_config/configuration.yaml\n"), std::string::npos);
+}
+
+TEST_F(Cli, ExtractCopiesSingleFilesExactly) {
+  const std::string id = BackupId();
+  const std::string out = dir_.Sub("restore");
+  auto x = Run({"extract", id, "--to", out, "ha_config/automations.yaml"});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  EXPECT_EQ(ReadFile(out + "/ha_config/automations.yaml"), ReadFile(ha_ + "/automations.yaml"));
+  EXPECT_FALSE(fs::exists(out + "/ha_config/configuration.yaml"));
+}
+
+TEST_F(Cli, KillDuringBackupNeverLeavesAPartialSafetyPoint) {
+  // Enough data that a backup takes a while: 40 MiB of incompressible files.
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 40; ++i) {
+    std::string data(1 << 20, '\0');
+    for (auto& c : data) c = static_cast<char>(rng());
+    WriteFile(ha_ + "/www/blob" + std::to_string(i) + ".bin", data);
+  }
+  const std::string first = BackupId();
+  std::uniform_int_distribution<int> delay_ms(5, 400);
+  int killed_mid_way = 0;
+  for (int round = 0; round < 6; ++round) {
+    pid_t pid = testing::SpawnProcess({SAFEPOINT_BINARY, "--config", config_, "backup"});
+    ASSERT_GT(pid, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) ++killed_mid_way;
+    // Every visible safety point is complete.
+    json l = RunJson({"list"}, 0);
+    for (const auto& item : l["data"]) {
+      EXPECT_FALSE(item.contains("problem")) << item.dump();
+    }
+    json v = RunJson({"verify", "--all"}, 0);
+    for (const auto& item : v["data"]) EXPECT_EQ(item["ok"], true) << item.dump();
+  }
+  EXPECT_GT(killed_mid_way, 0);
+  // The next writer cleans the leftovers.
+  ASSERT_EQ(Run({"backup"}).exit_code, 0);
+  for (const auto& e : fs::directory_iterator(backups_)) {
+    EXPECT_FALSE(e.path().filename().string().starts_with(".tmp-")) << e.path();
+  }
+  json v = RunJson({"verify", first}, 0);
+  EXPECT_EQ(v["data"][0]["ok"], true);
+}
+
+TEST_F(Cli, DeleteAndPrune) {
+  WriteConfig("retention:\n  keep_last: 1\n  keep_daily: 0\n");
+  const std::string a = BackupId();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  const std::string b = BackupId();
+  json p = RunJson({"prune"}, 0);
+  EXPECT_EQ(p["data"]["deleted"], json::array({a}));
+  EXPECT_EQ(p["data"]["protected"], b);
+  json d = RunJson({"delete", b}, 0);
+  EXPECT_EQ(d["data"]["deleted"], true);
+  json l = RunJson({"list"}, 0);
+  EXPECT_TRUE(l["data"].empty());
+}
+
+}  // namespace
+}  // namespace safepoint
