@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Benchmarks `safepoint backup` / `safepoint verify` against `tar | zstd -3 | age -p` /
+# `age -d` and restic on generated Home-Assistant-like trees. Not part of the test suite.
+#
+#   bench/run.sh                      # both sizes, 5 runs each, median reported
+#   RUNS=3 SIZES=small bench/run.sh   # quicker
+#
+# Environment:
+#   RUNS           repetitions per measurement (default 5); the median is reported
+#   SIZES          "small large" (default), any subset
+#   SEED           generator seed (default 1)
+#   BENCH_DIR      parent of the scratch dir (default /tmp); must be a local disk
+#   SAFEPOINT_BIN  binary to measure (default: build-bench/service/safepoint, built when missing)
+#   KEEP=1         keep the scratch dir (trees, outputs, raw results) for inspection
+#   RESULTS        also copy the raw results (TSV) and the table (markdown) to this path prefix
+#
+# Every measurement is /usr/bin/time -f '%e %U %S %M' (wall s, user s, sys s, max RSS KiB) around
+# the whole command; for a shell pipeline the RSS is that of its largest single process.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+runs="${RUNS:-5}"
+sizes="${SIZES:-small large}"
+seed="${SEED:-1}"
+bench_parent="${BENCH_DIR:-/tmp}"
+sp="${SAFEPOINT_BIN:-$root/build-bench/service/safepoint}"
+time_fmt='%e %U %S %M'
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+for s in $sizes; do [[ "$s" == small || "$s" == large ]] || die "unknown size '$s'"; done
+for tool in age zstd restic tar python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || die "missing tool: $tool (Debian packages age zstd restic time)"
+done
+
+if [[ ! -x "$sp" ]]; then
+  [[ -z "${SAFEPOINT_BIN:-}" ]] || die "SAFEPOINT_BIN=$sp is not executable"
+  echo "bench: building $sp (Release)" >&2
+  cmake -S "$root" -B "$root/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DSAFEPOINT_BUILD_TESTS=OFF >/dev/null
+  cmake --build "$root/build-bench" --target safepoint -j2 >/dev/null
+fi
+
+mkdir -p "$bench_parent"
+work="$(mktemp -d "$bench_parent/safepoint-bench.XXXXXX")"
+cleanup() {
+  if [[ "${KEEP:-0}" == 1 ]]; then
+    echo "bench: kept $work" >&2
+  else
+    rm -rf -- "$work"
+  fi
+}
+trap cleanup EXIT
+results="$work/results.tsv"
+printf 'size\ttool\top\trun\twall_s\tuser_s\tsys_s\tmaxrss_kib\tout_bytes\n' >"$results"
+
+# Appends one result row from a /usr/bin/time output file.
+record() {  # size tool op run timefile out_bytes
+  local t
+  t="$(tail -n 1 "$5")"
+  # shellcheck disable=SC2086
+  set -- "$1" "$2" "$3" "$4" "$6" $t
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$6" "$7" "$8" "$9" "$5" \
+    >>"$results"
+}
+
+bytes_of() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+
+{
+  echo "date:    $(date -Is)"
+  echo "host:    $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "memory:  $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (at start)"
+  echo "disk:    $(df -hT "$work" | awk 'NR == 2 {print $2, $1}')"
+  echo "tools:   safepoint $("$sp" --version 2>&1 | head -n1), age $(age --version), zstd $(zstd --version | grep -o "v[0-9.]*" | head -n1)," \
+    "$(restic version | cut -d' ' -f1-2)"
+  echo "runs:    $runs per measurement (median)"
+} | tee "$work/env.txt" >&2
+
+for size in $sizes; do
+  dir="$work/$size"
+  echo "bench: generating the $size tree" >&2
+  python3 "$here/gen_tree.py" tree "$dir" --size "$size" --seed "$seed" >"$dir.gen.json"
+  tree="$dir/config"
+  cfg="$dir/safepoint.yaml"
+  secrets="$tree/secrets.yaml"
+  stats="$(python3 "$here/gen_tree.py" stats "$tree")"
+  echo "$size tree: $stats" | tee -a "$work/env.txt" >&2
+  # restic reads the same passphrase from its environment; never printed.
+  RESTIC_PASSWORD="$(sed -n 's/^backup_encryption_passphrase: *"\(.*\)"$/\1/p' "$secrets")"
+  [[ -n "$RESTIC_PASSWORD" ]] || die "no passphrase in $secrets"
+  export RESTIC_PASSWORD
+  export RESTIC_CACHE_DIR="$work/restic-cache"
+  tar -C "$tree" -cf - . >/dev/null  # warm the page cache for every tool alike
+
+  for ((run = 1; run <= runs; run++)); do
+    echo "bench: $size run $run/$runs (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+    t="$work/time.txt"
+
+    # --- backups (the order rotates each run so no tool always goes first)
+    order=(safepoint age restic)
+    order=("${order[@]:$(((run - 1) % 3))}" "${order[@]:0:$(((run - 1) % 3))}")
+    for tool in "${order[@]}"; do
+      case "$tool" in
+        safepoint)
+          find "$dir/backups" -mindepth 1 -delete
+          /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" --json backup \
+            --reason bench >"$work/sp.json"
+          sp_id="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])' \
+            <"$work/sp.json")"
+          record "$size" safepoint backup "$run" "$t" "$(bytes_of "$dir/backups")"
+          ;;
+        age)
+          rm -f "$work/out.age"
+          python3 "$here/pty_run.py" --secrets "$secrets" --answers 2 \
+            --latency-file "$work/latency.txt" -- \
+            /usr/bin/time -o "$t" -f "$time_fmt" bash -c \
+            'set -o pipefail; tar -C "$1" -cf - . | zstd -3 -q | age -p >"$2"' _ \
+            "$tree" "$work/out.age"
+          record "$size" age backup "$run" "$t" "$(bytes_of "$work/out.age")"
+          ;;
+        restic)
+          rm -rf "$work/restic-repo" "$RESTIC_CACHE_DIR"
+          restic -r "$work/restic-repo" init -q >/dev/null
+          /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" backup -q \
+            --host bench "$tree" >/dev/null
+          record "$size" restic backup "$run" "$t" "$(bytes_of "$work/restic-repo")"
+          ;;
+      esac
+    done
+
+    # --- verify / decrypt everything
+    for tool in "${order[@]}"; do
+      case "$tool" in
+        safepoint)
+          /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" verify "$sp_id" >/dev/null
+          record "$size" safepoint verify "$run" "$t" 0
+          ;;
+        age)
+          python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 \
+            --latency-file "$work/latency.txt" -- \
+            /usr/bin/time -o "$t" -f "$time_fmt" bash -c 'age -d "$1" >/dev/null' _ \
+            "$work/out.age"
+          record "$size" age verify "$run" "$t" 0
+          ;;
+        restic)
+          /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" check \
+            --read-data -q >/dev/null
+          record "$size" restic verify "$run" "$t" 0
+          ;;
+      esac
+    done
+  done
+  # restic calibrates its own scrypt parameters at init; record them (no secrets in there).
+  python3 - "$work/restic-repo/keys" <<'PY' | tee -a "$work/env.txt" >&2
+import json, os, sys
+keys = sys.argv[1]
+k = json.load(open(os.path.join(keys, sorted(os.listdir(keys))[0])))
+print(f"restic:  repo key scrypt N=2^{k['N'].bit_length() - 1} r={k['r']} p={k['p']} "
+      f"({128 * k['N'] * k['r'] / 2**20:.0f} MiB); safepoint and age: N=2^18 r=8 p=1 (256 MiB)")
+PY
+  unset RESTIC_PASSWORD
+  rm -rf "$dir" "$work/restic-repo" "$RESTIC_CACHE_DIR" "$work/out.age"
+done
+
+# TODO(rollback): see bench/README.md "Rollback benchmark".
+
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (at end)" | tee -a "$work/env.txt" >&2
+python3 "$here/report.py" "$results" --env "$work/env.txt" --latency "$work/latency.txt" \
+  | tee "$work/table.md"
+if [[ -n "${RESULTS:-}" ]]; then
+  cp "$results" "$RESULTS.tsv"
+  cp "$work/table.md" "$RESULTS.md"
+fi
