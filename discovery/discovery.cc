@@ -27,9 +27,9 @@ std::string EntitySlug(std::string_view node_id) {
 Status ValidateTopic(std::string_view name, std::string_view topic) {
   if (topic.empty() || topic.front() == '/' || topic.back() == '/' ||
       topic.find_first_of(std::string_view("+#\0", 3)) != std::string_view::npos) {
-    return Fail(ErrorCode::kBadInput,
-                std::string(name) + " must be a non-empty MQTT topic without '+', '#' or a " +
-                    "leading or trailing '/'");
+    return Fail(ErrorCode::kBadInput, std::string(name) +
+                                          " must be a non-empty MQTT topic without '+', '#' or a " +
+                                          "leading or trailing '/'");
   }
   return {};
 }
@@ -47,11 +47,10 @@ class Builder {
     cmps["cancel"] = Button("cancel", "Cancel", "mdi:close-circle", "cancel", "PRESS",
                             DecisionAvailabilityTopic(o_));
     cmps["backup"] = Button("backup", "Back up now", "mdi:content-save", "backup", "PRESS", "");
-    cmps["rollback"] = Button("rollback", "Roll back", "mdi:backup-restore", "rollback", "PRESS",
-                              "");
-    cmps["overwrite"] = Button("overwrite", "Overwrite conflicts", "mdi:file-replace",
-                               "resolve", R"({"action":"overwrite"})",
-                               ConflictAvailabilityTopic(o_));
+    cmps["rollback"] =
+        Button("rollback", "Roll back", "mdi:backup-restore", "rollback", "PRESS", "");
+    cmps["overwrite"] = Button("overwrite", "Overwrite conflicts", "mdi:file-replace", "resolve",
+                               R"({"action":"overwrite"})", ConflictAvailabilityTopic(o_));
     cmps["merge"] = Button("merge", "Merge conflicts", "mdi:call-merge", "resolve",
                            R"({"action":"merge"})", ConflictAvailabilityTopic(o_));
     cmps["abort"] = Button("abort", "Abort rollback", "mdi:cancel", "resolve",
@@ -66,8 +65,8 @@ class Builder {
     cmps["safety_point"] = std::move(select);
 
     // Sensors.
-    json status = StatusSensor("sensor", "status", "Status", "mdi:shield-sync",
-                               "{{ value_json.state }}");
+    json status =
+        StatusSensor("sensor", "status", "Status", "mdi:shield-sync", "{{ value_json.state }}");
     status["device_class"] = "enum";
     status["options"] = StatusOptions();
     status["json_attributes_topic"] = StatusTopic();
@@ -94,9 +93,9 @@ class Builder {
     size["entity_category"] = "diagnostic";
     cmps["last_backup_size"] = std::move(size);
 
-    json files = StatusSensor(
-        "sensor", "last_backup_files", "Last safety point files", "mdi:file-multiple",
-        "{{ value_json.last_backup.files if value_json.last_backup else 'None' }}");
+    json files =
+        StatusSensor("sensor", "last_backup_files", "Last safety point files", "mdi:file-multiple",
+                     "{{ value_json.last_backup.files if value_json.last_backup else 'None' }}");
     files["unit_of_measurement"] = "files";
     files["entity_category"] = "diagnostic";
     cmps["last_backup_files"] = std::move(files);
@@ -108,9 +107,9 @@ class Builder {
     count["entity_category"] = "diagnostic";
     cmps["safety_points"] = std::move(count);
 
-    json progress = StatusSensor(
-        "sensor", "progress", "Progress", "mdi:progress-clock",
-        "{{ value_json.progress if value_json.progress is not none else 0 }}");
+    json progress =
+        StatusSensor("sensor", "progress", "Progress", "mdi:progress-clock",
+                     "{{ value_json.progress if value_json.progress is not none else 0 }}");
     progress["unit_of_measurement"] = "%";
     cmps["progress"] = std::move(progress);
 
@@ -223,7 +222,7 @@ std::string SafetyPointsTopic(const Options& options) {
 const std::vector<std::string_view>& StatusOptions() {
   // Kept equal to service::StateNames(); tests/service/lifecycle_test.cc checks it.
   static const std::vector<std::string_view> kStates = {
-      "idle",        "backing_up",   "awaiting_confirmation",        "updating",
+      "idle",         "backing_up",   "awaiting_confirmation",        "updating",
       "health_check", "rolling_back", "awaiting_conflict_resolution", "error"};
   return kStates;
 }
@@ -231,11 +230,10 @@ const std::vector<std::string_view>& StatusOptions() {
 const std::vector<std::string_view>& EventTypes() {
   // Kept equal to service::EventTypeNames(); tests/service/lifecycle_test.cc checks it.
   static const std::vector<std::string_view> kTypes = {
-      "backup_completed",    "backup_failed",      "confirmation_requested",
-      "update_continued",    "update_cancelled",   "update_expired",
-      "update_succeeded",    "update_failed",      "update_timed_out",
-      "health_check_failed", "rollback_started",   "rollback_completed",
-      "rollback_conflicts",  "rollback_aborted",   "rollback_failed"};
+      "backup_completed",   "backup_failed",       "confirmation_requested", "update_continued",
+      "update_cancelled",   "update_expired",      "update_succeeded",       "update_failed",
+      "update_timed_out",   "health_check_failed", "rollback_started",       "rollback_completed",
+      "rollback_conflicts", "rollback_aborted",    "rollback_failed"};
   return kTypes;
 }
 
@@ -250,9 +248,8 @@ std::vector<std::pair<std::string, std::string>> StateTopics(const Options& opti
                                   *state.selected) != state.safety_points.end()) {
     selected = *state.selected;
   }
-  const json points{{"count", state.safety_points.size()},
-                    {"ids", state.safety_points},
-                    {"selected", selected}};
+  const json points{
+      {"count", state.safety_points.size()}, {"ids", state.safety_points}, {"selected", selected}};
   return {
       {DecisionAvailabilityTopic(options),
        std::string(state.decision_pending ? kOnline : kOffline)},

@@ -17,13 +17,12 @@
 //   event                                    event   lifecycle events
 // docs/mqtt-api.md documents every topic these use.
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/result.h"
 
@@ -32,15 +31,15 @@ namespace safepoint::discovery {
 enum class SizeUnit { kBytes, kMegabytes };
 
 struct Options {
-  std::string base_topic = "safepoint";          // no wildcards, no leading/trailing '/'
+  std::string base_topic = "safepoint";  // no wildcards, no leading/trailing '/'
   std::string discovery_prefix = "homeassistant";
-  std::string node_id = "safepoint";             // [a-zA-Z0-9_-]+
+  std::string node_id = "safepoint";  // [a-zA-Z0-9_-]+
   std::string device_name = "Safepoint";
   std::string manufacturer = "safepoint";
   std::string model = "Safety point service";
-  std::string sw_version;                        // omitted when empty
-  std::string support_url;                       // origin `url`; omitted when empty
-  SizeUnit size_unit = SizeUnit::kMegabytes;     // of the "last backup size" sensor
+  std::string sw_version;                     // omitted when empty
+  std::string support_url;                    // origin `url`; omitted when empty
+  SizeUnit size_unit = SizeUnit::kMegabytes;  // of the "last backup size" sensor
 };
 
 // What the discovery payload and the state topics depend on besides Options.

@@ -66,8 +66,8 @@ Status CheckNesting(std::string_view payload) {
       in_string = true;
     } else if (c == '{' || c == '[') {
       if (++depth > kMaxNesting) {
-        return Fail(ErrorCode::kBadInput, "payload nested deeper than " +
-                                              std::to_string(kMaxNesting) + " levels");
+        return Fail(ErrorCode::kBadInput,
+                    "payload nested deeper than " + std::to_string(kMaxNesting) + " levels");
       }
     } else if ((c == '}' || c == ']') && depth > 0) {
       --depth;
@@ -155,8 +155,8 @@ class Fields {
     const auto it = object_.find(key);
     if (it == object_.end() || it->is_null()) return std::optional<std::string>();
     if (!it->is_string()) {
-      return Fail(ErrorCode::kBadInput, "'" + std::string(key) + "' must be a string, not " +
-                                            std::string(TypeName(*it)));
+      return Fail(ErrorCode::kBadInput,
+                  "'" + std::string(key) + "' must be a string, not " + std::string(TypeName(*it)));
     }
     const auto& value = it->get_ref<const std::string&>();
     SP_RETURN_IF_ERROR(CheckText(key, value, max_length, kind));
@@ -251,8 +251,8 @@ Result<ConflictPolicy> PolicyField(const Fields& fields, std::string_view key, b
   if (!name) return tl::unexpected(std::move(name.error()));
   if (!name->has_value()) {
     if (required) {
-      return Fail(ErrorCode::kBadInput, "missing required field '" + std::string(key) +
-                                            "' (overwrite, merge or abort)");
+      return Fail(ErrorCode::kBadInput,
+                  "missing required field '" + std::string(key) + "' (overwrite, merge or abort)");
     }
     return ConflictPolicy::kAbort;
   }
@@ -385,18 +385,24 @@ std::vector<std::string_view> SplitWords(std::string_view text) {
 
 std::string_view DecisionName(Decision decision) {
   switch (decision) {
-    case Decision::kContinue: return "continue";
-    case Decision::kCancel: return "cancel";
-    case Decision::kExpired: return "expired";
+    case Decision::kContinue:
+      return "continue";
+    case Decision::kCancel:
+      return "cancel";
+    case Decision::kExpired:
+      return "expired";
   }
   return "cancel";
 }
 
 std::string_view ConflictPolicyName(ConflictPolicy policy) {
   switch (policy) {
-    case ConflictPolicy::kAbort: return "abort";
-    case ConflictPolicy::kOverwrite: return "overwrite";
-    case ConflictPolicy::kMerge: return "merge";
+    case ConflictPolicy::kAbort:
+      return "abort";
+    case ConflictPolicy::kOverwrite:
+      return "overwrite";
+    case ConflictPolicy::kMerge:
+      return "merge";
   }
   return "abort";
 }
@@ -444,8 +450,8 @@ Status ValidateBackupId(std::string_view id) {
 
 Status ValidateUpdateId(std::string_view id) {
   if (id.empty() || id.size() > kMaxUpdateIdLength) {
-    return Fail(ErrorCode::kBadInput, "'update_id' must be 1.." +
-                                          std::to_string(kMaxUpdateIdLength) + " characters");
+    return Fail(ErrorCode::kBadInput,
+                "'update_id' must be 1.." + std::to_string(kMaxUpdateIdLength) + " characters");
   }
   for (char c : id) {
     const auto u = static_cast<unsigned char>(c);
@@ -516,9 +522,9 @@ Result<UpdateResult> ParseUpdateResult(std::string_view payload, const ParseOpti
 }
 
 const std::vector<std::string_view>& CommandNames() {
-  static const std::vector<std::string_view> kNames = {
-      "backup", "continue", "cancel", "rollback", "resolve",
-      "verify", "delete",   "list",   "text",     "select"};
+  static const std::vector<std::string_view> kNames = {"backup",  "continue", "cancel", "rollback",
+                                                       "resolve", "verify",   "delete", "list",
+                                                       "text",    "select"};
   return kNames;
 }
 
@@ -655,8 +661,7 @@ nlohmann::json OkResponse(const nlohmann::json& data,
   return Response(ResponseStatus::kOk, data, std::nullopt, transaction);
 }
 
-nlohmann::json ErrorResponse(const Error& error,
-                             const std::optional<nlohmann::json>& transaction) {
+nlohmann::json ErrorResponse(const Error& error, const std::optional<nlohmann::json>& transaction) {
   json out = Response(ResponseStatus::kError, json::object(), error.message, transaction);
   out["code"] = std::string(ErrorCodeName(error.code));
   return out;

@@ -8,14 +8,13 @@
 // Nothing here throws: nlohmann::json exceptions are caught inside.
 
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/result.h"
 
@@ -102,9 +101,9 @@ struct SelectCommand {    // the HA select entity: choose the safety point "Roll
   std::string backup_id;
 };
 
-using CommandArgs = std::variant<BackupCommand, ContinueCommand, CancelCommand, RollbackCommand,
-                                 ResolveCommand, VerifyCommand, DeleteCommand, ListCommand,
-                                 StatusCommand, SelectCommand>;
+using CommandArgs =
+    std::variant<BackupCommand, ContinueCommand, CancelCommand, RollbackCommand, ResolveCommand,
+                 VerifyCommand, DeleteCommand, ListCommand, StatusCommand, SelectCommand>;
 
 // A parsed command. `name` is the topic's command name (responses go to
 // `<base>/response/<name>`); for `text` the args hold the command the text stands for.
@@ -149,10 +148,10 @@ struct Command {
 enum class ResponseStatus { kOk, kError };
 
 // {status: "ok"|"error", data: <data or {}>, error?: <message>, transaction?: <as given>}.
-[[nodiscard]] nlohmann::json Response(ResponseStatus status,
-                                      const nlohmann::json& data = nlohmann::json::object(),
-                                      const std::optional<std::string>& error = std::nullopt,
-                                      const std::optional<nlohmann::json>& transaction = std::nullopt);
+[[nodiscard]] nlohmann::json Response(
+    ResponseStatus status, const nlohmann::json& data = nlohmann::json::object(),
+    const std::optional<std::string>& error = std::nullopt,
+    const std::optional<nlohmann::json>& transaction = std::nullopt);
 // Response(kOk, data, -, transaction).
 [[nodiscard]] nlohmann::json OkResponse(const nlohmann::json& data,
                                         const std::optional<nlohmann::json>& transaction);

@@ -154,8 +154,8 @@ std::optional<BackupSummary> OptSummary(const json& j, const char* key) {
 }
 
 std::optional<Operation> ParseOperation(std::string_view name) {
-  for (Operation op : {Operation::kNone, Operation::kUpdate, Operation::kBackup,
-                       Operation::kRollback}) {
+  for (Operation op :
+       {Operation::kNone, Operation::kUpdate, Operation::kBackup, Operation::kRollback}) {
     if (OperationName(op) == name) return op;
   }
   return std::nullopt;
@@ -221,24 +221,36 @@ Status CheckInvariants(const PersistedState& s) {
 
 std::string_view StateName(State state) {
   switch (state) {
-    case State::kIdle: return "idle";
-    case State::kBackingUp: return "backing_up";
-    case State::kAwaitingConfirmation: return "awaiting_confirmation";
-    case State::kUpdating: return "updating";
-    case State::kHealthCheck: return "health_check";
-    case State::kRollingBack: return "rolling_back";
-    case State::kAwaitingConflictResolution: return "awaiting_conflict_resolution";
-    case State::kError: return "error";
+    case State::kIdle:
+      return "idle";
+    case State::kBackingUp:
+      return "backing_up";
+    case State::kAwaitingConfirmation:
+      return "awaiting_confirmation";
+    case State::kUpdating:
+      return "updating";
+    case State::kHealthCheck:
+      return "health_check";
+    case State::kRollingBack:
+      return "rolling_back";
+    case State::kAwaitingConflictResolution:
+      return "awaiting_conflict_resolution";
+    case State::kError:
+      return "error";
   }
   return "error";
 }
 
 const std::vector<std::string_view>& StateNames() {
   static const std::vector<std::string_view> kNames = {
-      StateName(State::kIdle),          StateName(State::kBackingUp),
-      StateName(State::kAwaitingConfirmation), StateName(State::kUpdating),
-      StateName(State::kHealthCheck),   StateName(State::kRollingBack),
-      StateName(State::kAwaitingConflictResolution), StateName(State::kError)};
+      StateName(State::kIdle),
+      StateName(State::kBackingUp),
+      StateName(State::kAwaitingConfirmation),
+      StateName(State::kUpdating),
+      StateName(State::kHealthCheck),
+      StateName(State::kRollingBack),
+      StateName(State::kAwaitingConflictResolution),
+      StateName(State::kError)};
   return kNames;
 }
 
@@ -253,31 +265,50 @@ std::optional<State> ParseState(std::string_view name) {
 
 std::string_view OperationName(Operation operation) {
   switch (operation) {
-    case Operation::kNone: return "none";
-    case Operation::kUpdate: return "update";
-    case Operation::kBackup: return "backup";
-    case Operation::kRollback: return "rollback";
+    case Operation::kNone:
+      return "none";
+    case Operation::kUpdate:
+      return "update";
+    case Operation::kBackup:
+      return "backup";
+    case Operation::kRollback:
+      return "rollback";
   }
   return "none";
 }
 
 std::string_view EventTypeName(EventType type) {
   switch (type) {
-    case EventType::kBackupCompleted: return "backup_completed";
-    case EventType::kBackupFailed: return "backup_failed";
-    case EventType::kConfirmationRequested: return "confirmation_requested";
-    case EventType::kUpdateContinued: return "update_continued";
-    case EventType::kUpdateCancelled: return "update_cancelled";
-    case EventType::kUpdateExpired: return "update_expired";
-    case EventType::kUpdateSucceeded: return "update_succeeded";
-    case EventType::kUpdateFailed: return "update_failed";
-    case EventType::kUpdateTimedOut: return "update_timed_out";
-    case EventType::kHealthCheckFailed: return "health_check_failed";
-    case EventType::kRollbackStarted: return "rollback_started";
-    case EventType::kRollbackCompleted: return "rollback_completed";
-    case EventType::kRollbackConflicts: return "rollback_conflicts";
-    case EventType::kRollbackAborted: return "rollback_aborted";
-    case EventType::kRollbackFailed: return "rollback_failed";
+    case EventType::kBackupCompleted:
+      return "backup_completed";
+    case EventType::kBackupFailed:
+      return "backup_failed";
+    case EventType::kConfirmationRequested:
+      return "confirmation_requested";
+    case EventType::kUpdateContinued:
+      return "update_continued";
+    case EventType::kUpdateCancelled:
+      return "update_cancelled";
+    case EventType::kUpdateExpired:
+      return "update_expired";
+    case EventType::kUpdateSucceeded:
+      return "update_succeeded";
+    case EventType::kUpdateFailed:
+      return "update_failed";
+    case EventType::kUpdateTimedOut:
+      return "update_timed_out";
+    case EventType::kHealthCheckFailed:
+      return "health_check_failed";
+    case EventType::kRollbackStarted:
+      return "rollback_started";
+    case EventType::kRollbackCompleted:
+      return "rollback_completed";
+    case EventType::kRollbackConflicts:
+      return "rollback_conflicts";
+    case EventType::kRollbackAborted:
+      return "rollback_aborted";
+    case EventType::kRollbackFailed:
+      return "rollback_failed";
   }
   return "backup_failed";
 }
@@ -334,48 +365,49 @@ nlohmann::json PublishEvent::Payload() const {
 }
 
 nlohmann::json ActionToJson(const Action& action) {
-  return std::visit(
-      Overloaded{
-          [](const PublishDecision& a) {
-            return json{{"action", "publish_decision"}, {"payload", a.Payload()}};
-          },
-          [](const StartBackup& a) {
-            return json{{"action", "start_backup"},
-                        {"reason", a.reason},
-                        {"update_id", OptionalString(a.update_id)}};
-          },
-          [](const DeleteBackup& a) {
-            return json{{"action", "delete_backup"}, {"backup_id", a.backup_id}};
-          },
-          [](const RecordFingerprint& a) {
-            return json{{"action", "record_fingerprint"}, {"backup_id", a.backup_id}};
-          },
-          [](const StartRollback& a) {
-            return json{{"action", "start_rollback"},
-                        {"backup_id", a.backup_id},
-                        {"on_conflict", ConflictPolicyName(a.on_conflict)},
-                        {"resume", a.resume}};
-          },
-          [](const RunHealthCheck& a) {
-            return json{{"action", "run_health_check"}, {"backup_id", a.backup_id}};
-          },
-          [](const PublishEvent& a) {
-            return json{{"action", "publish_event"}, {"payload", a.Payload()}};
-          },
-          [](const PublishStatus& a) {
-            return json{{"action", "publish_status"}, {"status", a.status}};
-          },
-          [](const Persist&) { return json{{"action", "persist"}}; },
-          [](const Respond& a) {
-            json out{{"action", "respond"}, {"command", a.command}, {"data", a.data}};
-            if (a.error) {
-              out["error"] = a.error->message;
-              out["code"] = ErrorCodeName(a.error->code);
-            }
-            return out;
-          },
-      },
-      action);
+  return std::visit(Overloaded{
+                        [](const PublishDecision& a) {
+                          return json{{"action", "publish_decision"}, {"payload", a.Payload()}};
+                        },
+                        [](const StartBackup& a) {
+                          return json{{"action", "start_backup"},
+                                      {"reason", a.reason},
+                                      {"update_id", OptionalString(a.update_id)}};
+                        },
+                        [](const DeleteBackup& a) {
+                          return json{{"action", "delete_backup"}, {"backup_id", a.backup_id}};
+                        },
+                        [](const RecordFingerprint& a) {
+                          return json{{"action", "record_fingerprint"}, {"backup_id", a.backup_id}};
+                        },
+                        [](const StartRollback& a) {
+                          return json{{"action", "start_rollback"},
+                                      {"backup_id", a.backup_id},
+                                      {"on_conflict", ConflictPolicyName(a.on_conflict)},
+                                      {"resume", a.resume}};
+                        },
+                        [](const RunHealthCheck& a) {
+                          return json{{"action", "run_health_check"}, {"backup_id", a.backup_id}};
+                        },
+                        [](const PublishEvent& a) {
+                          return json{{"action", "publish_event"}, {"payload", a.Payload()}};
+                        },
+                        [](const PublishStatus& a) {
+                          return json{{"action", "publish_status"}, {"status", a.status}};
+                        },
+                        [](const Persist&) {
+                          return json{{"action", "persist"}};
+                        },
+                        [](const Respond& a) {
+                          json out{{"action", "respond"}, {"command", a.command}, {"data", a.data}};
+                          if (a.error) {
+                            out["error"] = a.error->message;
+                            out["code"] = ErrorCodeName(a.error->code);
+                          }
+                          return out;
+                        },
+                    },
+                    action);
 }
 
 nlohmann::json ActionsToJson(const std::vector<Action>& actions) {
@@ -401,8 +433,8 @@ std::string FormatExactTime(TimePoint time) {
 
 Result<TimePoint> ParseIsoTime(std::string_view text) {
   const auto bad = [&] {
-    return Fail(ErrorCode::kBadInput, "not an ISO 8601 UTC time: '" +
-                                          std::string(text.substr(0, 40)) + "'");
+    return Fail(ErrorCode::kBadInput,
+                "not an ISO 8601 UTC time: '" + std::string(text.substr(0, 40)) + "'");
   };
   // YYYY-MM-DDTHH:MM:SS
   if (text.size() < 20) return bad();
@@ -560,10 +592,18 @@ void Lifecycle::FinishUpdate(std::string outcome) {
 std::string Lifecycle::BusyMessage() const {
   std::string what;
   switch (s_.operation) {
-    case Operation::kUpdate: what = "update '" + s_.update->update_id + "'"; break;
-    case Operation::kBackup: what = "a safety point"; break;
-    case Operation::kRollback: what = "a rollback to " + s_.backup_id.value_or("?"); break;
-    case Operation::kNone: what = "nothing"; break;
+    case Operation::kUpdate:
+      what = "update '" + s_.update->update_id + "'";
+      break;
+    case Operation::kBackup:
+      what = "a safety point";
+      break;
+    case Operation::kRollback:
+      what = "a rollback to " + s_.backup_id.value_or("?");
+      break;
+    case Operation::kNone:
+      what = "nothing";
+      break;
   }
   return "busy: " + what + " is in progress (" + std::string(StateName(s_.state)) + ")";
 }
@@ -601,8 +641,8 @@ nlohmann::json Lifecycle::StatusJson() const {
                        {"bytes", s_.last_backup->total_bytes}};
   }
   return json{{"state", StateName(s_.state)},
-              {"operation",
-               s_.operation == Operation::kNone ? json(nullptr) : json(OperationName(s_.operation))},
+              {"operation", s_.operation == Operation::kNone ? json(nullptr)
+                                                             : json(OperationName(s_.operation))},
               {"progress", s_.progress ? json(*s_.progress) : json(nullptr)},
               {"pending", pending},
               {"last_backup", last_backup},
@@ -627,8 +667,8 @@ std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, Tim
     return out;
   }
   if (Busy()) {
-    out.push_back(PublishDecision{request.update_id, Decision::kCancel, std::nullopt,
-                                  BusyMessage()});
+    out.push_back(
+        PublishDecision{request.update_id, Decision::kCancel, std::nullopt, BusyMessage()});
     return out;
   }
   Reset(State::kBackingUp);
@@ -637,8 +677,8 @@ std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, Tim
   s_.progress = 0;
   std::string reason = request.reason.value_or("before update of " + request.target);
   if (!request.reason && (request.from_version || request.to_version)) {
-    reason += " (" + request.from_version.value_or("?") + " -> " +
-              request.to_version.value_or("?") + ")";
+    reason +=
+        " (" + request.from_version.value_or("?") + " -> " + request.to_version.value_or("?") + ")";
   }
   s_.backup_reason = reason;
   (void)now;
@@ -655,8 +695,8 @@ std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result,
   if (s_.operation == Operation::kUpdate) {
     const UpdateRequest update = *s_.update;
     if (!result) {
-      const std::string why = "no safety point for update '" + update.update_id +
-                              "': " + result.error().message;
+      const std::string why =
+          "no safety point for update '" + update.update_id + "': " + result.error().message;
       s_.last_error = why;
       FinishUpdate("backup_failed");
       Reset(State::kIdle);
@@ -701,13 +741,13 @@ std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result,
     s_.last_error = "safety point failed: " + result.error().message;
     Reset(State::kIdle);
     out.push_back(Persist{});
-    out.push_back(Event(EventType::kBackupFailed,
-                        "Safety Point Backup Failed\n- Reason: " + reason +
-                            "\n- Error: " + result.error().message,
-                        json{{"reason", reason},
-                             {"error", result.error().message},
-                             {"code", ErrorCodeName(result.error().code)}},
-                        now));
+    out.push_back(Event(
+        EventType::kBackupFailed,
+        "Safety Point Backup Failed\n- Reason: " + reason + "\n- Error: " + result.error().message,
+        json{{"reason", reason},
+             {"error", result.error().message},
+             {"code", ErrorCodeName(result.error().code)}},
+        now));
     out.push_back(StatusAction());
     return out;
   }
@@ -745,11 +785,11 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
   }
   const UpdateRequest update = *s_.update;
   if (update_id && *update_id != update.update_id) {
-    out.push_back(Respond{command,
-                          Error{ErrorCode::kNotFound, "no decision is pending for update '" +
-                                                          *update_id + "' (pending: '" +
-                                                          update.update_id + "')"},
-                          json::object()});
+    out.push_back(
+        Respond{command,
+                Error{ErrorCode::kNotFound, "no decision is pending for update '" + *update_id +
+                                                "' (pending: '" + update.update_id + "')"},
+                json::object()});
     return out;
   }
   const std::string backup_id = *s_.backup_id;
@@ -763,13 +803,11 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
     if (options_.update_timeout.count() > 0) s_.deadline = now + options_.update_timeout;
     out.push_back(Persist{});
     out.push_back(PublishDecision{update.update_id, Decision::kContinue, backup_id, std::nullopt});
-    out.push_back(Event(EventType::kUpdateContinued,
-                        "Update of " + update.target + " continues (safety point " + backup_id +
-                            ", confirmed via " + std::string(source) + ").",
-                        json{{"update_id", update.update_id},
-                             {"backup_id", backup_id},
-                             {"source", source}},
-                        now));
+    out.push_back(Event(
+        EventType::kUpdateContinued,
+        "Update of " + update.target + " continues (safety point " + backup_id +
+            ", confirmed via " + std::string(source) + ").",
+        json{{"update_id", update.update_id}, {"backup_id", backup_id}, {"source", source}}, now));
     out.push_back(StatusAction());
     out.push_back(Respond{command, std::nullopt, data});
     return out;
@@ -783,13 +821,11 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
   out.push_back(Persist{});
   out.push_back(PublishDecision{update.update_id, Decision::kCancel, backup_id, std::nullopt});
   out.push_back(DeleteBackup{backup_id});
-  out.push_back(Event(EventType::kUpdateCancelled,
-                      "Update of " + update.target + " cancelled via " + std::string(source) +
-                          "; safety point " + backup_id + " deleted. Nothing was changed.",
-                      json{{"update_id", update.update_id},
-                           {"backup_id", backup_id},
-                           {"source", source}},
-                      now));
+  out.push_back(Event(
+      EventType::kUpdateCancelled,
+      "Update of " + update.target + " cancelled via " + std::string(source) + "; safety point " +
+          backup_id + " deleted. Nothing was changed.",
+      json{{"update_id", update.update_id}, {"backup_id", backup_id}, {"source", source}}, now));
   out.push_back(StatusAction());
   out.push_back(Respond{command, std::nullopt, data});
   return out;
@@ -868,8 +904,8 @@ void Lifecycle::Failure(std::string reason, EventType type, nlohmann::json data,
     out.push_back(RecordFingerprint{backup_id});
     out.push_back(StartRollback{backup_id, s_.policy, false});
     out.push_back(Event(EventType::kRollbackStarted,
-                        "Rolling back to safety point " + backup_id + " (conflicts: " +
-                            std::string(ConflictPolicyName(s_.policy)) + ").",
+                        "Rolling back to safety point " + backup_id +
+                            " (conflicts: " + std::string(ConflictPolicyName(s_.policy)) + ").",
                         json{{"backup_id", backup_id},
                              {"on_conflict", ConflictPolicyName(s_.policy)},
                              {"update_id", s_.update->update_id}},
@@ -881,7 +917,8 @@ void Lifecycle::Failure(std::string reason, EventType type, nlohmann::json data,
   Reset(State::kIdle);
   out.push_back(Persist{});
   out.push_back(Event(type,
-                      reason + "\nAutomatic rollback is off: roll back with /rollback safety_point " +
+                      reason +
+                          "\nAutomatic rollback is off: roll back with /rollback safety_point " +
                           backup_id + ".",
                       std::move(data), now));
   out.push_back(RecordFingerprint{backup_id});
@@ -930,21 +967,20 @@ std::vector<Action> Lifecycle::OnHealthReport(const std::vector<std::string>& un
     out.push_back(StatusAction());
     return out;
   }
-  std::string reason = "health check after the update of " + update.target + " failed: " +
-                       std::to_string(unavailable.size()) +
+  std::string reason = "health check after the update of " + update.target +
+                       " failed: " + std::to_string(unavailable.size()) +
                        " entities unavailable since the safety point:";
   for (std::size_t i = 0; i < unavailable.size() && i < kMaxConflictsInMessage; ++i) {
     reason += "\n- " + unavailable[i];
   }
   if (unavailable.size() > kMaxConflictsInMessage) {
-    reason += "\n- ... and " + std::to_string(unavailable.size() - kMaxConflictsInMessage) +
-              " more";
+    reason +=
+        "\n- ... and " + std::to_string(unavailable.size() - kMaxConflictsInMessage) + " more";
   }
-  Failure(std::move(reason), EventType::kHealthCheckFailed,
-          json{{"update_id", update.update_id},
-               {"backup_id", backup_id},
-               {"unavailable", unavailable}},
-          now, out);
+  Failure(
+      std::move(reason), EventType::kHealthCheckFailed,
+      json{{"update_id", update.update_id}, {"backup_id", backup_id}, {"unavailable", unavailable}},
+      now, out);
   return out;
 }
 
@@ -961,14 +997,14 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
       Reset(State::kIdle);
       data["restored_files"] = outcome.restored_files;
       data["pre_rollback_id"] = OptionalString(outcome.pre_rollback_id);
-      std::string message = "Rollback to safety point " + backup_id + " completed: " +
-                            std::to_string(outcome.restored_files) + " files restored.";
+      std::string message = "Rollback to safety point " + backup_id +
+                            " completed: " + std::to_string(outcome.restored_files) +
+                            " files restored.";
       if (outcome.pre_rollback_id) {
         message += " Undo with /rollback safety_point " + *outcome.pre_rollback_id + ".";
       }
       out.push_back(Persist{});
-      out.push_back(Event(EventType::kRollbackCompleted, std::move(message), std::move(data),
-                          now));
+      out.push_back(Event(EventType::kRollbackCompleted, std::move(message), std::move(data), now));
       out.push_back(StatusAction());
       return out;
     }
@@ -977,8 +1013,8 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
       s_.conflicts = outcome.conflicts;
       s_.deadline = now + options_.resolve_timeout;
       s_.progress.reset();
-      std::string message = "Rollback to safety point " + backup_id + " stopped: " +
-                            std::to_string(outcome.conflicts.size()) +
+      std::string message = "Rollback to safety point " + backup_id +
+                            " stopped: " + std::to_string(outcome.conflicts.size()) +
                             " files changed locally since the safety point:";
       for (std::size_t i = 0; i < outcome.conflicts.size() && i < kMaxConflictsInMessage; ++i) {
         message += "\n- " + outcome.conflicts[i];
@@ -992,8 +1028,7 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
       data["conflicts"] = outcome.conflicts;
       data["deadline"] = FormatIsoTime(*s_.deadline);
       out.push_back(Persist{});
-      out.push_back(Event(EventType::kRollbackConflicts, std::move(message), std::move(data),
-                          now));
+      out.push_back(Event(EventType::kRollbackConflicts, std::move(message), std::move(data), now));
       out.push_back(StatusAction());
       return out;
     }
@@ -1025,20 +1060,21 @@ void Lifecycle::AbortConflicts(const std::string& why, TimePoint now, std::vecto
   FinishUpdate("rollback_aborted");
   Reset(State::kIdle);
   out.push_back(Persist{});
-  out.push_back(Event(EventType::kRollbackAborted,
-                      "Rollback to safety point " + backup_id + " aborted (" + why +
-                          "). Nothing was changed.",
-                      std::move(data), now));
+  out.push_back(Event(
+      EventType::kRollbackAborted,
+      "Rollback to safety point " + backup_id + " aborted (" + why + "). Nothing was changed.",
+      std::move(data), now));
   out.push_back(StatusAction());
 }
 
 std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
   std::vector<Action> out;
   if (s_.state != State::kAwaitingConflictResolution) {
-    out.push_back(Respond{"resolve",
-                          Error{ErrorCode::kBadInput, "no conflicts wait for a resolution (state: " +
-                                                          std::string(StateName(s_.state)) + ")"},
-                          json::object()});
+    out.push_back(
+        Respond{"resolve",
+                Error{ErrorCode::kBadInput, "no conflicts wait for a resolution (state: " +
+                                                std::string(StateName(s_.state)) + ")"},
+                json::object()});
     return out;
   }
   const json data{{"backup_id", *s_.backup_id}, {"action", ConflictPolicyName(action)}};
@@ -1058,8 +1094,8 @@ std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
   out.push_back(Persist{});
   out.push_back(StartRollback{backup_id, action, false});
   out.push_back(Event(EventType::kRollbackStarted,
-                      "Rolling back to safety point " + backup_id + " (conflicts: " +
-                          std::string(ConflictPolicyName(action)) + ").",
+                      "Rolling back to safety point " + backup_id +
+                          " (conflicts: " + std::string(ConflictPolicyName(action)) + ").",
                       std::move(event_data), now));
   out.push_back(StatusAction());
   out.push_back(Respond{"resolve", std::nullopt, data});
@@ -1084,20 +1120,19 @@ std::vector<Action> Lifecycle::OnTick(TimePoint now) {
       out.push_back(Event(EventType::kUpdateTimedOut,
                           "Update of " + update.target + " reported no result within " +
                               DurationText(options_.update_timeout) +
-                              ". Nothing was rolled back; safety point " + backup_id +
-                              " is kept.",
+                              ". Nothing was rolled back; safety point " + backup_id + " is kept.",
                           json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
       out.push_back(StatusAction());
       break;
     }
     case State::kHealthCheck: {
-      const std::string reason =
-          s_.health_check_requested
-              ? "health check after the update of " + s_.update->target +
-                    " did not report within " + DurationText(options_.health_timeout)
-              : "Home Assistant did not come back online within " +
-                    DurationText(options_.health_timeout) + " after the update of " +
-                    s_.update->target;
+      const std::string reason = s_.health_check_requested
+                                     ? "health check after the update of " + s_.update->target +
+                                           " did not report within " +
+                                           DurationText(options_.health_timeout)
+                                     : "Home Assistant did not come back online within " +
+                                           DurationText(options_.health_timeout) +
+                                           " after the update of " + s_.update->target;
       Failure(reason, EventType::kHealthCheckFailed,
               json{{"update_id", s_.update->update_id},
                    {"backup_id", *s_.backup_id},
@@ -1135,8 +1170,7 @@ std::vector<Action> Lifecycle::OnManualBackupRequest(const std::optional<std::st
 }
 
 std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup_id,
-                                                       ConflictPolicy on_conflict,
-                                                       TimePoint now) {
+                                                       ConflictPolicy on_conflict, TimePoint now) {
   std::vector<Action> out;
   if (Busy()) {
     out.push_back(Respond{"rollback", Error{ErrorCode::kBusy, BusyMessage()}, json::object()});
@@ -1149,11 +1183,11 @@ std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup
   s_.progress = 0;
   out.push_back(Persist{});
   out.push_back(StartRollback{backup_id, on_conflict, false});
-  out.push_back(Event(EventType::kRollbackStarted,
-                      "Rolling back to safety point " + backup_id + " (conflicts: " +
-                          std::string(ConflictPolicyName(on_conflict)) + ").",
-                      json{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(on_conflict)}},
-                      now));
+  out.push_back(
+      Event(EventType::kRollbackStarted,
+            "Rolling back to safety point " + backup_id +
+                " (conflicts: " + std::string(ConflictPolicyName(on_conflict)) + ").",
+            json{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(on_conflict)}}, now));
   out.push_back(StatusAction());
   out.push_back(Respond{"rollback", std::nullopt,
                         json{{"state", StateName(s_.state)},
@@ -1192,15 +1226,15 @@ std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint no
     case State::kBackingUp:
       // The interrupted safety point was discarded by the store's start-up cleanup.
       s_.progress = 0;
-      out.push_back(StartBackup{s_.backup_reason,
-                                s_.update ? std::optional<std::string>(s_.update->update_id)
-                                          : std::nullopt});
+      out.push_back(
+          StartBackup{s_.backup_reason,
+                      s_.update ? std::optional<std::string>(s_.update->update_id) : std::nullopt});
       break;
     case State::kUpdating:
       // The decision may have been lost with the process; publishing it again is harmless
       // (decisions are delivered at least once anyway).
-      out.push_back(PublishDecision{s_.update->update_id, Decision::kContinue, s_.backup_id,
-                                    std::nullopt});
+      out.push_back(
+          PublishDecision{s_.update->update_id, Decision::kContinue, s_.backup_id, std::nullopt});
       break;
     case State::kHealthCheck:
       if (!s_.health_check_requested) {

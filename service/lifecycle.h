@@ -11,7 +11,8 @@
 //                             idle            idle <- ok - rolling_back <- RecordFingerprint +
 //                                                              |  ^          StartRollback
 //                                                    conflicts v  | overwrite | merge
-//                                                 awaiting_conflict_resolution -(abort | deadline)-> idle
+//                                                 awaiting_conflict_resolution -(abort |
+//                                                 deadline)-> idle
 //   A failed rollback ends in `error` (not busy; the next operation leaves it).
 //
 // Action order within one returned list: `Persist` first whenever the state changed (the driver
@@ -23,13 +24,12 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/result.h"
 #include "service/commands.h"
@@ -66,14 +66,14 @@ enum class EventType {
   kConfirmationRequested,  // an update's safety point is ready: Continue or Cancel
   kUpdateContinued,
   kUpdateCancelled,
-  kUpdateExpired,        // no decision before the deadline: counts as cancel
-  kUpdateSucceeded,      // result ok and health check passed
-  kUpdateFailed,         // result failure
-  kUpdateTimedOut,       // no result within update_timeout; nothing is rolled back
-  kHealthCheckFailed,    // result ok but Home Assistant or entities did not come back
+  kUpdateExpired,      // no decision before the deadline: counts as cancel
+  kUpdateSucceeded,    // result ok and health check passed
+  kUpdateFailed,       // result failure
+  kUpdateTimedOut,     // no result within update_timeout; nothing is rolled back
+  kHealthCheckFailed,  // result ok but Home Assistant or entities did not come back
   kRollbackStarted,
   kRollbackCompleted,
-  kRollbackConflicts,    // stopped: files changed locally; Overwrite / Merge / Abort
+  kRollbackConflicts,  // stopped: files changed locally; Overwrite / Merge / Abort
   kRollbackAborted,
   kRollbackFailed,
 };
@@ -117,10 +117,10 @@ struct BackupSummary {
 struct RollbackOutcome {
   enum class Kind { kOk, kConflicts, kFailed };
   Kind kind = Kind::kOk;
-  std::uint64_t restored_files = 0;             // kOk
-  std::optional<std::string> pre_rollback_id;   // kOk: the safety point that undoes it
-  std::vector<std::string> conflicts;           // kConflicts: relative paths
-  std::optional<Error> error;                   // kFailed
+  std::uint64_t restored_files = 0;            // kOk
+  std::optional<std::string> pre_rollback_id;  // kOk: the safety point that undoes it
+  std::vector<std::string> conflicts;          // kConflicts: relative paths
+  std::optional<Error> error;                  // kFailed
 
   [[nodiscard]] static RollbackOutcome Ok(std::uint64_t restored_files,
                                           std::optional<std::string> pre_rollback_id);
@@ -186,9 +186,9 @@ struct Respond {
   nlohmann::json data = nlohmann::json::object();
 };
 
-using Action = std::variant<PublishDecision, StartBackup, DeleteBackup, RecordFingerprint,
-                            StartRollback, RunHealthCheck, PublishEvent, PublishStatus, Persist,
-                            Respond>;
+using Action =
+    std::variant<PublishDecision, StartBackup, DeleteBackup, RecordFingerprint, StartRollback,
+                 RunHealthCheck, PublishEvent, PublishStatus, Persist, Respond>;
 
 // A JSON rendering of an action ({"action": "<kind>", ...fields}) for logs and tests.
 [[nodiscard]] nlohmann::json ActionToJson(const Action& action);
@@ -200,15 +200,15 @@ using Action = std::variant<PublishDecision, StartBackup, DeleteBackup, RecordFi
 struct PersistedState {
   State state = State::kIdle;
   Operation operation = Operation::kNone;
-  std::optional<UpdateRequest> update;    // operation kUpdate
-  std::optional<std::string> backup_id;   // the safety point of the current operation
-  std::string backup_reason;              // operation kBackup
-  std::optional<TimePoint> deadline;      // of the current waiting state
-  std::optional<Decision> decision;       // once the update was decided
+  std::optional<UpdateRequest> update;             // operation kUpdate
+  std::optional<std::string> backup_id;            // the safety point of the current operation
+  std::string backup_reason;                       // operation kBackup
+  std::optional<TimePoint> deadline;               // of the current waiting state
+  std::optional<Decision> decision;                // once the update was decided
   ConflictPolicy policy = ConflictPolicy::kAbort;  // of the current rollback
-  std::vector<std::string> conflicts;     // awaiting_conflict_resolution
-  bool health_check_requested = false;    // health_check: RunHealthCheck was issued
-  std::optional<int> progress;            // 0..100 while backing up or rolling back
+  std::vector<std::string> conflicts;              // awaiting_conflict_resolution
+  bool health_check_requested = false;             // health_check: RunHealthCheck was issued
+  std::optional<int> progress;                     // 0..100 while backing up or rolling back
   std::optional<BackupSummary> last_backup;
   std::optional<BackupSummary> previous_last_backup;  // restored when last_backup is deleted
   std::optional<std::string> last_error;

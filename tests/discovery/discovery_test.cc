@@ -1,11 +1,11 @@
 #include "discovery/discovery.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <regex>
 #include <set>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 namespace safepoint::discovery {
 namespace {
@@ -105,14 +105,15 @@ TEST(Discovery, OriginWithoutOptionalFields) {
 TEST(Discovery, DeclaresEveryEntity) {
   const json cmps = DeviceDiscovery(TestOptions(), TestState()).at("cmps");
   std::vector<std::string> keys;
-  for (const auto& [key, value] : cmps.items()) keys.push_back(key + ":" + value.at("p").get<std::string>());
-  EXPECT_THAT(keys, ::testing::UnorderedElementsAre(
-                        "continue:button", "cancel:button", "backup:button", "rollback:button",
-                        "overwrite:button", "merge:button", "abort:button", "safety_point:select",
-                        "status:sensor", "last_backup:sensor", "last_backup_size:sensor",
-                        "last_backup_files:sensor", "safety_points:sensor", "progress:sensor",
-                        "awaiting_confirmation:binary_sensor", "problem:binary_sensor",
-                        "event:event"));
+  for (const auto& [key, value] : cmps.items())
+    keys.push_back(key + ":" + value.at("p").get<std::string>());
+  EXPECT_THAT(keys,
+              ::testing::UnorderedElementsAre(
+                  "continue:button", "cancel:button", "backup:button", "rollback:button",
+                  "overwrite:button", "merge:button", "abort:button", "safety_point:select",
+                  "status:sensor", "last_backup:sensor", "last_backup_size:sensor",
+                  "last_backup_files:sensor", "safety_points:sensor", "progress:sensor",
+                  "awaiting_confirmation:binary_sensor", "problem:binary_sensor", "event:event"));
 }
 
 TEST(Discovery, EveryComponentFollowsHomeAssistantRules) {
@@ -227,9 +228,9 @@ TEST(Discovery, SelectListsSafetyPointsNewestFirst) {
   EXPECT_EQ(select.at("command_topic"), "safepoint/cmd/select");
   EXPECT_EQ(select.at("state_topic"), "safepoint/safety_points");
   // No safety points yet: an empty option list is allowed.
-  EXPECT_EQ(DeviceDiscovery(TestOptions(), DiscoveryState{}).at("cmps").at("safety_point").at(
-                "options"),
-            json::array());
+  EXPECT_EQ(
+      DeviceDiscovery(TestOptions(), DiscoveryState{}).at("cmps").at("safety_point").at("options"),
+      json::array());
 }
 
 TEST(Discovery, SensorsUseValidDeviceClasses) {
@@ -296,10 +297,10 @@ TEST(StateTopics, AvailabilityGroupsAndSafetyPoints) {
   state.decision_pending = true;
   const auto topics = StateTopics(TestOptions(), state);
   ASSERT_EQ(topics.size(), 3u);
-  EXPECT_EQ(topics[0], std::make_pair(std::string("safepoint/availability/decision"),
-                                      std::string("online")));
-  EXPECT_EQ(topics[1], std::make_pair(std::string("safepoint/availability/conflict"),
-                                      std::string("offline")));
+  EXPECT_EQ(topics[0],
+            std::make_pair(std::string("safepoint/availability/decision"), std::string("online")));
+  EXPECT_EQ(topics[1],
+            std::make_pair(std::string("safepoint/availability/conflict"), std::string("offline")));
   EXPECT_EQ(topics[2].first, "safepoint/safety_points");
   EXPECT_EQ(json::parse(topics[2].second), json::parse(R"({"count":3,
     "ids":["2026-02-11_13-10-54-2","2026-02-11_13-10-54","2026-02-10_04-00-00"],

@@ -1,9 +1,11 @@
 #include "service/commands.h"
 
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
+
+#include "discovery/discovery.h"
 
 namespace safepoint::service {
 namespace {
@@ -22,9 +24,9 @@ void ExpectBadInput(const Result<T>& result, const std::string& needle) {
 // ---- update/request ----
 
 TEST(UpdateRequest, ParsesAllFields) {
-  auto r = ParseUpdateRequest(
-      R"({"update_id":"ha-2026.2.1","target":"core","from_version":"2026.1.3",)"
-      R"("to_version":"2026.2.1","reason":"monthly"})");
+  auto r =
+      ParseUpdateRequest(R"({"update_id":"ha-2026.2.1","target":"core","from_version":"2026.1.3",)"
+                         R"("to_version":"2026.2.1","reason":"monthly"})");
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->update_id, "ha-2026.2.1");
   EXPECT_EQ(r->target, "core");
@@ -57,8 +59,7 @@ TEST(UpdateRequest, RejectsInvalidJsonAndNonObjects) {
   ExpectBadInput(ParseUpdateRequest(R"({"update_id":"u1",)"), "not valid JSON");
   ExpectBadInput(ParseUpdateRequest(R"(["u1","core"])"), "must be a JSON object");
   ExpectBadInput(ParseUpdateRequest("   "), "empty payload");
-  ExpectBadInput(ParseUpdateRequest(std::string(20, '[') + std::string(20, ']')),
-                 "nested deeper");
+  ExpectBadInput(ParseUpdateRequest(std::string(20, '[') + std::string(20, ']')), "nested deeper");
 }
 
 TEST(UpdateRequest, BoundsUpdateIdLengthAndCharacters) {
@@ -90,8 +91,8 @@ TEST(UpdateRequest, RejectsPayloadOverTheConfiguredLimit) {
   options.max_payload_bytes = payload.size() - 1;
   ExpectBadInput(ParseUpdateRequest(payload, options), "exceeds the limit of 33 bytes");
   // The default is 64 KiB.
-  const std::string big = R"({"update_id":"u1","target":"core","reason":")" +
-                          std::string(64 * 1024, 'r') + "\"}";
+  const std::string big =
+      R"({"update_id":"u1","target":"core","reason":")" + std::string(64 * 1024, 'r') + "\"}";
   ExpectBadInput(ParseUpdateRequest(big), "exceeds the limit of 65536 bytes");
 }
 
@@ -129,9 +130,8 @@ TEST(UpdateResult, RejectsWrongTypes) {
                  "'success' must be true or false, not string");
   ExpectBadInput(ParseUpdateResult(R"({"update_id":"u1","success":true,"exit_code":1.5})"),
                  "'exit_code' must be an integer");
-  ExpectBadInput(
-      ParseUpdateResult(R"({"update_id":"u1","success":true,"exit_code":99999999999})"),
-      "'exit_code' is out of range");
+  ExpectBadInput(ParseUpdateResult(R"({"update_id":"u1","success":true,"exit_code":99999999999})"),
+                 "'exit_code' is out of range");
   ExpectBadInput(ParseUpdateResult(R"({"update_id":"u1","success":true,"extra":1})"),
                  "unknown field 'extra'");
 }
@@ -147,15 +147,31 @@ TEST(BackupId, AcceptsTheStoreFormat) {
 }
 
 TEST(BackupId, RejectsEverythingElse) {
-  for (const char* id :
-       {"", "../../etc", "2026-02-11_13-10-54/..", "2026-02-11_13-10-54-1",
-        "2026-02-11_13-10-54-0", "2026-02-11_13-10-54-02", "2026-02-11_13-10-54-1000",
-        "2026-02-11_13-10-54-", "2026-02-11_13-10-54 ", " 2026-02-11_13-10-54",
-        "2026-02-30_13-10-54", "2023-02-29_13-10-54", "1900-02-29_13-10-54",
-        "2026-13-11_13-10-54", "2026-00-11_13-10-54", "2026-02-00_13-10-54",
-        "2026-02-11_24-10-54", "2026-02-11_13-60-54", "2026-02-11_13-10-60",
-        "2026-02-11T13-10-54", "2026-02-11_13:10:54", "2026-2-11_13-10-54",
-        "+026-02-11_13-10-54", "2026-02-11_13-10-5a", "2026-02-11_13-10-54-2x"}) {
+  for (const char* id : {"",
+                         "../../etc",
+                         "2026-02-11_13-10-54/..",
+                         "2026-02-11_13-10-54-1",
+                         "2026-02-11_13-10-54-0",
+                         "2026-02-11_13-10-54-02",
+                         "2026-02-11_13-10-54-1000",
+                         "2026-02-11_13-10-54-",
+                         "2026-02-11_13-10-54 ",
+                         " 2026-02-11_13-10-54",
+                         "2026-02-30_13-10-54",
+                         "2023-02-29_13-10-54",
+                         "1900-02-29_13-10-54",
+                         "2026-13-11_13-10-54",
+                         "2026-00-11_13-10-54",
+                         "2026-02-00_13-10-54",
+                         "2026-02-11_24-10-54",
+                         "2026-02-11_13-60-54",
+                         "2026-02-11_13-10-60",
+                         "2026-02-11T13-10-54",
+                         "2026-02-11_13:10:54",
+                         "2026-2-11_13-10-54",
+                         "+026-02-11_13-10-54",
+                         "2026-02-11_13-10-5a",
+                         "2026-02-11_13-10-54-2x"}) {
     EXPECT_FALSE(IsValidBackupId(id)) << id;
   }
   auto status = ValidateBackupId("../../etc");
@@ -354,9 +370,8 @@ TEST(Command, TransactionCanBeRecoveredFromAnInvalidCommand) {
 
 TEST(Command, EveryDocumentedNameParses) {
   EXPECT_THAT(CommandNames(),
-              ::testing::UnorderedElementsAre("backup", "continue", "cancel", "rollback",
-                                              "resolve", "verify", "delete", "list", "text",
-                                              "select"));
+              ::testing::UnorderedElementsAre("backup", "continue", "cancel", "rollback", "resolve",
+                                              "verify", "delete", "list", "text", "select"));
 }
 
 // ---- responses and topics ----
@@ -383,6 +398,34 @@ TEST(Topics, NamesUnderTheBase) {
   EXPECT_FALSE(topics.CommandName("home/safepoint/cmd/a/b"));
   EXPECT_FALSE(topics.CommandName("safepoint/cmd/continue"));
   EXPECT_FALSE(topics.CommandName("home/safepoint/status"));
+}
+
+// What the Home Assistant entities publish must parse as the commands they stand for.
+TEST(Command, DiscoveryButtonsAndSelectSendValidCommands) {
+  discovery::DiscoveryState state;
+  state.safety_points = {"2026-02-11_13-10-54"};
+  const json cmps = discovery::DeviceDiscovery(discovery::Options{}, state).at("cmps");
+  const Topics topics("safepoint");
+  int buttons = 0;
+  for (const auto& [key, component] : cmps.items()) {
+    if (!component.contains("command_topic")) continue;
+    const auto name = topics.CommandName(component.at("command_topic").get<std::string>());
+    ASSERT_TRUE(name) << key;
+    if (component.at("p") == "button") {
+      ++buttons;
+      auto command = ParseCommand(*name, component.at("payload_press").get<std::string>());
+      EXPECT_TRUE(command) << key << ": " << command.error().message;
+    } else {
+      for (const auto& option : component.at("options")) {
+        EXPECT_TRUE(ParseCommand(*name, option.get<std::string>())) << key;
+      }
+    }
+  }
+  EXPECT_EQ(buttons, 7);
+  auto overwrite =
+      ParseCommand("resolve", cmps.at("overwrite").at("payload_press").get<std::string>());
+  ASSERT_TRUE(overwrite);
+  EXPECT_EQ(std::get<ResolveCommand>(overwrite->args).action, ConflictPolicy::kOverwrite);
 }
 
 }  // namespace

@@ -1,11 +1,11 @@
 #include "service/lifecycle.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "discovery/discovery.h"
 
@@ -21,8 +21,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // 2026-02-11 12:10:54 UTC; tests pass time points, there is no clock.
-const TimePoint kT0 = std::chrono::sys_days{std::chrono::year{2026} / 2 / 11} + hours(12) +
-                      minutes(10) + seconds(54);
+const TimePoint kT0 =
+    std::chrono::sys_days{std::chrono::year{2026} / 2 / 11} + hours(12) + minutes(10) + seconds(54);
 constexpr char kId[] = "2026-02-11_13-10-54";
 constexpr char kPath[] = "/backup/2026-02-11_13-10-54/state_2026-02-11_13-10-54_0123456789ab.enc";
 
@@ -35,14 +35,15 @@ BackupSummary Summary(const std::string& id = kId, TimePoint created = kT0 + sec
 }
 
 UpdateResult Outcome(bool success, std::optional<int> exit_code = std::nullopt,
-                    std::optional<std::string> detail = std::nullopt) {
+                     std::optional<std::string> detail = std::nullopt) {
   return UpdateResult{"u1", success, exit_code, std::move(detail)};
 }
 
 // The action kinds, in order.
 std::vector<std::string> Kinds(const std::vector<Action>& actions) {
   std::vector<std::string> kinds;
-  for (const auto& action : actions) kinds.push_back(ActionToJson(action)["action"].get<std::string>());
+  for (const auto& action : actions)
+    kinds.push_back(ActionToJson(action)["action"].get<std::string>());
   return kinds;
 }
 
@@ -239,8 +240,8 @@ TEST_F(LifecycleTest, DecisionAfterExpiryIsLate) {
   Lifecycle lc;
   ToAwaitingConfirmation(lc);
   (void)lc.OnTick(confirm_deadline_);
-  const auto actions = lc.OnDecision(Decision::kContinue, "button", std::nullopt,
-                                     confirm_deadline_ + seconds(1));
+  const auto actions =
+      lc.OnDecision(Decision::kContinue, "button", std::nullopt, confirm_deadline_ + seconds(1));
   EXPECT_THAT(Kinds(actions), ElementsAre("respond"));
   const Respond respond = Only<Respond>(actions);
   ASSERT_TRUE(respond.error);
@@ -350,8 +351,8 @@ TEST_F(LifecycleTest, ManualOperationsAreBusyDuringAnUpdate) {
   EXPECT_EQ(ActionsToJson(backup), json::parse(R"j([{"action":"respond","command":"backup",
     "data":{},"code":"busy",
     "error":"busy: update 'u1' is in progress (awaiting_confirmation)"}])j"));
-  const Respond rollback = Only<Respond>(
-      lc.OnManualRollbackRequest("2026-02-01_04-00-00", ConflictPolicy::kAbort, kT0));
+  const Respond rollback =
+      Only<Respond>(lc.OnManualRollbackRequest("2026-02-01_04-00-00", ConflictPolicy::kAbort, kT0));
   ASSERT_TRUE(rollback.error);
   EXPECT_EQ(rollback.command, "rollback");
   EXPECT_EQ(rollback.error->code, ErrorCode::kBusy);
@@ -514,8 +515,8 @@ TEST_F(LifecycleTest, FailedResultRecordsTheFingerprintAndRollsBack) {
   EXPECT_EQ(start.on_conflict, ConflictPolicy::kAbort);
   EXPECT_FALSE(start.resume);
 
-  const auto done = lc.OnRollbackDone(RollbackOutcome::Ok(7, "2026-02-11_12-20-00"),
-                                      kT0 + minutes(8));
+  const auto done =
+      lc.OnRollbackDone(RollbackOutcome::Ok(7, "2026-02-11_12-20-00"), kT0 + minutes(8));
   EXPECT_THAT(Kinds(done), ElementsAre("persist", "publish_event", "publish_status"));
   EXPECT_EQ(Events(done).at(0), json::parse(R"j({"event_type":"rollback_completed",
     "message":"Rollback to safety point 2026-02-11_13-10-54 completed: 7 files restored. Undo with /rollback safety_point 2026-02-11_12-20-00.",
@@ -568,8 +569,7 @@ TEST_F(LifecycleTest, ResultInTheWrongStateIsAnError) {
   (void)lc.OnUpdateResult(Outcome(true), kT0 + minutes(2));
   const Respond twice = Only<Respond>(lc.OnUpdateResult(Outcome(false), kT0 + minutes(3)));
   ASSERT_TRUE(twice.error);
-  EXPECT_EQ(twice.error->message,
-            "the result of update 'u1' was already received (health_check)");
+  EXPECT_EQ(twice.error->message, "the result of update 'u1' was already received (health_check)");
   EXPECT_EQ(lc.state(), State::kHealthCheck);
 }
 
@@ -628,8 +628,7 @@ TEST_F(LifecycleTest, ResolveAbortLeavesTheFilesAlone) {
   Lifecycle lc;
   ToConflicts(lc);
   const auto actions = lc.OnResolve(ConflictPolicy::kAbort, kT0 + minutes(7));
-  EXPECT_THAT(Kinds(actions),
-              ElementsAre("persist", "publish_event", "publish_status", "respond"));
+  EXPECT_THAT(Kinds(actions), ElementsAre("persist", "publish_event", "publish_status", "respond"));
   EXPECT_EQ(Events(actions).at(0)["event_type"], "rollback_aborted");
   EXPECT_EQ(Events(actions).at(0)["message"],
             "Rollback to safety point 2026-02-11_13-10-54 aborted (aborted by request). "
@@ -691,8 +690,8 @@ TEST_F(LifecycleTest, ManualBackup) {
   EXPECT_EQ(event["event_type"], "backup_completed");
   EXPECT_EQ(event["message"],
             "Safety Point Backup Completed\n- Date: 2026-02-11 12:11:04 UTC\n- Files backed up: "
-            "12 (total ~2.3 MB)\n- Backup stored locally at: " + std::string(kPath) +
-                "\n- Encryption: age (scrypt passphrase from secrets.yaml)");
+            "12 (total ~2.3 MB)\n- Backup stored locally at: " +
+                std::string(kPath) + "\n- Encryption: age (scrypt passphrase from secrets.yaml)");
   EXPECT_EQ(lc.state(), State::kIdle);
   EXPECT_EQ(lc.Snapshot().last_backup, Summary());
   EXPECT_EQ(Only<PublishStatus>(done).status["progress"], nullptr);
@@ -709,8 +708,7 @@ TEST_F(LifecycleTest, ManualBackupFailure) {
 
 TEST_F(LifecycleTest, ManualRollbackWithConflictsAndOneOperationAtATime) {
   Lifecycle lc;
-  const auto start =
-      lc.OnManualRollbackRequest("2026-02-01_04-00-00", ConflictPolicy::kAbort, kT0);
+  const auto start = lc.OnManualRollbackRequest("2026-02-01_04-00-00", ConflictPolicy::kAbort, kT0);
   EXPECT_THAT(Kinds(start), ElementsAre("persist", "start_rollback", "publish_event",
                                         "publish_status", "respond"));
   EXPECT_EQ(Only<PublishStatus>(start).status["operation"], "rollback");
@@ -768,8 +766,8 @@ TEST_F(LifecycleTest, DecisionStillWorksAfterARestart) {
   Lifecycle after;
   (void)after.Restore(*PersistedStateFromJson(PersistedStateToJson(before.Snapshot())),
                       kT0 + minutes(20));
-  const auto actions = after.OnDecision(Decision::kContinue, "button", std::nullopt,
-                                        kT0 + minutes(21));
+  const auto actions =
+      after.OnDecision(Decision::kContinue, "button", std::nullopt, kT0 + minutes(21));
   EXPECT_EQ(Only<PublishDecision>(actions).Payload()["decision"], "continue");
 }
 
@@ -830,9 +828,8 @@ TEST_F(LifecycleTest, ConflictsSurviveARestart) {
   Lifecycle before;
   ToConflicts(before);
   Lifecycle after;
-  EXPECT_THAT(Kinds(after.Restore(
-                  *PersistedStateFromJson(PersistedStateToJson(before.Snapshot())),
-                  kT0 + minutes(7))),
+  EXPECT_THAT(Kinds(after.Restore(*PersistedStateFromJson(PersistedStateToJson(before.Snapshot())),
+                                  kT0 + minutes(7))),
               ElementsAre("publish_status"));
   EXPECT_EQ(after.Snapshot().conflicts,
             (std::vector<std::string>{"configuration.yaml", "automations.yaml"}));
