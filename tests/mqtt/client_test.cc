@@ -27,6 +27,8 @@ using testing::MosquittoOptions;
 using ::testing::Not;
 
 constexpr milliseconds kWait{10000};
+// For bulk traffic: generous, since sanitizer builds run many times slower.
+constexpr milliseconds kBulkWait{120000};
 
 ClientOptions OptionsFor(const Mosquitto& broker, const std::string& client_id, int protocol = 4) {
   ClientOptions options;
@@ -434,7 +436,8 @@ TEST(MqttClient, ReceivesTenThousandDistinctTopics) {
   }
   // Messages from one client are delivered in order: once this comes back, all are stored.
   ASSERT_TRUE(devices.Publish("zigbee2mqtt/done", "1", 1, false));
-  ExpectMessage(devices, "zigbee2mqtt/done", "1", false);
+  const Event done = Next(devices, kBulkWait);
+  EXPECT_EQ(done.message.topic, "zigbee2mqtt/done");
 
   Client mirror(OptionsFor(broker, "mirror"));
   ASSERT_TRUE(mirror.Connect(kWait));
@@ -442,7 +445,7 @@ TEST(MqttClient, ReceivesTenThousandDistinctTopics) {
   ASSERT_TRUE(mirror.Subscribe({{"zigbee2mqtt/#", 0}}));
   std::map<std::string, std::string> seen;
   while (seen.size() < kTopics) {
-    auto event = mirror.WaitEvent(kWait);
+    auto event = mirror.WaitEvent(kBulkWait);
     ASSERT_TRUE(event) << "only " << seen.size() << " topics arrived";
     ASSERT_EQ(KindName(event->kind), "message");
     ASSERT_TRUE(event->message.retained) << event->message.topic;
@@ -461,7 +464,7 @@ TEST(MqttClient, ReceivesTenThousandDistinctTopics) {
   }
   int live = 0;
   while (live < kTopics) {
-    auto event = mirror.WaitEvent(kWait);
+    auto event = mirror.WaitEvent(kBulkWait);
     ASSERT_TRUE(event) << "only " << live << " live updates arrived";
     ASSERT_EQ(event->message.topic, "zigbee2mqtt/device " + std::to_string(live));
     ASSERT_EQ(event->message.payload, "live");
