@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -35,6 +36,7 @@ def main() -> int:
     ap.add_argument("--env")
     ap.add_argument("--latency")
     ap.add_argument("--work-factor", type=int, default=18)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count())
     args = ap.parse_args()
 
     rows: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
@@ -87,14 +89,22 @@ def main() -> int:
     out.append("")
     out.append("Ratios (safepoint / peer, median wall time; < 1 means safepoint is faster):")
     out.append("")
-    out.append("| tree | operation | safepoint / age | safepoint / restic |")
-    out.append("|---|---|---:|---:|")
+    out.append("| tree | operation | safepoint / age | safepoint / restic | CPU: safepoint / age "
+               "| CPU: safepoint / restic |")
+    out.append("|---|---|---:|---:|---:|---:|")
     for size in sizes:
         for op in ("backup", "verify"):
             sp = med((size, "safepoint", op), "wall_s")
             a = med((size, "age", op), "wall_s")
             r = med((size, "restic", op), "wall_s")
-            out.append(f"| {size} | {op} | {sp / a:.2f} | {sp / r:.2f} |")
+            spc, ac, rc = (cpu((size, t, op)) for t in TOOLS)
+            out.append(f"| {size} | {op} | {sp / a:.2f} | {sp / r:.2f} | {spc / ac:.2f} | "
+                       f"{spc / rc:.2f} |")
+    loads = [float(r["load1"]) for rs in rows.values() for r in rs if r.get("load1")]
+    if loads:
+        out.append("")
+        out.append(f"1-minute load average during the measurements: {min(loads):.2f} .. "
+                   f"{max(loads):.2f} (median {statistics.median(loads):.2f}) on {args.cpus} CPUs.")
 
     scrypt_mib = 128 * 8 * (1 << args.work_factor) / (1 << 20)
     rss_limit = scrypt_mib + 64

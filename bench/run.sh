@@ -54,16 +54,17 @@ cleanup() {
 }
 trap cleanup EXIT
 results="$work/results.tsv"
-printf 'size\ttool\top\trun\twall_s\tuser_s\tsys_s\tmaxrss_kib\tout_bytes\n' >"$results"
+printf 'size\ttool\top\trun\twall_s\tuser_s\tsys_s\tmaxrss_kib\tout_bytes\tload1\n' >"$results"
 
-# Appends one result row from a /usr/bin/time output file.
+# Appends one result row from a /usr/bin/time output file (and the 1-minute load average).
 record() {  # size tool op run timefile out_bytes
-  local t
+  local t load
   t="$(tail -n 1 "$5")"
+  load="$(cut -d' ' -f1 /proc/loadavg)"
   # shellcheck disable=SC2086
   set -- "$1" "$2" "$3" "$4" "$6" $t
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$6" "$7" "$8" "$9" "$5" \
-    >>"$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$6" "$7" "$8" "$9" \
+    "$5" "$load" >>"$results"
 }
 
 bytes_of() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
