@@ -322,8 +322,9 @@ class Section {
       return Bad(c, item.mark, item.key.empty() ? "<top level>" : item.key,
                  std::string("expected a map, got ") + TypeName(item.node));
     }
-    for (auto it = item.node.begin(); it != item.node.end(); ++it) {
-      const YAML::Node& k = it->first;
+    for (const auto& kv : item.node) {
+      // Copies: yaml-cpp's iterator yields a temporary pair; a reference into it would dangle.
+      const YAML::Node k = kv.first;
       if (!k.IsScalar()) return Bad(c, k.Mark(), item.key, "keys must be strings");
       const std::string name = k.Scalar();
       const std::string full = s.Key(name);
@@ -336,7 +337,7 @@ class Section {
         return Bad(c, k.Mark(), full, "unknown key (known here: " + known + ")");
       }
       if (s.items_.count(name) != 0) return Bad(c, k.Mark(), full, "duplicate key");
-      const YAML::Node& v = it->second;
+      const YAML::Node v = kv.second;
       s.items_[name] = Item{v, v.IsNull() ? k.Mark() : v.Mark(), full};
     }
     return s;
@@ -544,7 +545,7 @@ Result<std::vector<Item>> GetList(const Ctx& c, const Item& item) {
     return Bad(c, item.mark, item.key, std::string("expected a list, got ") + TypeName(item.node));
   }
   for (std::size_t i = 0; i < item.node.size(); ++i) {
-    const YAML::Node& e = item.node[i];
+    const YAML::Node e = item.node[i];
     out.push_back(Item{e, e.IsNull() ? item.mark : e.Mark(),
                        item.key + "[" + std::to_string(i) + "]"});
   }
