@@ -39,7 +39,7 @@ class Builder {
   Builder(const Options& options, const DiscoveryState& state)
       : o_(options), state_(state), slug_(EntitySlug(options.node_id)) {}
 
-  json Build() const {
+  [[nodiscard]] json Build() const {
     json cmps = json::object();
     // Buttons.
     cmps["continue"] = Button("continue", "Continue", "mdi:check-circle", "continue", "PRESS",
@@ -221,20 +221,20 @@ std::string SafetyPointsTopic(const Options& options) {
 
 const std::vector<std::string_view>& StatusOptions() {
   // Kept equal to service::StateNames(); tests/service/lifecycle_test.cc checks it.
-  static const std::vector<std::string_view> kStates = {
+  static const std::vector<std::string_view> states = {
       "idle",         "backing_up",   "awaiting_confirmation",        "updating",
       "health_check", "rolling_back", "awaiting_conflict_resolution", "error"};
-  return kStates;
+  return states;
 }
 
 const std::vector<std::string_view>& EventTypes() {
   // Kept equal to service::EventTypeNames(); tests/service/lifecycle_test.cc checks it.
-  static const std::vector<std::string_view> kTypes = {
+  static const std::vector<std::string_view> types = {
       "backup_completed",   "backup_failed",       "confirmation_requested", "update_continued",
       "update_cancelled",   "update_expired",      "update_succeeded",       "update_failed",
       "update_timed_out",   "health_check_failed", "rollback_started",       "rollback_completed",
       "rollback_conflicts", "rollback_aborted",    "rollback_failed"};
-  return kTypes;
+  return types;
 }
 
 nlohmann::json DeviceDiscovery(const Options& options, const DiscoveryState& state) {

@@ -130,7 +130,7 @@ class Fields {
   Fields(const json& object, std::initializer_list<std::string_view> allowed)
       : object_(object), allowed_(allowed.begin(), allowed.end()) {}
 
-  Status CheckNoUnknown() const {
+  [[nodiscard]] Status CheckNoUnknown() const {
     for (const auto& [key, unused] : object_.items()) {
       if (allowed_.count(key) == 0) {
         std::string known;
@@ -150,8 +150,8 @@ class Fields {
     return it != object_.end() && !it->is_null();
   }
 
-  Result<std::optional<std::string>> OptionalString(std::string_view key, std::size_t max_length,
-                                                    TextKind kind = TextKind::kLine) const {
+  [[nodiscard]] Result<std::optional<std::string>> OptionalString(
+      std::string_view key, std::size_t max_length, TextKind kind = TextKind::kLine) const {
     const auto it = object_.find(key);
     if (it == object_.end() || it->is_null()) return std::optional<std::string>();
     if (!it->is_string()) {
@@ -163,7 +163,8 @@ class Fields {
     return std::optional<std::string>(value);
   }
 
-  Result<std::string> RequiredString(std::string_view key, std::size_t max_length) const {
+  [[nodiscard]] Result<std::string> RequiredString(std::string_view key,
+                                                   std::size_t max_length) const {
     auto value = OptionalString(key, max_length);
     if (!value) return tl::unexpected(std::move(value.error()));
     if (!value->has_value()) {
@@ -175,7 +176,7 @@ class Fields {
     return std::move(**value);
   }
 
-  Result<bool> RequiredBool(std::string_view key) const {
+  [[nodiscard]] Result<bool> RequiredBool(std::string_view key) const {
     const auto it = object_.find(key);
     if (it == object_.end() || it->is_null()) {
       return Fail(ErrorCode::kBadInput, "missing required field '" + std::string(key) + "'");
@@ -187,7 +188,7 @@ class Fields {
     return it->get<bool>();
   }
 
-  Result<std::optional<int>> OptionalInt(std::string_view key) const {
+  [[nodiscard]] Result<std::optional<int>> OptionalInt(std::string_view key) const {
     const auto it = object_.find(key);
     if (it == object_.end() || it->is_null()) return std::optional<int>();
     if (it->is_number_unsigned()) {
@@ -273,9 +274,9 @@ Result<CommandArgs> PressArgs(std::string_view name) {
   if (name == "verify") return CommandArgs(VerifyCommand{});
   if (name == "list") return CommandArgs(ListCommand{});
   if (name == "resolve") {
-    return Fail(ErrorCode::kBadInput, "resolve needs {\"action\": \"overwrite|merge|abort\"}");
+    return Fail(ErrorCode::kBadInput, R"(resolve needs {"action": "overwrite|merge|abort"})");
   }
-  if (name == "delete") return Fail(ErrorCode::kBadInput, "delete needs {\"backup_id\": ...}");
+  if (name == "delete") return Fail(ErrorCode::kBadInput, R"(delete needs {"backup_id": ...})");
   if (name == "select") return Fail(ErrorCode::kBadInput, "select needs a safety point id");
   return Fail(ErrorCode::kBadInput, "text needs a command such as \"/status\"");
 }
@@ -522,10 +523,10 @@ Result<UpdateResult> ParseUpdateResult(std::string_view payload, const ParseOpti
 }
 
 const std::vector<std::string_view>& CommandNames() {
-  static const std::vector<std::string_view> kNames = {"backup",  "continue", "cancel", "rollback",
-                                                       "resolve", "verify",   "delete", "list",
-                                                       "text",    "select"};
-  return kNames;
+  static const std::vector<std::string_view> names = {"backup",  "continue", "cancel", "rollback",
+                                                      "resolve", "verify",   "delete", "list",
+                                                      "text",    "select"};
+  return names;
 }
 
 Result<CommandArgs> ParseTextCommand(std::string_view text) {
@@ -551,7 +552,7 @@ Result<CommandArgs> ParseTextCommand(std::string_view text) {
   if (verb == "/backup") {
     BackupCommand backup;
     if (args > 0) {
-      const std::size_t start = static_cast<std::size_t>(words[1].data() - trimmed.data());
+      const auto start = static_cast<std::size_t>(words[1].data() - trimmed.data());
       std::string reason(trimmed.substr(start));
       SP_RETURN_IF_ERROR(CheckText("reason", reason, kMaxReasonLength, TextKind::kLine));
       backup.reason = std::move(reason);

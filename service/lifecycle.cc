@@ -242,16 +242,15 @@ std::string_view StateName(State state) {
 }
 
 const std::vector<std::string_view>& StateNames() {
-  static const std::vector<std::string_view> kNames = {
-      StateName(State::kIdle),
-      StateName(State::kBackingUp),
-      StateName(State::kAwaitingConfirmation),
-      StateName(State::kUpdating),
-      StateName(State::kHealthCheck),
-      StateName(State::kRollingBack),
-      StateName(State::kAwaitingConflictResolution),
-      StateName(State::kError)};
-  return kNames;
+  static const std::vector<std::string_view> names = {StateName(State::kIdle),
+                                                      StateName(State::kBackingUp),
+                                                      StateName(State::kAwaitingConfirmation),
+                                                      StateName(State::kUpdating),
+                                                      StateName(State::kHealthCheck),
+                                                      StateName(State::kRollingBack),
+                                                      StateName(State::kAwaitingConflictResolution),
+                                                      StateName(State::kError)};
+  return names;
 }
 
 std::optional<State> ParseState(std::string_view name) {
@@ -314,14 +313,14 @@ std::string_view EventTypeName(EventType type) {
 }
 
 const std::vector<std::string_view>& EventTypeNames() {
-  static const std::vector<std::string_view> kNames = [] {
-    std::vector<std::string_view> names;
+  static const std::vector<std::string_view> names = [] {
+    std::vector<std::string_view> list;
     for (int i = 0; i <= static_cast<int>(EventType::kRollbackFailed); ++i) {
-      names.push_back(EventTypeName(static_cast<EventType>(i)));
+      list.push_back(EventTypeName(static_cast<EventType>(i)));
     }
-    return names;
+    return list;
   }();
-  return kNames;
+  return names;
 }
 
 // ---- Outcomes and actions ----
@@ -412,7 +411,7 @@ nlohmann::json ActionToJson(const Action& action) {
 
 nlohmann::json ActionsToJson(const std::vector<Action>& actions) {
   json out = json::array();
-  for (const auto& action : actions) out.push_back(ActionToJson(action));
+  for (const auto& action : actions) out.emplace_back(ActionToJson(action));
   return out;
 }
 
@@ -654,20 +653,21 @@ std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, Tim
   // The update in progress: answer with the current state, never a second safety point.
   if (s_.update && s_.update->update_id == request.update_id) {
     if (s_.decision) {
-      out.push_back(PublishDecision{request.update_id, *s_.decision, s_.backup_id, std::nullopt});
+      out.emplace_back(
+          PublishDecision{request.update_id, *s_.decision, s_.backup_id, std::nullopt});
     }
-    out.push_back(StatusAction());
+    out.emplace_back(StatusAction());
     return out;
   }
   if (s_.last_update_id == request.update_id) {
-    out.push_back(PublishDecision{request.update_id, Decision::kCancel, std::nullopt,
-                                  "update '" + request.update_id + "' was already handled (" +
-                                      s_.last_update_outcome.value_or("finished") +
-                                      "); use a new update_id"});
+    out.emplace_back(PublishDecision{request.update_id, Decision::kCancel, std::nullopt,
+                                     "update '" + request.update_id + "' was already handled (" +
+                                         s_.last_update_outcome.value_or("finished") +
+                                         "); use a new update_id"});
     return out;
   }
   if (Busy()) {
-    out.push_back(
+    out.emplace_back(
         PublishDecision{request.update_id, Decision::kCancel, std::nullopt, BusyMessage()});
     return out;
   }
@@ -682,9 +682,9 @@ std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, Tim
   }
   s_.backup_reason = reason;
   (void)now;
-  out.push_back(Persist{});
-  out.push_back(StartBackup{std::move(reason), request.update_id});
-  out.push_back(StatusAction());
+  out.emplace_back(Persist{});
+  out.emplace_back(StartBackup{std::move(reason), request.update_id});
+  out.emplace_back(StatusAction());
   return out;
 }
 
@@ -700,17 +700,18 @@ std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result,
       s_.last_error = why;
       FinishUpdate("backup_failed");
       Reset(State::kIdle);
-      out.push_back(Persist{});
-      out.push_back(PublishDecision{update.update_id, Decision::kCancel, std::nullopt, why});
-      out.push_back(Event(EventType::kBackupFailed,
-                          "Safety Point Backup Failed\n- Update: " + update.target + " (" +
-                              update.update_id + ")\n- Error: " + result.error().message +
-                              "\nThe update was cancelled: it never runs without a safety point.",
-                          json{{"update_id", update.update_id},
-                               {"error", result.error().message},
-                               {"code", ErrorCodeName(result.error().code)}},
-                          now));
-      out.push_back(StatusAction());
+      out.emplace_back(Persist{});
+      out.emplace_back(PublishDecision{update.update_id, Decision::kCancel, std::nullopt, why});
+      out.emplace_back(
+          Event(EventType::kBackupFailed,
+                "Safety Point Backup Failed\n- Update: " + update.target + " (" + update.update_id +
+                    ")\n- Error: " + result.error().message +
+                    "\nThe update was cancelled: it never runs without a safety point.",
+                json{{"update_id", update.update_id},
+                     {"error", result.error().message},
+                     {"code", ErrorCodeName(result.error().code)}},
+                now));
+      out.emplace_back(StatusAction());
       return out;
     }
     s_.previous_last_backup = s_.last_backup;
@@ -719,19 +720,19 @@ std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result,
     s_.state = State::kAwaitingConfirmation;
     s_.deadline = now + options_.confirm_timeout;
     s_.progress.reset();
-    out.push_back(Persist{});
-    out.push_back(Event(EventType::kConfirmationRequested,
-                        BackupSummaryText(*result) + "\n\nContinue or Cancel the update of " +
-                            update.target + " before " + FormatTime(*s_.deadline) +
-                            " (no answer counts as Cancel).",
-                        json{{"update_id", update.update_id},
-                             {"target", update.target},
-                             {"backup_id", result->backup_id},
-                             {"deadline", FormatIsoTime(*s_.deadline)},
-                             {"files", result->file_count},
-                             {"bytes", result->total_bytes}},
-                        now));
-    out.push_back(StatusAction());
+    out.emplace_back(Persist{});
+    out.emplace_back(Event(EventType::kConfirmationRequested,
+                           BackupSummaryText(*result) + "\n\nContinue or Cancel the update of " +
+                               update.target + " before " + FormatTime(*s_.deadline) +
+                               " (no answer counts as Cancel).",
+                           json{{"update_id", update.update_id},
+                                {"target", update.target},
+                                {"backup_id", result->backup_id},
+                                {"deadline", FormatIsoTime(*s_.deadline)},
+                                {"files", result->file_count},
+                                {"bytes", result->total_bytes}},
+                           now));
+    out.emplace_back(StatusAction());
     return out;
   }
 
@@ -740,29 +741,29 @@ std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result,
   if (!result) {
     s_.last_error = "safety point failed: " + result.error().message;
     Reset(State::kIdle);
-    out.push_back(Persist{});
-    out.push_back(Event(
+    out.emplace_back(Persist{});
+    out.emplace_back(Event(
         EventType::kBackupFailed,
         "Safety Point Backup Failed\n- Reason: " + reason + "\n- Error: " + result.error().message,
         json{{"reason", reason},
              {"error", result.error().message},
              {"code", ErrorCodeName(result.error().code)}},
         now));
-    out.push_back(StatusAction());
+    out.emplace_back(StatusAction());
     return out;
   }
   s_.previous_last_backup = s_.last_backup;
   s_.last_backup = *result;
   Reset(State::kIdle);
-  out.push_back(Persist{});
-  out.push_back(Event(EventType::kBackupCompleted, BackupSummaryText(*result),
-                      json{{"backup_id", result->backup_id},
-                           {"reason", reason},
-                           {"files", result->file_count},
-                           {"bytes", result->total_bytes},
-                           {"time", FormatIsoTime(result->created)}},
-                      now));
-  out.push_back(StatusAction());
+  out.emplace_back(Persist{});
+  out.emplace_back(Event(EventType::kBackupCompleted, BackupSummaryText(*result),
+                         json{{"backup_id", result->backup_id},
+                              {"reason", reason},
+                              {"files", result->file_count},
+                              {"bytes", result->total_bytes},
+                              {"time", FormatIsoTime(result->created)}},
+                         now));
+  out.emplace_back(StatusAction());
   return out;
 }
 
@@ -772,20 +773,20 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
   std::vector<Action> out;
   const std::string command(decision == Decision::kContinue ? "continue" : "cancel");
   if (decision == Decision::kExpired) {
-    out.push_back(Respond{"cancel", Error{ErrorCode::kBadInput, "'expired' is not a decision"},
-                          json::object()});
+    out.emplace_back(Respond{"cancel", Error{ErrorCode::kBadInput, "'expired' is not a decision"},
+                             json::object()});
     return out;
   }
   if (s_.state != State::kAwaitingConfirmation) {
     std::string why = "no decision is pending (state: " + std::string(StateName(s_.state));
     if (s_.update) why += ", update '" + s_.update->update_id + "'";
     if (s_.decision) why += " already decided: " + std::string(DecisionName(*s_.decision));
-    out.push_back(Respond{command, Error{ErrorCode::kBadInput, why + ")"}, json::object()});
+    out.emplace_back(Respond{command, Error{ErrorCode::kBadInput, why + ")"}, json::object()});
     return out;
   }
   const UpdateRequest update = *s_.update;
   if (update_id && *update_id != update.update_id) {
-    out.push_back(
+    out.emplace_back(
         Respond{command,
                 Error{ErrorCode::kNotFound, "no decision is pending for update '" + *update_id +
                                                 "' (pending: '" + update.update_id + "')"},
@@ -801,15 +802,16 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
     s_.state = State::kUpdating;
     s_.deadline.reset();
     if (options_.update_timeout.count() > 0) s_.deadline = now + options_.update_timeout;
-    out.push_back(Persist{});
-    out.push_back(PublishDecision{update.update_id, Decision::kContinue, backup_id, std::nullopt});
-    out.push_back(Event(
+    out.emplace_back(Persist{});
+    out.emplace_back(
+        PublishDecision{update.update_id, Decision::kContinue, backup_id, std::nullopt});
+    out.emplace_back(Event(
         EventType::kUpdateContinued,
         "Update of " + update.target + " continues (safety point " + backup_id +
             ", confirmed via " + std::string(source) + ").",
         json{{"update_id", update.update_id}, {"backup_id", backup_id}, {"source", source}}, now));
-    out.push_back(StatusAction());
-    out.push_back(Respond{command, std::nullopt, data});
+    out.emplace_back(StatusAction());
+    out.emplace_back(Respond{command, std::nullopt, data});
     return out;
   }
   FinishUpdate("cancelled");
@@ -818,16 +820,16 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
   }
   s_.previous_last_backup.reset();
   Reset(State::kIdle);
-  out.push_back(Persist{});
-  out.push_back(PublishDecision{update.update_id, Decision::kCancel, backup_id, std::nullopt});
-  out.push_back(DeleteBackup{backup_id});
-  out.push_back(Event(
+  out.emplace_back(Persist{});
+  out.emplace_back(PublishDecision{update.update_id, Decision::kCancel, backup_id, std::nullopt});
+  out.emplace_back(DeleteBackup{backup_id});
+  out.emplace_back(Event(
       EventType::kUpdateCancelled,
       "Update of " + update.target + " cancelled via " + std::string(source) + "; safety point " +
           backup_id + " deleted. Nothing was changed.",
       json{{"update_id", update.update_id}, {"backup_id", backup_id}, {"source", source}}, now));
-  out.push_back(StatusAction());
-  out.push_back(Respond{command, std::nullopt, data});
+  out.emplace_back(StatusAction());
+  out.emplace_back(Respond{command, std::nullopt, data});
   return out;
 }
 
@@ -840,15 +842,15 @@ void Lifecycle::Expire(TimePoint now, std::vector<Action>& out) {
   }
   s_.previous_last_backup.reset();
   Reset(State::kIdle);
-  out.push_back(Persist{});
-  out.push_back(PublishDecision{update.update_id, Decision::kExpired, backup_id, std::nullopt});
-  out.push_back(DeleteBackup{backup_id});
-  out.push_back(Event(EventType::kUpdateExpired,
-                      "Update of " + update.target + " cancelled: no decision within " +
-                          DurationText(options_.confirm_timeout) + "; safety point " + backup_id +
-                          " deleted. Nothing was changed.",
-                      json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
-  out.push_back(StatusAction());
+  out.emplace_back(Persist{});
+  out.emplace_back(PublishDecision{update.update_id, Decision::kExpired, backup_id, std::nullopt});
+  out.emplace_back(DeleteBackup{backup_id});
+  out.emplace_back(Event(EventType::kUpdateExpired,
+                         "Update of " + update.target + " cancelled: no decision within " +
+                             DurationText(options_.confirm_timeout) + "; safety point " +
+                             backup_id + " deleted. Nothing was changed.",
+                         json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
+  out.emplace_back(StatusAction());
 }
 
 std::vector<Action> Lifecycle::OnUpdateResult(const UpdateResult& result, TimePoint now) {
@@ -865,7 +867,7 @@ std::vector<Action> Lifecycle::OnUpdateResult(const UpdateResult& result, TimePo
       why = "the result of update '" + result.update_id + "' was already received (" +
             std::string(StateName(s_.state)) + ")";
     }
-    out.push_back(Respond{"update", Error{ErrorCode::kBadInput, why}, json::object()});
+    out.emplace_back(Respond{"update", Error{ErrorCode::kBadInput, why}, json::object()});
     return out;
   }
   if (result.Failed()) {
@@ -881,9 +883,9 @@ std::vector<Action> Lifecycle::OnUpdateResult(const UpdateResult& result, TimePo
   s_.state = State::kHealthCheck;
   s_.deadline = now + options_.health_timeout;
   s_.health_check_requested = home_assistant_online_;
-  out.push_back(Persist{});
-  if (s_.health_check_requested) out.push_back(RunHealthCheck{*s_.backup_id});
-  out.push_back(StatusAction());
+  out.emplace_back(Persist{});
+  if (s_.health_check_requested) out.emplace_back(RunHealthCheck{*s_.backup_id});
+  out.emplace_back(StatusAction());
   return out;
 }
 
@@ -898,31 +900,31 @@ void Lifecycle::Failure(std::string reason, EventType type, nlohmann::json data,
     s_.conflicts.clear();
     s_.health_check_requested = false;
     s_.progress = 0;
-    out.push_back(Persist{});
-    out.push_back(Event(type, reason + "\nRolling back to safety point " + backup_id + ".",
-                        std::move(data), now));
-    out.push_back(RecordFingerprint{backup_id});
-    out.push_back(StartRollback{backup_id, s_.policy, false});
-    out.push_back(Event(EventType::kRollbackStarted,
-                        "Rolling back to safety point " + backup_id +
-                            " (conflicts: " + std::string(ConflictPolicyName(s_.policy)) + ").",
-                        json{{"backup_id", backup_id},
-                             {"on_conflict", ConflictPolicyName(s_.policy)},
-                             {"update_id", s_.update->update_id}},
-                        now));
-    out.push_back(StatusAction());
+    out.emplace_back(Persist{});
+    out.emplace_back(Event(type, reason + "\nRolling back to safety point " + backup_id + ".",
+                           std::move(data), now));
+    out.emplace_back(RecordFingerprint{backup_id});
+    out.emplace_back(StartRollback{backup_id, s_.policy, false});
+    out.emplace_back(Event(EventType::kRollbackStarted,
+                           "Rolling back to safety point " + backup_id +
+                               " (conflicts: " + std::string(ConflictPolicyName(s_.policy)) + ").",
+                           json{{"backup_id", backup_id},
+                                {"on_conflict", ConflictPolicyName(s_.policy)},
+                                {"update_id", s_.update->update_id}},
+                           now));
+    out.emplace_back(StatusAction());
     return;
   }
   FinishUpdate("failed");
   Reset(State::kIdle);
-  out.push_back(Persist{});
-  out.push_back(Event(type,
-                      reason +
-                          "\nAutomatic rollback is off: roll back with /rollback safety_point " +
-                          backup_id + ".",
-                      std::move(data), now));
-  out.push_back(RecordFingerprint{backup_id});
-  out.push_back(StatusAction());
+  out.emplace_back(Persist{});
+  out.emplace_back(Event(type,
+                         reason +
+                             "\nAutomatic rollback is off: roll back with /rollback safety_point " +
+                             backup_id + ".",
+                         std::move(data), now));
+  out.emplace_back(RecordFingerprint{backup_id});
+  out.emplace_back(StatusAction());
 }
 
 std::vector<Action> Lifecycle::OnHomeAssistantStatus(std::string_view payload, TimePoint now) {
@@ -933,8 +935,8 @@ std::vector<Action> Lifecycle::OnHomeAssistantStatus(std::string_view payload, T
     if (s_.state == State::kHealthCheck && s_.health_check_requested) {
       // Home Assistant restarts after all: wait for it and check again.
       s_.health_check_requested = false;
-      out.push_back(Persist{});
-      out.push_back(StatusAction());
+      out.emplace_back(Persist{});
+      out.emplace_back(StatusAction());
     }
     return out;
   }
@@ -942,9 +944,9 @@ std::vector<Action> Lifecycle::OnHomeAssistantStatus(std::string_view payload, T
   home_assistant_online_ = true;
   if (s_.state == State::kHealthCheck && !s_.health_check_requested) {
     s_.health_check_requested = true;
-    out.push_back(Persist{});
-    out.push_back(RunHealthCheck{*s_.backup_id});
-    out.push_back(StatusAction());
+    out.emplace_back(Persist{});
+    out.emplace_back(RunHealthCheck{*s_.backup_id});
+    out.emplace_back(StatusAction());
   }
   return out;
 }
@@ -958,13 +960,13 @@ std::vector<Action> Lifecycle::OnHealthReport(const std::vector<std::string>& un
   if (unavailable.empty()) {
     FinishUpdate("succeeded");
     Reset(State::kIdle);
-    out.push_back(Persist{});
-    out.push_back(Event(EventType::kUpdateSucceeded,
-                        "Update of " + update.target +
-                            " succeeded and passed the health check. Safety point " + backup_id +
-                            " is kept.",
-                        json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
-    out.push_back(StatusAction());
+    out.emplace_back(Persist{});
+    out.emplace_back(Event(EventType::kUpdateSucceeded,
+                           "Update of " + update.target +
+                               " succeeded and passed the health check. Safety point " + backup_id +
+                               " is kept.",
+                           json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
+    out.emplace_back(StatusAction());
     return out;
   }
   std::string reason = "health check after the update of " + update.target +
@@ -1003,9 +1005,10 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
       if (outcome.pre_rollback_id) {
         message += " Undo with /rollback safety_point " + *outcome.pre_rollback_id + ".";
       }
-      out.push_back(Persist{});
-      out.push_back(Event(EventType::kRollbackCompleted, std::move(message), std::move(data), now));
-      out.push_back(StatusAction());
+      out.emplace_back(Persist{});
+      out.emplace_back(
+          Event(EventType::kRollbackCompleted, std::move(message), std::move(data), now));
+      out.emplace_back(StatusAction());
       return out;
     }
     case RollbackOutcome::Kind::kConflicts: {
@@ -1027,9 +1030,10 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
                  " (no answer counts as Abort).";
       data["conflicts"] = outcome.conflicts;
       data["deadline"] = FormatIsoTime(*s_.deadline);
-      out.push_back(Persist{});
-      out.push_back(Event(EventType::kRollbackConflicts, std::move(message), std::move(data), now));
-      out.push_back(StatusAction());
+      out.emplace_back(Persist{});
+      out.emplace_back(
+          Event(EventType::kRollbackConflicts, std::move(message), std::move(data), now));
+      out.emplace_back(StatusAction());
       return out;
     }
     case RollbackOutcome::Kind::kFailed: {
@@ -1039,11 +1043,11 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
       Reset(State::kError);
       data["error"] = error.message;
       data["code"] = ErrorCodeName(error.code);
-      out.push_back(Persist{});
-      out.push_back(Event(EventType::kRollbackFailed,
-                          "Rollback to safety point " + backup_id + " failed: " + error.message,
-                          std::move(data), now));
-      out.push_back(StatusAction());
+      out.emplace_back(Persist{});
+      out.emplace_back(Event(EventType::kRollbackFailed,
+                             "Rollback to safety point " + backup_id + " failed: " + error.message,
+                             std::move(data), now));
+      out.emplace_back(StatusAction());
       return out;
     }
   }
@@ -1059,18 +1063,18 @@ void Lifecycle::AbortConflicts(const std::string& why, TimePoint now, std::vecto
                   std::to_string(conflicts.size()) + " conflicting files left unchanged";
   FinishUpdate("rollback_aborted");
   Reset(State::kIdle);
-  out.push_back(Persist{});
-  out.push_back(Event(
+  out.emplace_back(Persist{});
+  out.emplace_back(Event(
       EventType::kRollbackAborted,
       "Rollback to safety point " + backup_id + " aborted (" + why + "). Nothing was changed.",
       std::move(data), now));
-  out.push_back(StatusAction());
+  out.emplace_back(StatusAction());
 }
 
 std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
   std::vector<Action> out;
   if (s_.state != State::kAwaitingConflictResolution) {
-    out.push_back(
+    out.emplace_back(
         Respond{"resolve",
                 Error{ErrorCode::kBadInput, "no conflicts wait for a resolution (state: " +
                                                 std::string(StateName(s_.state)) + ")"},
@@ -1080,7 +1084,7 @@ std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
   const json data{{"backup_id", *s_.backup_id}, {"action", ConflictPolicyName(action)}};
   if (action == ConflictPolicy::kAbort) {
     AbortConflicts("aborted by request", now, out);
-    out.push_back(Respond{"resolve", std::nullopt, data});
+    out.emplace_back(Respond{"resolve", std::nullopt, data});
     return out;
   }
   const std::string backup_id = *s_.backup_id;
@@ -1091,14 +1095,14 @@ std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
   s_.progress = 0;
   json event_data{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(action)}};
   if (s_.update) event_data["update_id"] = s_.update->update_id;
-  out.push_back(Persist{});
-  out.push_back(StartRollback{backup_id, action, false});
-  out.push_back(Event(EventType::kRollbackStarted,
-                      "Rolling back to safety point " + backup_id +
-                          " (conflicts: " + std::string(ConflictPolicyName(action)) + ").",
-                      std::move(event_data), now));
-  out.push_back(StatusAction());
-  out.push_back(Respond{"resolve", std::nullopt, data});
+  out.emplace_back(Persist{});
+  out.emplace_back(StartRollback{backup_id, action, false});
+  out.emplace_back(Event(EventType::kRollbackStarted,
+                         "Rolling back to safety point " + backup_id +
+                             " (conflicts: " + std::string(ConflictPolicyName(action)) + ").",
+                         std::move(event_data), now));
+  out.emplace_back(StatusAction());
+  out.emplace_back(Respond{"resolve", std::nullopt, data});
   return out;
 }
 
@@ -1116,13 +1120,14 @@ std::vector<Action> Lifecycle::OnTick(TimePoint now) {
                       DurationText(options_.update_timeout);
       FinishUpdate("timed_out");
       Reset(State::kIdle);
-      out.push_back(Persist{});
-      out.push_back(Event(EventType::kUpdateTimedOut,
-                          "Update of " + update.target + " reported no result within " +
-                              DurationText(options_.update_timeout) +
-                              ". Nothing was rolled back; safety point " + backup_id + " is kept.",
-                          json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
-      out.push_back(StatusAction());
+      out.emplace_back(Persist{});
+      out.emplace_back(Event(EventType::kUpdateTimedOut,
+                             "Update of " + update.target + " reported no result within " +
+                                 DurationText(options_.update_timeout) +
+                                 ". Nothing was rolled back; safety point " + backup_id +
+                                 " is kept.",
+                             json{{"update_id", update.update_id}, {"backup_id", backup_id}}, now));
+      out.emplace_back(StatusAction());
       break;
     }
     case State::kHealthCheck: {
@@ -1154,18 +1159,18 @@ std::vector<Action> Lifecycle::OnManualBackupRequest(const std::optional<std::st
   std::vector<Action> out;
   (void)now;
   if (Busy()) {
-    out.push_back(Respond{"backup", Error{ErrorCode::kBusy, BusyMessage()}, json::object()});
+    out.emplace_back(Respond{"backup", Error{ErrorCode::kBusy, BusyMessage()}, json::object()});
     return out;
   }
   Reset(State::kBackingUp);
   s_.operation = Operation::kBackup;
   s_.backup_reason = reason.value_or("manual");
   s_.progress = 0;
-  out.push_back(Persist{});
-  out.push_back(StartBackup{s_.backup_reason, std::nullopt});
-  out.push_back(StatusAction());
-  out.push_back(Respond{"backup", std::nullopt,
-                        json{{"state", StateName(s_.state)}, {"reason", s_.backup_reason}}});
+  out.emplace_back(Persist{});
+  out.emplace_back(StartBackup{s_.backup_reason, std::nullopt});
+  out.emplace_back(StatusAction());
+  out.emplace_back(Respond{"backup", std::nullopt,
+                           json{{"state", StateName(s_.state)}, {"reason", s_.backup_reason}}});
   return out;
 }
 
@@ -1173,7 +1178,7 @@ std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup
                                                        ConflictPolicy on_conflict, TimePoint now) {
   std::vector<Action> out;
   if (Busy()) {
-    out.push_back(Respond{"rollback", Error{ErrorCode::kBusy, BusyMessage()}, json::object()});
+    out.emplace_back(Respond{"rollback", Error{ErrorCode::kBusy, BusyMessage()}, json::object()});
     return out;
   }
   Reset(State::kRollingBack);
@@ -1181,18 +1186,18 @@ std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup
   s_.backup_id = backup_id;
   s_.policy = on_conflict;
   s_.progress = 0;
-  out.push_back(Persist{});
-  out.push_back(StartRollback{backup_id, on_conflict, false});
-  out.push_back(
+  out.emplace_back(Persist{});
+  out.emplace_back(StartRollback{backup_id, on_conflict, false});
+  out.emplace_back(
       Event(EventType::kRollbackStarted,
             "Rolling back to safety point " + backup_id +
                 " (conflicts: " + std::string(ConflictPolicyName(on_conflict)) + ").",
             json{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(on_conflict)}}, now));
-  out.push_back(StatusAction());
-  out.push_back(Respond{"rollback", std::nullopt,
-                        json{{"state", StateName(s_.state)},
-                             {"backup_id", backup_id},
-                             {"on_conflict", ConflictPolicyName(on_conflict)}}});
+  out.emplace_back(StatusAction());
+  out.emplace_back(Respond{"rollback", std::nullopt,
+                           json{{"state", StateName(s_.state)},
+                                {"backup_id", backup_id},
+                                {"on_conflict", ConflictPolicyName(on_conflict)}}});
   return out;
 }
 
@@ -1226,28 +1231,28 @@ std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint no
     case State::kBackingUp:
       // The interrupted safety point was discarded by the store's start-up cleanup.
       s_.progress = 0;
-      out.push_back(
+      out.emplace_back(
           StartBackup{s_.backup_reason,
                       s_.update ? std::optional<std::string>(s_.update->update_id) : std::nullopt});
       break;
     case State::kUpdating:
       // The decision may have been lost with the process; publishing it again is harmless
       // (decisions are delivered at least once anyway).
-      out.push_back(
+      out.emplace_back(
           PublishDecision{s_.update->update_id, Decision::kContinue, s_.backup_id, std::nullopt});
       break;
     case State::kHealthCheck:
       if (!s_.health_check_requested) {
         s_.health_check_requested = true;
-        out.push_back(Persist{});
+        out.emplace_back(Persist{});
       }
-      out.push_back(RunHealthCheck{*s_.backup_id});
+      out.emplace_back(RunHealthCheck{*s_.backup_id});
       break;
     case State::kRollingBack:
-      out.push_back(StartRollback{*s_.backup_id, s_.policy, true});
+      out.emplace_back(StartRollback{*s_.backup_id, s_.policy, true});
       break;
   }
-  out.push_back(StatusAction());
+  out.emplace_back(StatusAction());
   return out;
 }
 
