@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,8 +16,6 @@
 #include <sstream>
 #include <string_view>
 #include <utility>
-
-#include <yaml-cpp/yaml.h>
 
 #include "core/glob.h"
 
@@ -87,7 +86,9 @@ std::string DecodeSecretValue(std::string_view v, Secret* result) {
   Secret tmp(v.size());
   std::uint8_t* out = tmp.bytes().data();
   std::size_t n = 0;
-  auto finish = [&](std::size_t len) { *result = Secret(std::string_view(tmp.view().data(), len)); };
+  auto finish = [&](std::size_t len) {
+    *result = Secret(std::string_view(tmp.view().data(), len));
+  };
   auto only_comment_after = [](std::string_view rest) {
     rest = TrimRight(rest);
     std::size_t i = 0;
@@ -110,24 +111,57 @@ std::string DecodeSecretValue(std::string_view v, Secret* result) {
       const char e = v[i];
       std::size_t hex_digits = 0;
       switch (e) {
-        case '0': out[n++] = 0; break;
-        case 'a': out[n++] = '\a'; break;
-        case 'b': out[n++] = '\b'; break;
+        case '0':
+          out[n++] = 0;
+          break;
+        case 'a':
+          out[n++] = '\a';
+          break;
+        case 'b':
+          out[n++] = '\b';
+          break;
         case 't':
-        case '\t': out[n++] = '\t'; break;
-        case 'n': out[n++] = '\n'; break;
-        case 'v': out[n++] = '\v'; break;
-        case 'f': out[n++] = '\f'; break;
-        case 'r': out[n++] = '\r'; break;
-        case 'e': out[n++] = 0x1B; break;
-        case ' ': out[n++] = ' '; break;
-        case '"': out[n++] = '"'; break;
-        case '/': out[n++] = '/'; break;
-        case '\\': out[n++] = '\\'; break;
-        case 'x': hex_digits = 2; break;
-        case 'u': hex_digits = 4; break;
-        case 'U': hex_digits = 8; break;
-        default: return "unsupported escape sequence in a double-quoted value";
+        case '\t':
+          out[n++] = '\t';
+          break;
+        case 'n':
+          out[n++] = '\n';
+          break;
+        case 'v':
+          out[n++] = '\v';
+          break;
+        case 'f':
+          out[n++] = '\f';
+          break;
+        case 'r':
+          out[n++] = '\r';
+          break;
+        case 'e':
+          out[n++] = 0x1B;
+          break;
+        case ' ':
+          out[n++] = ' ';
+          break;
+        case '"':
+          out[n++] = '"';
+          break;
+        case '/':
+          out[n++] = '/';
+          break;
+        case '\\':
+          out[n++] = '\\';
+          break;
+        case 'x':
+          hex_digits = 2;
+          break;
+        case 'u':
+          hex_digits = 4;
+          break;
+        case 'U':
+          hex_digits = 8;
+          break;
+        default:
+          return "unsupported escape sequence in a double-quoted value";
       }
       if (hex_digits == 0) continue;
       std::uint32_t cp = 0;
@@ -166,7 +200,8 @@ std::string DecodeSecretValue(std::string_view v, Secret* result) {
   }
   if (c0 == '|' || c0 == '>') return "block scalars are not supported here; quote the value";
   if (c0 == '[' || c0 == '{') return "expected a string, got a list or map";
-  if (c0 == '&' || c0 == '*' || c0 == '!') return "anchors, aliases and tags are not supported here";
+  if (c0 == '&' || c0 == '*' || c0 == '!')
+    return "anchors, aliases and tags are not supported here";
   if (c0 == '@' || c0 == '`' || c0 == '%') return "a value cannot start with '@', '`' or '%'";
   // Plain scalar: up to a " #" comment, trailing blanks removed.
   std::size_t end = v.size();
@@ -301,11 +336,16 @@ struct Item {
 
 const char* TypeName(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "nothing";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a map";
-    default: return "an undefined value";
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    default:
+      return "an undefined value";
   }
 }
 
@@ -367,7 +407,9 @@ struct Str {
   std::string value;
   bool secret = false;
   // How to mention the value in an error message.
-  [[nodiscard]] std::string Show() const { return secret ? "(value from !secret)" : "'" + value + "'"; }
+  [[nodiscard]] std::string Show() const {
+    return secret ? "(value from !secret)" : "'" + value + "'";
+  }
 };
 
 Result<Str> GetStr(const Ctx& c, const Item& item, bool allow_secret = true) {
@@ -458,12 +500,18 @@ std::optional<milliseconds> ParseDuration(std::string_view s) {
     while (u < s.size() && std::isalpha(static_cast<unsigned char>(s[u]))) ++u;
     const std::string unit = Lower(s.substr(j, u - j));
     std::int64_t scale = 0;
-    if (unit == "ms") scale = 1;
-    else if (unit == "s") scale = 1000;
-    else if (unit == "m") scale = 60'000;
-    else if (unit == "h") scale = 3'600'000;
-    else if (unit == "d") scale = 86'400'000;
-    else return std::nullopt;
+    if (unit == "ms")
+      scale = 1;
+    else if (unit == "s")
+      scale = 1000;
+    else if (unit == "m")
+      scale = 60'000;
+    else if (unit == "h")
+      scale = 3'600'000;
+    else if (unit == "d")
+      scale = 86'400'000;
+    else
+      return std::nullopt;
     total += static_cast<std::int64_t>(num) * scale;
     if (total > kMaxDurationMs) return std::nullopt;
     i = u;
@@ -472,15 +520,15 @@ std::optional<milliseconds> ParseDuration(std::string_view s) {
   return milliseconds(total);
 }
 
-Result<milliseconds> GetDuration(const Ctx& c, const Item& item, milliseconds lo,
-                                 milliseconds hi) {
+Result<milliseconds> GetDuration(const Ctx& c, const Item& item, milliseconds lo, milliseconds hi) {
   auto s = GetStr(c, item);
   if (!s) return tl::unexpected(s.error());
   auto d = ParseDuration(s->value);
   if (!d) {
     return Bad(c, item.mark, item.key,
                "expected a duration like \"500ms\", \"120s\", \"2m\", \"1h\" or integer seconds, "
-               "got " + s->Show());
+               "got " +
+                   s->Show());
   }
   if (*d < lo || *d > hi) {
     return Bad(c, item.mark, item.key,
@@ -520,8 +568,7 @@ std::optional<std::uint64_t> ParseSize(std::string_view s) {
   return std::nullopt;
 }
 
-Result<std::uint64_t> GetSize(const Ctx& c, const Item& item, std::uint64_t lo,
-                              std::uint64_t hi) {
+Result<std::uint64_t> GetSize(const Ctx& c, const Item& item, std::uint64_t lo, std::uint64_t hi) {
   auto s = GetStr(c, item);
   if (!s) return tl::unexpected(s.error());
   auto v = ParseSize(s->value);
@@ -546,8 +593,8 @@ Result<std::vector<Item>> GetList(const Ctx& c, const Item& item) {
   }
   for (std::size_t i = 0; i < item.node.size(); ++i) {
     const YAML::Node e = item.node[i];
-    out.push_back(Item{e, e.IsNull() ? item.mark : e.Mark(),
-                       item.key + "[" + std::to_string(i) + "]"});
+    out.push_back(
+        Item{e, e.IsNull() ? item.mark : e.Mark(), item.key + "[" + std::to_string(i) + "]"});
   }
   return out;
 }
@@ -623,8 +670,10 @@ Result<std::vector<std::string>> GetGlobList(const Ctx& c, const Item& item) {
 Status ParseTree(const Ctx& c, const Item& item, TreeSource& tree) {
   auto s = Section::Open(c, item, {"include", "exclude", "max_file_size"});
   if (!s) return tl::unexpected(s.error());
-  if (const Item* i = s->Get("include")) SP_RETURN_IF_ERROR(Assign(tree.include, GetGlobList(c, *i)));
-  if (const Item* i = s->Get("exclude")) SP_RETURN_IF_ERROR(Assign(tree.exclude, GetGlobList(c, *i)));
+  if (const Item* i = s->Get("include"))
+    SP_RETURN_IF_ERROR(Assign(tree.include, GetGlobList(c, *i)));
+  if (const Item* i = s->Get("exclude"))
+    SP_RETURN_IF_ERROR(Assign(tree.exclude, GetGlobList(c, *i)));
   if (const Item* i = s->Get("max_file_size")) {
     SP_RETURN_IF_ERROR(Assign(tree.max_file_size, GetSize(c, *i, 1, 1ull << 50)));
   }
@@ -682,7 +731,8 @@ Status ParseSources(const Ctx& c, const Item& item, const Config& cfg, SourcesCo
       const Item* p = log->Get("path");
       if (p == nullptr) return Bad(c, e.mark, e.key + ".path", "required key is missing");
       SP_RETURN_IF_ERROR(Assign(ls.path, GetPath(c, *p)));
-      if (const Item* l = log->Get("lines")) SP_RETURN_IF_ERROR(Assign(ls.lines, GetInt(c, *l, 0, 100000)));
+      if (const Item* l = log->Get("lines"))
+        SP_RETURN_IF_ERROR(Assign(ls.lines, GetInt(c, *l, 0, 100000)));
       src.logs.push_back(std::move(ls));
     }
   } else {
@@ -728,8 +778,8 @@ Status ParseRestart(const Ctx& c, const Item& item, std::vector<RestartConfig>& 
     SP_RETURN_IF_ERROR(Assign(r.command, GetStringList(c, *cmd)));
     if (r.command.empty()) return Bad(c, cmd->mark, cmd->key, "must not be empty");
     if (const Item* t = s->Get("timeout")) {
-      SP_RETURN_IF_ERROR(Assign(r.timeout, GetDuration(c, *t, milliseconds(1),
-                                                       milliseconds(kMaxDurationMs))));
+      SP_RETURN_IF_ERROR(
+          Assign(r.timeout, GetDuration(c, *t, milliseconds(1), milliseconds(kMaxDurationMs))));
     }
     if (const Item* w = s->Get("when_changed")) {
       auto roots = GetList(c, *w);
@@ -835,10 +885,10 @@ Result<std::string> GetReadableFile(const Ctx& c, const Item& item) {
 }
 
 Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
-  auto s = Section::Open(c, item,
-                         {"url", "client_id", "username", "password", "protocol", "keepalive",
-                          "tls", "base_topic", "discovery_prefix", "node_id", "mirror",
-                          "collect_wait", "zigbee2mqtt_backup"});
+  auto s = Section::Open(
+      c, item,
+      {"url", "client_id", "username", "password", "protocol", "keepalive", "tls", "base_topic",
+       "discovery_prefix", "node_id", "mirror", "collect_wait", "zigbee2mqtt_backup"});
   if (!s) return tl::unexpected(s.error());
   if (const Item* i = s->Get("url")) {
     auto u = GetStr(c, *i);
@@ -849,11 +899,10 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
   }
   if (const Item* i = s->Get("node_id")) {
     SP_RETURN_IF_ERROR(Assign(m.node_id, GetString(c, *i)));
-    const bool ok = !m.node_id.empty() &&
-                    std::all_of(m.node_id.begin(), m.node_id.end(), [](char ch) {
-                      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' ||
-                             ch == '-';
-                    });
+    const bool ok =
+        !m.node_id.empty() && std::all_of(m.node_id.begin(), m.node_id.end(), [](char ch) {
+          return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+        });
     if (!ok) return Bad(c, i->mark, i->key, "must match [a-zA-Z0-9_-]+");
   }
   m.client_id = "safepoint-" + m.node_id;
@@ -881,14 +930,17 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
     }
   }
   if (const Item* i = s->Get("keepalive")) {
-    SP_RETURN_IF_ERROR(Assign(m.keepalive, GetDuration(c, *i, std::chrono::seconds(1),
-                                                       std::chrono::seconds(65535))));
+    SP_RETURN_IF_ERROR(Assign(
+        m.keepalive, GetDuration(c, *i, std::chrono::seconds(1), std::chrono::seconds(65535))));
   }
   auto tls = Section::Open(c, s->Sub("tls"), {"ca_file", "cert_file", "key_file", "verify"});
   if (!tls) return tl::unexpected(tls.error());
-  if (const Item* i = tls->Get("ca_file")) SP_RETURN_IF_ERROR(Assign(m.tls.ca_file, GetReadableFile(c, *i)));
-  if (const Item* i = tls->Get("cert_file")) SP_RETURN_IF_ERROR(Assign(m.tls.cert_file, GetReadableFile(c, *i)));
-  if (const Item* i = tls->Get("key_file")) SP_RETURN_IF_ERROR(Assign(m.tls.key_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("ca_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.ca_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("cert_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.cert_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("key_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.key_file, GetReadableFile(c, *i)));
   if (const Item* i = tls->Get("verify")) SP_RETURN_IF_ERROR(Assign(m.tls.verify, GetBool(c, *i)));
   if (m.tls.cert_file.empty() != m.tls.key_file.empty()) {
     const Item sub = s->Sub("tls");
@@ -906,8 +958,8 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
       (std::string_view(name) == "base_topic" ? m.base_topic : m.discovery_prefix) = *t;
     }
   }
-  auto mirror = Section::Open(c, s->Sub("mirror"),
-                              {"filters", "exclude", "max_topics", "max_payload_bytes"});
+  auto mirror =
+      Section::Open(c, s->Sub("mirror"), {"filters", "exclude", "max_topics", "max_payload_bytes"});
   if (!mirror) return tl::unexpected(mirror.error());
   for (const char* name : {"filters", "exclude"}) {
     const Item* i = mirror->Get(name);
@@ -932,8 +984,8 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
     SP_RETURN_IF_ERROR(Assign(m.mirror.max_payload_bytes, GetSize(c, *i, 1, 16ull << 20)));
   }
   if (const Item* i = s->Get("collect_wait")) {
-    SP_RETURN_IF_ERROR(Assign(m.collect_wait,
-                              GetDuration(c, *i, milliseconds(0), std::chrono::hours(1))));
+    SP_RETURN_IF_ERROR(
+        Assign(m.collect_wait, GetDuration(c, *i, milliseconds(0), std::chrono::hours(1))));
   }
   if (const Item* i = s->Get("zigbee2mqtt_backup")) {
     SP_RETURN_IF_ERROR(Assign(m.zigbee2mqtt_backup, GetBool(c, *i)));
@@ -942,18 +994,22 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
 }
 
 Status ParseService(const Ctx& c, const Item& item, ServiceConfig& svc) {
-  auto s = Section::Open(c, item, {"confirm_timeout", "health_timeout", "auto_rollback",
-                                   "state_file", "schedule"});
+  auto s = Section::Open(
+      c, item, {"confirm_timeout", "health_timeout", "auto_rollback", "state_file", "schedule"});
   if (!s) return tl::unexpected(s.error());
   const milliseconds max_ms(kMaxDurationMs);
   if (const Item* i = s->Get("confirm_timeout")) {
-    SP_RETURN_IF_ERROR(Assign(svc.confirm_timeout, GetDuration(c, *i, std::chrono::seconds(1), max_ms)));
+    SP_RETURN_IF_ERROR(
+        Assign(svc.confirm_timeout, GetDuration(c, *i, std::chrono::seconds(1), max_ms)));
   }
   if (const Item* i = s->Get("health_timeout")) {
-    SP_RETURN_IF_ERROR(Assign(svc.health_timeout, GetDuration(c, *i, std::chrono::seconds(1), max_ms)));
+    SP_RETURN_IF_ERROR(
+        Assign(svc.health_timeout, GetDuration(c, *i, std::chrono::seconds(1), max_ms)));
   }
-  if (const Item* i = s->Get("auto_rollback")) SP_RETURN_IF_ERROR(Assign(svc.auto_rollback, GetBool(c, *i)));
-  if (const Item* i = s->Get("state_file")) SP_RETURN_IF_ERROR(Assign(svc.state_file, GetPath(c, *i)));
+  if (const Item* i = s->Get("auto_rollback"))
+    SP_RETURN_IF_ERROR(Assign(svc.auto_rollback, GetBool(c, *i)));
+  if (const Item* i = s->Get("state_file"))
+    SP_RETURN_IF_ERROR(Assign(svc.state_file, GetPath(c, *i)));
   auto sched = Section::Open(c, s->Sub("schedule"), {"daily_at"});
   if (!sched) return tl::unexpected(sched.error());
   if (const Item* i = sched->Get("daily_at")) {
@@ -969,7 +1025,8 @@ Status ParseService(const Ctx& c, const Item& item, ServiceConfig& svc) {
       const bool ok = colon != std::string::npos && colon >= 1 && colon <= 2 &&
                       t.size() - colon - 1 == 2 && ParseUint(t.substr(0, colon), &hh) &&
                       ParseUint(t.substr(colon + 1), &mm) && hh < 24 && mm < 60;
-      if (!ok) return Bad(c, i->mark, i->key, "expected HH:MM (00:00..23:59) or off, got " + v->Show());
+      if (!ok)
+        return Bad(c, i->mark, i->key, "expected HH:MM (00:00..23:59) or off, got " + v->Show());
       svc.schedule.daily_at = std::chrono::minutes(hh * 60 + mm);
     }
   }
@@ -1003,13 +1060,16 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
   if (!paths) return tl::unexpected(paths.error());
   cfg.paths.ha_config = "/config";
   const Item* ha_item = paths->Get("ha_config");
-  if (ha_item != nullptr) SP_RETURN_IF_ERROR(Assign(cfg.paths.ha_config, GetPath(c, *ha_item, false)));
+  if (ha_item != nullptr)
+    SP_RETURN_IF_ERROR(Assign(cfg.paths.ha_config, GetPath(c, *ha_item, false)));
   cfg.paths.workspace = cfg.paths.ha_config + "/.openclaw/workspace";
   const Item* ws_item = paths->Get("workspace");
-  if (ws_item != nullptr) SP_RETURN_IF_ERROR(Assign(cfg.paths.workspace, GetPath(c, *ws_item, false)));
+  if (ws_item != nullptr)
+    SP_RETURN_IF_ERROR(Assign(cfg.paths.workspace, GetPath(c, *ws_item, false)));
   cfg.paths.backup_dir = cfg.paths.workspace + "/backup/safety_point";
   const Item* bd_item = paths->Get("backup_dir");
-  if (bd_item != nullptr) SP_RETURN_IF_ERROR(Assign(cfg.paths.backup_dir, GetPath(c, *bd_item, false)));
+  if (bd_item != nullptr)
+    SP_RETURN_IF_ERROR(Assign(cfg.paths.backup_dir, GetPath(c, *bd_item, false)));
 
   const Item ha_at = paths->Sub("ha_config");
   const Item ws_at = paths->Sub("workspace");
@@ -1038,9 +1098,9 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
   }
 
   // encryption
-  auto enc = Section::Open(c, top->Sub("encryption"),
-                           {"secrets_file", "passphrase_key", "scrypt_work_factor",
-                            "max_work_factor"});
+  auto enc =
+      Section::Open(c, top->Sub("encryption"),
+                    {"secrets_file", "passphrase_key", "scrypt_work_factor", "max_work_factor"});
   if (!enc) return tl::unexpected(enc.error());
   cfg.encryption.secrets_file = cfg.paths.ha_config + "/secrets.yaml";
   if (const Item* i = enc->Get("secrets_file")) {
@@ -1067,8 +1127,8 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
   // sources
   SP_RETURN_IF_ERROR(ParseSources(c, top->Sub("sources"), cfg, cfg.sources));
   cfg.sources.ha_config.builtin_exclude = {
-      "home-assistant_v2.db*", "**/*.log", "**/*.log.*", "backups/**", "tts/**",
-      "deps/**",               "**/__pycache__/**",      ".cache/**"};
+      "home-assistant_v2.db*", "**/*.log", "**/*.log.*", "backups/**", "tts/**", "deps/**",
+      "**/__pycache__/**",     ".cache/**"};
   if (IsWithin(cfg.paths.backup_dir, cfg.paths.ha_config)) {
     cfg.sources.ha_config.builtin_exclude.push_back(
         RelativeTo(cfg.paths.backup_dir, cfg.paths.ha_config) + "/**");
@@ -1083,10 +1143,13 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
   }
 
   // retention
-  auto ret = Section::Open(c, top->Sub("retention"), {"keep_last", "keep_daily", "max_total_bytes"});
+  auto ret =
+      Section::Open(c, top->Sub("retention"), {"keep_last", "keep_daily", "max_total_bytes"});
   if (!ret) return tl::unexpected(ret.error());
-  if (const Item* i = ret->Get("keep_last")) SP_RETURN_IF_ERROR(Assign(cfg.retention.keep_last, GetInt(c, *i, 1, 100000)));
-  if (const Item* i = ret->Get("keep_daily")) SP_RETURN_IF_ERROR(Assign(cfg.retention.keep_daily, GetInt(c, *i, 0, 100000)));
+  if (const Item* i = ret->Get("keep_last"))
+    SP_RETURN_IF_ERROR(Assign(cfg.retention.keep_last, GetInt(c, *i, 1, 100000)));
+  if (const Item* i = ret->Get("keep_daily"))
+    SP_RETURN_IF_ERROR(Assign(cfg.retention.keep_daily, GetInt(c, *i, 0, 100000)));
   if (const Item* i = ret->Get("max_total_bytes")) {
     SP_RETURN_IF_ERROR(Assign(cfg.retention.max_total_bytes, GetSize(c, *i, 0, ~0ull)));
   }
@@ -1100,10 +1163,14 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
   if (const Item* i = rb->Get("on_conflict")) {
     auto v = GetStr(c, *i);
     if (!v) return tl::unexpected(v.error());
-    if (v->value == "abort") cfg.rollback.on_conflict = ConflictPolicy::kAbort;
-    else if (v->value == "overwrite") cfg.rollback.on_conflict = ConflictPolicy::kOverwrite;
-    else if (v->value == "merge") cfg.rollback.on_conflict = ConflictPolicy::kMerge;
-    else return Bad(c, i->mark, i->key, "expected abort, overwrite or merge, got " + v->Show());
+    if (v->value == "abort")
+      cfg.rollback.on_conflict = ConflictPolicy::kAbort;
+    else if (v->value == "overwrite")
+      cfg.rollback.on_conflict = ConflictPolicy::kOverwrite;
+    else if (v->value == "merge")
+      cfg.rollback.on_conflict = ConflictPolicy::kMerge;
+    else
+      return Bad(c, i->mark, i->key, "expected abort, overwrite or merge, got " + v->Show());
   }
 
   // mqtt
@@ -1149,9 +1216,12 @@ const char* SourceRootName(SourceRoot root) {
 
 const char* ConflictPolicyName(ConflictPolicy policy) {
   switch (policy) {
-    case ConflictPolicy::kAbort: return "abort";
-    case ConflictPolicy::kOverwrite: return "overwrite";
-    case ConflictPolicy::kMerge: return "merge";
+    case ConflictPolicy::kAbort:
+      return "abort";
+    case ConflictPolicy::kOverwrite:
+      return "overwrite";
+    case ConflictPolicy::kMerge:
+      return "merge";
   }
   return "abort";
 }
@@ -1236,14 +1306,14 @@ nlohmann::json ToJson(const Config& config) {
                      {"scrypt_work_factor", config.encryption.scrypt_work_factor},
                      {"max_work_factor", config.encryption.max_work_factor}};
   json logs = json::array();
-  for (const LogSource& l : config.sources.logs) logs.push_back({{"path", l.path}, {"lines", l.lines}});
-  j["sources"] = {
-      {"ha_config", TreeJson(config.sources.ha_config)},
-      {"workspace", TreeJson(config.sources.workspace)},
-      {"environment",
-       {{"variables", config.sources.environment.variables},
-        {"python_site_packages", config.sources.environment.python_site_packages}}},
-      {"logs", logs}};
+  for (const LogSource& l : config.sources.logs)
+    logs.push_back({{"path", l.path}, {"lines", l.lines}});
+  j["sources"] = {{"ha_config", TreeJson(config.sources.ha_config)},
+                  {"workspace", TreeJson(config.sources.workspace)},
+                  {"environment",
+                   {{"variables", config.sources.environment.variables},
+                    {"python_site_packages", config.sources.environment.python_site_packages}}},
+                  {"logs", logs}};
   j["retention"] = {{"keep_last", config.retention.keep_last},
                     {"keep_daily", config.retention.keep_daily},
                     {"max_total_bytes", config.retention.max_total_bytes}};
@@ -1286,12 +1356,11 @@ nlohmann::json ToJson(const Config& config) {
   } else {
     j["mqtt"] = nullptr;
   }
-  j["service"] = {
-      {"confirm_timeout", FormatDuration(config.service.confirm_timeout)},
-      {"health_timeout", FormatDuration(config.service.health_timeout)},
-      {"auto_rollback", config.service.auto_rollback},
-      {"state_file", config.service.state_file},
-      {"schedule", {{"daily_at", nullptr}}}};
+  j["service"] = {{"confirm_timeout", FormatDuration(config.service.confirm_timeout)},
+                  {"health_timeout", FormatDuration(config.service.health_timeout)},
+                  {"auto_rollback", config.service.auto_rollback},
+                  {"state_file", config.service.state_file},
+                  {"schedule", {{"daily_at", nullptr}}}};
   if (config.service.schedule.daily_at) {
     const auto mins = config.service.schedule.daily_at->count();
     char buf[8];

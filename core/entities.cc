@@ -240,8 +240,9 @@ json ToJson(const EntitySnapshot& snapshot) {
   std::vector<const EntityRecord*> sorted;
   sorted.reserve(snapshot.records.size());
   for (const EntityRecord& r : snapshot.records) sorted.push_back(&r);
-  std::stable_sort(sorted.begin(), sorted.end(),
-                   [](const EntityRecord* a, const EntityRecord* b) { return a->topic < b->topic; });
+  std::stable_sort(sorted.begin(), sorted.end(), [](const EntityRecord* a, const EntityRecord* b) {
+    return a->topic < b->topic;
+  });
   json entities = json::array();
   for (const EntityRecord* r : sorted) {
     json rec = json::object();
@@ -252,15 +253,18 @@ json ToJson(const EntitySnapshot& snapshot) {
     rec["received_at"] = FormatTime(r->received_at);
     entities.push_back(std::move(rec));
   }
-  return {{"format", kFormat},
-          {"captured_at", FormatTime(snapshot.captured_at)},
-          {"source", snapshot.source},
-          {"dropped", {{"topics", snapshot.dropped_topics}, {"payloads", snapshot.dropped_payloads}}},
-          {"entities", std::move(entities)}};
+  return {
+      {"format", kFormat},
+      {"captured_at", FormatTime(snapshot.captured_at)},
+      {"source", snapshot.source},
+      {"dropped", {{"topics", snapshot.dropped_topics}, {"payloads", snapshot.dropped_payloads}}},
+      {"entities", std::move(entities)}};
 }
 
 Result<EntitySnapshot> EntitySnapshotFromJson(const json& j) {
-  auto bad = [](const std::string& what) { return Fail(ErrorCode::kBadInput, "entities.json: " + what); };
+  auto bad = [](const std::string& what) {
+    return Fail(ErrorCode::kBadInput, "entities.json: " + what);
+  };
   if (!j.is_object()) return bad("not a JSON object");
   auto format = j.find("format");
   if (format == j.end() || !format->is_number_integer() || format->get<std::int64_t>() != kFormat) {
@@ -341,8 +345,8 @@ bool TopicMatches(std::string_view filter, std::string_view topic) {
     for (std::size_t i = 0; i < m; ++i) {
       if (!on[i]) continue;
       if (f[i] == "#") {
-        next[i] = true;       // a middle '#' keeps consuming...
-        next[i + 1] = true;   // ...or stops after at least one level
+        next[i] = true;      // a middle '#' keeps consuming...
+        next[i + 1] = true;  // ...or stops after at least one level
       } else if (f[i] == "+" || f[i] == level) {
         next[i + 1] = true;
       }

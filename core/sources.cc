@@ -87,8 +87,8 @@ bool LinkLeavesRoot(const std::string& root, const std::string& rel, const std::
   if (target.empty()) return true;
   if (target.front() == '/') {
     const std::string norm = fs::path(target).lexically_normal().string();
-    return !(norm == root || (norm.size() > root.size() && norm.compare(0, root.size(), root) == 0 &&
-                              norm[root.size()] == '/'));
+    return !(norm == root || (norm.size() > root.size() &&
+                              norm.compare(0, root.size(), root) == 0 && norm[root.size()] == '/'));
   }
   const fs::path joined = (fs::path(rel).parent_path() / target).lexically_normal();
   const std::string s = joined.string();
@@ -124,8 +124,8 @@ class TreeWalker {
       if (S_ISDIR(st.st_mode)) {
         if (!child_included && !CouldIncludeBelow(child)) continue;
         if (child_included) Add(child, st, SourceEntry::Kind::kDirectory, "");
-        const int fd = ::openat(dir_fd, name.c_str(),
-                                O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        const int fd =
+            ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
           if (errno == ENOENT) continue;
           Error e = ErrnoError(errno, "open directory", Abs(child));
@@ -228,7 +228,8 @@ std::map<std::string, std::string> ParseMetadataHeaders(std::string_view text) {
     if (colon == std::string_view::npos || line[0] == ' ' || line[0] == '\t') continue;
     std::string key(line.substr(0, colon));
     std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
     out.emplace(std::move(key), std::string(value));  // first occurrence wins
   }
@@ -429,8 +430,8 @@ Result<TailResult> TailLinesWithStats(const std::string& path, std::size_t n,
     std::string block(static_cast<std::size_t>(len), '\0');
     std::size_t got = 0;
     while (got < block.size()) {
-      const ssize_t r = ::pread(fd, block.data() + got, block.size() - got,
-                                static_cast<off_t>(pos + got));
+      const ssize_t r =
+          ::pread(fd, block.data() + got, block.size() - got, static_cast<off_t>(pos + got));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return tl::unexpected(ErrnoError(errno, "read", path));
       ++result.reads;

@@ -22,11 +22,10 @@ class ConfigFile : public ::testing::Test {
  protected:
   void SetUp() override {
     std::filesystem::create_directories(ha());
-    WriteFile(ha() + "/secrets.yaml",
-              std::string("# Home Assistant secrets\n"
-                          "mqtt_password: \"s3cr3t-mqtt\"\n"
-                          "backup_encryption_passphrase: \"") +
-                  kPassphrase + "\"\n");
+    WriteFile(ha() + "/secrets.yaml", std::string("# Home Assistant secrets\n"
+                                                  "mqtt_password: \"s3cr3t-mqtt\"\n"
+                                                  "backup_encryption_passphrase: \"") +
+                                          kPassphrase + "\"\n");
   }
   [[nodiscard]] std::string ha() const { return dir_.Sub("ha"); }
   [[nodiscard]] std::string path() const { return dir_.Sub("safepoint.yaml"); }
@@ -110,9 +109,9 @@ TEST_F(ConfigFile, EmptyMqttSectionEnablesMqttWithDefaults) {
   EXPECT_EQ(m.discovery_prefix, "homeassistant");
   EXPECT_EQ(m.node_id, "safepoint");
   EXPECT_EQ(m.mirror.filters, std::vector<std::string>{"zigbee2mqtt/#"});
-  EXPECT_EQ(m.mirror.exclude, (std::vector<std::string>{"zigbee2mqtt/bridge/#",
-                                                        "zigbee2mqtt/#/set/#",
-                                                        "zigbee2mqtt/#/get/#"}));
+  EXPECT_EQ(m.mirror.exclude,
+            (std::vector<std::string>{"zigbee2mqtt/bridge/#", "zigbee2mqtt/#/set/#",
+                                      "zigbee2mqtt/#/get/#"}));
   EXPECT_EQ(m.mirror.max_topics, 10000u);
   EXPECT_EQ(m.mirror.max_payload_bytes, 65536u);
   EXPECT_EQ(m.collect_wait, std::chrono::seconds(2));
@@ -208,13 +207,13 @@ logging:
   EXPECT_EQ(c->sources.ha_config.builtin_exclude.size(), 8u);
   EXPECT_TRUE(c->sources.workspace.builtin_exclude.empty());
   EXPECT_EQ(c->sources.ha_config.max_file_size, 10'000'000u);
-  EXPECT_EQ(c->sources.workspace.include,
-            (std::vector<std::string>{"memory/*.md", "agenda.md"}));
+  EXPECT_EQ(c->sources.workspace.include, (std::vector<std::string>{"memory/*.md", "agenda.md"}));
   EXPECT_EQ(c->sources.workspace.exclude, std::vector<std::string>{"memory/private.md"});
   EXPECT_EQ(c->sources.workspace.max_file_size, 1u << 20);
   EXPECT_EQ(c->sources.environment.variables, (std::vector<std::string>{"TZ", "LANG"}));
-  EXPECT_EQ(c->sources.environment.python_site_packages,
-            (std::vector<std::string>{"/usr/lib/python3/dist-packages", d + "/venv/site-packages"}));
+  EXPECT_EQ(
+      c->sources.environment.python_site_packages,
+      (std::vector<std::string>{"/usr/lib/python3/dist-packages", d + "/venv/site-packages"}));
   ASSERT_EQ(c->sources.logs.size(), 2u);
   EXPECT_EQ(c->sources.logs[0].path, d + "/logs/agent.log");
   EXPECT_EQ(c->sources.logs[0].lines, 20u);
@@ -228,8 +227,7 @@ logging:
   EXPECT_EQ(c->restart[0].command, (std::vector<std::string>{"ha", "core", "restart"}));
   EXPECT_EQ(c->restart[0].timeout, std::chrono::minutes(2));
   EXPECT_EQ(c->restart[0].when_changed, std::vector<SourceRoot>{SourceRoot::kHaConfig});
-  EXPECT_EQ(c->restart[1].command,
-            (std::vector<std::string>{"systemctl", "restart", "openclaw"}));
+  EXPECT_EQ(c->restart[1].command, (std::vector<std::string>{"systemctl", "restart", "openclaw"}));
   EXPECT_EQ(c->restart[1].timeout, std::chrono::seconds(120));
   EXPECT_EQ(c->restart[1].when_changed,
             (std::vector<SourceRoot>{SourceRoot::kHaConfig, SourceRoot::kWorkspace}));
@@ -272,10 +270,11 @@ TEST_F(ConfigFile, ParsesDurationsAndSizesInEveryForm) {
     const char* text;
     milliseconds expected;
   };
-  const Case durations[] = {{"30m", std::chrono::minutes(30)}, {"120s", std::chrono::seconds(120)},
-                            {"2h", std::chrono::hours(2)},     {"500ms", milliseconds(500)},
-                            {"45", std::chrono::seconds(45)},  {"1h30m", std::chrono::minutes(90)},
-                            {"\"10 s\"", std::chrono::seconds(10)}};
+  const Case durations[] = {
+      {"30m", std::chrono::minutes(30)},     {"120s", std::chrono::seconds(120)},
+      {"2h", std::chrono::hours(2)},         {"500ms", milliseconds(500)},
+      {"45", std::chrono::seconds(45)},      {"1h30m", std::chrono::minutes(90)},
+      {"\"10 s\"", std::chrono::seconds(10)}};
   for (const Case& d : durations) {
     auto c = Load(std::string("restart: [{name: a, command: [x], timeout: ") + d.text + "}]\n");
     ASSERT_TRUE(c) << d.text << ": " << c.error().message;
@@ -285,8 +284,9 @@ TEST_F(ConfigFile, ParsesDurationsAndSizesInEveryForm) {
     const char* text;
     std::uint64_t expected;
   };
-  const SizeCase sizes[] = {{"1048576", 1048576},   {"50MiB", 50ull << 20}, {"\"10 MB\"", 10'000'000},
-                            {"1kb", 1000},          {"2 GiB", 2ull << 30},  {"7B", 7},
+  const SizeCase sizes[] = {{"1048576", 1048576},      {"50MiB", 50ull << 20},
+                            {"\"10 MB\"", 10'000'000}, {"1kb", 1000},
+                            {"2 GiB", 2ull << 30},     {"7B", 7},
                             {"\"3 TiB\"", 3ull << 40}};
   for (const SizeCase& s : sizes) {
     auto c = Load(std::string("retention: {max_total_bytes: ") + s.text + "}\n");
@@ -297,14 +297,17 @@ TEST_F(ConfigFile, ParsesDurationsAndSizesInEveryForm) {
 
 TEST_F(ConfigFile, RejectsUnknownKeyWithLineAndColumn) {
   EXPECT_EQ(LoadError("retention:\n  keep_last: 3\n  keep_lats: 4\n"),
-            path() + ":4:3: key 'retention.keep_lats': unknown key (known here: keep_last, "
-                     "keep_daily, max_total_bytes)");
+            path() +
+                ":4:3: key 'retention.keep_lats': unknown key (known here: keep_last, "
+                "keep_daily, max_total_bytes)");
   EXPECT_EQ(LoadError("backup:\n  dir: x\n"),
-            path() + ":2:1: key 'backup': unknown key (known here: paths, encryption, sources, "
-                     "retention, restart, rollback, mqtt, service, logging)");
+            path() +
+                ":2:1: key 'backup': unknown key (known here: paths, encryption, sources, "
+                "retention, restart, rollback, mqtt, service, logging)");
   EXPECT_EQ(LoadError("restart:\n  - name: a\n    command: [b]\n    shell: true\n"),
-            path() + ":5:5: key 'restart[0].shell': unknown key (known here: name, command, "
-                     "timeout, when_changed)");
+            path() +
+                ":5:5: key 'restart[0].shell': unknown key (known here: name, command, "
+                "timeout, when_changed)");
 }
 
 TEST_F(ConfigFile, RejectsWrongTypeWithLineAndColumn) {
@@ -317,14 +320,17 @@ TEST_F(ConfigFile, RejectsWrongTypeWithLineAndColumn) {
   EXPECT_EQ(LoadError("service:\n  auto_rollback: maybe\n"),
             path() + ":3:18: key 'service.auto_rollback': expected true or false, got 'maybe'");
   EXPECT_EQ(LoadError("service: {confirm_timeout: soon}\n"),
-            path() + ":2:28: key 'service.confirm_timeout': expected a duration like \"500ms\", "
-                     "\"120s\", \"2m\", \"1h\" or integer seconds, got 'soon'");
+            path() +
+                ":2:28: key 'service.confirm_timeout': expected a duration like \"500ms\", "
+                "\"120s\", \"2m\", \"1h\" or integer seconds, got 'soon'");
   EXPECT_EQ(LoadError("sources: {ha_config: {max_file_size: 12 parsecs}}\n"),
-            path() + ":2:38: key 'sources.ha_config.max_file_size': expected a size like "
-                     "52428800, \"50MiB\" or \"10 MB\", got '12 parsecs'");
+            path() +
+                ":2:38: key 'sources.ha_config.max_file_size': expected a size like "
+                "52428800, \"50MiB\" or \"10 MB\", got '12 parsecs'");
   EXPECT_EQ(LoadError("restart:\n  - name: ha\n    command: ha core restart\n"),
-            path() + ":4:14: key 'restart[0].command': expected an argv list like [\"ha\", "
-                     "\"core\", \"restart\"] (no shell), got a scalar");
+            path() +
+                ":4:14: key 'restart[0].command': expected an argv list like [\"ha\", "
+                "\"core\", \"restart\"] (no shell), got a scalar");
   EXPECT_EQ(LoadError("rollback: [abort]\n"),
             path() + ":2:11: key 'rollback': expected a map, got a list");
   EXPECT_EQ(LoadError("retention:\n  keep_last:\n"),
@@ -333,41 +339,47 @@ TEST_F(ConfigFile, RejectsWrongTypeWithLineAndColumn) {
 
 TEST_F(ConfigFile, RejectsOutOfRangeValues) {
   EXPECT_EQ(LoadError("encryption:\n  scrypt_work_factor: 23\n"),
-            path() + ":3:23: key 'encryption.scrypt_work_factor': out of range: 23 (allowed "
-                     "15..22)");
+            path() +
+                ":3:23: key 'encryption.scrypt_work_factor': out of range: 23 (allowed "
+                "15..22)");
   EXPECT_EQ(LoadError("encryption:\n  scrypt_work_factor: 20\n  max_work_factor: 19\n"),
-            path() + ":4:20: key 'encryption.max_work_factor': must be >= "
-                     "encryption.scrypt_work_factor (20)");
+            path() +
+                ":4:20: key 'encryption.max_work_factor': must be >= "
+                "encryption.scrypt_work_factor (20)");
   EXPECT_EQ(LoadError("retention: {keep_last: 0}\n"),
             path() + ":2:24: key 'retention.keep_last': out of range: 0 (allowed 1..100000)");
   EXPECT_EQ(LoadError("mqtt: {keepalive: 70000}\n"),
             path() + ":2:19: key 'mqtt.keepalive': out of range: 70000s (allowed 1s..65535s)");
   EXPECT_EQ(LoadError("service: {schedule: {daily_at: \"24:00\"}}\n"),
-            path() + ":2:32: key 'service.schedule.daily_at': expected HH:MM (00:00..23:59) or "
-                     "off, got '24:00'");
+            path() +
+                ":2:32: key 'service.schedule.daily_at': expected HH:MM (00:00..23:59) or "
+                "off, got '24:00'");
   EXPECT_EQ(LoadError("mqtt: {node_id: \"bad id\"}\n"),
             path() + ":2:17: key 'mqtt.node_id': must match [a-zA-Z0-9_-]+");
   EXPECT_EQ(LoadError("mqtt: {url: \"http://broker\"}\n"),
-            path() + ":2:13: key 'mqtt.url': bad url 'http://broker': unsupported scheme 'http' "
-                     "(use mqtt, tcp, mqtts, ssl, ws or wss)");
+            path() +
+                ":2:13: key 'mqtt.url': bad url 'http://broker': unsupported scheme 'http' "
+                "(use mqtt, tcp, mqtts, ssl, ws or wss)");
   EXPECT_EQ(LoadError("mqtt: {mirror: {filters: [\"a/#/b\"]}}\n"),
             path() + ":2:27: key 'mqtt.mirror.filters[0]': 'a/#/b': '#' must be the last level");
   EXPECT_EQ(LoadError("sources: {workspace: {include: [\"../x\"]}}\n"),
-            path() + ":2:33: key 'sources.workspace.include[0]': bad glob '../x': '.' and '..' "
-                     "segments are not allowed");
+            path() +
+                ":2:33: key 'sources.workspace.include[0]': bad glob '../x': '.' and '..' "
+                "segments are not allowed");
   EXPECT_EQ(LoadError("restart:\n  - {name: a, command: [x], when_changed: [media]}\n"),
-            path() + ":3:44: key 'restart[0].when_changed[0]': expected ha_config or workspace, "
-                     "got 'media'");
+            path() +
+                ":3:44: key 'restart[0].when_changed[0]': expected ha_config or workspace, "
+                "got 'media'");
   EXPECT_EQ(LoadError("rollback: {on_conflict: ask}\n"),
-            path() + ":2:25: key 'rollback.on_conflict': expected abort, overwrite or merge, got "
-                     "'ask'");
+            path() +
+                ":2:25: key 'rollback.on_conflict': expected abort, overwrite or merge, got "
+                "'ask'");
 }
 
 TEST_F(ConfigFile, AcceptsMirrorExcludesWithMiddleHash) {
   auto c = Load("mqtt: {mirror: {exclude: [\"zigbee2mqtt/#/set/#\", \"z/+/get\"]}}\n");
   ASSERT_TRUE(c) << c.error().message;
-  EXPECT_EQ(c->mqtt->mirror.exclude,
-            (std::vector<std::string>{"zigbee2mqtt/#/set/#", "z/+/get"}));
+  EXPECT_EQ(c->mqtt->mirror.exclude, (std::vector<std::string>{"zigbee2mqtt/#/set/#", "z/+/get"}));
 }
 
 TEST_F(ConfigFile, RejectsDuplicateKeys) {
@@ -380,8 +392,9 @@ TEST_F(ConfigFile, RejectsUnreadableOrMissingPaths) {
   auto c = LoadConfig(path());
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().code, ErrorCode::kBadInput);
-  EXPECT_EQ(c.error().message, path() + ":2:14: key 'paths.ha_config': cannot access "
-                                        "/nonexistent/safepoint-test: No such file or directory");
+  EXPECT_EQ(c.error().message, path() +
+                                   ":2:14: key 'paths.ha_config': cannot access "
+                                   "/nonexistent/safepoint-test: No such file or directory");
 
   WriteFile(dir_.Sub("file"), "x");
   WriteFile(path(), "paths: {ha_config: file}\n");
@@ -401,8 +414,9 @@ TEST_F(ConfigFile, DefaultHaConfigErrorPointsAtTheFile) {
   WriteFile(path(), "logging: {level: info}\n");
   auto c = LoadConfig(path());
   ASSERT_FALSE(c);
-  EXPECT_EQ(c.error().message, path() + ":1:1: key 'paths.ha_config': cannot access /config: No "
-                                        "such file or directory");
+  EXPECT_EQ(c.error().message, path() +
+                                   ":1:1: key 'paths.ha_config': cannot access /config: No "
+                                   "such file or directory");
 }
 
 TEST_F(ConfigFile, RejectsOverlappingRoots) {
@@ -415,8 +429,9 @@ TEST_F(ConfigFile, RejectsOverlappingRoots) {
             "paths:\n  ha_config: " + ha() + "\n  backup_dir: " + ha() + "/.openclaw/workspace\n");
   c = LoadConfig(path());
   ASSERT_FALSE(c);
-  EXPECT_EQ(c.error().message, path() + ":3:15: key 'paths.backup_dir': must not be or contain "
-                                        "paths.ha_config or paths.workspace");
+  EXPECT_EQ(c.error().message, path() +
+                                   ":3:15: key 'paths.backup_dir': must not be or contain "
+                                   "paths.ha_config or paths.workspace");
 }
 
 TEST_F(ConfigFile, ReportsUnreadableConfigFileAndSyntaxErrors) {
@@ -430,8 +445,7 @@ TEST_F(ConfigFile, ReportsUnreadableConfigFileAndSyntaxErrors) {
   c = LoadConfig(path());
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().code, ErrorCode::kBadInput);
-  EXPECT_EQ(c.error().message,
-            path() + ":4:1: YAML syntax error: end of sequence flow not found");
+  EXPECT_EQ(c.error().message, path() + ":4:1: YAML syntax error: end of sequence flow not found");
 }
 
 TEST_F(ConfigFile, RejectsUnknownTags) {
@@ -454,9 +468,11 @@ TEST_F(ConfigFile, MissingSecretNamesTheSecretButNoValue) {
 
 TEST_F(ConfigFile, SecretValuesAreNeverEchoedInErrors) {
   // A secret used where an integer is expected: the error must not show the value.
-  const std::string msg = LoadError("retention: {keep_last: !secret backup_encryption_passphrase}\n");
-  EXPECT_EQ(msg, path() + ":2:24: key 'retention.keep_last': expected an integer, got (value "
-                          "from !secret)");
+  const std::string msg =
+      LoadError("retention: {keep_last: !secret backup_encryption_passphrase}\n");
+  EXPECT_EQ(msg, path() +
+                     ":2:24: key 'retention.keep_last': expected an integer, got (value "
+                     "from !secret)");
   EXPECT_EQ(msg.find(kPassphrase), std::string::npos);
   EXPECT_EQ(LoadError("encryption: {secrets_file: !secret mqtt_password}\n"),
             path() + ":2:28: key 'encryption.secrets_file': !secret is not allowed for this key");
@@ -489,8 +505,9 @@ TEST_F(ConfigFile, ToJsonShowsResolvedValuesButNoSecrets) {
 
 TEST_F(ConfigFile, TlsRequiresATlsScheme) {
   EXPECT_EQ(LoadError("mqtt:\n  url: mqtt://b\n  tls: {verify: true}\n"),
-            path() + ":4:8: key 'mqtt.tls': tls is set but mqtt.url does not use mqtts, ssl or "
-                     "wss");
+            path() +
+                ":4:8: key 'mqtt.tls': tls is set but mqtt.url does not use mqtts, ssl or "
+                "wss");
 }
 
 TEST_F(ConfigFile, EmptyListsMeanEmpty) {
@@ -552,9 +569,12 @@ TEST_F(Passphrase, ReadsTheConfiguredKeyInEveryScalarForm) {
       {"backup_encryption_passphrase: plain value  # comment\n", "plain value"},
       {"a: 1\nbackup_encryption_passphrase: 'it''s # not a comment'\n", "it's # not a comment"},
       {"backup_encryption_passphrase: \"tab\\tquote\\\" \\u00e9\\x41\"\n",
-       "tab\tquote\" \xC3\xA9" "A"},
+       "tab\tquote\" \xC3\xA9"
+       "A"},
       {"backup_encryption_passphrase: crlf-value\r\nother: x\r\n", "crlf-value"},
-      {"\xEF\xBB\xBF" "backup_encryption_passphrase: bom\n", "bom"},
+      {"\xEF\xBB\xBF"
+       "backup_encryption_passphrase: bom\n",
+       "bom"},
       {"nested:\n  backup_encryption_passphrase: wrong\nbackup_encryption_passphrase: right\n",
        "right"},
       {"backup_encryption_passphrase: no-newline-at-end", "no-newline-at-end"},
@@ -630,8 +650,9 @@ TEST_F(Passphrase, ErrorsNameFileAndKeyButNeverTheValue) {
   auto no_file = LoadPassphrase(*c);
   ASSERT_FALSE(no_file);
   EXPECT_EQ(no_file.error().code, ErrorCode::kBadInput);
-  EXPECT_EQ(no_file.error().message, file + ": key 'backup_encryption_passphrase': cannot read "
-                                            "secrets file: No such file or directory");
+  EXPECT_EQ(no_file.error().message, file +
+                                         ": key 'backup_encryption_passphrase': cannot read "
+                                         "secrets file: No such file or directory");
 }
 
 TEST_F(Passphrase, UsesTheConfiguredFileAndKey) {

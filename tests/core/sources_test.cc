@@ -123,13 +123,13 @@ TEST(CollectFiles, AppliesUserIncludeAndExclude) {
   WriteFile(ha + "/sub/x.yaml", "x");
   auto c = CollectFiles(cfg);
   ASSERT_TRUE(c) << c.error().message;
-  EXPECT_EQ(Paths(*c), (std::vector<std::string>{"ha_config/configuration.yaml",
-                                                 "ha_config/packages",
-                                                 "ha_config/packages/a.yaml"}));
+  EXPECT_EQ(Paths(*c),
+            (std::vector<std::string>{"ha_config/configuration.yaml", "ha_config/packages",
+                                      "ha_config/packages/a.yaml"}));
   // The workspace does not exist in this tree.
-  EXPECT_EQ(c->warnings, std::vector<std::string>{
-                             "workspace " + ha + "/.openclaw/workspace does not exist; nothing "
-                                                 "backed up from it"});
+  EXPECT_EQ(c->warnings, std::vector<std::string>{"workspace " + ha +
+                                                  "/.openclaw/workspace does not exist; nothing "
+                                                  "backed up from it"});
 }
 
 TEST(CollectFiles, StoresSymlinksAsLinksAndNeverFollowsThem) {
@@ -207,12 +207,13 @@ TEST(CollectFiles, OrderIsDeterministicAndSortedByByteValue) {
   const config::Config cfg = MakeConfig(dir);
   const std::string ha = dir.Sub("ha");
   fs::create_directories(ha + "/.openclaw/workspace");
-  for (const char* name : {"b", "B", "a.txt", "a/z", "a/y", "_x", "a-b"}) WriteFile(ha + "/" + name, "");
+  for (const char* name : {"b", "B", "a.txt", "a/z", "a/y", "_x", "a-b"})
+    WriteFile(ha + "/" + name, "");
   auto first = CollectFiles(cfg);
   auto second = CollectFiles(cfg);
   ASSERT_TRUE(first && second);
   const std::vector<std::string> expected = {
-      "ha_config/.openclaw", "ha_config/B", "ha_config/_x", "ha_config/a", "ha_config/a/y",
+      "ha_config/.openclaw", "ha_config/B",   "ha_config/_x",    "ha_config/a", "ha_config/a/y",
       "ha_config/a/z",       "ha_config/a-b", "ha_config/a.txt", "ha_config/b"};
   EXPECT_EQ(Paths(*first), expected);
   EXPECT_EQ(Paths(*second), expected);
@@ -320,14 +321,14 @@ class Tail : public ::testing::Test {
 
 TEST_F(Tail, ReturnsTheLastLinesByteForByte) {
   EXPECT_EQ(TailOf("a\nb\nc\n", 2), "b\nc\n");
-  EXPECT_EQ(TailOf("a\nb\nc\n", 3), "a\nb\nc\n");    // exactly n
-  EXPECT_EQ(TailOf("a\nb\nc\n", 10), "a\nb\nc\n");   // more than the file
-  EXPECT_EQ(TailOf("a\nb\nc", 2), "b\nc");           // no trailing newline
+  EXPECT_EQ(TailOf("a\nb\nc\n", 3), "a\nb\nc\n");   // exactly n
+  EXPECT_EQ(TailOf("a\nb\nc\n", 10), "a\nb\nc\n");  // more than the file
+  EXPECT_EQ(TailOf("a\nb\nc", 2), "b\nc");          // no trailing newline
   EXPECT_EQ(TailOf("a\nb\nc", 1), "c");
   EXPECT_EQ(TailOf("a\r\nb\r\nc\r\n", 2), "b\r\nc\r\n");  // CRLF kept
-  EXPECT_EQ(TailOf("", 5), "");                     // empty file
-  EXPECT_EQ(TailOf("a\nb\n", 0), "");               // zero lines
-  EXPECT_EQ(TailOf("\n\n\n", 2), "\n\n");           // empty lines count
+  EXPECT_EQ(TailOf("", 5), "");                           // empty file
+  EXPECT_EQ(TailOf("a\nb\n", 0), "");                     // zero lines
+  EXPECT_EQ(TailOf("\n\n\n", 2), "\n\n");                 // empty lines count
   EXPECT_EQ(TailOf("only line", 3), "only line");
 }
 
@@ -350,8 +351,7 @@ TEST_F(Tail, AOneGibibyteLogCostsNoMoreThanASmallOne) {
     ASSERT_GE(fd, 0);
     ASSERT_EQ(::ftruncate(fd, 1LL << 30), 0);  // sparse: no disk blocks
     const std::string tail = "first\nsecond\nthird\n";
-    ASSERT_EQ(::pwrite(fd, tail.data(), tail.size(), 1LL << 30),
-              static_cast<ssize_t>(tail.size()));
+    ASSERT_EQ(::pwrite(fd, tail.data(), tail.size(), 1LL << 30), static_cast<ssize_t>(tail.size()));
     ::close(fd);
   }
   auto r = TailLinesWithStats(p, 2);
@@ -394,8 +394,8 @@ TEST(CaptureLogs, SkipsMissingLogsWithAWarningAndNamesDuplicates) {
   config::Config cfg = MakeConfig(dir);
   WriteFile(dir.Sub("a/agent.log"), "1\n2\n3\n");
   WriteFile(dir.Sub("b/agent.log"), "x\ny\n");
-  cfg.sources.logs = {{dir.Sub("a/agent.log"), 2}, {dir.Sub("missing.log"), 5},
-                      {dir.Sub("b/agent.log"), 50}};
+  cfg.sources.logs = {
+      {dir.Sub("a/agent.log"), 2}, {dir.Sub("missing.log"), 5}, {dir.Sub("b/agent.log"), 50}};
   auto c = CaptureLogs(cfg);
   ASSERT_TRUE(c) << c.error().message;
   ASSERT_EQ(c->logs.size(), 2u);
@@ -403,9 +403,8 @@ TEST(CaptureLogs, SkipsMissingLogsWithAWarningAndNamesDuplicates) {
   EXPECT_EQ(c->logs[0].text, "2\n3\n");
   EXPECT_EQ(c->logs[1].archive_path, "logs/agent-2.log");
   EXPECT_EQ(c->logs[1].text, "x\ny\n");
-  EXPECT_EQ(c->warnings, std::vector<std::string>{"log " + dir.Sub("missing.log") +
-                                                  " skipped: " + dir.Sub("missing.log") +
-                                                  ": no such file"});
+  EXPECT_EQ(c->warnings, std::vector<std::string>{"log " + dir.Sub("missing.log") + " skipped: " +
+                                                  dir.Sub("missing.log") + ": no such file"});
 }
 
 // ---- entity snapshot -------------------------------------------------------------------------
