@@ -1,0 +1,98 @@
+#include "service/backend.h"
+
+#include "core/archive.h"
+
+namespace safepoint::service {
+
+namespace {
+
+class OperationsBackend final : public Backend {
+ public:
+  OperationsBackend(const config::Config& config, FileSystem& fs, const Clock& clock)
+      : config_(config), fs_(fs), clock_(clock), ops_(config, fs, clock) {}
+
+  Result<manifest::Manifest> Backup(const std::string& reason,
+                                    const std::optional<manifest::UpdateRef>& update,
+                                    const store::ProgressFn& progress,
+                                    const entities::EntitySnapshot& entities) override {
+    return ops_.Backup(reason, update, progress, entities);
+  }
+  Status Delete(const std::string& id) override { return ops_.Delete(id); }
+  Result<std::vector<store::Listing>> List() override { return ops_.store().List(); }
+  Result<std::vector<Operations::VerifyResult>> Verify(
+      const std::vector<std::string>& ids) override {
+    return ops_.Verify(ids);
+  }
+  Result<store::PruneReport> Prune() override { return ops_.Prune(); }
+  Status RecordFingerprint(const std::string& id) override;
+  RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy, bool resume,
+                           const store::ProgressFn& progress) override;
+  Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override;
+  Status RecoverInterrupted() override;
+
+ private:
+  const config::Config& config_;
+  FileSystem& fs_;
+  const Clock& clock_;
+  Operations ops_;
+};
+
+// Collects state/entities.json while a safety point is verified.
+class EntitiesVisitor final : public store::EntryVisitor {
+ public:
+  Status Begin(const manifest::Entry& e) override {
+    active_ = e.path == "state/entities.json";
+    return {};
+  }
+  Status Data(std::span<const std::uint8_t> data) override {
+    if (active_) text_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return {};
+  }
+  Status End(const manifest::Entry&) override {
+    active_ = false;
+    return {};
+  }
+  [[nodiscard]] const std::string& text() const { return text_; }
+
+ private:
+  bool active_ = false;
+  std::string text_;
+};
+
+Result<entities::EntitySnapshot> OperationsBackend::EntitiesOf(const std::string& id) {
+  auto lock = ops_.store().Lock(store::LockMode::kShared);
+  if (!lock) return tl::unexpected(lock.error());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  EntitiesVisitor visitor;
+  auto report = ops_.store().Read(id, *passphrase, visitor);
+  if (!report) return tl::unexpected(report.error());
+  if (visitor.text().empty()) {
+    return Fail(ErrorCode::kNotFound, "safety point " + id + " holds no entity states");
+  }
+  auto j = nlohmann::json::parse(visitor.text(), nullptr, false);
+  if (j.is_discarded()) return Fail(ErrorCode::kCorrupt, "state/entities.json is not JSON");
+  return entities::EntitySnapshotFromJson(j);
+}
+
+Status OperationsBackend::RecordFingerprint(const std::string& id) {
+  return Fail(ErrorCode::kUnsupported, "fingerprint of " + id + ": rollback engine not wired");
+}
+
+RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolicy /*policy*/,
+                                            bool /*resume*/,
+                                            const store::ProgressFn& /*progress*/) {
+  return RollbackOutcome::Failed(
+      Error{ErrorCode::kUnsupported, "rollback to " + id + ": rollback engine not wired"});
+}
+
+Status OperationsBackend::RecoverInterrupted() { return {}; }
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeBackend(const config::Config& config, FileSystem& fs,
+                                     const Clock& clock) {
+  return std::make_unique<OperationsBackend>(config, fs, clock);
+}
+
+}  // namespace safepoint::service

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/entities.h"
+#include "core/manifest.h"
+#include "core/result.h"
+#include "core/store.h"
+#include "service/lifecycle.h"
+#include "service/operations.h"
+
+namespace safepoint::service {
+
+// What the service asks of the store and the rollback engine. The daemon calls every method
+// from its worker thread, one at a time (List also from the state thread: it only reads).
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  [[nodiscard]] virtual Result<manifest::Manifest> Backup(
+      const std::string& reason, const std::optional<manifest::UpdateRef>& update,
+      const store::ProgressFn& progress, const entities::EntitySnapshot& entities) = 0;
+  [[nodiscard]] virtual Status Delete(const std::string& id) = 0;
+  [[nodiscard]] virtual Result<std::vector<store::Listing>> List() = 0;
+  [[nodiscard]] virtual Result<std::vector<Operations::VerifyResult>> Verify(
+      const std::vector<std::string>& ids) = 0;
+  [[nodiscard]] virtual Result<store::PruneReport> Prune() = 0;
+  // Records the post-update fingerprint of safety point `id`.
+  [[nodiscard]] virtual Status RecordFingerprint(const std::string& id) = 0;
+  // Rolls back to `id`; `resume` completes a journaled rollback first.
+  [[nodiscard]] virtual RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
+                                                 bool resume,
+                                                 const store::ProgressFn& progress) = 0;
+  // The entity states stored in safety point `id` (decrypts it).
+  [[nodiscard]] virtual Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) = 0;
+  // Completes or reverts a rollback a crash interrupted (at service start).
+  [[nodiscard]] virtual Status RecoverInterrupted() = 0;
+};
+
+// The real backend: Operations (store, locking, passphrase) and the rollback engine.
+std::unique_ptr<Backend> MakeBackend(const config::Config& config, FileSystem& fs,
+                                     const Clock& clock);
+
+}  // namespace safepoint::service

@@ -1,0 +1,828 @@
+#include "service/daemon.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+
+#include "core/manifest.h"
+
+namespace safepoint::service {
+
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr std::string_view kHomeAssistantStatus = "homeassistant/status";
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+mqtt::ClientOptions ClientOptionsFor(const config::MqttConfig& m) {
+  mqtt::ClientOptions o;
+  o.url = m.url;
+  o.client_id = m.client_id.empty() ? "safepoint-" + m.node_id : m.client_id;
+  if (!m.username.empty()) o.username = m.username;
+  if (m.password) o.password = Secret(std::string_view(*m.password));
+  o.protocol = m.protocol == config::MqttProtocol::kV5 ? 5 : 4;
+  o.keepalive = std::chrono::duration_cast<seconds>(m.keepalive);
+  o.tls.ca_file = m.tls.ca_file;
+  o.tls.cert_file = m.tls.cert_file;
+  o.tls.key_file = m.tls.key_file;
+  o.tls.verify = m.tls.verify;
+  o.will_topic = m.base_topic + "/availability";
+  o.will_payload = "offline";
+  o.will_retain = true;
+  return o;
+}
+
+LifecycleOptions LifecycleOptionsFor(const config::Config& c) {
+  LifecycleOptions o;
+  o.confirm_timeout = std::chrono::duration_cast<seconds>(c.service.confirm_timeout);
+  o.health_timeout = std::chrono::duration_cast<seconds>(c.service.health_timeout);
+  o.auto_rollback = c.service.auto_rollback;
+  switch (c.rollback.on_conflict) {
+    case config::ConflictPolicy::kAbort:
+      o.auto_rollback_policy = ConflictPolicy::kAbort;
+      break;
+    case config::ConflictPolicy::kOverwrite:
+      o.auto_rollback_policy = ConflictPolicy::kOverwrite;
+      break;
+    case config::ConflictPolicy::kMerge:
+      o.auto_rollback_policy = ConflictPolicy::kMerge;
+      break;
+  }
+  o.format_time = LocalHumanTime;
+  return o;
+}
+
+std::string Printable(std::string_view s, std::size_t max = 80) {
+  std::string out;
+  for (char c : s.substr(0, max)) {
+    out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+  }
+  if (s.size() > max) out += "...";
+  return out;
+}
+
+}  // namespace
+
+std::string LocalHumanTime(std::chrono::system_clock::time_point t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", &tm);
+  return buf;
+}
+
+std::chrono::system_clock::time_point NextDailyAt(std::chrono::system_clock::time_point now,
+                                                  std::chrono::minutes at) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  localtime_r(&tt, &tm);
+  for (int day = 0; day < 3; ++day) {
+    std::tm candidate = tm;
+    candidate.tm_mday += day;
+    candidate.tm_hour = static_cast<int>(at.count() / 60);
+    candidate.tm_min = static_cast<int>(at.count() % 60);
+    candidate.tm_sec = 0;
+    candidate.tm_isdst = -1;  // let mktime apply the day's DST rule
+    auto when = std::chrono::system_clock::from_time_t(std::mktime(&candidate));
+    if (when > now) return when;
+  }
+  return now + std::chrono::hours(24);
+}
+
+Daemon::Daemon(const config::Config& config, FileSystem& fs, const Clock& clock,
+               std::unique_ptr<Backend> backend)
+    : config_(config),
+      mqtt_config_(*config.mqtt),
+      fs_(fs),
+      clock_(clock),
+      backend_(std::move(backend)),
+      lifecycle_(LifecycleOptionsFor(config)),
+      mirror_(config.mqtt->mirror) {
+  discovery_options_.base_topic = mqtt_config_.base_topic;
+  discovery_options_.discovery_prefix = mqtt_config_.discovery_prefix;
+  discovery_options_.node_id = mqtt_config_.node_id;
+  discovery_options_.sw_version = std::string(kVersion);
+  parse_options_.max_payload_bytes = 64 * 1024;
+  worker_ = std::thread([this] {
+    for (;;) {
+      std::function<std::function<void()>()> job;
+      {
+        std::unique_lock lock(worker_mu_);
+        worker_cv_.wait(lock, [this] { return worker_stop_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      auto done = job();
+      Post(std::move(done));
+    }
+  });
+}
+
+Daemon::~Daemon() {
+  {
+    std::lock_guard lock(worker_mu_);
+    worker_stop_ = true;
+  }
+  worker_cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  pump_stop_ = true;
+  if (pump_.joinable()) pump_.join();
+}
+
+void Daemon::Post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(fn));
+  }
+  cv_.notify_one();
+}
+
+bool Daemon::Submit(std::function<std::function<void()>()> job) {
+  if (pending_jobs_ > 0) return false;
+  Enqueue(std::move(job));
+  return true;
+}
+
+void Daemon::Enqueue(std::function<std::function<void()>()> job) {
+  ++pending_jobs_;
+  worker_busy_ = true;
+  {
+    std::lock_guard lock(worker_mu_);
+    jobs_.push_back([this, job = std::move(job)] {
+      auto done = job();
+      return std::function<void()>([this, done = std::move(done)] {
+        if (--pending_jobs_ == 0) worker_busy_ = false;
+        done();
+      });
+    });
+  }
+  worker_cv_.notify_one();
+}
+
+std::string Daemon::Topic(const std::string& suffix) const {
+  return mqtt_config_.base_topic + "/" + suffix;
+}
+
+void Daemon::Publish(const std::string& topic, const std::string& payload, bool retain, int qos) {
+  if (!client_) return;
+  if (auto st = client_->Publish(topic, payload, qos, retain); !st) {
+    ++stats_.publish_failures;
+    spdlog::warn("publish to {} failed: {}", topic, st.error().message);
+  }
+}
+
+bool Daemon::RateLimitError() {
+  // Token bucket: 100 error responses at once, 50 per second after that.
+  auto now = clock_.Monotonic();
+  double elapsed = std::chrono::duration<double>(now - bucket_time_).count();
+  bucket_time_ = now;
+  bucket_tokens_ = std::min(100.0, bucket_tokens_ + elapsed * 50.0);
+  if (bucket_tokens_ < 1.0) {
+    ++stats_.responses_suppressed;
+    return false;
+  }
+  bucket_tokens_ -= 1.0;
+  return true;
+}
+
+void Daemon::Respond(const std::string& command, const std::optional<Error>& error,
+                     const json& data, const std::optional<json>& transaction) {
+  if (error && !RateLimitError()) return;
+  json payload =
+      error ? service::Response(ResponseStatus::kError, data,
+                                std::string(ErrorCodeName(error->code)) + ": " + error->message,
+                                transaction)
+            : service::Response(ResponseStatus::kOk, data, std::nullopt, transaction);
+  Publish(Topic("response/" + command), payload.dump(), false);
+}
+
+Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
+  client_ = std::make_unique<mqtt::Client>(ClientOptionsFor(mqtt_config_));
+  for (int attempt = 0; !stop; ++attempt) {
+    auto st = client_->Connect(seconds(10));
+    if (st) return {};
+    // Bad credentials or TLS verification failures will not heal by themselves, but the broker
+    // may be restarting with a fixed configuration: keep trying, loudly.
+    auto delay = mqtt::ReconnectDelay(attempt, milliseconds(500), seconds(30),
+                                      std::uniform_real_distribution<double>(0, 1)(rng_));
+    spdlog::warn("cannot connect to the MQTT broker ({}); retrying in {} ms", st.error().message,
+                 delay.count());
+    auto until = clock_.Monotonic() + delay;
+    while (!stop && clock_.Monotonic() < until) std::this_thread::sleep_for(milliseconds(100));
+  }
+  return Fail(ErrorCode::kIo, "stopped before connecting");
+}
+
+void Daemon::OnConnected() {
+  published_.clear();  // the broker may have lost its retained messages
+  Publish(Topic("availability"), "online", true);
+  PublishDiscovery();
+  Execute(std::vector<Action>{PublishStatus{lifecycle_.StatusJson()}});
+}
+
+void Daemon::PublishDiscovery() {
+  discovery::DiscoveryState state;
+  state.safety_points = safety_points_;
+  state.selected = selected_;
+  state.decision_pending = lifecycle_.state() == State::kAwaitingConfirmation;
+  state.conflict_pending = lifecycle_.state() == State::kAwaitingConflictResolution;
+  Publish(discovery::DiscoveryTopic(discovery_options_),
+          discovery::DeviceDiscovery(discovery_options_, state).dump(), true);
+  PublishStateTopics();
+}
+
+void Daemon::PublishStateTopics() {
+  discovery::DiscoveryState state;
+  state.safety_points = safety_points_;
+  state.selected = selected_;
+  state.decision_pending = lifecycle_.state() == State::kAwaitingConfirmation;
+  state.conflict_pending = lifecycle_.state() == State::kAwaitingConflictResolution;
+  for (const auto& [topic, payload] : discovery::StateTopics(discovery_options_, state)) {
+    auto it = published_.find(topic);
+    if (it != published_.end() && it->second == payload) continue;  // retained already
+    Publish(topic, payload, true);
+    published_[topic] = payload;
+  }
+}
+
+void Daemon::RefreshSafetyPoints() {
+  auto list = backend_->List();
+  if (!list) {
+    spdlog::warn("cannot list safety points: {}", list.error().message);
+    return;
+  }
+  std::vector<std::string> ids;
+  for (auto it = list->rbegin(); it != list->rend(); ++it) ids.push_back(it->id);
+  bool changed = ids != safety_points_;
+  safety_points_ = std::move(ids);
+  if (selected_ &&
+      std::find(safety_points_.begin(), safety_points_.end(), *selected_) == safety_points_.end()) {
+    selected_.reset();
+  }
+  if (!selected_ && !safety_points_.empty()) selected_ = safety_points_.front();
+  if (changed) PublishDiscovery();
+}
+
+void Daemon::Persist() {
+  const std::string& path = config_.service.state_file;
+  const std::string tmp = path + ".tmp";
+  std::string text = PersistedStateToJson(lifecycle_.Snapshot()).dump(1) + "\n";
+  auto write = [&]() -> Status {
+    (void)fs_.Remove(tmp);
+    auto f = fs_.CreateFile(tmp, 0600);
+    if (!f) return tl::unexpected(f.error());
+    SP_RETURN_IF_ERROR(
+        (*f)->Append({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}));
+    SP_RETURN_IF_ERROR((*f)->Sync());
+    SP_RETURN_IF_ERROR((*f)->Close());
+    SP_RETURN_IF_ERROR(fs_.Rename(tmp, path));
+    auto slash = path.rfind('/');
+    return fs_.SyncDir(slash == std::string::npos ? "." : path.substr(0, slash));
+  };
+  if (auto st = write(); !st) {
+    spdlog::error("cannot save the service state to {}: {}", path, st.error().message);
+  }
+}
+
+void Daemon::LoadPersisted() {
+  std::ifstream in(config_.service.state_file);
+  if (!in.good()) return;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded()) {
+    spdlog::error("service state {} is not valid JSON; starting idle", config_.service.state_file);
+    return;
+  }
+  auto state = PersistedStateFromJson(j);
+  if (!state) {
+    spdlog::error("service state {}: {}; starting idle", config_.service.state_file,
+                  state.error().message);
+    return;
+  }
+  spdlog::info("resuming: state {}", StateName(state->state));
+  Execute(lifecycle_.Restore(*state, clock_.Now()));
+}
+
+void Daemon::Execute(std::vector<Action> actions) {
+  for (const auto& a : actions) Execute(a);
+}
+
+void Daemon::Execute(const Action& action) {
+  std::visit(Overloaded{
+                 [&](const PublishDecision& a) {
+                   Publish(Topic("update/decision"), a.Payload().dump(), false);
+                 },
+                 [&](const service::StartBackup& a) { StartBackup(a); },
+                 [&](const DeleteBackup& a) {
+                   std::string id = a.backup_id;
+                   Submit([this, id] {
+                     auto st = backend_->Delete(id);
+                     return std::function<void()>([this, id, st] {
+                       if (!st)
+                         spdlog::error("cannot delete safety point {}: {}", id, st.error().message);
+                       entity_snapshots_.erase(id);
+                       RefreshSafetyPoints();
+                     });
+                   });
+                 },
+                 [&](const service::RecordFingerprint& a) {
+                   // Runs before the rollback the lifecycle starts next (the worker is sequential).
+                   std::string id = a.backup_id;
+                   Enqueue([this, id] {
+                     auto st = backend_->RecordFingerprint(id);
+                     return std::function<void()>([id, st] {
+                       if (!st) {
+                         spdlog::warn("cannot record the post-update fingerprint of {}: {}", id,
+                                      st.error().message);
+                       }
+                     });
+                   });
+                 },
+                 [&](const service::StartRollback& a) { StartRollback(a); },
+                 [&](const service::RunHealthCheck& a) { RunHealthCheck(a.backup_id); },
+                 [&](const PublishEvent& a) { Publish(Topic("event"), a.Payload().dump(), false); },
+                 [&](const PublishStatus& a) {
+                   Publish(Topic("status"), a.status.dump(), true);
+                   PublishStateTopics();
+                 },
+                 [&](const service::Persist&) { Persist(); },
+                 [&](const service::Respond& a) {
+                   // Responses belong to the command being handled; others carry their own name.
+                   const std::string& name = command_name_.empty() ? a.command : command_name_;
+                   Respond(name, a.error, a.data, transaction_);
+                 },
+             },
+             action);
+}
+
+void Daemon::StartBackup(const service::StartBackup& action) {
+  auto entities = mirror_.Snapshot(clock_.Now());
+  std::optional<manifest::UpdateRef> update;
+  const auto& snap = lifecycle_.Snapshot();
+  if (action.update_id) {
+    manifest::UpdateRef u;
+    u.update_id = *action.update_id;
+    if (snap.update) {
+      u.target = snap.update->target;
+      u.from_version = snap.update->from_version.value_or("");
+      u.to_version = snap.update->to_version.value_or("");
+    }
+    update = u;
+  }
+  std::string reason = action.reason;
+  bool ok = Submit([this, reason, update, entities] {
+    int last = -1;
+    auto progress = [this, &last](std::uint64_t done, std::uint64_t total) {
+      int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+      if (pct / 5 == last / 5) return;
+      last = pct;
+      Post([this, pct] { Execute(lifecycle_.OnProgress(pct, clock_.Now())); });
+    };
+    auto m = backend_->Backup(reason, update, progress, entities);
+    return std::function<void()>([this, m, entities] {
+      Result<BackupSummary> result = tl::unexpected(Error{ErrorCode::kInternal, ""});
+      if (m) {
+        BackupSummary s;
+        s.backup_id = m->id;
+        s.created = std::chrono::system_clock::time_point(seconds(m->created_unix));
+        s.file_count = m->FileCount();
+        s.total_bytes = m->TotalBytes();
+        s.path = config_.paths.backup_dir + "/" + m->id + "/" + m->payload->name;
+        result = s;
+        entity_snapshots_[m->id] = entities;
+        RefreshSafetyPoints();
+      } else {
+        spdlog::error("safety point failed: {}", m.error().message);
+        result = tl::unexpected(m.error());
+      }
+      command_name_.clear();
+      transaction_.reset();
+      Execute(lifecycle_.OnBackupDone(result, clock_.Now()));
+      if (m && prune_after_backup_) {
+        prune_after_backup_ = false;
+        Submit([this] {
+          auto r = backend_->Prune();
+          return std::function<void()>([this, r] {
+            if (!r) {
+              spdlog::warn("retention failed: {}", r.error().message);
+            } else if (!r->deleted.empty()) {
+              spdlog::info("retention deleted {} safety point(s)", r->deleted.size());
+            }
+            RefreshSafetyPoints();
+          });
+        });
+      }
+    });
+  });
+  if (!ok) {
+    Execute(lifecycle_.OnBackupDone(
+        tl::unexpected(Error{ErrorCode::kBusy, "another operation is still running"}),
+        clock_.Now()));
+  }
+}
+
+void Daemon::StartRollback(const service::StartRollback& action) {
+  auto a = action;
+  auto job = [this, a] {
+    int last = -1;
+    auto progress = [this, &last](std::uint64_t done, std::uint64_t total) {
+      int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+      if (pct / 5 == last / 5) return;
+      last = pct;
+      Post([this, pct] { Execute(lifecycle_.OnProgress(pct, clock_.Now())); });
+    };
+    auto outcome = backend_->Rollback(a.backup_id, a.on_conflict, a.resume, progress);
+    return std::function<void()>([this, outcome] {
+      command_name_.clear();
+      transaction_.reset();
+      Execute(lifecycle_.OnRollbackDone(outcome, clock_.Now()));
+      RefreshSafetyPoints();
+    });
+  };
+  // Queued behind a fingerprint job when one is pending; the lifecycle allows one rollback.
+  Enqueue(job);
+}
+
+void Daemon::RunHealthCheck(const std::string& backup_id) {
+  auto now_snapshot = mirror_.Snapshot(clock_.Now());
+  auto it = entity_snapshots_.find(backup_id);
+  if (it != entity_snapshots_.end()) {
+    Execute(lifecycle_.OnHealthReport(entities::UnavailableNow(it->second, now_snapshot),
+                                      clock_.Now()));
+    return;
+  }
+  // After a restart the states at backup time come from the safety point itself.
+  std::string id = backup_id;
+  auto job = [this, id, now_snapshot] {
+    auto before = backend_->EntitiesOf(id);
+    return std::function<void()>([this, before, now_snapshot] {
+      std::vector<std::string> unavailable;
+      if (before) {
+        unavailable = entities::UnavailableNow(*before, now_snapshot);
+      } else {
+        spdlog::warn("health check without entity states: {}", before.error().message);
+      }
+      Execute(lifecycle_.OnHealthReport(unavailable, clock_.Now()));
+    });
+  };
+  if (!Submit(job)) Execute(lifecycle_.OnHealthReport({}, clock_.Now()));
+}
+
+void Daemon::HandleEvent(const mqtt::Event& event) {
+  switch (event.kind) {
+    case mqtt::Event::Kind::kConnected:
+      spdlog::info("connected to the MQTT broker");
+      OnConnected();
+      break;
+    case mqtt::Event::Kind::kConnectionLost:
+      spdlog::warn("lost the MQTT connection ({}); reconnecting", event.detail);
+      break;
+    case mqtt::Event::Kind::kMessage:
+      HandleMessage(event.message);
+      break;
+  }
+}
+
+void Daemon::HandleMessage(const mqtt::Message& m) {
+  ++stats_.messages;
+  const auto now = clock_.Now();
+  const std::string& base = mqtt_config_.base_topic;
+  command_name_.clear();
+  transaction_.reset();
+  if (m.topic == kHomeAssistantStatus) {
+    Execute(lifecycle_.OnHomeAssistantStatus(m.payload, now));
+    if (m.payload == "online") {
+      // Home Assistant restarted: re-announce after a short random delay (spreads the load of
+      // every MQTT integration answering at once).
+      rediscover_at_ = now + milliseconds(std::uniform_int_distribution<int>(500, 3000)(rng_));
+    }
+    return;
+  }
+  if (m.topic.size() > base.size() && m.topic.compare(0, base.size() + 1, base + "/") == 0) {
+    const std::string rest = m.topic.substr(base.size() + 1);
+    if (rest.starts_with("cmd/")) {
+      HandleCommand(rest.substr(4), m);
+      return;
+    }
+    if (rest == "update/request" || rest == "update/result") {
+      if (m.retained) {
+        // A stale retained request or result must never start or judge an update.
+        ++stats_.retained_commands_ignored;
+        if (!m.payload.empty()) (void)client_->ClearRetained(m.topic);
+        return;
+      }
+      command_name_ = "update";
+      transaction_ = ExtractTransaction(m.payload, parse_options_);
+      if (rest == "update/request") {
+        auto req = ParseUpdateRequest(m.payload, parse_options_);
+        if (!req) {
+          ++stats_.invalid_messages;
+          if (RateLimitError()) spdlog::warn("invalid update request: {}", req.error().message);
+          Respond("update", req.error(), json::object(), transaction_);
+          return;
+        }
+        Execute(lifecycle_.OnUpdateRequest(*req, now));
+      } else {
+        auto res = ParseUpdateResult(m.payload, parse_options_);
+        if (!res) {
+          ++stats_.invalid_messages;
+          if (RateLimitError()) spdlog::warn("invalid update result: {}", res.error().message);
+          Respond("update", res.error(), json::object(), transaction_);
+          return;
+        }
+        Execute(lifecycle_.OnUpdateResult(*res, now));
+      }
+      return;
+    }
+    return;  // our own publications (status, event, responses...)
+  }
+  mirror_.Offer(m.topic, m.payload, m.retained, now);
+}
+
+void Daemon::HandleCommand(const std::string& name, const mqtt::Message& m) {
+  const auto now = clock_.Now();
+  if (m.retained) {
+    // A retained command is stale by definition: a Continue retained last week must never
+    // approve today's update. Ignore it and clear it from the broker.
+    ++stats_.retained_commands_ignored;
+    if (!m.payload.empty()) (void)client_->ClearRetained(m.topic);
+    spdlog::warn("ignored a retained message on {}", Printable(m.topic));
+    return;
+  }
+  if (m.payload.empty()) return;  // what clearing a retained command looks like
+  const bool known =
+      std::find(CommandNames().begin(), CommandNames().end(), name) != CommandNames().end();
+  command_name_ = known ? name : "unknown";
+  transaction_ = ExtractTransaction(m.payload, parse_options_);
+  auto cmd = ParseCommand(name, m.payload, parse_options_);
+  if (!cmd) {
+    ++stats_.invalid_messages;
+    if (RateLimitError()) {
+      spdlog::warn("invalid command on {}: {}", Printable(m.topic), cmd.error().message);
+    }
+    Respond(command_name_, cmd.error(), json::object(), transaction_);
+    return;
+  }
+  transaction_ = cmd->transaction;
+  const std::string source = cmd->pressed ? "button" : (name == "text" ? "text" : "mqtt");
+  std::visit(
+      Overloaded{
+          [&](const BackupCommand& c) { Execute(lifecycle_.OnManualBackupRequest(c.reason, now)); },
+          [&](const ContinueCommand& c) {
+            Execute(lifecycle_.OnDecision(Decision::kContinue, source, c.update_id, now));
+          },
+          [&](const CancelCommand& c) {
+            Execute(lifecycle_.OnDecision(Decision::kCancel, source, c.update_id, now));
+          },
+          [&](const RollbackCommand& c) {
+            std::optional<std::string> id = c.backup_id ? c.backup_id : selected_;
+            if (!id) {
+              Respond(command_name_, Error{ErrorCode::kBadInput, "no safety point selected"},
+                      json::object(), transaction_);
+              return;
+            }
+            if (std::find(safety_points_.begin(), safety_points_.end(), *id) ==
+                safety_points_.end()) {
+              RefreshSafetyPoints();
+              if (std::find(safety_points_.begin(), safety_points_.end(), *id) ==
+                  safety_points_.end()) {
+                Respond(command_name_, Error{ErrorCode::kNotFound, "no safety point " + *id},
+                        json::object(), transaction_);
+                return;
+              }
+            }
+            Execute(lifecycle_.OnManualRollbackRequest(*id, c.on_conflict, now));
+          },
+          [&](const ResolveCommand& c) { Execute(lifecycle_.OnResolve(c.action, now)); },
+          [&](const VerifyCommand& c) {
+            std::vector<std::string> ids;
+            if (c.backup_id) ids.push_back(*c.backup_id);
+            auto tx = transaction_;
+            auto cmd_name = command_name_;
+            bool ok = Submit([this, ids, tx, cmd_name] {
+              auto r = backend_->Verify(ids);
+              return std::function<void()>([this, r, tx, cmd_name] {
+                if (!r) {
+                  Respond(cmd_name, r.error(), json::object(), tx);
+                  return;
+                }
+                json results = json::array();
+                std::optional<Error> first;
+                for (const auto& v : *r) {
+                  if (v.error) {
+                    results.push_back({{"id", v.id},
+                                       {"ok", false},
+                                       {"error", ErrorCodeName(v.error->code)},
+                                       {"message", v.error->message}});
+                    if (!first) first = v.error;
+                  } else {
+                    results.push_back({{"id", v.id},
+                                       {"ok", true},
+                                       {"entries", v.report.entries},
+                                       {"bytes", v.report.bytes}});
+                  }
+                }
+                Respond(cmd_name, first, json{{"results", results}}, tx);
+              });
+            });
+            if (!ok) {
+              Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"},
+                      json::object(), transaction_);
+            }
+          },
+          [&](const DeleteCommand& c) {
+            const auto& snap = lifecycle_.Snapshot();
+            if (lifecycle_.Busy() && snap.backup_id && *snap.backup_id == c.backup_id) {
+              Respond(command_name_,
+                      Error{ErrorCode::kBusy, "safety point " + c.backup_id +
+                                                  " belongs to the operation in progress"},
+                      json::object(), transaction_);
+              return;
+            }
+            auto tx = transaction_;
+            auto cmd_name = command_name_;
+            std::string id = c.backup_id;
+            bool ok = Submit([this, id, tx, cmd_name] {
+              auto st = backend_->Delete(id);
+              return std::function<void()>([this, id, st, tx, cmd_name] {
+                if (!st) {
+                  Respond(cmd_name, st.error(), json::object(), tx);
+                  return;
+                }
+                entity_snapshots_.erase(id);
+                RefreshSafetyPoints();
+                const auto& last = lifecycle_.Snapshot().last_backup;
+                if (last && last->backup_id == id) {
+                  std::optional<BackupSummary> newest;
+                  if (!safety_points_.empty()) {
+                    BackupSummary s;
+                    s.backup_id = safety_points_.front();
+                    newest = s;
+                  }
+                  Execute(lifecycle_.SetLastBackup(newest));
+                }
+                Respond(cmd_name, std::nullopt, json{{"deleted", id}}, tx);
+              });
+            });
+            if (!ok) {
+              Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"},
+                      json::object(), transaction_);
+            }
+          },
+          [&](const ListCommand&) {
+            auto list = backend_->List();
+            if (!list) {
+              Respond(command_name_, list.error(), json::object(), transaction_);
+              return;
+            }
+            json items = json::array();
+            for (auto it = list->rbegin(); it != list->rend(); ++it) {
+              json j = {{"id", it->id}};
+              if (it->manifest) {
+                j["created_at"] = it->manifest->created_at;
+                j["reason"] = it->manifest->reason;
+                j["files"] = it->manifest->FileCount();
+                j["bytes"] = it->manifest->TotalBytes();
+              } else {
+                j["problem"] = it->problem;
+              }
+              items.push_back(std::move(j));
+            }
+            Respond(command_name_, std::nullopt, json{{"safety_points", items}}, transaction_);
+          },
+          [&](const StatusCommand&) {
+            Respond(command_name_, std::nullopt, lifecycle_.StatusJson(), transaction_);
+          },
+          [&](const SelectCommand& c) {
+            if (std::find(safety_points_.begin(), safety_points_.end(), c.backup_id) ==
+                safety_points_.end()) {
+              Respond(command_name_, Error{ErrorCode::kNotFound, "no safety point " + c.backup_id},
+                      json::object(), transaction_);
+              return;
+            }
+            selected_ = c.backup_id;
+            PublishStateTopics();
+            Respond(command_name_, std::nullopt, json{{"selected", c.backup_id}}, transaction_);
+          },
+      },
+      cmd->args);
+}
+
+void Daemon::CheckSchedule(TimePoint now) {
+  const auto& daily = config_.service.schedule.daily_at;
+  if (!daily) return;
+  if (!next_scheduled_) {
+    next_scheduled_ = NextDailyAt(now, *daily);
+    return;
+  }
+  if (now < *next_scheduled_) return;
+  if (lifecycle_.Busy() || worker_busy_) {
+    *next_scheduled_ = now + std::chrono::minutes(1);  // postponed while another operation runs
+    return;
+  }
+  next_scheduled_ = NextDailyAt(now, *daily);
+  prune_after_backup_ = true;
+  command_name_.clear();
+  transaction_.reset();
+  Execute(lifecycle_.OnManualBackupRequest(std::string("scheduled daily safety point"), now));
+}
+
+Daemon::TimePoint Daemon::NextWake(TimePoint now) const {
+  TimePoint wake = now + seconds(60);
+  if (const auto& d = lifecycle_.Snapshot().deadline; d && *d < wake) wake = *d;
+  if (rediscover_at_ && *rediscover_at_ < wake) wake = *rediscover_at_;
+  if (next_scheduled_ && *next_scheduled_ < wake) wake = *next_scheduled_;
+  return std::max(wake, now + milliseconds(10));
+}
+
+int Daemon::Run(const std::atomic<bool>& stop) {
+  if (auto st = discovery::ValidateOptions(discovery_options_); !st) {
+    spdlog::error("{}", st.error().message);
+    return ExitCodeFor(st.error().code);
+  }
+  if (auto st = backend_->RecoverInterrupted(); !st) {
+    spdlog::error("recovering an interrupted rollback failed: {}", st.error().message);
+  }
+  if (auto st = ConnectWithRetry(stop); !st) return 0;
+  std::vector<std::pair<std::string, int>> filters = {{Topic("cmd/+"), 1},
+                                                      {Topic("update/request"), 1},
+                                                      {Topic("update/result"), 1},
+                                                      {std::string(kHomeAssistantStatus), 1}};
+  for (const auto& f : mqtt_config_.mirror.filters) filters.emplace_back(f, 0);
+  if (auto st = client_->Subscribe(filters); !st) {
+    spdlog::error("subscribe failed: {}", st.error().message);
+  }
+  pump_ = std::thread([this] {
+    while (!pump_stop_) {
+      auto ev = client_->WaitEvent(milliseconds(500));
+      if (ev) Post([this, e = std::move(*ev)] { HandleEvent(e); });
+    }
+  });
+
+  LoadPersisted();
+  RefreshSafetyPoints();
+  if (!safety_points_.empty() && !lifecycle_.Snapshot().last_backup) {
+    auto list = backend_->List();
+    if (list && !list->empty() && list->back().manifest) {
+      const auto& m = *list->back().manifest;
+      BackupSummary s;
+      s.backup_id = m.id;
+      s.created = TimePoint(seconds(m.created_unix));
+      s.file_count = m.FileCount();
+      s.total_bytes = m.TotalBytes();
+      Execute(lifecycle_.SetLastBackup(s));
+    }
+  }
+  // The first kConnected event from the client announces us (availability, discovery, status).
+  spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
+               mqtt_config_.base_topic);
+
+  while (true) {
+    auto now = clock_.Now();
+    if (stop && !worker_busy_) break;
+    auto wake = NextWake(now);
+    std::deque<std::function<void()>> batch;
+    {
+      std::unique_lock lock(mu_);
+      auto wait = std::min<std::chrono::system_clock::duration>(wake - now, seconds(1));
+      cv_.wait_for(lock, wait, [this] { return !queue_.empty(); });
+      batch.swap(queue_);
+    }
+    for (auto& fn : batch) fn();
+    now = clock_.Now();
+    command_name_.clear();
+    transaction_.reset();
+    Execute(lifecycle_.OnTick(now));
+    if (rediscover_at_ && now >= *rediscover_at_) {
+      rediscover_at_.reset();
+      PublishDiscovery();
+      Execute(std::vector<Action>{PublishStatus{lifecycle_.StatusJson()}});
+    }
+    CheckSchedule(now);
+  }
+  spdlog::info("stopping: {} messages, {} invalid, {} retained commands ignored", stats_.messages,
+               stats_.invalid_messages, stats_.retained_commands_ignored);
+  Publish(Topic("availability"), "offline", true);
+  pump_stop_ = true;
+  if (pump_.joinable()) pump_.join();
+  client_->Disconnect();
+  return 0;
+}
+
+}  // namespace safepoint::service

@@ -1,0 +1,43 @@
+#include "service/mirror.h"
+
+namespace safepoint::service {
+
+bool EntityMirror::Offer(const std::string& topic, const std::string& payload, bool retained,
+                         std::chrono::system_clock::time_point now) {
+  if (!entities::MirrorAccepts(config_, topic)) return false;
+  if (payload.empty()) {
+    topics_.erase(topic);
+    return true;
+  }
+  if (payload.size() > config_.max_payload_bytes) {
+    ++dropped_payloads_;
+    return false;
+  }
+  auto it = topics_.find(topic);
+  if (it == topics_.end()) {
+    if (topics_.size() >= config_.max_topics) {
+      ++dropped_topics_;
+      return false;
+    }
+    it = topics_.emplace(topic, Value{}).first;
+  }
+  it->second.payload = payload;
+  it->second.retained = retained;
+  it->second.received_at = now;
+  return true;
+}
+
+entities::EntitySnapshot EntityMirror::Snapshot(std::chrono::system_clock::time_point now) const {
+  entities::EntitySnapshot s;
+  s.captured_at = now;
+  s.source = "mqtt";
+  s.dropped_topics = dropped_topics_;
+  s.dropped_payloads = dropped_payloads_;
+  s.records.reserve(topics_.size());
+  for (const auto& [topic, v] : topics_) {
+    s.records.push_back(entities::EntityRecord{topic, v.payload, v.retained, v.received_at});
+  }
+  return s;
+}
+
+}  // namespace safepoint::service

@@ -1,0 +1,46 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "core/config.h"
+#include "core/entities.h"
+
+namespace safepoint::service {
+
+// The entity mirror: the latest payload of every accepted topic (config mqtt.mirror), with its
+// retained flag and receive time, within limits. Zigbee2MQTT does not retain device state by
+// default, so this live mirror is what makes a safety point's state/entities.json complete.
+// Not thread-safe: owned by the service's state thread.
+class EntityMirror {
+ public:
+  explicit EntityMirror(config::MirrorConfig config) : config_(std::move(config)) {}
+
+  // Offers a received message. Returns true when the mirror keeps it. An empty payload removes
+  // the topic (that is how a retained state is cleared). Over-limit topics and payloads are
+  // dropped and counted.
+  bool Offer(const std::string& topic, const std::string& payload, bool retained,
+             std::chrono::system_clock::time_point now);
+
+  // A copy of the mirror as it is now.
+  [[nodiscard]] entities::EntitySnapshot Snapshot(std::chrono::system_clock::time_point now) const;
+
+  [[nodiscard]] std::size_t size() const { return topics_.size(); }
+  [[nodiscard]] std::uint64_t dropped_topics() const { return dropped_topics_; }
+  [[nodiscard]] std::uint64_t dropped_payloads() const { return dropped_payloads_; }
+
+ private:
+  struct Value {
+    std::string payload;
+    bool retained = false;
+    std::chrono::system_clock::time_point received_at;
+  };
+  config::MirrorConfig config_;
+  std::map<std::string, Value> topics_;
+  std::uint64_t dropped_topics_ = 0;
+  std::uint64_t dropped_payloads_ = 0;
+};
+
+}  // namespace safepoint::service
