@@ -13,6 +13,9 @@
 #   SAFEPOINT_BIN  binary to measure (default: build-bench/service/safepoint, built when missing)
 #   KEEP=1         keep the scratch dir (trees, outputs, raw results) for inspection
 #   RESULTS        also copy the raw results (TSV) and the table (markdown) to this path prefix
+#   BENCH_NICE     run every measured command at this nice value (e.g. -20 on a shared, busy
+#                  machine so the CPU share of the tools under test approaches an idle machine's;
+#                  negative values need root); recorded in the report
 #
 # Every measurement is /usr/bin/time -f '%e %U %S %M' (wall s, user s, sys s, max RSS KiB) around
 # the whole command; for a shell pipeline the RSS is that of its largest single process.
@@ -41,6 +44,11 @@ if [[ ! -x "$sp" ]]; then
   cmake -S "$root" -B "$root/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DSAFEPOINT_BUILD_TESTS=OFF >/dev/null
   cmake --build "$root/build-bench" --target safepoint -j2 >/dev/null
+fi
+
+if [[ -n "${BENCH_NICE:-}" ]]; then
+  [[ "$BENCH_NICE" =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be an integer"
+  renice -n "$BENCH_NICE" -p $$ >/dev/null || die "cannot renice to $BENCH_NICE"
 fi
 
 mkdir -p "$bench_parent"
@@ -77,7 +85,7 @@ bytes_of() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}
   echo "disk:    $(df -hT "$work" | awk 'NR == 2 {print $2, $1}')"
   echo "tools:   safepoint $("$sp" --version 2>&1 | head -n1), age $(age --version), zstd $(zstd --version | grep -o "v[0-9.]*" | head -n1)," \
     "$(restic version | cut -d' ' -f1-2)"
-  echo "runs:    $runs per measurement (median)"
+  echo "runs:    $runs per measurement (median); nice $(nice)"
 } | tee "$work/env.txt" >&2
 
 for size in $sizes; do

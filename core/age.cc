@@ -555,10 +555,10 @@ Decryptor::Decryptor(ByteSource& in, std::vector<std::uint8_t> pending)
 
 Result<std::unique_ptr<Decryptor>> Decryptor::Open(ByteSource& in, const Secret& passphrase,
                                                    int max_work_factor) {
-  if (max_work_factor < 1 || max_work_factor > kMaxWorkFactor) {
+  if (max_work_factor < 1 || max_work_factor > kReaderWorkFactorCap) {
     return Fail(ErrorCode::kBadInput, "maximum scrypt work factor " +
                                           std::to_string(max_work_factor) + " outside 1.." +
-                                          std::to_string(kMaxWorkFactor));
+                                          std::to_string(kReaderWorkFactorCap));
   }
   InitSodium();
   auto header = ParseHeader(in);

@@ -35,7 +35,9 @@ namespace safepoint::age {
 // (256 MiB at 18, 1 GiB at 22).
 constexpr int kDefaultWorkFactor = 18;  // age's own default
 constexpr int kMinWorkFactor = 15;      // writers: the configurable range is [15, 22]
-constexpr int kMaxWorkFactor = 22;      // readers: the largest maximum a caller may configure
+constexpr int kMaxWorkFactor = 22;      // writers' upper bound, and readers' default maximum
+// The largest maximum a reader may be given (128 GiB of scrypt memory); config allows 15..30.
+constexpr int kReaderWorkFactorCap = 30;
 
 // Plaintext bytes per STREAM chunk.
 constexpr std::size_t kChunkSize = 64 * 1024;
@@ -119,7 +121,7 @@ class Encryptor {
 //                     tampered payload, trailing data, an empty final chunk;
 //   kUnsupported      "only passphrase (scrypt) age files are supported" (X25519 and other
 //                     recipient stanzas, ASCII-armored files);
-//   kBadInput         max_work_factor outside [1, kMaxWorkFactor];
+//   kBadInput         max_work_factor outside [1, kReaderWorkFactorCap];
 //   errors of `in`.
 // After an error every later Read returns the same error.
 // Thread-safety: one thread at a time.

@@ -32,10 +32,9 @@ nlohmann::json SummaryJson(const manifest::Manifest& m, const store::Store& stor
 Operations::Operations(const config::Config& config, FileSystem& fs, const Clock& clock)
     : config_(config), fs_(fs), clock_(clock), store_(StoreOptionsFor(config), fs, clock) {}
 
-Result<manifest::Manifest> Operations::Backup(const std::string& reason,
-                                              const std::optional<manifest::UpdateRef>& update,
-                                              const store::ProgressFn& progress,
-                                              const std::optional<entities::EntitySnapshot>& entities) {
+Result<manifest::Manifest> Operations::Backup(
+    const std::string& reason, const std::optional<manifest::UpdateRef>& update,
+    const store::ProgressFn& progress, const std::optional<entities::EntitySnapshot>& entities) {
   auto lock = store_.Lock(store::LockMode::kExclusive);
   if (!lock) return tl::unexpected(lock.error());
   SP_RETURN_IF_ERROR(store_.CleanLeftovers());

@@ -1,7 +1,202 @@
+#include <unistd.h>
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "core/fingerprint.h"
+#include "core/rollback.h"
 #include "service/cli_context.h"
 
+// `safepoint diff`, `fingerprint`, `rollback` and `recover` (docs/rollback.md).
 namespace safepoint::service {
 
-void AddRollbackCommands(CLI::App& /*app*/, CliContext& /*cli*/) {}
+namespace {
+
+using nlohmann::json;
+
+struct RollbackArgs {
+  std::string id;
+  std::string on_conflict;
+  bool dry_run = false;
+  bool yes = false;
+};
+
+Result<rollback::Policy> PolicyFrom(const std::string& name, const config::Config& config) {
+  if (name.empty()) return config.rollback.on_conflict;
+  if (name == "abort") return rollback::Policy::kAbort;
+  if (name == "overwrite") return rollback::Policy::kOverwrite;
+  if (name == "merge") return rollback::Policy::kMerge;
+  return Fail(ErrorCode::kBadInput,
+              "--on-conflict must be abort, overwrite or merge, not '" + name + "'");
+}
+
+// Takes the exclusive lock, cleans store leftovers and finishes interrupted rollbacks (notes on
+// stderr). The lock is returned to the caller, who keeps it for the whole command.
+Result<store::StoreLock> LockAndRecover(CliContext& cli, Operations& ops) {
+  auto lock = ops.store().Lock(store::LockMode::kExclusive);
+  if (!lock) return tl::unexpected(lock.error());
+  SP_RETURN_IF_ERROR(ops.store().CleanLeftovers());
+  auto notes = rollback::Recover(ops.config(), ops.store(), cli.fs, cli.clock);
+  if (!notes) return tl::unexpected(notes.error());
+  for (const auto& n : *notes) std::cerr << "safepoint: " << n << "\n";
+  return std::move(*lock);
+}
+
+// Prints an error with extra data (--json: {"status":"error","error":{..},"data":..}).
+int FailedWith(const CliContext& cli, const Error& error, const json& data) {
+  if (!cli.json_output) return cli.Failed(error);
+  std::cout << json{{"status", "error"},
+                    {"error", {{"code", ErrorCodeName(error.code)}, {"message", error.message}}},
+                    {"data", data}}
+                   .dump()
+            << "\n";
+  std::cerr << "safepoint: " << error.message << "\n";
+  return ExitCodeFor(error.code);
+}
+
+std::string DescribeReport(const rollback::Report& r) {
+  std::string out;
+  if (r.dry_run) {
+    out += rollback::Describe(r.plan);
+    out += "dry run: safety point " + r.id + " verified; nothing was changed\n";
+  } else if (r.rollback_id.empty() || r.record_dir.empty()) {
+    out += "nothing to roll back: the files already match safety point " + r.id + "\n";
+  } else {
+    out += "Rolled back to safety point " + r.id + "\n- restored: " + std::to_string(r.restored) +
+           "\n- kept local, safety-point version written beside: " +
+           std::to_string(r.written_beside) +
+           "\n- moved aside: " + std::to_string(r.moved_aside) + " (into " + r.record_dir +
+           "/moved)\n- undo with: safepoint rollback " + r.pre_rollback_id + "\n";
+  }
+  for (const auto& d : r.differences) out += "- not restored: " + d + "\n";
+  for (const auto& o : r.restarts) {
+    out += "- restart " + o.name + ": " + (o.ok ? "ok" : o.error) + " (" +
+           std::to_string(o.duration.count()) + " ms)\n";
+    if (!o.ok) {
+      for (const auto& line : o.output_tail) out += "    " + line + "\n";
+    }
+  }
+  return out;
+}
+
+bool Confirm(const rollback::Plan& plan) {
+  std::cerr << rollback::Describe(plan);
+  std::cerr << "Roll back to safety point " << plan.id << "? A pre-rollback safety point is "
+            << "taken first. [y/N] " << std::flush;
+  std::string answer;
+  if (!std::getline(std::cin, answer)) return false;
+  return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+}  // namespace
+
+void AddRollbackCommands(CLI::App& app, CliContext& cli) {
+  auto args = std::make_shared<RollbackArgs>();
+
+  // diff
+  auto* diff = app.add_subcommand("diff", "show what a rollback to a safety point would do");
+  diff->add_option("id", args->id, "safety point id")->required();
+  diff->add_option("--on-conflict", args->on_conflict,
+                   "policy to plan with: abort, overwrite or merge (default: config)");
+  diff->callback(cli.Run([&cli, args](Operations& ops) {
+    auto policy = PolicyFrom(args->on_conflict, ops.config());
+    if (!policy) return cli.Failed(policy.error());
+    auto lock = ops.store().Lock(store::LockMode::kShared);
+    if (!lock) return cli.Failed(lock.error());
+    auto plan = rollback::MakePlan(ops.config(), ops.store(), args->id, *policy);
+    if (!plan) return cli.Failed(plan.error());
+    return cli.Ok(rollback::ToJson(*plan), rollback::Describe(*plan));
+  }));
+
+  // fingerprint
+  auto* fp = app.add_subcommand("fingerprint",
+                                "record the post-update state (hashes only) for a safety point");
+  fp->add_option("id", args->id, "safety point id")->required();
+  fp->callback(cli.Run([&cli, args](Operations& ops) {
+    auto lock = LockAndRecover(cli, ops);
+    if (!lock) return cli.Failed(lock.error());
+    if (auto st = rollback::RecordFingerprint(ops.config(), ops.store(), cli.fs, cli.clock,
+                                              args->id);
+        !st) {
+      return cli.Failed(st.error());
+    }
+    auto f = rollback::LoadFingerprint(ops.store(), args->id);
+    if (!f) return cli.Failed(f.error());
+    const std::size_t n = *f ? (*f)->paths.size() : 0;
+    const std::string path =
+        ops.store().DirOf(args->id) + "/" + std::string(rollback::kFingerprintName);
+    return cli.Ok(json{{"id", args->id}, {"paths", n}, {"file", path}},
+                  "recorded the fingerprint of " + std::to_string(n) + " paths for " + args->id);
+  }));
+
+  // rollback
+  auto* rb = app.add_subcommand("rollback", "restore the files of a safety point");
+  rb->add_option("id", args->id, "safety point id")->required();
+  rb->add_option("--on-conflict", args->on_conflict,
+                 "files changed locally since the safety point: abort (default), overwrite, or "
+                 "merge (keep local, write <file>.safepoint-<id> beside)");
+  rb->add_flag("--dry-run", args->dry_run, "verify and show the plan; change nothing");
+  rb->add_flag("--yes", args->yes, "do not ask for confirmation");
+  rb->callback(cli.Run([&cli, args](Operations& ops) {
+    auto policy = PolicyFrom(args->on_conflict, ops.config());
+    if (!policy) return cli.Failed(policy.error());
+    const bool interactive = ::isatty(STDIN_FILENO) != 0;
+    if (!args->dry_run && !args->yes && !interactive) {
+      return cli.Failed({ErrorCode::kBadInput,
+                         "rollback changes files: confirm with --yes (or look first with "
+                         "--dry-run)"});
+    }
+    auto lock = LockAndRecover(cli, ops);
+    if (!lock) return cli.Failed(lock.error());
+    auto passphrase = config::LoadPassphrase(ops.config());
+    if (!passphrase) return cli.Failed(passphrase.error());
+    if (!args->dry_run && !args->yes) {
+      auto plan = rollback::MakePlan(ops.config(), ops.store(), args->id, *policy);
+      if (!plan) return cli.Failed(plan.error());
+      if (!plan->WouldStop() && !Confirm(*plan)) {
+        return cli.Failed({ErrorCode::kBadInput, "not confirmed; nothing was changed"});
+      }
+    }
+    auto report = rollback::Rollback(ops.config(), ops.store(), cli.fs, cli.clock, *passphrase,
+                                     args->id, *policy, args->dry_run);
+    if (!report) {
+      if (report.error().code == ErrorCode::kConflict) {
+        auto plan = rollback::MakePlan(ops.config(), ops.store(), args->id, *policy);
+        if (plan) return FailedWith(cli, report.error(), json{{"plan", rollback::ToJson(*plan)}});
+      }
+      return cli.Failed(report.error());
+    }
+    if (report->dry_run && report->plan.WouldStop()) {
+      if (!cli.json_output) std::cout << DescribeReport(*report);
+      return FailedWith(cli,
+                        {ErrorCode::kConflict, "dry run: the rollback would stop on " +
+                                                   std::to_string(report->plan.Count(
+                                                       rollback::Change::kConflict)) +
+                                                   " conflicts; nothing was changed"},
+                        rollback::ToJson(*report));
+    }
+    for (const auto& e : report->errors) std::cerr << "safepoint: warning: " << e << "\n";
+    return cli.Ok(rollback::ToJson(*report), DescribeReport(*report));
+  }));
+
+  // recover
+  auto* recover = app.add_subcommand(
+      "recover", "finish an interrupted rollback (every exclusive command does this first)");
+  recover->callback(cli.Run([&cli](Operations& ops) {
+    auto lock = ops.store().Lock(store::LockMode::kExclusive);
+    if (!lock) return cli.Failed(lock.error());
+    if (auto st = ops.store().CleanLeftovers(); !st) return cli.Failed(st.error());
+    auto notes = rollback::Recover(ops.config(), ops.store(), cli.fs, cli.clock);
+    if (!notes) return cli.Failed(notes.error());
+    std::string human;
+    for (const auto& n : *notes) human += n + "\n";
+    if (notes->empty()) human = "nothing to recover\n";
+    return cli.Ok(json{{"recovered", *notes}}, human);
+  }));
+}
 
 }  // namespace safepoint::service

@@ -361,7 +361,7 @@ TEST(Age, RejectsBadParameters) {
   EXPECT_EQ(empty.error().code, ErrorCode::kBadInput);
   EXPECT_TRUE(file.data().empty());
 
-  for (int max : {0, kMaxWorkFactor + 1}) {
+  for (int max : {0, kReaderWorkFactorCap + 1}) {
     StringSource source("irrelevant");
     auto dec = Decryptor::Open(source, Secret(kPassphrase), max);
     ASSERT_FALSE(dec.has_value());
