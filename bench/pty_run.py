@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--answers", type=int, default=2, help="prompts to answer (default 2)")
     ap.add_argument("--latency-file", help="append the prompt-to-answer time (seconds) here")
     ap.add_argument("--timeout", type=float, default=3600.0, help="kill CMD after this (s)")
+    ap.add_argument("--autogroup-nice", type=int,
+                    help="set the scheduler autogroup nice of CMD's new session (Linux)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -74,6 +76,13 @@ def main() -> int:
     pid, master = pty.fork()
     if pid == 0:  # child: the pty is its controlling terminal and stdin/stdout/stderr
         try:
+            if args.autogroup_nice is not None:
+                # A new session is a new autogroup, which would not inherit the caller's share.
+                try:
+                    with open("/proc/self/autogroup", "w", encoding="ascii") as f:
+                        f.write(str(args.autogroup_nice))
+                except OSError:
+                    pass
             os.execvp(cmd[0], cmd)
         finally:
             os._exit(127)

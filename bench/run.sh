@@ -46,9 +46,19 @@ if [[ ! -x "$sp" ]]; then
   cmake --build "$root/build-bench" --target safepoint -j2 >/dev/null
 fi
 
+pty_nice=()
 if [[ -n "${BENCH_NICE:-}" ]]; then
   [[ "$BENCH_NICE" =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be an integer"
+  # With autogroup scheduling, nice only orders tasks within a session: take a session of our
+  # own and set its autogroup nice too (the pty sessions of the age runs do the same).
+  if [[ -z "${SAFEPOINT_BENCH_SESSION:-}" ]] && [[ -w /proc/self/autogroup ]]; then
+    SAFEPOINT_BENCH_SESSION=1 exec setsid -w "$0" "$@"
+  fi
   renice -n "$BENCH_NICE" -p $$ >/dev/null || die "cannot renice to $BENCH_NICE"
+  if [[ -w /proc/self/autogroup ]]; then
+    echo "$BENCH_NICE" >"/proc/$$/autogroup" || die "cannot set the autogroup nice"
+  fi
+  pty_nice=(--autogroup-nice "$BENCH_NICE")
 fi
 
 mkdir -p "$bench_parent"
@@ -85,7 +95,8 @@ bytes_of() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}
   echo "disk:    $(df -hT "$work" | awk 'NR == 2 {print $2, $1}')"
   echo "tools:   safepoint $("$sp" --version 2>&1 | head -n1), age $(age --version), zstd $(zstd --version | grep -o "v[0-9.]*" | head -n1)," \
     "$(restic version | cut -d' ' -f1-2)"
-  echo "runs:    $runs per measurement (median); nice $(nice)"
+  echo "runs:    $runs per measurement (median); nice $(nice), autogroup" \
+    "$(cut -d' ' -f2- /proc/self/autogroup 2>/dev/null || echo n/a)"
 } | tee "$work/env.txt" >&2
 
 for size in $sizes; do
@@ -123,7 +134,7 @@ for size in $sizes; do
           ;;
         age)
           rm -f "$work/out.age"
-          python3 "$here/pty_run.py" --secrets "$secrets" --answers 2 \
+          python3 "$here/pty_run.py" --secrets "$secrets" --answers 2 "${pty_nice[@]}" \
             --latency-file "$work/latency.txt" -- \
             /usr/bin/time -o "$t" -f "$time_fmt" bash -c \
             'set -o pipefail; tar -C "$1" -cf - . | zstd -3 -q | age -p >"$2"' _ \
@@ -148,7 +159,7 @@ for size in $sizes; do
           record "$size" safepoint verify "$run" "$t" 0
           ;;
         age)
-          python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 \
+          python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
             --latency-file "$work/latency.txt" -- \
             /usr/bin/time -o "$t" -f "$time_fmt" bash -c 'age -d "$1" >/dev/null' _ \
             "$work/out.age"
