@@ -1,0 +1,8 @@
+#!/bin/sh
+# Entry point of the safepoint add-on: options + the Supervisor's MQTT service -> config, then
+# the service in the foreground (PID 1's child; the Supervisor's stop sends SIGTERM).
+set -eu
+python3 /usr/lib/safepoint/addon_config.py --options /data/options.json --mqtt-from-supervisor \
+  --ha-config /homeassistant --out /data/safepoint.yaml
+/usr/local/bin/safepoint config check --config /data/safepoint.yaml >/dev/null
+exec /usr/local/bin/safepoint serve --config /data/safepoint.yaml
