@@ -1,0 +1,282 @@
+#include "core/fingerprint.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+#include <vector>
+
+#include "core/io.h"
+#include "core/sha256.h"
+#include "core/snapshot.h"
+#include "core/sources.h"
+
+namespace safepoint::rollback {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::size_t kHashBuffer = 256 * 1024;
+constexpr std::size_t kMaxFingerprintBytes = 256u << 20;
+
+std::string IsoUtc(std::chrono::system_clock::time_point t) {
+  std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+manifest::EntryType TypeFromName(std::string_view name, bool* ok) {
+  *ok = true;
+  if (name == "file") return manifest::EntryType::kFile;
+  if (name == "symlink") return manifest::EntryType::kSymlink;
+  if (name == "directory") return manifest::EntryType::kDirectory;
+  *ok = false;
+  return manifest::EntryType::kFile;
+}
+
+Result<std::string> ReadSmall(const std::string& path, std::size_t max) {
+  auto file = ReadOnlyFile::Open(path);
+  if (!file) return tl::unexpected(file.error());
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(file->fd(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return tl::unexpected(ErrnoError(errno, "read", path));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > max) return Fail(ErrorCode::kCorrupt, path + ": too large");
+  }
+  return out;
+}
+
+}  // namespace
+
+PathState StateOf(const manifest::Entry& e) {
+  PathState s;
+  s.type = e.type;
+  switch (e.type) {
+    case manifest::EntryType::kFile:
+      s.size = e.size;
+      s.sha256 = e.sha256;
+      s.mode = e.mode & 07777;
+      break;
+    case manifest::EntryType::kDirectory:
+      s.mode = e.mode & 07777;
+      break;
+    case manifest::EntryType::kSymlink:
+      s.link_target = e.link_target;
+      break;
+  }
+  return s;
+}
+
+std::optional<std::string> LocalPathOf(const config::Config& config,
+                                       std::string_view archive_path) {
+  auto slash = archive_path.find('/');
+  std::string_view top = archive_path.substr(0, slash);
+  std::string_view rel =
+      slash == std::string_view::npos ? std::string_view() : archive_path.substr(slash + 1);
+  const std::string* root = nullptr;
+  if (top == "ha_config") root = &config.paths.ha_config;
+  if (top == "workspace") root = &config.paths.workspace;
+  if (root == nullptr) return std::nullopt;
+  if (rel.empty()) return *root;
+  return *root + "/" + std::string(rel);
+}
+
+Result<std::string> HashFile(const std::string& path) {
+  auto file = ReadOnlyFile::Open(path);
+  if (!file) return tl::unexpected(file.error());
+  Sha256 hash;
+  std::vector<std::uint8_t> buf(kHashBuffer);
+  for (;;) {
+    ssize_t n = ::read(file->fd(), buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return tl::unexpected(ErrnoError(errno, "read", path));
+    }
+    if (n == 0) break;
+    hash.Update(std::span<const std::uint8_t>(buf.data(), static_cast<std::size_t>(n)));
+  }
+  return hash.FinalHex();
+}
+
+Result<std::optional<PathState>> ReadPathState(const std::string& root, const std::string& rel) {
+  std::string path = root;
+  struct stat st {};
+  std::size_t pos = 0;
+  while (true) {
+    if (::lstat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) return std::optional<PathState>();
+      return tl::unexpected(ErrnoError(errno, "stat", path));
+    }
+    if (pos >= rel.size()) break;
+    // A component that is not a real directory hides everything below it.
+    if (!S_ISDIR(st.st_mode)) return std::optional<PathState>();
+    std::size_t next = rel.find('/', pos);
+    if (next == std::string::npos) next = rel.size();
+    path += "/" + rel.substr(pos, next - pos);
+    pos = next + 1;
+  }
+  PathState s;
+  if (S_ISLNK(st.st_mode)) {
+    s.type = manifest::EntryType::kSymlink;
+    std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
+    for (;;) {
+      ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
+      if (n < 0) return tl::unexpected(ErrnoError(errno, "readlink", path));
+      if (static_cast<std::size_t>(n) < target.size()) {
+        target.resize(static_cast<std::size_t>(n));
+        break;
+      }
+      target.resize(target.size() * 2);
+    }
+    s.link_target = std::move(target);
+  } else if (S_ISDIR(st.st_mode)) {
+    s.type = manifest::EntryType::kDirectory;
+    s.mode = st.st_mode & 07777;
+  } else if (S_ISREG(st.st_mode)) {
+    s.type = manifest::EntryType::kFile;
+    s.mode = st.st_mode & 07777;
+    auto hash = HashFile(path);
+    if (!hash) return tl::unexpected(hash.error());
+    s.sha256 = std::move(*hash);
+    // The size of what was hashed, not of the earlier stat.
+    struct stat after {};
+    if (::lstat(path.c_str(), &after) != 0) return tl::unexpected(ErrnoError(errno, "stat", path));
+    s.size = static_cast<std::uint64_t>(after.st_size);
+  } else {
+    // A fifo, socket or device is never restored over; it counts as "something else".
+    s.type = manifest::EntryType::kFile;
+    s.mode = st.st_mode & 07777;
+    s.sha256 = "special";
+  }
+  return std::optional<PathState>(std::move(s));
+}
+
+Status WriteFileAtomically(FileSystem& fs, const std::string& path, std::string_view content,
+                           mode_t mode) {
+  const std::string tmp = path + ".tmp";
+  struct stat st {};
+  if (::lstat(tmp.c_str(), &st) == 0) SP_RETURN_IF_ERROR(fs.Remove(tmp));
+  auto file = fs.CreateFile(tmp, mode);
+  if (!file) return tl::unexpected(file.error());
+  SP_RETURN_IF_ERROR((*file)->Append(std::span<const std::uint8_t>(
+      reinterpret_cast<const std::uint8_t*>(content.data()), content.size())));
+  SP_RETURN_IF_ERROR((*file)->Sync());
+  SP_RETURN_IF_ERROR((*file)->Close());
+  SP_RETURN_IF_ERROR(fs.Rename(tmp, path));
+  auto slash = path.rfind('/');
+  return fs.SyncDir(slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash));
+}
+
+json ToJson(const Fingerprint& f) {
+  json entries = json::array();
+  for (const auto& [path, s] : f.paths) {
+    json e = {{"path", path}, {"type", manifest::EntryTypeName(s.type)}};
+    switch (s.type) {
+      case manifest::EntryType::kFile:
+        e["size"] = s.size;
+        e["sha256"] = s.sha256;
+        e["mode"] = s.mode;
+        break;
+      case manifest::EntryType::kDirectory:
+        e["mode"] = s.mode;
+        break;
+      case manifest::EntryType::kSymlink:
+        e["link_target"] = s.link_target;
+        break;
+    }
+    entries.push_back(std::move(e));
+  }
+  return {{"format", 1}, {"id", f.id}, {"recorded_at", f.recorded_at}, {"entries", entries}};
+}
+
+Result<Fingerprint> ParseFingerprint(std::string_view text) {
+  try {
+    json j = json::parse(text);
+    if (j.at("format").get<int>() != 1) {
+      return Fail(ErrorCode::kCorrupt, "fingerprint: unsupported format");
+    }
+    Fingerprint f;
+    f.id = j.at("id").get<std::string>();
+    f.recorded_at = j.at("recorded_at").get<std::string>();
+    for (const auto& e : j.at("entries")) {
+      PathState s;
+      bool ok = false;
+      s.type = TypeFromName(e.at("type").get<std::string>(), &ok);
+      if (!ok) return Fail(ErrorCode::kCorrupt, "fingerprint: unknown entry type");
+      const auto path = e.at("path").get<std::string>();
+      SP_RETURN_IF_ERROR(manifest::CheckArchivePath(path));
+      switch (s.type) {
+        case manifest::EntryType::kFile:
+          s.size = e.at("size").get<std::uint64_t>();
+          s.sha256 = e.at("sha256").get<std::string>();
+          s.mode = e.at("mode").get<std::uint32_t>();
+          break;
+        case manifest::EntryType::kDirectory:
+          s.mode = e.at("mode").get<std::uint32_t>();
+          break;
+        case manifest::EntryType::kSymlink:
+          s.link_target = e.at("link_target").get<std::string>();
+          break;
+      }
+      f.paths[path] = std::move(s);
+    }
+    return f;
+  } catch (const json::exception& e) {
+    return Fail(ErrorCode::kCorrupt, std::string("fingerprint: ") + e.what());
+  }
+}
+
+Status RecordFingerprint(const config::Config& config, const store::Store& store,
+                         FileSystem& fs, const Clock& clock, const std::string& id) {
+  auto m = store.Show(id);
+  if (!m) return tl::unexpected(m.error());
+  auto files = sources::CollectFiles(config);
+  if (!files) return tl::unexpected(files.error());
+  Fingerprint f;
+  f.id = id;
+  f.recorded_at = IsoUtc(clock.Now());
+  for (const auto& e : files->entries) {
+    auto local = LocalPathOf(config, e.archive_path);
+    if (!local) continue;
+    const bool ha = e.archive_path.starts_with("ha_config/");
+    const std::string& root = ha ? config.paths.ha_config : config.paths.workspace;
+    auto state = ReadPathState(root, e.archive_path.substr(e.archive_path.find('/') + 1));
+    if (!state) return tl::unexpected(state.error());
+    if (!*state) continue;  // gone since it was listed
+    f.paths[e.archive_path] = std::move(**state);
+  }
+  return WriteFileAtomically(fs, store.DirOf(id) + "/" + std::string(kFingerprintName),
+                             ToJson(f).dump(1) + "\n", 0600);
+}
+
+Result<std::optional<Fingerprint>> LoadFingerprint(const store::Store& store,
+                                                   const std::string& id) {
+  if (!manifest::IsValidId(id)) {
+    return Fail(ErrorCode::kBadInput, "'" + id.substr(0, 64) + "' is not a safety point id");
+  }
+  const std::string path = store.DirOf(id) + "/" + std::string(kFingerprintName);
+  auto text = ReadSmall(path, kMaxFingerprintBytes);
+  if (!text) {
+    if (text.error().code == ErrorCode::kNotFound) return std::optional<Fingerprint>();
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 && errno == ENOENT) return std::optional<Fingerprint>();
+    return tl::unexpected(text.error());
+  }
+  auto f = ParseFingerprint(*text);
+  if (!f) return Fail(ErrorCode::kCorrupt, path + ": " + f.error().message);
+  if (f->id != id) return Fail(ErrorCode::kCorrupt, path + ": belongs to safety point " + f->id);
+  return std::optional<Fingerprint>(std::move(*f));
+}
+
+}  // namespace safepoint::rollback

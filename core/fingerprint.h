@@ -1,0 +1,84 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/fs.h"
+#include "core/manifest.h"
+#include "core/result.h"
+#include "core/store.h"
+
+// Post-update fingerprints and the state of paths in the restored trees (docs/rollback.md).
+namespace safepoint::rollback {
+
+// What rollback compares about one path of the ha_config or workspace tree. No contents.
+struct PathState {
+  manifest::EntryType type = manifest::EntryType::kFile;
+  std::uint64_t size = 0;     // files
+  std::string sha256;         // files: lowercase hex
+  std::uint32_t mode = 0;     // files and directories: permission bits (links: 0)
+  std::string link_target;    // symlinks
+
+  bool operator==(const PathState&) const = default;
+};
+
+// The state of the restored trees right after an update: "<backup_dir>/<id>/fingerprint.json".
+// A file whose current state equals its fingerprint was changed by the update, not by a person.
+struct Fingerprint {
+  std::string id;           // the safety point it belongs to
+  std::string recorded_at;  // ISO-8601 UTC
+  std::map<std::string, PathState> paths;  // archive path -> state
+};
+
+// File name of a fingerprint inside a safety point's directory.
+inline constexpr std::string_view kFingerprintName = "fingerprint.json";
+
+// The state of an entry of a safety point, in PathState terms.
+[[nodiscard]] PathState StateOf(const manifest::Entry& entry);
+
+// The absolute path of an archive path "ha_config/<rel>" or "workspace/<rel>" (the root itself
+// for "ha_config"/"workspace"); std::nullopt for the other roots (state, environment, logs).
+[[nodiscard]] std::optional<std::string> LocalPathOf(const config::Config& config,
+                                                     std::string_view archive_path);
+
+// lstat(2)s `abs_path` without following any symlink below `root` (every component between
+// `root` and the final one must be a real directory) and describes it; files are hashed.
+// std::nullopt when it (or a parent) does not exist or a parent is not a directory.
+// Errors: kIo for an unreadable file.
+[[nodiscard]] Result<std::optional<PathState>> ReadPathState(const std::string& root,
+                                                             const std::string& rel);
+
+// SHA-256 (hex) of a regular file, opened without following a final symlink.
+[[nodiscard]] Result<std::string> HashFile(const std::string& path);
+
+// Writes `content` to `path` atomically through `fs`: "<path>.tmp" is written, fsynced and
+// renamed over `path`, then the directory is fsynced. A stale "<path>.tmp" is replaced.
+[[nodiscard]] Status WriteFileAtomically(FileSystem& fs, const std::string& path,
+                                         std::string_view content, mode_t mode);
+
+// Hashes the current ha_config and workspace source set (the same selection a safety point
+// takes: paths, type, mode, size, SHA-256 and link target; no contents) into
+// <backup_dir>/<id>/fingerprint.json, atomically, replacing an older one.
+// REQUIRES: the caller holds the exclusive store lock.
+// Errors: kBadInput/kNotFound for the id (as Store::Show), collection errors, kIo/kNoSpace.
+[[nodiscard]] Status RecordFingerprint(const config::Config& config, const store::Store& store,
+                                       FileSystem& fs, const Clock& clock, const std::string& id);
+
+// The fingerprint of safety point `id`, std::nullopt when none was recorded.
+// Errors: kBadInput for a malformed id, kCorrupt for an unreadable fingerprint.json.
+[[nodiscard]] Result<std::optional<Fingerprint>> LoadFingerprint(const store::Store& store,
+                                                                 const std::string& id);
+
+[[nodiscard]] nlohmann::json ToJson(const Fingerprint& fingerprint);
+[[nodiscard]] Result<Fingerprint> ParseFingerprint(std::string_view text);
+
+}  // namespace safepoint::rollback
