@@ -93,6 +93,10 @@ def _strings(options, key):
     return value
 
 
+def _size(text):
+    return int(text) if text.isdigit() else text
+
+
 def _path(value, ha_config, key):
     if not value:
         return None
@@ -155,7 +159,7 @@ def translate(options, service, ha_config=DEFAULT_HA_CONFIG):
     config["retention"] = {
         "keep_last": _int(opts, "keep_last", 1, None),
         "keep_daily": _int(opts, "keep_daily", 0, None),
-        "max_total_bytes": _string(opts, "max_total_size", SIZE, "a size such as 10GB"),
+        "max_total_bytes": _size(_string(opts, "max_total_size", SIZE, "a size such as 10GB")),
     }
     config["rollback"] = {"on_conflict": on_conflict}
     restart = []
