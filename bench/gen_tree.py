@@ -14,8 +14,9 @@
       (text edited, binaries rewritten), deletes a few and adds a few new ones. Deterministic.
       Prints a one-line JSON summary (counts only).
 
-  gen_tree.py stats DIR
-      Prints file count, total bytes and a content hash of the tree (JSON).
+  gen_tree.py stats DIR [--no-mtime]
+      Prints file count, total bytes and a hash of the tree's paths, modes, mtimes and contents
+      (JSON); --no-mtime leaves the mtimes out.
 
 Same seed and size => byte-identical tree (contents, modes and mtimes).
 Standard library only.
@@ -767,7 +768,7 @@ def gen_tree(out: Path, size: str, seed: int) -> dict:
     return {"files": wr.count, "bytes": wr.bytes}
 
 
-def tree_stats(root: Path) -> dict:
+def tree_stats(root: Path, with_mtime: bool = True) -> dict:
     h = hashlib.sha256()
     files = 0
     total = 0
@@ -778,7 +779,8 @@ def tree_stats(root: Path) -> dict:
             rel = path.relative_to(root).as_posix()
             st = path.lstat()
             data = path.read_bytes()
-            h.update(f"{rel}\0{st.st_mode:o}\0{int(st.st_mtime)}\0{len(data)}\0".encode())
+            mtime = int(st.st_mtime) if with_mtime else 0
+            h.update(f"{rel}\0{st.st_mode:o}\0{mtime}\0{len(data)}\0".encode())
             h.update(hashlib.sha256(data).digest())
             files += 1
             total += len(data)
@@ -841,6 +843,7 @@ def main() -> int:
     m.add_argument("--seed", type=int, default=1)
     s = sub.add_parser("stats", help="count, size and content hash of a tree")
     s.add_argument("dir", type=Path)
+    s.add_argument("--no-mtime", action="store_true", help="hash paths, modes and contents only")
     args = ap.parse_args()
     if args.cmd == "tree":
         result = gen_tree(args.out.resolve(), args.size, args.seed)
@@ -849,7 +852,7 @@ def main() -> int:
             ap.error("--fraction must be in (0, 1]")
         result = mutate(args.dir.resolve(), args.fraction, args.seed)
     else:
-        result = tree_stats(args.dir.resolve())
+        result = tree_stats(args.dir.resolve(), with_mtime=not args.no_mtime)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

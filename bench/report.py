@@ -27,7 +27,11 @@ TOOL_LABEL = {
                "restic": "restic backup"},
     "verify": {"safepoint": "safepoint verify", "age": "age -d > /dev/null",
                "restic": "restic check --read-data"},
+    "rollback": {"safepoint": "safepoint rollback (5% changed)",
+                 "age": "age -d \\| zstd -d \\| tar -x (empty dir)",
+                 "restic": "restic restore (empty dir)"},
 }
+OPS = ("backup", "verify", "rollback")
 
 
 def main() -> int:
@@ -73,7 +77,9 @@ def main() -> int:
                "| wall vs safepoint |")
     out.append("|---|---|---|---:|---:|---:|---:|---:|")
     for size in sizes:
-        for op in ("backup", "verify"):
+        for op in OPS:
+            if not rows[(size, "safepoint", op)]:
+                continue
             base = med((size, "safepoint", op), "wall_s")
             for tool in TOOLS:
                 key = (size, tool, op)
@@ -93,7 +99,9 @@ def main() -> int:
                "| CPU: safepoint / restic |")
     out.append("|---|---|---:|---:|---:|---:|")
     for size in sizes:
-        for op in ("backup", "verify"):
+        for op in OPS:
+            if not rows[(size, "safepoint", op)]:
+                continue
             sp = med((size, "safepoint", op), "wall_s")
             a = med((size, "age", op), "wall_s")
             r = med((size, "restic", op), "wall_s")
@@ -117,9 +125,14 @@ def main() -> int:
     for size in sizes:
         ratio = med((size, "safepoint", "verify"), "wall_s") / med((size, "age", "verify"), "wall_s")
         targets.append((f"{size} verify wall <= 1.00x age -d", f"{ratio:.2f}x", ratio <= 1.0))
+    if rows[("large", "safepoint", "rollback")]:
+        ratio = (med(("large", "safepoint", "rollback"), "wall_s") /
+                 med(("large", "age", "rollback"), "wall_s"))
+        targets.append(("large rollback wall <= 0.70x age -d \\| zstd -d \\| tar -x",
+                        f"{ratio:.2f}x", ratio <= 0.70))
     for size in sizes:
         peak = max(max(float(r["maxrss_kib"]) for r in rows[(size, "safepoint", op)])
-                   for op in ("backup", "verify")) / 1024
+                   for op in OPS if rows[(size, "safepoint", op)]) / 1024
         targets.append((f"{size} peak RSS <= {scrypt_mib:.0f} + 64 = {rss_limit:.0f} MiB "
                         f"(max over all runs)", f"{peak:.0f} MiB", peak <= rss_limit))
     out.append("")

@@ -13,6 +13,8 @@
 #   SAFEPOINT_BIN  binary to measure (default: build-bench/service/safepoint, built when missing)
 #   KEEP=1         keep the scratch dir (trees, outputs, raw results) for inspection
 #   RESULTS        also copy the raw results (TSV) and the table (markdown) to this path prefix
+#   ROLLBACK       auto (default: when `safepoint rollback` exists), 1 or 0: the rollback benchmark
+#                  on the large tree
 #   BENCH_NICE     run every measured command at this nice value (e.g. -20 on a shared, busy
 #                  machine so the CPU share of the tools under test approaches an idle machine's;
 #                  negative values need root); recorded in the report
@@ -99,6 +101,44 @@ bytes_of() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}
     "$(cut -d' ' -f2- /proc/self/autogroup 2>/dev/null || echo n/a)"
 } | tee "$work/env.txt" >&2
 
+# Rollback of the large tree after an update changed 5% of its files (issue "Rollback", item 6):
+# `safepoint rollback` vs extracting everything with `age -d | zstd -d | tar -x` or
+# `restic restore` into an empty directory. Uses the last backup of each tool from the loop.
+rollback="${ROLLBACK:-auto}"
+if [[ "$rollback" == auto ]]; then
+  if "$sp" rollback --help >/dev/null 2>&1; then rollback=1; else rollback=0; fi
+fi
+rollback_bench() {
+  local pristine="$dir/pristine" target="$work/restore" expected got
+  cp -a "$tree" "$pristine"
+  expected="$(python3 "$here/gen_tree.py" stats --no-mtime "$pristine")"
+  for ((run = 1; run <= runs; run++)); do
+    echo "bench: $size rollback run $run/$runs (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+    rm -rf "$tree"
+    cp -a "$pristine" "$tree"
+    python3 "$here/gen_tree.py" mutate "$tree" --fraction 0.05 --seed "$run" >"$work/mutate.json"
+    # Without a post-update fingerprint every changed file is a conflict: overwrite them.
+    /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" rollback "$sp_id" --yes \
+      --on-conflict overwrite >/dev/null
+    record "$size" safepoint rollback "$run" "$t" 0
+    got="$(python3 "$here/gen_tree.py" stats --no-mtime "$tree")"
+    [[ "$got" == "$expected" ]] || die "rollback run $run did not restore the tree exactly"
+
+    rm -rf "$target" && mkdir "$target"
+    python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
+      --latency-file "$work/latency.txt" -- \
+      /usr/bin/time -o "$t" -f "$time_fmt" bash -c \
+      'set -o pipefail; age -d "$1" | zstd -d -q | tar -x -C "$2"' _ "$work/out.age" "$target"
+    record "$size" age rollback "$run" "$t" 0
+
+    rm -rf "$target" && mkdir "$target"
+    /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" restore latest -q \
+      --target "$target" >/dev/null
+    record "$size" restic rollback "$run" "$t" 0
+  done
+  rm -rf "$target" "$pristine"
+}
+
 for size in $sizes; do
   dir="$work/$size"
   echo "bench: generating the $size tree" >&2
@@ -181,11 +221,12 @@ k = json.load(open(os.path.join(keys, sorted(os.listdir(keys))[0])))
 print(f"restic:  repo key scrypt N=2^{k['N'].bit_length() - 1} r={k['r']} p={k['p']} "
       f"({128 * k['N'] * k['r'] / 2**20:.0f} MiB); safepoint and age: N=2^18 r=8 p=1 (256 MiB)")
 PY
+  if [[ "$size" == large && "$rollback" == 1 ]]; then
+    rollback_bench
+  fi
   unset RESTIC_PASSWORD
   rm -rf "$dir" "$work/restic-repo" "$RESTIC_CACHE_DIR" "$work/out.age"
 done
-
-# TODO(rollback): see bench/README.md "Rollback benchmark".
 
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (at end)" | tee -a "$work/env.txt" >&2
 python3 "$here/report.py" "$results" --env "$work/env.txt" --latency "$work/latency.txt" \
