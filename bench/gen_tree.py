@@ -9,9 +9,10 @@
       The passphrase lives only in OUT/config/secrets.yaml (key backup_encryption_passphrase),
       as Home Assistant keeps it; it is never printed.
 
-  gen_tree.py mutate DIR [--fraction 0.05] [--seed N]
+  gen_tree.py mutate DIR [--fraction 0.05] [--seed N] [--add-fraction 0.01]
       Simulates an update on a generated tree: changes FRACTION of its files in place
-      (text edited, binaries rewritten), deletes a few and adds a few new ones. Deterministic.
+      (text edited, binaries rewritten; one in ten of them deleted) and adds ADD_FRACTION new
+      files under custom_components/update_added/. Deterministic.
       Prints a one-line JSON summary (counts only).
 
   gen_tree.py stats DIR [--no-mtime]
@@ -787,7 +788,7 @@ def tree_stats(root: Path, with_mtime: bool = True) -> dict:
     return {"files": files, "bytes": total, "sha256": h.hexdigest()}
 
 
-def mutate(root: Path, fraction: float, seed: int) -> dict:
+def mutate(root: Path, fraction: float, seed: int, add_fraction: float = 0.01) -> dict:
     """Changes `fraction` of the files like an update would; returns counts."""
     rng = random.Random(f"mutate-{seed}")
     files = []
@@ -821,7 +822,7 @@ def mutate(root: Path, fraction: float, seed: int) -> dict:
         os.utime(path, (t, t))
         changed += 1
     # New files an update brings (e.g. new integration modules and translations).
-    for i in range(max(1, len(files) // 100)):
+    for i in range(round(len(files) * add_fraction)):
         path = root / "custom_components" / "update_added" / f"{ident(rng)}_{i}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(python_module(rng, rng.randint(1000, 12000)))
@@ -841,6 +842,8 @@ def main() -> int:
     m.add_argument("dir", type=Path)
     m.add_argument("--fraction", type=float, default=0.05)
     m.add_argument("--seed", type=int, default=1)
+    m.add_argument("--add-fraction", type=float, default=0.01,
+                   help="new files to add, as a fraction of the file count (default 0.01)")
     s = sub.add_parser("stats", help="count, size and content hash of a tree")
     s.add_argument("dir", type=Path)
     s.add_argument("--no-mtime", action="store_true", help="hash paths, modes and contents only")
@@ -850,7 +853,7 @@ def main() -> int:
     elif args.cmd == "mutate":
         if not 0 < args.fraction <= 1:
             ap.error("--fraction must be in (0, 1]")
-        result = mutate(args.dir.resolve(), args.fraction, args.seed)
+        result = mutate(args.dir.resolve(), args.fraction, args.seed, args.add_fraction)
     else:
         result = tree_stats(args.dir.resolve(), with_mtime=not args.no_mtime)
     json.dump(result, sys.stdout)

@@ -15,6 +15,7 @@
 #   RESULTS        also copy the raw results (TSV) and the table (markdown) to this path prefix
 #   ROLLBACK       auto (default: when `safepoint rollback` exists), 1 or 0: the rollback benchmark
 #                  on the large tree
+#   ROLLBACK_ADDED files the simulated update adds, as a fraction of the file count (0.01)
 #   BENCH_NICE     run every measured command at this nice value (e.g. -20 on a shared, busy
 #                  machine so the CPU share of the tools under test approaches an idle machine's;
 #                  negative values need root); recorded in the report
@@ -105,6 +106,7 @@ bytes_of() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}
 # `safepoint rollback` vs extracting everything with `age -d | zstd -d | tar -x` or
 # `restic restore` into an empty directory. Uses the last backup of each tool from the loop.
 rollback="${ROLLBACK:-auto}"
+rollback_added="${ROLLBACK_ADDED:-0.01}"
 if [[ "$rollback" == auto ]]; then
   if "$sp" rollback --help >/dev/null 2>&1; then rollback=1; else rollback=0; fi
 fi
@@ -116,10 +118,16 @@ rollback_bench() {
     echo "bench: $size rollback run $run/$runs (load $(cut -d' ' -f1 /proc/loadavg))" >&2
     rm -rf "$tree"
     cp -a "$pristine" "$tree"
-    python3 "$here/gen_tree.py" mutate "$tree" --fraction 0.05 --seed "$run" >"$work/mutate.json"
+    python3 "$here/gen_tree.py" mutate "$tree" --fraction 0.05 --seed "$run" \
+      --add-fraction "$rollback_added" >"$work/mutate.json"
     # Without a post-update fingerprint every changed file is a conflict: overwrite them.
-    /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" rollback "$sp_id" --yes \
-      --on-conflict overwrite >/dev/null
+    if ! /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" rollback "$sp_id" --yes \
+      --on-conflict overwrite >/dev/null 2>"$work/rollback.err"; then
+      echo "rollback: FAILED (run $run, update $(cat "$work/mutate.json")): $(tail -n 1 \
+        "$work/rollback.err")" | tee -a "$work/env.txt" >&2
+      rm -rf "$pristine"
+      return 0
+    fi
     record "$size" safepoint rollback "$run" "$t" 0
     got="$(python3 "$here/gen_tree.py" stats --no-mtime "$tree")"
     [[ "$got" == "$expected" ]] || die "rollback run $run did not restore the tree exactly"
