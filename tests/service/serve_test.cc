@@ -1,0 +1,1064 @@
+// `safepoint serve` as Home Assistant and its automations see it: the real binary as a child
+// process, a real Mosquitto on a free loopback port, and an MQTT observer that records every
+// message. Assertions are on exact topics and JSON payloads and on the bytes on disk.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <regex>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/testutil/mosquitto.h"
+#include "tests/testutil/serve_fixture.h"
+#include "tests/testutil/testutil.h"
+
+namespace safepoint {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::Mosquitto;
+using testing::MosquittoOptions;
+using testing::Observer;
+using testing::ObserverOptions;
+using testing::ReadFile;
+using testing::Received;
+using testing::ServeConfig;
+using testing::ServeHarness;
+using testing::TempDir;
+using testing::WriteFile;
+
+// Generous bounds: the suite also runs under ASan on a loaded 2-core machine. Nothing waits for
+// these unless something is wrong.
+constexpr milliseconds kWait{30000};
+constexpr milliseconds kShort{5000};
+
+const std::regex kBackupIdPattern(R"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(-[1-9]\d{0,2})?)");
+
+// The files ServeHarness writes into the HA tree, plus environment/environment.json and
+// state/entities.json that every safety point made by the service holds.
+constexpr int kSafetyPointFiles = 7;
+
+auto StateIs(const std::string& state) {
+  return [state](const json& j) { return j.value("state", "") == state; };
+}
+auto EventIs(const std::string& type) {
+  return [type](const json& j) { return j.value("event_type", "") == type; };
+}
+auto RawIs(const std::string& payload) {
+  return [payload](const std::string& p) { return p == payload; };
+}
+
+class Serve : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(broker_.Start()); }
+
+  void TearDown() override {
+    if (svc_.running()) svc_.Stop();
+    const std::string out = svc_.Output();
+    // Secrets never reach the service's output, whatever happened.
+    EXPECT_EQ(out.find(ServeHarness::kPassphrase), std::string::npos);
+    EXPECT_EQ(out.find(ServeHarness::kMqttPassword), std::string::npos);
+    if (HasFailure()) {
+      std::cerr << "---- safepoint serve output ----\n" << out << "---- messages ----\n";
+      if (obs_) {
+        for (const auto& m : obs_->Since(0)) {
+          if (m.topic.starts_with("zigbee2mqtt/")) continue;
+          std::cerr << m.topic << (m.retained ? " (retained) " : " ") << m.payload.substr(0, 300)
+                    << "\n";
+        }
+      }
+      std::cerr << "----\n";
+    }
+  }
+
+  // Writes the configuration, connects the observer and starts the service; returns when the
+  // service announced itself (availability online and its first status).
+  void StartService(ServeConfig config = {}, std::vector<std::string> extra_filters = {}) {
+    config.url = broker_.url();
+    svc_.WriteConfig(config);
+    std::vector<std::string> filters = {"safepoint/#", "homeassistant/#"};
+    filters.insert(filters.end(), extra_filters.begin(), extra_filters.end());
+    obs_ = std::make_unique<Observer>(broker_.url(), filters);
+    ASSERT_TRUE(obs_->ok());
+    Launch();
+  }
+
+  // Starts (or restarts) the process and waits until it is online with a status.
+  void Launch() {
+    std::size_t c = obs_->Mark();
+    svc_.Start();
+    ASSERT_TRUE(obs_->NextRaw("safepoint/availability", &c, kWait, RawIs("online")))
+        << "the service did not come online";
+    ASSERT_TRUE(obs_->Next("safepoint/status", &c, kWait));
+  }
+
+  bool Pub(const std::string& topic, const json& payload) {
+    return obs_->Publish(topic, payload.dump());
+  }
+
+  // Publishes an update request and waits for awaiting_confirmation; returns that status.
+  json RequestAndAwait(const std::string& update_id, std::size_t* cursor) {
+    EXPECT_TRUE(Pub("safepoint/update/request", {{"update_id", update_id},
+                                                 {"target", "core"},
+                                                 {"from_version", "2026.1.3"},
+                                                 {"to_version", "2026.2.1"}}));
+    auto s = obs_->Next("safepoint/status", cursor, kWait, StateIs("awaiting_confirmation"));
+    EXPECT_TRUE(s) << "no awaiting_confirmation status";
+    return s ? s->Json() : json();
+  }
+
+  // Continue by button; returns the decision payload.
+  json PressContinue(std::size_t* cursor) {
+    EXPECT_TRUE(obs_->Publish("safepoint/cmd/continue", "PRESS"));
+    auto d = obs_->Next("safepoint/update/decision", cursor, kWait);
+    EXPECT_TRUE(d) << "no decision after Continue";
+    return d ? d->Json() : json();
+  }
+
+  // The response on safepoint/response/<name> after `*cursor`.
+  json Response(const std::string& name, std::size_t* cursor) {
+    auto r = obs_->Next("safepoint/response/" + name, cursor, kWait);
+    EXPECT_TRUE(r) << "no response on safepoint/response/" << name;
+    return r ? r->Json() : json();
+  }
+
+  json NextEvent(const std::string& type, std::size_t* cursor, milliseconds timeout = kWait) {
+    auto e = obs_->Next("safepoint/event", cursor, timeout, EventIs(type));
+    EXPECT_TRUE(e) << "no event " << type;
+    return e ? e->Json() : json();
+  }
+
+  // The next valid command still gets an ok answer.
+  void ExpectServiceStillAnswers() {
+    std::size_t c = obs_->Mark();
+    ASSERT_TRUE(Pub("safepoint/cmd/list", {{"transaction", "still-alive"}}));
+    json r = Response("list", &c);
+    EXPECT_EQ(r["status"], "ok") << r.dump();
+    EXPECT_EQ(r["transaction"], "still-alive");
+    EXPECT_TRUE(svc_.Alive());
+  }
+
+  static bool WaitGone(const std::string& path, milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (fs::exists(path)) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return true;
+  }
+  static bool WaitExists(const std::string& path, milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!fs::exists(path)) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return true;
+  }
+
+  Mosquitto broker_;
+  ServeHarness svc_;
+  std::unique_ptr<Observer> obs_;
+};
+
+// ---- The update lifecycle -------------------------------------------------------------------
+
+TEST_F(Serve, ContinueReleasesTheUpdate) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = obs_->Mark();
+  const std::size_t start = c;
+  ASSERT_TRUE(Pub("safepoint/update/request", {{"update_id", "core-2026.2.1"},
+                                               {"target", "core"},
+                                               {"from_version", "2026.1.3"},
+                                               {"to_version", "2026.2.1"}}));
+  auto backing = obs_->Next("safepoint/status", &c, kWait, StateIs("backing_up"));
+  ASSERT_TRUE(backing);
+  json b = backing->Json();
+  EXPECT_EQ(b["operation"], "update");
+  EXPECT_EQ(b["pending"]["update_id"], "core-2026.2.1");
+  EXPECT_EQ(b["pending"]["target"], "core");
+  EXPECT_EQ(b["pending"]["backup_id"], nullptr);
+
+  auto awaiting = obs_->Next("safepoint/status", &c, kWait, StateIs("awaiting_confirmation"));
+  ASSERT_TRUE(awaiting);
+  json a = awaiting->Json();
+  const std::string id = a["pending"]["backup_id"];
+  EXPECT_TRUE(std::regex_match(id, kBackupIdPattern)) << id;
+  ASSERT_TRUE(a["pending"]["deadline"].is_string());
+  EXPECT_EQ(a["operation"], "update");
+  EXPECT_EQ(a["last_backup"]["id"], id);
+  EXPECT_EQ(a["last_backup"]["files"], kSafetyPointFiles);
+  EXPECT_TRUE(fs::exists(svc_.backups() + "/" + id + "/manifest.json"));
+
+  std::size_t e = start;
+  json ev = NextEvent("confirmation_requested", &e);
+  const std::string msg = ev["message"];
+  EXPECT_TRUE(msg.starts_with("Safety Point Backup Completed\n- Date: ")) << msg;
+  EXPECT_NE(msg.find("\n- Files backed up: " + std::to_string(kSafetyPointFiles) + " (total ~"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("\n- Backup stored locally at: " + svc_.backups() + "/" + id + "/state_" +
+                     id + "_"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("\n- Encryption: age (scrypt passphrase from secrets.yaml)\n\n"
+                     "Continue or Cancel the update of core before "),
+            std::string::npos)
+      << msg;
+  EXPECT_TRUE(msg.ends_with(" (no answer counts as Cancel).")) << msg;
+  EXPECT_EQ(ev["data"], (json{{"update_id", "core-2026.2.1"},
+                              {"target", "core"},
+                              {"backup_id", id},
+                              {"deadline", a["pending"]["deadline"]},
+                              {"files", kSafetyPointFiles},
+                              {"bytes", a["last_backup"]["bytes"]}}));
+  std::size_t d = start;
+  EXPECT_TRUE(obs_->NextRaw("safepoint/availability/decision", &d, kWait, RawIs("online")));
+
+  std::size_t p = obs_->Mark();
+  json decision = PressContinue(&p);
+  EXPECT_EQ(decision,
+            (json{{"update_id", "core-2026.2.1"}, {"decision", "continue"}, {"backup_id", id}}));
+  std::size_t r = p;
+  EXPECT_EQ(Response("continue", &r),
+            (json{{"status", "ok"},
+                  {"data",
+                   {{"update_id", "core-2026.2.1"}, {"decision", "continue"}, {"backup_id", id}}}}));
+  std::size_t pe = p;
+  json cont = NextEvent("update_continued", &pe);
+  EXPECT_EQ(cont["data"],
+            (json{{"update_id", "core-2026.2.1"}, {"backup_id", id}, {"source", "button"}}));
+  std::size_t pd = p;
+  EXPECT_TRUE(obs_->NextRaw("safepoint/availability/decision", &pd, kWait, RawIs("offline")));
+  std::size_t ps = p;
+  ASSERT_TRUE(obs_->Next("safepoint/status", &ps, kWait, StateIs("updating")));
+
+  ASSERT_TRUE(Pub("safepoint/update/result", {{"update_id", "core-2026.2.1"}, {"success", true}}));
+  ASSERT_TRUE(obs_->Next("safepoint/status", &ps, kWait, StateIs("health_check")));
+  auto idle = obs_->Next("safepoint/status", &ps, kWait, StateIs("idle"));
+  ASSERT_TRUE(idle);
+  json i = idle->Json();
+  EXPECT_EQ(i["operation"], nullptr);
+  EXPECT_EQ(i["pending"], nullptr);
+  EXPECT_EQ(i["last_error"], nullptr);
+  EXPECT_EQ(i["last_backup"]["id"], id);
+  json ok = NextEvent("update_succeeded", &pe);
+  EXPECT_EQ(ok["message"], "Update of core succeeded and passed the health check. Safety point " +
+                               id + " is kept.");
+  EXPECT_EQ(ok["data"], (json{{"update_id", "core-2026.2.1"}, {"backup_id", id}}));
+  EXPECT_TRUE(fs::exists(svc_.backups() + "/" + id));
+  // What Home Assistant shows from now on: the retained status is idle.
+  auto retained = broker_.SubCollect("safepoint/status", 1, kShort);
+  ASSERT_EQ(retained.size(), 1u);
+  EXPECT_EQ(json::parse(retained[0].payload)["state"], "idle");
+}
+
+TEST_F(Serve, StateIsSavedFromTheFirstRequestOnAFreshInstall) {
+  // The backup dir does not exist yet: the first request must still be persisted (it is what
+  // a restart resumes from).
+  ASSERT_FALSE(fs::exists(svc_.backups()));
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = obs_->Mark();
+  (void)RequestAndAwait("first-ever", &c);
+  EXPECT_EQ(svc_.Output().find("cannot save the service state"), std::string::npos)
+      << svc_.Output();
+}
+
+TEST_F(Serve, CancelDeletesTheSafetyPoint) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = obs_->Mark();
+  json a = RequestAndAwait("z2m-1.40", &c);
+  const std::string id = a["pending"]["backup_id"];
+  ASSERT_TRUE(fs::exists(svc_.backups() + "/" + id));
+
+  std::size_t p = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/cmd/cancel", {{"update_id", "z2m-1.40"}, {"transaction", "c-1"}}));
+  auto d = obs_->Next("safepoint/update/decision", &p, kWait);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->Json(), (json{{"update_id", "z2m-1.40"}, {"decision", "cancel"}, {"backup_id", id}}));
+  std::size_t r = p;
+  EXPECT_EQ(Response("cancel", &r),
+            (json{{"status", "ok"},
+                  {"data", {{"update_id", "z2m-1.40"}, {"decision", "cancel"}, {"backup_id", id}}},
+                  {"transaction", "c-1"}}));
+  std::size_t e = p;
+  json ev = NextEvent("update_cancelled", &e);
+  EXPECT_EQ(ev["data"], (json{{"update_id", "z2m-1.40"}, {"backup_id", id}, {"source", "mqtt"}}));
+  EXPECT_TRUE(WaitGone(svc_.backups() + "/" + id, kWait)) << "the safety point was not deleted";
+  std::size_t s = p;
+  auto idle = obs_->Next("safepoint/status", &s, kWait, StateIs("idle"));
+  ASSERT_TRUE(idle);
+  EXPECT_EQ(idle->Json()["pending"], nullptr);
+  EXPECT_EQ(idle->Json()["last_backup"], nullptr);
+  std::size_t sp = p;
+  EXPECT_TRUE(obs_->Next("safepoint/safety_points", &sp, kWait,
+                         [](const json& j) { return j["count"] == 0; }));
+  std::size_t ad = p;
+  EXPECT_TRUE(obs_->NextRaw("safepoint/availability/decision", &ad, kWait, RawIs("offline")));
+}
+
+TEST_F(Serve, NoDecisionBeforeTheDeadlineExpiresAndDeletesTheSafetyPoint) {
+  ServeConfig config;
+  config.confirm_timeout = "3s";
+  ASSERT_NO_FATAL_FAILURE(StartService(config));
+  std::size_t c = obs_->Mark();
+  json a = RequestAndAwait("hacs-frigate", &c);
+  const std::string id = a["pending"]["backup_id"];
+  const auto awaited = std::chrono::steady_clock::now();
+  std::size_t p = c;
+  auto d = obs_->Next("safepoint/update/decision", &p, seconds(20));
+  ASSERT_TRUE(d) << "no decision after the deadline";
+  EXPECT_EQ(d->Json(),
+            (json{{"update_id", "hacs-frigate"}, {"decision", "expired"}, {"backup_id", id}}));
+  // The deadline is 3 s after the safety point was ready, not earlier.
+  EXPECT_GE(d->at - awaited, milliseconds(2000));
+  std::size_t e = c;
+  json ev = NextEvent("update_expired", &e);
+  EXPECT_EQ(ev["data"], (json{{"update_id", "hacs-frigate"}, {"backup_id", id}}));
+  EXPECT_TRUE(WaitGone(svc_.backups() + "/" + id, kWait)) << "the safety point was not deleted";
+  std::size_t s = c;
+  EXPECT_TRUE(obs_->Next("safepoint/status", &s, kWait, StateIs("idle")));
+}
+
+TEST_F(Serve, FailedUpdateRollsBackAutomaticallyByteForByte) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  const auto before = svc_.Tree();
+  std::size_t c = obs_->Mark();
+  json a = RequestAndAwait("core-fail", &c);
+  const std::string id = a["pending"]["backup_id"];
+  json decision = PressContinue(&c);
+  ASSERT_EQ(decision["decision"], "continue");
+
+  // What the update did: rewrote, removed and added files.
+  WriteFile(svc_.ha() + "/configuration.yaml", "homeassistant:\n  name: Broken by update\n");
+  WriteFile(svc_.ha() + "/.storage/core.entity_registry", R"({"version":2,"data":{}})");
+  fs::remove(svc_.ha() + "/scripts.yaml");
+  WriteFile(svc_.ha() + "/custom_components/new_thing/__init__.py", "BROKEN = True\n");
+  ASSERT_NE(svc_.Tree(), before);
+
+  std::size_t p = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/update/result", {{"update_id", "core-fail"},
+                                              {"success", false},
+                                              {"exit_code", 1},
+                                              {"detail", "migration failed"}}));
+  std::size_t e = p;
+  json failed = NextEvent("update_failed", &e);
+  EXPECT_EQ(failed["data"], (json{{"update_id", "core-fail"},
+                                  {"backup_id", id},
+                                  {"exit_code", 1},
+                                  {"detail", "migration failed"}}));
+  json started = NextEvent("rollback_started", &e);
+  EXPECT_EQ(started["data"],
+            (json{{"backup_id", id}, {"on_conflict", "abort"}, {"update_id", "core-fail"}}));
+  auto done = obs_->Next("safepoint/event", &e, kWait, [](const json& j) {
+    return j["event_type"] == "rollback_completed" || j["event_type"] == "rollback_failed" ||
+           j["event_type"] == "rollback_conflicts";
+  });
+  ASSERT_TRUE(done) << "the rollback did not end";
+  json end = done->Json();
+  ASSERT_EQ(end["event_type"], "rollback_completed") << end.dump();
+  EXPECT_EQ(end["data"]["backup_id"], id);
+  EXPECT_EQ(end["data"]["update_id"], "core-fail");
+  EXPECT_TRUE(end["data"]["restored_files"].is_number_unsigned());
+  EXPECT_TRUE(std::regex_match(end["data"]["pre_rollback_id"].get<std::string>(),
+                               kBackupIdPattern));
+  std::size_t s = p;
+  EXPECT_TRUE(obs_->Next("safepoint/status", &s, kWait, StateIs("idle")));
+  EXPECT_EQ(svc_.Tree(), before);
+}
+
+// A rollback that meets a file changed both by the update (recorded in the post-update
+// fingerprint when the failure was reported) and, after that, locally. Without automatic
+// rollback the failure records the fingerprint and the user rolls back by hand; the local edit
+// is then a conflict and the file the update changed is not.
+class ServeConflict : public Serve {
+ protected:
+  struct Setup {
+    std::string id;
+    std::map<std::string, std::string> before;
+    std::size_t cursor = 0;
+  };
+
+  Setup ReachConflict() {
+    Setup s;
+    ServeConfig config;
+    config.auto_rollback = false;
+    StartService(config);
+    s.before = svc_.Tree();
+    std::size_t c = obs_->Mark();
+    json a = RequestAndAwait("core-conflict", &c);
+    s.id = a["pending"]["backup_id"];
+    (void)PressContinue(&c);
+    WriteFile(svc_.ha() + "/configuration.yaml", "homeassistant:\n  name: Changed by update\n");
+    EXPECT_TRUE(Pub("safepoint/update/result", {{"update_id", "core-conflict"},
+                                                {"success", false},
+                                                {"exit_code", 2}}));
+    std::size_t e = c;
+    json failed = NextEvent("update_failed", &e);
+    EXPECT_EQ(failed["data"],
+              (json{{"update_id", "core-conflict"}, {"backup_id", s.id}, {"exit_code", 2}}));
+    EXPECT_TRUE(obs_->Next("safepoint/status", &c, kWait, StateIs("idle")));
+    EXPECT_TRUE(WaitExists(svc_.backups() + "/" + s.id + "/fingerprint.json", kWait))
+        << "no post-update fingerprint was recorded";
+    // The user edits a file after the failure.
+    WriteFile(svc_.ha() + "/automations.yaml", "- id: '2'\n  alias: edited by hand\n");
+
+    s.cursor = obs_->Mark();
+    EXPECT_TRUE(Pub("safepoint/cmd/rollback", {{"backup_id", s.id}, {"transaction", "rb-1"}}));
+    std::size_t r = s.cursor;
+    EXPECT_EQ(Response("rollback", &r),
+              (json{{"status", "ok"},
+                    {"data", {{"state", "rolling_back"}, {"backup_id", s.id},
+                              {"on_conflict", "abort"}}},
+                    {"transaction", "rb-1"}}));
+    std::size_t ev = s.cursor;
+    auto conflicts = obs_->Next("safepoint/event", &ev, kWait, [](const json& j) {
+      return j["event_type"] == "rollback_conflicts" || j["event_type"] == "rollback_failed" ||
+             j["event_type"] == "rollback_completed";
+    });
+    EXPECT_TRUE(conflicts) << "the rollback did not stop on the conflict";
+    if (!conflicts) return s;
+    json cj = conflicts->Json();
+    EXPECT_EQ(cj["event_type"], "rollback_conflicts") << cj.dump();
+    EXPECT_EQ(cj["data"]["conflicts"], json::array({"ha_config/automations.yaml"})) << cj.dump();
+    std::size_t st = s.cursor;
+    auto waiting =
+        obs_->Next("safepoint/status", &st, kWait, StateIs("awaiting_conflict_resolution"));
+    EXPECT_TRUE(waiting);
+    if (waiting) {
+      EXPECT_EQ(waiting->Json()["pending"]["conflicts"],
+                json::array({"ha_config/automations.yaml"}));
+    }
+    std::size_t av = s.cursor;
+    EXPECT_TRUE(obs_->NextRaw("safepoint/availability/conflict", &av, kWait, RawIs("online")));
+    // Nothing was changed yet.
+    EXPECT_EQ(ReadFile(svc_.ha() + "/configuration.yaml"),
+              "homeassistant:\n  name: Changed by update\n");
+    return s;
+  }
+
+  // Sends resolve {action} and returns the event that ended the rollback.
+  json Resolve(const std::string& action, std::size_t* cursor) {
+    EXPECT_TRUE(Pub("safepoint/cmd/resolve", {{"action", action}, {"transaction", "rs-1"}}));
+    std::size_t r = *cursor;
+    json resp = Response("resolve", &r);
+    EXPECT_EQ(resp["status"], "ok") << resp.dump();
+    EXPECT_EQ(resp["transaction"], "rs-1");
+    auto end = obs_->Next("safepoint/event", cursor, kWait, [](const json& j) {
+      return j["event_type"] == "rollback_completed" || j["event_type"] == "rollback_failed" ||
+             j["event_type"] == "rollback_aborted";
+    });
+    EXPECT_TRUE(end) << "the rollback did not end after resolve " << action;
+    return end ? end->Json() : json();
+  }
+};
+
+TEST_F(ServeConflict, OverwriteRestoresEveryFile) {
+  auto s = ReachConflict();
+  ASSERT_FALSE(HasFailure());
+  json end = Resolve("overwrite", &s.cursor);
+  EXPECT_EQ(end["event_type"], "rollback_completed") << end.dump();
+  EXPECT_TRUE(obs_->Next("safepoint/status", &s.cursor, kWait, StateIs("idle")));
+  EXPECT_EQ(svc_.Tree(), s.before);
+}
+
+TEST_F(ServeConflict, MergeKeepsTheLocalFileAndWritesTheSafetyPointVersionBeside) {
+  auto s = ReachConflict();
+  ASSERT_FALSE(HasFailure());
+  json end = Resolve("merge", &s.cursor);
+  EXPECT_EQ(end["event_type"], "rollback_completed") << end.dump();
+  EXPECT_TRUE(obs_->Next("safepoint/status", &s.cursor, kWait, StateIs("idle")));
+  auto expected = s.before;
+  expected["automations.yaml"] = "- id: '2'\n  alias: edited by hand\n";
+  expected["automations.yaml.safepoint-" + s.id] = s.before.at("automations.yaml");
+  EXPECT_EQ(svc_.Tree(), expected);
+}
+
+TEST_F(ServeConflict, AbortChangesNothing) {
+  auto s = ReachConflict();
+  ASSERT_FALSE(HasFailure());
+  const auto live = svc_.Tree();
+  json end = Resolve("abort", &s.cursor);
+  EXPECT_EQ(end["event_type"], "rollback_aborted") << end.dump();
+  EXPECT_EQ(end["data"]["conflicts"], json::array({"ha_config/automations.yaml"}));
+  EXPECT_TRUE(obs_->Next("safepoint/status", &s.cursor, kWait, StateIs("idle")));
+  EXPECT_EQ(svc_.Tree(), live);
+}
+
+// ---- Restarts -------------------------------------------------------------------------------
+
+TEST_F(Serve, BrokerRestartWhileAwaitingADecision) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = obs_->Mark();
+  json a = RequestAndAwait("core-restart", &c);
+  const std::string id = a["pending"]["backup_id"];
+
+  std::size_t r = obs_->Mark();
+  ASSERT_TRUE(broker_.Restart());
+  // The broker lost every retained message (no persistence): what arrives now was published
+  // again after the reconnect.
+  EXPECT_TRUE(obs_->NextRaw("safepoint/availability", &r, kWait, RawIs("online")));
+  std::size_t s = r;
+  auto status = obs_->Next("safepoint/status", &s, kWait);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->Json(), a);
+  std::size_t dc = r;
+  EXPECT_TRUE(obs_->Next("homeassistant/device/safepoint/config", &dc, kWait));
+  // And it is retained: a new subscriber sees it.
+  auto retained = broker_.SubCollect("safepoint/status", 1, kShort);
+  ASSERT_EQ(retained.size(), 1u);
+  EXPECT_TRUE(retained[0].retained);
+  EXPECT_EQ(json::parse(retained[0].payload), a);
+  auto decision_avail = broker_.SubCollect("safepoint/availability/decision", 1, kShort);
+  ASSERT_EQ(decision_avail.size(), 1u);
+  EXPECT_EQ(decision_avail[0].payload, "online");
+
+  std::size_t p = obs_->Mark();
+  EXPECT_EQ(PressContinue(&p),
+            (json{{"update_id", "core-restart"}, {"decision", "continue"}, {"backup_id", id}}));
+}
+
+TEST_F(Serve, KillDuringADecisionResumesWithTheOriginalDeadline) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = obs_->Mark();
+  json a = RequestAndAwait("core-kill", &c);
+  const std::string id = a["pending"]["backup_id"];
+  const std::string state_file = svc_.backups() + "/.service-state.json";
+  const json persisted = json::parse(ReadFile(state_file).value_or("{}"), nullptr, false);
+  ASSERT_TRUE(persisted.is_object());
+  ASSERT_TRUE(persisted["deadline"].is_string());
+
+  std::size_t k = obs_->Mark();
+  svc_.Kill();
+  // The broker publishes the last will.
+  EXPECT_TRUE(obs_->NextRaw("safepoint/availability", &k, kWait, RawIs("offline")));
+  std::this_thread::sleep_for(milliseconds(1100));  // a restart that happens a second later
+  std::size_t s = obs_->Mark();
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  auto status = obs_->Next("safepoint/status", &s, kWait, StateIs("awaiting_confirmation"));
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->Json()["pending"], a["pending"]);  // same update, safety point and deadline
+  const json again = json::parse(ReadFile(state_file).value_or("{}"), nullptr, false);
+  EXPECT_EQ(again["deadline"], persisted["deadline"]);  // to the nanosecond
+
+  std::size_t p = obs_->Mark();
+  EXPECT_EQ(PressContinue(&p),
+            (json{{"update_id", "core-kill"}, {"decision", "continue"}, {"backup_id", id}}));
+}
+
+TEST_F(Serve, KillDuringARollbackCompletesOrRevertsNeverAMix) {
+  // Enough files that the rollback takes a while.
+  constexpr int kFiles = 1500;
+  for (int i = 0; i < kFiles; ++i) {
+    WriteFile(svc_.ha() + "/www/gallery/" + std::to_string(i / 100) + "/f" + std::to_string(i) +
+                  ".txt",
+              std::string(4096, static_cast<char>('a' + i % 26)) + std::to_string(i));
+  }
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  const auto target = svc_.Tree();
+  std::size_t c = obs_->Mark();
+  (void)RequestAndAwait("core-big", &c);
+  (void)PressContinue(&c);
+  std::map<std::string, std::string> updated;
+  for (const auto& [rel, content] : target) {
+    if (rel == "secrets.yaml") {
+      updated[rel] = content;
+      continue;
+    }
+    updated[rel] = "updated " + rel + "\n";
+    WriteFile(svc_.ha() + "/" + rel, updated[rel]);
+  }
+  std::size_t p = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/update/result", {{"update_id", "core-big"}, {"success", false}}));
+  // Kill as soon as the rollback reports progress (files are being written).
+  auto progress = obs_->Next("safepoint/status", &p, seconds(120), [](const json& j) {
+    return j["state"] == "rolling_back" && j["progress"].is_number() && j["progress"] > 0 &&
+           j["progress"] < 100;
+  });
+  ASSERT_TRUE(progress) << "the rollback never reported progress";
+  svc_.Kill();
+
+  std::size_t s = obs_->Mark();
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  auto end = obs_->Next("safepoint/status", &s, seconds(120), [](const json& j) {
+    return j["state"] == "idle" || j["state"] == "error";
+  });
+  ASSERT_TRUE(end) << "the interrupted rollback did not finish after the restart";
+  const auto now = svc_.Tree();
+  std::size_t at_target = 0;
+  std::size_t at_updated = 0;
+  for (const auto& [rel, content] : now) {
+    if (target.count(rel) && target.at(rel) == content) ++at_target;
+    if (updated.count(rel) && updated.at(rel) == content && target.at(rel) != content) {
+      ++at_updated;
+    }
+  }
+  // Never a mix of the two trees.
+  EXPECT_TRUE(now == target || now == updated)
+      << at_target << " files at the safety point, " << at_updated << " at the update's version";
+  // The lifecycle resumes the rollback, so it ends at the safety point.
+  EXPECT_EQ(end->Json()["state"], "idle");
+  EXPECT_TRUE(now == target);
+}
+
+// ---- Transport --------------------------------------------------------------------------------
+
+TEST(ServeTls, PasswordAuthOverTlsWorksAndAWrongCaIsRefused) {
+  const std::string observer_password = "observer-pw-5e21";
+  MosquittoOptions options;
+  options.allow_anonymous = false;
+  options.tls = true;
+  options.users = {{"safepoint", ServeHarness::kMqttPassword},
+                   {"observer", observer_password}};
+  Mosquitto broker(options);
+  ASSERT_TRUE(broker.Start());
+  ASSERT_TRUE(broker.url().starts_with("mqtts://127.0.0.1:"));
+  ObserverOptions oo;
+  oo.username = "observer";
+  oo.password = observer_password;
+  oo.ca_file = broker.ca_file();
+  Observer obs(broker.url(), {"safepoint/#", "wrongca/#"}, oo);
+  ASSERT_TRUE(obs.ok());
+
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = broker.url();
+  config.mqtt_extra = "  username: safepoint\n  password: !secret mqtt_password\n  tls:\n"
+                      "    ca_file: " +
+                      broker.ca_file() + "\n";
+  svc.WriteConfig(config);
+  std::size_t c = obs.Mark();
+  svc.Start();
+  ASSERT_TRUE(obs.NextRaw("safepoint/availability", &c, kWait, RawIs("online")))
+      << svc.Output();
+  ASSERT_TRUE(obs.Next("safepoint/status", &c, kWait, StateIs("idle")));
+  ASSERT_TRUE(obs.Publish("safepoint/cmd/list", R"({"transaction":"tls-1"})"));
+  auto r = obs.Next("safepoint/response/list", &c, kWait);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->Json(), (json{{"status", "ok"},
+                             {"data", {{"safety_points", json::array()}}},
+                             {"transaction", "tls-1"}}));
+
+  // The same broker with a CA that did not sign its certificate: refused, retried, no crash.
+  ServeHarness wrong;
+  ServeConfig wc;
+  wc.url = broker.url();
+  wc.mqtt_extra = "  username: safepoint\n  password: !secret mqtt_password\n"
+                  "  client_id: safepoint-wrongca\n  base_topic: wrongca\n  node_id: wrongca\n"
+                  "  tls:\n    ca_file: " +
+                  broker.other_ca_file() + "\n";
+  wrong.WriteConfig(wc);
+  const std::size_t w = obs.Mark();
+  wrong.Start();
+  const auto deadline = std::chrono::steady_clock::now() + seconds(20);
+  auto attempts = [&] {
+    const std::string out = wrong.Output();
+    std::size_t n = 0;
+    for (auto pos = out.find("cannot connect to the MQTT broker"); pos != std::string::npos;
+         pos = out.find("cannot connect to the MQTT broker", pos + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  while (attempts() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  EXPECT_GE(attempts(), 2u) << wrong.Output();
+  EXPECT_TRUE(wrong.Alive());
+  EXPECT_TRUE(obs.Since(w).empty()) << "something was published by the refused service";
+  const int status = wrong.Stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::string out = wrong.Output() + svc.Output();
+  EXPECT_EQ(out.find(ServeHarness::kMqttPassword), std::string::npos);
+  EXPECT_EQ(out.find(ServeHarness::kPassphrase), std::string::npos);
+  EXPECT_EQ(svc.Stop(), 0);
+}
+
+// ---- Home Assistant discovery ---------------------------------------------------------------
+
+TEST_F(Serve, DiscoveryPayloadHasTheDocumentedComponents) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  auto retained = broker_.SubCollect("homeassistant/device/safepoint/config", 1, kShort);
+  ASSERT_EQ(retained.size(), 1u);
+  EXPECT_TRUE(retained[0].retained);
+  json d = json::parse(retained[0].payload, nullptr, false);
+  ASSERT_TRUE(d.is_object()) << retained[0].payload;
+  EXPECT_EQ(d["o"]["name"], "safepoint");
+  EXPECT_EQ(d["dev"]["identifiers"], json::array({"safepoint"}));
+  const std::map<std::string, std::string> expected = {
+      {"continue", "button"},         {"cancel", "button"},
+      {"overwrite", "button"},        {"merge", "button"},
+      {"abort", "button"},            {"backup", "button"},
+      {"rollback", "button"},         {"safety_point", "select"},
+      {"status", "sensor"},           {"last_backup", "sensor"},
+      {"last_backup_size", "sensor"}, {"last_backup_files", "sensor"},
+      {"safety_points", "sensor"},    {"progress", "sensor"},
+      {"awaiting_confirmation", "binary_sensor"},
+      {"problem", "binary_sensor"},   {"event", "event"}};
+  std::map<std::string, std::string> actual;
+  for (const auto& [key, cmp] : d["cmps"].items()) {
+    actual[key] = cmp.value("p", "");
+    EXPECT_EQ(cmp["unique_id"], "safepoint_" + key);
+    EXPECT_EQ(cmp["default_entity_id"], cmp.value("p", "") + ".safepoint_" + key);
+    EXPECT_FALSE(cmp.contains("object_id")) << key;
+    ASSERT_TRUE(cmp["availability"].is_array()) << key;
+    EXPECT_EQ(cmp["availability"][0], (json{{"topic", "safepoint/availability"}})) << key;
+  }
+  EXPECT_EQ(actual, expected);
+  const json& cont = d["cmps"]["continue"];
+  EXPECT_EQ(cont["command_topic"], "safepoint/cmd/continue");
+  EXPECT_EQ(cont["payload_press"], "PRESS");
+  EXPECT_EQ(cont["availability"], json::array({{{"topic", "safepoint/availability"}},
+                                               {{"topic", "safepoint/availability/decision"}}}));
+  EXPECT_EQ(cont["availability_mode"], "all");
+  EXPECT_EQ(d["cmps"]["merge"]["availability"][1],
+            (json{{"topic", "safepoint/availability/conflict"}}));
+  EXPECT_EQ(d["cmps"]["event"]["event_types"].size(), 15u);
+  EXPECT_EQ(d["cmps"]["status"]["options"],
+            json::array({"idle", "backing_up", "awaiting_confirmation", "updating", "health_check",
+                         "rolling_back", "awaiting_conflict_resolution", "error"}));
+  auto decision = broker_.SubCollect("safepoint/availability/decision", 1, kShort);
+  ASSERT_EQ(decision.size(), 1u);
+  EXPECT_EQ(decision[0].payload, "offline");  // Continue/Cancel unavailable while idle
+}
+
+TEST_F(Serve, HomeAssistantBirthRepublishesDiscovery) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = 0;
+  auto first = obs_->Next("homeassistant/device/safepoint/config", &c, kWait);
+  ASSERT_TRUE(first);
+  // Clear the retained payload, so only a new retained publication can bring it back.
+  ASSERT_TRUE(obs_->Publish("homeassistant/device/safepoint/config", "", true));
+  ASSERT_TRUE(broker_.SubCollect("homeassistant/device/safepoint/config", 1, milliseconds(500))
+                  .empty());
+  std::size_t b = obs_->Mark();
+  const auto birth = std::chrono::steady_clock::now();
+  ASSERT_TRUE(obs_->Publish("homeassistant/status", "online"));
+  auto again = obs_->NextRaw("homeassistant/device/safepoint/config", &b, seconds(8),
+                             [](const std::string& p) { return !p.empty(); });
+  ASSERT_TRUE(again) << "discovery was not re-published after the birth message";
+  EXPECT_LE(again->at - birth, milliseconds(5000));
+  EXPECT_EQ(again->Json(), first->Json());
+  auto retained = broker_.SubCollect("homeassistant/device/safepoint/config", 1, kShort);
+  ASSERT_EQ(retained.size(), 1u);
+  EXPECT_TRUE(retained[0].retained);
+  EXPECT_EQ(json::parse(retained[0].payload), first->Json());
+}
+
+// ---- Entity mirror ----------------------------------------------------------------------------
+
+TEST_F(Serve, TenThousandMirroredTopicsAreInTheSnapshot) {
+  constexpr int kTopics = 10000;
+  ASSERT_NO_FATAL_FAILURE(StartService({}, {"zigbee2mqtt/#"}));
+  auto topic = [](int i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "zigbee2mqtt/device_%05d", i);
+    return std::string(name);
+  };
+  auto payload = [](int i) {
+    return R"({"linkquality":)" + std::to_string(i % 256) + R"(,"state":")" +
+           (i % 2 == 0 ? "ON" : "OFF") + R"("})";
+  };
+  const std::size_t m = obs_->Mark();
+  for (int i = 0; i < kTopics; ++i) ASSERT_TRUE(obs_->Publish(topic(i), payload(i)));
+  // The broker delivered them all (to us, and so to the service before the command below).
+  ASSERT_TRUE(obs_->WaitCount("zigbee2mqtt/", m, kTopics, seconds(60)));
+
+  std::size_t c = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/cmd/backup", {{"reason", "mirror test"}, {"transaction", "m-1"}}));
+  std::size_t r = c;
+  EXPECT_EQ(Response("backup", &r),
+            (json{{"status", "ok"},
+                  {"data", {{"state", "backing_up"}, {"reason", "mirror test"}}},
+                  {"transaction", "m-1"}}));
+  json done = NextEvent("backup_completed", &c, seconds(60));
+  const std::string id = done["data"].value("backup_id", "");
+  ASSERT_TRUE(std::regex_match(id, kBackupIdPattern)) << done.dump();
+  EXPECT_EQ(done["data"]["reason"], "mirror test");
+
+  TempDir out;
+  auto x = svc_.Cli({"extract", id, "--to", out.path(), "state/entities.json"});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  auto text = ReadFile(out.Sub("state/entities.json"));
+  ASSERT_TRUE(text);
+  json snap = json::parse(*text, nullptr, false);
+  ASSERT_TRUE(snap.is_object());
+  EXPECT_EQ(snap["format"], 1);
+  EXPECT_EQ(snap["source"], "mqtt");
+  EXPECT_EQ(snap["dropped"], (json{{"topics", 0}, {"payloads", 0}}));
+  ASSERT_EQ(snap["entities"].size(), static_cast<std::size_t>(kTopics));
+  for (int i = 0; i < kTopics; ++i) {
+    const json& e = snap["entities"][static_cast<std::size_t>(i)];  // sorted by topic
+    ASSERT_EQ(e["topic"], topic(i));
+    ASSERT_EQ(e["payload"], json::parse(payload(i))) << e.dump();
+    ASSERT_FALSE(e.contains("payload_raw")) << e.dump();
+    ASSERT_EQ(e["retained"], false);
+  }
+}
+
+// ---- Retained commands ----------------------------------------------------------------------
+
+TEST_F(Serve, ARetainedContinueNeverApprovesALaterUpdate) {
+  // A Continue left retained on the broker (e.g. by a misconfigured button) before the service
+  // starts.
+  ASSERT_TRUE(broker_.Pub("safepoint/cmd/continue", "PRESS", /*retain=*/true));
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = obs_->Mark();
+  json a = RequestAndAwait("core-retained", &c);
+  ASSERT_EQ(a["state"], "awaiting_confirmation");
+  std::size_t d = 0;
+  EXPECT_FALSE(obs_->Next("safepoint/update/decision", &d, milliseconds(1500)))
+      << "a decision was published without anyone deciding";
+  // The service cleared it from the broker.
+  EXPECT_TRUE(broker_.SubCollect("safepoint/cmd/continue", 1, milliseconds(1000)).empty());
+  // A real press still works.
+  std::size_t p = obs_->Mark();
+  EXPECT_EQ(PressContinue(&p)["decision"], "continue");
+  EXPECT_NE(svc_.Output().find("ignored a retained message on safepoint/cmd/continue"),
+            std::string::npos);
+}
+
+TEST_F(Serve, ARetainedRequestNeverStartsAnUpdate) {
+  ASSERT_TRUE(broker_.Pub("safepoint/update/request",
+                          R"({"update_id":"stale-1","target":"core"})", /*retain=*/true));
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = 0;
+  EXPECT_FALSE(obs_->Next("safepoint/status", &c, milliseconds(1500), StateIs("backing_up")));
+  EXPECT_TRUE(broker_.SubCollect("safepoint/update/request", 1, milliseconds(1000)).empty());
+  EXPECT_FALSE(fs::exists(svc_.backups()) &&
+               std::any_of(fs::directory_iterator(svc_.backups()), fs::directory_iterator(),
+                           [](const fs::directory_entry& e) {
+                             return std::regex_match(e.path().filename().string(),
+                                                     kBackupIdPattern);
+                           }));
+}
+
+// ---- Bad input: an error response echoing the transaction, and the service keeps going -------
+
+class ServeBadInput : public Serve {
+ protected:
+  void SetUp() override {
+    Serve::SetUp();
+    ASSERT_NO_FATAL_FAILURE(StartService());
+  }
+
+  // Publishes `payload` on `topic` and returns the response on safepoint/response/<name>.
+  json Send(const std::string& topic, const std::string& payload, const std::string& name) {
+    std::size_t c = obs_->Mark();
+    EXPECT_TRUE(obs_->Publish(topic, payload));
+    return Response(name, &c);
+  }
+
+  // The `N invalid` counter the service logs when it stops.
+  int InvalidCounterAtStop() {
+    EXPECT_EQ(svc_.Stop(), 0);
+    std::smatch m;
+    const std::string out = svc_.Output();
+    static const std::regex kStats(R"(stopping: (\d+) messages, (\d+) invalid)");
+    if (!std::regex_search(out, m, kStats)) return -1;
+    return std::stoi(m[2].str());
+  }
+};
+
+TEST_F(ServeBadInput, InvalidJson) {
+  EXPECT_EQ(Send("safepoint/cmd/backup", R"({"reason": "x", "transaction": "j-1")", "backup"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", R"(bad_input: payload is not valid JSON: '{"reason": "x", "transaction": "j-1"')"}}));
+  EXPECT_EQ(Send("safepoint/update/request", "{update_id: core}", "update"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "bad_input: payload is not valid JSON: '{update_id: core}'"}}));
+  ExpectServiceStillAnswers();
+  EXPECT_EQ(InvalidCounterAtStop(), 2);
+}
+
+TEST_F(ServeBadInput, InvalidPayloadIsNotCopiedIntoTheLog) {
+  // docs/mqtt-api.md: "a log line without the payload".
+  json r = Send("safepoint/cmd/backup", R"({"reason": "tok-5d0c1e", "bad")", "backup");
+  EXPECT_EQ(r["status"], "error");
+  ExpectServiceStillAnswers();
+  EXPECT_EQ(svc_.Output().find("tok-5d0c1e"), std::string::npos) << svc_.Output();
+}
+
+TEST_F(ServeBadInput, WrongTypes) {
+  EXPECT_EQ(Send("safepoint/cmd/rollback", R"({"backup_id": 5, "transaction": "t-1"})", "rollback"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "bad_input: 'backup_id' must be a string, not number"},
+                  {"transaction", "t-1"}}));
+  EXPECT_EQ(Send("safepoint/cmd/backup", R"({"reason": ["a"], "transaction": 17})", "backup"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "bad_input: 'reason' must be a string, not array"},
+                  {"transaction", 17}}));
+  EXPECT_EQ(Send("safepoint/update/result", R"({"update_id": "u", "success": "yes"})", "update"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "bad_input: 'success' must be true or false, not string"}}));
+  ExpectServiceStillAnswers();
+  EXPECT_EQ(InvalidCounterAtStop(), 3);
+}
+
+TEST_F(ServeBadInput, PayloadOverTheSizeLimit) {
+  const std::string big =
+      R"({"transaction": "big-1", "reason": ")" + std::string(70000, 'x') + R"("})";
+  json r = Send("safepoint/cmd/backup", big, "backup");
+  // The transaction is not dug out of an oversized payload: it is refused before parsing.
+  EXPECT_EQ(r, (json{{"status", "error"},
+                     {"data", json::object()},
+                     {"error", "bad_input: payload of " + std::to_string(big.size()) +
+                                   " bytes exceeds the limit of 65536 bytes"}}));
+  std::size_t c = obs_->Mark();
+  EXPECT_FALSE(obs_->Next("safepoint/status", &c, milliseconds(500), StateIs("backing_up")));
+  ExpectServiceStillAnswers();
+}
+
+TEST_F(ServeBadInput, UnknownCommand) {
+  EXPECT_EQ(Send("safepoint/cmd/frobnicate", R"({"transaction": 9})", "unknown"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "bad_input: unknown command 'frobnicate'"},
+                  {"transaction", 9}}));
+  ExpectServiceStillAnswers();
+}
+
+TEST_F(ServeBadInput, InvalidAndUnknownIds) {
+  EXPECT_EQ(
+      Send("safepoint/cmd/rollback", R"({"backup_id": "../../etc", "transaction": "i-1"})",
+           "rollback"),
+      (json{{"status", "error"},
+            {"data", json::object()},
+            {"error",
+             "bad_input: invalid safety point id '../../etc' (expected YYYY-MM-DD_HH-MM-SS, "
+             "optionally -N)"},
+            {"transaction", "i-1"}}));
+  EXPECT_EQ(Send("safepoint/cmd/text", "/rollback safety_point ../../etc", "text")["error"],
+            "bad_input: invalid safety point id '../../etc' (expected YYYY-MM-DD_HH-MM-SS, "
+            "optionally -N)");
+  EXPECT_EQ(Send("safepoint/cmd/rollback",
+                 R"({"backup_id": "2020-01-01_00-00-00", "transaction": "i-2"})", "rollback"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "not_found: no safety point 2020-01-01_00-00-00"},
+                  {"transaction", "i-2"}}));
+  json del = Send("safepoint/cmd/delete",
+                  R"({"backup_id": "2020-01-01_00-00-00", "transaction": "i-3"})", "delete");
+  EXPECT_EQ(del["status"], "error");
+  EXPECT_TRUE(del["error"].get<std::string>().starts_with("not_found: ")) << del.dump();
+  EXPECT_EQ(del["transaction"], "i-3");
+  json ver = Send("safepoint/cmd/verify", R"({"backup_id": "2020-01-01_00-00-00"})", "verify");
+  EXPECT_EQ(ver["status"], "error");
+  EXPECT_TRUE(ver["error"].get<std::string>().starts_with("not_found: ")) << ver.dump();
+  EXPECT_EQ(Send("safepoint/cmd/select", "2020-01-01_00-00-00", "select")["error"],
+            "not_found: no safety point 2020-01-01_00-00-00");
+  ExpectServiceStillAnswers();
+}
+
+TEST_F(ServeBadInput, CommandsInTheWrongState) {
+  EXPECT_EQ(Send("safepoint/cmd/continue", R"({"transaction": "w-1"})", "continue"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "bad_input: no decision is pending (state: idle)"},
+                  {"transaction", "w-1"}}));
+  EXPECT_EQ(Send("safepoint/cmd/resolve", R"({"action": "merge", "transaction": "w-2"})",
+                 "resolve"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "bad_input: no conflicts wait for a resolution (state: idle)"},
+                  {"transaction", "w-2"}}));
+  EXPECT_EQ(Send("safepoint/update/result", R"({"update_id": "nope", "success": true})",
+                 "update"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error", "bad_input: no update 'nope' is in progress"}}));
+  // A second operation while one waits for a decision: busy, naming it.
+  std::size_t c = obs_->Mark();
+  (void)RequestAndAwait("core-busy", &c);
+  EXPECT_EQ(Send("safepoint/cmd/backup", R"({"transaction": "w-3"})", "backup"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error",
+                   "busy: update 'core-busy' is in progress (awaiting_confirmation)"},
+                  {"transaction", "w-3"}}));
+  EXPECT_EQ(Send("safepoint/update/result", R"({"update_id": "core-busy", "success": true})",
+                 "update")["error"],
+            "bad_input: update 'core-busy' was not released yet (awaiting_confirmation)");
+  EXPECT_EQ(Send("safepoint/cmd/continue", R"({"update_id": "other", "transaction": "w-4"})",
+                 "continue"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error",
+                   "not_found: no decision is pending for update 'other' (pending: 'core-busy')"},
+                  {"transaction", "w-4"}}));
+  // Still pending: the right Continue works.
+  std::size_t p = obs_->Mark();
+  EXPECT_EQ(PressContinue(&p)["decision"], "continue");
+  ExpectServiceStillAnswers();
+}
+
+TEST_F(ServeBadInput, LateAndDuplicateDecisions) {
+  std::size_t c = obs_->Mark();
+  (void)RequestAndAwait("core-dup", &c);
+  std::size_t p = obs_->Mark();
+  EXPECT_EQ(PressContinue(&p)["decision"], "continue");
+  std::size_t after = obs_->Mark();
+  EXPECT_EQ(Send("safepoint/cmd/continue", R"({"transaction": "dup-1"})", "continue"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error",
+                   "bad_input: no decision is pending (state: updating, update 'core-dup' "
+                   "already decided: continue)"},
+                  {"transaction", "dup-1"}}));
+  EXPECT_EQ(Send("safepoint/cmd/cancel", R"({"transaction": "late-1"})", "cancel"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error",
+                   "bad_input: no decision is pending (state: updating, update 'core-dup' "
+                   "already decided: continue)"},
+                  {"transaction", "late-1"}}));
+  // Neither produced a second decision.
+  EXPECT_TRUE(obs_->All("safepoint/update/decision", after).empty());
+  // A repeated request for the same update is answered with its decision again.
+  std::size_t r = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/update/request", {{"update_id", "core-dup"}, {"target", "core"}}));
+  auto d = obs_->Next("safepoint/update/decision", &r, kWait);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->Json()["decision"], "continue");
+  ExpectServiceStillAnswers();
+}
+
+TEST(ServeLate, ADecisionAfterExpiryIsAnError) {
+  Mosquitto broker;
+  ASSERT_TRUE(broker.Start());
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = broker.url();
+  config.confirm_timeout = "2s";
+  svc.WriteConfig(config);
+  Observer obs(broker.url(), {"safepoint/#"});
+  ASSERT_TRUE(obs.ok());
+  std::size_t c = obs.Mark();
+  svc.Start();
+  ASSERT_TRUE(obs.NextRaw("safepoint/availability", &c, kWait, RawIs("online")));
+  ASSERT_TRUE(obs.Publish("safepoint/update/request", R"({"update_id":"late","target":"core"})"));
+  ASSERT_TRUE(obs.Next("safepoint/update/decision", &c, kWait,
+                       [](const json& j) { return j["decision"] == "expired"; }));
+  ASSERT_TRUE(obs.Publish("safepoint/cmd/continue", R"({"transaction":"too-late"})"));
+  auto r = obs.Next("safepoint/response/continue", &c, kWait);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->Json(), (json{{"status", "error"},
+                             {"data", json::object()},
+                             {"error", "bad_input: no decision is pending (state: idle)"},
+                             {"transaction", "too-late"}}));
+  EXPECT_TRUE(obs.All("safepoint/update/decision", c).empty());
+  EXPECT_EQ(svc.Stop(), 0);
+}
+
+}  // namespace
+}  // namespace safepoint
