@@ -227,38 +227,6 @@ TEST_P(MqttClientProtocol, RefusesWrongPassword) {
   ASSERT_TRUE(good.Connect(kWait));
 }
 
-TEST_P(MqttClientProtocol, ReportsAndForgetsRefusedSubscription) {
-  MosquittoOptions broker_options;
-  broker_options.allow_anonymous = false;
-  broker_options.users = {{"safepoint", "pw"}};
-  broker_options.acl = "user safepoint\ntopic read allowed/#\ntopic write allowed/#\n";
-  Mosquitto broker(broker_options);
-  ASSERT_TRUE(broker.Start());
-  ClientOptions options = OptionsFor(broker, "acl", GetParam());
-  options.username = "safepoint";
-  options.password = Secret("pw");
-  Client client(std::move(options));
-  ASSERT_TRUE(client.Connect(kWait));
-  ExpectConnected(client);
-
-  auto status = client.Subscribe({{"allowed/#", 1}, {"secret/#", 1}});
-  ASSERT_FALSE(status);
-  EXPECT_EQ(status.error().code, ErrorCode::kIo);
-  EXPECT_EQ(status.error().message,
-            "MQTT broker " + broker.url() + " refused subscription to 'secret/#'");
-  ASSERT_TRUE(broker.Pub("allowed/x", "yes"));
-  ExpectMessage(client, "allowed/x", "yes", false);
-
-  // After a reconnect only the accepted filter comes back, and nothing complains.
-  ASSERT_TRUE(broker.Restart());
-  EXPECT_EQ(KindName(Next(client).kind), "connection lost");
-  const Event connected = Next(client);
-  EXPECT_EQ(KindName(connected.kind), "connected");
-  EXPECT_EQ(connected.detail, "connected to " + broker.url());
-  ASSERT_TRUE(broker.Pub("allowed/y", "again"));
-  ExpectMessage(client, "allowed/y", "again", false);
-}
-
 INSTANTIATE_TEST_SUITE_P(Versions, MqttClientProtocol, ::testing::Values(4, 5),
                          [](const auto& param_info) {
                            return param_info.param == 5 ? std::string("Mqtt5")
