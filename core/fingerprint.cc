@@ -34,7 +34,7 @@ manifest::EntryType TypeFromName(std::string_view name, bool* ok) {
   *ok = true;
   if (name == "file") return manifest::EntryType::kFile;
   if (name == "symlink") return manifest::EntryType::kSymlink;
-  if (name == "directory") return manifest::EntryType::kDirectory;
+  if (name == "dir") return manifest::EntryType::kDirectory;  // manifest::EntryTypeName
   *ok = false;
   return manifest::EntryType::kFile;
 }

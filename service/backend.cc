@@ -1,6 +1,10 @@
 #include "service/backend.h"
 
+#include <spdlog/spdlog.h>
+
 #include "core/archive.h"
+#include "core/fingerprint.h"
+#include "core/rollback.h"
 
 namespace safepoint::service {
 
@@ -76,17 +80,57 @@ Result<entities::EntitySnapshot> OperationsBackend::EntitiesOf(const std::string
 }
 
 Status OperationsBackend::RecordFingerprint(const std::string& id) {
-  return Fail(ErrorCode::kUnsupported, "fingerprint of " + id + ": rollback engine not wired");
+  auto lock = ops_.store().Lock(store::LockMode::kExclusive);
+  if (!lock) return tl::unexpected(lock.error());
+  SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, ops_.store(), fs_, clock_));
+  return rollback::RecordFingerprint(config_, ops_.store(), fs_, clock_, id);
 }
 
-RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolicy /*policy*/,
-                                            bool /*resume*/,
-                                            const store::ProgressFn& /*progress*/) {
-  return RollbackOutcome::Failed(
-      Error{ErrorCode::kUnsupported, "rollback to " + id + ": rollback engine not wired"});
+RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolicy policy,
+                                            bool resume, const store::ProgressFn& /*progress*/) {
+  auto lock = ops_.store().Lock(store::LockMode::kExclusive);
+  if (!lock) return RollbackOutcome::Failed(lock.error());
+  // Completes (or reverts) a rollback a crash interrupted; after a restart that is the one
+  // the service was running.
+  auto notes = rollback::Recover(config_, ops_.store(), fs_, clock_);
+  if (!notes) return RollbackOutcome::Failed(notes.error());
+  for (const auto& n : *notes) spdlog::info("recovery: {}", n);
+  if (resume && !notes->empty()) {
+    // The interrupted rollback was finished or reverted; run it again only if it was reverted,
+    // which a fresh Rollback below does (it finds nothing to do when the tree already matches).
+  }
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return RollbackOutcome::Failed(passphrase.error());
+  rollback::Policy p = rollback::Policy::kAbort;
+  switch (policy) {
+    case ConflictPolicy::kAbort: p = rollback::Policy::kAbort; break;
+    case ConflictPolicy::kOverwrite: p = rollback::Policy::kOverwrite; break;
+    case ConflictPolicy::kMerge: p = rollback::Policy::kMerge; break;
+  }
+  auto report = rollback::Rollback(config_, ops_.store(), fs_, clock_, *passphrase, id, p, false);
+  if (!report) {
+    if (report.error().code == ErrorCode::kConflict) {
+      auto plan = rollback::MakePlan(config_, ops_.store(), id, p);
+      if (plan) return RollbackOutcome::Conflicts(plan->Conflicts());
+    }
+    return RollbackOutcome::Failed(report.error());
+  }
+  for (const auto& e : report->errors) spdlog::error("after the rollback to {}: {}", id, e);
+  for (const auto& d : report->differences) spdlog::info("rollback to {}: {}", id, d);
+  return RollbackOutcome::Ok(report->restored + report->written_beside,
+                             report->pre_rollback_id.empty()
+                                 ? std::nullopt
+                                 : std::optional<std::string>(report->pre_rollback_id));
 }
 
-Status OperationsBackend::RecoverInterrupted() { return {}; }
+Status OperationsBackend::RecoverInterrupted() {
+  auto lock = ops_.store().Lock(store::LockMode::kExclusive);
+  if (!lock) return tl::unexpected(lock.error());
+  auto notes = rollback::Recover(config_, ops_.store(), fs_, clock_);
+  if (!notes) return tl::unexpected(notes.error());
+  for (const auto& n : *notes) spdlog::info("recovery: {}", n);
+  return {};
+}
 
 }  // namespace
 

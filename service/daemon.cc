@@ -278,6 +278,23 @@ void Daemon::RefreshSafetyPoints() {
   if (changed) PublishDiscovery();
 }
 
+std::optional<BackupSummary> Daemon::Newest() {
+  auto list = backend_->List();
+  if (!list) return std::nullopt;
+  for (auto it = list->rbegin(); it != list->rend(); ++it) {
+    if (!it->manifest) continue;
+    const auto& m = *it->manifest;
+    BackupSummary s;
+    s.backup_id = m.id;
+    s.created = TimePoint(seconds(m.created_unix));
+    s.file_count = m.FileCount();
+    s.total_bytes = m.TotalBytes();
+    if (m.payload) s.path = config_.paths.backup_dir + "/" + m.id + "/" + m.payload->name;
+    return s;
+  }
+  return std::nullopt;
+}
+
 void Daemon::Persist() {
   const std::string& path = config_.service.state_file;
   const std::string tmp = path + ".tmp";
@@ -668,15 +685,7 @@ void Daemon::HandleCommand(const std::string& name, const mqtt::Message& m) {
                 entity_snapshots_.erase(id);
                 RefreshSafetyPoints();
                 const auto& last = lifecycle_.Snapshot().last_backup;
-                if (last && last->backup_id == id) {
-                  std::optional<BackupSummary> newest;
-                  if (!safety_points_.empty()) {
-                    BackupSummary s;
-                    s.backup_id = safety_points_.front();
-                    newest = s;
-                  }
-                  Execute(lifecycle_.SetLastBackup(newest));
-                }
+                if (last && last->backup_id == id) Execute(lifecycle_.SetLastBackup(Newest()));
                 Respond(cmd_name, std::nullopt, json{{"deleted", id}}, tx);
               });
             });
@@ -777,18 +786,7 @@ int Daemon::Run(const std::atomic<bool>& stop) {
 
   LoadPersisted();
   RefreshSafetyPoints();
-  if (!safety_points_.empty() && !lifecycle_.Snapshot().last_backup) {
-    auto list = backend_->List();
-    if (list && !list->empty() && list->back().manifest) {
-      const auto& m = *list->back().manifest;
-      BackupSummary s;
-      s.backup_id = m.id;
-      s.created = TimePoint(seconds(m.created_unix));
-      s.file_count = m.FileCount();
-      s.total_bytes = m.TotalBytes();
-      Execute(lifecycle_.SetLastBackup(s));
-    }
-  }
+  if (!lifecycle_.Snapshot().last_backup) Execute(lifecycle_.SetLastBackup(Newest()));
   // The first kConnected event from the client announces us (availability, discovery, status).
   spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
                mqtt_config_.base_topic);

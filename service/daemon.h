@@ -80,6 +80,8 @@ class Daemon {
   void PublishDiscovery();
   void PublishStateTopics();
   void RefreshSafetyPoints();
+  // The newest readable safety point, for the status and the last-backup sensors.
+  std::optional<BackupSummary> Newest();
   void Persist();
   void LoadPersisted();
   void Respond(const std::string& command, const std::optional<Error>& error,

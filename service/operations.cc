@@ -1,5 +1,6 @@
 #include "service/operations.h"
 
+#include "core/rollback.h"
 #include "core/snapshot.h"
 
 namespace safepoint::service {
@@ -32,12 +33,20 @@ nlohmann::json SummaryJson(const manifest::Manifest& m, const store::Store& stor
 Operations::Operations(const config::Config& config, FileSystem& fs, const Clock& clock)
     : config_(config), fs_(fs), clock_(clock), store_(StoreOptionsFor(config), fs, clock) {}
 
+Result<store::StoreLock> Operations::LockExclusive() {
+  auto lock = store_.Lock(store::LockMode::kExclusive);
+  if (!lock) return tl::unexpected(lock.error());
+  // A rollback a crash interrupted is completed (or reverted) before anything else writes.
+  SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, store_, fs_, clock_));
+  SP_RETURN_IF_ERROR(store_.CleanLeftovers());
+  return lock;
+}
+
 Result<manifest::Manifest> Operations::Backup(
     const std::string& reason, const std::optional<manifest::UpdateRef>& update,
     const store::ProgressFn& progress, const std::optional<entities::EntitySnapshot>& entities) {
-  auto lock = store_.Lock(store::LockMode::kExclusive);
+  auto lock = LockExclusive();
   if (!lock) return tl::unexpected(lock.error());
-  SP_RETURN_IF_ERROR(store_.CleanLeftovers());
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return tl::unexpected(passphrase.error());
   auto request = snapshot::Collect(config_, entities);
@@ -97,16 +106,14 @@ Status Operations::Decrypt(const std::string& id, ByteSink& out) {
 }
 
 Status Operations::Delete(const std::string& id) {
-  auto lock = store_.Lock(store::LockMode::kExclusive);
+  auto lock = LockExclusive();
   if (!lock) return tl::unexpected(lock.error());
-  SP_RETURN_IF_ERROR(store_.CleanLeftovers());
   return store_.Delete(id);
 }
 
 Result<store::PruneReport> Operations::Prune() {
-  auto lock = store_.Lock(store::LockMode::kExclusive);
+  auto lock = LockExclusive();
   if (!lock) return tl::unexpected(lock.error());
-  SP_RETURN_IF_ERROR(store_.CleanLeftovers());
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return tl::unexpected(passphrase.error());
   store::Retention r;

@@ -48,6 +48,10 @@ class Operations {
   [[nodiscard]] Status Delete(const std::string& id);
   [[nodiscard]] Result<store::PruneReport> Prune();
 
+  // The exclusive store lock, after completing any interrupted rollback and removing the
+  // leftovers of interrupted writers.
+  [[nodiscard]] Result<store::StoreLock> LockExclusive();
+
  private:
   const config::Config& config_;
   FileSystem& fs_;
