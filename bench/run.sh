@@ -22,6 +22,8 @@
 #
 # Every measurement is /usr/bin/time -f '%e %U %S %M' (wall s, user s, sys s, max RSS KiB) around
 # the whole command; for a shell pipeline the RSS is that of its largest single process.
+# The bash -c scripts below take their arguments as $1, $2: single quotes are intended.
+# shellcheck disable=SC2016
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
