@@ -314,6 +314,7 @@ class EventQueue {
     return event;
   }
 
+  // NOLINTNEXTLINE(readability-identifier-naming): accessor
   [[nodiscard]] std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
 
  private:
@@ -388,7 +389,7 @@ class Client::Impl {
         OnConnectionLost("broker sent DISCONNECT (" + ConnackReason(static_cast<int>(code)) + " " +
                          std::to_string(static_cast<int>(code)) + ")");
       });
-      client_->set_message_callback([this](paho::const_message_ptr msg) { OnMessage(msg); });
+      client_->set_message_callback([this](const paho::const_message_ptr& msg) { OnMessage(msg); });
     } catch (const paho::exception& e) {
       client_.reset();
       init_error_ = Error{ErrorCode::kBadInput,
@@ -418,7 +419,7 @@ class Client::Impl {
     return ConnectOnce(timeout, /*cancellable=*/false);
   }
 
-  Status Subscribe(std::vector<std::pair<std::string, int>> filters) {
+  Status Subscribe(const std::vector<std::pair<std::string, int>>& filters) {
     if (init_error_) return tl::unexpected(*init_error_);
     for (const auto& [filter, qos] : filters) {
       if (!ValidTopicFilter(filter)) {
@@ -431,13 +432,13 @@ class Client::Impl {
     }
     if (filters.empty()) return {};
     std::lock_guard conn(conn_mu_);
-    for (const auto& [filter, qos] : filters) {
+    for (const auto& wanted : filters) {
       auto it = std::find_if(filters_.begin(), filters_.end(),
-                             [&](const auto& f) { return f.first == filter; });
+                             [&](const auto& f) { return f.first == wanted.first; });
       if (it == filters_.end()) {
-        filters_.emplace_back(filter, qos);
+        filters_.push_back(wanted);
       } else {
-        it->second = qos;
+        it->second = wanted.second;
       }
     }
     if (!connected_.load()) return {};
@@ -472,7 +473,9 @@ class Client::Impl {
   }
 
   std::optional<Event> WaitEvent(milliseconds timeout) { return events_.Wait(timeout); }
+  // NOLINTNEXTLINE(readability-identifier-naming): accessor, named like the public API
   [[nodiscard]] std::uint64_t dropped() const { return events_.dropped(); }
+  // NOLINTNEXTLINE(readability-identifier-naming)
   [[nodiscard]] bool connected() const { return connected_.load(); }
 
   void Disconnect() {
@@ -763,8 +766,8 @@ Client::~Client() = default;
 
 Status Client::Connect(milliseconds timeout) { return impl_->Connect(timeout); }
 
-Status Client::Subscribe(std::vector<std::pair<std::string, int>> filters) {
-  return impl_->Subscribe(std::move(filters));
+Status Client::Subscribe(const std::vector<std::pair<std::string, int>>& filters) {
+  return impl_->Subscribe(filters);
 }
 
 Status Client::Publish(const std::string& topic, std::string_view payload, int qos, bool retain) {

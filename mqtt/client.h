@@ -126,7 +126,7 @@ class Client {
   // Subscribes to (filter, qos) pairs and remembers them for every later reconnect. When not
   // connected the filters are only remembered and subscribed at the next connection. A filter
   // the broker refuses is forgotten and reported. Waits at most operation_timeout.
-  [[nodiscard]] Status Subscribe(std::vector<std::pair<std::string, int>> filters);
+  [[nodiscard]] Status Subscribe(const std::vector<std::pair<std::string, int>>& filters);
 
   // Queues one message for sending without waiting for the broker. Fails with kIo when not
   // connected (nothing is buffered across a disconnect) and kBadInput for an invalid topic

@@ -5,7 +5,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
-#include <signal.h>
 #include <sodium.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
@@ -90,7 +90,7 @@ bool PortAccepts(int port) {
 std::string RandomHex(std::size_t bytes) {
   std::vector<unsigned char> buf(bytes);
   randombytes_buf(buf.data(), buf.size());
-  static const char* kHex = "0123456789abcdef";
+  constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   for (unsigned char c : buf) {
     out += kHex[c >> 4];
@@ -118,7 +118,7 @@ bool MustRun(const std::vector<std::string>& argv, const std::string& what) {
   return true;
 }
 
-const char kOpenssl[] = "/usr/bin/openssl";
+constexpr char kOpenssl[] = "/usr/bin/openssl";
 
 bool MakeCa(const std::string& dir, const std::string& name, const std::string& cn) {
   return MustRun({kOpenssl,
@@ -284,7 +284,7 @@ int SpawnedProcess::Signal(int signal, milliseconds timeout) {
 
 // --- CliSubscriber ---------------------------------------------------------------------------
 
-CliSubscriber::CliSubscriber(std::vector<std::string> argv, std::string config_home) {
+CliSubscriber::CliSubscriber(const std::vector<std::string>& argv, const std::string& config_home) {
   int out_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
     ADD_FAILURE() << "pipe failed";
@@ -421,7 +421,9 @@ void Mosquitto::WriteConfig() {
   const bool restricted = !options_.users.empty() || !options_.acl.empty();
   if (restricted) {
     std::string passwords;
-    for (const auto& [user, password] : options_.users) passwords += user + ":" + password + "\n";
+    for (const auto& [user, password] : options_.users) {
+      passwords.append(user).append(":").append(password).append("\n");
+    }
     passwords += "safepoint-fixture:" + fixture_password_ + "\n";
     const std::string path = dir_.Sub("passwd");
     WriteFile(path, passwords, 0600);

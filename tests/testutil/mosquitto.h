@@ -39,7 +39,7 @@ struct MosquittoOptions {
 // A running mosquitto_sub: collects what arrives on a filter.
 class CliSubscriber {
  public:
-  CliSubscriber(std::vector<std::string> argv, std::string config_home);
+  CliSubscriber(const std::vector<std::string>& argv, const std::string& config_home);
   ~CliSubscriber();
   CliSubscriber(const CliSubscriber&) = delete;
   CliSubscriber& operator=(const CliSubscriber&) = delete;
