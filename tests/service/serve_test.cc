@@ -5,11 +5,10 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
-#include <regex>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "tests/testutil/mosquitto.h"
 #include "tests/testutil/serve_fixture.h"
@@ -38,7 +37,24 @@ using testing::WriteFile;
 constexpr milliseconds kWait{30000};
 constexpr milliseconds kShort{5000};
 
-const std::regex kBackupIdPattern(R"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(-[1-9]\d{0,2})?)");
+// YYYY-MM-DD_HH-MM-SS, optionally -N (N in 2..999). No std::regex: GCC 12 warns inside it
+// under sanitizers.
+bool IsBackupId(const std::string& id) {
+  static constexpr std::string_view kShape = "dddd-dd-dd_dd-dd-dd";
+  if (id.size() < kShape.size()) return false;
+  for (std::size_t i = 0; i < kShape.size(); ++i) {
+    const bool digit = id[i] >= '0' && id[i] <= '9';
+    if (kShape[i] == 'd' ? !digit : id[i] != kShape[i]) return false;
+  }
+  const std::string suffix = id.substr(kShape.size());
+  if (suffix.empty()) return true;
+  if (suffix.size() < 2 || suffix.size() > 4 || suffix[0] != '-' || suffix[1] == '0') return false;
+  if (!std::all_of(suffix.begin() + 1, suffix.end(),
+                   [](char ch) { return ch >= '0' && ch <= '9'; })) {
+    return false;
+  }
+  return std::stoi(suffix.substr(1)) >= 2;
+}
 
 // The files ServeHarness writes into the HA tree, plus environment/environment.json and
 // state/entities.json that every safety point made by the service holds.
@@ -188,7 +204,7 @@ TEST_F(Serve, ContinueReleasesTheUpdate) {
   ASSERT_TRUE(awaiting);
   json a = awaiting->Json();
   const std::string id = a["pending"]["backup_id"];
-  EXPECT_TRUE(std::regex_match(id, kBackupIdPattern)) << id;
+  EXPECT_TRUE(IsBackupId(id)) << id;
   ASSERT_TRUE(a["pending"]["deadline"].is_string());
   EXPECT_EQ(a["operation"], "update");
   EXPECT_EQ(a["last_backup"]["id"], id);
@@ -202,9 +218,9 @@ TEST_F(Serve, ContinueReleasesTheUpdate) {
   EXPECT_NE(msg.find("\n- Files backed up: " + std::to_string(kSafetyPointFiles) + " (total ~"),
             std::string::npos)
       << msg;
-  EXPECT_NE(msg.find("\n- Backup stored locally at: " + svc_.backups() + "/" + id + "/state_" +
-                     id + "_"),
-            std::string::npos)
+  EXPECT_NE(
+      msg.find("\n- Backup stored locally at: " + svc_.backups() + "/" + id + "/state_" + id + "_"),
+      std::string::npos)
       << msg;
   EXPECT_NE(msg.find("\n- Encryption: age (scrypt passphrase from secrets.yaml)\n\n"
                      "Continue or Cancel the update of core before "),
@@ -225,10 +241,11 @@ TEST_F(Serve, ContinueReleasesTheUpdate) {
   EXPECT_EQ(decision,
             (json{{"update_id", "core-2026.2.1"}, {"decision", "continue"}, {"backup_id", id}}));
   std::size_t r = p;
-  EXPECT_EQ(Response("continue", &r),
-            (json{{"status", "ok"},
-                  {"data",
-                   {{"update_id", "core-2026.2.1"}, {"decision", "continue"}, {"backup_id", id}}}}));
+  EXPECT_EQ(
+      Response("continue", &r),
+      (json{{"status", "ok"},
+            {"data",
+             {{"update_id", "core-2026.2.1"}, {"decision", "continue"}, {"backup_id", id}}}}));
   std::size_t pe = p;
   json cont = NextEvent("update_continued", &pe);
   EXPECT_EQ(cont["data"],
@@ -280,7 +297,8 @@ TEST_F(Serve, CancelDeletesTheSafetyPoint) {
   ASSERT_TRUE(Pub("safepoint/cmd/cancel", {{"update_id", "z2m-1.40"}, {"transaction", "c-1"}}));
   auto d = obs_->Next("safepoint/update/decision", &p, kWait);
   ASSERT_TRUE(d);
-  EXPECT_EQ(d->Json(), (json{{"update_id", "z2m-1.40"}, {"decision", "cancel"}, {"backup_id", id}}));
+  EXPECT_EQ(d->Json(),
+            (json{{"update_id", "z2m-1.40"}, {"decision", "cancel"}, {"backup_id", id}}));
   std::size_t r = p;
   EXPECT_EQ(Response("cancel", &r),
             (json{{"status", "ok"},
@@ -365,8 +383,7 @@ TEST_F(Serve, FailedUpdateRollsBackAutomaticallyByteForByte) {
   EXPECT_EQ(end["data"]["backup_id"], id);
   EXPECT_EQ(end["data"]["update_id"], "core-fail");
   EXPECT_TRUE(end["data"]["restored_files"].is_number_unsigned());
-  EXPECT_TRUE(std::regex_match(end["data"]["pre_rollback_id"].get<std::string>(),
-                               kBackupIdPattern));
+  EXPECT_TRUE(IsBackupId(end["data"].value("pre_rollback_id", ""))) << end.dump();
   std::size_t s = p;
   EXPECT_TRUE(obs_->Next("safepoint/status", &s, kWait, StateIs("idle")));
   EXPECT_EQ(svc_.Tree(), before);
@@ -395,9 +412,8 @@ class ServeConflict : public Serve {
     s.id = a["pending"]["backup_id"];
     (void)PressContinue(&c);
     WriteFile(svc_.ha() + "/configuration.yaml", "homeassistant:\n  name: Changed by update\n");
-    EXPECT_TRUE(Pub("safepoint/update/result", {{"update_id", "core-conflict"},
-                                                {"success", false},
-                                                {"exit_code", 2}}));
+    EXPECT_TRUE(Pub("safepoint/update/result",
+                    {{"update_id", "core-conflict"}, {"success", false}, {"exit_code", 2}}));
     std::size_t e = c;
     json failed = NextEvent("update_failed", &e);
     EXPECT_EQ(failed["data"],
@@ -411,11 +427,11 @@ class ServeConflict : public Serve {
     s.cursor = obs_->Mark();
     EXPECT_TRUE(Pub("safepoint/cmd/rollback", {{"backup_id", s.id}, {"transaction", "rb-1"}}));
     std::size_t r = s.cursor;
-    EXPECT_EQ(Response("rollback", &r),
-              (json{{"status", "ok"},
-                    {"data", {{"state", "rolling_back"}, {"backup_id", s.id},
-                              {"on_conflict", "abort"}}},
-                    {"transaction", "rb-1"}}));
+    EXPECT_EQ(
+        Response("rollback", &r),
+        (json{{"status", "ok"},
+              {"data", {{"state", "rolling_back"}, {"backup_id", s.id}, {"on_conflict", "abort"}}},
+              {"transaction", "rb-1"}}));
     std::size_t ev = s.cursor;
     auto conflicts = obs_->Next("safepoint/event", &ev, kWait, [](const json& j) {
       return j["event_type"] == "rollback_conflicts" || j["event_type"] == "rollback_failed" ||
@@ -553,11 +569,11 @@ TEST_F(Serve, KillDuringADecisionResumesWithTheOriginalDeadline) {
 
 TEST_F(Serve, KillDuringARollbackCompletesOrRevertsNeverAMix) {
   // Enough files that the rollback takes a while.
-  constexpr int kFiles = 1500;
+  constexpr int kFiles = 1000;
   for (int i = 0; i < kFiles; ++i) {
-    WriteFile(svc_.ha() + "/www/gallery/" + std::to_string(i / 100) + "/f" + std::to_string(i) +
-                  ".txt",
-              std::string(4096, static_cast<char>('a' + i % 26)) + std::to_string(i));
+    WriteFile(
+        svc_.ha() + "/www/gallery/" + std::to_string(i / 100) + "/f" + std::to_string(i) + ".txt",
+        std::string(4096, static_cast<char>('a' + i % 26)) + std::to_string(i));
   }
   ASSERT_NO_FATAL_FAILURE(StartService());
   const auto target = svc_.Tree();
@@ -575,12 +591,19 @@ TEST_F(Serve, KillDuringARollbackCompletesOrRevertsNeverAMix) {
   }
   std::size_t p = obs_->Mark();
   ASSERT_TRUE(Pub("safepoint/update/result", {{"update_id", "core-big"}, {"success", false}}));
-  // Kill as soon as the rollback reports progress (files are being written).
-  auto progress = obs_->Next("safepoint/status", &p, seconds(120), [](const json& j) {
-    return j["state"] == "rolling_back" && j["progress"].is_number() && j["progress"] > 0 &&
-           j["progress"] < 100;
-  });
-  ASSERT_TRUE(progress) << "the rollback never reported progress";
+  ASSERT_TRUE(obs_->Next("safepoint/status", &p, kWait, StateIs("rolling_back")));
+  // Kill as soon as the journal says files are being replaced.
+  const auto deadline = std::chrono::steady_clock::now() + seconds(120);
+  bool applying = false;
+  while (!applying && std::chrono::steady_clock::now() < deadline) {
+    std::error_code ec;
+    for (const auto& r : fs::directory_iterator(svc_.backups() + "/.rollbacks", ec)) {
+      auto journal = ReadFile(r.path().string() + "/journal.json");
+      if (journal && journal->find("\"applying\"") != std::string::npos) applying = true;
+    }
+    if (!applying) std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_TRUE(applying) << "the rollback never reached its apply phase";
   svc_.Kill();
 
   std::size_t s = obs_->Mark();
@@ -613,8 +636,7 @@ TEST(ServeTls, PasswordAuthOverTlsWorksAndAWrongCaIsRefused) {
   MosquittoOptions options;
   options.allow_anonymous = false;
   options.tls = true;
-  options.users = {{"safepoint", ServeHarness::kMqttPassword},
-                   {"observer", observer_password}};
+  options.users = {{"safepoint", ServeHarness::kMqttPassword}, {"observer", observer_password}};
   Mosquitto broker(options);
   ASSERT_TRUE(broker.Start());
   ASSERT_TRUE(broker.url().starts_with("mqtts://127.0.0.1:"));
@@ -628,14 +650,14 @@ TEST(ServeTls, PasswordAuthOverTlsWorksAndAWrongCaIsRefused) {
   ServeHarness svc;
   ServeConfig config;
   config.url = broker.url();
-  config.mqtt_extra = "  username: safepoint\n  password: !secret mqtt_password\n  tls:\n"
-                      "    ca_file: " +
-                      broker.ca_file() + "\n";
+  config.mqtt_extra =
+      "  username: safepoint\n  password: !secret mqtt_password\n  tls:\n"
+      "    ca_file: " +
+      broker.ca_file() + "\n";
   svc.WriteConfig(config);
   std::size_t c = obs.Mark();
   svc.Start();
-  ASSERT_TRUE(obs.NextRaw("safepoint/availability", &c, kWait, RawIs("online")))
-      << svc.Output();
+  ASSERT_TRUE(obs.NextRaw("safepoint/availability", &c, kWait, RawIs("online"))) << svc.Output();
   ASSERT_TRUE(obs.Next("safepoint/status", &c, kWait, StateIs("idle")));
   ASSERT_TRUE(obs.Publish("safepoint/cmd/list", R"({"transaction":"tls-1"})"));
   auto r = obs.Next("safepoint/response/list", &c, kWait);
@@ -648,10 +670,11 @@ TEST(ServeTls, PasswordAuthOverTlsWorksAndAWrongCaIsRefused) {
   ServeHarness wrong;
   ServeConfig wc;
   wc.url = broker.url();
-  wc.mqtt_extra = "  username: safepoint\n  password: !secret mqtt_password\n"
-                  "  client_id: safepoint-wrongca\n  base_topic: wrongca\n  node_id: wrongca\n"
-                  "  tls:\n    ca_file: " +
-                  broker.other_ca_file() + "\n";
+  wc.mqtt_extra =
+      "  username: safepoint\n  password: !secret mqtt_password\n"
+      "  client_id: safepoint-wrongca\n  base_topic: wrongca\n  node_id: wrongca\n"
+      "  tls:\n    ca_file: " +
+      broker.other_ca_file() + "\n";
   wrong.WriteConfig(wc);
   const std::size_t w = obs.Mark();
   wrong.Start();
@@ -690,16 +713,23 @@ TEST_F(Serve, DiscoveryPayloadHasTheDocumentedComponents) {
   ASSERT_TRUE(d.is_object()) << retained[0].payload;
   EXPECT_EQ(d["o"]["name"], "safepoint");
   EXPECT_EQ(d["dev"]["identifiers"], json::array({"safepoint"}));
-  const std::map<std::string, std::string> expected = {
-      {"continue", "button"},         {"cancel", "button"},
-      {"overwrite", "button"},        {"merge", "button"},
-      {"abort", "button"},            {"backup", "button"},
-      {"rollback", "button"},         {"safety_point", "select"},
-      {"status", "sensor"},           {"last_backup", "sensor"},
-      {"last_backup_size", "sensor"}, {"last_backup_files", "sensor"},
-      {"safety_points", "sensor"},    {"progress", "sensor"},
-      {"awaiting_confirmation", "binary_sensor"},
-      {"problem", "binary_sensor"},   {"event", "event"}};
+  const std::map<std::string, std::string> expected = {{"continue", "button"},
+                                                       {"cancel", "button"},
+                                                       {"overwrite", "button"},
+                                                       {"merge", "button"},
+                                                       {"abort", "button"},
+                                                       {"backup", "button"},
+                                                       {"rollback", "button"},
+                                                       {"safety_point", "select"},
+                                                       {"status", "sensor"},
+                                                       {"last_backup", "sensor"},
+                                                       {"last_backup_size", "sensor"},
+                                                       {"last_backup_files", "sensor"},
+                                                       {"safety_points", "sensor"},
+                                                       {"progress", "sensor"},
+                                                       {"awaiting_confirmation", "binary_sensor"},
+                                                       {"problem", "binary_sensor"},
+                                                       {"event", "event"}};
   std::map<std::string, std::string> actual;
   for (const auto& [key, cmp] : d["cmps"].items()) {
     actual[key] = cmp.value("p", "");
@@ -733,9 +763,11 @@ TEST_F(Serve, HomeAssistantBirthRepublishesDiscovery) {
   auto first = obs_->Next("homeassistant/device/safepoint/config", &c, kWait);
   ASSERT_TRUE(first);
   // Clear the retained payload, so only a new retained publication can bring it back.
+  std::size_t cleared = obs_->Mark();
   ASSERT_TRUE(obs_->Publish("homeassistant/device/safepoint/config", "", true));
-  ASSERT_TRUE(broker_.SubCollect("homeassistant/device/safepoint/config", 1, milliseconds(500))
-                  .empty());
+  ASSERT_TRUE(obs_->NextRaw("homeassistant/device/safepoint/config", &cleared, kShort, RawIs("")));
+  ASSERT_TRUE(
+      broker_.SubCollect("homeassistant/device/safepoint/config", 1, milliseconds(500)).empty());
   std::size_t b = obs_->Mark();
   const auto birth = std::chrono::steady_clock::now();
   ASSERT_TRUE(obs_->Publish("homeassistant/status", "online"));
@@ -754,7 +786,7 @@ TEST_F(Serve, HomeAssistantBirthRepublishesDiscovery) {
 
 TEST_F(Serve, TenThousandMirroredTopicsAreInTheSnapshot) {
   constexpr int kTopics = 10000;
-  ASSERT_NO_FATAL_FAILURE(StartService({}, {"zigbee2mqtt/#"}));
+  ASSERT_NO_FATAL_FAILURE(StartService());
   auto topic = [](int i) {
     char name[32];
     std::snprintf(name, sizeof name, "zigbee2mqtt/device_%05d", i);
@@ -764,10 +796,12 @@ TEST_F(Serve, TenThousandMirroredTopicsAreInTheSnapshot) {
     return R"({"linkquality":)" + std::to_string(i % 256) + R"(,"state":")" +
            (i % 2 == 0 ? "ON" : "OFF") + R"("})";
   };
-  const std::size_t m = obs_->Mark();
-  for (int i = 0; i < kTopics; ++i) ASSERT_TRUE(obs_->Publish(topic(i), payload(i)));
-  // The broker delivered them all (to us, and so to the service before the command below).
-  ASSERT_TRUE(obs_->WaitCount("zigbee2mqtt/", m, kTopics, seconds(60)));
+  for (int i = 0; i < kTopics; ++i) ASSERT_TRUE(obs_->Publish(topic(i), payload(i), false, 0));
+  // A fence on the same connection: the broker forwards one client's messages in order and the
+  // service handles them in order, so once it answers this it has mirrored all of the above.
+  std::size_t f = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/cmd/list", {{"transaction", "fence"}}));
+  ASSERT_TRUE(obs_->Next("safepoint/response/list", &f, seconds(60)));
 
   std::size_t c = obs_->Mark();
   ASSERT_TRUE(Pub("safepoint/cmd/backup", {{"reason", "mirror test"}, {"transaction", "m-1"}}));
@@ -778,7 +812,7 @@ TEST_F(Serve, TenThousandMirroredTopicsAreInTheSnapshot) {
                   {"transaction", "m-1"}}));
   json done = NextEvent("backup_completed", &c, seconds(60));
   const std::string id = done["data"].value("backup_id", "");
-  ASSERT_TRUE(std::regex_match(id, kBackupIdPattern)) << done.dump();
+  ASSERT_TRUE(IsBackupId(id)) << done.dump();
   EXPECT_EQ(done["data"]["reason"], "mirror test");
 
   TempDir out;
@@ -824,8 +858,8 @@ TEST_F(Serve, ARetainedContinueNeverApprovesALaterUpdate) {
 }
 
 TEST_F(Serve, ARetainedRequestNeverStartsAnUpdate) {
-  ASSERT_TRUE(broker_.Pub("safepoint/update/request",
-                          R"({"update_id":"stale-1","target":"core"})", /*retain=*/true));
+  ASSERT_TRUE(broker_.Pub("safepoint/update/request", R"({"update_id":"stale-1","target":"core"})",
+                          /*retain=*/true));
   ASSERT_NO_FATAL_FAILURE(StartService());
   std::size_t c = 0;
   EXPECT_FALSE(obs_->Next("safepoint/status", &c, milliseconds(1500), StateIs("backing_up")));
@@ -833,8 +867,7 @@ TEST_F(Serve, ARetainedRequestNeverStartsAnUpdate) {
   EXPECT_FALSE(fs::exists(svc_.backups()) &&
                std::any_of(fs::directory_iterator(svc_.backups()), fs::directory_iterator(),
                            [](const fs::directory_entry& e) {
-                             return std::regex_match(e.path().filename().string(),
-                                                     kBackupIdPattern);
+                             return IsBackupId(e.path().filename().string());
                            }));
 }
 
@@ -857,19 +890,23 @@ class ServeBadInput : public Serve {
   // The `N invalid` counter the service logs when it stops.
   int InvalidCounterAtStop() {
     EXPECT_EQ(svc_.Stop(), 0);
-    std::smatch m;
     const std::string out = svc_.Output();
-    static const std::regex kStats(R"(stopping: (\d+) messages, (\d+) invalid)");
-    if (!std::regex_search(out, m, kStats)) return -1;
-    return std::stoi(m[2].str());
+    const std::string key = "stopping: ";
+    const auto at = out.find(key);
+    if (at == std::string::npos) return -1;
+    const auto comma = out.find(" messages, ", at);
+    if (comma == std::string::npos) return -1;
+    return std::atoi(out.c_str() + comma + std::string(" messages, ").size());
   }
 };
 
 TEST_F(ServeBadInput, InvalidJson) {
-  EXPECT_EQ(Send("safepoint/cmd/backup", R"({"reason": "x", "transaction": "j-1")", "backup"),
-            (json{{"status", "error"},
-                  {"data", json::object()},
-                  {"error", R"(bad_input: payload is not valid JSON: '{"reason": "x", "transaction": "j-1"')"}}));
+  EXPECT_EQ(
+      Send("safepoint/cmd/backup", R"({"reason": "x", "transaction": "j-1")", "backup"),
+      (json{{"status", "error"},
+            {"data", json::object()},
+            {"error",
+             R"(bad_input: payload is not valid JSON: '{"reason": "x", "transaction": "j-1"')"}}));
   EXPECT_EQ(Send("safepoint/update/request", "{update_id: core}", "update"),
             (json{{"status", "error"},
                   {"data", json::object()},
@@ -929,15 +966,14 @@ TEST_F(ServeBadInput, UnknownCommand) {
 }
 
 TEST_F(ServeBadInput, InvalidAndUnknownIds) {
-  EXPECT_EQ(
-      Send("safepoint/cmd/rollback", R"({"backup_id": "../../etc", "transaction": "i-1"})",
-           "rollback"),
-      (json{{"status", "error"},
-            {"data", json::object()},
-            {"error",
-             "bad_input: invalid safety point id '../../etc' (expected YYYY-MM-DD_HH-MM-SS, "
-             "optionally -N)"},
-            {"transaction", "i-1"}}));
+  EXPECT_EQ(Send("safepoint/cmd/rollback", R"({"backup_id": "../../etc", "transaction": "i-1"})",
+                 "rollback"),
+            (json{{"status", "error"},
+                  {"data", json::object()},
+                  {"error",
+                   "bad_input: invalid safety point id '../../etc' (expected YYYY-MM-DD_HH-MM-SS, "
+                   "optionally -N)"},
+                  {"transaction", "i-1"}}));
   EXPECT_EQ(Send("safepoint/cmd/text", "/rollback safety_point ../../etc", "text")["error"],
             "bad_input: invalid safety point id '../../etc' (expected YYYY-MM-DD_HH-MM-SS, "
             "optionally -N)");
@@ -966,14 +1002,13 @@ TEST_F(ServeBadInput, CommandsInTheWrongState) {
                   {"data", json::object()},
                   {"error", "bad_input: no decision is pending (state: idle)"},
                   {"transaction", "w-1"}}));
-  EXPECT_EQ(Send("safepoint/cmd/resolve", R"({"action": "merge", "transaction": "w-2"})",
-                 "resolve"),
-            (json{{"status", "error"},
-                  {"data", json::object()},
-                  {"error", "bad_input: no conflicts wait for a resolution (state: idle)"},
-                  {"transaction", "w-2"}}));
-  EXPECT_EQ(Send("safepoint/update/result", R"({"update_id": "nope", "success": true})",
-                 "update"),
+  EXPECT_EQ(
+      Send("safepoint/cmd/resolve", R"({"action": "merge", "transaction": "w-2"})", "resolve"),
+      (json{{"status", "error"},
+            {"data", json::object()},
+            {"error", "bad_input: no conflicts wait for a resolution (state: idle)"},
+            {"transaction", "w-2"}}));
+  EXPECT_EQ(Send("safepoint/update/result", R"({"update_id": "nope", "success": true})", "update"),
             (json{{"status", "error"},
                   {"data", json::object()},
                   {"error", "bad_input: no update 'nope' is in progress"}}));
@@ -983,19 +1018,18 @@ TEST_F(ServeBadInput, CommandsInTheWrongState) {
   EXPECT_EQ(Send("safepoint/cmd/backup", R"({"transaction": "w-3"})", "backup"),
             (json{{"status", "error"},
                   {"data", json::object()},
-                  {"error",
-                   "busy: update 'core-busy' is in progress (awaiting_confirmation)"},
+                  {"error", "busy: update 'core-busy' is in progress (awaiting_confirmation)"},
                   {"transaction", "w-3"}}));
   EXPECT_EQ(Send("safepoint/update/result", R"({"update_id": "core-busy", "success": true})",
                  "update")["error"],
             "bad_input: update 'core-busy' was not released yet (awaiting_confirmation)");
-  EXPECT_EQ(Send("safepoint/cmd/continue", R"({"update_id": "other", "transaction": "w-4"})",
-                 "continue"),
-            (json{{"status", "error"},
-                  {"data", json::object()},
-                  {"error",
-                   "not_found: no decision is pending for update 'other' (pending: 'core-busy')"},
-                  {"transaction", "w-4"}}));
+  EXPECT_EQ(
+      Send("safepoint/cmd/continue", R"({"update_id": "other", "transaction": "w-4"})", "continue"),
+      (json{
+          {"status", "error"},
+          {"data", json::object()},
+          {"error", "not_found: no decision is pending for update 'other' (pending: 'core-busy')"},
+          {"transaction", "w-4"}}));
   // Still pending: the right Continue works.
   std::size_t p = obs_->Mark();
   EXPECT_EQ(PressContinue(&p)["decision"], "continue");

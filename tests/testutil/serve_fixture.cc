@@ -138,8 +138,7 @@ bool Observer::WaitCount(const std::string& topic_prefix, std::size_t from, std:
   });
 }
 
-bool Observer::Publish(const std::string& topic, const std::string& payload, bool retain,
-                       int qos) {
+bool Observer::Publish(const std::string& topic, const std::string& payload, bool retain, int qos) {
   if (!client_) return false;
   if (auto st = client_->Publish(topic, payload, qos, retain); !st) {
     ADD_FAILURE() << "observer cannot publish to " << topic << ": " << st.error().message;
@@ -159,8 +158,9 @@ ServeHarness::ServeHarness() {
             "automations.yaml\nscript: !include scripts.yaml\n");
   WriteFile(ha_ + "/automations.yaml", "- id: '1700000000001'\n  alias: Hall light at dusk\n");
   WriteFile(ha_ + "/scripts.yaml", "good_night:\n  sequence: []\n");
-  WriteFile(ha_ + "/.storage/core.entity_registry",
-            R"({"version":1,"minor_version":14,"key":"core.entity_registry","data":{"entities":[]}})");
+  WriteFile(
+      ha_ + "/.storage/core.entity_registry",
+      R"({"version":1,"minor_version":14,"key":"core.entity_registry","data":{"entities":[]}})");
   WriteFile(ha_ + "/secrets.yaml",
             std::string("backup_encryption_passphrase: \"") + kPassphrase +
                 "\"\nmqtt_password: \"" + kMqttPassword + "\"\n",
