@@ -9,6 +9,8 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
@@ -16,6 +18,7 @@
 #include "core/snapshot.h"
 #include "core/store.h"
 #include "service/cli_context.h"
+#include "service/collect.h"
 #include "service/operations.h"
 
 namespace safepoint::service {
@@ -79,6 +82,11 @@ json ListingJson(const store::Listing& l) {
 }  // namespace
 
 int RunCli(int argc, char** argv) {
+  // Log lines go to stderr: stdout carries results (and --json output) only.
+  auto logger = spdlog::stderr_color_mt("safepoint");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::warn);
   CliContext cli;
   cli.config_path = DefaultConfigPath();
   CLI::App app{"safepoint: encrypted, verified safety points for Home Assistant updates"};
@@ -96,7 +104,17 @@ int RunCli(int argc, char** argv) {
   auto* backup = app.add_subcommand("backup", "take a safety point now");
   backup->add_option("--reason", reason, "why (shown in list and in the manifest)");
   backup->callback(run([&](Operations& ops) {
-    auto m = ops.Backup(reason, std::nullopt, TerminalProgress("backing up"));
+    std::optional<entities::EntitySnapshot> entities;
+    if (cli.config->mqtt) {
+      auto collected = CollectRetainedStates(*cli.config, cli.clock);
+      if (collected) {
+        entities = std::move(*collected);
+      } else {
+        std::cerr << "safepoint: warning: no entity states (" << collected.error().message
+                  << "); backing up the files\n";
+      }
+    }
+    auto m = ops.Backup(reason, std::nullopt, TerminalProgress("backing up"), entities);
     if (!m) return cli.Failed(m.error());
     std::string human = "Safety point " + m->id + " created\n" +
                         "- Files backed up: " + std::to_string(m->FileCount()) + " (total ~" +

@@ -1,5 +1,4 @@
 #include <signal.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -30,10 +29,7 @@ void AddServeCommand(CLI::App& app, CliContext& cli) {
           {ErrorCode::kBadInput, config.source_file + ": `serve` needs an `mqtt:` section"});
       return;
     }
-    auto logger = spdlog::stderr_color_mt("safepoint");
-    spdlog::set_default_logger(logger);
     spdlog::set_level(spdlog::level::from_str(config.logging.level));
-    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
     struct sigaction sa {};
     sa.sa_handler = OnStopSignal;
     sigemptyset(&sa.sa_mask);

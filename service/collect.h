@@ -1,0 +1,19 @@
+#pragma once
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/entities.h"
+#include "core/result.h"
+
+namespace safepoint::service {
+
+// For `safepoint backup` run by hand while the service is not there to mirror: connects to the
+// configured broker, subscribes to the mirror filters and collects the retained states until
+// the broker has been quiet for a moment or mqtt.collect_wait has passed (bounded either way).
+// Zigbee2MQTT retains device states only with `retain: true` per device; without it the live
+// mirror of `safepoint serve` is the complete source.
+// Errors: the connection error (the caller decides whether to back up without entity states).
+[[nodiscard]] Result<entities::EntitySnapshot> CollectRetainedStates(const config::Config& config,
+                                                                     const Clock& clock);
+
+}  // namespace safepoint::service
