@@ -4,5 +4,5 @@
 set -eu
 python3 /usr/lib/safepoint/addon_config.py --options /data/options.json --mqtt-from-supervisor \
   --ha-config /homeassistant --out /data/safepoint.yaml
-/usr/local/bin/safepoint config check --config /data/safepoint.yaml >/dev/null
-exec /usr/local/bin/safepoint serve --config /data/safepoint.yaml
+/usr/local/bin/safepoint --config /data/safepoint.yaml config check >/dev/null
+exec /usr/local/bin/safepoint --config /data/safepoint.yaml serve

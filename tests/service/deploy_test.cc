@@ -13,14 +13,13 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/testutil/mosquitto.h"
 #include "tests/testutil/process.h"
@@ -72,7 +71,8 @@ std::multimap<std::string, std::string> ServiceSection(const std::string& unit) 
 }
 
 std::string ReplaceAll(std::string text, const std::string& from, const std::string& to) {
-  for (auto pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size())) {
+  for (auto pos = text.find(from); pos != std::string::npos;
+       pos = text.find(from, pos + to.size())) {
     text.replace(pos, from.size(), to);
   }
   return text;
@@ -82,7 +82,9 @@ std::string ReplaceAll(std::string text, const std::string& from, const std::str
 
 TEST(SystemdUnit, PassesSystemdAnalyzeVerify) {
   const std::string unit = Source("deploy/safepoint.service");
-  ASSERT_NE(unit.find("ExecStart=/usr/local/bin/safepoint serve"), std::string::npos);
+  ASSERT_NE(
+      unit.find("ExecStart=/usr/local/bin/safepoint --config /etc/safepoint/safepoint.yaml serve"),
+      std::string::npos);
   TempDir dir;
   // verify checks that ExecStart is executable: point it at the binary under test.
   const std::string path = dir.Sub("safepoint.service");
@@ -130,9 +132,9 @@ TEST(SystemdUnit, IsHardenedAndStopsCleanly) {
 
 TEST(Install, InstallsBinaryUnitAndExampleConfig) {
   TempDir prefix;
-  auto r = RunProcess({"/usr/bin/env", "cmake", "--install", SAFEPOINT_BUILD_DIR, "--prefix",
-                       prefix.path()},
-                      "", {}, seconds(300));
+  auto r = RunProcess(
+      {"/usr/bin/env", "cmake", "--install", SAFEPOINT_BUILD_DIR, "--prefix", prefix.path()}, "",
+      {}, seconds(300));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   std::set<std::string> files;
   for (const auto& e : fs::recursive_directory_iterator(prefix.path())) {
@@ -145,7 +147,10 @@ TEST(Install, InstallsBinaryUnitAndExampleConfig) {
             Source("deploy/safepoint.example.yaml"));
   const auto unit = ReadFile(prefix.Sub("lib/systemd/system/safepoint.service")).value_or("");
   EXPECT_NE(unit.find("NoNewPrivileges=yes"), std::string::npos);
-  EXPECT_TRUE(std::regex_search(unit, std::regex("\nExecStart=/[^ ]*/bin/safepoint serve ")));
+  EXPECT_TRUE(std::regex_search(
+      unit,
+      std::regex(
+          "\nExecStart=/[^ ]*/bin/safepoint --config /etc/safepoint/safepoint.yaml serve\n")));
   struct stat st {};
   ASSERT_EQ(::stat(prefix.Sub("bin/safepoint").c_str(), &st), 0);
   EXPECT_NE(st.st_mode & S_IXUSR, 0u);
@@ -310,8 +315,8 @@ TEST(Container, AddonImageUsesTheSameSteps) {
   // The add-on builds from its own folder (src/ is assembled by make-local-addon.sh).
   const std::string dockerfile = Source("deploy/homeassistant-addon/Dockerfile");
   // python3 for the options translation is the one package added on top of the script's.
-  const std::string without_python =
-      ReplaceAll(dockerfile, " \\\n && apt-get install -y -qq --no-install-recommends python3-minimal", "");
+  const std::string without_python = ReplaceAll(
+      dockerfile, " \\\n && apt-get install -y -qq --no-install-recommends python3-minimal", "");
   ASSERT_NE(without_python, dockerfile);
   ExpectBuildsWithProjectScripts("deploy/homeassistant-addon/Dockerfile", without_python);
 }
@@ -405,7 +410,7 @@ TEST_F(Addon, DefaultOptionsMakeAConfigThatPassesConfigCheck) {
   ASSERT_EQ(c["restart"].size(), 1u);
   EXPECT_EQ(c["restart"][0]["command"][0].as<std::string>(), "/usr/lib/safepoint/restart_core.py");
 
-  auto check = RunSafepoint({"--json", "config", "check", "--config", out()});
+  auto check = RunSafepoint({"--json", "--config", out(), "config", "check"});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
   EXPECT_EQ((check.out + check.err).find(mqtt_password_), std::string::npos);
   EXPECT_EQ((check.out + check.err).find("addon test passphrase"), std::string::npos);
@@ -464,7 +469,7 @@ TEST_F(Addon, EveryOptionReachesTheConfig) {
   EXPECT_EQ(c["logging"]["level"].as<std::string>(), "debug");
   EXPECT_EQ(c["restart"].size(), 0u);
 
-  auto check = RunSafepoint({"--json", "config", "check", "--config", out()});
+  auto check = RunSafepoint({"--json", "--config", out(), "config", "check"});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
   EXPECT_EQ((check.out + check.err).find(mqtt_password_), std::string::npos);
   EXPECT_EQ((check.out + check.err).find("another passphrase"), std::string::npos);
@@ -649,7 +654,7 @@ TEST(Examples, NodeRedFlowUsesOnlyDocumentedTopicsTheRightWay) {
     if (type == "function") {
       const std::string func = node.at("func");
       std::smatch m;
-      if (std::regex_search(func, m, std::regex(R"(msg\.topic = "([^"]+)")"))) {
+      if (std::regex_search(func, m, std::regex(R"re(msg\.topic = "([^"]+)")re"))) {
         published.insert(m[1]);
       }
     }
@@ -738,7 +743,9 @@ TEST(MosquittoAcl, OnlyNamedClientsReachTheService) {
   SpawnedProcess service({SAFEPOINT_BINARY, "--config", config, "serve"});
   ASSERT_TRUE(WaitMessage(
       *watch,
-      [](const CliMessage& m) { return m.topic == "safepoint/availability" && m.payload == "online"; },
+      [](const CliMessage& m) {
+        return m.topic == "safepoint/availability" && m.payload == "online";
+      },
       seconds(30)))
       << service.output() << broker.Log();
 
@@ -748,17 +755,19 @@ TEST(MosquittoAcl, OnlyNamedClientsReachTheService) {
   WriteFile(ha + "/configuration.yaml", "homeassistant:\n  name: changed after the safety point\n");
 
   // A client with a valid login but no right to command safepoint.
-  intruder.Pub("safepoint/cmd/rollback",
-               R"({"backup_id":")" + id + R"(","on_conflict":"overwrite","transaction":"intruder"})");
+  intruder.Pub(
+      "safepoint/cmd/rollback",
+      R"({"backup_id":")" + id + R"(","on_conflict":"overwrite","transaction":"intruder"})");
   intruder.Pub("safepoint/cmd/backup", R"({"reason":"intruder","transaction":"intruder"})");
   intruder.Pub("safepoint/update/request", R"({"update_id":"intruder-1","target":"core"})");
   // A command of an allowed client after them: once it is answered, the service has seen
   // everything that reached it before.
-  homeassistant.Pub("safepoint/cmd/list", R"({"transaction":"after-intruder"})");
+  homeassistant.Pub("safepoint/cmd/list", R"({"transaction":"marker-1"})");
   auto list = WaitMessage(
       *watch,
       [](const CliMessage& m) {
-        return m.topic == "safepoint/response/list" && Payload(m).value("transaction", "") == "after-intruder";
+        return m.topic == "safepoint/response/list" &&
+               Payload(m).value("transaction", "") == "marker-1";
       },
       seconds(30));
   ASSERT_TRUE(list) << service.output();
@@ -777,12 +786,14 @@ TEST(MosquittoAcl, OnlyNamedClientsReachTheService) {
             "homeassistant:\n  name: changed after the safety point\n");
 
   // Home Assistant's rollback reaches the service: it answers and starts the rollback.
-  homeassistant.Pub("safepoint/cmd/rollback",
-                    R"({"backup_id":")" + id + R"(","on_conflict":"overwrite","transaction":"ha"})");
+  homeassistant.Pub(
+      "safepoint/cmd/rollback",
+      R"({"backup_id":")" + id + R"(","on_conflict":"overwrite","transaction":"ha"})");
   auto answer = WaitMessage(
       *watch,
       [](const CliMessage& m) {
-        return m.topic == "safepoint/response/rollback" && Payload(m).value("transaction", "") == "ha";
+        return m.topic == "safepoint/response/rollback" &&
+               Payload(m).value("transaction", "") == "ha";
       },
       seconds(30));
   ASSERT_TRUE(answer) << service.output();

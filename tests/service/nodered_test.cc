@@ -9,11 +9,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/testutil/mosquitto.h"
 #include "tests/testutil/process.h"
@@ -81,9 +80,9 @@ class NodeRed : public ::testing::Test {
 
   // The example flow, pointed at the test broker.
   std::string Flow() {
-    json flow = json::parse(ReadFile(std::string(SAFEPOINT_SOURCE_DIR) +
-                                     "/examples/node-red/safepoint-update.json")
-                                .value_or("null"));
+    json flow = json::parse(
+        ReadFile(std::string(SAFEPOINT_SOURCE_DIR) + "/examples/node-red/safepoint-update.json")
+            .value_or("null"));
     EXPECT_TRUE(flow.is_array());
     for (auto& node : flow) {
       if (node["type"] == "mqtt-broker") {
@@ -112,9 +111,9 @@ class NodeRed : public ::testing::Test {
                   "  diagnostics: { enabled: false },\n"
                   "  externalModules: { autoInstall: false },\n"
                   "};\n");
-    auto red = std::make_unique<SpawnedProcess>(std::vector<std::string>{
-        "/usr/bin/env", "node", red_js_, "--settings", user_dir + "/settings.js", "--userDir",
-        user_dir});
+    auto red = std::make_unique<SpawnedProcess>(
+        std::vector<std::string>{"/usr/bin/env", "node", red_js_, "--settings",
+                                 user_dir + "/settings.js", "--userDir", user_dir});
     EXPECT_TRUE(red->WaitForOutput("Connected to broker", seconds(180))) << red->output();
     return red;
   }
@@ -167,8 +166,7 @@ TEST_F(NodeRed, FlowDrivesOneFullUpdateCycle) {
 
   // 1. The flow asks for a safety point.
   PressInject();
-  auto request =
-      Wait([](const CliMessage& m) { return m.topic == "safepoint/update/request"; });
+  auto request = Wait([](const CliMessage& m) { return m.topic == "safepoint/update/request"; });
   ASSERT_TRUE(request) << red->output();
   const json req = Payload(*request);
   const std::string update_id = req.value("update_id", "");
@@ -196,8 +194,7 @@ TEST_F(NodeRed, FlowDrivesOneFullUpdateCycle) {
 
   // A second run, cancelled: the flow must not run the update or report a result.
   PressInject();
-  auto second =
-      Wait([](const CliMessage& m) { return m.topic == "safepoint/update/request"; });
+  auto second = Wait([](const CliMessage& m) { return m.topic == "safepoint/update/request"; });
   ASSERT_TRUE(second);
   const std::string second_id = Payload(*second).value("update_id", "");
   EXPECT_NE(second_id, update_id);
@@ -208,8 +205,8 @@ TEST_F(NodeRed, FlowDrivesOneFullUpdateCycle) {
   EXPECT_EQ(Payload(*cancelled)["decision"], "cancel");
   EXPECT_TRUE(red->WaitForOutput("update " + second_id + " not run: cancel", seconds(30)))
       << red->output();
-  EXPECT_FALSE(Wait([](const CliMessage& m) { return m.topic == "safepoint/update/result"; },
-                    seconds(2)));
+  EXPECT_FALSE(
+      Wait([](const CliMessage& m) { return m.topic == "safepoint/update/result"; }, seconds(2)));
 
   EXPECT_EQ(red->output().find("node-red test phrase"), std::string::npos);
   const int status = service.Signal(SIGTERM, seconds(30));
