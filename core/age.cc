@@ -17,8 +17,7 @@ namespace {
 constexpr std::string_view kVersionLine = "age-encryption.org/v1";
 constexpr std::string_view kScryptLabel = "age-encryption.org/v1/scrypt";
 constexpr std::string_view kArmorBegin = "-----BEGIN";
-constexpr std::string_view kUnsupportedMessage =
-    "only passphrase (scrypt) age files are supported";
+constexpr std::string_view kUnsupportedMessage = "only passphrase (scrypt) age files are supported";
 constexpr std::size_t kFileKeySize = 16;
 constexpr std::size_t kSaltSize = 16;
 constexpr std::size_t kNonceSize = 16;  // payload nonce
@@ -29,7 +28,7 @@ constexpr std::size_t kSealedChunkSize = kChunkSize + kTagSize;
 constexpr std::size_t kStanzaBodySize = kFileKeySize + kTagSize;
 constexpr std::size_t kColumns = 64;  // stanza body lines are wrapped at 64 columns
 // Headers larger than this are refused (ours is 150 bytes; a hybrid post-quantum stanza ~2 KiB).
-constexpr std::size_t kMaxHeaderSize = 64 * 1024;
+constexpr std::size_t kMaxHeaderSize = std::size_t{64} * 1024;
 constexpr std::size_t kReadBlock = 4096;
 
 static_assert(kSealedChunkSize == 65552);
@@ -122,7 +121,7 @@ std::span<const std::uint8_t> AsBytes(std::string_view s) {
 void HmacSha256(std::span<const std::uint8_t> key,
                 std::initializer_list<std::span<const std::uint8_t>> parts,
                 std::span<std::uint8_t, kMacSize> out) {
-  static const std::uint8_t kNoKey = 0;
+  static constexpr std::uint8_t kNoKey = 0;
   crypto_auth_hmacsha256_state state;
   crypto_auth_hmacsha256_init(&state, key.empty() ? &kNoKey : key.data(), key.size());
   for (const auto& part : parts) {
@@ -137,7 +136,7 @@ void HkdfSha256(std::span<const std::uint8_t> ikm, std::span<const std::uint8_t>
                 std::string_view info, std::span<std::uint8_t, kKeySize> out) {
   std::array<std::uint8_t, kMacSize> prk;
   HmacSha256(salt, {ikm}, prk);  // an empty salt is HMAC's all-zero key, as RFC 5869 specifies
-  static const std::uint8_t kCounter = 1;
+  static constexpr std::uint8_t kCounter = 1;
   HmacSha256(prk, {AsBytes(info), std::span<const std::uint8_t>(&kCounter, 1)}, out);
   sodium_memzero(prk.data(), prk.size());
 }
@@ -166,19 +165,18 @@ std::array<std::uint8_t, crypto_aead_chacha20poly1305_ietf_NPUBBYTES> ChunkNonce
 }
 
 bool AeadOpen(std::span<std::uint8_t> plain, std::span<const std::uint8_t> sealed,
-          std::span<const std::uint8_t> nonce, const Secret& key) {
+              std::span<const std::uint8_t> nonce, const Secret& key) {
   unsigned long long plain_len = 0;  // NOLINT(google-runtime-int): libsodium's type
-  return crypto_aead_chacha20poly1305_ietf_decrypt(plain.data(), &plain_len, nullptr,
-                                                   sealed.data(), sealed.size(), nullptr, 0,
-                                                   nonce.data(), key.bytes().data()) == 0;
+  return crypto_aead_chacha20poly1305_ietf_decrypt(plain.data(), &plain_len, nullptr, sealed.data(),
+                                                   sealed.size(), nullptr, 0, nonce.data(),
+                                                   key.bytes().data()) == 0;
 }
 
 void AeadSeal(std::span<std::uint8_t> sealed, std::span<const std::uint8_t> plain,
-          std::span<const std::uint8_t> nonce, const Secret& key) {
+              std::span<const std::uint8_t> nonce, const Secret& key) {
   unsigned long long sealed_len = 0;  // NOLINT(google-runtime-int): libsodium's type
-  crypto_aead_chacha20poly1305_ietf_encrypt(sealed.data(), &sealed_len, plain.data(),
-                                            plain.size(), nullptr, 0, nullptr, nonce.data(),
-                                            key.bytes().data());
+  crypto_aead_chacha20poly1305_ietf_encrypt(sealed.data(), &sealed_len, plain.data(), plain.size(),
+                                            nullptr, 0, nullptr, nonce.data(), key.bytes().data());
 }
 
 Secret DeriveKey(const Secret& file_key, std::span<const std::uint8_t> salt,
@@ -199,7 +197,9 @@ std::string KeyIdFromMac(std::span<const std::uint8_t> mac) {
   return Hex(std::span(digest).first(8));
 }
 
-Error CorruptError(std::string message) { return {ErrorCode::kCorrupt, "age: " + std::move(message)}; }
+Error CorruptError(std::string message) {
+  return {ErrorCode::kCorrupt, "age: " + std::move(message)};
+}
 
 tl::unexpected<Error> Corrupt(std::string message) {
   return tl::unexpected<Error>(CorruptError(std::move(message)));
@@ -217,8 +217,8 @@ struct ParsedHeader {
   std::vector<Stanza> stanzas;
   std::string mac_input;  // the header up to and including "---"
   std::array<std::uint8_t, kMacSize> mac{};
-  std::size_t size = 0;                 // header bytes including the MAC line
-  std::vector<std::uint8_t> leftover;   // bytes read past the header (start of the payload)
+  std::size_t size = 0;                // header bytes including the MAC line
+  std::vector<std::uint8_t> leftover;  // bytes read past the header (start of the payload)
 };
 
 struct ScryptStanza {
@@ -248,7 +248,7 @@ class LineReader {
     }
     return {};
   }
-  std::string_view Unread() const {
+  [[nodiscard]] std::string_view Unread() const {
     return {reinterpret_cast<const char*>(buf_.data()) + pos_, buf_.size() - pos_};
   }
 
@@ -270,7 +270,7 @@ class LineReader {
     }
   }
 
-  std::size_t consumed() const { return consumed_; }
+  [[nodiscard]] std::size_t Consumed() const { return consumed_; }
   std::vector<std::uint8_t> TakeLeftover() {
     std::vector<std::uint8_t> rest(buf_.begin() + static_cast<std::ptrdiff_t>(pos_), buf_.end());
     buf_.clear();
@@ -374,7 +374,7 @@ Result<ParsedHeader> ParseHeader(ByteSource& in) {
   if (!mac || mac->size() != kMacSize) return Corrupt("malformed header MAC line");
   std::copy(mac->begin(), mac->end(), header.mac.begin());
   header.mac_input += "---";
-  header.size = reader.consumed();
+  header.size = reader.Consumed();
   header.leftover = reader.TakeLeftover();
   return header;
 }
@@ -396,8 +396,9 @@ Result<std::optional<ScryptStanza>> FindScryptStanza(const ParsedHeader& header)
   std::copy(salt->begin(), salt->end(), out.salt.begin());
   const std::string& wf = it->args[2];
   out.work_factor_text = wf;
-  const bool decimal = !wf.empty() && wf[0] >= '1' && wf[0] <= '9' &&
-                       std::all_of(wf.begin(), wf.end(), [](char c) { return c >= '0' && c <= '9'; });
+  const bool decimal =
+      !wf.empty() && wf[0] >= '1' && wf[0] <= '9' &&
+      std::all_of(wf.begin(), wf.end(), [](char c) { return c >= '0' && c <= '9'; });
   if (!decimal) {
     return Corrupt("scrypt work factor '" + Printable(wf) +
                    "' is not a decimal number without leading zeros");
@@ -468,8 +469,8 @@ Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out, const Se
   Encryptor* self = enc.get();
   try {
     enc->scrypt_thread_ = std::thread([self] {
-      self->scrypt_ok_ = Scrypt(self->passphrase_, self->salt_, self->work_factor_,
-                                self->wrap_key_);
+      self->scrypt_ok_ =
+          Scrypt(self->passphrase_, self->salt_, self->work_factor_, self->wrap_key_);
     });
   } catch (const std::system_error& e) {
     return Fail(ErrorCode::kInternal, std::string("cannot start the scrypt thread: ") + e.what());
@@ -659,8 +660,8 @@ Status Decryptor::NextChunk() {
   if (!AeadOpen(plain_, sealed, ChunkNonce(counter_, last), payload_key_)) {
     // A full chunk that authenticates with the other final flag is genuine data in the wrong
     // place: release it (as age does), then report the broken stream structure.
-    if (n != kSealedChunkSize || !AeadOpen(plain_, sealed, ChunkNonce(counter_, !last),
-                                           payload_key_)) {
+    if (n != kSealedChunkSize ||
+        !AeadOpen(plain_, sealed, ChunkNonce(counter_, !last), payload_key_)) {
       return Poison(CorruptError(chunk() + " failed authentication (tampered or truncated)"));
     }
     deferred_error_ = std::make_unique<Error>(

@@ -40,7 +40,7 @@ constexpr int kMaxWorkFactor = 22;      // writers' upper bound, and readers' de
 constexpr int kReaderWorkFactorCap = 30;
 
 // Plaintext bytes per STREAM chunk.
-constexpr std::size_t kChunkSize = 64 * 1024;
+constexpr std::size_t kChunkSize = std::size_t{64} * 1024;
 
 // Bytes of scrypt memory at `work_factor`.
 [[nodiscard]] constexpr std::uint64_t ScryptMemory(int work_factor) {
@@ -145,6 +145,7 @@ class Decryptor final : public ByteSource {
   Decryptor& operator=(const Decryptor&) = delete;
 
   // Fills `out` with up to out.size() plaintext bytes; 0 means the verified end of the payload.
+  // REQUIRES: !out.empty() (an empty `out` returns 0 without reading).
   [[nodiscard]] Result<std::size_t> Read(std::span<std::uint8_t> out) override;
 
   // The scrypt work factor of the header (0 when opened with a file key).
