@@ -86,6 +86,11 @@ struct Event {
   std::string detail;  // human-readable cause for connection events; never a secret
 };
 
+// Delay before reconnect attempt `attempt` (0-based): d = min * 2^attempt capped at max, then
+// scaled into [d/2, d] by `unit` in [0, 1) (the jitter), never below min. Pure; exposed for tests.
+[[nodiscard]] std::chrono::milliseconds ReconnectDelay(int attempt, std::chrono::milliseconds min,
+                                                       std::chrono::milliseconds max, double unit);
+
 // An MQTT connection that keeps itself up. The one place in the product that uses Paho.
 //
 // Threading: Paho's callback thread only enqueues events into a bounded queue; a single owner
@@ -105,11 +110,6 @@ struct Event {
 // Errors: all failures are returned as Error values; Paho exceptions never escape. Network,
 // TLS and broker refusals are kIo, authentication refusals kBadInput, invalid arguments
 // kBadInput. Messages name the broker url and the reason, never the password.
-// Delay before reconnect attempt `attempt` (0-based): d = min * 2^attempt capped at max, then
-// scaled into [d/2, d] by `unit` in [0, 1) (the jitter), never below min. Pure; exposed for tests.
-[[nodiscard]] std::chrono::milliseconds ReconnectDelay(int attempt, std::chrono::milliseconds min,
-                                                       std::chrono::milliseconds max, double unit);
-
 class Client {
  public:
   explicit Client(ClientOptions options);
