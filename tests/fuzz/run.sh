@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Runs every libFuzzer target of a fuzz build for a bounded time and fails on any finding (crash,
+# leak, sanitizer report, timeout, out-of-memory):
+#   tests/fuzz/run.sh [BUILD_DIR]        (default: build-fuzz)
+# Environment: FUZZ_SECONDS per target (default 25); FUZZERS to pick targets ("age tar");
+# SAFEPOINT_AGE_VECTORS, the dumped C2SP/CCTV age vectors (scripts/fetch-age-vectors.sh).
+#
+# Each target starts from its committed seeds (tests/fuzz/corpus/<name>) plus seeds made at run
+# time from real examples: the age vectors, tars of a small Home Assistant tree, the manifests,
+# age file and tar.zst of a real safety point made by the fuzz build's own safepoint binary, the
+# example configurations. The working corpus and any crash reproducer stay in
+# BUILD_DIR/fuzz-run/ (reproduce one with: BUILD_DIR/tests/fuzz/<name>_fuzzer <file>).
+set -euo pipefail
+root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
+build=$(realpath -- "${1:-$root/build-fuzz}")
+seconds=${FUZZ_SECONDS:-25}
+fuzzers=${FUZZERS:-age tar path manifest config commands}
+run="$build/fuzz-run"
+rm -rf -- "$run"
+mkdir -p -- "$run/artifacts" "$run/work"
+
+for name in $fuzzers; do
+  [[ -x "$build/tests/fuzz/${name}_fuzzer" ]] || { echo "missing $build/tests/fuzz/${name}_fuzzer" >&2; exit 2; }
+  mkdir -p -- "$run/corpus/$name"
+  cp -- "$root/tests/fuzz/corpus/$name"/* "$run/corpus/$name/" 2>/dev/null || true
+done
+
+# --- seeds from real examples ------------------------------------------------------------------
+seed() {  # <fuzzer> <name> <control byte as \xNN or ''> <file>
+  [[ -d "$run/corpus/$1" ]] || return 0
+  { printf "$3"; cat -- "$4"; } > "$run/corpus/$1/$2"
+}
+
+# Age vectors: every file in the three modes (header only, passphrase, fixed file key).
+vectors=${SAFEPOINT_AGE_VECTORS:-}
+for candidate in "$vectors" "$root/build/age-vectors" "$build/age-vectors"; do
+  [[ -n "$candidate" && -d "$candidate" ]] && { vectors=$candidate; break; }
+done
+if [[ -z "$vectors" || ! -d "$vectors" ]]; then
+  vectors="$build/age-vectors"
+  "$root/scripts/fetch-age-vectors.sh" "$vectors" >/dev/null 2>&1 ||
+    echo "warning: no age vectors ($vectors); the age fuzzer starts from its committed seeds" >&2
+fi
+if [[ -d "$vectors" ]]; then
+  for v in "$vectors"/*; do
+    n=$(basename -- "$v")
+    # A vector is "key: value" lines, a blank line, then the age file.
+    python3 - "$v" "$run/work/vec" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+open(sys.argv[2], "wb").write(data[data.index(b"\n\n") + 2:])
+PY
+    [[ -s "$run/work/vec" ]] || continue
+    seed age "hdr-$n" '\x00' "$run/work/vec"
+    seed age "pass-$n" '\x01' "$run/work/vec"
+    seed age "key-$n" '\x02' "$run/work/vec"
+  done
+fi
+
+# Tars of a small tree: files, a directory, links inside and outside the root, long names.
+tree="$run/work/tree"
+mkdir -p -- "$tree/ha_config/.storage" "$tree/ha_config/blueprints/empty" "$tree/workspace/memory"
+printf 'homeassistant:\n  name: Home\n' > "$tree/ha_config/configuration.yaml"
+printf '{"data": {}}' > "$tree/ha_config/.storage/core.entity_registry"
+printf '# notes\n' > "$tree/workspace/memory/notes.md"
+ln -s configuration.yaml "$tree/ha_config/link.yaml"
+ln -s ../../etc/passwd "$tree/ha_config/escape"
+touch "$tree/ha_config/$(printf 'n%.0s' {1..150})"
+( cd "$tree" && tar --format=pax -cf "$run/work/pax.tar" ha_config workspace &&
+  tar --format=gnu -cf "$run/work/gnu.tar" ha_config/configuration.yaml ha_config/link.yaml &&
+  tar --format=ustar -cf "$run/work/ustar.tar" workspace &&
+  tar --format=pax -cf "$run/work/escape.tar" ha_config/escape &&
+  tar --format=pax -P -cf "$run/work/dotdot.tar" ha_config/../workspace/memory/notes.md &&
+  ln ha_config/configuration.yaml ha_config/hard.yaml &&
+  tar --format=pax -cf "$run/work/hardlink.tar" ha_config/configuration.yaml ha_config/hard.yaml )
+for t in pax gnu ustar escape dotdot hardlink; do
+  seed tar "$t" '\x00' "$run/work/$t.tar"
+  zstd -q -c "$run/work/$t.tar" > "$run/work/$t.tar.zst"
+  seed tar "$t-zst" '\x01' "$run/work/$t.tar.zst"
+done
+
+# A real safety point made by this build's binary: both manifests, its age file, its tar.zst.
+sp="$run/work/sp"
+mkdir -p -- "$sp/config"
+cp -r -- "$tree/ha_config/." "$sp/config/"
+printf 'backup_encryption_passphrase: "fuzz seed passphrase"\n' > "$sp/config/secrets.yaml"
+chmod 600 "$sp/config/secrets.yaml"
+printf 'paths:\n  ha_config: %s\n  workspace: %s\n  backup_dir: %s\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n' \
+  "$sp/config" "$tree/workspace" "$sp/backups" > "$sp/safepoint.yaml"
+if ASAN_OPTIONS=detect_leaks=0 "$build/service/safepoint" --config "$sp/safepoint.yaml" backup \
+     --reason "fuzz seed" >/dev/null 2>&1; then
+  dir=$(find "$sp/backups" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | head -n 1)
+  seed manifest outer '' "$dir/manifest.json"
+  seed age real-header '\x00' "$(find "$dir" -name 'state_*.enc' | head -n 1)"
+  if ASAN_OPTIONS=detect_leaks=0 "$build/service/safepoint" --config "$sp/safepoint.yaml" decrypt \
+       "$(basename -- "$dir")" > "$run/work/real.tar.zst" 2>/dev/null; then
+    seed tar real-zst '\x01' "$run/work/real.tar.zst"
+    zstd -q -d -c "$run/work/real.tar.zst" > "$run/work/real.tar"
+    seed tar real '\x00' "$run/work/real.tar"
+    tar -xOf "$run/work/real.tar" MANIFEST.json > "$run/work/inner.json"
+    seed manifest inner '' "$run/work/inner.json"
+    { cat "$run/work/inner.json"; printf '\0'; cat "$dir/manifest.json"; } > "$run/work/pair"
+    seed manifest pair '' "$run/work/pair"
+  fi
+  seed config real '' "$sp/safepoint.yaml"
+else
+  echo "warning: could not make a real safety point for seeds" >&2
+fi
+seed config example '' "$root/deploy/safepoint.example.yaml"
+seed config container '' "$root/deploy/container/safepoint.yaml"
+
+# --- run ---------------------------------------------------------------------------------------
+failed=()
+for name in $fuzzers; do
+  echo "== ${name}_fuzzer: ${seconds}s, $(ls "$run/corpus/$name" | wc -l) seeds =="
+  log="$run/$name.log"
+  set +e
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    "$build/tests/fuzz/${name}_fuzzer" "$run/corpus/$name" -max_total_time="$seconds" \
+    -timeout=20 -rss_limit_mb=2560 -max_len=65536 -print_final_stats=1 \
+    -artifact_prefix="$run/artifacts/$name-" > "$log" 2>&1
+  rc=$?
+  set -e
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
+  echo "   exit $rc, ${execs:-?} execs, ${cov:-cov: ?}, corpus $(ls "$run/corpus/$name" | wc -l)"
+  if [[ $rc -ne 0 ]] || ls "$run/artifacts/$name-"* >/dev/null 2>&1; then
+    failed+=("$name")
+    grep -E 'ERROR|SUMMARY|invariant|==[0-9]+==' "$log" | head -n 20 >&2 || true
+    ls "$run/artifacts/$name-"* >&2 2>/dev/null || true
+  fi
+done
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "fuzzers with findings: ${failed[*]} (logs and reproducers in $run)" >&2
+  exit 1
+fi
+echo "== all fuzzers ran clean =="

@@ -1,0 +1,524 @@
+// Security properties of safepoint as a whole (docs/security.md): where the passphrase may and
+// may not appear, key memory, file permissions, symlinked directories, TLS verification,
+// retained commands and a foreign passphrase. Real binary, real Mosquitto on loopback.
+//
+// A failing assertion never prints text that may contain the passphrase: outputs are searched
+// with find() and only reported as "contains the passphrase".
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/secret.h"
+#include "core/store.h"
+#include "mqtt/client.h"
+#include "tests/testutil/mosquitto.h"
+#include "tests/testutil/serve_fixture.h"
+#include "tests/testutil/testutil.h"
+
+namespace safepoint {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::Mosquitto;
+using testing::Observer;
+using testing::ReadFile;
+using testing::ServeConfig;
+using testing::ServeHarness;
+using testing::SpawnedProcess;
+using testing::TempDir;
+using testing::WriteFile;
+
+constexpr milliseconds kWait{30000};
+
+const std::string kPass = ServeHarness::kPassphrase;
+const std::string kMqttPass = ServeHarness::kMqttPassword;
+
+// Reads a whole file that may contain NUL bytes (/proc/<pid>/cmdline, environ).
+std::string ReadBinary(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// EXPECTs that `text` holds neither secret, naming only `where`.
+void ExpectNoSecret(const std::string& text, const std::string& where) {
+  EXPECT_EQ(text.find(kPass), std::string::npos) << where << " contains the passphrase";
+  EXPECT_EQ(text.find(kMqttPass), std::string::npos) << where << " contains the MQTT password";
+}
+
+auto StateIs(const std::string& state) {
+  return [state](const json& j) { return j.value("state", "") == state; };
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+// Every safety point directory (not leftovers, not .rollbacks) below `backups`.
+std::vector<std::string> SafetyPointDirs(const std::string& backups) {
+  std::vector<std::string> out;
+  if (!fs::exists(backups)) return out;
+  for (const auto& e : fs::directory_iterator(backups)) {
+    const std::string name = e.path().filename();
+    if (e.is_directory() && !name.starts_with(".")) out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool IsEmptyDir(const std::string& dir) {
+  return fs::is_directory(dir) && fs::directory_iterator(dir) == fs::directory_iterator();
+}
+
+// ---- The passphrase never leaves the process ------------------------------------------------
+
+TEST(Passphrase, NeverInLogsMessagesProcessListsOrChildEnvironments) {
+  Mosquitto broker;
+  ASSERT_TRUE(broker.Start());
+  Observer obs(broker.url(), {"#"});
+  ASSERT_TRUE(obs.ok());
+  ServeHarness svc;
+  const std::string dump = svc.Sub("restart-dump");
+  // The restart command records what a child process of the service sees.
+  const std::string script = "cat /proc/$$/environ > " + dump + ".environ; cat /proc/$$/cmdline > " +
+                             dump + ".cmdline; env > " + dump + ".env";
+  ServeConfig config;
+  config.url = broker.url();
+  config.extra = "logging:\n  level: trace\nrestart:\n  - name: dump\n    command: [\"/bin/sh\", "
+                 "\"-c\", " + json(script).dump() + "]\n    when_changed: [ha_config]\n";
+  svc.WriteConfig(config);
+  std::size_t c = obs.Mark();
+  svc.Start();
+  ASSERT_TRUE(obs.NextRaw("safepoint/availability", &c, kWait,
+                          [](const std::string& p) { return p == "online"; }));
+
+  // The service's own process list entry and environment.
+  const std::string proc = "/proc/" + std::to_string(svc.pid());
+  const std::string cmdline = ReadBinary(proc + "/cmdline");
+  ASSERT_FALSE(cmdline.empty());
+  ExpectNoSecret(cmdline, "/proc/<service>/cmdline");
+  ExpectNoSecret(ReadBinary(proc + "/environ"), "/proc/<service>/environ");
+
+  // A full failed-update cycle: request, continue, failure, automatic rollback, restart.
+  ASSERT_TRUE(obs.Publish("safepoint/update/request",
+                          R"({"update_id":"sec-1","target":"core","to_version":"2026.2.1"})"));
+  auto awaiting = obs.Next("safepoint/status", &c, kWait, StateIs("awaiting_confirmation"));
+  ASSERT_TRUE(awaiting);
+  ASSERT_TRUE(obs.Publish("safepoint/cmd/continue", "PRESS"));
+  ASSERT_TRUE(obs.Next("safepoint/update/decision", &c, kWait));
+  WriteFile(svc.ha() + "/configuration.yaml", "homeassistant:\n  name: Broken\n");
+  ASSERT_TRUE(obs.Publish("safepoint/update/result", R"({"update_id":"sec-1","success":false})"));
+  auto done = obs.Next("safepoint/event", &c, kWait, [](const json& j) {
+    return j.value("event_type", "").starts_with("rollback_") &&
+           j.value("event_type", "") != "rollback_started";
+  });
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->Json()["event_type"], "rollback_completed");
+  ASSERT_TRUE(obs.Next("safepoint/status", &c, kWait, StateIs("idle")));
+  // Commands that read the store and fail on purpose (error texts).
+  ASSERT_TRUE(obs.Publish("safepoint/cmd/verify", R"({"transaction":"v"})"));
+  ASSERT_TRUE(obs.Next("safepoint/response/verify", &c, kWait));
+  ASSERT_TRUE(obs.Publish("safepoint/cmd/rollback", R"({"backup_id":"../../etc"})"));
+  ASSERT_TRUE(obs.Next("safepoint/response/rollback", &c, kWait));
+  ASSERT_TRUE(obs.Publish("safepoint/cmd/text", "/rollback safety_point 2000-01-01_00-00-00"));
+  ASSERT_TRUE(obs.Next("safepoint/response/text", &c, kWait));
+
+  // The restart child ran, and saw no secret.
+  ASSERT_TRUE(fs::exists(dump + ".environ")) << "the restart command did not run";
+  const std::string child_env = ReadFile(dump + ".environ").value_or("");
+  EXPECT_NE(child_env.find("PATH="), std::string::npos);  // the dump is real
+  ExpectNoSecret(child_env, "restart child environ");
+  ExpectNoSecret(ReadFile(dump + ".cmdline").value_or(""), "restart child cmdline");
+  ExpectNoSecret(ReadFile(dump + ".env").value_or(""), "restart child env");
+
+  const int status = svc.Stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::string log = svc.Output();
+  EXPECT_NE(log.find("[trace]"), std::string::npos) << "trace logging was not on";
+  ExpectNoSecret(log, "the service log at trace level");
+  std::size_t messages = 0;
+  for (const auto& m : obs.Since(0)) {
+    ExpectNoSecret(m.topic + " " + m.payload, "an MQTT message on " + m.topic);
+    ++messages;
+  }
+  EXPECT_GT(messages, 20u);
+  ExpectNoSecret(ReadBinary(broker.log_file()), "the broker log");
+}
+
+TEST(Passphrase, NeverInCliOutputOrErrors) {
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = "mqtt://127.0.0.1:1";
+  config.extra = "logging:\n  level: trace\n";
+  svc.WriteConfig(config);
+  std::vector<std::vector<std::string>> commands = {
+      {"backup", "--reason", "security"}, {"list"}, {"config", "check"}, {"verify", "--all"},
+      {"prune"}, {"show", "2000-01-01_00-00-00"}, {"rollback", "../x"}, {"nonsense"}};
+  std::string id;
+  for (bool as_json : {false, true}) {
+    for (auto args : commands) {
+      if (as_json) args.push_back("--json");
+      const auto r = svc.Cli(args);
+      ExpectNoSecret(r.out + r.err, "safepoint " + args[0]);
+      if (args[0] == "list" && as_json) {
+        json j = json::parse(r.out, nullptr, false);
+        ASSERT_TRUE(j.is_object());
+        ASSERT_FALSE(j["data"].empty());
+        id = j["data"][0].value("id", "");
+      }
+    }
+  }
+  ASSERT_FALSE(id.empty());
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"show", id}, {"diff", id}, {"verify", id}, {"fingerprint", id}}) {
+    const auto r = svc.Cli(args);
+    EXPECT_EQ(r.exit_code, 0) << args[0];
+    ExpectNoSecret(r.out + r.err, "safepoint " + args[0]);
+  }
+  // The payload itself is plaintext to whoever has the passphrase; only the passphrase must not
+  // be there (it is not part of any backed-up file except secrets.yaml, which is archived).
+  const auto d = svc.Cli({"decrypt", id});
+  EXPECT_EQ(d.exit_code, 0);
+  EXPECT_EQ(d.err.find(kPass), std::string::npos) << "decrypt's stderr contains the passphrase";
+}
+
+// ---- Key memory ------------------------------------------------------------------------------
+
+// The smaps block (header line and fields) of the mapping that contains `address`.
+std::string SmapsOf(const void* address) {
+  std::ifstream in("/proc/self/smaps");
+  const auto a = reinterpret_cast<std::uintptr_t>(address);
+  std::string line, block;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    const auto dash = line.find('-');
+    const auto space = line.find(' ');
+    const bool header = dash != std::string::npos && space != std::string::npos && dash < space &&
+                        std::isxdigit(static_cast<unsigned char>(line[0])) != 0 &&
+                        line.find(':') > space;
+    if (header) {
+      if (inside) return block;
+      const std::uintptr_t lo = std::stoull(line.substr(0, dash), nullptr, 16);
+      const std::uintptr_t hi = std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16);
+      inside = a >= lo && a < hi;
+      block.clear();
+    }
+    if (inside) block += line + "\n";
+  }
+  return inside ? block : "";
+}
+
+std::set<std::string> VmFlags(const std::string& smaps_block) {
+  std::set<std::string> flags;
+  const auto pos = smaps_block.find("VmFlags:");
+  if (pos == std::string::npos) return flags;
+  std::istringstream words(smaps_block.substr(pos + 8, smaps_block.find('\n', pos) - pos - 8));
+  for (std::string w; words >> w;) flags.insert(w);
+  return flags;
+}
+
+TEST(SecretMemory, IsExcludedFromCoreDumpsAndLockedWhenTheLimitAllows) {
+  InitSodium();
+  Secret secret(std::string_view("a passphrase in guarded memory"));
+  ASSERT_FALSE(secret.empty());
+  const std::string block = SmapsOf(secret.bytes().data());
+  ASSERT_FALSE(block.empty()) << "no mapping holds the secret";
+  const auto flags = VmFlags(block);
+  EXPECT_EQ(flags.count("dd"), 1u) << "not MADV_DONTDUMP:\n" << block;
+  struct rlimit limit {};
+  ASSERT_EQ(::getrlimit(RLIMIT_MEMLOCK, &limit), 0);
+  if (::geteuid() == 0 || limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= 1024 * 1024) {
+    EXPECT_EQ(flags.count("lo"), 1u) << "not mlock'ed:\n" << block;
+  } else {
+    std::printf("[ note ] RLIMIT_MEMLOCK %llu bytes: mlock not asserted\n",
+                static_cast<unsigned long long>(limit.rlim_cur));
+  }
+  // Guard pages: the mapping is no larger than a few pages and is not shared with ordinary heap.
+  EXPECT_EQ(block.find("[heap]"), std::string::npos);
+}
+
+// ---- Files on disk ---------------------------------------------------------------------------
+
+TEST(Permissions, SafetyPointsArePrivateWhateverTheUmask) {
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = "mqtt://127.0.0.1:1";
+  svc.WriteConfig(config);
+  const mode_t old = ::umask(0);  // the child inherits the most permissive umask
+  const auto r = svc.Cli({"backup"});
+  ::umask(old);
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(ModeOf(svc.backups()), 0700u);
+  const auto dirs = SafetyPointDirs(svc.backups());
+  ASSERT_EQ(dirs.size(), 1u);
+  EXPECT_EQ(ModeOf(dirs[0]) & 077, 0u) << "safety point dir readable by others";
+  std::size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(svc.backups())) {
+    if (!e.is_regular_file()) continue;
+    EXPECT_EQ(ModeOf(e.path().string()), 0600u) << e.path();
+    ++files;
+  }
+  EXPECT_GE(files, 2u);  // payload and manifest (and the lock file)
+}
+
+TEST(Symlinks, BackupDirReplacedByASymlinkIsRefused) {
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = "mqtt://127.0.0.1:1";
+  svc.WriteConfig(config);
+  const std::string elsewhere = svc.Sub("elsewhere");
+  fs::create_directories(elsewhere);
+  fs::create_directory_symlink(elsewhere, svc.backups());
+  const auto r = svc.Cli({"backup"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(IsEmptyDir(elsewhere)) << "something was written through the symlink";
+  EXPECT_TRUE(fs::is_symlink(svc.backups()));
+}
+
+TEST(Symlinks, StagingDirReplacedByASymlinkIsNeverWrittenThrough) {
+  TempDir dir;
+  WriteFile(dir.Sub("src/configuration.yaml"), "homeassistant: {}\n");
+  testing::FakeClock clock;
+  PosixFileSystem real;
+  store::Options o;
+  o.backup_dir = dir.Sub("backups");
+  o.work_factor = 15;
+  store::Store store(o, real, clock);
+  ASSERT_TRUE(store.Prepare());
+  auto lock = store.Lock(store::LockMode::kExclusive);
+  ASSERT_TRUE(lock);
+  store::BackupRequest request;
+  store::InputEntry e;
+  e.header.path = "ha_config/configuration.yaml";
+  e.header.mode = 0644;
+  e.header.size = 17;
+  e.abs_path = dir.Sub("src/configuration.yaml");
+  request.entries.push_back(e);
+  const Secret pass{std::string_view(kPass)};
+  // Learn the id this clock gives, free it again, and plant its staging dir as a symlink.
+  auto first = store.Backup(request, pass);
+  ASSERT_TRUE(first) << first.error().message;
+  ASSERT_TRUE(store.Delete(first->id));
+  const std::string elsewhere = dir.Sub("elsewhere");
+  fs::create_directories(elsewhere);
+  fs::create_directory_symlink(elsewhere, o.backup_dir + "/.tmp-" + first->id);
+  auto second = store.Backup(request, pass);
+  EXPECT_TRUE(IsEmptyDir(elsewhere)) << "the backup wrote through a symlinked staging dir";
+  if (second) {
+    EXPECT_TRUE(store.Verify(second->id, pass));
+  }
+  // The next writer's cleanup removes the link itself, never its target.
+  ASSERT_TRUE(store.CleanLeftovers());
+  EXPECT_FALSE(fs::exists(fs::symlink_status(o.backup_dir + "/.tmp-" + first->id)));
+  EXPECT_TRUE(fs::is_directory(elsewhere));
+}
+
+TEST(Symlinks, RollbackStagingDirReplacedByASymlinkIsNeverWrittenThrough) {
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = "mqtt://127.0.0.1:1";
+  svc.WriteConfig(config);
+  ASSERT_EQ(svc.Cli({"backup"}).exit_code, 0);
+  const auto dirs = SafetyPointDirs(svc.backups());
+  ASSERT_EQ(dirs.size(), 1u);
+  const std::string id = fs::path(dirs[0]).filename();
+  WriteFile(svc.ha() + "/configuration.yaml", "homeassistant:\n  name: Changed\n");
+  const std::string elsewhere = svc.Sub("elsewhere");
+  fs::create_directories(elsewhere);
+  fs::remove_all(svc.backups() + "/.rollbacks");
+  fs::create_directory_symlink(elsewhere, svc.backups() + "/.rollbacks");
+  const auto r = svc.Cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
+  EXPECT_TRUE(IsEmptyDir(elsewhere)) << "the rollback wrote through a symlinked .rollbacks ("
+                                     << r.exit_code << ")";
+  EXPECT_NE(r.exit_code, 1) << "internal error";
+}
+
+// ---- TLS -------------------------------------------------------------------------------------
+
+// A Mosquitto TLS listener with a certificate whose subjectAltName is `san`, signed by a CA made
+// for this test.
+class TlsBroker {
+ public:
+  explicit TlsBroker(const std::string& san) {
+    const std::string d = dir_.path();
+    auto run = [&](const std::vector<std::string>& argv) {
+      std::string out;
+      const int rc = testing::RunProgram(argv, "", &out, seconds(60));
+      EXPECT_EQ(rc, 0) << argv[0] << " " << argv[1] << ": " << out;
+    };
+    run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=safepoint test CA", "-keyout", d + "/ca.key", "-out", d + "/ca.crt"});
+    WriteFile(d + "/server.ext", "subjectAltName=" + san +
+                                     "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
+    run({"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server", "-keyout",
+         d + "/server.key", "-out", d + "/server.csr"});
+    run({"openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/ca.crt", "-CAkey",
+         d + "/ca.key", "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext", "-out",
+         d + "/server.crt"});
+    port_ = testing::FreeLoopbackPort();
+    // As root, mosquitto would switch to the "mosquitto" user, which cannot read the key.
+    const std::string user = ::geteuid() == 0 ? "user root\n" : "";
+    WriteFile(d + "/mosquitto.conf",
+              "per_listener_settings false\npersistence false\nlog_dest stderr\n"
+              "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n" +
+                  user + "listener " + std::to_string(port_) +
+                  " 127.0.0.1\nallow_anonymous true\ncafile " + d + "/ca.crt\ncertfile " + d +
+                  "/server.crt\nkeyfile " + d + "/server.key\n");
+    broker_ = std::make_unique<SpawnedProcess>(
+        std::vector<std::string>{"/usr/sbin/mosquitto", "-c", d + "/mosquitto.conf"});
+    ok_ = broker_->WaitForOutput("Opening ipv4 listen socket", kWait);
+  }
+  [[nodiscard]] bool ok() const { return ok_; }
+  [[nodiscard]] std::string url() const { return "mqtts://127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] std::string ca() const { return dir_.Sub("ca.crt"); }
+
+ private:
+  TempDir dir_;
+  int port_ = 0;
+  bool ok_ = false;
+  std::unique_ptr<SpawnedProcess> broker_;
+};
+
+Status ConnectTls(const std::string& url, const std::string& ca) {
+  mqtt::ClientOptions o;
+  o.url = url;
+  o.client_id = "security-test-tls";
+  o.tls.ca_file = ca;
+  o.reconnect_max = seconds(1);
+  mqtt::Client client(std::move(o));
+  return client.Connect(seconds(20));
+}
+
+TEST(Tls, CertificateForTheRightAddressIsAccepted) {
+  TlsBroker broker("IP:127.0.0.1");
+  ASSERT_TRUE(broker.ok());
+  auto st = ConnectTls(broker.url(), broker.ca());
+  EXPECT_TRUE(st) << st.error().message;
+}
+
+TEST(Tls, CertificateForAnotherHostNameIsRefused) {
+  TlsBroker broker("DNS:other.example");
+  ASSERT_TRUE(broker.ok());
+  auto st = ConnectTls(broker.url(), broker.ca());
+  ASSERT_FALSE(st) << "connected to 127.0.0.1 presenting a certificate for other.example";
+  EXPECT_EQ(st.error().code, ErrorCode::kIo);
+  EXPECT_NE(st.error().message.find("certificate"), std::string::npos) << st.error().message;
+}
+
+TEST(Tls, CertificateFromAnotherCaIsRefused) {
+  TlsBroker broker("IP:127.0.0.1");
+  TlsBroker other("IP:127.0.0.1");
+  ASSERT_TRUE(broker.ok());
+  ASSERT_TRUE(other.ok());
+  auto st = ConnectTls(broker.url(), other.ca());
+  ASSERT_FALSE(st) << "connected with a CA that did not sign the broker's certificate";
+  EXPECT_EQ(st.error().code, ErrorCode::kIo);
+}
+
+// ---- Retained commands -----------------------------------------------------------------------
+
+TEST(RetainedCommands, NeverActAtStartOrAfterARestart) {
+  Mosquitto broker;
+  ASSERT_TRUE(broker.Start());
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = broker.url();
+  svc.WriteConfig(config);
+  ASSERT_EQ(svc.Cli({"backup", "--reason", "kept"}).exit_code, 0);
+  const auto dirs = SafetyPointDirs(svc.backups());
+  ASSERT_EQ(dirs.size(), 1u);
+  const std::string id = fs::path(dirs[0]).filename();
+  WriteFile(svc.ha() + "/configuration.yaml", "homeassistant:\n  name: Local edit\n");
+  const auto tree = svc.Tree();
+  // Someone left commands retained on the broker (a misconfigured button, a replay).
+  ASSERT_TRUE(broker.Pub("safepoint/cmd/backup", R"({"reason":"retained"})", true));
+  ASSERT_TRUE(broker.Pub("safepoint/cmd/delete", json{{"backup_id", id}}.dump(), true));
+  ASSERT_TRUE(broker.Pub("safepoint/cmd/rollback",
+                         json{{"backup_id", id}, {"on_conflict", "overwrite"}}.dump(), true));
+  ASSERT_TRUE(broker.Pub("safepoint/cmd/text", "/backup retained text", true));
+  ASSERT_TRUE(broker.Pub("safepoint/update/request", R"({"update_id":"r1","target":"core"})",
+                         true));
+  Observer obs(broker.url(), {"safepoint/#"});
+  ASSERT_TRUE(obs.ok());
+  for (int run = 0; run < 2; ++run) {
+    std::size_t c = obs.Mark();
+    svc.Start();
+    ASSERT_TRUE(obs.Next("safepoint/status", &c, kWait, StateIs("idle")));
+    // A command published now is answered; by then the retained ones were long delivered.
+    ASSERT_TRUE(obs.Publish("safepoint/cmd/list", R"({"transaction":"after"})"));
+    auto r = obs.Next("safepoint/response/list", &c, kWait);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->Json()["transaction"], "after");
+    EXPECT_EQ(r->Json()["data"]["safety_points"].size(), 1u);
+    for (const auto& m : obs.Since(c)) {
+      EXPECT_FALSE(m.topic.starts_with("safepoint/response/") && m.topic != "safepoint/response/list")
+          << "a retained command was answered: " << m.topic;
+      EXPECT_NE(m.topic, "safepoint/update/decision") << "a retained request was handled";
+    }
+    EXPECT_EQ(SafetyPointDirs(svc.backups()), dirs);
+    EXPECT_EQ(svc.Tree(), tree);
+    if (run == 0) {
+      svc.Kill();
+    } else {
+      EXPECT_EQ(svc.Stop(), 0);
+    }
+  }
+}
+
+// ---- A foreign passphrase --------------------------------------------------------------------
+
+TEST(ForeignPassphrase, EveryReaderReportsWrongPassphraseNotACrash) {
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = "mqtt://127.0.0.1:1";
+  svc.WriteConfig(config);
+  ASSERT_EQ(svc.Cli({"backup"}).exit_code, 0);
+  const auto dirs = SafetyPointDirs(svc.backups());
+  ASSERT_EQ(dirs.size(), 1u);
+  const std::string id = fs::path(dirs[0]).filename();
+  const std::string other = "another passphrase entirely 0b7d";
+  WriteFile(svc.ha() + "/secrets.yaml", "backup_encryption_passphrase: \"" + other + "\"\n", 0600);
+  const auto tree = svc.Tree();
+  const std::string out_dir = svc.Sub("extracted");
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"verify", id},
+           {"verify", "--all"},
+           {"decrypt", id},
+           {"extract", id, "--to", out_dir},
+           {"diff", id},
+           {"rollback", id, "--yes"},
+           {"rollback", id, "--yes", "--json"}}) {
+    const auto r = svc.Cli(args);
+    EXPECT_EQ(r.signal, 0) << args[0] << " died by a signal";
+    EXPECT_EQ(r.exit_code, 4) << args[0] << " " << args[1];
+    if (args[0] == "decrypt") {
+      EXPECT_TRUE(r.out.empty()) << "decrypt wrote plaintext";
+    }
+    EXPECT_EQ((r.out + r.err).find(other), std::string::npos) << args[0] << " echoes it";
+    ExpectNoSecret(r.out + r.err, args[0]);
+  }
+  EXPECT_FALSE(fs::exists(out_dir) && !IsEmptyDir(out_dir)) << "extract wrote files";
+  EXPECT_EQ(svc.Tree(), tree) << "a rollback with the wrong passphrase changed files";
+  EXPECT_EQ(SafetyPointDirs(svc.backups()).size(), 1u) << "a pre-rollback safety point was made";
+}
+
+}  // namespace
+}  // namespace safepoint
