@@ -130,6 +130,7 @@ Result<std::vector<std::string>> ListDir(const std::string& dir) {
 
 // Creates `dir` and its missing parents below `base` (which must exist) through `fs`.
 Status MakeDirsBelow(FileSystem& fs, const std::string& base, const std::string& rel_dir) {
+  if (!IsRealDir(base)) SP_RETURN_IF_ERROR(fs.MakeDir(base, 0700));
   std::string path = base;
   std::size_t pos = 0;
   while (pos < rel_dir.size()) {
@@ -871,6 +872,7 @@ Status Revert(const config::Config& base_config, store::Store& store, FileSystem
   SP_RETURN_IF_ERROR(fs.MakeDir(work, 0700));
   auto pre = store.Show(j.pre_rollback_id);
   if (!pre) return tl::unexpected(pre.error());
+  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
   auto current = snapshot::Collect(config, std::nullopt);
   if (!current) return tl::unexpected(current.error());
   auto plan = PlanWith(config, *pre, std::nullopt, Policy::kOverwrite, *current);
@@ -1025,6 +1027,7 @@ bool Plan::Empty() const {
 
 Result<Plan> PlanFor(const config::Config& config, const manifest::Manifest& target,
                      const std::optional<Fingerprint>& fingerprint, Policy policy) {
+  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
   auto current = snapshot::Collect(config, std::nullopt);
   if (!current) return tl::unexpected(current.error());
   return PlanWith(config, target, fingerprint, policy, *current);
@@ -1053,6 +1056,7 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   if (!target) return tl::unexpected(target.error());
   auto fingerprint = LoadFingerprint(store, id);
   if (!fingerprint) return tl::unexpected(fingerprint.error());
+  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
   auto current = snapshot::Collect(config, std::nullopt);
   if (!current) return tl::unexpected(current.error());
   auto plan = PlanWith(config, *target, *fingerprint, policy, *current);

@@ -1,0 +1,876 @@
+#include "core/rollback.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "core/config.h"
+#include "core/fingerprint.h"
+#include "core/journal.h"
+#include "core/snapshot.h"
+#include "core/store.h"
+#include "tests/testutil/testutil.h"
+
+namespace safepoint::rollback {
+namespace {
+
+namespace fs = std::filesystem;
+using safepoint::testing::FakeClock;
+using safepoint::testing::FaultInjectingFileSystem;
+using safepoint::testing::FaultKind;
+using safepoint::testing::ReadFile;
+using safepoint::testing::TempDir;
+using safepoint::testing::WriteFile;
+using nlohmann::json;
+
+constexpr char kPassphrase[] = "correct horse battery staple";
+
+// A directory on another file system than $TMPDIR (tmpfs), for the copy-instead-of-rename path.
+class ShmDir {
+ public:
+  ShmDir() {
+    std::string tmpl = "/dev/shm/safepoint-rb-XXXXXX";
+    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~ShmDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  ShmDir(const ShmDir&) = delete;
+  ShmDir& operator=(const ShmDir&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+bool SameDev(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev;
+}
+
+std::string Blob(std::size_t n, std::uint32_t seed) {
+  std::string s(n, '\0');
+  for (auto& c : s) {
+    seed = seed * 1103515245 + 12345;
+    c = static_cast<char>(seed >> 24);
+  }
+  return s;
+}
+
+using TreeSnap = std::map<std::string, std::string>;
+
+// Every path below `root` as "<prefix>/<rel>" -> type, mode, owner and content.
+void SnapInto(const std::string& root, const std::string& prefix, TreeSnap& out) {
+  if (!fs::exists(fs::symlink_status(root))) return;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
+       ++it) {
+    struct stat st {};
+    ASSERT_EQ(::lstat(it->path().c_str(), &st), 0);
+    std::string key = prefix + "/" + it->path().lexically_relative(root).string();
+    std::string mode = std::to_string(st.st_mode & 07777);
+    if (S_ISLNK(st.st_mode)) {
+      out[key] = "L " + fs::read_symlink(it->path()).string();
+    } else if (S_ISDIR(st.st_mode)) {
+      out[key] = "D " + mode;
+    } else {
+      out[key] = "F " + mode + " " + std::to_string(st.st_uid) + " " +
+                 ReadFile(it->path().string()).value_or("?");
+    }
+  }
+}
+
+std::string Diff(const TreeSnap& a, const TreeSnap& b) {
+  std::string out;
+  for (const auto& [k, v] : a) {
+    auto it = b.find(k);
+    if (it == b.end()) {
+      out += "only in first: " + k + "\n";
+    } else if (it->second != v) {
+      out += "differs: " + k + "\n";
+    }
+  }
+  for (const auto& [k, v] : b) {
+    if (a.count(k) == 0) out += "only in second: " + k + "\n";
+  }
+  return out;
+}
+
+class RollbackTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Init(dir_.Sub("ws")); }
+
+  // Builds the trees and the configuration with the workspace at `ws`.
+  void Init(const std::string& ws) {
+    ha_ = dir_.Sub("config");
+    ws_ = ws;
+    backups_ = dir_.Sub("backups");
+    WriteFile(ha_ + "/secrets.yaml", std::string("backup_encryption_passphrase: \"") +
+                                         kPassphrase + "\"\n", 0600);
+    WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home\n");
+    WriteFile(ha_ + "/automations.yaml", "- id: lights\n");
+    WriteFile(ha_ + "/.storage/core.entity_registry", "{\"data\": {\"entities\": []}}");
+    WriteFile(ha_ + "/custom_components/foo/__init__.py", "VERSION = '1.0'\n");
+    WriteFile(ha_ + "/custom_components/foo/manifest.json", "{\"version\": \"1.0\"}");
+    WriteFile(ha_ + "/www/blob.bin", Blob(300 * 1024 + 3, 7), 0640);
+    WriteFile(ha_ + "/readonly.yaml", "locked: true\n", 0444);
+    WriteFile(ha_ + "/home-assistant.log", "excluded log line\n");
+    fs::create_directories(ha_ + "/blueprints/empty_dir");
+    fs::create_symlink("configuration.yaml", ha_ + "/link.yaml");
+    WriteFile(ws_ + "/memory/notes.md", "# notes\n");
+    WriteFile(ws_ + "/agenda.md", "- backup\n");
+    WriteFile(ws_ + "/scratch.txt", "not a source\n");
+    fs::create_directories(site_ = dir_.Sub("site-packages"));
+    fs::create_directories(site_ + "/requests-2.31.0.dist-info");
+    ::setenv("SAFEPOINT_RB_TEST_VAR", "before", 1);
+    WriteConfig("");
+  }
+
+  void WriteConfig(const std::string& extra) {
+    config_path_ = dir_.Sub("safepoint.yaml");
+    WriteFile(config_path_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + ws_ +
+                                "\n  backup_dir: " + backups_ +
+                                "\nencryption:\n  scrypt_work_factor: 15\n  max_work_factor: 18\n"
+                                "sources:\n  workspace: {include: [\"memory/*.md\", "
+                                "\"agenda.md\"]}\n  environment:\n    variables: "
+                                "[SAFEPOINT_RB_TEST_VAR]\n    python_site_packages: [" +
+                                site_ + "]\n  logs: []\n" + extra);
+    auto c = config::LoadConfig(config_path_);
+    ASSERT_TRUE(c) << c.error().message;
+    config_ = std::move(*c);
+    store::Options o;
+    o.backup_dir = backups_;
+    o.work_factor = 15;
+    o.max_work_factor = 18;
+    options_ = o;
+    store_ = std::make_unique<store::Store>(options_, real_fs_, clock_);
+  }
+
+  std::string Backup(const std::string& reason = "before update") {
+    auto request = snapshot::Collect(config_, std::nullopt);
+    EXPECT_TRUE(request) << request.error().message;
+    request->reason = reason;
+    auto lock = store_->Lock(store::LockMode::kExclusive);
+    EXPECT_TRUE(lock);
+    auto m = store_->Backup(*request, pass_);
+    EXPECT_TRUE(m) << m.error().message;
+    clock_.Advance(std::chrono::seconds(1));
+    return m->id;
+  }
+
+  // What an update does: changes, adds, deletes; then the service records the fingerprint.
+  void Update(const std::string& id) {
+    WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home 2\n");
+    WriteFile(ha_ + "/custom_components/foo/__init__.py", "VERSION = '2.0'\n");
+    WriteFile(ha_ + "/custom_components/bar/__init__.py", "NEW = True\n");
+    fs::remove(ha_ + "/automations.yaml");
+    WriteFile(ws_ + "/memory/update.md", "written by the update\n");
+    ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, id));
+  }
+
+  TreeSnap Snap() const {
+    TreeSnap s;
+    SnapInto(ha_, "ha", s);
+    SnapInto(ws_, "ws", s);
+    return s;
+  }
+
+  Result<Report> Run(const std::string& id, Policy policy, bool dry_run = false) {
+    auto lock = store_->Lock(store::LockMode::kExclusive);
+    EXPECT_TRUE(lock);
+    return Rollback(config_, *store_, real_fs_, clock_, pass_, id, policy, dry_run);
+  }
+
+  std::size_t StoreCount() const {
+    auto l = store_->List();
+    return l ? l->size() : 0;
+  }
+
+  static const PlanEntry* Find(const Plan& plan, const std::string& path) {
+    for (const auto& e : plan.entries) {
+      if (e.path == path) return &e;
+    }
+    return nullptr;
+  }
+
+  TempDir dir_;
+  std::string ha_, ws_, backups_, site_, config_path_;
+  config::Config config_;
+  store::Options options_;
+  PosixFileSystem real_fs_;
+  FakeClock clock_;
+  std::unique_ptr<store::Store> store_;
+  Secret pass_{std::string_view(kPassphrase)};
+};
+
+TEST_F(RollbackTest, DiffClassifiesEveryKindOfChange) {
+  const std::string id = Backup();
+  Update(id);
+  // A person edits a file after the update.
+  WriteFile(ha_ + "/.storage/core.entity_registry", "{\"data\": {\"entities\": [1]}}");
+  auto plan = MakePlan(config_, *store_, id, Policy::kAbort);
+  ASSERT_TRUE(plan) << plan.error().message;
+  EXPECT_TRUE(plan->has_fingerprint);
+  auto change = [&](const std::string& p) {
+    const auto* e = Find(*plan, p);
+    return e == nullptr ? std::string("absent") : std::string(ChangeName(e->change));
+  };
+  EXPECT_EQ(change("ha_config/configuration.yaml"), "changed_by_update");
+  EXPECT_EQ(change("ha_config/custom_components/foo/__init__.py"), "changed_by_update");
+  EXPECT_EQ(change("ha_config/.storage/core.entity_registry"), "conflict");
+  EXPECT_EQ(change("ha_config/automations.yaml"), "missing");
+  EXPECT_EQ(change("ha_config/custom_components/bar"), "added");
+  EXPECT_EQ(change("ha_config/custom_components/bar/__init__.py"), "added");
+  EXPECT_EQ(change("workspace/memory/update.md"), "added");
+  EXPECT_EQ(change("ha_config/link.yaml"), "unchanged");
+  EXPECT_EQ(change("ha_config/www/blob.bin"), "unchanged");
+  EXPECT_EQ(change("ha_config/home-assistant.log"), "absent");  // excluded: never touched
+  EXPECT_EQ(change("workspace/scratch.txt"), "absent");
+  EXPECT_TRUE(plan->WouldStop());
+  EXPECT_EQ(plan->Conflicts(), std::vector<std::string>{"ha_config/.storage/core.entity_registry"});
+
+  auto j = ToJson(*plan);
+  EXPECT_EQ(j["id"], id);
+  EXPECT_EQ(j["policy"], "abort");
+  EXPECT_EQ(j["fingerprint"], true);
+  EXPECT_EQ(j["would_stop"], true);
+  EXPECT_EQ(j["summary"]["changed_by_update"], 2);
+  EXPECT_EQ(j["summary"]["conflict"], 1);
+  EXPECT_EQ(j["summary"]["missing"], 1);
+  EXPECT_EQ(j["summary"]["added"], 3);
+  EXPECT_EQ(j["entries"].size(), 7u);  // unchanged paths are omitted
+  EXPECT_EQ(j["not_restored"], json({"environment/environment.json"}));
+  for (const auto& e : j["entries"]) {
+    if (e["path"] == "ha_config/.storage/core.entity_registry") {
+      EXPECT_EQ(e["action"], "stop");
+    }
+    if (e["path"] == "ha_config/automations.yaml") {
+      EXPECT_EQ(e["action"], "restore");
+    }
+    if (e["path"] == "workspace/memory/update.md") {
+      EXPECT_EQ(e["action"], "move_aside");
+    }
+  }
+  EXPECT_NE(Describe(*plan).find("conflict: ha_config/.storage/core.entity_registry"),
+            std::string::npos);
+}
+
+TEST_F(RollbackTest, WithoutFingerprintEveryDifferenceIsAConflict) {
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "changed\n");
+  auto plan = MakePlan(config_, *store_, id, Policy::kMerge);
+  ASSERT_TRUE(plan);
+  EXPECT_FALSE(plan->has_fingerprint);
+  const auto* e = Find(*plan, "ha_config/configuration.yaml");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->change, Change::kConflict);
+  EXPECT_EQ(e->action, Action::kRestoreBeside);
+  EXPECT_EQ(e->beside, "ha_config/configuration.yaml.safepoint-" + id);
+}
+
+TEST_F(RollbackTest, AbortStopsOnConflictsAndChangesNothing) {
+  const std::string id = Backup();
+  Update(id);
+  WriteFile(ha_ + "/.storage/core.entity_registry", "edited by hand");
+  const TreeSnap before = Snap();
+  auto r = Run(id, Policy::kAbort);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kConflict);
+  EXPECT_NE(r.error().message.find("1 file was changed locally since safety point " + id +
+                                   ": ha_config/.storage/core.entity_registry"),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_EQ(Snap(), before);
+  EXPECT_EQ(StoreCount(), 1u);  // no pre-rollback safety point
+  EXPECT_TRUE(!fs::exists(backups_ + "/.rollbacks") || fs::is_empty(backups_ + "/.rollbacks"));
+}
+
+TEST_F(RollbackTest, OverwriteRestoresExactStateAndMovesAddedFilesAside) {
+  // An owner that differs from the process, restored when running as root.
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::lchown((ha_ + "/automations.yaml").c_str(), 1234, 1234), 0);
+  }
+  const TreeSnap original = Snap();
+  const std::string id = Backup();
+  Update(id);
+  WriteFile(ha_ + "/.storage/core.entity_registry", "edited by hand");
+  fs::remove(ha_ + "/link.yaml");
+  fs::create_directories(ha_ + "/link.yaml/sub");  // a directory where a link was
+  WriteFile(ha_ + "/link.yaml/sub/x", "in the way");
+  fs::remove_all(ha_ + "/blueprints/empty_dir");
+  fs::permissions(ha_ + "/www", fs::perms(0700));
+  const TreeSnap changed = Snap();
+
+  auto r = Run(id, Policy::kOverwrite);
+  ASSERT_TRUE(r) << r.error().message;
+  const TreeSnap after = Snap();
+  EXPECT_EQ(Diff(original, after), "");
+  EXPECT_EQ(after, original);
+
+  // Added paths are kept in the rollback's record, never deleted.
+  const std::string moved = r->record_dir + "/moved";
+  EXPECT_EQ(ReadFile(moved + "/ha_config/custom_components/bar/__init__.py"), "NEW = True\n");
+  EXPECT_EQ(ReadFile(moved + "/workspace/memory/update.md"), "written by the update\n");
+  EXPECT_EQ(ReadFile(moved + "/ha_config/link.yaml/sub/x"), "in the way");
+  EXPECT_EQ(r->record_dir, backups_ + "/.rollbacks/" + r->rollback_id);
+  EXPECT_FALSE(fs::exists(r->record_dir + "/staging"));
+  auto text = ReadFile(r->record_dir + "/journal.json");
+  ASSERT_TRUE(text);
+  auto j = journal::Parse(*text);
+  ASSERT_TRUE(j) << j.error().message;
+  EXPECT_EQ(j->phase, journal::Phase::kDone);
+  EXPECT_EQ(j->id, id);
+  EXPECT_EQ(j->pre_rollback_id, r->pre_rollback_id);
+
+  // bar, bar/__init__.py, memory/update.md, link.yaml/sub, link.yaml/sub/x
+  EXPECT_EQ(r->moved_aside, 5u);
+  EXPECT_EQ(r->changed_roots, (std::vector<std::string>{"ha_config", "workspace"}));
+  auto m = store_->Show(r->pre_rollback_id);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->reason, "pre-rollback to " + id);
+  (void)changed;
+}
+
+TEST_F(RollbackTest, PreRollbackSafetyPointUndoesTheRollbackByteForByte) {
+  const std::string id = Backup();
+  Update(id);
+  WriteFile(ha_ + "/.storage/core.entity_registry", "edited by hand");
+  const TreeSnap changed = Snap();
+  auto r = Run(id, Policy::kMerge);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_NE(Snap(), changed);
+  auto undo = Run(r->pre_rollback_id, Policy::kOverwrite);
+  ASSERT_TRUE(undo) << undo.error().message;
+  EXPECT_EQ(Diff(changed, Snap()), "");
+  // The merge copy the first rollback wrote is moved aside by the undo, not deleted.
+  EXPECT_EQ(ReadFile(undo->record_dir + "/moved/ha_config/.storage/core.entity_registry.safepoint-" +
+                     id),
+            "{\"data\": {\"entities\": []}}");
+}
+
+TEST_F(RollbackTest, MergeKeepsTheLocalFileAndWritesTheSafetyPointVersionBeside) {
+  const std::string id = Backup();
+  Update(id);
+  WriteFile(ha_ + "/.storage/core.entity_registry", "edited by hand");
+  auto r = Run(id, Policy::kMerge);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(ReadFile(ha_ + "/.storage/core.entity_registry"), "edited by hand");
+  EXPECT_EQ(ReadFile(ha_ + "/.storage/core.entity_registry.safepoint-" + id),
+            "{\"data\": {\"entities\": []}}");
+  // Everything that was not a conflict is restored.
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "homeassistant:\n  name: Home\n");
+  EXPECT_EQ(ReadFile(ha_ + "/automations.yaml"), "- id: lights\n");
+  EXPECT_FALSE(fs::exists(ha_ + "/custom_components/bar"));
+  EXPECT_EQ(r->written_beside, 1u);
+  EXPECT_EQ(r->restored, 3u);  // configuration.yaml, foo/__init__.py, automations.yaml
+}
+
+TEST_F(RollbackTest, DryRunVerifiesReportsAndChangesNothing) {
+  const std::string id = Backup();
+  Update(id);
+  ::setenv("SAFEPOINT_RB_TEST_VAR", "after", 1);
+  fs::rename(site_ + "/requests-2.31.0.dist-info", site_ + "/requests-2.32.3.dist-info");
+  const TreeSnap before = Snap();
+  auto r = Run(id, Policy::kAbort, /*dry_run=*/true);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(Snap(), before);
+  EXPECT_EQ(StoreCount(), 1u);
+  EXPECT_TRUE(r->dry_run);
+  EXPECT_EQ(r->rollback_id, "");
+  EXPECT_FALSE(r->plan.WouldStop());
+  EXPECT_EQ(r->plan.Count(Change::kChangedByUpdate), 2u);
+  EXPECT_EQ(r->differences,
+            (std::vector<std::string>{
+                "environment variable SAFEPOINT_RB_TEST_VAR differs from the safety point",
+                "python package requests was 2.31.0, now 2.32.3"}));
+  ::setenv("SAFEPOINT_RB_TEST_VAR", "before", 1);
+}
+
+TEST_F(RollbackTest, UnknownAndMalformedIds) {
+  Backup();
+  auto r = Run("2020-01-01_00-00-00", Policy::kOverwrite);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kNotFound);
+  r = Run("../../etc", Policy::kOverwrite);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kBadInput);
+  auto plan = MakePlan(config_, *store_, "2020-01-01_00-00-00", Policy::kAbort);
+  ASSERT_FALSE(plan);
+  EXPECT_EQ(plan.error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(RollbackTest, CorruptSafetyPointChangesNothing) {
+  const std::string id = Backup();
+  Update(id);
+  auto m = store_->Show(id);
+  ASSERT_TRUE(m);
+  const std::string payload = store_->DirOf(id) + "/" + m->payload->name;
+  {
+    std::fstream f(payload, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(m->payload->size - 100));
+    f.put('\x5a');
+  }
+  const TreeSnap before = Snap();
+  auto r = Run(id, Policy::kOverwrite);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << r.error().message;
+  EXPECT_EQ(Snap(), before);
+  EXPECT_EQ(StoreCount(), 1u);
+  EXPECT_TRUE(!fs::exists(backups_ + "/.rollbacks") || fs::is_empty(backups_ + "/.rollbacks"));
+}
+
+TEST_F(RollbackTest, WrongPassphraseChangesNothing) {
+  const std::string id = Backup();
+  Update(id);
+  const TreeSnap before = Snap();
+  auto lock = store_->Lock(store::LockMode::kExclusive);
+  ASSERT_TRUE(lock);
+  Secret wrong(std::string_view("not the passphrase"));
+  auto r = Rollback(config_, *store_, real_fs_, clock_, wrong, id, Policy::kOverwrite, false);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kWrongPassphrase);
+  EXPECT_EQ(Snap(), before);
+  EXPECT_EQ(StoreCount(), 1u);
+}
+
+TEST_F(RollbackTest, MissingOrSymlinkedRootIsRefused) {
+  const std::string id = Backup();
+  fs::rename(ha_, dir_.Sub("config.real"));
+  auto r = Run(id, Policy::kOverwrite);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kBadInput);
+  EXPECT_NE(r.error().message.find("is missing"), std::string::npos) << r.error().message;
+  fs::create_directory_symlink(dir_.Sub("config.real"), ha_);
+  r = Run(id, Policy::kOverwrite);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kBadInput);
+  EXPECT_NE(r.error().message.find("is a symlink"), std::string::npos) << r.error().message;
+  EXPECT_FALSE(fs::exists(dir_.Sub("config.real") + "/.rollbacks"));
+}
+
+TEST_F(RollbackTest, ReadOnlyFileInTheWayIsReplacedByRename) {
+  const std::string id = Backup();
+  WriteFile(ha_ + "/readonly.yaml.new", "changed by update\n");
+  fs::rename(ha_ + "/readonly.yaml.new", ha_ + "/readonly.yaml");
+  fs::permissions(ha_ + "/readonly.yaml", fs::perms(0444));
+  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, id));
+  auto r = Run(id, Policy::kAbort);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(ReadFile(ha_ + "/readonly.yaml"), "locked: true\n");
+  EXPECT_EQ(fs::status(ha_ + "/readonly.yaml").permissions(), fs::perms(0444));
+}
+
+// Fails renames into one directory, as a read-only directory does for an unprivileged user.
+class DeniedDirFileSystem final : public FileSystem {
+ public:
+  explicit DeniedDirFileSystem(std::string dir) : dir_(std::move(dir)) {}
+  Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& p, mode_t m) override {
+    if (Denied(p)) return Fail(ErrorCode::kIo, "create " + p + ": Permission denied");
+    return real_.CreateFile(p, m);
+  }
+  Status Rename(const std::string& from, const std::string& to) override {
+    if (Denied(to)) return Fail(ErrorCode::kIo, "rename " + to + ": Permission denied");
+    return real_.Rename(from, to);
+  }
+  Status SyncDir(const std::string& p) override { return real_.SyncDir(p); }
+  Status MakeDir(const std::string& p, mode_t m) override { return real_.MakeDir(p, m); }
+  Status Remove(const std::string& p) override { return real_.Remove(p); }
+  Status RemoveTree(const std::string& p) override { return real_.RemoveTree(p); }
+  Status Symlink(const std::string& t, const std::string& p) override {
+    return real_.Symlink(t, p);
+  }
+  Status Chmod(const std::string& p, mode_t m) override { return real_.Chmod(p, m); }
+  Status Chown(const std::string& p, uid_t u, gid_t g) override { return real_.Chown(p, u, g); }
+  Status SetMtime(const std::string& p, std::int64_t t) override { return real_.SetMtime(p, t); }
+
+ private:
+  bool Denied(const std::string& p) const { return p.rfind(dir_ + "/", 0) == 0; }
+  std::string dir_;
+  PosixFileSystem real_;
+};
+
+TEST_F(RollbackTest, UnwritableDirectoryFailsClearlyAndReverts) {
+  const std::string id = Backup();
+  Update(id);
+  const TreeSnap before = Snap();
+  DeniedDirFileSystem denied(ha_ + "/custom_components/foo");
+  auto lock = store_->Lock(store::LockMode::kExclusive);
+  ASSERT_TRUE(lock);
+  store::Store store(options_, denied, clock_);
+  auto r = Rollback(config_, store, denied, clock_, pass_, id, Policy::kAbort, false);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kIo);
+  EXPECT_NE(r.error().message.find("Permission denied"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("the rollback was reverted"), std::string::npos)
+      << r.error().message;
+  EXPECT_EQ(Diff(before, Snap()), "");
+  // The journal says so, and a later recovery has nothing to do.
+  auto records = fs::directory_iterator(backups_ + "/.rollbacks");
+  const std::string record = records->path().string();
+  auto j = journal::Parse(*ReadFile(record + "/journal.json"));
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->phase, journal::Phase::kReverted);
+  auto notes = Recover(config_, *store_, real_fs_, clock_);
+  ASSERT_TRUE(notes);
+  EXPECT_TRUE(notes->empty());
+  EXPECT_EQ(Snap(), before);
+}
+
+TEST_F(RollbackTest, UnsafeEntriesAreRefusedByThePlan) {
+  auto m = store_->Show(Backup());
+  ASSERT_TRUE(m);
+  auto with = [&](manifest::Entry e) {
+    manifest::Manifest crafted = *m;
+    crafted.entries.push_back(std::move(e));
+    return PlanFor(config_, crafted, std::nullopt, Policy::kOverwrite);
+  };
+  manifest::Entry e;
+  e.type = manifest::EntryType::kFile;
+  e.mode = 0644;
+  e.sha256 = std::string(64, '0');
+  for (const char* bad : {"ha_config/../x", "/etc/passwd", "ha_config/a/../../x",
+                          "workspace/./x", "other/x", "ha_config//x"}) {
+    e.path = bad;
+    auto p = with(e);
+    ASSERT_FALSE(p) << bad;
+    EXPECT_EQ(p.error().code, ErrorCode::kCorrupt) << bad;
+  }
+  manifest::Entry link;
+  link.type = manifest::EntryType::kSymlink;
+  for (const char* target : {"../../etc", "/etc/passwd", "a/../../.."}) {
+    link.path = "ha_config/evil";
+    link.link_target = target;
+    auto p = with(link);
+    ASSERT_FALSE(p) << target;
+    EXPECT_EQ(p.error().code, ErrorCode::kCorrupt) << target;
+  }
+  // A file below a symlink entry would be written through the link.
+  link.link_target = "www";
+  e.path = "ha_config/evil/x";
+  manifest::Manifest crafted = *m;
+  crafted.entries.push_back(link);
+  crafted.entries.push_back(e);
+  auto p = PlanFor(config_, crafted, std::nullopt, Policy::kOverwrite);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error().code, ErrorCode::kCorrupt);
+  EXPECT_NE(p.error().message.find("not a directory"), std::string::npos);
+  // Duplicates are refused.
+  crafted = *m;
+  crafted.entries.push_back(crafted.entries[1]);
+  p = PlanFor(config_, crafted, std::nullopt, Policy::kOverwrite);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error().code, ErrorCode::kCorrupt);
+}
+
+TEST_F(RollbackTest, LiveSymlinkInAPathIsNeverFollowed) {
+  const std::string id = Backup();
+  // The update replaced a directory by a link to a place outside the tree.
+  const std::string outside = dir_.Sub("outside");
+  fs::create_directories(outside);
+  fs::remove_all(ha_ + "/custom_components");
+  fs::create_directory_symlink(outside, ha_ + "/custom_components");
+  auto r = Run(id, Policy::kOverwrite);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_TRUE(fs::is_empty(outside));
+  EXPECT_FALSE(fs::is_symlink(ha_ + "/custom_components"));
+  EXPECT_EQ(ReadFile(ha_ + "/custom_components/foo/__init__.py"), "VERSION = '1.0'\n");
+  EXPECT_TRUE(fs::is_symlink(r->record_dir + "/moved/ha_config/custom_components"));
+}
+
+TEST_F(RollbackTest, FailedRestartIsReportedAndTheRestoreStands) {
+  WriteConfig(
+      "restart:\n"
+      "  - name: home-assistant\n"
+      "    command: [/bin/sh, -c, \"echo restarting; echo broken >&2; exit 3\"]\n"
+      "    timeout: 10s\n"
+      "    when_changed: [ha_config]\n"
+      "  - name: agent\n"
+      "    command: [/bin/sh, -c, \"echo should not run\"]\n"
+      "    when_changed: [workspace]\n");
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "broken: [\n");
+  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, id));
+  auto r = Run(id, Policy::kAbort);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "homeassistant:\n  name: Home\n");
+  ASSERT_EQ(r->restarts.size(), 1u);
+  EXPECT_EQ(r->restarts[0].name, "home-assistant");
+  EXPECT_EQ(r->restarts[0].exit_code, 3);
+  EXPECT_EQ(r->restarts[0].output_tail, (std::vector<std::string>{"restarting", "broken"}));
+  EXPECT_EQ(r->errors,
+            std::vector<std::string>{"restart home-assistant failed: exited with status 3"});
+  auto j = ToJson(*r);
+  EXPECT_EQ(j["restarts"][0]["exit_code"], 3);
+  EXPECT_EQ(j["errors"].size(), 1u);
+  EXPECT_EQ(j["pre_rollback_id"], r->pre_rollback_id);
+  EXPECT_EQ(j["plan"]["summary"]["changed_by_update"], 1);
+}
+
+TEST_F(RollbackTest, NothingToDoTakesNoPreRollbackSafetyPoint) {
+  const std::string id = Backup();
+  auto r = Run(id, Policy::kAbort);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_TRUE(r->plan.Empty());
+  EXPECT_EQ(r->pre_rollback_id, "");
+  EXPECT_EQ(StoreCount(), 1u);
+}
+
+TEST_F(RollbackTest, FingerprintIsWrittenAtomicallyAndReadBack) {
+  const std::string id = Backup();
+  auto missing = RecordFingerprint(config_, *store_, real_fs_, clock_, "2020-01-01_00-00-00");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+  auto none = LoadFingerprint(*store_, id);
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, id));
+  auto f = LoadFingerprint(*store_, id);
+  ASSERT_TRUE(f && *f);
+  EXPECT_EQ((*f)->id, id);
+  const auto& s = (*f)->paths.at("ha_config/configuration.yaml");
+  EXPECT_EQ(s.sha256, safepoint::testing::Sha256Hex("homeassistant:\n  name: Home\n"));
+  EXPECT_EQ(s.mode, 0644u);
+  EXPECT_EQ((*f)->paths.at("ha_config/link.yaml").link_target, "configuration.yaml");
+  EXPECT_EQ((*f)->paths.count("ha_config/home-assistant.log"), 0u);
+  EXPECT_FALSE(fs::exists(store_->DirOf(id) + "/fingerprint.json.tmp"));
+  // Nothing of the contents is in it.
+  EXPECT_EQ(ReadFile(store_->DirOf(id) + "/fingerprint.json")->find("Home"), std::string::npos);
+  // A crash while writing leaves the old fingerprint or the new one, never a torn file.
+  FaultInjectingFileSystem crash(3);
+  EXPECT_FALSE(RecordFingerprint(config_, *store_, crash, clock_, id));
+  auto again = LoadFingerprint(*store_, id);
+  ASSERT_TRUE(again && *again);
+}
+
+TEST(Journal, RoundTripsAndRejectsUnsafePaths) {
+  journal::Journal j;
+  j.rollback_id = "2026-01-02_03-04-05";
+  j.id = "2026-01-01_00-00-00";
+  j.pre_rollback_id = "2026-01-02_03-04-05";
+  j.policy = "merge";
+  j.created_at = "2026-01-02T03:04:05Z";
+  j.ha_config_root = "/config";
+  j.workspace_root = "/config/.openclaw/workspace";
+  j.rename_workspace = false;
+  j.changed_roots = {"ha_config"};
+  journal::Op op;
+  op.kind = journal::OpKind::kPlaceFile;
+  op.path = "ha_config/a.yaml";
+  op.staged = "0";
+  op.sha256 = std::string(64, 'a');
+  op.size = 3;
+  op.mode = 0644;
+  op.mtime = 12;
+  j.ops.push_back(op);
+  journal::Op link;
+  link.kind = journal::OpKind::kPlaceLink;
+  link.path = "ha_config/l";
+  link.link_target = "a.yaml";
+  j.ops.push_back(link);
+  auto back = journal::Parse(journal::ToJson(j).dump());
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, j);
+  auto bad = journal::ToJson(j);
+  bad["ops"][0]["path"] = "ha_config/../../etc/passwd";
+  EXPECT_EQ(journal::Parse(bad.dump()).error().code, ErrorCode::kCorrupt);
+  bad = journal::ToJson(j);
+  bad["ops"][0]["path"] = "state/entities.json";
+  EXPECT_EQ(journal::Parse(bad.dump()).error().code, ErrorCode::kCorrupt);
+  bad = journal::ToJson(j);
+  bad["ops"][1]["link_target"] = "../../x";
+  EXPECT_EQ(journal::Parse(bad.dump()).error().code, ErrorCode::kCorrupt);
+  bad = journal::ToJson(j);
+  bad["ops"][0]["staged"] = "../../x";
+  EXPECT_EQ(journal::Parse(bad.dump()).error().code, ErrorCode::kCorrupt);
+  EXPECT_EQ(journal::Parse("{").error().code, ErrorCode::kCorrupt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash safety: fail at every mutating step, recover with the real file system, and require the
+// trees to be exactly the rolled-back state or exactly the state before, never a mix.
+
+class RollbackCrashTest : public RollbackTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    if (GetParam()) {
+      if (shm_.path().empty() || SameDev(shm_.path(), dir_.path())) {
+        GTEST_SKIP() << "no second file system for the cross-device case";
+      }
+      Init(shm_.path() + "/ws");
+    } else {
+      Init(dir_.Sub("ws"));
+    }
+    id_ = Backup();
+    Update(id_);
+    WriteFile(ha_ + "/.storage/core.entity_registry", "edited by hand");
+    fs::remove_all(ha_ + "/blueprints/empty_dir");
+    original_ = Snap();
+    // The template every run starts from.
+    template_ = dir_.Sub("template");
+    fs::create_directories(template_);
+    Copy(ha_, template_ + "/ha");
+    Copy(ws_, template_ + "/ws");
+    Copy(backups_, template_ + "/backups");
+    // The reference run.
+    auto r = Run(id_, Policy::kMerge);
+    ASSERT_TRUE(r) << r.error().message;
+    target_ = Snap();
+    ASSERT_NE(target_, original_);
+  }
+
+  static void Copy(const std::string& from, const std::string& to) {
+    ASSERT_EQ(std::system(("rm -rf '" + to + "' && cp -a '" + from + "' '" + to + "'").c_str()),
+              0);
+  }
+
+  void Reset() {
+    Copy(template_ + "/ha", ha_);
+    Copy(template_ + "/ws", ws_);
+    Copy(template_ + "/backups", backups_);
+  }
+
+  // Runs a rollback that fails from the n-th operation on; returns whether it failed.
+  bool RunFaulty(std::uint64_t n, FaultKind kind, std::uint64_t* ops = nullptr) {
+    FaultInjectingFileSystem faulty(n, kind);
+    store::Store store(options_, faulty, clock_);
+    auto lock = store_->Lock(store::LockMode::kExclusive);
+    EXPECT_TRUE(lock);
+    auto r = Rollback(config_, store, faulty, clock_, pass_, id_, Policy::kMerge, false);
+    if (ops != nullptr) *ops = faulty.ops();
+    if (n == 0) {
+      EXPECT_TRUE(r) << r.error().message;
+    }
+    return !r;
+  }
+
+  // Recovers with the real file system and checks the outcome; returns true for "rolled back".
+  bool RecoverAndCheck(const std::string& what) {
+    auto lock = store_->Lock(store::LockMode::kExclusive);
+    EXPECT_TRUE(lock);
+    EXPECT_TRUE(store_->CleanLeftovers());
+    auto notes = Recover(config_, *store_, real_fs_, clock_);
+    EXPECT_TRUE(notes) << what << ": " << notes.error().message;
+    const TreeSnap now = Snap();
+    const bool is_target = now == target_;
+    const bool is_original = now == original_;
+    EXPECT_TRUE(is_target || is_original)
+        << what << ":\nvs target:\n" << Diff(target_, now) << "vs original:\n"
+        << Diff(original_, now);
+    if (is_target) CheckNothingLost(what);
+    // A second recovery has nothing left to do.
+    auto again = Recover(config_, *store_, real_fs_, clock_);
+    EXPECT_TRUE(again && again->empty()) << what;
+    return is_target;
+  }
+
+  // Rolled back: every original file is in the pre-rollback safety point (same path and hash)
+  // or in the record's moved/ directory.
+  void CheckNothingLost(const std::string& what) {
+    std::string record;
+    for (const auto& e : fs::directory_iterator(backups_ + "/.rollbacks")) record = e.path();
+    auto j = journal::Parse(ReadFile(record + "/journal.json").value_or(""));
+    ASSERT_TRUE(j) << what;
+    auto pre = store_->Show(j->pre_rollback_id);
+    ASSERT_TRUE(pre) << what;
+    std::map<std::string, std::string> hashes;
+    for (const auto& e : pre->entries) hashes[e.path] = e.sha256;
+    for (const auto& [key, value] : original_) {
+      if (value[0] != 'F') continue;
+      // "F <mode> <uid> <content>"
+      const std::string content =
+          value.substr(value.find(' ', value.find(' ', value.find(' ') + 1) + 1) + 1);
+      std::string archive = (key.starts_with("ha/") ? "ha_config/" : "workspace/") + key.substr(3);
+      auto it = hashes.find(archive);
+      if (it != hashes.end() && it->second == safepoint::testing::Sha256Hex(content)) continue;
+      if (ReadFile(record + "/moved/" + archive) == content) continue;
+      // Files outside the source selection are never touched.
+      auto t = target_.find(key);
+      if (t != target_.end() && t->second == value) continue;
+      ADD_FAILURE() << what << ": " << key << " is lost";
+    }
+  }
+
+  ShmDir shm_;
+  std::string id_;
+  std::string template_;
+  TreeSnap original_;
+  TreeSnap target_;
+};
+
+TEST_P(RollbackCrashTest, CrashAtEveryStepCompletesOrRevertsExactly) {
+  Reset();
+  std::uint64_t total = 0;
+  ASSERT_FALSE(RunFaulty(0, FaultKind::kCrash, &total));
+  ASSERT_EQ(Snap(), target_);
+  ASSERT_GT(total, 10u);
+  int completed = 0;
+  int reverted = 0;
+  for (std::uint64_t n = 1; n <= total; ++n) {
+    Reset();
+    ASSERT_TRUE(RunFaulty(n, FaultKind::kCrash)) << "crash at " << n << " did not fail";
+    (RecoverAndCheck("crash at op " + std::to_string(n)) ? completed : reverted)++;
+    if (HasFailure()) break;
+  }
+  std::printf("[ crash points ] rollback%s: %llu exercised (%d completed, %d reverted)\n",
+              GetParam() ? " (cross-device)" : "", static_cast<unsigned long long>(total),
+              completed, reverted);
+  EXPECT_GT(completed, 0);
+  EXPECT_GT(reverted, 0);
+}
+
+TEST_P(RollbackCrashTest, DiskFullAtEveryWriteCompletesOrRevertsWhenSpaceReturns) {
+  Reset();
+  std::uint64_t total = 0;
+  ASSERT_FALSE(RunFaulty(0, FaultKind::kNoSpace, &total));
+  int failed = 0;
+  for (std::uint64_t n = 1; n <= total; ++n) {
+    Reset();
+    if (RunFaulty(n, FaultKind::kNoSpace)) ++failed;
+    RecoverAndCheck("disk full at op " + std::to_string(n));
+    if (HasFailure()) break;
+  }
+  std::printf("[ crash points ] rollback disk full%s: %llu exercised (%d failed)\n",
+              GetParam() ? " (cross-device)" : "", static_cast<unsigned long long>(total),
+              failed);
+  EXPECT_GT(failed, 0);
+}
+
+TEST_P(RollbackCrashTest, LostStagingIsRevertedFromThePreRollbackSafetyPoint) {
+  Reset();
+  std::uint64_t total = 0;
+  ASSERT_FALSE(RunFaulty(0, FaultKind::kCrash, &total));
+  // Find the last crash point at which the journal says "applying" with files still staged.
+  bool found = false;
+  for (std::uint64_t n = total; n >= 1 && !found; --n) {
+    Reset();
+    ASSERT_TRUE(RunFaulty(n, FaultKind::kCrash));
+    for (const auto& e : fs::directory_iterator(backups_ + "/.rollbacks")) {
+      auto text = ReadFile(e.path().string() + "/journal.json");
+      if (!text) continue;
+      auto j = journal::Parse(*text);
+      const std::string staging = e.path().string() + "/staging";
+      if (j && j->phase == journal::Phase::kApplying && fs::exists(staging) &&
+          !fs::is_empty(staging) && Snap() != original_) {
+        fs::remove_all(staging);
+        found = true;
+      }
+    }
+  }
+  ASSERT_TRUE(found);
+  EXPECT_FALSE(RecoverAndCheck("staging removed"));
+  EXPECT_EQ(Snap(), original_);
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, RollbackCrashTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "CrossDevice" : "SameDevice";
+                         });
+
+}  // namespace
+}  // namespace safepoint::rollback

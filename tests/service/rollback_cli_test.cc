@@ -1,0 +1,364 @@
+// Runs the real `safepoint` binary: diff, fingerprint, rollback, recover; exit codes, --json,
+// confirmation rules, a held lock, and kill -9 in the middle of a rollback.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/testutil/testutil.h"
+
+namespace safepoint::service {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using safepoint::testing::ReadFile;
+using safepoint::testing::TempDir;
+using safepoint::testing::WriteFile;
+
+struct RunResult {
+  int exit_code = -1;
+  int signal = 0;
+  std::string out;
+  std::string err;
+};
+
+// Starts the binary with stdin from /dev/null (not a terminal), stdout/stderr to files.
+pid_t Start(const std::vector<std::string>& args, const std::string& out_path,
+            const std::string& err_path) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int in = ::open("/dev/null", O_RDONLY);
+    int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    std::vector<char*> argv;
+    std::string bin = SAFEPOINT_BINARY;
+    argv.push_back(bin.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+RunResult Finish(pid_t pid, const std::string& out_path, const std::string& err_path) {
+  RunResult r;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.out = ReadFile(out_path).value_or("");
+  r.err = ReadFile(err_path).value_or("");
+  return r;
+}
+
+using TreeSnap = std::map<std::string, std::string>;
+
+TreeSnap Snap(const std::string& root) {
+  TreeSnap s;
+  if (!fs::exists(root)) return s;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
+       ++it) {
+    struct stat st {};
+    ::lstat(it->path().c_str(), &st);
+    std::string key = it->path().lexically_relative(root).string();
+    if (S_ISLNK(st.st_mode)) {
+      s[key] = "L " + fs::read_symlink(it->path()).string();
+    } else if (S_ISDIR(st.st_mode)) {
+      s[key] = "D " + std::to_string(st.st_mode & 07777);
+    } else {
+      s[key] = "F " + std::to_string(st.st_mode & 07777) + " " +
+               safepoint::testing::Sha256Hex(ReadFile(it->path().string()).value_or("?"));
+    }
+  }
+  return s;
+}
+
+class RollbackCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ha_ = dir_.Sub("config");
+    ws_ = dir_.Sub("ws");
+    backups_ = dir_.Sub("backups");
+    config_ = dir_.Sub("safepoint.yaml");
+    WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \"cli test pass\"\n", 0600);
+    WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home\n");
+    WriteFile(ha_ + "/automations.yaml", "- id: a\n");
+    WriteFile(ws_ + "/agenda.md", "- a\n");
+    WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + ws_ +
+                           "\n  backup_dir: " + backups_ +
+                           "\nencryption:\n  scrypt_work_factor: 15\n  max_work_factor: 18\n"
+                           "sources:\n  logs: []\n  workspace: {include: [agenda.md]}\n");
+  }
+
+  RunResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--config", config_});
+    const std::string out = dir_.Sub("out.txt");
+    const std::string err = dir_.Sub("err.txt");
+    return Finish(Start(args, out, err), out, err);
+  }
+
+  std::string Backup() {
+    auto r = Cli({"--json", "backup", "--reason", "before update"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out)["data"]["id"].get<std::string>();
+  }
+
+  TempDir dir_;
+  std::string ha_, ws_, backups_, config_;
+};
+
+TEST_F(RollbackCliTest, DiffShowsThePlanAsJsonAndText) {
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "changed\n");
+  WriteFile(ha_ + "/new.yaml", "new\n");
+  fs::remove(ha_ + "/automations.yaml");
+  auto r = Cli({"--json", "diff", id});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = json::parse(r.out);
+  EXPECT_EQ(j["status"], "ok");
+  EXPECT_EQ(j["data"]["id"], id);
+  EXPECT_EQ(j["data"]["fingerprint"], false);
+  EXPECT_EQ(j["data"]["summary"]["conflict"], 1);
+  EXPECT_EQ(j["data"]["summary"]["missing"], 1);
+  EXPECT_EQ(j["data"]["summary"]["added"], 1);
+  EXPECT_EQ(j["data"]["conflicts"], json({"ha_config/configuration.yaml"}));
+  r = Cli({"diff", id});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("conflict: ha_config/configuration.yaml (stops the rollback)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("added: ha_config/new.yaml (move aside)"), std::string::npos);
+  EXPECT_NE(r.out.find("missing: ha_config/automations.yaml (restore)"), std::string::npos);
+}
+
+TEST_F(RollbackCliTest, ExitCodesForBadInput) {
+  const std::string id = Backup();
+  EXPECT_EQ(Cli({"diff", "2020-01-01_00-00-00"}).exit_code, 3);
+  EXPECT_EQ(Cli({"rollback", "2020-01-01_00-00-00", "--yes"}).exit_code, 3);
+  EXPECT_EQ(Cli({"diff", "../../etc"}).exit_code, 2);
+  EXPECT_EQ(Cli({"rollback", id, "--yes", "--on-conflict", "sideways"}).exit_code, 2);
+  auto j = Cli({"--json", "rollback", "../../etc", "--yes"});
+  EXPECT_EQ(j.exit_code, 2);
+  EXPECT_EQ(json::parse(j.out)["error"]["code"], "bad_input");
+  EXPECT_EQ(Cli({"fingerprint", "2020-01-01_00-00-00"}).exit_code, 3);
+}
+
+TEST_F(RollbackCliTest, RefusesWithoutYesWhenNotATerminal) {
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "changed\n");
+  const TreeSnap before = Snap(ha_);
+  auto r = Cli({"rollback", id});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("confirm with --yes"), std::string::npos) << r.err;
+  EXPECT_EQ(Snap(ha_), before);
+  // A dry run needs no confirmation; this one would stop on the conflict.
+  r = Cli({"--json", "rollback", id, "--dry-run"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  auto j = json::parse(r.out);
+  EXPECT_EQ(j["error"]["code"], "conflict");
+  EXPECT_EQ(j["data"]["dry_run"], true);
+  EXPECT_EQ(j["data"]["plan"]["conflicts"], json({"ha_config/configuration.yaml"}));
+  r = Cli({"--json", "rollback", id, "--dry-run", "--on-conflict", "overwrite"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Snap(ha_), before);
+}
+
+TEST_F(RollbackCliTest, ConflictExitsSixWithTheListAndFingerprintResolvesIt) {
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "changed by the update\n");
+  auto r = Cli({"--json", "rollback", id, "--yes"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  auto j = json::parse(r.out);
+  EXPECT_EQ(j["status"], "error");
+  EXPECT_EQ(j["error"]["code"], "conflict");
+  EXPECT_EQ(j["data"]["plan"]["conflicts"], json({"ha_config/configuration.yaml"}));
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "changed by the update\n");
+
+  // The service records the post-update state; then the same change is the update's.
+  r = Cli({"--json", "fingerprint", id});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // secrets.yaml, configuration.yaml, automations.yaml, agenda.md
+  EXPECT_EQ(json::parse(r.out)["data"]["paths"], 4);
+  r = Cli({"--json", "rollback", id, "--yes"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = json::parse(r.out);
+  EXPECT_EQ(j["data"]["restored"], 1);
+  EXPECT_EQ(j["data"]["plan"]["summary"]["changed_by_update"], 1);
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "homeassistant:\n  name: Home\n");
+  const std::string pre = j["data"]["pre_rollback_id"];
+  // And the pre-rollback safety point undoes it.
+  r = Cli({"rollback", pre, "--yes", "--on-conflict", "overwrite"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Rolled back to safety point " + pre), std::string::npos) << r.out;
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "changed by the update\n");
+}
+
+TEST_F(RollbackCliTest, MergeWritesBeside) {
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "local edit\n");
+  auto r = Cli({"rollback", id, "--yes", "--on-conflict", "merge"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "local edit\n");
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml.safepoint-" + id),
+            "homeassistant:\n  name: Home\n");
+}
+
+TEST_F(RollbackCliTest, WrongPassphraseAndCorruptPayloadChangeNothing) {
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "changed\n");
+  WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \"other\"\n", 0600);
+  const TreeSnap before = Snap(ha_);
+  auto r = Cli({"--json", "rollback", id, "--yes", "--on-conflict", "overwrite"});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_EQ(json::parse(r.out)["error"]["code"], "wrong_passphrase");
+  EXPECT_EQ(Snap(ha_), before);
+  EXPECT_EQ(r.err.find("cli test pass"), std::string::npos);
+  EXPECT_EQ(r.out.find("cli test pass"), std::string::npos);
+
+  WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \"cli test pass\"\n", 0600);
+  const TreeSnap before2 = Snap(ha_);
+  std::string payload;
+  for (const auto& e : fs::directory_iterator(backups_ + "/" + id)) {
+    if (e.path().extension() == ".enc") payload = e.path();
+  }
+  {
+    std::fstream f(payload, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-40, std::ios::end);
+    f.put('\x01');
+  }
+  r = Cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_EQ(Snap(ha_), before2);
+}
+
+TEST_F(RollbackCliTest, SecondRollbackWhileTheStoreIsLockedIsBusy) {
+  const std::string id = Backup();
+  int fd = ::open((backups_ + "/.lock").c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  auto r = Cli({"--json", "rollback", id, "--yes"});
+  EXPECT_EQ(r.exit_code, 7);
+  EXPECT_EQ(json::parse(r.out)["error"]["code"], "busy");
+  EXPECT_EQ(Cli({"diff", id}).exit_code, 7);
+  EXPECT_EQ(Cli({"fingerprint", id}).exit_code, 7);
+  ::close(fd);
+  EXPECT_EQ(Cli({"rollback", id, "--yes"}).exit_code, 0);
+}
+
+TEST_F(RollbackCliTest, MissingRootIsBadInput) {
+  const std::string id = Backup();
+  fs::rename(ha_, dir_.Sub("moved"));
+  fs::create_directory_symlink(dir_.Sub("moved"), ha_);
+  auto r = Cli({"rollback", id, "--yes"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("is a symlink"), std::string::npos) << r.err;
+}
+
+// kill -9 at a few moments of a real rollback of a larger tree, then `safepoint recover`:
+// the tree is exactly the safety point's or exactly the one before, never a mix.
+TEST_F(RollbackCliTest, KillNineDuringRollbackThenRecoverGivesOneOfTheTwoStates) {
+  for (int i = 0; i < 1500; ++i) {
+    std::string body(2048 + static_cast<std::size_t>(i % 7) * 1024, static_cast<char>('a' + i % 26));
+    WriteFile(ha_ + "/pkg" + std::to_string(i % 30) + "/file" + std::to_string(i) + ".yaml", body);
+  }
+  WriteFile(ha_ + "/www/big.bin", std::string(8u << 20, 'b'));
+  const TreeSnap original = Snap(ha_);
+  const std::string id = Backup();
+  // The update rewrites a third of the files, adds some and deletes some.
+  for (int i = 0; i < 1500; i += 3) {
+    WriteFile(ha_ + "/pkg" + std::to_string(i % 30) + "/file" + std::to_string(i) + ".yaml",
+              "updated " + std::to_string(i));
+  }
+  for (int i = 0; i < 50; ++i) WriteFile(ha_ + "/added/n" + std::to_string(i), "new");
+  fs::remove(ha_ + "/www/big.bin");
+  WriteFile(ha_ + "/www/big.bin", std::string(8u << 20, 'c'));
+  ASSERT_EQ(Cli({"fingerprint", id}).exit_code, 0);
+  const TreeSnap updated = Snap(ha_);
+  const std::string tmpl = dir_.Sub("template");
+  auto cp = [](const std::string& from, const std::string& to) {
+    ASSERT_EQ(std::system(("rm -rf '" + to + "' && cp -a '" + from + "' '" + to + "'").c_str()),
+              0);
+  };
+  fs::create_directories(tmpl);
+  cp(ha_, tmpl + "/ha");
+  cp(backups_, tmpl + "/backups");
+
+  // How long an uninterrupted rollback takes.
+  const auto start = std::chrono::steady_clock::now();
+  auto full = Cli({"rollback", id, "--yes"});
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(Snap(ha_), original);
+
+  const int kRuns = 8;
+  int killed = 0;
+  int rolled_back = 0;
+  for (int run = 0; run < kRuns; ++run) {
+    cp(tmpl + "/ha", ha_);
+    cp(tmpl + "/backups", backups_);
+    const std::string out = dir_.Sub("k.out");
+    const std::string err = dir_.Sub("k.err");
+    pid_t pid = Start({"--config", config_, "rollback", id, "--yes"}, out, err);
+    if (run < kRuns / 2) {
+      // Spread over the run (later runs are faster: the page cache is warm), with some jitter.
+      std::this_thread::sleep_for(took * (run + 0.5) / (kRuns / 2) * 3 / 4 +
+                                  std::chrono::milliseconds(std::rand() % 20));
+    } else {
+      // Inside the apply phase: once the journal exists, after 0, 2, 4... ms.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      bool journal = false;
+      while (!journal && std::chrono::steady_clock::now() < deadline) {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(backups_ + "/.rollbacks", ec)) {
+          if (fs::exists(e.path() / "journal.json")) journal = true;
+        }
+        if (!journal) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2 * (run - kRuns / 2)));
+    }
+    ::kill(pid, SIGKILL);
+    auto r = Finish(pid, out, err);
+    if (r.signal == SIGKILL) ++killed;
+    auto rec = Cli({"recover"});
+    ASSERT_EQ(rec.exit_code, 0) << rec.err;
+    const TreeSnap now = Snap(ha_);
+    const bool is_original = now == original;
+    const bool is_updated = now == updated;
+    EXPECT_TRUE(is_original || is_updated) << "run " << run << ": a mix of both states";
+    if (is_original) ++rolled_back;
+    // Nothing is pending after recovery.
+    auto again = Cli({"--json", "recover"});
+    EXPECT_EQ(json::parse(again.out)["data"]["recovered"], json::array()) << again.out;
+  }
+  const auto took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+  std::printf(
+      "[ crash points ] kill -9 during rollback: %d runs over %lld ms, %d killed, %d rolled "
+      "back\n",
+      kRuns, static_cast<long long>(took_ms), killed, rolled_back);
+  EXPECT_GE(killed, kRuns / 2);
+  EXPECT_GT(rolled_back, 0);  // some kills hit the apply phase, which recovery completes
+}
+
+}  // namespace
+}  // namespace safepoint::service
