@@ -729,15 +729,21 @@ TEST(MosquittoAcl, OnlyNamedClientsReachTheService) {
                 passwords["safepoint"] + "\"\n",
             0600);
   const std::string config = dir.Sub("safepoint.yaml");
-  WriteFile(config, "paths:\n  ha_config: " + ha + "\n  backup_dir: " + dir.Sub("backups") +
-                        "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n"
-                        "mqtt:\n  url: " +
-                        broker.url() +
+  const std::string common = "paths:\n  ha_config: " + ha +
+                             "\n  backup_dir: " + dir.Sub("backups") +
+                             "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n";
+  WriteFile(config, common + "mqtt:\n  url: " + broker.url() +
                         "\n  username: safepoint\n  password: !secret safepoint_mqtt_password\n"
-                        "  collect_wait: 0s\nservice:\n  schedule:\n    daily_at: \"off\"\n");
-  auto backup = RunSafepoint({"--json", "--config", config, "backup", "--reason", "acl test"});
+                        "service:\n  schedule:\n    daily_at: \"off\"\n");
+  // The safety point to roll back to, made by the CLI on the same store (without MQTT: this
+  // test is about the broker, not about collecting entity states).
+  WriteFile(dir.Sub("cli.yaml"), common);
+  auto backup =
+      RunSafepoint({"--json", "--config", dir.Sub("cli.yaml"), "backup", "--reason", "acl test"});
   ASSERT_EQ(backup.exit_code, 0) << backup.err;
-  const std::string id = json::parse(backup.out)["data"]["id"];
+  const json backup_json = json::parse(backup.out, nullptr, false);
+  ASSERT_TRUE(backup_json.is_object()) << backup.out;
+  const std::string id = backup_json["data"]["id"];
 
   auto watch = broker.Sub("safepoint/#");
   SpawnedProcess service({SAFEPOINT_BINARY, "--config", config, "serve"});
