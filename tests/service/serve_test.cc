@@ -1041,6 +1041,7 @@ TEST_F(ServeBadInput, LateAndDuplicateDecisions) {
   (void)RequestAndAwait("core-dup", &c);
   std::size_t p = obs_->Mark();
   EXPECT_EQ(PressContinue(&p)["decision"], "continue");
+  EXPECT_EQ(Response("continue", &p)["status"], "ok");  // the press's own answer comes first
   std::size_t after = obs_->Mark();
   EXPECT_EQ(Send("safepoint/cmd/continue", R"({"transaction": "dup-1"})", "continue"),
             (json{{"status", "error"},
