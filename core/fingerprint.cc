@@ -237,8 +237,8 @@ Result<Fingerprint> ParseFingerprint(std::string_view text) {
   }
 }
 
-Status RecordFingerprint(const config::Config& config, const store::Store& store,
-                         FileSystem& fs, const Clock& clock, const std::string& id) {
+Status RecordFingerprint(const config::Config& config, const store::Store& store, FileSystem& fs,
+                         const Clock& clock, const std::string& id) {
   auto m = store.Show(id);
   if (!m) return tl::unexpected(m.error());
   auto files = sources::CollectFiles(config);

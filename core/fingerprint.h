@@ -4,11 +4,10 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "core/clock.h"
 #include "core/config.h"
@@ -23,10 +22,10 @@ namespace safepoint::rollback {
 // What rollback compares about one path of the ha_config or workspace tree. No contents.
 struct PathState {
   manifest::EntryType type = manifest::EntryType::kFile;
-  std::uint64_t size = 0;     // files
-  std::string sha256;         // files: lowercase hex
-  std::uint32_t mode = 0;     // files and directories: permission bits (links: 0)
-  std::string link_target;    // symlinks
+  std::uint64_t size = 0;   // files
+  std::string sha256;       // files: lowercase hex
+  std::uint32_t mode = 0;   // files and directories: permission bits (links: 0)
+  std::string link_target;  // symlinks
 
   bool operator==(const PathState&) const = default;
 };
@@ -34,8 +33,8 @@ struct PathState {
 // The state of the restored trees right after an update: "<backup_dir>/<id>/fingerprint.json".
 // A file whose current state equals its fingerprint was changed by the update, not by a person.
 struct Fingerprint {
-  std::string id;           // the safety point it belongs to
-  std::string recorded_at;  // ISO-8601 UTC
+  std::string id;                          // the safety point it belongs to
+  std::string recorded_at;                 // ISO-8601 UTC
   std::map<std::string, PathState> paths;  // archive path -> state
 };
 

@@ -129,8 +129,8 @@ Result<Journal> Parse(std::string_view text) {
     if (!manifest::IsValidId(j.id) || !manifest::IsValidId(j.pre_rollback_id)) {
       return corrupt("bad safety point id");
     }
-    if (j.ha_config_root.empty() || j.ha_config_root.front() != '/' ||
-        j.workspace_root.empty() || j.workspace_root.front() != '/') {
+    if (j.ha_config_root.empty() || j.ha_config_root.front() != '/' || j.workspace_root.empty() ||
+        j.workspace_root.front() != '/') {
       return corrupt("roots must be absolute");
     }
     for (const auto& o : in.at("ops")) {

@@ -1,11 +1,10 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/result.h"
 
@@ -37,7 +36,7 @@ struct Op {
   std::uint32_t mode = 0;   // kPlaceFile, kMakeDir, kSetAttrs
   std::uint32_t uid = 0;    // kPlaceFile, kPlaceLink, kSetAttrs (applied when running as root)
   std::uint32_t gid = 0;
-  std::int64_t mtime = 0;   // kPlaceFile
+  std::int64_t mtime = 0;  // kPlaceFile
 
   bool operator==(const Op&) const = default;
 };
@@ -57,7 +56,7 @@ struct Journal {
   std::string pre_rollback_id;  // the safety point taken just before
   std::string policy;           // abort | overwrite | merge
   Phase phase = Phase::kApplying;
-  std::string created_at;       // ISO-8601 UTC
+  std::string created_at;  // ISO-8601 UTC
   // The roots as configured when the rollback ran (recovery uses these, not today's config).
   std::string ha_config_root;
   std::string workspace_root;
@@ -66,8 +65,8 @@ struct Journal {
   bool rename_workspace = true;
   std::vector<std::string> changed_roots;  // "ha_config" / "workspace"
   std::vector<Op> ops;
-  std::string error;          // why it was reverted (phase kReverting/kReverted)
-  int revert_attempts = 0;    // how many reverts were started
+  std::string error;        // why it was reverted (phase kReverting/kReverted)
+  int revert_attempts = 0;  // how many reverts were started
 
   bool operator==(const Journal&) const = default;
 };

@@ -60,9 +60,7 @@ class LineTail {
   bool cut_ = false;
 };
 
-std::string SecondsText(Ms d) {
-  return config::FormatDuration(d);
-}
+std::string SecondsText(Ms d) { return config::FormatDuration(d); }
 
 }  // namespace
 
@@ -106,9 +104,9 @@ Outcome Execute(const config::RestartConfig& restart, Ms kill_grace) {
   posix_spawnattr_setsigmask(&attr, &no_signals);
   posix_spawnattr_setsigdefault(&attr, &default_signals);
   posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, static_cast<short>(POSIX_SPAWN_SETPGROUP |
-                                                     POSIX_SPAWN_SETSIGMASK |
-                                                     POSIX_SPAWN_SETSIGDEF));
+  posix_spawnattr_setflags(
+      &attr,
+      static_cast<short>(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
   std::vector<char*> argv;
   argv.reserve(restart.command.size() + 1);
   for (const auto& a : restart.command) argv.push_back(const_cast<char*>(a.c_str()));
@@ -202,8 +200,7 @@ Outcome Execute(const config::RestartConfig& restart, Ms kill_grace) {
 }
 
 std::vector<Outcome> RunAffected(const std::vector<config::RestartConfig>& restarts,
-                                 const std::set<config::SourceRoot>& changed_roots,
-                                 Ms kill_grace) {
+                                 const std::set<config::SourceRoot>& changed_roots, Ms kill_grace) {
   std::vector<Outcome> out;
   for (const auto& r : restarts) {
     if (IsAffected(r, changed_roots)) out.push_back(Execute(r, kill_grace));

@@ -2,11 +2,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/config.h"
 
@@ -46,7 +45,7 @@ struct Outcome {
 // `kill_grace`. Never throws; failures are described in the Outcome.
 // Thread-safety: safe to call from several threads (no shared state).
 [[nodiscard]] Outcome Execute(const config::RestartConfig& restart,
-                          std::chrono::milliseconds kill_grace = kDefaultKillGrace);
+                              std::chrono::milliseconds kill_grace = kDefaultKillGrace);
 
 // True when `restart` must run after a restore that changed files under `changed_roots`.
 [[nodiscard]] bool IsAffected(const config::RestartConfig& restart,

@@ -20,12 +20,12 @@ namespace safepoint::rollback {
 
 namespace {
 
-using nlohmann::json;
-using manifest::EntryType;
 using journal::Journal;
 using journal::Op;
 using journal::OpKind;
 using journal::Phase;
+using manifest::EntryType;
+using nlohmann::json;
 
 constexpr std::string_view kRecordsDir = ".rollbacks";
 constexpr std::size_t kCopyBuffer = 256 * 1024;
@@ -64,14 +64,16 @@ std::string TopOf(std::string_view archive_path) {
 
 std::string RelOf(std::string_view archive_path) {
   auto slash = archive_path.find('/');
-  return slash == std::string_view::npos ? std::string() : std::string(archive_path.substr(slash + 1));
+  return slash == std::string_view::npos ? std::string()
+                                         : std::string(archive_path.substr(slash + 1));
 }
 
 bool IsTreeRoot(std::string_view top) { return top == "ha_config" || top == "workspace"; }
 
 // True when `path` equals `dir` or lies below it.
 bool IsWithin(const std::string& path, const std::string& dir) {
-  return path == dir || (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+  return path == dir ||
+         (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
 }
 
 std::string IsoUtc(std::chrono::system_clock::time_point t) {
@@ -181,7 +183,8 @@ Status CopyTree(FileSystem& fs, const std::string& from, const std::string& to) 
     SP_RETURN_IF_ERROR(fs.MakeDir(to, 0700));
     auto names = ListDir(from);
     if (!names) return tl::unexpected(names.error());
-    for (const auto& name : *names) SP_RETURN_IF_ERROR(CopyTree(fs, from + "/" + name, to + "/" + name));
+    for (const auto& name : *names)
+      SP_RETURN_IF_ERROR(CopyTree(fs, from + "/" + name, to + "/" + name));
     SP_RETURN_IF_ERROR(fs.SyncDir(to));
     return fs.Chmod(to, st.st_mode & 07777);
   }
@@ -209,8 +212,8 @@ struct Roots {
 Status CheckRoot(const std::string& what, const std::string& root) {
   struct stat st {};
   if (::lstat(root.c_str(), &st) != 0) {
-    return Fail(ErrorCode::kBadInput, "the " + what + " directory " + root +
-                                          " is missing; refusing to restore into it");
+    return Fail(ErrorCode::kBadInput,
+                "the " + what + " directory " + root + " is missing; refusing to restore into it");
   }
   if (S_ISLNK(st.st_mode)) {
     return Fail(ErrorCode::kBadInput, "the " + what + " directory " + root +
@@ -736,7 +739,8 @@ std::vector<std::string> Differences(const std::map<std::string, std::string>& c
           json a = then.value("variables", json::object()).value(name, json());
           json b = now.value("variables", json::object()).value(name, json());
           // Values are not shown: an allow-listed variable may still hold something private.
-          if (a != b) out.push_back("environment variable " + name + " differs from the safety point");
+          if (a != b)
+            out.push_back("environment variable " + name + " differs from the safety point");
         }
         auto packages = [](const json& j) {
           std::map<std::string, std::string> m;
@@ -809,7 +813,8 @@ Result<std::string> NewRollbackId(const store::Store& store, const Clock& clock)
 }
 
 bool SameDevice(const std::string& a, const std::string& b) {
-  struct stat sa {}, sb {};
+  struct stat sa {
+  }, sb{};
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev;
 }
 
@@ -924,7 +929,8 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
     if (j->phase == Phase::kDone || j->phase == Phase::kReverted) {
       SP_RETURN_IF_ERROR(RemoveIfPresent(fs, record + "/staging"));
       for (int n = 1; n <= j->revert_attempts; ++n) {
-        SP_RETURN_IF_ERROR(RemoveIfPresent(fs, record + "/revert-" + std::to_string(n) + "/staging"));
+        SP_RETURN_IF_ERROR(
+            RemoveIfPresent(fs, record + "/revert-" + std::to_string(n) + "/staging"));
       }
       continue;
     }
@@ -982,22 +988,32 @@ std::string ConflictMessage(const Plan& plan) {
 
 std::string_view ChangeName(Change change) {
   switch (change) {
-    case Change::kUnchanged: return "unchanged";
-    case Change::kChangedByUpdate: return "changed_by_update";
-    case Change::kConflict: return "conflict";
-    case Change::kMissing: return "missing";
-    case Change::kAdded: return "added";
+    case Change::kUnchanged:
+      return "unchanged";
+    case Change::kChangedByUpdate:
+      return "changed_by_update";
+    case Change::kConflict:
+      return "conflict";
+    case Change::kMissing:
+      return "missing";
+    case Change::kAdded:
+      return "added";
   }
   return "?";
 }
 
 std::string_view ActionName(Action action) {
   switch (action) {
-    case Action::kNone: return "none";
-    case Action::kRestore: return "restore";
-    case Action::kRestoreBeside: return "restore_beside";
-    case Action::kMoveAside: return "move_aside";
-    case Action::kStop: return "stop";
+    case Action::kNone:
+      return "none";
+    case Action::kRestore:
+      return "restore";
+    case Action::kRestoreBeside:
+      return "restore_beside";
+    case Action::kMoveAside:
+      return "move_aside";
+    case Action::kStop:
+      return "stop";
   }
   return "?";
 }
@@ -1241,11 +1257,20 @@ std::string Describe(const Plan& plan) {
     if (e.change == Change::kUnchanged || e.implicit_dir) continue;
     std::string line = "  " + std::string(ChangeName(e.change)) + ": " + e.path;
     switch (e.action) {
-      case Action::kRestore: line += " (restore)"; break;
-      case Action::kRestoreBeside: line += " (keep local, restore beside as " + e.beside + ")"; break;
-      case Action::kMoveAside: line += " (move aside)"; break;
-      case Action::kStop: line += " (stops the rollback)"; break;
-      case Action::kNone: break;
+      case Action::kRestore:
+        line += " (restore)";
+        break;
+      case Action::kRestoreBeside:
+        line += " (keep local, restore beside as " + e.beside + ")";
+        break;
+      case Action::kMoveAside:
+        line += " (move aside)";
+        break;
+      case Action::kStop:
+        line += " (stops the rollback)";
+        break;
+      case Action::kNone:
+        break;
     }
     out += line + "\n";
   }

@@ -1,11 +1,10 @@
 #pragma once
 
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/clock.h"
 #include "core/config.h"
@@ -98,17 +97,17 @@ struct Plan {
                                     const std::string& id, Policy policy);
 
 struct Report {
-  std::string rollback_id;       // "" for a dry run
-  std::string id;                // the safety point rolled back to
-  std::string pre_rollback_id;   // "" for a dry run; `rollback <this>` undoes the rollback
+  std::string rollback_id;      // "" for a dry run
+  std::string id;               // the safety point rolled back to
+  std::string pre_rollback_id;  // "" for a dry run; `rollback <this>` undoes the rollback
   Policy policy = Policy::kAbort;
   bool dry_run = false;
   Plan plan;
-  std::size_t restored = 0;      // paths written from the safety point
+  std::size_t restored = 0;  // paths written from the safety point
   std::size_t written_beside = 0;
   std::size_t moved_aside = 0;
-  std::string record_dir;        // <backup_dir>/.rollbacks/<rollback-id>
-  std::vector<std::string> changed_roots;   // "ha_config" / "workspace"
+  std::string record_dir;                  // <backup_dir>/.rollbacks/<rollback-id>
+  std::vector<std::string> changed_roots;  // "ha_config" / "workspace"
   // What the state/environment/log parts of the safety point say differs now (reported only).
   std::vector<std::string> differences;
   std::vector<restart::Outcome> restarts;
@@ -130,9 +129,8 @@ struct Report {
 // kAbort is reported in the plan, not as an error).
 // REQUIRES: the caller holds the exclusive store lock (Store::Lock).
 [[nodiscard]] Result<Report> Rollback(const config::Config& config, store::Store& store,
-                                      FileSystem& fs, const Clock& clock,
-                                      const Secret& passphrase, const std::string& id,
-                                      Policy policy, bool dry_run);
+                                      FileSystem& fs, const Clock& clock, const Secret& passphrase,
+                                      const std::string& id, Policy policy, bool dry_run);
 
 // Finishes every interrupted rollback found in <backup_dir>/.rollbacks: a journal in phase
 // "applying" is completed from its staging directory; when a staged file is gone or damaged,

@@ -1,11 +1,10 @@
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
-#include <string>
-
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "core/fingerprint.h"
 #include "core/rollback.h"
@@ -66,11 +65,11 @@ std::string DescribeReport(const rollback::Report& r) {
   } else if (r.rollback_id.empty() || r.record_dir.empty()) {
     out += "nothing to roll back: the files already match safety point " + r.id + "\n";
   } else {
-    out += "Rolled back to safety point " + r.id + "\n- restored: " + std::to_string(r.restored) +
-           "\n- kept local, safety-point version written beside: " +
-           std::to_string(r.written_beside) +
-           "\n- moved aside: " + std::to_string(r.moved_aside) + " (into " + r.record_dir +
-           "/moved)\n- undo with: safepoint rollback " + r.pre_rollback_id + "\n";
+    out +=
+        "Rolled back to safety point " + r.id + "\n- restored: " + std::to_string(r.restored) +
+        "\n- kept local, safety-point version written beside: " + std::to_string(r.written_beside) +
+        "\n- moved aside: " + std::to_string(r.moved_aside) + " (into " + r.record_dir +
+        "/moved)\n- undo with: safepoint rollback " + r.pre_rollback_id + "\n";
   }
   for (const auto& d : r.differences) out += "- not restored: " + d + "\n";
   for (const auto& o : r.restarts) {
@@ -119,8 +118,8 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
   fp->callback(cli.Run([&cli, args](Operations& ops) {
     auto lock = LockAndRecover(cli, ops);
     if (!lock) return cli.Failed(lock.error());
-    if (auto st = rollback::RecordFingerprint(ops.config(), ops.store(), cli.fs, cli.clock,
-                                              args->id);
+    if (auto st =
+            rollback::RecordFingerprint(ops.config(), ops.store(), cli.fs, cli.clock, args->id);
         !st) {
       return cli.Failed(st.error());
     }
@@ -173,10 +172,10 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
     if (report->dry_run && report->plan.WouldStop()) {
       if (!cli.json_output) std::cout << DescribeReport(*report);
       return FailedWith(cli,
-                        {ErrorCode::kConflict, "dry run: the rollback would stop on " +
-                                                   std::to_string(report->plan.Count(
-                                                       rollback::Change::kConflict)) +
-                                                   " conflicts; nothing was changed"},
+                        {ErrorCode::kConflict,
+                         "dry run: the rollback would stop on " +
+                             std::to_string(report->plan.Count(rollback::Change::kConflict)) +
+                             " conflicts; nothing was changed"},
                         rollback::ToJson(*report));
     }
     for (const auto& e : report->errors) std::cerr << "safepoint: warning: " << e << "\n";

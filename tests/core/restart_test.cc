@@ -12,9 +12,9 @@
 namespace safepoint::restart {
 namespace {
 
-using std::chrono::milliseconds;
 using safepoint::testing::ReadFile;
 using safepoint::testing::TempDir;
+using std::chrono::milliseconds;
 
 config::RestartConfig Shell(const std::string& name, const std::string& script,
                             milliseconds timeout = milliseconds(10000)) {
@@ -26,8 +26,9 @@ config::RestartConfig Shell(const std::string& name, const std::string& script,
 }
 
 TEST(Restart, ReportsExitCodeAndLastTwentyLinesOfCombinedOutput) {
-  auto out = Execute(Shell("ha", "i=1; while [ $i -le 30 ]; do echo line $i; i=$((i+1)); done; "
-                              "echo oops >&2; exit 3"));
+  auto out = Execute(Shell("ha",
+                           "i=1; while [ $i -le 30 ]; do echo line $i; i=$((i+1)); done; "
+                           "echo oops >&2; exit 3"));
   EXPECT_FALSE(out.ok);
   EXPECT_EQ(out.exit_code, 3);
   EXPECT_EQ(out.signal, 0);
@@ -56,8 +57,7 @@ TEST(Restart, SuccessKeepsAFinalLineWithoutNewline) {
 TEST(Restart, TimeoutSendsTermThenKillToTheWholeGroup) {
   TempDir dir;
   // The shell ignores SIGTERM; its child `sleep` is in the same process group.
-  auto r = Shell("stuck", "trap '' TERM; echo started; sleep 30; echo never",
-                 milliseconds(300));
+  auto r = Shell("stuck", "trap '' TERM; echo started; sleep 30; echo never", milliseconds(300));
   auto out = Execute(r, milliseconds(200));
   EXPECT_FALSE(out.ok);
   EXPECT_TRUE(out.timed_out);
@@ -83,7 +83,8 @@ TEST(Restart, MissingProgramIsReportedNotThrown) {
   r.command = {"/nonexistent/safepoint-test-binary", "x"};
   auto out = Execute(r);
   EXPECT_FALSE(out.ok);
-  EXPECT_EQ(out.error, "cannot start /nonexistent/safepoint-test-binary: No such file or directory");
+  EXPECT_EQ(out.error,
+            "cannot start /nonexistent/safepoint-test-binary: No such file or directory");
 }
 
 TEST(Restart, ArgumentsAreNotInterpretedByAShell) {

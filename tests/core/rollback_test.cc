@@ -21,13 +21,13 @@ namespace safepoint::rollback {
 namespace {
 
 namespace fs = std::filesystem;
+using nlohmann::json;
 using safepoint::testing::FakeClock;
 using safepoint::testing::FaultInjectingFileSystem;
 using safepoint::testing::FaultKind;
 using safepoint::testing::ReadFile;
 using safepoint::testing::TempDir;
 using safepoint::testing::WriteFile;
-using nlohmann::json;
 
 constexpr char kPassphrase[] = "correct horse battery staple";
 
@@ -51,7 +51,8 @@ class ShmDir {
 };
 
 bool SameDev(const std::string& a, const std::string& b) {
-  struct stat sa {}, sb {};
+  struct stat sa {
+  }, sb{};
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev;
 }
 
@@ -111,8 +112,8 @@ class RollbackTest : public ::testing::Test {
     ha_ = dir_.Sub("config");
     ws_ = ws;
     backups_ = dir_.Sub("backups");
-    WriteFile(ha_ + "/secrets.yaml", std::string("backup_encryption_passphrase: \"") +
-                                         kPassphrase + "\"\n", 0600);
+    WriteFile(ha_ + "/secrets.yaml",
+              std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n", 0600);
     WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home\n");
     WriteFile(ha_ + "/automations.yaml", "- id: lights\n");
     WriteFile(ha_ + "/.storage/core.entity_registry", "{\"data\": {\"entities\": []}}");
@@ -349,9 +350,9 @@ TEST_F(RollbackTest, PreRollbackSafetyPointUndoesTheRollbackByteForByte) {
   ASSERT_TRUE(undo) << undo.error().message;
   EXPECT_EQ(Diff(changed, Snap()), "");
   // The merge copy the first rollback wrote is moved aside by the undo, not deleted.
-  EXPECT_EQ(ReadFile(undo->record_dir + "/moved/ha_config/.storage/core.entity_registry.safepoint-" +
-                     id),
-            "{\"data\": {\"entities\": []}}");
+  EXPECT_EQ(
+      ReadFile(undo->record_dir + "/moved/ha_config/.storage/core.entity_registry.safepoint-" + id),
+      "{\"data\": {\"entities\": []}}");
 }
 
 TEST_F(RollbackTest, MergeKeepsTheLocalFileAndWritesTheSafetyPointVersionBeside) {
@@ -534,8 +535,8 @@ TEST_F(RollbackTest, UnsafeEntriesAreRefusedByThePlan) {
   e.type = manifest::EntryType::kFile;
   e.mode = 0644;
   e.sha256 = std::string(64, '0');
-  for (const char* bad : {"ha_config/../x", "/etc/passwd", "ha_config/a/../../x",
-                          "workspace/./x", "other/x", "ha_config//x"}) {
+  for (const char* bad : {"ha_config/../x", "/etc/passwd", "ha_config/a/../../x", "workspace/./x",
+                          "other/x", "ha_config//x"}) {
     e.path = bad;
     auto p = with(e);
     ASSERT_FALSE(p) << bad;
@@ -725,8 +726,7 @@ class RollbackCrashTest : public RollbackTest, public ::testing::WithParamInterf
   }
 
   static void Copy(const std::string& from, const std::string& to) {
-    ASSERT_EQ(std::system(("rm -rf '" + to + "' && cp -a '" + from + "' '" + to + "'").c_str()),
-              0);
+    ASSERT_EQ(std::system(("rm -rf '" + to + "' && cp -a '" + from + "' '" + to + "'").c_str()), 0);
   }
 
   void Reset() {
@@ -759,9 +759,9 @@ class RollbackCrashTest : public RollbackTest, public ::testing::WithParamInterf
     const TreeSnap now = Snap();
     const bool is_target = now == target_;
     const bool is_original = now == original_;
-    EXPECT_TRUE(is_target || is_original)
-        << what << ":\nvs target:\n" << Diff(target_, now) << "vs original:\n"
-        << Diff(original_, now);
+    EXPECT_TRUE(is_target || is_original) << what << ":\nvs target:\n"
+                                          << Diff(target_, now) << "vs original:\n"
+                                          << Diff(original_, now);
     if (is_target) CheckNothingLost(what);
     // A second recovery has nothing left to do.
     auto again = Recover(config_, *store_, real_fs_, clock_);
@@ -836,8 +836,7 @@ TEST_P(RollbackCrashTest, DiskFullAtEveryWriteCompletesOrRevertsWhenSpaceReturns
     if (HasFailure()) break;
   }
   std::printf("[ crash points ] rollback disk full%s: %llu exercised (%d failed)\n",
-              GetParam() ? " (cross-device)" : "", static_cast<unsigned long long>(total),
-              failed);
+              GetParam() ? " (cross-device)" : "", static_cast<unsigned long long>(total), failed);
   EXPECT_GT(failed, 0);
 }
 

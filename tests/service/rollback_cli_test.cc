@@ -13,11 +13,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/testutil/testutil.h"
 
@@ -279,7 +278,8 @@ TEST_F(RollbackCliTest, MissingRootIsBadInput) {
 // the tree is exactly the safety point's or exactly the one before, never a mix.
 TEST_F(RollbackCliTest, KillNineDuringRollbackThenRecoverGivesOneOfTheTwoStates) {
   for (int i = 0; i < 1500; ++i) {
-    std::string body(2048 + static_cast<std::size_t>(i % 7) * 1024, static_cast<char>('a' + i % 26));
+    std::string body(2048 + static_cast<std::size_t>(i % 7) * 1024,
+                     static_cast<char>('a' + i % 26));
     WriteFile(ha_ + "/pkg" + std::to_string(i % 30) + "/file" + std::to_string(i) + ".yaml", body);
   }
   WriteFile(ha_ + "/www/big.bin", std::string(8u << 20, 'b'));
@@ -297,8 +297,7 @@ TEST_F(RollbackCliTest, KillNineDuringRollbackThenRecoverGivesOneOfTheTwoStates)
   const TreeSnap updated = Snap(ha_);
   const std::string tmpl = dir_.Sub("template");
   auto cp = [](const std::string& from, const std::string& to) {
-    ASSERT_EQ(std::system(("rm -rf '" + to + "' && cp -a '" + from + "' '" + to + "'").c_str()),
-              0);
+    ASSERT_EQ(std::system(("rm -rf '" + to + "' && cp -a '" + from + "' '" + to + "'").c_str()), 0);
   };
   fs::create_directories(tmpl);
   cp(ha_, tmpl + "/ha");
