@@ -18,7 +18,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::size_t kHashBuffer = 256 * 1024;
+constexpr std::size_t kHashBuffer = std::size_t{256} * 1024;
 constexpr std::size_t kMaxFingerprintBytes = 256u << 20;
 
 std::string IsoUtc(std::chrono::system_clock::time_point t) {

@@ -28,7 +28,7 @@ using manifest::EntryType;
 using nlohmann::json;
 
 constexpr std::string_view kRecordsDir = ".rollbacks";
-constexpr std::size_t kCopyBuffer = 256 * 1024;
+constexpr std::size_t kCopyBuffer = std::size_t{256} * 1024;
 constexpr std::size_t kMaxCapturedBytes = 4u << 20;
 constexpr std::size_t kConflictsInMessage = 20;
 
@@ -768,7 +768,7 @@ std::vector<std::string> Differences(const std::map<std::string, std::string>& c
           }
         }
       } catch (const json::exception&) {
-        out.push_back("environment/environment.json could not be compared");
+        out.emplace_back("environment/environment.json could not be compared");
       }
     } else if (path.starts_with("logs/")) {
       auto lines = std::count(content.begin(), content.end(), '\n');
