@@ -14,6 +14,10 @@ jobs=${JOBS:-$(nproc)}
 vectors="$root/build/age-vectors"
 [[ -d "$vectors" ]] || "$root/scripts/fetch-age-vectors.sh" "$vectors"
 export SAFEPOINT_AGE_VECTORS="$vectors"
+# Node-RED (pinned in tests/deploy) runs the example flow against the service.
+nodered="$root/build/node-red"
+[[ -f "$nodered/node_modules/node-red/red.js" ]] || "$root/tests/deploy/install-node-red.sh" "$nodered"
+export SAFEPOINT_NODE_RED="$nodered"
 
 run_suite() {  # <build dir> [cmake args...]
   local dir=$1

@@ -92,6 +92,8 @@ int RunCli(int argc, char** argv) {
   CLI::App app{"safepoint: encrypted, verified safety points for Home Assistant updates"};
   app.set_version_flag("--version", std::string(kVersion));
   app.require_subcommand(1);
+  // `safepoint <command> --config FILE --json` and `safepoint --config FILE <command>` both work.
+  app.fallthrough(true);
   app.add_option("-c,--config", cli.config_path,
                  "configuration file (default $SAFEPOINT_CONFIG or /etc/safepoint/safepoint.yaml)");
   app.add_flag("--json", cli.json_output, "machine-readable output on stdout");

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -297,6 +298,14 @@ std::optional<BackupSummary> Daemon::Newest() {
 
 void Daemon::Persist() {
   const std::string& path = config_.service.state_file;
+  {
+    std::error_code ec;
+    auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty() && !std::filesystem::exists(parent, ec)) {
+      std::filesystem::create_directories(parent, ec);
+      std::filesystem::permissions(parent, std::filesystem::perms::owner_all, ec);
+    }
+  }
   const std::string tmp = path + ".tmp";
   std::string text = PersistedStateToJson(lifecycle_.Snapshot()).dump(1) + "\n";
   auto write = [&]() -> Status {
@@ -550,7 +559,10 @@ void Daemon::HandleMessage(const mqtt::Message& m) {
         auto req = ParseUpdateRequest(m.payload, parse_options_);
         if (!req) {
           ++stats_.invalid_messages;
-          if (RateLimitError()) spdlog::warn("invalid update request: {}", req.error().message);
+          if (RateLimitError()) {
+            spdlog::warn("invalid update request ({} bytes): {}", m.payload.size(),
+                         ErrorCodeName(req.error().code));
+          }
           Respond("update", req.error(), json::object(), transaction_);
           return;
         }
@@ -559,7 +571,10 @@ void Daemon::HandleMessage(const mqtt::Message& m) {
         auto res = ParseUpdateResult(m.payload, parse_options_);
         if (!res) {
           ++stats_.invalid_messages;
-          if (RateLimitError()) spdlog::warn("invalid update result: {}", res.error().message);
+          if (RateLimitError()) {
+            spdlog::warn("invalid update result ({} bytes): {}", m.payload.size(),
+                         ErrorCodeName(res.error().code));
+          }
           Respond("update", res.error(), json::object(), transaction_);
           return;
         }
@@ -591,7 +606,9 @@ void Daemon::HandleCommand(const std::string& name, const mqtt::Message& m) {
   if (!cmd) {
     ++stats_.invalid_messages;
     if (RateLimitError()) {
-      spdlog::warn("invalid command on {}: {}", Printable(m.topic), cmd.error().message);
+      // The payload is not quoted: it is the sender's, and may be large or hostile.
+      spdlog::warn("invalid command on {} ({} bytes): {}", Printable(m.topic), m.payload.size(),
+                   ErrorCodeName(cmd.error().code));
     }
     Respond(command_name_, cmd.error(), json::object(), transaction_);
     return;
