@@ -53,10 +53,6 @@ long EnvOr(const char* name, long fallback) {
   return v != nullptr && *v != '\0' ? std::strtol(v, nullptr, 10) : fallback;
 }
 
-auto StateIs(const std::string& state) {
-  return [state](const json& j) { return j.value("state", "") == state; };
-}
-
 // The tree as a short description for failure messages (paths and sizes only).
 std::string Describe(const Tree& t) {
   std::string out;
