@@ -204,11 +204,13 @@ bool Daemon::RateLimitError() {
 void Daemon::Respond(const std::string& command, const std::optional<Error>& error,
                      const json& data, const std::optional<json>& transaction) {
   if (error && !RateLimitError()) return;
-  json payload =
-      error ? service::Response(ResponseStatus::kError, data,
-                                std::string(ErrorCodeName(error->code)) + ": " + error->message,
-                                transaction)
-            : service::Response(ResponseStatus::kOk, data, std::nullopt, transaction);
+  std::string text;
+  if (error) {
+    const std::string prefix = std::string(ErrorCodeName(error->code)) + ": ";
+    text = error->message.starts_with(prefix) ? error->message : prefix + error->message;
+  }
+  json payload = error ? service::Response(ResponseStatus::kError, data, text, transaction)
+                       : service::Response(ResponseStatus::kOk, data, std::nullopt, transaction);
   Publish(Topic("response/" + command), payload.dump(), false);
 }
 
@@ -383,8 +385,10 @@ void Daemon::Execute(const Action& action) {
                  [&](const service::StartRollback& a) { StartRollback(a); },
                  [&](const service::RunHealthCheck& a) { RunHealthCheck(a.backup_id); },
                  [&](const PublishEvent& a) { Publish(Topic("event"), a.Payload().dump(), false); },
-                 [&](const PublishStatus& a) {
-                   Publish(Topic("status"), a.status.dump(), true);
+                 [&](const PublishStatus&) {
+                   // Always the state as it is now: the list may have moved on since the
+                   // action was made (e.g. a health report handled while running it).
+                   Publish(Topic("status"), lifecycle_.StatusJson().dump(), true);
                    PublishStateTopics();
                  },
                  [&](const service::Persist&) { Persist(); },
