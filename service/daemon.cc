@@ -493,8 +493,13 @@ void Daemon::RunHealthCheck(const std::string& backup_id) {
   auto now_snapshot = mirror_.Snapshot(clock_.Now());
   auto it = entity_snapshots_.find(backup_id);
   if (it != entity_snapshots_.end()) {
-    Execute(lifecycle_.OnHealthReport(entities::UnavailableNow(it->second, now_snapshot),
-                                      clock_.Now()));
+    // Reported through the queue: the actions that asked for the check finish first.
+    auto unavailable = entities::UnavailableNow(it->second, now_snapshot);
+    Post([this, unavailable] {
+      command_name_.clear();
+      transaction_.reset();
+      Execute(lifecycle_.OnHealthReport(unavailable, clock_.Now()));
+    });
     return;
   }
   // After a restart the states at backup time come from the safety point itself.
@@ -511,7 +516,9 @@ void Daemon::RunHealthCheck(const std::string& backup_id) {
       Execute(lifecycle_.OnHealthReport(unavailable, clock_.Now()));
     });
   };
-  if (!Submit(job)) Execute(lifecycle_.OnHealthReport({}, clock_.Now()));
+  if (!Submit(job)) {
+    Post([this] { Execute(lifecycle_.OnHealthReport({}, clock_.Now())); });
+  }
 }
 
 void Daemon::HandleEvent(const mqtt::Event& event) {
