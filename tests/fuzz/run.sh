@@ -122,8 +122,8 @@ for name in $fuzzers; do
     -artifact_prefix="$run/artifacts/$name-" > "$log" 2>&1
   rc=$?
   set -e
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1 || true)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)
   echo "   exit $rc, ${execs:-?} execs, ${cov:-cov: ?}, corpus $(ls "$run/corpus/$name" | wc -l)"
   if [[ $rc -ne 0 ]] || ls "$run/artifacts/$name-"* >/dev/null 2>&1; then
     failed+=("$name")

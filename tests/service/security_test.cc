@@ -22,9 +22,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/config.h"
+#include "core/manifest.h"
 #include "core/secret.h"
 #include "core/store.h"
 #include "mqtt/client.h"
+#include "service/commands.h"
 #include "tests/testutil/mosquitto.h"
 #include "tests/testutil/serve_fixture.h"
 #include "tests/testutil/testutil.h"
@@ -519,6 +522,74 @@ TEST(ForeignPassphrase, EveryReaderReportsWrongPassphraseNotACrash) {
   EXPECT_FALSE(fs::exists(out_dir) && !IsEmptyDir(out_dir)) << "extract wrote files";
   EXPECT_EQ(svc.Tree(), tree) << "a rollback with the wrong passphrase changed files";
   EXPECT_EQ(SafetyPointDirs(svc.backups()).size(), 1u) << "a pre-rollback safety point was made";
+}
+
+// ---- Regressions found by fuzzing -----------------------------------------------------------
+
+// commands_fuzzer: the store (manifest::IsValidId) accepted impossible dates that the MQTT layer
+// (service::IsValidBackupId) refuses, so a safety point with such a name was listed (and offered
+// in Home Assistant's select) but could not be verified, deleted or rolled back to over MQTT.
+// Reproducer bytes: "\x0f" "2026-02-29_23-59-60-999".
+TEST(Regression, BackupIdValidatorsAgreeOnImpossibleDates) {
+  for (const char* id : {"2026-02-29_23-59-60-999", "2026-02-29_00-00-00", "2026-04-31_00-00-00",
+                         "2026-02-28_23-59-60", "2024-02-29_00-00-00", "2026-02-28_23-59-59",
+                         "2026-12-31_23-59-59-2"}) {
+    EXPECT_EQ(manifest::IsValidId(id), service::IsValidBackupId(id)) << id;
+  }
+}
+
+// config_fuzzer: a configuration whose paths are not UTF-8 (Linux allows any byte but '/' and
+// NUL in a name) loaded fine, and its JSON form (`safepoint config check`) threw
+// nlohmann::json type_error 316, which aborted the process. Reproducer: the bytes below.
+TEST(Regression, ConfigWithANonUtf8PathDoesNotThrowInConfigCheck) {
+  const std::string text =
+      "paths:\n  ha_config: /tmp\n  backup_dir: /work\xe4/backups\nsources:\n  logs: []\n";
+  auto config = config::ParseConfig(text, "/nonexistent-safepoint-test/safepoint.yaml");
+  if (config) {
+    EXPECT_NO_THROW((void)config::ToJson(*config).dump());
+  } else {
+    EXPECT_EQ(config.error().code, ErrorCode::kBadInput);
+  }
+}
+
+// Found while following up the config_fuzzer finding: one file whose name is not UTF-8 in the
+// Home Assistant tree aborted every backup (the manifest's JSON serialization threw), so no
+// update could get a safety point.
+TEST(Regression, NonUtf8FileNameInTheConfigTreeDoesNotAbortABackup) {
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = "mqtt://127.0.0.1:1";
+  svc.WriteConfig(config);
+  WriteFile(svc.ha() + "/caf\xe9.yaml", "latin-1 name\n");
+  const auto r = svc.Cli({"backup"});
+  EXPECT_EQ(r.signal, 0) << "backup died by a signal";
+  EXPECT_EQ(r.exit_code, 0);
+  const auto v = svc.Cli({"verify", "--all"});
+  EXPECT_EQ(v.exit_code, 0);
+}
+
+// Found the same way: one MQTT message with a bare text command holding a byte sequence that is
+// not UTF-8 (`/backup caf\xe9` on safepoint/cmd/text) killed the service: the reason went into
+// JSON payloads whose serialization threw on the state thread. Anyone allowed to publish
+// commands could stop the service with it.
+TEST(Regression, NonUtf8TextCommandDoesNotKillTheService) {
+  Mosquitto broker;
+  ASSERT_TRUE(broker.Start());
+  Observer obs(broker.url(), {"safepoint/#"});
+  ASSERT_TRUE(obs.ok());
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = broker.url();
+  svc.WriteConfig(config);
+  std::size_t c = obs.Mark();
+  svc.Start();
+  ASSERT_TRUE(obs.Next("safepoint/status", &c, kWait, StateIs("idle")));
+  ASSERT_TRUE(obs.Publish("safepoint/cmd/text", "/backup caf\xe9"));
+  ASSERT_TRUE(obs.Next("safepoint/response/text", &c, kWait));
+  ASSERT_TRUE(obs.Publish("safepoint/cmd/list", R"({"transaction":"alive"})"));
+  auto r = obs.Next("safepoint/response/list", &c, kWait);
+  ASSERT_TRUE(r) << "the service stopped answering";
+  EXPECT_TRUE(svc.Alive());
 }
 
 }  // namespace
