@@ -1,4 +1,5 @@
 #include "core/config.h"
+#include "core/utf8.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -431,6 +432,7 @@ Result<Str> GetStr(const Ctx& c, const Item& item, bool allow_secret = true) {
       tag != "tag:yaml.org,2002:int" && tag != "tag:yaml.org,2002:bool") {
     return Bad(c, item.mark, item.key, "unsupported tag '" + tag + "'");
   }
+  if (!IsValidUtf8(n.Scalar())) return Bad(c, item.mark, item.key, "not valid UTF-8");
   return Str{n.Scalar(), false};
 }
 

@@ -74,8 +74,9 @@ class Reader {
 };
 
 json EntryToJson(const Entry& e) {
-  json j = {{"path", e.path}, {"type", EntryTypeName(e.type)}, {"mode", e.mode},
-            {"mtime", e.mtime}, {"uid", e.uid},   {"gid", e.gid}};
+  json j = {{"path", e.path}, {"type", EntryTypeName(e.type)},
+            {"mode", e.mode}, {"mtime", e.mtime},
+            {"uid", e.uid},   {"gid", e.gid}};
   if (e.type == EntryType::kFile) {
     j["size"] = e.size;
     j["sha256"] = e.sha256;
@@ -88,9 +89,12 @@ json EntryToJson(const Entry& e) {
 
 std::string_view EntryTypeName(EntryType type) {
   switch (type) {
-    case EntryType::kFile: return "file";
-    case EntryType::kSymlink: return "symlink";
-    case EntryType::kDirectory: return "dir";
+    case EntryType::kFile:
+      return "file";
+    case EntryType::kSymlink:
+      return "symlink";
+    case EntryType::kDirectory:
+      return "dir";
   }
   return "file";
 }
@@ -123,18 +127,15 @@ json ToJson(const Manifest& m, bool inner) {
     j["update"] = nullptr;
   }
   j["producer"] = m.producer;
-  j["encryption"] = {{"scheme", m.encryption},
-                     {"kdf",
-                      {{"name", m.kdf.name},
-                       {"work_factor", m.kdf.work_factor},
-                       {"r", m.kdf.r},
-                       {"p", m.kdf.p}}}};
+  j["encryption"] = {
+      {"scheme", m.encryption},
+      {"kdf",
+       {{"name", m.kdf.name}, {"work_factor", m.kdf.work_factor}, {"r", m.kdf.r}, {"p", m.kdf.p}}}};
   if (!inner) {
     j["encryption"]["key_id"] = m.key_id;
     if (m.payload) {
-      j["payload"] = {{"name", m.payload->name},
-                      {"size", m.payload->size},
-                      {"sha256", m.payload->sha256}};
+      j["payload"] = {
+          {"name", m.payload->name}, {"size", m.payload->size}, {"sha256", m.payload->sha256}};
     }
   }
   j["summary"] = {{"files", m.FileCount()}, {"bytes", m.TotalBytes()}};
@@ -145,7 +146,10 @@ json ToJson(const Manifest& m, bool inner) {
   return j;
 }
 
-std::string Serialize(const Manifest& m, bool inner) { return ToJson(m, inner).dump(1, ' ') + "\n"; }
+std::string Serialize(const Manifest& m, bool inner) {
+  // Paths are UTF-8 (collection skips other names); free text such as the reason may not be.
+  return ToJson(m, inner).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
 
 Result<Manifest> Parse(std::string_view text) {
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
@@ -301,9 +305,12 @@ bool IsValidId(std::string_view id) {
   };
   int month = num(5, 2), day = num(8, 2), hour = num(11, 2), minute = num(14, 2),
       second = num(17, 2);
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
-    return false;
-  }
+  const int year = num(0, 4);
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12) return false;
+  const int days = kDays[month - 1] + (month == 2 && leap ? 1 : 0);
+  if (day < 1 || day > days || hour > 23 || minute > 59 || second > 59) return false;
   std::string_view rest = id.substr(kShape.size());
   if (rest.empty()) return true;
   if (rest[0] != '-' || rest.size() < 2 || rest.size() > 4 || rest[1] == '0') return false;

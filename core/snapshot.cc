@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "core/sources.h"
+#include "core/utf8.h"
 
 namespace safepoint::snapshot {
 
@@ -30,8 +31,14 @@ Result<store::BackupRequest> Collect(const config::Config& config,
   store::BackupRequest request;
   auto files = sources::CollectFiles(config);
   if (!files) return tl::unexpected(files.error());
-  request.warnings = files->warnings;
+  for (const auto& w : files->warnings) request.warnings.push_back(SanitizeUtf8(w));
   for (const auto& s : files->entries) {
+    // Manifests are JSON, which carries UTF-8 only; Home Assistant itself needs UTF-8 names.
+    if (!IsValidUtf8(s.archive_path) || !IsValidUtf8(s.link_target)) {
+      request.warnings.push_back("skipped " + SanitizeUtf8(s.abs_path) +
+                                 ": the name is not valid UTF-8");
+      continue;
+    }
     store::InputEntry e;
     e.header.path = s.archive_path;
     switch (s.kind) {
@@ -67,18 +74,23 @@ Result<store::BackupRequest> Collect(const config::Config& config,
                        .count();
   auto env = sources::CaptureEnvironment(config);
   if (!env) return tl::unexpected(env.error());
-  request.entries.push_back(Generated("environment/environment.json", env->dump(1) + "\n", now));
+  request.entries.push_back(
+      Generated("environment/environment.json",
+                env->dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", now));
 
   auto logs = sources::CaptureLogs(config);
   if (!logs) return tl::unexpected(logs.error());
-  for (auto& w : logs->warnings) request.warnings.push_back(std::move(w));
+  for (auto& w : logs->warnings) request.warnings.push_back(SanitizeUtf8(w));
   for (auto& log : logs->logs) {
     request.entries.push_back(Generated(log.archive_path, std::move(log.text), now));
   }
 
   if (entities) {
-    request.entries.push_back(
-        Generated("state/entities.json", entities::ToJson(*entities).dump(1) + "\n", now));
+    request.entries.push_back(Generated(
+        "state/entities.json",
+        entities::ToJson(*entities).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) +
+            "\n",
+        now));
   }
   return request;
 }

@@ -1,17 +1,16 @@
 #include "service/cli.h"
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-#include <nlohmann/json.hpp>
 
 #include "core/config.h"
 #include "core/fs.h"
@@ -118,13 +117,12 @@ int RunCli(int argc, char** argv) {
     }
     auto m = ops.Backup(reason, std::nullopt, TerminalProgress("backing up"), entities);
     if (!m) return cli.Failed(m.error());
-    std::string human = "Safety point " + m->id + " created\n" +
-                        "- Files backed up: " + std::to_string(m->FileCount()) + " (total ~" +
-                        HumanBytes(m->TotalBytes()) + ")\n" + "- Stored at: " +
-                        ops.store().DirOf(m->id) + "/" + m->payload->name + " (" +
-                        HumanBytes(m->payload->size) + ")\n" +
-                        "- Encryption: age v1, scrypt work factor " +
-                        std::to_string(m->kdf.work_factor) + "\n";
+    std::string human =
+        "Safety point " + m->id + " created\n" +
+        "- Files backed up: " + std::to_string(m->FileCount()) + " (total ~" +
+        HumanBytes(m->TotalBytes()) + ")\n" + "- Stored at: " + ops.store().DirOf(m->id) + "/" +
+        m->payload->name + " (" + HumanBytes(m->payload->size) + ")\n" +
+        "- Encryption: age v1, scrypt work factor " + std::to_string(m->kdf.work_factor) + "\n";
     for (const auto& w : m->warnings) human += "- warning: " + w + "\n";
     return cli.Ok(SummaryJson(*m, ops.store()), human);
   }));
@@ -166,11 +164,10 @@ int RunCli(int argc, char** argv) {
       human += "update:     " + m->update->update_id + " (" + m->update->target + " " +
                m->update->from_version + " -> " + m->update->to_version + ")\n";
     }
-    human += "files:      " + std::to_string(m->FileCount()) + " (" +
-             HumanBytes(m->TotalBytes()) + ")\npayload:    " + m->payload->name + " (" +
-             HumanBytes(m->payload->size) + ")\nsha256:     " + m->payload->sha256 +
-             "\nencryption: " + m->encryption + ", work factor " +
-             std::to_string(m->kdf.work_factor) + ", key id " + m->key_id + "\n";
+    human += "files:      " + std::to_string(m->FileCount()) + " (" + HumanBytes(m->TotalBytes()) +
+             ")\npayload:    " + m->payload->name + " (" + HumanBytes(m->payload->size) +
+             ")\nsha256:     " + m->payload->sha256 + "\nencryption: " + m->encryption +
+             ", work factor " + std::to_string(m->kdf.work_factor) + ", key id " + m->key_id + "\n";
     for (const auto& e : m->entries) {
       human += "  " + std::string(manifest::EntryTypeName(e.type)) + "  " + e.path;
       if (e.type == manifest::EntryType::kSymlink) human += " -> " + e.link_target;
@@ -197,13 +194,15 @@ int RunCli(int argc, char** argv) {
     std::optional<Error> first_error;
     for (const auto& r : *results) {
       if (r.error) {
-        arr.push_back({{"id", r.id}, {"ok", false}, {"error", ErrorCodeName(r.error->code)},
+        arr.push_back({{"id", r.id},
+                       {"ok", false},
+                       {"error", ErrorCodeName(r.error->code)},
                        {"message", r.error->message}});
         human += r.id + ": FAILED: " + r.error->message + "\n";
         if (!first_error) first_error = r.error;
       } else {
-        arr.push_back({{"id", r.id}, {"ok", true}, {"entries", r.report.entries},
-                       {"bytes", r.report.bytes}});
+        arr.push_back(
+            {{"id", r.id}, {"ok", true}, {"entries", r.report.entries}, {"bytes", r.report.bytes}});
         human += r.id + ": ok (" + std::to_string(r.report.entries) + " entries, " +
                  HumanBytes(r.report.bytes) + ")\n";
       }
@@ -211,10 +210,11 @@ int RunCli(int argc, char** argv) {
     if (first_error) {
       if (cli.json_output) {
         std::cout << json{{"status", "error"},
-                          {"error", {{"code", ErrorCodeName(first_error->code)},
-                                     {"message", first_error->message}}},
+                          {"error",
+                           {{"code", ErrorCodeName(first_error->code)},
+                            {"message", first_error->message}}},
                           {"data", arr}}
-                         .dump()
+                         .dump(-1, ' ', false, json::error_handler_t::replace)
                   << "\n";
       } else {
         std::cout << human;
@@ -267,11 +267,10 @@ int RunCli(int argc, char** argv) {
   prune->callback(run([&](Operations& ops) {
     auto r = ops.Prune();
     if (!r) return cli.Failed(r.error());
-    std::string human = "kept " + std::to_string(r->kept.size()) + ", deleted " +
-                        std::to_string(r->deleted.size());
+    std::string human =
+        "kept " + std::to_string(r->kept.size()) + ", deleted " + std::to_string(r->deleted.size());
     for (const auto& d : r->deleted) human += "\n  deleted " + d;
-    return cli.Ok(json{{"deleted", r->deleted}, {"kept", r->kept},
-                       {"protected", r->protected_id}},
+    return cli.Ok(json{{"deleted", r->deleted}, {"kept", r->kept}, {"protected", r->protected_id}},
                   human);
   }));
 
@@ -307,12 +306,12 @@ int RunCli(int argc, char** argv) {
     json out = {{"config", resolved},
                 {"sources", {{"files", files}, {"bytes", bytes}, {"warnings", request->warnings}}}};
     std::string human = "configuration " + cli.config->source_file + " is valid\n" +
-                        resolved.dump(2) + "\nsources: " + std::to_string(files) + " files, " +
-                        HumanBytes(bytes) + "\n";
+                        resolved.dump(2, ' ', false, json::error_handler_t::replace) +
+                        "\nsources: " + std::to_string(files) + " files, " + HumanBytes(bytes) +
+                        "\n";
     for (const auto& w : request->warnings) human += "warning: " + w + "\n";
     rc = cli.Ok(out, human);
   });
-
 
   AddRollbackCommands(app, cli);
   AddServeCommand(app, cli);
@@ -322,6 +321,10 @@ int RunCli(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : ExitCodeFor(ErrorCode::kBadInput);
+  } catch (const std::exception& e) {
+    // A bug, not the user's fault: say so instead of aborting.
+    std::cerr << "safepoint: internal error: " << e.what() << "\n";
+    return ExitCodeFor(ErrorCode::kInternal);
   }
   return rc;
 }

@@ -1,12 +1,11 @@
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "core/clock.h"
 #include "core/config.h"
@@ -28,7 +27,9 @@ struct CliContext {
   // Prints a success result: `data` as JSON with --json, else `human`. Returns 0.
   int Ok(const nlohmann::json& data, const std::string& human) const {
     if (json_output) {
-      std::cout << nlohmann::json{{"status", "ok"}, {"data", data}}.dump() << "\n";
+      std::cout << nlohmann::json{{"status", "ok"}, {"data", data}}.dump(
+                       -1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << "\n";
     } else if (!human.empty()) {
       std::cout << human;
       if (human.back() != '\n') std::cout << "\n";
@@ -43,7 +44,7 @@ struct CliContext {
                                   {"error",
                                    {{"code", ErrorCodeName(error.code)},
                                     {"message", error.message}}}}
-                       .dump()
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << "\n";
     }
     std::cerr << "safepoint: " << error.message << "\n";

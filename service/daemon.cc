@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/manifest.h"
+#include "core/utf8.h"
 
 namespace safepoint::service {
 
@@ -65,6 +66,10 @@ LifecycleOptions LifecycleOptionsFor(const config::Config& c) {
   o.format_time = LocalHumanTime;
   return o;
 }
+
+// JSON text of a payload. Text that came from a message may not be UTF-8; it is replaced
+// rather than allowed to throw on the state thread.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 std::string Printable(std::string_view s, std::size_t max = 80) {
   std::string out;
@@ -211,7 +216,7 @@ void Daemon::Respond(const std::string& command, const std::optional<Error>& err
   }
   json payload = error ? service::Response(ResponseStatus::kError, data, text, transaction)
                        : service::Response(ResponseStatus::kOk, data, std::nullopt, transaction);
-  Publish(Topic("response/" + command), payload.dump(), false);
+  Publish(Topic("response/" + command), Dump(payload), false);
 }
 
 Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
@@ -245,7 +250,7 @@ void Daemon::PublishDiscovery() {
   state.decision_pending = lifecycle_.state() == State::kAwaitingConfirmation;
   state.conflict_pending = lifecycle_.state() == State::kAwaitingConflictResolution;
   Publish(discovery::DiscoveryTopic(discovery_options_),
-          discovery::DeviceDiscovery(discovery_options_, state).dump(), true);
+          Dump(discovery::DeviceDiscovery(discovery_options_, state)), true);
   PublishStateTopics();
 }
 
@@ -309,7 +314,9 @@ void Daemon::Persist() {
     }
   }
   const std::string tmp = path + ".tmp";
-  std::string text = PersistedStateToJson(lifecycle_.Snapshot()).dump(1) + "\n";
+  std::string text = PersistedStateToJson(lifecycle_.Snapshot())
+                         .dump(1, ' ', false, json::error_handler_t::replace) +
+                     "\n";
   auto write = [&]() -> Status {
     (void)fs_.Remove(tmp);
     auto f = fs_.CreateFile(tmp, 0600);
@@ -354,7 +361,7 @@ void Daemon::Execute(std::vector<Action> actions) {
 void Daemon::Execute(const Action& action) {
   std::visit(Overloaded{
                  [&](const PublishDecision& a) {
-                   Publish(Topic("update/decision"), a.Payload().dump(), false);
+                   Publish(Topic("update/decision"), Dump(a.Payload()), false);
                  },
                  [&](const service::StartBackup& a) { StartBackup(a); },
                  [&](const DeleteBackup& a) {
@@ -384,11 +391,11 @@ void Daemon::Execute(const Action& action) {
                  },
                  [&](const service::StartRollback& a) { StartRollback(a); },
                  [&](const service::RunHealthCheck& a) { RunHealthCheck(a.backup_id); },
-                 [&](const PublishEvent& a) { Publish(Topic("event"), a.Payload().dump(), false); },
+                 [&](const PublishEvent& a) { Publish(Topic("event"), Dump(a.Payload()), false); },
                  [&](const PublishStatus&) {
                    // Always the state as it is now: the list may have moved on since the
                    // action was made (e.g. a health report handled while running it).
-                   Publish(Topic("status"), lifecycle_.StatusJson().dump(), true);
+                   Publish(Topic("status"), Dump(lifecycle_.StatusJson()), true);
                    PublishStateTopics();
                  },
                  [&](const service::Persist&) { Persist(); },
@@ -830,7 +837,15 @@ int Daemon::Run(const std::atomic<bool>& stop) {
       cv_.wait_for(lock, wait, [this] { return !queue_.empty(); });
       batch.swap(queue_);
     }
-    for (auto& fn : batch) fn();
+    for (auto& fn : batch) {
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        // A broken invariant must not take the service down with every pending decision.
+        ++stats_.internal_errors;
+        spdlog::error("internal error while handling an event: {}", SanitizeUtf8(e.what()));
+      }
+    }
     now = clock_.Now();
     command_name_.clear();
     transaction_.reset();

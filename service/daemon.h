@@ -33,6 +33,7 @@ struct DaemonStats {
   std::uint64_t retained_commands_ignored = 0;
   std::uint64_t responses_suppressed = 0;  // error responses over the rate limit
   std::uint64_t publish_failures = 0;
+  std::uint64_t internal_errors = 0;  // exceptions caught on the state thread
 };
 
 // `safepoint serve`: drives the update lifecycle over MQTT.
