@@ -346,7 +346,9 @@ TEST_P(FingerprintFaults, CrashAtEveryStepLeavesTheOldOrTheNewFingerprint) {
 }
 
 INSTANTIATE_TEST_SUITE_P(OldFingerprint, FingerprintFaults, ::testing::Values(false, true),
-                         [](const auto& param_info) { return param_info.param ? "Replacing" : "First"; });
+                         [](const auto& param_info) {
+                           return param_info.param ? "Replacing" : "First";
+                         });
 
 TEST_F(Faults, DiskFullWhileWritingTheFingerprintKeepsTheOldOne) {
   const std::string id = ids_.back();

@@ -14,13 +14,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/config.h"
 #include "core/manifest.h"
@@ -101,12 +100,15 @@ TEST(Passphrase, NeverInLogsMessagesProcessListsOrChildEnvironments) {
   ServeHarness svc;
   const std::string dump = svc.Sub("restart-dump");
   // The restart command records what a child process of the service sees.
-  const std::string script = "cat /proc/$$/environ > " + dump + ".environ; cat /proc/$$/cmdline > " +
-                             dump + ".cmdline; env > " + dump + ".env";
+  const std::string script = "cat /proc/$$/environ > " + dump +
+                             ".environ; cat /proc/$$/cmdline > " + dump + ".cmdline; env > " +
+                             dump + ".env";
   ServeConfig config;
   config.url = broker.url();
-  config.extra = "logging:\n  level: trace\nrestart:\n  - name: dump\n    command: [\"/bin/sh\", "
-                 "\"-c\", " + json(script).dump() + "]\n    when_changed: [ha_config]\n";
+  config.extra =
+      "logging:\n  level: trace\nrestart:\n  - name: dump\n    command: [\"/bin/sh\", "
+      "\"-c\", " +
+      json(script).dump() + "]\n    when_changed: [ha_config]\n";
   svc.WriteConfig(config);
   std::size_t c = obs.Mark();
   svc.Start();
@@ -174,9 +176,14 @@ TEST(Passphrase, NeverInCliOutputOrErrors) {
   config.url = "mqtt://127.0.0.1:1";
   config.extra = "logging:\n  level: trace\n";
   svc.WriteConfig(config);
-  std::vector<std::vector<std::string>> commands = {
-      {"backup", "--reason", "security"}, {"list"}, {"config", "check"}, {"verify", "--all"},
-      {"prune"}, {"show", "2000-01-01_00-00-00"}, {"rollback", "../x"}, {"nonsense"}};
+  std::vector<std::vector<std::string>> commands = {{"backup", "--reason", "security"},
+                                                    {"list"},
+                                                    {"config", "check"},
+                                                    {"verify", "--all"},
+                                                    {"prune"},
+                                                    {"show", "2000-01-01_00-00-00"},
+                                                    {"rollback", "../x"},
+                                                    {"nonsense"}};
   std::string id;
   for (bool as_json : {false, true}) {
     for (auto args : commands) {
@@ -358,8 +365,8 @@ TEST(Symlinks, RollbackStagingDirReplacedByASymlinkIsNeverWrittenThrough) {
   fs::remove_all(svc.backups() + "/.rollbacks");
   fs::create_directory_symlink(elsewhere, svc.backups() + "/.rollbacks");
   const auto r = svc.Cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
-  EXPECT_TRUE(IsEmptyDir(elsewhere)) << "the rollback wrote through a symlinked .rollbacks ("
-                                     << r.exit_code << ")";
+  EXPECT_TRUE(IsEmptyDir(elsewhere))
+      << "the rollback wrote through a symlinked .rollbacks (" << r.exit_code << ")";
   EXPECT_NE(r.exit_code, 1) << "internal error";
 }
 
@@ -380,11 +387,11 @@ class TlsBroker {
          "/CN=safepoint test CA", "-keyout", d + "/ca.key", "-out", d + "/ca.crt"});
     WriteFile(d + "/server.ext", "subjectAltName=" + san +
                                      "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
-    run({"/usr/bin/openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server", "-keyout",
-         d + "/server.key", "-out", d + "/server.csr"});
-    run({"/usr/bin/openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/ca.crt", "-CAkey",
-         d + "/ca.key", "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext", "-out",
-         d + "/server.crt"});
+    run({"/usr/bin/openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server",
+         "-keyout", d + "/server.key", "-out", d + "/server.csr"});
+    run({"/usr/bin/openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/ca.crt",
+         "-CAkey", d + "/ca.key", "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext",
+         "-out", d + "/server.crt"});
     port_ = testing::FreeLoopbackPort();
     // As root, mosquitto would switch to the "mosquitto" user, which cannot read the key.
     const std::string user = ::geteuid() == 0 ? "user root\n" : "";
@@ -466,8 +473,8 @@ TEST(RetainedCommands, NeverActAtStartOrAfterARestart) {
   ASSERT_TRUE(broker.Pub("safepoint/cmd/rollback",
                          json{{"backup_id", id}, {"on_conflict", "overwrite"}}.dump(), true));
   ASSERT_TRUE(broker.Pub("safepoint/cmd/text", "/backup retained text", true));
-  ASSERT_TRUE(broker.Pub("safepoint/update/request", R"({"update_id":"r1","target":"core"})",
-                         true));
+  ASSERT_TRUE(
+      broker.Pub("safepoint/update/request", R"({"update_id":"r1","target":"core"})", true));
   Observer obs(broker.url(), {"safepoint/#"});
   ASSERT_TRUE(obs.ok());
   for (int run = 0; run < 2; ++run) {
@@ -481,7 +488,8 @@ TEST(RetainedCommands, NeverActAtStartOrAfterARestart) {
     EXPECT_EQ(r->Json()["transaction"], "after");
     EXPECT_EQ(r->Json()["data"]["safety_points"].size(), 1u);
     for (const auto& m : obs.Since(c)) {
-      EXPECT_FALSE(m.topic.starts_with("safepoint/response/") && m.topic != "safepoint/response/list")
+      EXPECT_FALSE(m.topic.starts_with("safepoint/response/") &&
+                   m.topic != "safepoint/response/list")
           << "a retained command was answered: " << m.topic;
       EXPECT_NE(m.topic, "safepoint/update/decision") << "a retained request was handled";
     }
@@ -510,13 +518,13 @@ TEST(ForeignPassphrase, EveryReaderReportsWrongPassphraseNotACrash) {
   WriteFile(svc.ha() + "/secrets.yaml", "backup_encryption_passphrase: \"" + other + "\"\n", 0600);
   const auto tree = svc.Tree();
   const std::string out_dir = svc.Sub("extracted");
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"verify", id},
-           {"verify", "--all"},
-           {"decrypt", id},
-           {"extract", id, "--to", out_dir},
-           {"rollback", id, "--yes"},
-           {"--json", "rollback", id, "--yes"}}) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"verify", id},
+                                             {"verify", "--all"},
+                                             {"decrypt", id},
+                                             {"extract", id, "--to", out_dir},
+                                             {"rollback", id, "--yes"},
+                                             {"--json", "rollback", id, "--yes"}}) {
     const auto r = svc.Cli(args);
     EXPECT_EQ(r.signal, 0) << args[0] << " died by a signal";
     EXPECT_EQ(r.exit_code, 4) << args[0] << " " << args[1];

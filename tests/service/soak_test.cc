@@ -20,11 +20,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/testutil/mosquitto.h"
 #include "tests/testutil/serve_fixture.h"
@@ -113,9 +112,9 @@ class Soak : public ::testing::Test {
   void Launch() {
     std::size_t c = obs_->Mark();
     svc_.Start();
-    ASSERT_TRUE(obs_->NextRaw("safepoint/availability", &c, kWait,
-                              [](const std::string& p) { return p == "online"; }))
-        << "the service did not come online";
+    ASSERT_TRUE(obs_->NextRaw("safepoint/availability", &c, kWait, [](const std::string& p) {
+      return p == "online";
+    })) << "the service did not come online";
   }
 
   // Waits for a status with `state` (and, when given, the pending update `update_id`).
@@ -131,9 +130,8 @@ class Soak : public ::testing::Test {
   }
 
   std::optional<json> WaitDecision(const std::string& update_id, std::size_t* cursor) {
-    auto d = obs_->Next("safepoint/update/decision", cursor, kWait, [&](const json& j) {
-      return j.value("update_id", "") == update_id;
-    });
+    auto d = obs_->Next("safepoint/update/decision", cursor, kWait,
+                        [&](const json& j) { return j.value("update_id", "") == update_id; });
     if (!d) return std::nullopt;
     expected_decisions_[update_id];  // known id, whatever the count
     return d->Json();
@@ -141,8 +139,8 @@ class Soak : public ::testing::Test {
 
   // What a simulated update writes: it only rewrites existing files.
   void ApplyUpdate(int cycle, Tree* model) {
-    const std::string conf = "homeassistant:\n  name: Home\n  version: " +
-                             std::to_string(cycle) + "\n";
+    const std::string conf =
+        "homeassistant:\n  name: Home\n  version: " + std::to_string(cycle) + "\n";
     const std::string autos = "- id: '" + std::to_string(1700000000000 + cycle) +
                               "'\n  alias: Updated in cycle " + std::to_string(cycle) + "\n";
     WriteFile(svc_.ha() + "/configuration.yaml", conf);
@@ -282,13 +280,13 @@ TEST_F(Soak, HundredsOfCyclesWithRestartsLoseNothing) {
           ASSERT_TRUE(WaitState("idle", &d)) << "not idle after resuming the rollback";
           const Tree now = svc_.Tree();
           EXPECT_TRUE(now == snapshot || now == after_update)
-              << "a mix after kill -9 during a rollback:\n" << Describe(now);
+              << "a mix after kill -9 during a rollback:\n"
+              << Describe(now);
           model = now;
         } else {
           auto end = obs_->Next("safepoint/event", &d, kWait, [](const json& j) {
             const std::string t = j.value("event_type", "");
-            return t == "rollback_completed" || t == "rollback_failed" ||
-                   t == "rollback_conflicts";
+            return t == "rollback_completed" || t == "rollback_failed" || t == "rollback_conflicts";
           });
           ASSERT_TRUE(end);
           ASSERT_EQ(end->Json()["event_type"], "rollback_completed") << end->payload;
@@ -330,8 +328,9 @@ TEST_F(Soak, HundredsOfCyclesWithRestartsLoseNothing) {
       }
     }
     const Tree now = svc_.Tree();
-    ASSERT_EQ(now, model) << "files differ from the expected state after cycle " << i
-                          << "; now:\n" << Describe(now) << "expected:\n" << Describe(model);
+    ASSERT_EQ(now, model) << "files differ from the expected state after cycle " << i << "; now:\n"
+                          << Describe(now) << "expected:\n"
+                          << Describe(model);
     ++f.cycles;
     if (calm_since >= 0 && warm_cycle < 0 && i >= calm_since + kWarmUp) {
       auto st = testing::ReadProcStat(svc_.pid());
@@ -407,8 +406,8 @@ TEST_F(Soak, HundredsOfCyclesWithRestartsLoseNothing) {
               f.overwrite, f.merge, f.abort);
   std::printf("[ soak ] %d broker restarts, %d kill -9 (%d during a rollback), %d SIGTERM\n",
               f.broker_restarts, f.kills, f.kills_in_rollback, f.terms);
-  std::printf("[ soak ] decisions: %zu update ids, %d lost, %d doubled, %d wrong\n",
-              decided.size(), lost, doubled, wrong);
+  std::printf("[ soak ] decisions: %zu update ids, %d lost, %d doubled, %d wrong\n", decided.size(),
+              lost, doubled, wrong);
   std::printf("[ soak ] %zu safety points verified\n", safety_points);
   if (warm_cycle >= 0) {
     std::printf("[ soak ] RSS %.1f MiB after warm-up (cycle %ld), %.1f MiB at the end\n",
