@@ -442,7 +442,10 @@ void Daemon::StartBackup(const service::StartBackup& action) {
         s.total_bytes = m->TotalBytes();
         s.path = config_.paths.backup_dir + "/" + m->id + "/" + m->payload->name;
         result = s;
-        entity_snapshots_[m->id] = entities;
+        // Only the health check after an update compares against these states; keep the
+        // newest update's alone (a restarted service reads them from the safety point).
+        entity_snapshots_.clear();
+        if (m->update) entity_snapshots_[m->id] = entities;
         RefreshSafetyPoints();
       } else {
         spdlog::error("safety point failed: {}", m.error().message);
