@@ -3,7 +3,9 @@
 # leak, sanitizer report, timeout, out-of-memory):
 #   tests/fuzz/run.sh [BUILD_DIR]        (default: build-fuzz)
 # Environment: FUZZ_SECONDS per target (default 25); FUZZERS to pick targets ("age tar");
-# SAFEPOINT_AGE_VECTORS, the dumped C2SP/CCTV age vectors (scripts/fetch-age-vectors.sh).
+# SAFEPOINT_AGE_VECTORS, the dumped C2SP/CCTV age vectors (scripts/fetch-age-vectors.sh);
+# FUZZ_RUN_DIR for the working corpus and findings (default BUILD_DIR/fuzz-run; two runs at once
+# need two directories).
 #
 # Each target starts from its committed seeds (tests/fuzz/corpus/<name>) plus seeds made at run
 # time from real examples: the age vectors, tars of a small Home Assistant tree, the manifests,
@@ -15,7 +17,7 @@ root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(realpath -- "${1:-$root/build-fuzz}")
 seconds=${FUZZ_SECONDS:-25}
 fuzzers=${FUZZERS:-age tar path manifest config commands}
-run="$build/fuzz-run"
+run=$(realpath -m -- "${FUZZ_RUN_DIR:-$build/fuzz-run}")
 rm -rf -- "$run"
 mkdir -p -- "$run/artifacts" "$run/work"
 
