@@ -4,8 +4,13 @@
 #include "core/config.h"
 #include "core/entities.h"
 #include "core/result.h"
+#include "mqtt/client.h"
 
 namespace safepoint::service {
+
+// The MQTT client options of the configuration: url, client id (default safepoint-<node_id>),
+// credentials, protocol, keepalive, TLS, and the last will `offline` on <base>/availability.
+[[nodiscard]] mqtt::ClientOptions ClientOptionsFor(const config::MqttConfig& mqtt);
 
 // For `safepoint backup` run by hand while the service is not there to mirror: connects to the
 // configured broker, subscribes to the mirror filters and collects the retained states until

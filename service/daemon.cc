@@ -11,6 +11,7 @@
 
 #include "core/manifest.h"
 #include "core/utf8.h"
+#include "service/collect.h"
 
 namespace safepoint::service {
 
@@ -28,24 +29,6 @@ struct Overloaded : Ts... {
 };
 template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
-
-mqtt::ClientOptions ClientOptionsFor(const config::MqttConfig& m) {
-  mqtt::ClientOptions o;
-  o.url = m.url;
-  o.client_id = m.client_id.empty() ? "safepoint-" + m.node_id : m.client_id;
-  if (!m.username.empty()) o.username = m.username;
-  if (m.password) o.password = Secret(std::string_view(*m.password));
-  o.protocol = m.protocol == config::MqttProtocol::kV5 ? 5 : 4;
-  o.keepalive = std::chrono::duration_cast<seconds>(m.keepalive);
-  o.tls.ca_file = m.tls.ca_file;
-  o.tls.cert_file = m.tls.cert_file;
-  o.tls.key_file = m.tls.key_file;
-  o.tls.verify = m.tls.verify;
-  o.will_topic = m.base_topic + "/availability";
-  o.will_payload = "offline";
-  o.will_retain = true;
-  return o;
-}
 
 LifecycleOptions LifecycleOptionsFor(const config::Config& c) {
   LifecycleOptions o;
