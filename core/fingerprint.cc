@@ -39,23 +39,6 @@ manifest::EntryType TypeFromName(std::string_view name, bool* ok) {
   return manifest::EntryType::kFile;
 }
 
-Result<std::string> ReadSmall(const std::string& path, std::size_t max) {
-  auto file = ReadOnlyFile::Open(path);
-  if (!file) return tl::unexpected(file.error());
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(file->fd(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return tl::unexpected(ErrnoError(errno, "read", path));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-    if (out.size() > max) return Fail(ErrorCode::kCorrupt, path + ": too large");
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -266,7 +249,7 @@ Result<std::optional<Fingerprint>> LoadFingerprint(const store::Store& store,
     return Fail(ErrorCode::kBadInput, "'" + id.substr(0, 64) + "' is not a safety point id");
   }
   const std::string path = store.DirOf(id) + "/" + std::string(kFingerprintName);
-  auto text = ReadSmall(path, kMaxFingerprintBytes);
+  auto text = ReadFileBounded(path, kMaxFingerprintBytes);
   if (!text) {
     if (text.error().code == ErrorCode::kNotFound) return std::optional<Fingerprint>();
     struct stat st {};

@@ -58,4 +58,22 @@ ReadOnlyFile::~ReadOnlyFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+Result<std::string> ReadFileBounded(const std::string& path, std::size_t max) {
+  auto file = ReadOnlyFile::Open(path);
+  if (!file) return tl::unexpected(file.error());
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(file->fd(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return tl::unexpected(ErrnoError(errno, "read", path));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > max) return Fail(ErrorCode::kCorrupt, path + ": too large");
+  }
+  return out;
+}
+
 }  // namespace safepoint

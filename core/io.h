@@ -63,4 +63,8 @@ class ReadOnlyFile {
   std::string path_;
 };
 
+// Reads a whole file (opened without following a final symlink) of at most `max` bytes.
+// Errors: kNotFound when missing, kCorrupt when larger than `max`, kIo otherwise.
+[[nodiscard]] Result<std::string> ReadFileBounded(const std::string& path, std::size_t max);
+
 }  // namespace safepoint

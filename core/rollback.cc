@@ -96,23 +96,6 @@ std::string LocalStamp(std::chrono::system_clock::time_point t) {
 
 bool RunningAsRoot() { return ::geteuid() == 0; }
 
-Result<std::string> ReadWholeFile(const std::string& path, std::size_t max) {
-  auto file = ReadOnlyFile::Open(path);
-  if (!file) return tl::unexpected(file.error());
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(file->fd(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return tl::unexpected(ErrnoError(errno, "read", path));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-    if (out.size() > max) return Fail(ErrorCode::kCorrupt, path + ": too large");
-  }
-  return out;
-}
 
 Result<std::vector<std::string>> ListDir(const std::string& dir) {
   std::vector<std::string> names;
@@ -922,7 +905,7 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
                       " (interrupted before it changed anything)");
       continue;
     }
-    auto text = ReadWholeFile(journal_path, 1u << 30);
+    auto text = ReadFileBounded(journal_path, 1u << 30);
     if (!text) return tl::unexpected(text.error());
     auto j = journal::Parse(*text);
     if (!j) return Fail(ErrorCode::kCorrupt, journal_path + ": " + j.error().message);

@@ -166,26 +166,6 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-Result<std::string> ReadSmallFile(const std::string& path, std::size_t max) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (fd.get() < 0) {
-    if (errno == ENOENT) return Fail(ErrorCode::kNotFound, path + ": missing");
-    return tl::unexpected(ErrnoError(errno, "open", path));
-  }
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return tl::unexpected(ErrnoError(errno, "read", path));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-    if (out.size() > max) return Fail(ErrorCode::kCorrupt, path + ": too large");
-  }
-  return out;
-}
 
 int IdSuffix(const std::string& id) {
   if (id.size() <= 19) return 1;
@@ -539,7 +519,7 @@ Result<manifest::Manifest> Store::Show(const std::string& id) const {
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Fail(ErrorCode::kNotFound, "no safety point " + id);
   }
-  auto text = ReadSmallFile(dir + "/" + std::string(manifest::kOuterName), kMaxInnerManifest);
+  auto text = ReadFileBounded(dir + "/" + std::string(manifest::kOuterName), kMaxInnerManifest);
   if (!text) {
     if (text.error().code == ErrorCode::kNotFound) {
       return Fail(ErrorCode::kCorrupt, "safety point " + id + " has no manifest.json");
