@@ -39,7 +39,6 @@ manifest::EntryType TypeFromName(std::string_view name, bool* ok) {
   return manifest::EntryType::kFile;
 }
 
-
 }  // namespace
 
 PathState StateOf(const manifest::Entry& e) {

@@ -96,7 +96,6 @@ std::string LocalStamp(std::chrono::system_clock::time_point t) {
 
 bool RunningAsRoot() { return ::geteuid() == 0; }
 
-
 Result<std::vector<std::string>> ListDir(const std::string& dir) {
   std::vector<std::string> names;
   DIR* d = ::opendir(dir.c_str());

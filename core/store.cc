@@ -166,7 +166,6 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-
 int IdSuffix(const std::string& id) {
   if (id.size() <= 19) return 1;
   return std::atoi(id.c_str() + 20);
@@ -248,8 +247,8 @@ Result<StoreLock> Store::Lock(LockMode mode) {
     int err = errno;
     ::close(fd);
     if (err == EWOULDBLOCK) {
-      return Fail(ErrorCode::kBusy, "another safepoint operation is using " +
-                                        options_.backup_dir + "; try again when it has finished");
+      return Fail(ErrorCode::kBusy, "another safepoint operation is using " + options_.backup_dir +
+                                        "; try again when it has finished");
     }
     return tl::unexpected(ErrnoError(err, "lock", path));
   }
@@ -296,9 +295,8 @@ Result<manifest::Manifest> Store::Backup(const BackupRequest& request, const Sec
   return result;
 }
 
-Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
-                                             const Secret& passphrase, const ProgressFn& progress,
-                                             bool* retry) {
+Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const Secret& passphrase,
+                                             const ProgressFn& progress, bool* retry) {
   *retry = false;
   SP_RETURN_IF_ERROR(Prepare());
   auto id = NewId();
@@ -341,7 +339,8 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     m.id = *id;
     auto now = clock_.Now();
     m.created_at = IsoLocal(now);
-    m.created_unix = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+    m.created_unix =
+        std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
     m.reason = request.reason;
     m.update = request.update;
     m.producer = options_.producer;
@@ -394,8 +393,8 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     mh.mode = 0600;
     mh.mtime = m.created_unix;
     SP_RETURN_IF_ERROR((*tar)->BeginEntry(mh));
-    SP_RETURN_IF_ERROR((*tar)->WriteData(
-        {reinterpret_cast<const std::uint8_t*>(inner.data()), inner.size()}));
+    SP_RETURN_IF_ERROR(
+        (*tar)->WriteData({reinterpret_cast<const std::uint8_t*>(inner.data()), inner.size()}));
 
     std::vector<std::uint8_t> buf(kBufferSize);
     std::uint64_t done = 0;
@@ -413,8 +412,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
       }
       Fd fd(::open(src.abs_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
       struct stat st {};
-      bool same = fd.get() >= 0 && ::fstat(fd.get(), &st) == 0 &&
-                  SameFile(st, hashed[order[k]].st);
+      bool same = fd.get() >= 0 && ::fstat(fd.get(), &st) == 0 && SameFile(st, hashed[order[k]].st);
       Sha256 hash;
       std::uint64_t left = e.size;
       while (left > 0) {
@@ -467,8 +465,8 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     const std::string outer = manifest::Serialize(m, /*inner=*/false);
     auto mf = fs_.CreateFile(staging + "/" + std::string(manifest::kOuterName), 0600);
     if (!mf) return tl::unexpected(mf.error());
-    SP_RETURN_IF_ERROR((*mf)->Append({reinterpret_cast<const std::uint8_t*>(outer.data()),
-                                      outer.size()}));
+    SP_RETURN_IF_ERROR(
+        (*mf)->Append({reinterpret_cast<const std::uint8_t*>(outer.data()), outer.size()}));
     SP_RETURN_IF_ERROR((*mf)->Sync());
     SP_RETURN_IF_ERROR((*mf)->Close());
     SP_RETURN_IF_ERROR(fs_.SyncDir(staging));
@@ -531,9 +529,9 @@ Result<manifest::Manifest> Store::Show(const std::string& id) const {
     return Fail(m.error().code, "safety point " + id + ": " + m.error().message);
   }
   if (m->id != id) {
-    return Fail(ErrorCode::kCorrupt, "safety point " + id +
-                                         ": manifest.json belongs to another safety point (" +
-                                         m->id + ")");
+    return Fail(
+        ErrorCode::kCorrupt,
+        "safety point " + id + ": manifest.json belongs to another safety point (" + m->id + ")");
   }
   if (!m->payload) {
     return Fail(ErrorCode::kCorrupt, "safety point " + id + ": manifest.json lacks the payload");
@@ -708,8 +706,8 @@ bool Selected(const std::string& path, const std::vector<std::string>& paths) {
   for (const auto& p : paths) {
     std::string_view want = p;
     while (want.size() > 1 && want.back() == '/') want.remove_suffix(1);
-    if (path == want || (path.size() > want.size() && path.starts_with(want) &&
-                         path[want.size()] == '/')) {
+    if (path == want ||
+        (path.size() > want.size() && path.starts_with(want) && path[want.size()] == '/')) {
       return true;
     }
   }
@@ -902,8 +900,7 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
     for (const auto& l : items) {
       if (keep.count(l.id) != 0 && l.manifest) total += l.manifest->payload->size;
     }
-    for (auto it = items.rbegin(); it != items.rend() && total > retention.max_total_bytes;
-         ++it) {
+    for (auto it = items.rbegin(); it != items.rend() && total > retention.max_total_bytes; ++it) {
       if (keep.count(it->id) == 0 || it->id == report.protected_id) continue;
       keep.erase(it->id);
       if (it->manifest) total -= it->manifest->payload->size;
