@@ -39,6 +39,7 @@ using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::Mosquitto;
+using testing::MosquittoOptions;
 using testing::Observer;
 using testing::ReadFile;
 using testing::ServeConfig;
@@ -372,49 +373,13 @@ TEST(Symlinks, RollbackStagingDirReplacedByASymlinkIsNeverWrittenThrough) {
 
 // ---- TLS -------------------------------------------------------------------------------------
 
-// A Mosquitto TLS listener with a certificate whose subjectAltName is `san`, signed by a CA made
-// for this test.
-class TlsBroker {
- public:
-  explicit TlsBroker(const std::string& san) {
-    const std::string d = dir_.path();
-    auto run = [&](const std::vector<std::string>& argv) {
-      std::string out;
-      const int rc = testing::RunProgram(argv, "", &out, seconds(60));
-      EXPECT_EQ(rc, 0) << argv[0] << " " << argv[1] << ": " << out;
-    };
-    run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-         "/CN=safepoint test CA", "-keyout", d + "/ca.key", "-out", d + "/ca.crt"});
-    WriteFile(d + "/server.ext", "subjectAltName=" + san +
-                                     "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
-    run({"/usr/bin/openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server",
-         "-keyout", d + "/server.key", "-out", d + "/server.csr"});
-    run({"/usr/bin/openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/ca.crt",
-         "-CAkey", d + "/ca.key", "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext",
-         "-out", d + "/server.crt"});
-    port_ = testing::FreeLoopbackPort();
-    // As root, mosquitto would switch to the "mosquitto" user, which cannot read the key.
-    const std::string user = ::geteuid() == 0 ? "user root\n" : "";
-    WriteFile(d + "/mosquitto.conf",
-              "per_listener_settings false\npersistence false\nlog_dest stderr\n"
-              "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n" +
-                  user + "listener " + std::to_string(port_) +
-                  " 127.0.0.1\nallow_anonymous true\ncafile " + d + "/ca.crt\ncertfile " + d +
-                  "/server.crt\nkeyfile " + d + "/server.key\n");
-    broker_ = std::make_unique<SpawnedProcess>(
-        std::vector<std::string>{"/usr/sbin/mosquitto", "-c", d + "/mosquitto.conf"});
-    ok_ = broker_->WaitForOutput("Opening ipv4 listen socket", kWait);
-  }
-  [[nodiscard]] bool ok() const { return ok_; }
-  [[nodiscard]] std::string url() const { return "mqtts://127.0.0.1:" + std::to_string(port_); }
-  [[nodiscard]] std::string ca() const { return dir_.Sub("ca.crt"); }
-
- private:
-  TempDir dir_;
-  int port_ = 0;
-  bool ok_ = false;
-  std::unique_ptr<SpawnedProcess> broker_;
-};
+// A Mosquitto TLS listener whose certificate names `san`, signed by a CA made for this test.
+MosquittoOptions TlsBroker(const std::string& san) {
+  MosquittoOptions o;
+  o.tls = true;
+  o.tls_subject_alt_name = san;
+  return o;
+}
 
 Status ConnectTls(const std::string& url, const std::string& ca) {
   mqtt::ClientOptions o;
@@ -427,27 +392,25 @@ Status ConnectTls(const std::string& url, const std::string& ca) {
 }
 
 TEST(Tls, CertificateForTheRightAddressIsAccepted) {
-  TlsBroker broker("IP:127.0.0.1");
-  ASSERT_TRUE(broker.ok());
-  auto st = ConnectTls(broker.url(), broker.ca());
+  Mosquitto broker(TlsBroker("IP:127.0.0.1"));
+  ASSERT_TRUE(broker.Start());
+  auto st = ConnectTls(broker.url(), broker.ca_file());
   EXPECT_TRUE(st) << st.error().message;
 }
 
 TEST(Tls, CertificateForAnotherHostNameIsRefused) {
-  TlsBroker broker("DNS:other.example");
-  ASSERT_TRUE(broker.ok());
-  auto st = ConnectTls(broker.url(), broker.ca());
+  Mosquitto broker(TlsBroker("DNS:other.example"));
+  ASSERT_TRUE(broker.Start());
+  auto st = ConnectTls(broker.url(), broker.ca_file());
   ASSERT_FALSE(st) << "connected to 127.0.0.1 presenting a certificate for other.example";
   EXPECT_EQ(st.error().code, ErrorCode::kIo);
   EXPECT_NE(st.error().message.find("certificate"), std::string::npos) << st.error().message;
 }
 
 TEST(Tls, CertificateFromAnotherCaIsRefused) {
-  TlsBroker broker("IP:127.0.0.1");
-  TlsBroker other("IP:127.0.0.1");
-  ASSERT_TRUE(broker.ok());
-  ASSERT_TRUE(other.ok());
-  auto st = ConnectTls(broker.url(), other.ca());
+  Mosquitto broker(TlsBroker("IP:127.0.0.1"));
+  ASSERT_TRUE(broker.Start());
+  auto st = ConnectTls(broker.url(), broker.other_ca_file());
   ASSERT_FALSE(st) << "connected with a CA that did not sign the broker's certificate";
   EXPECT_EQ(st.error().code, ErrorCode::kIo);
 }

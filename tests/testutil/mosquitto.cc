@@ -389,9 +389,11 @@ void Mosquitto::MakeCertificates() {
   if (!MakeCa(dir, "ca", "safepoint test CA") || !MakeCa(dir, "other-ca", "unrelated test CA")) {
     return;
   }
-  WriteFile(dir + "/server.ext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n");
+  WriteFile(
+      dir + "/server.ext",
+      "subjectAltName=" + options_.tls_subject_alt_name +
+          "\nbasicConstraints=CA:FALSE\n"
+          "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n");
   if (!MustRun(
           {kOpenssl, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
            "-keyout", dir + "/server.key", "-out", dir + "/server.csr", "-subj", "/CN=localhost"},

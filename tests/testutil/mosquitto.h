@@ -31,9 +31,10 @@ struct MosquittoOptions {
   std::vector<std::pair<std::string, std::string>> users;
   // Content of an ACL file (mosquitto's acl_file syntax); empty means no ACL file.
   std::string acl;
-  // Serve MQTT over TLS with a certificate (SAN IP:127.0.0.1, DNS:localhost) from a CA made
-  // with openssl for this broker.
+  // Serve MQTT over TLS with a certificate from a CA made with openssl for this broker.
   bool tls = false;
+  // The server certificate's subjectAltName (TLS only); tests of host-name checks change it.
+  std::string tls_subject_alt_name = "IP:127.0.0.1,DNS:localhost";
 };
 
 // A running mosquitto_sub: collects what arrives on a filter.
