@@ -3,9 +3,13 @@
 #   1. installs the build and test dependencies (scripts/install-deps.sh),
 #   2. fetches the C2SP/CCTV age test vectors (npm package cctv-age, pinned),
 #   3. builds with -Werror and runs the whole suite (ctest),
-#   4. builds again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite again.
+#   4. builds again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite again,
+#   5. builds with ThreadSanitizer and runs the suite again,
+#   6. builds the libFuzzer targets with clang-14 and runs each for FUZZ_SECONDS (default 25).
 # Integration tests start their own Mosquitto on a free loopback port and stop it.
-# Environment: SAFEPOINT_SKIP_SANITIZERS=1 skips step 4; JOBS sets build parallelism.
+# Environment: SAFEPOINT_SKIP_SANITIZERS=1 skips steps 4 and 5, SAFEPOINT_SKIP_FUZZERS=1 step 6;
+# JOBS sets build parallelism. Under a sanitizer the soak runs for SAFEPOINT_SOAK_SECONDS (default
+# 120 there; the plain build's soak keeps its own few-hundred-cycle budget).
 set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=${JOBS:-$(nproc)}
@@ -24,7 +28,9 @@ run_suite() {  # <build dir> [cmake args...]
   shift
   cmake -S "$root" -B "$dir" -G Ninja -DSAFEPOINT_WERROR=ON "$@"
   cmake --build "$dir" -j "$jobs"
+  echo "-- built $dir at ${SECONDS}s"
   ctest --test-dir "$dir" --output-on-failure -j 2 --timeout 900
+  echo "-- tested $dir at ${SECONDS}s"
 }
 
 echo "== tests (RelWithDebInfo) =="
@@ -33,6 +39,22 @@ run_suite "$root/build"
 if [[ "${SAFEPOINT_SKIP_SANITIZERS:-0}" != 1 ]]; then
   echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-120} \
     run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DSAFEPOINT_SANITIZE=address,undefined
+  echo "== tests under ThreadSanitizer =="
+  # The one suppression covers Paho's C++ library, which is not built with TSan (tests/tsan.supp).
+  TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
+    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-120} \
+    run_suite "$root/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAFEPOINT_SANITIZE=thread
 fi
-echo "== all tests passed =="
+
+if [[ "${SAFEPOINT_SKIP_FUZZERS:-0}" != 1 ]]; then
+  echo "== fuzzing (libFuzzer, clang-14, ASan+UBSan) =="
+  cmake -S "$root" -B "$root/build-fuzz" -G Ninja -DCMAKE_C_COMPILER=clang-14 \
+    -DCMAKE_CXX_COMPILER=clang++-14 -DSAFEPOINT_BUILD_FUZZERS=ON -DSAFEPOINT_BUILD_TESTS=OFF \
+    -DSAFEPOINT_WERROR=ON
+  cmake --build "$root/build-fuzz" -j "$jobs"
+  "$root/tests/fuzz/run.sh" "$root/build-fuzz"
+  echo "-- fuzzed at ${SECONDS}s"
+fi
+echo "== all tests passed in ${SECONDS}s =="
