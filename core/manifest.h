@@ -93,7 +93,8 @@ struct Manifest {
 // Serializes; `inner` omits `payload` and `key_id`.
 [[nodiscard]] nlohmann::json ToJson(const Manifest& m, bool inner);
 [[nodiscard]] std::string Serialize(const Manifest& m, bool inner);
-// Parses and validates a manifest (types, id, entry paths, hashes). Errors: kCorrupt.
+// Parses and validates a manifest (types, id, entry paths, hashes). Errors: kUnsupported for a
+// format version newer than this build reads; kCorrupt for anything else wrong.
 [[nodiscard]] Result<Manifest> Parse(std::string_view text);
 // kCorrupt naming the first difference unless `inner` and `outer` describe the same safety point.
 [[nodiscard]] Status CheckConsistent(const Manifest& inner, const Manifest& outer);
