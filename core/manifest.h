@@ -94,7 +94,7 @@ struct Manifest {
 [[nodiscard]] nlohmann::json ToJson(const Manifest& m, bool inner);
 [[nodiscard]] std::string Serialize(const Manifest& m, bool inner);
 // Parses and validates a manifest (types, id, entry paths, hashes). Errors: kUnsupported for a
-// format version newer than this build reads; kCorrupt for anything else wrong.
+// format version this build does not read; kCorrupt for anything else wrong.
 [[nodiscard]] Result<Manifest> Parse(std::string_view text);
 // kCorrupt naming the first difference unless `inner` and `outer` describe the same safety point.
 [[nodiscard]] Status CheckConsistent(const Manifest& inner, const Manifest& outer);
