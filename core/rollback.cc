@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <set>
 #include <utility>
@@ -488,6 +489,8 @@ struct ApplyContext {
   ApplyDirs dirs;
   bool recovering = false;
   std::set<std::string> touched_dirs;
+  // Called after each applied op with (ops done, ops total); may be empty.
+  std::function<void(std::size_t, std::size_t)> on_op;
 
   [[nodiscard]] bool RenameFor(const std::string& archive_path) const {
     return TopOf(archive_path) == "workspace" ? rename_workspace : rename_ha_config;
@@ -610,7 +613,9 @@ Status ApplySetAttrs(ApplyContext& c, const Op& op) {
 
 // Applies (or, when recovering, re-applies) every operation, then fsyncs the touched dirs.
 Status ApplyOps(ApplyContext& c, const std::vector<Op>& ops) {
+  std::size_t done = 0;
   for (const auto& op : ops) {
+    if (c.on_op) c.on_op(done++, ops.size());
     switch (op.kind) {
       case OpKind::kMoveAside:
         SP_RETURN_IF_ERROR(ApplyMoveAside(c, op));
@@ -642,8 +647,12 @@ Status ApplyOps(ApplyContext& c, const std::vector<Op>& ops) {
 // and verified; keeps the small reported parts (environment) in memory.
 class StagingVisitor final : public store::EntryVisitor {
  public:
-  StagingVisitor(FileSystem* fs, std::string staging_dir, std::map<std::string, Op> to_stage)
-      : fs_(fs), staging_dir_(std::move(staging_dir)), to_stage_(std::move(to_stage)) {}
+  StagingVisitor(FileSystem* fs, std::string staging_dir, std::map<std::string, Op> to_stage,
+                 std::function<void(std::uint64_t)> on_bytes = {})
+      : fs_(fs),
+        staging_dir_(std::move(staging_dir)),
+        to_stage_(std::move(to_stage)),
+        on_bytes_(std::move(on_bytes)) {}
 
   Status Begin(const manifest::Entry& entry) override {
     current_ = nullptr;
@@ -665,6 +674,7 @@ class StagingVisitor final : public store::EntryVisitor {
   }
 
   Status Data(std::span<const std::uint8_t> data) override {
+    if (on_bytes_) on_bytes_(data.size());
     if (file_) SP_RETURN_IF_ERROR(file_->Append(data));
     if (capture_ != nullptr && capture_->size() < kMaxCapturedBytes) {
       capture_->append(reinterpret_cast<const char*>(data.data()),
@@ -692,6 +702,7 @@ class StagingVisitor final : public store::EntryVisitor {
   FileSystem* fs_;
   std::string staging_dir_;
   std::map<std::string, Op> to_stage_;
+  std::function<void(std::uint64_t)> on_bytes_;
   const Op* current_ = nullptr;
   std::unique_ptr<WritableFile> file_;
   std::map<std::string, std::string> captured_;
@@ -1040,9 +1051,32 @@ Result<Plan> MakePlan(const config::Config& config, const store::Store& store,
   return PlanFor(config, *m, *fp, policy);
 }
 
+namespace {
+
+// Maps the progress of one step onto its share [from, to] of a 0-1000 scale, never going back.
+class StepProgress {
+ public:
+  explicit StepProgress(const store::ProgressFn& fn) : fn_(fn) {}
+  void Report(std::uint64_t from, std::uint64_t to, std::uint64_t done, std::uint64_t total) {
+    if (!fn_) return;
+    const std::uint64_t at = total == 0 ? to : from + (to - from) * std::min(done, total) / total;
+    if (reported_ && at <= last_) return;
+    reported_ = true;
+    last_ = at;
+    fn_(at, 1000);
+  }
+
+ private:
+  const store::ProgressFn& fn_;
+  bool reported_ = false;
+  std::uint64_t last_ = 0;
+};
+
+}  // namespace
+
 Result<Report> Rollback(const config::Config& config, store::Store& store, FileSystem& fs,
                         const Clock& clock, const Secret& passphrase, const std::string& id,
-                        Policy policy, bool dry_run) {
+                        Policy policy, bool dry_run, const store::ProgressFn& progress) {
   // An interrupted rollback is finished first, so its record and the trees are consistent.
   if (!dry_run) {
     RecoverState rs;
@@ -1114,7 +1148,15 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
     auto it = by_dest.find(e.action == Action::kRestoreBeside ? e.beside : e.path);
     if (it != by_dest.end()) to_stage.emplace(e.path, *it->second);
   }
-  StagingVisitor visitor(&fs, staging, std::move(to_stage));
+  // One scale for the three steps: staging (decrypting everything) 0-50%, the pre-rollback
+  // safety point 50-90%, applying 90-100%.
+  StepProgress steps(progress);
+  const std::uint64_t target_bytes = std::max<std::uint64_t>(target->TotalBytes(), 1);
+  std::uint64_t staged_bytes = 0;
+  StagingVisitor visitor(&fs, staging, std::move(to_stage), [&](std::uint64_t n) {
+    staged_bytes += n;
+    steps.Report(0, 500, std::min(staged_bytes, target_bytes), target_bytes);
+  });
   auto read = store.Read(id, passphrase, visitor);
   if (!read) return discard(read.error());
   if (auto st = fs.SyncDir(staging); !st) return discard(st.error());
@@ -1133,7 +1175,9 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   store::BackupRequest pre_request = *current;
   pre_request.reason = "pre-rollback to " + id;
   pre_request.update.reset();
-  auto pre = store.Backup(pre_request, passphrase);
+  auto pre = store.Backup(pre_request, passphrase, [&](std::uint64_t done, std::uint64_t total) {
+    steps.Report(500, 900, done, total);
+  });
   if (!pre) return discard(pre.error());
   j.pre_rollback_id = pre->id;
   report.pre_rollback_id = pre->id;
@@ -1145,6 +1189,7 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   c.rename_ha_config = j.rename_ha_config;
   c.rename_workspace = j.rename_workspace;
   c.dirs = {staging, record + "/moved"};
+  c.on_op = [&](std::size_t done, std::size_t total) { steps.Report(900, 1000, done, total); };
   if (auto applied = ApplyOps(c, j.ops); !applied) {
     Error error = applied.error();
     j.error = error.message;
@@ -1160,6 +1205,7 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   j.phase = Phase::kDone;
   SP_RETURN_IF_ERROR(WriteJournal(fs, record, j));
   SP_RETURN_IF_ERROR(RemoveIfPresent(fs, staging));
+  steps.Report(900, 1000, 1, 1);
 
   report.plan = std::move(*plan);
   report.restored = report.plan.Count(Action::kRestore);

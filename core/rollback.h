@@ -125,12 +125,15 @@ struct Report {
 //  5. journals the operations, applies them (write-temp/rename, fsync), syncs, marks done;
 //     on failure reverts to the pre-rollback safety point and returns the error;
 //  6. runs the configured restarts of the changed roots (failures go to Report::errors).
+// `progress` gets (done, total) as the rollback stages, takes the pre-rollback safety point and
+// applies (one scale across the three steps; never decreasing).
 // With `dry_run` it stops after verifying and planning (nothing is written; a conflict under
 // kAbort is reported in the plan, not as an error).
 // REQUIRES: the caller holds the exclusive store lock (Store::Lock).
 [[nodiscard]] Result<Report> Rollback(const config::Config& config, store::Store& store,
                                       FileSystem& fs, const Clock& clock, const Secret& passphrase,
-                                      const std::string& id, Policy policy, bool dry_run);
+                                      const std::string& id, Policy policy, bool dry_run,
+                                      const store::ProgressFn& progress = {});
 
 // Finishes every interrupted rollback found in <backup_dir>/.rollbacks: a journal in phase
 // "applying" is completed from its staging directory; when a staged file is gone or damaged,

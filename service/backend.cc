@@ -87,7 +87,7 @@ Status OperationsBackend::RecordFingerprint(const std::string& id) {
 }
 
 RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolicy policy,
-                                            bool resume, const store::ProgressFn& /*progress*/) {
+                                            bool resume, const store::ProgressFn& progress) {
   auto lock = ops_.store().Lock(store::LockMode::kExclusive);
   if (!lock) return RollbackOutcome::Failed(lock.error());
   // Completes (or reverts) a rollback a crash interrupted; after a restart that is the one
@@ -95,19 +95,25 @@ RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolic
   auto notes = rollback::Recover(config_, ops_.store(), fs_, clock_);
   if (!notes) return RollbackOutcome::Failed(notes.error());
   for (const auto& n : *notes) spdlog::info("recovery: {}", n);
-  if (resume && !notes->empty()) {
-    // The interrupted rollback was finished or reverted; run it again only if it was reverted,
-    // which a fresh Rollback below does (it finds nothing to do when the tree already matches).
-  }
+  // With `resume`, the interrupted rollback was just finished or reverted; the Rollback below
+  // finds nothing to do when the trees already match, and redoes it when it was reverted.
+  (void)resume;
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return RollbackOutcome::Failed(passphrase.error());
   rollback::Policy p = rollback::Policy::kAbort;
   switch (policy) {
-    case ConflictPolicy::kAbort: p = rollback::Policy::kAbort; break;
-    case ConflictPolicy::kOverwrite: p = rollback::Policy::kOverwrite; break;
-    case ConflictPolicy::kMerge: p = rollback::Policy::kMerge; break;
+    case ConflictPolicy::kAbort:
+      p = rollback::Policy::kAbort;
+      break;
+    case ConflictPolicy::kOverwrite:
+      p = rollback::Policy::kOverwrite;
+      break;
+    case ConflictPolicy::kMerge:
+      p = rollback::Policy::kMerge;
+      break;
   }
-  auto report = rollback::Rollback(config_, ops_.store(), fs_, clock_, *passphrase, id, p, false);
+  auto report =
+      rollback::Rollback(config_, ops_.store(), fs_, clock_, *passphrase, id, p, false, progress);
   if (!report) {
     if (report.error().code == ErrorCode::kConflict) {
       auto plan = rollback::MakePlan(config_, ops_.store(), id, p);

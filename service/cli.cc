@@ -28,6 +28,22 @@ using nlohmann::json;
 
 }  // namespace
 
+store::ProgressFn TerminalProgress(const char* what, bool in_bytes) {
+  if (::isatty(STDERR_FILENO) == 0) return {};
+  return [what, in_bytes, last = -1](std::uint64_t done, std::uint64_t total) mutable {
+    int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+    if (pct == last) return;
+    last = pct;
+    if (in_bytes) {
+      std::fprintf(stderr, "\r%s: %3d%% (%s of %s)\033[K", what, pct, HumanBytes(done).c_str(),
+                   HumanBytes(total).c_str());
+    } else {
+      std::fprintf(stderr, "\r%s: %3d%%\033[K", what, pct);
+    }
+    if (pct == 100) std::fputc('\n', stderr);
+  };
+}
+
 std::string HumanBytes(std::uint64_t bytes) {
   const char* units[] = {"B", "KB", "MB", "GB", "TB"};
   double v = static_cast<double>(bytes);
@@ -47,19 +63,6 @@ std::string DefaultConfigPath() {
   const char* env = std::getenv("SAFEPOINT_CONFIG");
   if (env != nullptr && *env != '\0') return env;
   return "/etc/safepoint/safepoint.yaml";
-}
-
-// Progress on stderr, only for a terminal.
-store::ProgressFn TerminalProgress(const char* what) {
-  if (::isatty(STDERR_FILENO) == 0) return {};
-  return [what, last = -1](std::uint64_t done, std::uint64_t total) mutable {
-    int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
-    if (pct == last) return;
-    last = pct;
-    std::fprintf(stderr, "\r%s: %3d%% (%s of %s)\033[K", what, pct, HumanBytes(done).c_str(),
-                 HumanBytes(total).c_str());
-    if (pct == 100) std::fputc('\n', stderr);
-  };
 }
 
 json ListingJson(const store::Listing& l) {

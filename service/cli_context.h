@@ -77,6 +77,10 @@ struct CliContext {
 // "1.6 KB"-style sizes (decimal units).
 [[nodiscard]] std::string HumanBytes(std::uint64_t bytes);
 
+// A progress line on stderr when stderr is a terminal (an empty function otherwise). With
+// `in_bytes`, (done, total) are bytes and are shown too; otherwise only the percentage.
+[[nodiscard]] store::ProgressFn TerminalProgress(const char* what, bool in_bytes = true);
+
 // Registered by service/rollback_cli.cc: diff, fingerprint, rollback.
 void AddRollbackCommands(CLI::App& app, CliContext& cli);
 // Registered by service/serve.cc: serve.

@@ -160,8 +160,9 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
         return cli.Failed({ErrorCode::kBadInput, "not confirmed; nothing was changed"});
       }
     }
-    auto report = rollback::Rollback(ops.config(), ops.store(), cli.fs, cli.clock, *passphrase,
-                                     args->id, *policy, args->dry_run);
+    auto report = rollback::Rollback(
+        ops.config(), ops.store(), cli.fs, cli.clock, *passphrase, args->id, *policy, args->dry_run,
+        args->dry_run ? store::ProgressFn{} : TerminalProgress("rolling back", false));
     if (!report) {
       if (report.error().code == ErrorCode::kConflict) {
         auto plan = rollback::MakePlan(ops.config(), ops.store(), args->id, *policy);

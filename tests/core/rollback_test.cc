@@ -182,10 +182,11 @@ class RollbackTest : public ::testing::Test {
     return s;
   }
 
-  Result<Report> Run(const std::string& id, Policy policy, bool dry_run = false) {
+  Result<Report> Run(const std::string& id, Policy policy, bool dry_run = false,
+                     const store::ProgressFn& progress = {}) {
     auto lock = store_->Lock(store::LockMode::kExclusive);
     EXPECT_TRUE(lock);
-    return Rollback(config_, *store_, real_fs_, clock_, pass_, id, policy, dry_run);
+    return Rollback(config_, *store_, real_fs_, clock_, pass_, id, policy, dry_run, progress);
   }
 
   std::size_t StoreCount() const {
@@ -620,6 +621,30 @@ TEST_F(RollbackTest, NothingToDoTakesNoPreRollbackSafetyPoint) {
   EXPECT_TRUE(r->plan.Empty());
   EXPECT_EQ(r->pre_rollback_id, "");
   EXPECT_EQ(StoreCount(), 1u);
+}
+
+TEST_F(RollbackTest, ProgressCoversStagingThePreRollbackSafetyPointAndApplying) {
+  const std::string id = Backup();
+  Update(id);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> seen;
+  auto r = Run(id, Policy::kOverwrite, false,
+               [&](std::uint64_t done, std::uint64_t total) { seen.emplace_back(done, total); });
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_FALSE(seen.empty());
+  bool staging = false, pre_rollback = false, applying = false;
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].second, 1000u);
+    if (i > 0) {
+      EXPECT_GT(seen[i].first, seen[i - 1].first) << "at report " << i;
+    }
+    staging |= seen[i].first > 0 && seen[i].first <= 500;
+    pre_rollback |= seen[i].first > 500 && seen[i].first <= 900;
+    applying |= seen[i].first > 900 && seen[i].first < 1000;
+  }
+  EXPECT_TRUE(staging);
+  EXPECT_TRUE(pre_rollback);
+  EXPECT_TRUE(applying);
+  EXPECT_EQ(seen.back().first, 1000u);
 }
 
 TEST_F(RollbackTest, FingerprintIsWrittenAtomicallyAndReadBack) {

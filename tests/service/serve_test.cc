@@ -387,6 +387,18 @@ TEST_F(Serve, FailedUpdateRollsBackAutomaticallyByteForByte) {
   std::size_t s = p;
   EXPECT_TRUE(obs_->Next("safepoint/status", &s, kWait, StateIs("idle")));
   EXPECT_EQ(svc_.Tree(), before);
+  // The rollback reported its progress in the status, up to 100%.
+  std::vector<int> progress;
+  for (const auto& m : obs_->Since(p)) {
+    if (m.topic != "safepoint/status") continue;
+    json st = json::parse(m.payload, nullptr, false);
+    if (st.is_object() && st["state"] == "rolling_back" && st["progress"].is_number_integer()) {
+      progress.push_back(st["progress"].get<int>());
+    }
+  }
+  ASSERT_FALSE(progress.empty());
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_EQ(progress.back(), 100);
 }
 
 // A rollback that meets a file changed both by the update (recorded in the post-update
