@@ -440,20 +440,30 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     }
     SP_RETURN_IF_ERROR((*tar)->Finish());
     SP_RETURN_IF_ERROR((*enc)->Finish());
-    SP_RETURN_IF_ERROR((**file).Sync());
-    SP_RETURN_IF_ERROR((**file).Close());
-    if (progress) progress(total, total);
 
-    // The payload's hash names it; read it back (from the page cache) to compute it.
+    // The payload's hash names it. The header went in last, so read the file back (from the page
+    // cache) to compute it, on a second thread while this one waits for the fsync.
     auto payload_file = ReadOnlyFile::Open(partial);
     if (!payload_file) return tl::unexpected(payload_file.error());
     FdSource payload_src(payload_file->fd(), partial);
     HashingSource hashing(payload_src);
-    for (;;) {
-      auto n = hashing.Read(buf);
-      if (!n) return tl::unexpected(n.error());
-      if (*n == 0) break;
-    }
+    Status hashed_ok;
+    std::thread hasher([&] {
+      for (;;) {
+        auto n = hashing.Read(buf);
+        if (!n) {
+          hashed_ok = tl::unexpected(n.error());
+          return;
+        }
+        if (*n == 0) return;
+      }
+    });
+    Status synced = (**file).Sync();
+    hasher.join();
+    SP_RETURN_IF_ERROR(synced);
+    SP_RETURN_IF_ERROR(hashed_ok);
+    SP_RETURN_IF_ERROR((**file).Close());
+    if (progress) progress(total, total);
     manifest::Payload payload;
     payload.sha256 = hashing.FinalHex();
     payload.size = hashing.bytes();
