@@ -471,6 +471,7 @@ Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out, const Se
     enc->scrypt_thread_ = std::thread([self] {
       self->scrypt_ok_ =
           Scrypt(self->passphrase_, self->salt_, self->work_factor_, self->wrap_key_);
+      self->kdf_done_.store(true, std::memory_order_release);
     });
   } catch (const std::system_error& e) {
     return Fail(ErrorCode::kInternal, std::string("cannot start the scrypt thread: ") + e.what());
@@ -512,6 +513,21 @@ Status Encryptor::Finish() {
   if (finished_) return Poison({ErrorCode::kInternal, "age: Finish called twice"});
   // The final chunk is empty only when the whole payload is (Write keeps a full chunk pending).
   SP_RETURN_IF_ERROR(EncryptChunk(true));
+  if (!header_written_) SP_RETURN_IF_ERROR(WriteHeader());
+  key_id_ = pending_key_id_;
+  file_key_ = Secret();
+  payload_key_ = Secret();
+  finished_ = true;
+  return {};
+}
+
+Status Encryptor::WriteHeaderNow() {
+  if (error_) return tl::unexpected(*error_);
+  if (header_written_ || finished_ || !KdfDone()) return {};
+  return WriteHeader();
+}
+
+Status Encryptor::WriteHeader() {
   scrypt_thread_.join();
   passphrase_ = Secret();
   if (!scrypt_ok_) {
@@ -541,10 +557,8 @@ Status Encryptor::Finish() {
   }
   auto written = out_.WriteAt(0, AsBytes(header));
   if (!written) return Poison(written.error());
-  key_id_ = KeyIdFromMac(mac);
-  file_key_ = Secret();
-  payload_key_ = Secret();
-  finished_ = true;
+  pending_key_id_ = KeyIdFromMac(mac);
+  header_written_ = true;
   return {};
 }
 

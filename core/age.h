@@ -15,6 +15,7 @@
 // passphrase against it costs a full scrypt run, exactly as against the stanza. It is unique per
 // file (fresh salt and file key), and lets a manifest name the exact header it belongs to.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -73,8 +74,13 @@ class Encryptor {
 
   // Encrypts and appends plaintext; buffers at most one chunk.
   [[nodiscard]] Status Write(std::span<const std::uint8_t> data);
-  // Writes the final chunk, then the header. Call once.
+  // Writes the final chunk, then the header unless WriteHeaderNow already did. Call once.
   [[nodiscard]] Status Finish();
+  // Once KdfDone(), writes the header into its reserved place at the start of the file right
+  // away (no-op before that, or when it is written already), so the file's first bytes are final
+  // while the rest is still being appended.
+  [[nodiscard]] Status WriteHeaderNow();
+  [[nodiscard]] bool header_written() const { return header_written_; }
 
   // The key identifier (see the top of this file). REQUIRES: Finish() succeeded.
   [[nodiscard]] std::string KeyId() const { return key_id_; }
@@ -83,10 +89,14 @@ class Encryptor {
   // Length of the header written by this Encryptor.
   [[nodiscard]] std::size_t HeaderSize() const { return header_size_; }
   [[nodiscard]] int work_factor() const { return work_factor_; }
+  // True once the scrypt derivation has finished (it runs on its own thread from Create on and
+  // uses a whole core meanwhile: a caller may hold back its own parallel work until then).
+  [[nodiscard]] bool KdfDone() const { return kdf_done_.load(std::memory_order_acquire); }
 
  private:
   Encryptor(WritableFile& out, Secret passphrase, int work_factor);
   Status EncryptChunk(bool last);
+  Status WriteHeader();
   Status Poison(Error error);
 
   WritableFile& out_;
@@ -97,7 +107,10 @@ class Encryptor {
   Secret payload_key_;
   Secret wrap_key_;  // written by the scrypt thread; read only after joining it
   std::uint8_t salt_[16] = {};
-  bool scrypt_ok_ = false;  // written by the scrypt thread
+  bool scrypt_ok_ = false;             // written by the scrypt thread
+  std::atomic<bool> kdf_done_{false};  // set by the scrypt thread when it is done
+  bool header_written_ = false;
+  std::string pending_key_id_;  // from the header MAC; published by Finish
   std::thread scrypt_thread_;
   std::vector<std::uint8_t> plain_;   // the pending chunk, at most kChunkSize bytes
   std::vector<std::uint8_t> sealed_;  // scratch for one encrypted chunk

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace safepoint::archive {
@@ -28,12 +29,7 @@ class WriterImpl final : public TarZstdWriter {
     if (cctx_ == nullptr) return Fail(ErrorCode::kInternal, "zstd: out of memory");
     ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(cctx_, ZSTD_c_checksumFlag, 1);
-    if (workers > 0) {
-      ZSTD_CCtx_setParameter(cctx_, ZSTD_c_nbWorkers, workers);
-      // Small jobs keep zstd's input round buffer at a few MiB instead of 4x the window per
-      // worker (33 MiB at level 3): peak memory stays near scrypt's own.
-      ZSTD_CCtx_setParameter(cctx_, ZSTD_c_jobSize, 1 << 20);
-    }
+    ApplyWorkers(workers);
     out_buf_.resize(ZSTD_CStreamOutSize());
 
     archive_ = archive_write_new();
@@ -89,27 +85,24 @@ class WriterImpl final : public TarZstdWriter {
     return {};
   }
 
+  Status SetWorkers(int workers) override {
+    if (workers == workers_) return {};
+    // libarchive buffers up to a block; what it has handed over so far ends this frame.
+    SP_RETURN_IF_ERROR(EndFrame());
+    ZSTD_CCtx_reset(cctx_, ZSTD_reset_session_only);
+    ApplyWorkers(workers);
+    return {};
+  }
+
   Status Finish() override {
     if (archive_write_close(archive_) != ARCHIVE_OK) return Error();
-    // End the zstd frame.
-    for (;;) {
-      ZSTD_inBuffer in{nullptr, 0, 0};
-      ZSTD_outBuffer out{out_buf_.data(), out_buf_.size(), 0};
-      std::size_t left = ZSTD_compressStream2(cctx_, &out, &in, ZSTD_e_end);
-      if (ZSTD_isError(left)) {
-        return Fail(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(left));
-      }
-      if (out.pos > 0) SP_RETURN_IF_ERROR(out_.Write({out_buf_.data(), out.pos}));
-      if (left == 0) break;
-    }
-    return {};
+    return EndFrame();
   }
 
   std::uint64_t tar_bytes() const override { return tar_bytes_; }
 
  private:
-  static la_ssize_t WriteCallback(struct archive* /*a*/, void* self, const void* buf,
-                                  size_t len) {
+  static la_ssize_t WriteCallback(struct archive* /*a*/, void* self, const void* buf, size_t len) {
     auto* w = static_cast<WriterImpl*>(self);
     Status st = w->Compress({static_cast<const std::uint8_t*>(buf), len});
     if (!st) {
@@ -133,6 +126,30 @@ class WriterImpl final : public TarZstdWriter {
     return {};
   }
 
+  void ApplyWorkers(int workers) {
+    workers_ = std::max(workers, 0);
+    ZSTD_CCtx_setParameter(cctx_, ZSTD_c_nbWorkers, workers_);
+    if (workers_ > 0) {
+      // Small jobs keep zstd's input round buffer at a few MiB instead of 4x the window per
+      // worker (33 MiB at level 3): peak memory stays near scrypt's own.
+      ZSTD_CCtx_setParameter(cctx_, ZSTD_c_jobSize, 1 << 20);
+    }
+  }
+
+  // Flushes and ends the current zstd frame.
+  Status EndFrame() {
+    for (;;) {
+      ZSTD_inBuffer in{nullptr, 0, 0};
+      ZSTD_outBuffer out{out_buf_.data(), out_buf_.size(), 0};
+      std::size_t left = ZSTD_compressStream2(cctx_, &out, &in, ZSTD_e_end);
+      if (ZSTD_isError(left)) {
+        return Fail(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(left));
+      }
+      if (out.pos > 0) SP_RETURN_IF_ERROR(out_.Write({out_buf_.data(), out.pos}));
+      if (left == 0) return {};
+    }
+  }
+
   Status Error() {
     if (sink_error_) return tl::unexpected(*sink_error_);
     const char* msg = archive_error_string(archive_);
@@ -142,6 +159,7 @@ class WriterImpl final : public TarZstdWriter {
   ByteSink& out_;
   struct archive* archive_ = nullptr;
   ZSTD_CCtx* cctx_ = nullptr;
+  int workers_ = 0;
   std::vector<std::uint8_t> out_buf_;
   std::optional<safepoint::Error> sink_error_;
   std::uint64_t tar_bytes_ = 0;

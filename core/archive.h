@@ -30,10 +30,14 @@ struct EntryHeader {
 class TarZstdWriter {
  public:
   [[nodiscard]] static Result<std::unique_ptr<TarZstdWriter>> Create(ByteSink& out, int level,
-                                                                    int workers);
+                                                                     int workers);
   virtual ~TarZstdWriter() = default;
   [[nodiscard]] virtual Status BeginEntry(const EntryHeader& header) = 0;
   [[nodiscard]] virtual Status WriteData(std::span<const std::uint8_t> data) = 0;
+  // Ends the current zstd frame and compresses what follows in a new frame with `workers`
+  // threads (0: on the calling thread). Readers see one continuous tar: zstd decoders, ours and
+  // `zstd -d`, read concatenated frames as one stream.
+  [[nodiscard]] virtual Status SetWorkers(int workers) = 0;
   // Ends the tar and the zstd frame and flushes everything to the sink.
   [[nodiscard]] virtual Status Finish() = 0;
   // Uncompressed tar bytes produced so far.

@@ -9,11 +9,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <utility>
@@ -117,6 +119,119 @@ class EncryptorSink final : public ByteSink {
 
  private:
   age::Encryptor& enc_;
+};
+
+// Hashes a file while it is still being appended to: a thread reads (from the page cache) up to
+// what the writer has reported and waits for more, so that when the writer is done only the
+// last bytes are left to hash. The bytes it reads must be final: the file's start is written
+// before Start, everything else is only ever appended.
+class TrailingHasher {
+ public:
+  TrailingHasher() = default;
+  TrailingHasher(const TrailingHasher&) = delete;
+  TrailingHasher& operator=(const TrailingHasher&) = delete;
+  ~TrailingHasher() { (void)Finish(available_); }
+
+  [[nodiscard]] bool started() const { return thread_.joinable(); }
+
+  // Starts hashing `path` from offset 0; it has `size` bytes so far.
+  Status Start(const std::string& path, std::uint64_t size) {
+    auto file = ReadOnlyFile::Open(path);
+    if (!file) return tl::unexpected(file.error());
+    file_.emplace(std::move(*file));
+    path_ = path;
+    available_ = size;
+    try {
+      thread_ = std::thread([this] { Run(); });
+    } catch (const std::system_error& e) {
+      return Fail(ErrorCode::kInternal, std::string("cannot start a hashing thread: ") + e.what());
+    }
+    return {};
+  }
+
+  // The writer: the file now has `size` bytes.
+  void Appended(std::uint64_t size) {
+    {
+      std::lock_guard lock(mu_);
+      available_ = size;
+    }
+    cv_.notify_one();
+  }
+
+  // The writer is done at `size` bytes: waits for the hash of all of them. Hex SHA-256.
+  Result<std::string> Finish(std::uint64_t size) {
+    if (!thread_.joinable()) return Fail(ErrorCode::kInternal, "payload hasher not started");
+    {
+      std::lock_guard lock(mu_);
+      available_ = size;
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+    if (error_) return tl::unexpected(*error_);
+    if (hashed_ != size) return Fail(ErrorCode::kIo, "read back " + path_ + ": short read");
+    return hash_.FinalHex();
+  }
+
+ private:
+  void Run() {
+    std::vector<std::uint8_t> buf(1 << 20);
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return available_ > hashed_ || done_; });
+      const std::uint64_t upto = available_;
+      if (hashed_ >= upto && done_) return;
+      lock.unlock();
+      while (hashed_ < upto) {
+        const auto want =
+            static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), upto - hashed_));
+        const ssize_t n = ::pread(file_->fd(), buf.data(), want, static_cast<off_t>(hashed_));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          error_ = n < 0 ? ErrnoError(errno, "read back", path_)
+                         : Error{ErrorCode::kIo, "read back " + path_ + ": unexpected end"};
+          return;
+        }
+        hash_.Update(std::span<const std::uint8_t>(buf.data(), static_cast<std::size_t>(n)));
+        hashed_ += static_cast<std::uint64_t>(n);
+      }
+      lock.lock();
+    }
+  }
+
+  std::optional<ReadOnlyFile> file_;
+  std::string path_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::uint64_t available_ = 0;  // guarded by mu_
+  bool done_ = false;            // guarded by mu_
+  std::uint64_t hashed_ = 0;     // the hashing thread's, read after join
+  Sha256 hash_;
+  std::optional<Error> error_;
+};
+
+// Forwards to a file and tells a started TrailingHasher how far it has been appended.
+class ReportingFile final : public WritableFile {
+ public:
+  ReportingFile(WritableFile& file, TrailingHasher& hasher) : file_(file), hasher_(hasher) {}
+  Status Append(std::span<const std::uint8_t> data) override {
+    SP_RETURN_IF_ERROR(file_.Append(data));
+    size_ += data.size();
+    if (hasher_.started()) hasher_.Appended(size_);
+    return {};
+  }
+  Status WriteAt(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+    return file_.WriteAt(offset, data);
+  }
+  Status Sync() override { return file_.Sync(); }
+  Status Close() override { return file_.Close(); }
+  [[nodiscard]] std::uint64_t size() const { return size_; }
+
+ private:
+  WritableFile& file_;
+  TrailingHasher& hasher_;
+  std::uint64_t size_ = 0;
 };
 
 // Hashes and counts what passes through.
@@ -309,19 +424,29 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     const std::string partial = staging + "/payload.partial";
     auto file = fs_.CreateFile(partial, 0600);
     if (!file) return tl::unexpected(file.error());
+    // The payload's hash names it. Once the KDF is done the header is final, and a thread hashes
+    // the file from its start while the rest is appended.
+    TrailingHasher payload_hasher;
+    ReportingFile reporting(**file, payload_hasher);
     // Starts the scrypt derivation on its own thread; it runs while we hash and stream.
-    auto enc = age::Encryptor::Create(**file, passphrase, options_.work_factor);
+    auto enc = age::Encryptor::Create(reporting, passphrase, options_.work_factor);
     if (!enc) return tl::unexpected(enc.error());
 
-    // Pass 1: hash every file until it reads stable (two threads; the KDF runs beside them).
+    // The scrypt derivation keeps one core busy for its first part. Until it is done, the rest
+    // runs on this thread alone (more threads would only slow the derivation, which everything
+    // waits for at the end); then a second hashing thread and zstd's workers join.
+    // Pass 1: hash every file until it reads stable.
     const auto& in = request.entries;
     std::vector<StableHash> hashed(in.size());
     std::vector<std::optional<safepoint::Error>> errors(in.size());
     {
       std::atomic<std::size_t> next{0};
-      auto work = [&] {
+      auto work = [&](bool may_start_helper, std::thread* helper, auto& self) -> void {
         std::vector<std::uint8_t> buf(kBufferSize);
         for (std::size_t i = next++; i < in.size(); i = next++) {
+          if (may_start_helper && !helper->joinable() && (*enc)->KdfDone()) {
+            *helper = std::thread([&] { self(false, nullptr, self); });
+          }
           if (in[i].header.type != manifest::EntryType::kFile || in[i].content) continue;
           auto h = HashStable(in[i].abs_path, buf);
           if (h) {
@@ -331,9 +456,9 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
           }
         }
       };
-      std::thread helper(work);
-      work();
-      helper.join();
+      std::thread helper;
+      work(true, &helper, work);
+      if (helper.joinable()) helper.join();
     }
     manifest::Manifest m;
     m.id = *id;
@@ -384,8 +509,16 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
 
     // Pass 2: stream MANIFEST.json and every entry into tar -> zstd -> age.
     EncryptorSink sink(**enc);
-    auto tar = archive::TarZstdWriter::Create(sink, options_.zstd_level, options_.zstd_workers);
+    bool all_workers = false;
+    auto tar = archive::TarZstdWriter::Create(sink, options_.zstd_level, 0);
     if (!tar) return tl::unexpected(tar.error());
+    auto use_all_workers = [&]() -> Status {
+      if (all_workers || !(*enc)->KdfDone()) return {};
+      all_workers = true;
+      SP_RETURN_IF_ERROR((*enc)->WriteHeaderNow());
+      SP_RETURN_IF_ERROR(payload_hasher.Start(partial, reporting.size()));
+      return (*tar)->SetWorkers(options_.zstd_workers);
+    };
     const std::string inner = manifest::Serialize(m, /*inner=*/true);
     archive::EntryHeader mh;
     mh.path = std::string(manifest::kInnerName);
@@ -402,6 +535,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
       const auto& src = in[order[k]];
       const auto& e = m.entries[k];
       archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
+      SP_RETURN_IF_ERROR(use_all_workers());
       SP_RETURN_IF_ERROR((*tar)->BeginEntry(h));
       if (e.type != manifest::EntryType::kFile) continue;
       if (src.content) {
@@ -426,6 +560,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
           same = false;
         }
         hash.Update(std::span<const std::uint8_t>(buf.data(), want));
+        SP_RETURN_IF_ERROR(use_all_workers());
         SP_RETURN_IF_ERROR((*tar)->WriteData({buf.data(), want}));
         left -= want;
         done += want;
@@ -440,33 +575,21 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     }
     SP_RETURN_IF_ERROR((*tar)->Finish());
     SP_RETURN_IF_ERROR((*enc)->Finish());
-
-    // The payload's hash names it. The header went in last, so read the file back (from the page
-    // cache) to compute it, on a second thread while this one waits for the fsync.
-    auto payload_file = ReadOnlyFile::Open(partial);
-    if (!payload_file) return tl::unexpected(payload_file.error());
-    FdSource payload_src(payload_file->fd(), partial);
-    HashingSource hashing(payload_src);
-    Status hashed_ok;
-    std::thread hasher([&] {
-      for (;;) {
-        auto n = hashing.Read(buf);
-        if (!n) {
-          hashed_ok = tl::unexpected(n.error());
-          return;
-        }
-        if (*n == 0) return;
-      }
-    });
+    // A short payload can end before the KDF does: then the header went in last, and the hash
+    // starts now, from the beginning.
+    if (!payload_hasher.started()) {
+      SP_RETURN_IF_ERROR(payload_hasher.Start(partial, reporting.size()));
+    }
+    // The hash's tail runs while this thread waits for the fsync.
     Status synced = (**file).Sync();
-    hasher.join();
+    auto sha256 = payload_hasher.Finish(reporting.size());
     SP_RETURN_IF_ERROR(synced);
-    SP_RETURN_IF_ERROR(hashed_ok);
+    if (!sha256) return tl::unexpected(sha256.error());
     SP_RETURN_IF_ERROR((**file).Close());
     if (progress) progress(total, total);
     manifest::Payload payload;
-    payload.sha256 = hashing.FinalHex();
-    payload.size = hashing.bytes();
+    payload.sha256 = *sha256;
+    payload.size = reporting.size();
     payload.name = "state_" + *id + "_" + payload.sha256.substr(0, 12) + ".enc";
     m.payload = payload;
     m.key_id = (*enc)->KeyId();
