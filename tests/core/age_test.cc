@@ -19,6 +19,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/fs.h"
@@ -708,6 +709,41 @@ TEST(Age, AgeDecryptsOurFile) {
   const PtyRun wrong = RunOnPty({kAgeBinary, "-d", "-o", dir.Sub("out2"), dir.Sub("ours.age")},
                                 "not the passphrase", 1);
   EXPECT_NE(wrong.exit_status, 0) << wrong.transcript;
+}
+
+TEST(Age, HeaderWrittenMidStreamIsFinalAndAgeReadsTheFile) {
+  ASSERT_TRUE(std::filesystem::exists(kAgeBinary)) << "install the Debian package age";
+  const std::string plain = RandomBytes(4 * kChunkSize + 999, 11);
+  MemoryFile file;
+  auto enc = Encryptor::Create(file, Secret(kPassphrase), kFastWorkFactor);
+  ASSERT_TRUE(enc.has_value()) << enc.error().message;
+  ASSERT_TRUE((*enc)->Write(Bytes(plain).first(2 * kChunkSize + 5)));
+  for (int i = 0; i < 6000 && !(*enc)->KdfDone(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE((*enc)->KdfDone());
+  EXPECT_FALSE((*enc)->header_written());
+  ASSERT_TRUE((*enc)->WriteHeaderNow());
+  ASSERT_TRUE((*enc)->header_written());
+  const std::string header = file.data().substr(0, (*enc)->HeaderSize());
+  EXPECT_EQ(header.substr(0, 32), "age-encryption.org/v1\n-> scrypt ");
+  ASSERT_TRUE((*enc)->WriteHeaderNow());  // a second call changes nothing
+  ASSERT_TRUE((*enc)->Write(Bytes(plain).subspan(2 * kChunkSize + 5)));
+  ASSERT_TRUE((*enc)->Finish());
+  EXPECT_EQ(file.data().substr(0, header.size()), header)
+      << "the header changed after it was written";
+  EXPECT_EQ((*enc)->size(), file.data().size());
+
+  const Decrypted ours = Decrypt(file.data());
+  ASSERT_FALSE(ours.error) << ErrorText(ours.error);
+  EXPECT_TRUE(ours.plain == plain);
+  EXPECT_EQ(ours.key_id, (*enc)->KeyId());
+  TempDir dir;
+  safepoint::testing::WriteFile(dir.Sub("mid.age"), file.data(), 0600);
+  const PtyRun run =
+      RunOnPty({kAgeBinary, "-d", "-o", dir.Sub("out"), dir.Sub("mid.age")}, kPassphrase, 1);
+  ASSERT_EQ(run.exit_status, 0) << run.transcript;
+  EXPECT_TRUE(safepoint::testing::ReadFile(dir.Sub("out")) == plain);
 }
 
 TEST(Age, WeDecryptAgeFile) {

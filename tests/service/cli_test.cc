@@ -7,10 +7,9 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
@@ -190,6 +189,39 @@ TEST_F(Cli, DecryptWritesAPlainTarZstdWithManifestFirst) {
   ASSERT_EQ(t.exit_code, 0) << t.err;
   EXPECT_EQ(t.out.substr(0, t.out.find('\n')), "MANIFEST.json");
   EXPECT_NE(t.out.find("ha_config/configuration.yaml\n"), std::string::npos);
+}
+
+TEST_F(Cli, StockToolsRestoreAPayloadCompressedInSeveralFrames) {
+  // Enough data that the KDF ends while the payload is being compressed: the first zstd frame
+  // was written on one thread, the rest in a multi-threaded frame after it.
+  std::string data;
+  std::uint32_t x = 12345;
+  for (int f = 0; f < 12; ++f) {
+    data.clear();
+    for (int i = 0; i < 3'000'000; ++i) {
+      x = x * 1103515245u + 12345u;
+      data.push_back(static_cast<char>('a' + (x >> 16) % 16));  // compressible, not trivially
+    }
+    WriteFile(ha_ + "/www/blob" + std::to_string(f) + ".txt", data);
+  }
+  const std::string id = BackupId();
+  const std::string tarzst = dir_.Sub("payload.tar.zst");
+  auto d = Run({"decrypt", id});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  WriteFile(tarzst, d.out);
+  auto frames =
+      RunProcess({"/bin/sh", "-c", "zstd -lv '" + tarzst + "' | grep '^# Zstandard Frames'"});
+  ASSERT_EQ(frames.exit_code, 0) << frames.out << frames.err;
+  EXPECT_NE(frames.out.find("# Zstandard Frames: 2"), std::string::npos) << frames.out;
+  const std::string out = dir_.Sub("stock");
+  std::filesystem::create_directories(out);
+  auto t = RunProcess({"/bin/sh", "-c", "zstd -dc '" + tarzst + "' | tar -xf - -C '" + out + "'"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  for (int f = 0; f < 12; ++f) {
+    const std::string name = "/www/blob" + std::to_string(f) + ".txt";
+    EXPECT_TRUE(ReadFile(out + "/ha_config" + name) == ReadFile(ha_ + name)) << name;
+  }
+  EXPECT_EQ(Run({"verify", id}).exit_code, 0);
 }
 
 TEST_F(Cli, ExtractCopiesSingleFilesExactly) {
