@@ -1,5 +1,4 @@
 #include "core/config.h"
-#include "core/utf8.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -19,6 +18,7 @@
 #include <utility>
 
 #include "core/glob.h"
+#include "core/utf8.h"
 
 namespace safepoint::config {
 namespace {
@@ -996,8 +996,9 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
 }
 
 Status ParseService(const Ctx& c, const Item& item, ServiceConfig& svc) {
-  auto s = Section::Open(
-      c, item, {"confirm_timeout", "health_timeout", "auto_rollback", "state_file", "schedule"});
+  auto s = Section::Open(c, item,
+                         {"confirm_timeout", "health_timeout", "update_timeout", "resolve_timeout",
+                          "auto_rollback", "state_file", "schedule"});
   if (!s) return tl::unexpected(s.error());
   const milliseconds max_ms(kMaxDurationMs);
   if (const Item* i = s->Get("confirm_timeout")) {
@@ -1007,6 +1008,13 @@ Status ParseService(const Ctx& c, const Item& item, ServiceConfig& svc) {
   if (const Item* i = s->Get("health_timeout")) {
     SP_RETURN_IF_ERROR(
         Assign(svc.health_timeout, GetDuration(c, *i, std::chrono::seconds(1), max_ms)));
+  }
+  if (const Item* i = s->Get("update_timeout")) {
+    SP_RETURN_IF_ERROR(Assign(svc.update_timeout, GetDuration(c, *i, milliseconds(0), max_ms)));
+  }
+  if (const Item* i = s->Get("resolve_timeout")) {
+    SP_RETURN_IF_ERROR(
+        Assign(svc.resolve_timeout, GetDuration(c, *i, std::chrono::seconds(1), max_ms)));
   }
   if (const Item* i = s->Get("auto_rollback"))
     SP_RETURN_IF_ERROR(Assign(svc.auto_rollback, GetBool(c, *i)));
@@ -1360,6 +1368,8 @@ nlohmann::json ToJson(const Config& config) {
   }
   j["service"] = {{"confirm_timeout", FormatDuration(config.service.confirm_timeout)},
                   {"health_timeout", FormatDuration(config.service.health_timeout)},
+                  {"update_timeout", FormatDuration(config.service.update_timeout)},
+                  {"resolve_timeout", FormatDuration(config.service.resolve_timeout)},
                   {"auto_rollback", config.service.auto_rollback},
                   {"state_file", config.service.state_file},
                   {"schedule", {{"daily_at", nullptr}}}};

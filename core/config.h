@@ -209,6 +209,11 @@ struct ServiceConfig {
   std::chrono::milliseconds confirm_timeout{std::chrono::minutes(30)};
   // service.health_timeout [5m, > 0]: health watch after a successful update.
   std::chrono::milliseconds health_timeout{std::chrono::minutes(5)};
+  // service.update_timeout [2h, 0 = never]: an update that reports no result by then is given up
+  // (nothing is rolled back: there is no evidence it failed).
+  std::chrono::milliseconds update_timeout{std::chrono::hours(2)};
+  // service.resolve_timeout [30m, > 0]: deadline for Overwrite / Merge / Abort; then Abort.
+  std::chrono::milliseconds resolve_timeout{std::chrono::minutes(30)};
   // service.auto_rollback [true]: roll back automatically when an update fails.
   bool auto_rollback = true;
   // service.state_file [<backup_dir>/.service-state.json]

@@ -34,6 +34,8 @@ LifecycleOptions LifecycleOptionsFor(const config::Config& c) {
   LifecycleOptions o;
   o.confirm_timeout = std::chrono::duration_cast<seconds>(c.service.confirm_timeout);
   o.health_timeout = std::chrono::duration_cast<seconds>(c.service.health_timeout);
+  o.update_timeout = std::chrono::duration_cast<seconds>(c.service.update_timeout);
+  o.resolve_timeout = std::chrono::duration_cast<seconds>(c.service.resolve_timeout);
   o.auto_rollback = c.service.auto_rollback;
   switch (c.rollback.on_conflict) {
     case config::ConflictPolicy::kAbort:

@@ -83,6 +83,8 @@ TEST_F(ConfigFile, DefaultsWhenOnlyHaConfigIsSet) {
   EXPECT_EQ(c->rollback.on_conflict, ConflictPolicy::kAbort);
   EXPECT_FALSE(c->mqtt.has_value());
   EXPECT_EQ(c->service.confirm_timeout, std::chrono::minutes(30));
+  EXPECT_EQ(c->service.update_timeout, std::chrono::hours(2));
+  EXPECT_EQ(c->service.resolve_timeout, std::chrono::minutes(30));
   EXPECT_EQ(c->service.health_timeout, std::chrono::minutes(5));
   EXPECT_TRUE(c->service.auto_rollback);
   EXPECT_EQ(c->service.state_file,
@@ -185,6 +187,8 @@ mqtt:
   zigbee2mqtt_backup: true
 service:
   confirm_timeout: 1h30m
+  update_timeout: 0
+  resolve_timeout: 10m
   health_timeout: 90
   auto_rollback: no
   state_file: state.json
@@ -257,6 +261,8 @@ logging:
   EXPECT_EQ(m.collect_wait, milliseconds(500));
   EXPECT_TRUE(m.zigbee2mqtt_backup);
   EXPECT_EQ(c->service.confirm_timeout, std::chrono::minutes(90));
+  EXPECT_EQ(c->service.update_timeout, std::chrono::milliseconds(0));
+  EXPECT_EQ(c->service.resolve_timeout, std::chrono::minutes(10));
   EXPECT_EQ(c->service.health_timeout, std::chrono::seconds(90));
   EXPECT_FALSE(c->service.auto_rollback);
   EXPECT_EQ(c->service.state_file, d + "/state.json");

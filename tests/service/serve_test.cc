@@ -413,9 +413,8 @@ class ServeConflict : public Serve {
     std::size_t cursor = 0;
   };
 
-  Setup ReachConflict() {
+  Setup ReachConflict(ServeConfig config = {}) {
     Setup s;
-    ServeConfig config;
     config.auto_rollback = false;
     StartService(config);
     s.before = svc_.Tree();
@@ -514,6 +513,38 @@ TEST_F(ServeConflict, AbortChangesNothing) {
   json end = Resolve("abort", &s.cursor);
   EXPECT_EQ(end["event_type"], "rollback_aborted") << end.dump();
   EXPECT_EQ(end["data"]["conflicts"], json::array({"ha_config/automations.yaml"}));
+  EXPECT_TRUE(obs_->Next("safepoint/status", &s.cursor, kWait, StateIs("idle")));
+  EXPECT_EQ(svc_.Tree(), live);
+}
+
+TEST_F(Serve, AnUpdateWithoutAResultIsGivenUpAfterTheUpdateTimeout) {
+  ServeConfig config;
+  config.update_timeout = "2s";
+  ASSERT_NO_FATAL_FAILURE(StartService(config));
+  const auto before = svc_.Tree();
+  std::size_t c = obs_->Mark();
+  json a = RequestAndAwait("core-silent", &c);
+  const std::string id = a["pending"]["backup_id"];
+  ASSERT_EQ(PressContinue(&c)["decision"], "continue");
+  json timed_out = NextEvent("update_timed_out", &c);
+  EXPECT_EQ(timed_out["data"], (json{{"update_id", "core-silent"}, {"backup_id", id}}));
+  EXPECT_TRUE(obs_->Next("safepoint/status", &c, kWait, StateIs("idle")));
+  // Nothing was rolled back, and the safety point is kept.
+  EXPECT_EQ(svc_.Tree(), before);
+  EXPECT_EQ(svc_.Cli({"verify", id}).exit_code, 0);
+}
+
+TEST_F(ServeConflict, NoAnswerBeforeTheResolveTimeoutAborts) {
+  ServeConfig config;
+  config.resolve_timeout = "3s";
+  auto s = ReachConflict(config);
+  ASSERT_FALSE(HasFailure());
+  const auto live = svc_.Tree();
+  auto end = obs_->Next("safepoint/event", &s.cursor, kWait,
+                        [](const json& j) { return j["event_type"] == "rollback_aborted"; });
+  ASSERT_TRUE(end) << "the conflicts did not expire";
+  EXPECT_EQ(end->Json()["data"]["reason"], "no resolution within 3 s");
+  EXPECT_EQ(end->Json()["data"]["conflicts"], json::array({"ha_config/automations.yaml"}));
   EXPECT_TRUE(obs_->Next("safepoint/status", &s.cursor, kWait, StateIs("idle")));
   EXPECT_EQ(svc_.Tree(), live);
 }

@@ -182,6 +182,8 @@ void ServeHarness::WriteConfig(const ServeConfig& c) {
     << c.mqtt_extra << "service:\n  confirm_timeout: " << c.confirm_timeout
     << "\n  health_timeout: " << c.health_timeout
     << "\n  auto_rollback: " << (c.auto_rollback ? "true" : "false")
+    << (c.update_timeout.empty() ? "" : "\n  update_timeout: " + c.update_timeout)
+    << (c.resolve_timeout.empty() ? "" : "\n  resolve_timeout: " + c.resolve_timeout)
     << "\n  schedule:\n    daily_at: \"off\"\n"
     << c.extra;
   WriteFile(config_, y.str(), 0600);

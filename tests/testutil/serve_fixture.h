@@ -92,6 +92,9 @@ struct ServeConfig {
   std::string url;
   std::string confirm_timeout = "10m";
   std::string health_timeout = "30s";
+  // service.update_timeout and service.resolve_timeout; empty: not written (the defaults).
+  std::string update_timeout;
+  std::string resolve_timeout;
   bool auto_rollback = true;
   std::string on_conflict = "abort";
   // Lines appended under `mqtt:` (each indented by two spaces by the caller).
