@@ -561,30 +561,26 @@ void Daemon::HandleMessage(const mqtt::Message& m) {
       }
       command_name_ = "update";
       transaction_ = ExtractTransaction(m.payload, parse_options_);
+      // An invalid message gets an error response on <base>/response/update and a log line
+      // naming only its size and the error code (never its content).
+      auto handle = [&](const auto& parsed, const char* what, auto&& apply) {
+        if (!parsed) {
+          ++stats_.invalid_messages;
+          if (RateLimitError()) {
+            spdlog::warn("invalid update {} ({} bytes): {}", what, m.payload.size(),
+                         ErrorCodeName(parsed.error().code));
+          }
+          Respond("update", parsed.error(), json::object(), transaction_);
+          return;
+        }
+        Execute(apply(*parsed));
+      };
       if (rest == "update/request") {
-        auto req = ParseUpdateRequest(m.payload, parse_options_);
-        if (!req) {
-          ++stats_.invalid_messages;
-          if (RateLimitError()) {
-            spdlog::warn("invalid update request ({} bytes): {}", m.payload.size(),
-                         ErrorCodeName(req.error().code));
-          }
-          Respond("update", req.error(), json::object(), transaction_);
-          return;
-        }
-        Execute(lifecycle_.OnUpdateRequest(*req, now));
+        handle(ParseUpdateRequest(m.payload, parse_options_), "request",
+               [&](const UpdateRequest& r) { return lifecycle_.OnUpdateRequest(r, now); });
       } else {
-        auto res = ParseUpdateResult(m.payload, parse_options_);
-        if (!res) {
-          ++stats_.invalid_messages;
-          if (RateLimitError()) {
-            spdlog::warn("invalid update result ({} bytes): {}", m.payload.size(),
-                         ErrorCodeName(res.error().code));
-          }
-          Respond("update", res.error(), json::object(), transaction_);
-          return;
-        }
-        Execute(lifecycle_.OnUpdateResult(*res, now));
+        handle(ParseUpdateResult(m.payload, parse_options_), "result",
+               [&](const UpdateResult& r) { return lifecycle_.OnUpdateResult(r, now); });
       }
       return;
     }
