@@ -10,6 +10,10 @@
 
 namespace safepoint {
 
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 Result<std::size_t> FdSource::Read(std::span<std::uint8_t> out) {
   for (;;) {
     ssize_t n = ::read(fd_, out.data(), out.size());

@@ -46,6 +46,19 @@ class FdSink final : public ByteSink {
 };
 
 // A file opened read-only (O_CLOEXEC|O_NOFOLLOW); closes on destruction.
+// Closes a file descriptor on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd();
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
 class ReadOnlyFile {
  public:
   [[nodiscard]] static Result<ReadOnlyFile> Open(const std::string& path);

@@ -19,6 +19,7 @@
 
 #include "core/fs.h"
 #include "core/glob.h"
+#include "core/io.h"
 
 namespace safepoint::sources {
 namespace {
@@ -26,21 +27,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int kMaxDepth = 256;
-
-// Closes a file descriptor on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  [[nodiscard]] int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // Lists a directory's entry names (without "." and ".."), sorted by byte value. Takes
 // ownership of nothing: `fd` is duplicated for fdopendir.
