@@ -191,9 +191,11 @@ TEST_F(Cli, DecryptWritesAPlainTarZstdWithManifestFirst) {
   EXPECT_NE(t.out.find("ha_config/configuration.yaml\n"), std::string::npos);
 }
 
-TEST_F(Cli, StockToolsRestoreAPayloadCompressedInSeveralFrames) {
-  // Enough data that the KDF ends while the payload is being compressed: the first zstd frame
-  // was written on one thread, the rest in a multi-threaded frame after it.
+TEST_F(Cli, StockToolsRestoreALargePayload) {
+  // Large enough that the KDF usually ends while the payload is compressed (the first zstd frame
+  // written on one thread, the rest in a multi-threaded frame after it); on a slow build it may
+  // end before, and there is one frame. Either way stock tools restore it exactly
+  // (archive_test pins the two-frame case).
   std::string data;
   std::uint32_t x = 12345;
   for (int f = 0; f < 12; ++f) {
@@ -209,10 +211,6 @@ TEST_F(Cli, StockToolsRestoreAPayloadCompressedInSeveralFrames) {
   auto d = Run({"decrypt", id});
   ASSERT_EQ(d.exit_code, 0) << d.err;
   WriteFile(tarzst, d.out);
-  auto frames =
-      RunProcess({"/bin/sh", "-c", "zstd -lv '" + tarzst + "' | grep '^# Zstandard Frames'"});
-  ASSERT_EQ(frames.exit_code, 0) << frames.out << frames.err;
-  EXPECT_NE(frames.out.find("# Zstandard Frames: 2"), std::string::npos) << frames.out;
   const std::string out = dir_.Sub("stock");
   std::filesystem::create_directories(out);
   auto t = RunProcess({"/bin/sh", "-c", "zstd -dc '" + tarzst + "' | tar -xf - -C '" + out + "'"});
