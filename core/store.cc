@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -426,23 +427,33 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     std::vector<std::optional<safepoint::Error>> errors(in.size());
     {
       std::atomic<std::size_t> next{0};
-      auto work = [&](bool may_start_helper, std::thread* helper, auto& self) -> void {
-        std::vector<std::uint8_t> buf(kBufferSize);
-        for (std::size_t i = next++; i < in.size(); i = next++) {
-          if (may_start_helper && !helper->joinable() && (*enc)->KdfDone()) {
-            *helper = std::thread([&] { self(false, nullptr, self); });
-          }
-          if (in[i].header.type != manifest::EntryType::kFile || in[i].content) continue;
-          auto h = HashStable(in[i].abs_path, buf);
-          if (h) {
-            hashed[i] = std::move(*h);
-          } else {
-            errors[i] = h.error();
-          }
+      auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf) {
+        if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
+        auto h = HashStable(in[i].abs_path, buf);
+        if (h) {
+          hashed[i] = std::move(*h);
+        } else {
+          errors[i] = h.error();
         }
       };
+      auto helper_work = [&] {
+        std::vector<std::uint8_t> buf(kBufferSize);
+        for (std::size_t i = next++; i < in.size(); i = next++) hash_one(i, buf);
+      };
       std::thread helper;
-      work(true, &helper, work);
+      bool helper_tried = false;
+      std::vector<std::uint8_t> buf(kBufferSize);
+      for (std::size_t i = next++; i < in.size(); i = next++) {
+        if (!helper_tried && (*enc)->KdfDone()) {
+          helper_tried = true;
+          try {
+            helper = std::thread(helper_work);
+          } catch (const std::system_error&) {
+            // No second thread: this one does it all.
+          }
+        }
+        hash_one(i, buf);
+      }
       if (helper.joinable()) helper.join();
     }
     manifest::Manifest m;
