@@ -887,10 +887,11 @@ Result<std::string> GetReadableFile(const Ctx& c, const Item& item) {
 }
 
 Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
-  auto s = Section::Open(
-      c, item,
-      {"url", "client_id", "username", "password", "protocol", "keepalive", "tls", "base_topic",
-       "discovery_prefix", "node_id", "mirror", "collect_wait", "zigbee2mqtt_backup"});
+  auto s =
+      Section::Open(c, item,
+                    {"url", "client_id", "username", "password", "protocol", "keepalive", "tls",
+                     "base_topic", "discovery_prefix", "node_id", "mirror", "collect_wait",
+                     "zigbee2mqtt_backup", "zigbee2mqtt_base_topic", "zigbee2mqtt_backup_timeout"});
   if (!s) return tl::unexpected(s.error());
   if (const Item* i = s->Get("url")) {
     auto u = GetStr(c, *i);
@@ -951,13 +952,16 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
   if (const Item* i = s->Get("tls"); i != nullptr && !MqttUsesTls(m)) {
     return Bad(c, i->mark, i->key, "tls is set but mqtt.url does not use mqtts, ssl or wss");
   }
-  for (const char* name : {"base_topic", "discovery_prefix"}) {
+  for (const auto& [name, field] :
+       {std::pair<const char*, std::string*>{"base_topic", &m.base_topic},
+        {"discovery_prefix", &m.discovery_prefix},
+        {"zigbee2mqtt_base_topic", &m.zigbee2mqtt_base_topic}}) {
     if (const Item* i = s->Get(name)) {
       auto t = GetString(c, *i);
       if (!t) return tl::unexpected(t.error());
       const std::string problem = TopicProblem(*t);
       if (!problem.empty()) return Bad(c, i->mark, i->key, problem);
-      (std::string_view(name) == "base_topic" ? m.base_topic : m.discovery_prefix) = *t;
+      *field = *t;
     }
   }
   auto mirror =
@@ -991,6 +995,11 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
   }
   if (const Item* i = s->Get("zigbee2mqtt_backup")) {
     SP_RETURN_IF_ERROR(Assign(m.zigbee2mqtt_backup, GetBool(c, *i)));
+  }
+  if (const Item* i = s->Get("zigbee2mqtt_backup_timeout")) {
+    SP_RETURN_IF_ERROR(
+        Assign(m.zigbee2mqtt_backup_timeout,
+               GetDuration(c, *i, std::chrono::seconds(1), std::chrono::minutes(10))));
   }
   return {};
 }
@@ -1359,7 +1368,9 @@ nlohmann::json ToJson(const Config& config) {
                  {"max_topics", m.mirror.max_topics},
                  {"max_payload_bytes", m.mirror.max_payload_bytes}}},
                {"collect_wait", FormatDuration(m.collect_wait)},
-               {"zigbee2mqtt_backup", m.zigbee2mqtt_backup}};
+               {"zigbee2mqtt_backup", m.zigbee2mqtt_backup},
+               {"zigbee2mqtt_base_topic", m.zigbee2mqtt_base_topic},
+               {"zigbee2mqtt_backup_timeout", FormatDuration(m.zigbee2mqtt_backup_timeout)}};
     if (!m.username.empty()) mj["username"] = m.username;
     if (m.password) mj["password"] = "<set>";
     j["mqtt"] = mj;

@@ -191,8 +191,15 @@ struct MqttConfig {
   MirrorConfig mirror;
   // collect_wait [2s, <= 1h]: `safepoint backup` run by hand waits this long for retained states.
   std::chrono::milliseconds collect_wait{std::chrono::seconds(2)};
-  // zigbee2mqtt_backup [false]: request Zigbee2MQTT's own backup and store it in the safety point.
+  // zigbee2mqtt_backup [false]: before each safety point the service takes, ask Zigbee2MQTT for
+  // its own backup (`<zigbee2mqtt_base_topic>/bridge/request/backup`) and store the zip it
+  // returns as state/zigbee2mqtt_backup.zip. No answer within zigbee2mqtt_backup_timeout, or an
+  // error answer, is a warning of the safety point, never a failure.
   bool zigbee2mqtt_backup = false;
+  // zigbee2mqtt_base_topic [zigbee2mqtt]: Zigbee2MQTT's mqtt.base_topic.
+  std::string zigbee2mqtt_base_topic = "zigbee2mqtt";
+  // zigbee2mqtt_backup_timeout [30s, 1s..10min]
+  std::chrono::milliseconds zigbee2mqtt_backup_timeout{std::chrono::seconds(30)};
 };
 
 // True for the TLS schemes (mqtts, ssl, wss).

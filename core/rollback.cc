@@ -767,6 +767,10 @@ std::vector<std::string> Differences(const std::map<std::string, std::string>& c
       auto lines = std::count(content.begin(), content.end(), '\n');
       out.push_back(path + ": " + std::to_string(lines) +
                     " log lines kept in the safety point (logs are never written back)");
+    } else if (path == snapshot::kZigbee2MqttBackupPath) {
+      out.push_back(path +
+                    ": Zigbee2MQTT's own backup kept in the safety point (not written back; "
+                    "restore it in Zigbee2MQTT after `safepoint extract`)");
     } else if (path.starts_with("state/")) {
       out.push_back(path + ": entity states recorded in the safety point (" +
                     std::to_string(content.size()) +

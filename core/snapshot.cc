@@ -27,8 +27,10 @@ store::InputEntry Generated(const std::string& path, std::string content, std::i
 }  // namespace
 
 Result<store::BackupRequest> Collect(const config::Config& config,
-                                     const std::optional<entities::EntitySnapshot>& entities) {
+                                     const std::optional<entities::EntitySnapshot>& entities,
+                                     const LiveState& live) {
   store::BackupRequest request;
+  for (const auto& w : live.warnings) request.warnings.push_back(SanitizeUtf8(w));
   auto files = sources::CollectFiles(config);
   if (!files) return tl::unexpected(files.error());
   for (const auto& w : files->warnings) request.warnings.push_back(SanitizeUtf8(w));
@@ -91,6 +93,10 @@ Result<store::BackupRequest> Collect(const config::Config& config,
         entities::ToJson(*entities).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) +
             "\n",
         now));
+  }
+  if (live.zigbee2mqtt_backup) {
+    request.entries.push_back(
+        Generated(std::string(kZigbee2MqttBackupPath), *live.zigbee2mqtt_backup, now));
   }
   return request;
 }

@@ -18,8 +18,9 @@ class OperationsBackend final : public Backend {
   Result<manifest::Manifest> Backup(const std::string& reason,
                                     const std::optional<manifest::UpdateRef>& update,
                                     const store::ProgressFn& progress,
-                                    const entities::EntitySnapshot& entities) override {
-    return ops_.Backup(reason, update, progress, entities);
+                                    const entities::EntitySnapshot& entities,
+                                    const snapshot::LiveState& live) override {
+    return ops_.Backup(reason, update, progress, entities, live);
   }
   Status Delete(const std::string& id) override { return ops_.Delete(id); }
   Result<std::vector<store::Listing>> List() override { return ops_.store().List(); }

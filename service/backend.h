@@ -7,6 +7,7 @@
 #include "core/entities.h"
 #include "core/manifest.h"
 #include "core/result.h"
+#include "core/snapshot.h"
 #include "core/store.h"
 #include "service/lifecycle.h"
 #include "service/operations.h"
@@ -20,7 +21,8 @@ class Backend {
   virtual ~Backend() = default;
   [[nodiscard]] virtual Result<manifest::Manifest> Backup(
       const std::string& reason, const std::optional<manifest::UpdateRef>& update,
-      const store::ProgressFn& progress, const entities::EntitySnapshot& entities) = 0;
+      const store::ProgressFn& progress, const entities::EntitySnapshot& entities,
+      const snapshot::LiveState& live) = 0;
   [[nodiscard]] virtual Status Delete(const std::string& id) = 0;
   [[nodiscard]] virtual Result<std::vector<store::Listing>> List() = 0;
   [[nodiscard]] virtual Result<std::vector<Operations::VerifyResult>> Verify(

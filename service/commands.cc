@@ -1,5 +1,7 @@
 #include "service/commands.h"
 
+#include <sodium.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -493,6 +495,57 @@ Result<UpdateRequest> ParseUpdateRequest(std::string_view payload, const ParseOp
   if (!reason) return tl::unexpected(std::move(reason.error()));
   request.reason = std::move(*reason);
   return request;
+}
+
+Result<Zigbee2MqttBackup> ParseZigbee2MqttBackup(std::string_view payload, std::size_t max_bytes) {
+  auto bad = [](const std::string& what) {
+    return Fail(ErrorCode::kBadInput, "Zigbee2MQTT backup response: " + what);
+  };
+  if (payload.size() > max_bytes) {
+    return bad("over " + std::to_string(max_bytes) + " bytes");
+  }
+  const json j = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return bad("not a JSON object");
+  Zigbee2MqttBackup out;
+  if (auto t = j.find("transaction"); t != j.end() && t->is_string()) {
+    out.transaction = t->get<std::string>();
+  }
+  const auto status = j.find("status");
+  if (status == j.end() || !status->is_string()) return bad("no status");
+  if (*status == "error") {
+    const auto e = j.find("error");
+    std::string text = e != j.end() && e->is_string() ? e->get<std::string>().substr(0, 500)
+                                                      : std::string("no error text");
+    // It goes into a log line and the safety point's warnings: printable ASCII only.
+    for (char& ch : text) {
+      const auto u = static_cast<unsigned char>(ch);
+      if (u < 0x20 || u >= 0x7f) ch = '?';
+    }
+    out.error = std::move(text);
+    return out;
+  }
+  if (*status != "ok") return bad("unknown status");
+  const auto data = j.find("data");
+  if (data == j.end() || !data->is_object()) return bad("no data");
+  const auto zip = data->find("zip");
+  if (zip == data->end() || !zip->is_string()) return bad("no data.zip");
+  const auto& b64 = zip->get_ref<const std::string&>();
+  std::string bin(b64.size() / 4 * 3 + 3, '\0');
+  std::size_t bin_len = 0;
+  const char* end = nullptr;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(bin.data()), bin.size(), b64.data(),
+                        b64.size(), "\r\n", &bin_len, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+      end != b64.data() + b64.size()) {
+    return bad("data.zip is not base64");
+  }
+  bin.resize(bin_len);
+  // Every zip starts with a local file header, or is an empty archive (end of central directory).
+  if (!bin.starts_with(std::string_view("PK\x03\x04", 4)) &&
+      !bin.starts_with(std::string_view("PK\x05\x06", 4))) {
+    return bad("data.zip is not a zip archive");
+  }
+  out.zip = std::move(bin);
+  return out;
 }
 
 Result<UpdateResult> ParseUpdateResult(std::string_view payload, const ParseOptions& options) {

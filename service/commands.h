@@ -129,6 +129,19 @@ struct Command {
 // "/backup [reason]", "/status", "/list", "/continue", "/cancel".
 [[nodiscard]] Result<CommandArgs> ParseTextCommand(std::string_view text);
 
+// Zigbee2MQTT's answer on `<z2m base>/bridge/response/backup`:
+//   {"data": {"zip": "<base64>"}, "status": "ok", "transaction": "..."}
+//   {"data": {}, "status": "error", "error": "...", "transaction": "..."}
+struct Zigbee2MqttBackup {
+  std::string transaction;           // empty when absent or not a string
+  std::optional<std::string> zip;    // the decoded zip, when status is "ok"
+  std::optional<std::string> error;  // Zigbee2MQTT's error text, when status is "error"
+};
+// kBadInput for anything else (not JSON, no status, a zip that is not base64 or not a zip,
+// a payload over `max_bytes`).
+[[nodiscard]] Result<Zigbee2MqttBackup> ParseZigbee2MqttBackup(std::string_view payload,
+                                                               std::size_t max_bytes);
+
 // Best effort: the `transaction` of a payload that may otherwise be invalid, so an error
 // response can still echo it. std::nullopt when absent, not a string/number, or unparsable.
 [[nodiscard]] std::optional<nlohmann::json> ExtractTransaction(std::string_view payload,

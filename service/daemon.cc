@@ -22,6 +22,8 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr std::string_view kHomeAssistantStatus = "homeassistant/status";
+// Zigbee2MQTT's backup (coordinator backup, database, configuration) as base64 in JSON.
+constexpr std::size_t kMaxZigbee2MqttBackupBytes = 64u << 20;
 
 template <class... Ts>
 struct Overloaded : Ts... {
@@ -394,7 +396,65 @@ void Daemon::Execute(const Action& action) {
 }
 
 void Daemon::StartBackup(const service::StartBackup& action) {
-  auto entities = mirror_.Snapshot(clock_.Now());
+  const auto now = clock_.Now();
+  auto entities = mirror_.Snapshot(now);
+  if (!mqtt_config_.zigbee2mqtt_backup || zigbee2mqtt_wait_) {
+    RunBackup(action, std::move(entities), {});
+    return;
+  }
+  // Zigbee2MQTT's own backup first (its coordinator backup and database); the safety point
+  // follows its answer, or the deadline.
+  Zigbee2MqttWait wait{action, std::move(entities),
+                       "safepoint-" + std::to_string(std::uniform_int_distribution<std::uint64_t>(
+                                          1, 1'000'000'000'000)(rng_)),
+                       now + mqtt_config_.zigbee2mqtt_backup_timeout};
+  const std::string topic = mqtt_config_.zigbee2mqtt_base_topic + "/bridge/request/backup";
+  if (auto st = client_->Publish(topic, Dump(json{{"transaction", wait.transaction}}), 1, false);
+      !st) {
+    ++stats_.publish_failures;
+    RunBackup(action, std::move(wait.entities),
+              {.zigbee2mqtt_backup = std::nullopt,
+               .warnings = {"Zigbee2MQTT backup not included: cannot publish the request (" +
+                            st.error().message + ")"}});
+    return;
+  }
+  spdlog::info("asked Zigbee2MQTT for its backup (transaction {})", wait.transaction);
+  zigbee2mqtt_wait_ = std::move(wait);
+}
+
+void Daemon::HandleZigbee2MqttBackup(const mqtt::Message& m) {
+  if (!zigbee2mqtt_wait_ || m.retained) return;  // not ours, or an old answer kept by the broker
+  auto r = ParseZigbee2MqttBackup(m.payload, kMaxZigbee2MqttBackupBytes);
+  if (r && r->transaction != zigbee2mqtt_wait_->transaction) return;  // another client's
+  auto wait = std::move(*zigbee2mqtt_wait_);
+  zigbee2mqtt_wait_.reset();
+  snapshot::LiveState live;
+  if (!r) {
+    ++stats_.invalid_messages;
+    live.warnings.push_back("Zigbee2MQTT backup not included: " + r.error().message);
+  } else if (r->error) {
+    live.warnings.push_back("Zigbee2MQTT backup not included: Zigbee2MQTT answered: " + *r->error);
+  } else {
+    spdlog::info("Zigbee2MQTT backup received ({} bytes)", r->zip->size());
+    live.zigbee2mqtt_backup = std::move(r->zip);
+  }
+  for (const auto& w : live.warnings) spdlog::warn("{}", w);
+  RunBackup(wait.action, std::move(wait.entities), std::move(live));
+}
+
+void Daemon::Zigbee2MqttBackupTimedOut() {
+  auto wait = std::move(*zigbee2mqtt_wait_);
+  zigbee2mqtt_wait_.reset();
+  snapshot::LiveState live;
+  live.warnings.push_back("Zigbee2MQTT backup not included: no answer on " +
+                          mqtt_config_.zigbee2mqtt_base_topic + "/bridge/response/backup within " +
+                          config::FormatDuration(mqtt_config_.zigbee2mqtt_backup_timeout));
+  spdlog::warn("{}", live.warnings.back());
+  RunBackup(wait.action, std::move(wait.entities), std::move(live));
+}
+
+void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnapshot entities,
+                       snapshot::LiveState live) {
   std::optional<manifest::UpdateRef> update;
   const auto& snap = lifecycle_.Snapshot();
   if (action.update_id) {
@@ -408,7 +468,7 @@ void Daemon::StartBackup(const service::StartBackup& action) {
     update = u;
   }
   std::string reason = action.reason;
-  bool ok = Submit([this, reason, update, entities] {
+  bool ok = Submit([this, reason, update, entities, live = std::move(live)] {
     int last = -1;
     auto progress = [this, &last](std::uint64_t done, std::uint64_t total) {
       int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
@@ -416,7 +476,7 @@ void Daemon::StartBackup(const service::StartBackup& action) {
       last = pct;
       Post([this, pct] { Execute(lifecycle_.OnProgress(pct, clock_.Now())); });
     };
-    auto m = backend_->Backup(reason, update, progress, entities);
+    auto m = backend_->Backup(reason, update, progress, entities, live);
     return std::function<void()>([this, m, entities] {
       Result<BackupSummary> result = tl::unexpected(Error{ErrorCode::kInternal, ""});
       if (m) {
@@ -544,6 +604,11 @@ void Daemon::HandleMessage(const mqtt::Message& m) {
       // every MQTT integration answering at once).
       rediscover_at_ = now + milliseconds(std::uniform_int_distribution<int>(500, 3000)(rng_));
     }
+    return;
+  }
+  if (mqtt_config_.zigbee2mqtt_backup &&
+      m.topic == mqtt_config_.zigbee2mqtt_base_topic + "/bridge/response/backup") {
+    HandleZigbee2MqttBackup(m);
     return;
   }
   if (m.topic.size() > base.size() && m.topic.compare(0, base.size() + 1, base + "/") == 0) {
@@ -776,6 +841,7 @@ Daemon::TimePoint Daemon::NextWake(TimePoint now) const {
   if (const auto& d = lifecycle_.Snapshot().deadline; d && *d < wake) wake = *d;
   if (rediscover_at_ && *rediscover_at_ < wake) wake = *rediscover_at_;
   if (next_scheduled_ && *next_scheduled_ < wake) wake = *next_scheduled_;
+  if (zigbee2mqtt_wait_ && zigbee2mqtt_wait_->deadline < wake) wake = zigbee2mqtt_wait_->deadline;
   return std::max(wake, now + milliseconds(10));
 }
 
@@ -793,6 +859,9 @@ int Daemon::Run(const std::atomic<bool>& stop) {
                                                       {Topic("update/result"), 1},
                                                       {std::string(kHomeAssistantStatus), 1}};
   for (const auto& f : mqtt_config_.mirror.filters) filters.emplace_back(f, 0);
+  if (mqtt_config_.zigbee2mqtt_backup) {
+    filters.emplace_back(mqtt_config_.zigbee2mqtt_base_topic + "/bridge/response/backup", 1);
+  }
   if (auto st = client_->Subscribe(filters); !st) {
     spdlog::error("subscribe failed: {}", st.error().message);
   }
@@ -834,6 +903,7 @@ int Daemon::Run(const std::atomic<bool>& stop) {
     command_name_.clear();
     transaction_.reset();
     Execute(lifecycle_.OnTick(now));
+    if (zigbee2mqtt_wait_ && now >= zigbee2mqtt_wait_->deadline) Zigbee2MqttBackupTimedOut();
     if (rediscover_at_ && now >= *rediscover_at_) {
       rediscover_at_.reset();
       PublishDiscovery();

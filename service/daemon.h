@@ -17,6 +17,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/snapshot.h"
 #include "discovery/discovery.h"
 #include "mqtt/client.h"
 #include "service/backend.h"
@@ -76,6 +77,12 @@ class Daemon {
   void Execute(const Action& action);
 
   void StartBackup(const StartBackup& action);
+  // Runs the backup on the worker with what was captured live.
+  void RunBackup(const service::StartBackup& action, entities::EntitySnapshot entities,
+                 snapshot::LiveState live);
+  // Zigbee2MQTT's answer to our backup request, or the deadline passing without one.
+  void HandleZigbee2MqttBackup(const mqtt::Message& message);
+  void Zigbee2MqttBackupTimedOut();
   void StartRollback(const service::StartRollback& action);
   void RunHealthCheck(const std::string& backup_id);
   void PublishDiscovery();
@@ -109,11 +116,19 @@ class Daemon {
   std::vector<std::string> safety_points_;  // newest first
   std::optional<std::string> selected_;
   std::map<std::string, entities::EntitySnapshot> entity_snapshots_;  // by backup id
-  std::optional<nlohmann::json> transaction_;  // of the command being handled
-  std::string command_name_;                   // of the command being handled
+  std::optional<nlohmann::json> transaction_;     // of the command being handled
+  std::string command_name_;                      // of the command being handled
   std::map<std::string, std::string> published_;  // retained state topics since connecting
   std::optional<TimePoint> rediscover_at_;
   std::optional<TimePoint> next_scheduled_;
+  // A backup waiting for Zigbee2MQTT's own backup (mqtt.zigbee2mqtt_backup).
+  struct Zigbee2MqttWait {
+    service::StartBackup action;
+    entities::EntitySnapshot entities;  // the mirror as it was at the request
+    std::string transaction;
+    TimePoint deadline;
+  };
+  std::optional<Zigbee2MqttWait> zigbee2mqtt_wait_;
   bool prune_after_backup_ = false;
   bool worker_busy_ = false;
   int pending_jobs_ = 0;  // state thread only

@@ -44,12 +44,13 @@ Result<store::StoreLock> Operations::LockExclusive() {
 
 Result<manifest::Manifest> Operations::Backup(
     const std::string& reason, const std::optional<manifest::UpdateRef>& update,
-    const store::ProgressFn& progress, const std::optional<entities::EntitySnapshot>& entities) {
+    const store::ProgressFn& progress, const std::optional<entities::EntitySnapshot>& entities,
+    const snapshot::LiveState& live) {
   auto lock = LockExclusive();
   if (!lock) return tl::unexpected(lock.error());
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return tl::unexpected(passphrase.error());
-  auto request = snapshot::Collect(config_, entities);
+  auto request = snapshot::Collect(config_, entities, live);
   if (!request) return tl::unexpected(request.error());
   request->reason = reason;
   request->update = update;

@@ -1,16 +1,16 @@
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/entities.h"
 #include "core/fs.h"
+#include "core/snapshot.h"
 #include "core/store.h"
 
 namespace safepoint::service {
@@ -28,11 +28,13 @@ class Operations {
   [[nodiscard]] store::Store& store() { return store_; }
   [[nodiscard]] const config::Config& config() const { return config_; }
 
-  // Takes a safety point of the configured sources (and the entity mirror, when given).
+  // Takes a safety point of the configured sources (and the entity mirror and other live
+  // state, when given).
   [[nodiscard]] Result<manifest::Manifest> Backup(
       const std::string& reason, const std::optional<manifest::UpdateRef>& update,
       const store::ProgressFn& progress = {},
-      const std::optional<entities::EntitySnapshot>& entities = std::nullopt);
+      const std::optional<entities::EntitySnapshot>& entities = std::nullopt,
+      const snapshot::LiveState& live = {});
 
   struct VerifyResult {
     std::string id;

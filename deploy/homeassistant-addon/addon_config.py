@@ -49,6 +49,7 @@ DEFAULTS = {
     "include": ["**"],
     "exclude": [],
     "mirror_filters": ["zigbee2mqtt/#"],
+    "zigbee2mqtt_backup": False,
     "restart_home_assistant": True,
     "base_topic": "safepoint",
     "node_id": "safepoint",
@@ -186,6 +187,7 @@ def translate(options, service, ha_config=DEFAULT_HA_CONFIG):
     mqtt["base_topic"] = base_topic
     mqtt["node_id"] = _string(opts, "node_id", NAME, "made of letters, digits, '_' and '-'")
     mqtt["mirror"] = {"filters": _strings(opts, "mirror_filters")}
+    mqtt["zigbee2mqtt_backup"] = _bool(opts, "zigbee2mqtt_backup")
     config["mqtt"] = mqtt
 
     config["service"] = {

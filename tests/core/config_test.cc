@@ -118,6 +118,8 @@ TEST_F(ConfigFile, EmptyMqttSectionEnablesMqttWithDefaults) {
   EXPECT_EQ(m.mirror.max_payload_bytes, 65536u);
   EXPECT_EQ(m.collect_wait, std::chrono::seconds(2));
   EXPECT_FALSE(m.zigbee2mqtt_backup);
+  EXPECT_EQ(m.zigbee2mqtt_base_topic, "zigbee2mqtt");
+  EXPECT_EQ(m.zigbee2mqtt_backup_timeout, std::chrono::seconds(30));
 }
 
 TEST_F(ConfigFile, EveryKeyParses) {
@@ -185,6 +187,8 @@ mqtt:
     max_payload_bytes: 4KiB
   collect_wait: 500ms
   zigbee2mqtt_backup: true
+  zigbee2mqtt_base_topic: z2m/home
+  zigbee2mqtt_backup_timeout: 2m
 service:
   confirm_timeout: 1h30m
   update_timeout: 0
@@ -260,6 +264,8 @@ logging:
   EXPECT_EQ(m.mirror.max_payload_bytes, 4096u);
   EXPECT_EQ(m.collect_wait, milliseconds(500));
   EXPECT_TRUE(m.zigbee2mqtt_backup);
+  EXPECT_EQ(m.zigbee2mqtt_base_topic, "z2m/home");
+  EXPECT_EQ(m.zigbee2mqtt_backup_timeout, std::chrono::minutes(2));
   EXPECT_EQ(c->service.confirm_timeout, std::chrono::minutes(90));
   EXPECT_EQ(c->service.update_timeout, std::chrono::milliseconds(0));
   EXPECT_EQ(c->service.resolve_timeout, std::chrono::minutes(10));

@@ -1,6 +1,6 @@
 // Fuzzes every inbound MQTT payload parser: service::ParseCommand for each command name,
-// ParseUpdateRequest, ParseUpdateResult, ParseTextCommand, ExtractTransaction and
-// Topics::CommandName.
+// ParseUpdateRequest, ParseUpdateResult, ParseTextCommand, ExtractTransaction,
+// Topics::CommandName and ParseZigbee2MqttBackup.
 //
 // Input: byte 0 picks the parser (and for ParseCommand the name); the rest is the payload.
 // Invariants: errors are kBadInput with a short, printable message (they are published on
@@ -67,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size < 1) return 0;
   const std::string_view payload(reinterpret_cast<const char*>(data) + 1, size - 1);
   const auto& names = service::CommandNames();
-  const std::size_t pick = data[0] % (names.size() + 6);
+  const std::size_t pick = data[0] % (names.size() + 7);
   service::ParseOptions options;
   options.max_payload_bytes = 4096;  // exercises the limit without slowing the run down
 
@@ -136,6 +136,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 4: {
       const service::Topics topics;
       (void)topics.CommandName(payload);
+      break;
+    }
+    case 5: {
+      auto z = service::ParseZigbee2MqttBackup(payload, 4096);
+      if (!z) {
+        ExpectBadInput(z.error(), "ParseZigbee2MqttBackup");
+      } else {
+        if (z->zip.has_value() == z->error.has_value()) Violated("zigbee2mqtt: zip xor error");
+        if (z->zip && !z->zip->starts_with("PK")) Violated("zigbee2mqtt: not a zip accepted");
+        if (z->error) ExpectPrintableMessage(*z->error, kMaxMessage, "zigbee2mqtt error text");
+      }
       break;
     }
     default: {

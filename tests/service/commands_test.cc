@@ -428,5 +428,54 @@ TEST(Command, DiscoveryButtonsAndSelectSendValidCommands) {
   EXPECT_EQ(std::get<ResolveCommand>(overwrite->args).action, ConflictPolicy::kOverwrite);
 }
 
+TEST(Zigbee2MqttBackup, OkAnswerDecodesTheZipExactly) {
+  // base64 of "PK\x03\x04\x00\xff\x10zip!" (bytes 0x00 and 0xff included).
+  auto r = ParseZigbee2MqttBackup(
+      R"({"data":{"zip":"UEsDBAD/EHppcCE="},"status":"ok","transaction":"safepoint-42"})", 1024);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->transaction, "safepoint-42");
+  ASSERT_TRUE(r->zip);
+  EXPECT_EQ(*r->zip, std::string("PK\x03\x04\x00\xff\x10zip!", 11));
+  EXPECT_FALSE(r->error);
+}
+
+TEST(Zigbee2MqttBackup, ErrorAnswerKeepsZigbee2MqttsTextPrintable) {
+  auto r = ParseZigbee2MqttBackup(
+      R"({"data":{},"status":"error","error":"Failed\nto \u001b[31mbackup","transaction":"t"})",
+      1024);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->transaction, "t");
+  EXPECT_FALSE(r->zip);
+  EXPECT_EQ(r->error, "Failed?to ?[31mbackup");
+  auto no_text = ParseZigbee2MqttBackup(R"({"status":"error"})", 1024);
+  ASSERT_TRUE(no_text);
+  EXPECT_EQ(no_text->transaction, "");
+  EXPECT_EQ(no_text->error, "no error text");
+}
+
+TEST(Zigbee2MqttBackup, AnythingElseIsBadInput) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"not json", "not a JSON object"},
+      {R"([1,2])", "not a JSON object"},
+      {R"({"data":{"zip":"UEsDBA=="}})", "no status"},
+      {R"({"status":"maybe"})", "unknown status"},
+      {R"({"status":"ok"})", "no data"},
+      {R"({"status":"ok","data":{}})", "no data.zip"},
+      {R"({"status":"ok","data":{"zip":7}})", "no data.zip"},
+      {R"({"status":"ok","data":{"zip":"@@@@"}})", "data.zip is not base64"},
+      {R"({"status":"ok","data":{"zip":"UEsDBA==trailing"}})", "data.zip is not base64"},
+      {R"({"status":"ok","data":{"zip":"aGVsbG8="}})", "data.zip is not a zip archive"},
+  };
+  for (const auto& [payload, why] : cases) {
+    auto r = ParseZigbee2MqttBackup(payload, 1024);
+    ASSERT_FALSE(r) << payload;
+    EXPECT_EQ(r.error().code, ErrorCode::kBadInput) << payload;
+    EXPECT_EQ(r.error().message, std::string("Zigbee2MQTT backup response: ") + why) << payload;
+  }
+  auto big = ParseZigbee2MqttBackup(std::string(2000, ' '), 1024);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().message, "Zigbee2MQTT backup response: over 1024 bytes");
+}
+
 }  // namespace
 }  // namespace safepoint::service

@@ -407,6 +407,7 @@ TEST_F(Addon, DefaultOptionsMakeAConfigThatPassesConfigCheck) {
   EXPECT_EQ(c["service"]["confirm_timeout"].as<std::string>(), "30m");
   EXPECT_EQ(c["service"]["schedule"]["daily_at"].as<std::string>(), "04:00");
   EXPECT_EQ(c["mqtt"]["mirror"]["filters"][0].as<std::string>(), "zigbee2mqtt/#");
+  EXPECT_FALSE(c["mqtt"]["zigbee2mqtt_backup"].as<bool>());
   ASSERT_EQ(c["restart"].size(), 1u);
   EXPECT_EQ(c["restart"][0]["command"][0].as<std::string>(), "/usr/lib/safepoint/restart_core.py");
 
@@ -435,6 +436,7 @@ TEST_F(Addon, EveryOptionReachesTheConfig) {
   options["scrypt_work_factor"] = 16;
   options["exclude"] = {"www/**", "**/*.bak"};
   options["mirror_filters"] = {"zigbee2mqtt/#", "homeassistant_statestream/#"};
+  options["zigbee2mqtt_backup"] = true;
   options["restart_home_assistant"] = false;
   options["base_topic"] = "home/safepoint";
   options["node_id"] = "safepoint_2";
@@ -463,6 +465,7 @@ TEST_F(Addon, EveryOptionReachesTheConfig) {
   EXPECT_EQ(c["paths"]["backup_dir"].as<std::string>(), dir_.Sub("safety_points"));
   EXPECT_EQ(c["sources"]["ha_config"]["exclude"][1].as<std::string>(), "**/*.bak");
   EXPECT_EQ(c["mqtt"]["mirror"]["filters"][1].as<std::string>(), "homeassistant_statestream/#");
+  EXPECT_TRUE(c["mqtt"]["zigbee2mqtt_backup"].as<bool>());
   EXPECT_EQ(c["mqtt"]["url"].as<std::string>(), "mqtts://core-mosquitto:8883");
   EXPECT_EQ(c["mqtt"]["base_topic"].as<std::string>(), "home/safepoint");
   EXPECT_EQ(c["mqtt"]["node_id"].as<std::string>(), "safepoint_2");

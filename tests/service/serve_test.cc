@@ -3,6 +3,7 @@
 // message. Assertions are on exact topics and JSON payloads and on the bytes on disk.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sodium.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -826,6 +827,116 @@ TEST_F(Serve, HomeAssistantBirthRepublishesDiscovery) {
 }
 
 // ---- Entity mirror ----------------------------------------------------------------------------
+
+// ---- Zigbee2MQTT's own backup (mqtt.zigbee2mqtt_backup) ---------------------------------------
+
+std::string Base64(const std::string& bin) {
+  std::string out(sodium_base64_ENCODED_LEN(bin.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bin.data()),
+                    bin.size(), sodium_base64_VARIANT_ORIGINAL);
+  out.resize(out.size() - 1);  // the terminating NUL
+  return out;
+}
+
+ServeConfig WithZigbee2MqttBackup(const std::string& timeout) {
+  ServeConfig config;
+  config.mqtt_extra = "  zigbee2mqtt_backup: true\n  zigbee2mqtt_backup_timeout: " + timeout + "\n";
+  return config;
+}
+
+TEST_F(Serve, Zigbee2MqttBackupIsStoredInTheSafetyPoint) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartService(WithZigbee2MqttBackup("30s"), {"zigbee2mqtt/bridge/request/#"}));
+  std::size_t c = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/update/request", {{"update_id", "z2m-1"}, {"target", "zigbee2mqtt"}}));
+  auto request = obs_->Next("zigbee2mqtt/bridge/request/backup", &c, kWait);
+  ASSERT_TRUE(request) << "the service did not ask Zigbee2MQTT for its backup";
+  const json req = request->Json();
+  ASSERT_TRUE(req["transaction"].is_string()) << req.dump();
+  const std::string transaction = req["transaction"];
+
+  // Every byte value, as in a real zip (coordinator backup, database.db, configuration.yaml).
+  std::string zip = std::string("PK\x03\x04", 4);
+  for (int i = 0; i < 3000; ++i) zip.push_back(static_cast<char>((i * 7 + 3) % 256));
+  const std::string other_zip = std::string("PK\x03\x04", 4) + "another client's backup";
+  // Another client's answer (other transaction) comes first and must not be taken.
+  ASSERT_TRUE(obs_->Publish(
+      "zigbee2mqtt/bridge/response/backup",
+      json{{"data", {{"zip", Base64(other_zip)}}}, {"status", "ok"}, {"transaction", "other-7"}}
+          .dump()));
+  ASSERT_TRUE(obs_->Publish(
+      "zigbee2mqtt/bridge/response/backup",
+      json{{"data", {{"zip", Base64(zip)}}}, {"status", "ok"}, {"transaction", transaction}}
+          .dump()));
+  auto awaiting = obs_->Next("safepoint/status", &c, kWait, StateIs("awaiting_confirmation"));
+  ASSERT_TRUE(awaiting);
+  const std::string id = awaiting->Json()["pending"]["backup_id"];
+
+  TempDir out;
+  auto x = svc_.Cli({"extract", id, "--to", out.path(), "state/zigbee2mqtt_backup.zip"});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  EXPECT_EQ(ReadFile(out.Sub("state/zigbee2mqtt_backup.zip")), zip);
+  auto show = svc_.Cli({"show", id, "--json"});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  const json m = json::parse(show.out, nullptr, false);
+  ASSERT_TRUE(m.is_object()) << show.out;
+  for (const auto& w : m["data"]["warnings"]) {
+    EXPECT_EQ(w.get<std::string>().find("Zigbee2MQTT"), std::string::npos) << w;
+  }
+}
+
+TEST_F(Serve, NoOrAnErrorAnswerFromZigbee2MqttIsAWarningNotAFailure) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartService(WithZigbee2MqttBackup("1s"), {"zigbee2mqtt/bridge/request/#"}));
+  // The safety point's warnings that mention Zigbee2MQTT (the harness has others: no workspace).
+  auto warnings_of = [&](const std::string& id) {
+    auto show = svc_.Cli({"show", id, "--json"});
+    EXPECT_EQ(show.exit_code, 0) << show.err;
+    const json m = json::parse(show.out, nullptr, false);
+    json out = json::array();
+    if (!m.is_object()) return out;
+    for (const auto& w : m["data"]["warnings"]) {
+      if (w.get<std::string>().find("Zigbee2MQTT") != std::string::npos) out.push_back(w);
+    }
+    return out;
+  };
+  auto has_zip = [&](const std::string& id) {
+    TempDir out;
+    return svc_.Cli({"extract", id, "--to", out.path(), "state/zigbee2mqtt_backup.zip"})
+                   .exit_code == 0 &&
+           std::filesystem::exists(out.Sub("state/zigbee2mqtt_backup.zip"));
+  };
+
+  // Nobody answers: the safety point is taken after the timeout, with a warning.
+  std::size_t c = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/cmd/backup", {{"reason", "no zigbee2mqtt"}}));
+  ASSERT_TRUE(obs_->Next("zigbee2mqtt/bridge/request/backup", &c, kWait));
+  json done = NextEvent("backup_completed", &c, seconds(60));
+  const std::string first = done["data"].value("backup_id", "");
+  ASSERT_TRUE(IsBackupId(first)) << done.dump();
+  EXPECT_EQ(warnings_of(first), (json{"Zigbee2MQTT backup not included: no answer on "
+                                      "zigbee2mqtt/bridge/response/backup within 1s"}));
+  EXPECT_FALSE(has_zip(first));
+
+  // Zigbee2MQTT answers with an error: a warning naming it.
+  c = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/cmd/backup", {{"reason", "zigbee2mqtt error"}}));
+  auto request = obs_->Next("zigbee2mqtt/bridge/request/backup", &c, kWait);
+  ASSERT_TRUE(request);
+  ASSERT_TRUE(obs_->Publish("zigbee2mqtt/bridge/response/backup",
+                            json{{"data", json::object()},
+                                 {"status", "error"},
+                                 {"error", "Failed to backup (database locked)"},
+                                 {"transaction", request->Json()["transaction"]}}
+                                .dump()));
+  done = NextEvent("backup_completed", &c, seconds(60));
+  const std::string second = done["data"].value("backup_id", "");
+  ASSERT_TRUE(IsBackupId(second)) << done.dump();
+  EXPECT_EQ(warnings_of(second),
+            (json{"Zigbee2MQTT backup not included: Zigbee2MQTT answered: Failed to backup "
+                  "(database locked)"}));
+  EXPECT_FALSE(has_zip(second));
+}
 
 TEST_F(Serve, TenThousandMirroredTopicsAreInTheSnapshot) {
   constexpr int kTopics = 10000;
