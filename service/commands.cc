@@ -504,6 +504,7 @@ Result<Zigbee2MqttBackup> ParseZigbee2MqttBackup(std::string_view payload, std::
   if (payload.size() > max_bytes) {
     return bad("over " + std::to_string(max_bytes) + " bytes");
   }
+  if (!CheckNesting(payload)) return bad("nested too deeply");
   const json j = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return bad("not a JSON object");
   Zigbee2MqttBackup out;

@@ -426,6 +426,16 @@ void Daemon::HandleZigbee2MqttBackup(const mqtt::Message& m) {
   if (!zigbee2mqtt_wait_ || m.retained) return;  // not ours, or an old answer kept by the broker
   auto r = ParseZigbee2MqttBackup(m.payload, kMaxZigbee2MqttBackupBytes);
   if (r && r->transaction != zigbee2mqtt_wait_->transaction) return;  // another client's
+  if (!r) {
+    // Malformed: ours only if it carries our transaction; otherwise keep waiting.
+    ParseOptions options;
+    options.max_payload_bytes = kMaxZigbee2MqttBackupBytes;
+    const auto t = ExtractTransaction(m.payload, options);
+    if (!t || !t->is_string() || t->get<std::string>() != zigbee2mqtt_wait_->transaction) {
+      ++stats_.invalid_messages;
+      return;
+    }
+  }
   auto wait = std::move(*zigbee2mqtt_wait_);
   zigbee2mqtt_wait_.reset();
   snapshot::LiveState live;

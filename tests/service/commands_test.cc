@@ -472,6 +472,9 @@ TEST(Zigbee2MqttBackup, AnythingElseIsBadInput) {
     EXPECT_EQ(r.error().code, ErrorCode::kBadInput) << payload;
     EXPECT_EQ(r.error().message, std::string("Zigbee2MQTT backup response: ") + why) << payload;
   }
+  auto deep = ParseZigbee2MqttBackup(std::string(500, '[') + std::string(500, ']'), 1024);
+  ASSERT_FALSE(deep);
+  EXPECT_EQ(deep.error().message, "Zigbee2MQTT backup response: nested too deeply");
   auto big = ParseZigbee2MqttBackup(std::string(2000, ' '), 1024);
   ASSERT_FALSE(big);
   EXPECT_EQ(big.error().message, "Zigbee2MQTT backup response: over 1024 bytes");

@@ -859,7 +859,9 @@ TEST_F(Serve, Zigbee2MqttBackupIsStoredInTheSafetyPoint) {
   std::string zip = std::string("PK\x03\x04", 4);
   for (int i = 0; i < 3000; ++i) zip.push_back(static_cast<char>((i * 7 + 3) % 256));
   const std::string other_zip = std::string("PK\x03\x04", 4) + "another client's backup";
-  // Another client's answer (other transaction) comes first and must not be taken.
+  // A malformed message without our transaction, and another client's answer (other
+  // transaction), come first and must not be taken.
+  ASSERT_TRUE(obs_->Publish("zigbee2mqtt/bridge/response/backup", "not json"));
   ASSERT_TRUE(obs_->Publish(
       "zigbee2mqtt/bridge/response/backup",
       json{{"data", {{"zip", Base64(other_zip)}}}, {"status", "ok"}, {"transaction", "other-7"}}
