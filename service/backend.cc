@@ -30,7 +30,7 @@ class OperationsBackend final : public Backend {
   }
   Result<store::PruneReport> Prune() override { return ops_.Prune(); }
   Status RecordFingerprint(const std::string& id) override;
-  RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy, bool resume,
+  RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
                            const store::ProgressFn& progress) override;
   Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override;
   Status RecoverInterrupted() override;
@@ -88,7 +88,7 @@ Status OperationsBackend::RecordFingerprint(const std::string& id) {
 }
 
 RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolicy policy,
-                                            bool resume, const store::ProgressFn& progress) {
+                                            const store::ProgressFn& progress) {
   auto lock = ops_.store().Lock(store::LockMode::kExclusive);
   if (!lock) return RollbackOutcome::Failed(lock.error());
   // Completes (or reverts) a rollback a crash interrupted; after a restart that is the one
@@ -96,9 +96,6 @@ RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolic
   auto notes = rollback::Recover(config_, ops_.store(), fs_, clock_);
   if (!notes) return RollbackOutcome::Failed(notes.error());
   for (const auto& n : *notes) spdlog::info("recovery: {}", n);
-  // With `resume`, the interrupted rollback was just finished or reverted; the Rollback below
-  // finds nothing to do when the trees already match, and redoes it when it was reverted.
-  (void)resume;
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return RollbackOutcome::Failed(passphrase.error());
   rollback::Policy p = rollback::Policy::kAbort;

@@ -30,9 +30,10 @@ class Backend {
   [[nodiscard]] virtual Result<store::PruneReport> Prune() = 0;
   // Records the post-update fingerprint of safety point `id`.
   [[nodiscard]] virtual Status RecordFingerprint(const std::string& id) = 0;
-  // Rolls back to `id`; `resume` completes a journaled rollback first.
+  // Rolls back to `id`. A journaled rollback a crash interrupted is completed (or reverted)
+  // first; after a service restart that is the one being resumed, and this call then finds
+  // nothing left to do or redoes what was reverted.
   [[nodiscard]] virtual RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
-                                                 bool resume,
                                                  const store::ProgressFn& progress) = 0;
   // The entity states stored in safety point `id` (decrypts it).
   [[nodiscard]] virtual Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) = 0;

@@ -542,7 +542,7 @@ void Daemon::StartRollback(const service::StartRollback& action) {
       last = pct;
       Post([this, pct] { Execute(lifecycle_.OnProgress(pct, clock_.Now())); });
     };
-    auto outcome = backend_->Rollback(a.backup_id, a.on_conflict, a.resume, progress);
+    auto outcome = backend_->Rollback(a.backup_id, a.on_conflict, progress);
     return std::function<void()>([this, outcome] {
       command_name_.clear();
       transaction_.reset();
