@@ -515,7 +515,6 @@ Status Encryptor::Finish() {
   SP_RETURN_IF_ERROR(EncryptChunk(true));
   if (!header_written_) SP_RETURN_IF_ERROR(WriteHeader());
   key_id_ = pending_key_id_;
-  file_key_ = Secret();
   payload_key_ = Secret();
   finished_ = true;
   return {};
@@ -558,6 +557,7 @@ Status Encryptor::WriteHeader() {
   auto written = out_.WriteAt(0, AsBytes(header));
   if (!written) return Poison(written.error());
   pending_key_id_ = KeyIdFromMac(mac);
+  file_key_ = Secret();  // the payload key is derived; the file key is no longer needed
   header_written_ = true;
   return {};
 }
