@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/io.h"
+#include "core/json_name.h"
 #include "core/sha256.h"
 #include "core/snapshot.h"
 #include "core/sources.h"
@@ -163,7 +164,9 @@ Status WriteFileAtomically(FileSystem& fs, const std::string& path, std::string_
 json ToJson(const Fingerprint& f) {
   json entries = json::array();
   for (const auto& [path, s] : f.paths) {
-    json e = {{"path", path}, {"type", manifest::EntryTypeName(s.type)}};
+    json e = json::object();
+    PutName(e, "path", path);
+    e["type"] = manifest::EntryTypeName(s.type);
     switch (s.type) {
       case manifest::EntryType::kFile:
         e["size"] = s.size;
@@ -174,7 +177,7 @@ json ToJson(const Fingerprint& f) {
         e["mode"] = s.mode;
         break;
       case manifest::EntryType::kSymlink:
-        e["link_target"] = s.link_target;
+        PutName(e, "link_target", s.link_target);
         break;
     }
     entries.push_back(std::move(e));
@@ -196,7 +199,9 @@ Result<Fingerprint> ParseFingerprint(std::string_view text) {
       bool ok = false;
       s.type = TypeFromName(e.at("type").get<std::string>(), &ok);
       if (!ok) return Fail(ErrorCode::kCorrupt, "fingerprint: unknown entry type");
-      const auto path = e.at("path").get<std::string>();
+      auto path_or = GetName(e, "path", "fingerprint");
+      if (!path_or) return tl::unexpected(path_or.error());
+      const std::string path = std::move(*path_or);
       SP_RETURN_IF_ERROR(manifest::CheckArchivePath(path));
       switch (s.type) {
         case manifest::EntryType::kFile:
@@ -208,7 +213,11 @@ Result<Fingerprint> ParseFingerprint(std::string_view text) {
           s.mode = e.at("mode").get<std::uint32_t>();
           break;
         case manifest::EntryType::kSymlink:
-          s.link_target = e.at("link_target").get<std::string>();
+          if (auto t = GetName(e, "link_target", "fingerprint"); t) {
+            s.link_target = std::move(*t);
+          } else {
+            return tl::unexpected(t.error());
+          }
           break;
       }
       f.paths[path] = std::move(s);

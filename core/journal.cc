@@ -3,6 +3,7 @@
 #include <array>
 #include <utility>
 
+#include "core/json_name.h"
 #include "core/manifest.h"
 
 namespace safepoint::rollback::journal {
@@ -53,7 +54,8 @@ std::string_view PhaseName(Phase phase) {
 json ToJson(const Journal& j) {
   json ops = json::array();
   for (const auto& op : j.ops) {
-    json o = {{"op", OpName(op.kind)}, {"path", op.path}};
+    json o = {{"op", OpName(op.kind)}};
+    PutName(o, "path", op.path);
     switch (op.kind) {
       case OpKind::kMoveAside:
         break;
@@ -70,7 +72,7 @@ json ToJson(const Journal& j) {
         o["mtime"] = op.mtime;
         break;
       case OpKind::kPlaceLink:
-        o["link_target"] = op.link_target;
+        PutName(o, "link_target", op.link_target);
         o["uid"] = op.uid;
         o["gid"] = op.gid;
         break;
@@ -144,7 +146,9 @@ Result<Journal> Parse(std::string_view text) {
         }
       }
       if (!found) return corrupt("unknown op '" + name + "'");
-      op.path = o.at("path").get<std::string>();
+      auto path = GetName(o, "path", "rollback journal");
+      if (!path) return tl::unexpected(path.error());
+      op.path = std::move(*path);
       if (!op.path.starts_with("ha_config/") && !op.path.starts_with("workspace/")) {
         return corrupt("op outside the restored roots: " + op.path);
       }
@@ -166,7 +170,11 @@ Result<Journal> Parse(std::string_view text) {
           op.mtime = o.at("mtime").get<std::int64_t>();
           break;
         case OpKind::kPlaceLink:
-          op.link_target = o.at("link_target").get<std::string>();
+          if (auto t = GetName(o, "link_target", "rollback journal"); t) {
+            op.link_target = std::move(*t);
+          } else {
+            return tl::unexpected(t.error());
+          }
           SP_RETURN_IF_ERROR(manifest::CheckLinkTarget(op.path, op.link_target));
           op.uid = o.at("uid").get<std::uint32_t>();
           op.gid = o.at("gid").get<std::uint32_t>();

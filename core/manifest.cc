@@ -2,6 +2,9 @@
 
 #include <array>
 #include <cctype>
+#include <unordered_map>
+
+#include "core/json_name.h"
 
 namespace safepoint::manifest {
 
@@ -74,14 +77,18 @@ class Reader {
 };
 
 json EntryToJson(const Entry& e) {
-  json j = {{"path", e.path}, {"type", EntryTypeName(e.type)},
-            {"mode", e.mode}, {"mtime", e.mtime},
-            {"uid", e.uid},   {"gid", e.gid}};
+  json j = json::object();
+  PutName(j, "path", e.path);
+  j["type"] = EntryTypeName(e.type);
+  j["mode"] = e.mode;
+  j["mtime"] = e.mtime;
+  j["uid"] = e.uid;
+  j["gid"] = e.gid;
   if (e.type == EntryType::kFile) {
     j["size"] = e.size;
     j["sha256"] = e.sha256;
   }
-  if (e.type == EntryType::kSymlink) j["link"] = e.link_target;
+  if (e.type == EntryType::kSymlink) PutName(j, "link", e.link_target);
   return j;
 }
 
@@ -147,7 +154,8 @@ json ToJson(const Manifest& m, bool inner) {
 }
 
 std::string Serialize(const Manifest& m, bool inner) {
-  // Paths are UTF-8 (collection skips other names); free text such as the reason may not be.
+  // Names that are not UTF-8 are base64 (PutName); free text such as a warning may hold any
+  // bytes and is replaced where it is not UTF-8.
   return ToJson(m, inner).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
@@ -233,7 +241,12 @@ Result<Manifest> Parse(std::string_view text) {
       }
       Entry e;
       std::string type;
-      r.Get(je, "path", e.path);
+      if (auto path = GetName(je, "path", "manifest entry"); path) {
+        e.path = std::move(*path);
+      } else {
+        r.Error(path.error().message);
+        break;
+      }
       r.Get(je, "type", type);
       r.Get(je, "mode", e.mode);
       r.Get(je, "mtime", e.mtime);
@@ -247,7 +260,11 @@ Result<Manifest> Parse(std::string_view text) {
         if (r.ok() && !IsHex64(e.sha256)) r.Error("entry " + e.path + ": bad sha256");
       } else if (type == "symlink") {
         e.type = EntryType::kSymlink;
-        r.Get(je, "link", e.link_target);
+        if (auto link = GetName(je, "link", "manifest entry " + e.path); link) {
+          e.link_target = std::move(*link);
+        } else {
+          r.Error(link.error().message);
+        }
       } else if (type == "dir") {
         e.type = EntryType::kDirectory;
       } else {
@@ -263,7 +280,33 @@ Result<Manifest> Parse(std::string_view text) {
     }
   }
   if (!r.ok()) return Fail(ErrorCode::kCorrupt, r.error());
+  SP_RETURN_IF_ERROR(CheckEntries(m.entries));
   return m;
+}
+
+Status CheckEntries(const std::vector<Entry>& entries) {
+  std::unordered_map<std::string_view, EntryType> types;
+  types.reserve(entries.size());
+  for (const auto& e : entries) {
+    SP_RETURN_IF_ERROR(CheckArchivePath(e.path));
+    if (e.type == EntryType::kSymlink) SP_RETURN_IF_ERROR(CheckLinkTarget(e.path, e.link_target));
+    if (!types.emplace(e.path, e.type).second) {
+      return Fail(ErrorCode::kCorrupt, "manifest: entry " + e.path + " appears twice");
+    }
+  }
+  for (const auto& e : entries) {
+    const std::string_view path = e.path;
+    for (std::size_t slash = path.find('/'); slash != std::string_view::npos;
+         slash = path.find('/', slash + 1)) {
+      auto it = types.find(path.substr(0, slash));
+      if (it != types.end() && it->second != EntryType::kDirectory) {
+        return Fail(ErrorCode::kCorrupt, "manifest: entry " + e.path + " lies below " +
+                                             std::string(path.substr(0, slash)) +
+                                             ", which is not a directory");
+      }
+    }
+  }
+  return {};
 }
 
 Status CheckConsistent(const Manifest& inner, const Manifest& outer) {
@@ -334,7 +377,6 @@ Status CheckArchivePath(std::string_view path) {
   if (path.size() > 4096) return bad("too long");
   if (path.front() == '/') return bad("absolute");
   if (path.find('\0') != std::string_view::npos) return bad("contains NUL");
-  if (path.find('\\') != std::string_view::npos) return bad("contains a backslash");
   if (path == kInnerName) return {};
   auto parts = SplitPath(path);
   for (auto part : parts) {

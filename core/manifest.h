@@ -101,9 +101,14 @@ struct Manifest {
 
 // A safety point id: YYYY-MM-DD_HH-MM-SS with an optional -N suffix (2..999).
 [[nodiscard]] bool IsValidId(std::string_view id);
-// Validates an archive path: relative, '/'-separated, no empty, '.' or '..' components, no NUL
-// or backslash, at most 4096 bytes, below one of the known top-level roots (or MANIFEST.json).
+// Validates an archive path: relative, '/'-separated, no empty, '.' or '..' components, no NUL,
+// at most 4096 bytes (any other byte, backslash and invalid UTF-8 included, is part of a name), below one of the known top-level roots (or MANIFEST.json).
 [[nodiscard]] Status CheckArchivePath(std::string_view path);
+// The checks every reader of a safety point applies to its entry list (verify, show, diff,
+// extract and rollback alike): each path passes CheckArchivePath, each link CheckLinkTarget, no
+// path appears twice, no entry lies below an entry that is not a directory. kCorrupt naming the
+// first offending entry.
+[[nodiscard]] Status CheckEntries(const std::vector<Entry>& entries);
 // For a symlink at archive path `path` with `target`: OK only when the target is relative and
 // stays inside the link's top-level root (ha_config/ or workspace/).
 [[nodiscard]] Status CheckLinkTarget(std::string_view path, std::string_view target);

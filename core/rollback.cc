@@ -58,6 +58,23 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// `path` with its last component extended by `prefix` and `suffix`, its base name cut so that
+// the component stays within NAME_MAX (255 bytes), cut before a UTF-8 continuation byte.
+std::string WithNameAffixes(const std::string& path, std::string_view prefix,
+                            std::string_view suffix) {
+  constexpr std::size_t kNameMax = 255;
+  const auto slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::size_t room = kNameMax - prefix.size() - suffix.size();
+  if (base.size() > room) {
+    std::size_t cut = room;
+    while (cut > 0 && (static_cast<unsigned char>(base[cut]) & 0xC0) == 0x80) --cut;
+    base.resize(cut);
+  }
+  return dir + std::string(prefix) + base + std::string(suffix);
+}
+
 // "ha_config" or "workspace" of an archive path.
 std::string TopOf(std::string_view archive_path) {
   return std::string(archive_path.substr(0, archive_path.find('/')));
@@ -355,9 +372,9 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
             auto st = read_current(b);
             return !st || st->has_value();
           };
-          std::string beside = path + ".safepoint-" + target.id;
+          std::string beside = WithNameAffixes(path, "", ".safepoint-" + target.id);
           for (int n = 2; taken(beside) && n < 1000; ++n) {
-            beside = path + ".safepoint-" + target.id + "-" + std::to_string(n);
+            beside = WithNameAffixes(path, "", ".safepoint-" + target.id + "-" + std::to_string(n));
           }
           p.beside = beside;
         } else {
@@ -498,7 +515,7 @@ struct ApplyContext {
 };
 
 std::string TempBeside(const std::string& abs) {
-  return ParentOf(abs) + "/." + BaseName(abs) + ".safepoint-tmp";
+  return WithNameAffixes(abs, ".", ".safepoint-tmp");
 }
 
 Status RemoveIfPresent(FileSystem& fs, const std::string& path) {
@@ -520,7 +537,7 @@ Status ApplyMoveAside(ApplyContext& c, const Op& op) {
   const std::string dest = c.dirs.moved + "/" + op.path;
   // Across file systems the source is first renamed beside itself, so a replay can tell a
   // half-removed source from a path restored after the move.
-  const std::string moving = ParentOf(abs) + "/." + BaseName(abs) + ".safepoint-moving";
+  const std::string moving = WithNameAffixes(abs, ".", ".safepoint-moving");
   if (LExists(dest)) {
     if (!c.RenameFor(op.path)) SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, moving));
     return {};
@@ -554,6 +571,8 @@ Status ApplyMakeDir(ApplyContext& c, const Op& op) {
   const std::string abs = c.roots.Abs(op.path);
   if (IsRealDir(abs)) return {};
   SP_RETURN_IF_ERROR(c.fs.MakeDir(abs, op.mode));
+  // mkdir applies the umask and ignores setgid: the mode is set exactly afterwards.
+  SP_RETURN_IF_ERROR(c.fs.Chmod(abs, op.mode));
   c.touched_dirs.insert(ParentOf(abs));
   return {};
 }
@@ -581,7 +600,11 @@ Status ApplyPlaceFile(ApplyContext& c, const Op& op) {
     const std::string tmp = TempBeside(abs);
     SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, tmp));
     SP_RETURN_IF_ERROR(CopyFile(c.fs, staged, tmp, op.mode));
-    if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.Chown(tmp, op.uid, op.gid));
+    if (RunningAsRoot()) {
+      // chown clears setuid and setgid, so the mode is set again after it.
+      SP_RETURN_IF_ERROR(c.fs.Chown(tmp, op.uid, op.gid));
+      SP_RETURN_IF_ERROR(c.fs.Chmod(tmp, op.mode));
+    }
     SP_RETURN_IF_ERROR(c.fs.SetMtime(tmp, op.mtime));
     SP_RETURN_IF_ERROR(c.fs.Rename(tmp, abs));
   }
@@ -689,8 +712,9 @@ class StagingVisitor final : public store::EntryVisitor {
       SP_RETURN_IF_ERROR(file_->Close());
       file_.reset();
       const std::string path = staging_dir_ + "/" + current_->staged;
-      SP_RETURN_IF_ERROR(fs_->Chmod(path, entry.mode & 07777));
+      // chown clears setuid and setgid: the owner first, then the mode, all 07777 bits of it.
       if (RunningAsRoot()) SP_RETURN_IF_ERROR(fs_->Chown(path, entry.uid, entry.gid));
+      SP_RETURN_IF_ERROR(fs_->Chmod(path, entry.mode & 07777));
       SP_RETURN_IF_ERROR(fs_->SetMtime(path, entry.mtime));
     }
     return {};

@@ -35,12 +35,6 @@ Result<store::BackupRequest> Collect(const config::Config& config,
   if (!files) return tl::unexpected(files.error());
   for (const auto& w : files->warnings) request.warnings.push_back(SanitizeUtf8(w));
   for (const auto& s : files->entries) {
-    // Manifests are JSON, which carries UTF-8 only; Home Assistant itself needs UTF-8 names.
-    if (!IsValidUtf8(s.archive_path) || !IsValidUtf8(s.link_target)) {
-      request.warnings.push_back("skipped " + SanitizeUtf8(s.abs_path) +
-                                 ": the name is not valid UTF-8");
-      continue;
-    }
     store::InputEntry e;
     e.header.path = s.archive_path;
     switch (s.kind) {
@@ -64,7 +58,8 @@ Result<store::BackupRequest> Collect(const config::Config& config,
     // A link whose target leaves its root is kept out: a restore could never write it safely.
     if (e.header.type == manifest::EntryType::kSymlink) {
       if (auto st = manifest::CheckLinkTarget(e.header.path, e.header.link_target); !st) {
-        request.warnings.push_back("skipped " + s.abs_path + ": " + st.error().message);
+        request.warnings.push_back(
+            SanitizeUtf8("skipped " + s.abs_path + ": " + st.error().message));
         continue;
       }
     }

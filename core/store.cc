@@ -958,6 +958,7 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
     }
     // Publish: files and links by rename, directories created.
     std::size_t count = 0;
+    std::vector<const manifest::Entry*> made_dirs;
     for (const auto& e : visitor.selected()) {
       SP_RETURN_IF_ERROR(MakeParents(fs_, dest, e.path));
       const std::string from = staging + "/" + e.path;
@@ -968,7 +969,11 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
         if (exists && !S_ISDIR(existing.st_mode)) {
           return Fail(ErrorCode::kBadInput, to + " exists and is not a directory");
         }
-        if (!exists) SP_RETURN_IF_ERROR(fs_.MakeDir(to, e.mode & 07777));
+        if (!exists) {
+          // Writable while it is filled; its own mode (all 07777 bits) is set at the end.
+          SP_RETURN_IF_ERROR(fs_.MakeDir(to, 0700));
+          made_dirs.push_back(&e);
+        }
         continue;
       }
       if (exists && S_ISDIR(existing.st_mode)) {
@@ -976,6 +981,9 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
       }
       SP_RETURN_IF_ERROR(fs_.Rename(from, to));
       ++count;
+    }
+    for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) {
+      SP_RETURN_IF_ERROR(fs_.Chmod(dest + "/" + (*it)->path, (*it)->mode & 07777));
     }
     return count;
   }();

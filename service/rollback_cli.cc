@@ -51,7 +51,7 @@ int FailedWith(const CliContext& cli, const Error& error, const json& data) {
   std::cout << json{{"status", "error"},
                     {"error", {{"code", ErrorCodeName(error.code)}, {"message", error.message}}},
                     {"data", data}}
-                   .dump()
+                   .dump(-1, ' ', false, json::error_handler_t::replace)
             << "\n";
   std::cerr << "safepoint: " << error.message << "\n";
   return ExitCodeFor(error.code);

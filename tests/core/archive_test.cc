@@ -122,5 +122,91 @@ TEST(TarZstd, WorkersChangedInsideAnEntryGiveFramesThatEveryReaderReadsAsOneTar)
   EXPECT_TRUE(ReadFile(dir.Sub("x/ha_config/b.txt")) == b);
 }
 
+// Every field that does not fit a ustar header goes through pax records and comes back exactly:
+// names of any bytes, long names and targets, times before 1970 and after 2242, big ids.
+TEST(TarZstd, FieldsOutsideUstarRangeComeBackExactly) {
+  std::vector<EntryHeader> headers;
+  auto add = [&](EntryHeader h) { headers.push_back(std::move(h)); };
+  add(File("ha_config/küchenlicht.png", 3));
+  add(File("ha_config/caf\xe9\xff.yaml", 0));
+  add(File("ha_config/dir\\back", 1));
+  add(File("ha_config/" + std::string(250, 'x') + "/" + std::string(255, 'y'), 2));
+  EntryHeader old = File("ha_config/old", 1);
+  old.mtime = -631152000;
+  add(old);
+  EntryHeader future = File("ha_config/future", 1);
+  future.mtime = 8'589'934'592;  // 8^11: one past the octal field
+  future.uid = 3'000'000;
+  future.gid = 2'097'152;
+  future.mode = 06755;
+  add(future);
+  EntryHeader dir;
+  dir.path = "ha_config/Größe";
+  dir.type = manifest::EntryType::kDirectory;
+  dir.mode = 02775;
+  add(dir);
+  EntryHeader link;
+  link.path = "ha_config/Größe/l\x80";
+  link.type = manifest::EntryType::kSymlink;
+  link.link_target = std::string(150, 'z') + "\xc3\xa9\xff";
+  link.mode = 0777;
+  add(link);
+
+  StringSink sink;
+  auto w = TarZstdWriter::Create(sink, 3, 0);
+  ASSERT_TRUE(w.has_value());
+  for (const auto& h : headers) {
+    ASSERT_TRUE((*w)->BeginEntry(h).has_value()) << h.path;
+    if (h.type == manifest::EntryType::kFile) {
+      ASSERT_TRUE((*w)->WriteData(Bytes(std::string(h.size, 'd'))).has_value());
+    }
+  }
+  ASSERT_TRUE((*w)->Finish().has_value());
+
+  StringSource source(sink.out);
+  auto r = TarZstdReader::Open(source);
+  ASSERT_TRUE(r.has_value());
+  for (const auto& want : headers) {
+    auto got = (*r)->Next();
+    ASSERT_TRUE(got.has_value()) << got.error().message;
+    ASSERT_TRUE(got->has_value());
+    EXPECT_EQ((*got)->path, want.path);
+    EXPECT_EQ((*got)->type, want.type);
+    EXPECT_EQ((*got)->size, want.type == manifest::EntryType::kFile ? want.size : 0);
+    EXPECT_EQ((*got)->mode, want.mode) << want.path;
+    EXPECT_EQ((*got)->mtime, want.mtime) << want.path;
+    EXPECT_EQ((*got)->uid, want.uid) << want.path;
+    EXPECT_EQ((*got)->gid, want.gid) << want.path;
+    EXPECT_EQ((*got)->link_target, want.link_target);
+    std::string data(want.size + 10, '\0');
+    std::size_t total = 0;
+    for (;;) {
+      auto n = (*r)->ReadData(
+          {reinterpret_cast<std::uint8_t*>(data.data()) + total, data.size() - total});
+      ASSERT_TRUE(n.has_value());
+      if (*n == 0) break;
+      total += *n;
+    }
+    EXPECT_EQ(total, (*got)->size);
+  }
+  auto end = (*r)->Next();
+  ASSERT_TRUE(end.has_value());
+  EXPECT_FALSE(end->has_value());
+
+  // GNU tar lists the same names, byte for byte.
+  TempDir tmp;
+  WriteFile(tmp.Sub("t.tar.zst"), sink.out);
+  std::string want_listing;
+  for (const auto& h : headers) {
+    want_listing += h.path + (h.type == manifest::EntryType::kDirectory ? "/" : "") + "\n";
+  }
+  // The default quoting style escapes backslashes and non-printables: list literally.
+  auto t =
+      RunProcess({"/bin/sh", "-c",
+                  "zstd -dc '" + tmp.Sub("t.tar.zst") + "' | tar --quoting-style=literal -tf -"});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(t.out, want_listing);
+}
+
 }  // namespace
 }  // namespace safepoint::archive

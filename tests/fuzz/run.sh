@@ -16,7 +16,7 @@ set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(realpath -- "${1:-$root/build-fuzz}")
 seconds=${FUZZ_SECONDS:-25}
-fuzzers=${FUZZERS:-age tar path manifest config commands}
+fuzzers=${FUZZERS:-age tar path manifest config commands writer}
 run=$(realpath -m -- "${FUZZ_RUN_DIR:-$build/fuzz-run}")
 rm -rf -- "$run"
 mkdir -p -- "$run/artifacts" "$run/work"

@@ -539,11 +539,18 @@ TEST(Regression, NonUtf8FileNameInTheConfigTreeDoesNotAbortABackup) {
   config.url = "mqtt://127.0.0.1:1";
   svc.WriteConfig(config);
   WriteFile(svc.ha() + "/caf\xe9.yaml", "latin-1 name\n");
-  const auto r = svc.Cli({"backup"});
+  const auto r = svc.Cli({"--json", "backup"});
   EXPECT_EQ(r.signal, 0) << "backup died by a signal";
-  EXPECT_EQ(r.exit_code, 0);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  // Backed up, not skipped: no warning, and the same bytes come back under the same name.
+  EXPECT_EQ(j["data"]["warnings"], nlohmann::json::array());
+  const std::string id = j["data"]["id"];
   const auto v = svc.Cli({"verify", "--all"});
   EXPECT_EQ(v.exit_code, 0);
+  const auto x = svc.Cli({"extract", id, "--to", svc.Sub("out")});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  EXPECT_EQ(ReadFile(svc.Sub("out") + "/ha_config/caf\xe9.yaml"), "latin-1 name\n");
 }
 
 // Found the same way: one MQTT message with a bare text command holding a byte sequence that is
