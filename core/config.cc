@@ -10,14 +10,13 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <initializer_list>
 #include <set>
-#include <sstream>
 #include <string_view>
 #include <utility>
 
 #include "core/glob.h"
+#include "core/io.h"
 #include "core/utf8.h"
 
 namespace safepoint::config {
@@ -27,6 +26,8 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
 constexpr std::size_t kMaxSecretsFileBytes = 1 << 20;
+// The configuration file: a few KiB in practice.
+constexpr std::size_t kMaxConfigFileBytes = 1 << 20;
 constexpr std::int64_t kMaxDurationMs = 366LL * 24 * 3600 * 1000;
 
 // ---------------------------------------------------------------------------------------------
@@ -1281,18 +1282,14 @@ Result<Config> ParseConfig(const std::string& yaml_text, const std::string& path
 }
 
 Result<Config> LoadConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return Fail(ErrorCode::kBadInput,
-                path + ": cannot read configuration file: " + std::strerror(errno));
+  // Never waits on a FIFO, never reads more than the cap (ReadFileBounded).
+  auto text = ReadFileBounded(path, kMaxConfigFileBytes);
+  if (!text) {
+    const std::string why =
+        text.error().code == ErrorCode::kNotFound ? std::strerror(ENOENT) : text.error().message;
+    return Fail(ErrorCode::kBadInput, path + ": cannot read configuration file: " + why);
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    return Fail(ErrorCode::kBadInput,
-                path + ": cannot read configuration file: " + std::strerror(errno));
-  }
-  return ParseConfig(ss.str(), path);
+  return ParseConfig(*text, path);
 }
 
 Result<Secret> ReadSecretsFileValue(const std::string& secrets_file, const std::string& key) {

@@ -30,6 +30,10 @@ namespace {
 
 constexpr std::size_t kBufferSize = 256 * 1024;
 constexpr std::uint64_t kMaxInnerManifest = 256ull * 1024 * 1024;
+// manifest.json: format 2 holds a summary of a few KiB; format 1 also lists every entry
+// (~300 bytes each), so 64 MiB is ~200,000 entries. A larger one is reported as damaged
+// without being read (docs/reliability.md).
+constexpr std::uint64_t kMaxOuterManifest = 64ull * 1024 * 1024;
 constexpr std::string_view kTmpPrefix = ".tmp-";
 constexpr std::string_view kDelPrefix = ".del-";
 
@@ -646,12 +650,12 @@ Result<manifest::Manifest> Store::Show(const std::string& id) const {
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Fail(ErrorCode::kNotFound, "no safety point " + id);
   }
-  auto text = ReadFileBounded(dir + "/" + std::string(manifest::kOuterName), kMaxInnerManifest);
+  auto text = ReadFileBounded(dir + "/" + std::string(manifest::kOuterName), kMaxOuterManifest);
   if (!text) {
     if (text.error().code == ErrorCode::kNotFound) {
       return Fail(ErrorCode::kCorrupt, "safety point " + id + " has no manifest.json");
     }
-    return tl::unexpected(text.error());
+    return Fail(text.error().code, "safety point " + id + ": " + text.error().message);
   }
   auto m = manifest::Parse(*text);
   if (!m) {
@@ -704,13 +708,11 @@ Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase
     if (file.error().code == ErrorCode::kNotFound) {
       return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload file is missing");
     }
-    return tl::unexpected(file.error());
+    return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
   }
-  struct stat st {};
-  if (::fstat(file->fd(), &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", *path));
-  if (static_cast<std::uint64_t>(st.st_size) != outer->payload->size) {
+  if (file->size() != outer->payload->size) {
     return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload is " +
-                                         std::to_string(st.st_size) + " bytes, manifest says " +
+                                         std::to_string(file->size()) + " bytes, manifest says " +
                                          std::to_string(outer->payload->size) +
                                          " (truncated or replaced)");
   }
@@ -810,7 +812,7 @@ Status Store::Decrypt(const std::string& id, const Secret& passphrase, ByteSink&
   auto path = PayloadPath(id, *outer);
   if (!path) return tl::unexpected(path.error());
   auto file = ReadOnlyFile::Open(*path);
-  if (!file) return tl::unexpected(file.error());
+  if (!file) return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
   FdSource raw(file->fd(), *path);
   HashingSource hashing(raw);
   auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);

@@ -6,9 +6,8 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
+#include "core/io.h"
 #include "core/manifest.h"
 #include "core/utf8.h"
 #include "service/collect.h"
@@ -322,11 +321,16 @@ void Daemon::Persist() {
 }
 
 void Daemon::LoadPersisted() {
-  std::ifstream in(config_.service.state_file);
-  if (!in.good()) return;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
+  // Never waits on a FIFO or reads a giant: the state file is a few hundred bytes.
+  constexpr std::size_t kMaxStateFileBytes = 1 << 20;
+  auto text = ReadFileBounded(config_.service.state_file, kMaxStateFileBytes);
+  if (!text) {
+    if (text.error().code != ErrorCode::kNotFound) {
+      spdlog::error("service state: {}; starting idle", text.error().message);
+    }
+    return;
+  }
+  json j = json::parse(*text, nullptr, false);
   if (j.is_discarded()) {
     spdlog::error("service state {} is not valid JSON; starting idle", config_.service.state_file);
     return;

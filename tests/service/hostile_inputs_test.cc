@@ -1,0 +1,218 @@
+// The CLI against hostile inputs (issue 9). Finding 5: a backup dir with something planted where
+// a file is expected: a FIFO, a symlink, a directory or a sparse giant as manifest.json, a FIFO
+// as the payload. Every command returns promptly with a documented exit code; the healthy safety
+// points stay listed. Every run has a timeout, so a regression fails instead of hanging.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/testutil/process.h"
+#include "tests/testutil/testutil.h"
+
+namespace safepoint {
+namespace {
+
+using nlohmann::json;
+using testing::RunProcess;
+using testing::TempDir;
+using testing::WriteFile;
+
+constexpr const char* kPassphrase = "hostile store passphrase 51d0";
+// Far above what any of these commands needs at work factor 15; a blocked open() hits it.
+constexpr std::chrono::seconds kTimeout{30};
+constexpr const char* kDamagedId = "2020-01-01_00-00-00";
+
+class HostileStore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ha_ = dir_.Sub("config");
+    WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Test\n");
+    WriteFile(ha_ + "/secrets.yaml",
+              std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n", 0600);
+    backups_ = dir_.Sub("backups");
+    config_ = dir_.Sub("safepoint.yaml");
+    WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +
+                           "\n  backup_dir: " + backups_ +
+                           "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n");
+    healthy_.push_back(Backup());
+    healthy_.push_back(Backup());
+    damaged_dir_ = backups_ + "/" + kDamagedId;
+    ASSERT_EQ(::mkdir(damaged_dir_.c_str(), 0700), 0);
+  }
+
+  testing::ProcessResult Run(std::vector<std::string> args) {
+    args.insert(args.begin(), {SAFEPOINT_BINARY, "--config", config_, "--json"});
+    auto r = RunProcess(args, "", {}, kTimeout);
+    EXPECT_NE(r.exit_code, -1) << "killed (signal " << r.signal << "): hung or crashed";
+    return r;
+  }
+
+  json RunJson(std::vector<std::string> args, int expected_exit) {
+    auto r = Run(std::move(args));
+    EXPECT_EQ(r.exit_code, expected_exit) << r.out << r.err;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    return j;
+  }
+
+  std::string Backup() {
+    json j = RunJson({"backup"}, 0);
+    return j["data"]["id"].get<std::string>();
+  }
+
+  std::string Manifest() const { return damaged_dir_ + "/manifest.json"; }
+
+  // list: exit 0; the healthy ones listed in full, the damaged one with `problem`.
+  void ExpectListed(const std::string& problem) {
+    json l = RunJson({"list"}, 0);
+    ASSERT_EQ(l["data"].size(), 3u) << l;
+    EXPECT_EQ(l["data"][0]["id"], kDamagedId);
+    EXPECT_EQ(l["data"][0]["problem"], problem);
+    EXPECT_EQ(l["data"][1]["id"], healthy_[0]);
+    EXPECT_EQ(l["data"][1]["files"], 3);  // configuration.yaml, secrets.yaml, environment.json
+    EXPECT_EQ(l["data"][2]["id"], healthy_[1]);
+    EXPECT_EQ(l["data"][2]["files"], 3);
+  }
+
+  // show: exit 5 (corrupt) with the same message.
+  void ExpectShowCorrupt(const std::string& problem) {
+    json s = RunJson({"show", kDamagedId}, 5);
+    EXPECT_EQ(s["error"]["code"], "corrupt");
+    EXPECT_EQ(s["error"]["message"], problem);
+  }
+
+  // verify --all: exit 5; the damaged one fails with the message, the healthy ones verify.
+  void ExpectVerifyAll(const std::string& bad_id, const std::string& problem) {
+    json v = RunJson({"verify", "--all"}, 5);
+    EXPECT_EQ(v["error"]["code"], "corrupt");
+    ASSERT_EQ(v["data"].size(), 3u) << v;
+    int ok = 0;
+    for (const auto& r : v["data"]) {
+      if (r["id"] == bad_id) {
+        EXPECT_EQ(r["ok"], false);
+        EXPECT_EQ(r["error"], "corrupt");
+        EXPECT_EQ(r["message"], problem);
+      } else {
+        EXPECT_EQ(r["ok"], true) << r;
+        ++ok;
+      }
+    }
+    EXPECT_EQ(ok, 2);
+  }
+
+  // prune with the default retention: exit 0, nothing deleted, the newest healthy one protected.
+  void ExpectPruneKeepsAll() {
+    json p = RunJson({"prune"}, 0);
+    EXPECT_EQ(p["data"]["deleted"].size(), 0u) << p;
+    EXPECT_EQ(p["data"]["kept"].size(), 3u) << p;
+    EXPECT_EQ(p["data"]["protected"], healthy_[1]);
+  }
+
+  void ExpectAllPrompt(const std::string& problem) {
+    ExpectListed(problem);
+    ExpectShowCorrupt(problem);
+    ExpectVerifyAll(kDamagedId, problem);
+    ExpectPruneKeepsAll();
+  }
+
+  std::string Problem(const std::string& what) const {
+    return std::string("safety point ") + kDamagedId + ": " + Manifest() + what;
+  }
+
+  TempDir dir_;
+  std::string ha_, backups_, config_, damaged_dir_;
+  std::vector<std::string> healthy_;
+};
+
+TEST_F(HostileStore, FifoAsManifestIsListedAsDamagedNeverWaitedOn) {
+  ASSERT_EQ(::mkfifo(Manifest().c_str(), 0600), 0);
+  ExpectAllPrompt(Problem(" is a FIFO, not a regular file; not read"));
+}
+
+TEST_F(HostileStore, SymlinkAsManifestIsNotFollowed) {
+  // Points at a healthy manifest: following it would even "work", for the wrong id.
+  ASSERT_EQ(
+      ::symlink((backups_ + "/" + healthy_[0] + "/manifest.json").c_str(), Manifest().c_str()), 0);
+  ExpectAllPrompt(Problem(" is a symlink, not a regular file; not followed"));
+}
+
+TEST_F(HostileStore, DirectoryAsManifestIsListedAsDamaged) {
+  ASSERT_EQ(::mkdir(Manifest().c_str(), 0700), 0);
+  ExpectAllPrompt(Problem(" is a directory, not a regular file; not read"));
+}
+
+TEST_F(HostileStore, HugeSparseManifestIsRefusedUnread) {
+  WriteFile(Manifest(), "{}");
+  ASSERT_EQ(::truncate(Manifest().c_str(), 16ll << 30), 0);  // 16 GiB, sparse
+  ExpectAllPrompt(Problem(": too large (17179869184 bytes, at most 67108864 expected)"));
+}
+
+TEST_F(HostileStore, FifoAsPayloadFailsVerifyOfThatSafetyPointOnly) {
+  ASSERT_EQ(::rmdir(damaged_dir_.c_str()), 0);
+  // The older healthy one gets a FIFO in place of its payload.
+  const std::string id = healthy_[0];
+  std::string payload;
+  for (const auto& e : std::filesystem::directory_iterator(backups_ + "/" + id)) {
+    if (e.path().extension() == ".enc") payload = e.path().string();
+  }
+  ASSERT_FALSE(payload.empty());
+  ASSERT_EQ(::unlink(payload.c_str()), 0);
+  ASSERT_EQ(::mkfifo(payload.c_str(), 0600), 0);
+  const std::string problem =
+      "safety point " + id + ": " + payload + " is a FIFO, not a regular file; not read";
+
+  json l = RunJson({"list"}, 0);
+  ASSERT_EQ(l["data"].size(), 2u) << l;
+  EXPECT_EQ(l["data"][0]["id"], id);
+  EXPECT_EQ(l["data"][1]["id"], healthy_[1]);
+
+  json v = RunJson({"verify", "--all"}, 5);
+  ASSERT_EQ(v["data"].size(), 2u) << v;
+  EXPECT_EQ(v["data"][0]["ok"], false);
+  EXPECT_EQ(v["data"][0]["message"], problem);
+  EXPECT_EQ(v["data"][1]["ok"], true);
+
+  json one = RunJson({"verify", id}, 5);
+  EXPECT_EQ(one["error"]["message"], problem);
+
+  auto x = Run({"extract", id, "--to", dir_.Sub("out")});
+  EXPECT_EQ(x.exit_code, 5) << x.err;
+
+  json p = RunJson({"prune"}, 0);
+  EXPECT_EQ(p["data"]["deleted"].size(), 0u) << p;
+  EXPECT_EQ(p["data"]["protected"], healthy_[1]);
+}
+
+TEST_F(HostileStore, PruneDeletesADamagedSafetyPointOutsideRetentionWithoutOpeningIt) {
+  ASSERT_EQ(::mkfifo(Manifest().c_str(), 0600), 0);
+  WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +
+                         "\n  backup_dir: " + backups_ +
+                         "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n"
+                         "retention:\n  keep_last: 2\n  keep_daily: 1\n");
+  json p = RunJson({"prune"}, 0);
+  EXPECT_EQ(p["data"]["deleted"], json::array({kDamagedId})) << p;
+  EXPECT_EQ(p["data"]["kept"], json::array({healthy_[0], healthy_[1]}));
+  struct stat st {};
+  EXPECT_NE(::lstat(damaged_dir_.c_str(), &st), 0);
+}
+
+TEST_F(HostileStore, FifoAsConfigFileIsBadInputNotAHang) {
+  const std::string fifo = dir_.Sub("fifo.yaml");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto r = RunProcess({SAFEPOINT_BINARY, "--config", fifo, "list"}, "", {}, kTimeout);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(fifo + ": cannot read configuration file: " + fifo +
+                       " is a FIFO, not a regular file; not read"),
+            std::string::npos)
+      << r.err;
+}
+
+}  // namespace
+}  // namespace safepoint
