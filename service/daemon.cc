@@ -202,7 +202,8 @@ void Daemon::Respond(const std::string& command, const std::optional<Error>& err
   }
   json payload = error ? service::Response(ResponseStatus::kError, data, text, transaction)
                        : service::Response(ResponseStatus::kOk, data, std::nullopt, transaction);
-  Publish(Topic("response/" + command), Dump(payload), false);
+  // A value that came from `!secret` never reaches the broker in a message (config::Redact).
+  Publish(Topic("response/" + command), Dump(config::RedactJson(config_, payload)), false);
 }
 
 Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
@@ -382,11 +383,14 @@ void Daemon::Execute(const Action& action) {
                  },
                  [&](const service::StartRollback& a) { StartRollback(a); },
                  [&](const service::RunHealthCheck& a) { RunHealthCheck(a.backup_id); },
-                 [&](const PublishEvent& a) { Publish(Topic("event"), Dump(a.Payload()), false); },
+                 [&](const PublishEvent& a) {
+                   Publish(Topic("event"), Dump(config::RedactJson(config_, a.Payload())), false);
+                 },
                  [&](const PublishStatus&) {
                    // Always the state as it is now: the list may have moved on since the
                    // action was made (e.g. a health report handled while running it).
-                   Publish(Topic("status"), Dump(lifecycle_.StatusJson()), true);
+                   Publish(Topic("status"),
+                           Dump(config::RedactJson(config_, lifecycle_.StatusJson())), true);
                    PublishStateTopics();
                  },
                  [&](const service::Persist&) { Persist(); },

@@ -2,6 +2,7 @@
 // a file is expected: a FIFO, a symlink, a directory or a sparse giant as manifest.json, a FIFO
 // as the payload. Every command returns promptly with a documented exit code; the healthy safety
 // points stay listed. Every run has a timeout, so a regression fails instead of hanging.
+// Finding 9: values from `!secret` never printed.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/testutil/process.h"
@@ -210,6 +212,147 @@ TEST_F(HostileStore, FifoAsConfigFileIsBadInputNotAHang) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find(fifo + ": cannot read configuration file: " + fifo +
                        " is a FIFO, not a regular file; not read"),
+            std::string::npos)
+      << r.err;
+}
+
+// Finding 9: a value that came from `!secret` is never printed. Every free-form string key is
+// set from its own secret; `config check` (text and --json) shows none of the values.
+class SecretValues : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ha_ = dir_.Sub("config");
+    WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Test\n");
+    for (const char* f : {"secret-ca-l2.pem", "secret-cert-m3.pem", "secret-key-n4.pem"}) {
+      WriteFile(dir_.Sub(f), "-----BEGIN CERTIFICATE-----\n", 0600);
+    }
+    secrets_ = {
+        {"s_url", "mqtts://secret-host-a1.invalid:8883"},
+        {"s_client", "secret-client-b2"},
+        {"s_user", "secret-user-c3"},
+        {"s_pass", "secret-pass-d4"},
+        {"s_base", "secret-base-e5"},
+        {"s_disc", "secret-disc-f6"},
+        {"s_node", "secret-node-g7"},
+        {"s_z2m", "secret-z2m-h8"},
+        {"s_filter", "secret-filter-i9/#"},
+        {"s_exclude", "secret-exclude-j0/#"},
+        {"s_ca", dir_.Sub("secret-ca-l2.pem")},
+        {"s_cert", dir_.Sub("secret-cert-m3.pem")},
+        {"s_key", dir_.Sub("secret-key-n4.pem")},
+        {"s_restart", "secret-restart-o5"},
+        {"s_cmd", "secret-cmd-p6"},
+        {"s_log", dir_.Sub("secret-log-q7.log")},
+        {"s_state", dir_.Sub("secret-state-r8.json")},
+        {"s_include", "secret-glob-s9/**"},
+        {"s_ws_exclude", "secret-glob-t0/**"},
+        {"s_var", "SECRET_VAR_U1"},
+        {"s_site", dir_.Sub("secret-site-v2")},
+    };
+    std::string secrets = std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n";
+    for (const auto& [k, v] : secrets_) secrets += k + ": \"" + v + "\"\n";
+    WriteFile(ha_ + "/secrets.yaml", secrets, 0600);
+    config_ = dir_.Sub("safepoint.yaml");
+  }
+
+  void WriteConfig(const std::string& mqtt_extra) {
+    WriteFile(config_,
+              "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +
+                  "\n  backup_dir: " + dir_.Sub("backups") +
+                  "\nencryption:\n  scrypt_work_factor: 15\n"
+                  "sources:\n"
+                  "  ha_config:\n    include: [!secret s_include, '**']\n"
+                  "    exclude: [!secret s_ws_exclude]\n"
+                  "  environment:\n    variables: [!secret s_var]\n"
+                  "    python_site_packages: [!secret s_site]\n"
+                  "  logs:\n    - path: !secret s_log\n"
+                  "restart:\n  - name: !secret s_restart\n    command: [!secret s_cmd, restart]\n"
+                  "service:\n  state_file: !secret s_state\n"
+                  "mqtt:\n  url: !secret s_url\n" +
+                  mqtt_extra +
+                  "  username: !secret s_user\n  password: !secret s_pass\n"
+                  "  base_topic: !secret s_base\n  discovery_prefix: !secret s_disc\n"
+                  "  node_id: !secret s_node\n  zigbee2mqtt_base_topic: !secret s_z2m\n"
+                  "  mirror:\n    filters: [!secret s_filter]\n    exclude: [!secret s_exclude]\n"
+                  "  tls:\n    ca_file: !secret s_ca\n    cert_file: !secret s_cert\n"
+                  "    key_file: !secret s_key\n");
+  }
+
+  testing::ProcessResult Run(std::vector<std::string> args) {
+    args.insert(args.begin(), {SAFEPOINT_BINARY, "--config", config_});
+    auto r = RunProcess(args, "", {}, kTimeout);
+    EXPECT_NE(r.exit_code, -1) << "killed (signal " << r.signal << ")";
+    return r;
+  }
+
+  void ExpectNoSecretIn(const testing::ProcessResult& r) {
+    for (const auto& [k, v] : secrets_) {
+      EXPECT_EQ(r.out.find(v), std::string::npos) << k << " in stdout:\n" << r.out;
+      EXPECT_EQ(r.err.find(v), std::string::npos) << k << " in stderr:\n" << r.err;
+    }
+    EXPECT_EQ(r.out.find(kPassphrase), std::string::npos) << r.out;
+    EXPECT_EQ(r.err.find(kPassphrase), std::string::npos) << r.err;
+  }
+
+  TempDir dir_;
+  std::string ha_, config_;
+  std::vector<std::pair<std::string, std::string>> secrets_;
+};
+
+TEST_F(SecretValues, ConfigCheckNeverPrintsAValueFromSecret) {
+  WriteConfig("  client_id: !secret s_client\n");
+  auto text = Run({"config", "check"});
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  ExpectNoSecretIn(text);
+  EXPECT_NE(text.out.find("\"client_id\": \"(from !secret s_client)\""), std::string::npos)
+      << text.out;
+
+  auto js = Run({"--json", "config", "check"});
+  EXPECT_EQ(js.exit_code, 0) << js.err;
+  ExpectNoSecretIn(js);
+  json j = json::parse(js.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << js.out;
+  const json& mqtt = j["data"]["config"]["mqtt"];
+  EXPECT_EQ(mqtt["url"], "(from !secret s_url)");
+  EXPECT_EQ(mqtt["client_id"], "(from !secret s_client)");
+  EXPECT_EQ(mqtt["username"], "(from !secret s_user)");
+  EXPECT_EQ(mqtt["password"], "<set>");
+  EXPECT_EQ(mqtt["base_topic"], "(from !secret s_base)");
+  EXPECT_EQ(mqtt["node_id"], "(from !secret s_node)");
+  EXPECT_EQ(mqtt["tls"]["ca_file"], "(from !secret s_ca)");
+  EXPECT_EQ(mqtt["mirror"]["filters"], json::array({"(from !secret s_filter)"}));
+  EXPECT_EQ(j["data"]["config"]["restart"][0]["name"], "(from !secret s_restart)");
+  EXPECT_EQ(j["data"]["config"]["restart"][0]["command"],
+            json::array({"(from !secret s_cmd)", "restart"}));
+  EXPECT_EQ(j["data"]["config"]["service"]["state_file"], "(from !secret s_state)");
+  EXPECT_EQ(j["data"]["config"]["sources"]["logs"][0]["path"], "(from !secret s_log)");
+}
+
+TEST_F(SecretValues, ThePassphraseMayNotBeUsedForAnotherSetting) {
+  // The finding's reproduction: it printed the passphrase (and would send it to the broker).
+  WriteConfig("  client_id: !secret backup_encryption_passphrase\n");
+  auto r = Run({"config", "check"});
+  EXPECT_EQ(r.exit_code, 2);
+  ExpectNoSecretIn(r);
+  EXPECT_NE(r.err.find("key 'mqtt.client_id': !secret backup_encryption_passphrase is the backup "
+                       "passphrase; it only encrypts safety points and may not be used for "
+                       "another setting"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST_F(SecretValues, ErrorsAboutAValueFromSecretDoNotShowIt) {
+  secrets_.emplace_back("s_badglob", "../secret-glob-w3");
+  std::string secrets =
+      *testing::ReadFile(ha_ + "/secrets.yaml") + "s_badglob: ../secret-glob-w3\n";
+  WriteFile(ha_ + "/secrets.yaml", secrets, 0600);
+  WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +
+                         "\n  backup_dir: " + dir_.Sub("backups") +
+                         "\nsources:\n  workspace:\n    include: [!secret s_badglob]\n");
+  auto r = Run({"config", "check"});
+  EXPECT_EQ(r.exit_code, 2);
+  ExpectNoSecretIn(r);
+  EXPECT_NE(r.err.find("key 'sources.workspace.include[0]': bad glob (value from !secret)"),
             std::string::npos)
       << r.err;
 }
