@@ -220,6 +220,33 @@ std::string DecodeSecretValue(std::string_view v, Secret* result) {
   return "";
 }
 
+// True when `text` is empty or only whitespace: ASCII space, tab, CR, LF, VT, FF and the
+// Unicode spaces a keyboard or copy-paste produces (U+00A0, U+2000..U+200B, U+202F, U+205F,
+// U+3000, U+FEFF).
+bool IsAllWhitespace(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto b = [&](std::size_t k) {
+      return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u;
+    };
+    if (b(0) == ' ' || (b(0) >= '\t' && b(0) <= '\r')) {
+      i += 1;
+    } else if (b(0) == 0xC2 && b(1) == 0xA0) {
+      i += 2;
+    } else if (b(0) == 0xE2 && b(1) == 0x80 && ((b(2) >= 0x80 && b(2) <= 0x8B) || b(2) == 0xAF)) {
+      i += 3;
+    } else if (b(0) == 0xE2 && b(1) == 0x81 && b(2) == 0x9F) {
+      i += 3;
+    } else if ((b(0) == 0xE3 && b(1) == 0x80 && b(2) == 0x80) ||
+               (b(0) == 0xEF && b(1) == 0xBB && b(2) == 0xBF)) {
+      i += 3;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& key) {
   auto fail = [&](std::size_t line, std::size_t col, const std::string& what) {
     return Fail(ErrorCode::kBadInput,
@@ -1324,6 +1351,11 @@ Result<Secret> LoadPassphrase(const Config& config) {
   if (hit->value.empty()) {
     return Fail(ErrorCode::kBadInput, SecretsWhere(file, hit->line, hit->col) + ": key '" + key +
                                           "': the backup passphrase is empty");
+  }
+  if (IsAllWhitespace(hit->value.view())) {
+    return Fail(ErrorCode::kBadInput, SecretsWhere(file, hit->line, hit->col) + ": key '" + key +
+                                          "': the backup passphrase is only whitespace; choose "
+                                          "one with visible characters");
   }
   return std::move(hit->value);
 }

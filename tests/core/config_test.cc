@@ -617,6 +617,25 @@ TEST_F(Passphrase, IsReadFreshAtEachCall) {
   EXPECT_TRUE(second->view() == "rotated");
 }
 
+TEST_F(Passphrase, WhitespaceOnlyPassphraseIsRejected) {
+  const std::string file = ha() + "/secrets.yaml";
+  const std::string expected =
+      file +
+      ":1:31: key 'backup_encryption_passphrase': the backup passphrase is only "
+      "whitespace; choose one with visible characters";
+  for (const std::string value :
+       {" ", "   ", "\\t", " \\t \\r\\n ", "\\u00a0", "\\u3000 \\u2003", "\\ufeff"}) {
+    auto r = LoadWith("backup_encryption_passphrase: \"" + value + "\"\n");
+    ASSERT_FALSE(r) << value;
+    EXPECT_EQ(r.error().code, ErrorCode::kBadInput) << value;
+    EXPECT_EQ(r.error().message, expected) << value;
+  }
+  // Whitespace around visible characters is part of a valid passphrase.
+  auto padded = LoadWith("backup_encryption_passphrase: \"  a b  \"\n");
+  ASSERT_TRUE(padded) << padded.error().message;
+  EXPECT_TRUE(padded->view() == "  a b  ");
+}
+
 TEST_F(Passphrase, ErrorsNameFileAndKeyButNeverTheValue) {
   const std::string file = ha() + "/secrets.yaml";
   auto missing_key = LoadWith("other: x\n");

@@ -2,7 +2,7 @@
 // a file is expected: a FIFO, a symlink, a directory or a sparse giant as manifest.json, a FIFO
 // as the payload. Every command returns promptly with a documented exit code; the healthy safety
 // points stay listed. Every run has a timeout, so a regression fails instead of hanging.
-// Finding 9: values from `!secret` never printed.
+// Finding 9: values from `!secret` never printed. Finding 12: a whitespace-only passphrase.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -355,6 +355,24 @@ TEST_F(SecretValues, ErrorsAboutAValueFromSecretDoNotShowIt) {
   EXPECT_NE(r.err.find("key 'sources.workspace.include[0]': bad glob (value from !secret)"),
             std::string::npos)
       << r.err;
+}
+
+// Finding 12: a whitespace-only passphrase is bad input (exit 2), and nothing is written.
+TEST_F(HostileStore, WhitespaceOnlyPassphraseIsRejectedWithExitTwo) {
+  WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \" \\t  \"\n", 0600);
+  auto before = std::distance(std::filesystem::directory_iterator(backups_),
+                              std::filesystem::directory_iterator());
+  auto r = Run({"backup"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("safepoint: " + ha_ +
+                       "/secrets.yaml:1:31: key 'backup_encryption_passphrase': the backup "
+                       "passphrase is only whitespace; choose one with visible characters"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(backups_),
+                          std::filesystem::directory_iterator()),
+            before);
+  EXPECT_EQ(Run({"config", "check"}).exit_code, 2);
 }
 
 }  // namespace
