@@ -2,7 +2,8 @@
 // a file is expected: a FIFO, a symlink, a directory or a sparse giant as manifest.json, a FIFO
 // as the payload. Every command returns promptly with a documented exit code; the healthy safety
 // points stay listed. Every run has a timeout, so a regression fails instead of hanging.
-// Finding 9: values from `!secret` never printed. Finding 12: a whitespace-only passphrase.
+// Finding 9: values from `!secret` never printed. Finding 12: a whitespace-only passphrase, a
+// link leaving the backed-up tree.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -214,6 +215,32 @@ TEST_F(HostileStore, FifoAsConfigFileIsBadInputNotAHang) {
                        " is a FIFO, not a regular file; not read"),
             std::string::npos)
       << r.err;
+}
+
+// Finding 12: a link leaving the tree gets exactly one warning, saying it is not backed up, and
+// is not in the safety point.
+TEST_F(HostileStore, LinkLeavingTheTreeIsWarnedAboutOnceAndNotStored) {
+  ASSERT_EQ(::symlink("/etc", (ha_ + "/etc_link").c_str()), 0);
+  json b = RunJson({"backup"}, 0);
+  const std::string id = b["data"]["id"];
+  json s = RunJson({"show", id}, 0);
+  const std::string expected =
+      "ha_config/etc_link: not backed up: link target leaves the backed-up tree (absolute target "
+      "'/etc'; only relative links inside the tree are stored)";
+  EXPECT_EQ(s["data"]["warnings"],
+            json::array({expected, "workspace " + dir_.Sub("ws") +
+                                       " does not exist; nothing backed up from it"}));
+  for (const auto& e : s["data"]["entries"]) EXPECT_NE(e["path"], "ha_config/etc_link");
+
+  auto text = RunProcess({SAFEPOINT_BINARY, "--config", config_, "backup"}, "", {}, kTimeout);
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  std::size_t count = 0;
+  for (std::size_t at = text.out.find("etc_link"); at != std::string::npos;
+       at = text.out.find("etc_link", at + 1)) {
+    ++count;
+  }
+  EXPECT_EQ(count, 1u) << text.out;
+  EXPECT_NE(text.out.find("- warning: " + expected + "\n"), std::string::npos) << text.out;
 }
 
 // Finding 9: a value that came from `!secret` is never printed. Every free-form string key is
