@@ -10,14 +10,13 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <initializer_list>
 #include <set>
-#include <sstream>
 #include <string_view>
 #include <utility>
 
 #include "core/glob.h"
+#include "core/io.h"
 #include "core/utf8.h"
 
 namespace safepoint::config {
@@ -27,6 +26,8 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
 constexpr std::size_t kMaxSecretsFileBytes = 1 << 20;
+// The configuration file: a few KiB in practice.
+constexpr std::size_t kMaxConfigFileBytes = 1 << 20;
 constexpr std::int64_t kMaxDurationMs = 366LL * 24 * 3600 * 1000;
 
 // ---------------------------------------------------------------------------------------------
@@ -219,6 +220,33 @@ std::string DecodeSecretValue(std::string_view v, Secret* result) {
   return "";
 }
 
+// True when `text` is empty or only whitespace: ASCII space, tab, CR, LF, VT, FF and the
+// Unicode spaces a keyboard or copy-paste produces (U+00A0, U+2000..U+200B, U+202F, U+205F,
+// U+3000, U+FEFF).
+bool IsAllWhitespace(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto b = [&](std::size_t k) {
+      return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u;
+    };
+    if (b(0) == ' ' || (b(0) >= '\t' && b(0) <= '\r')) {
+      i += 1;
+    } else if (b(0) == 0xC2 && b(1) == 0xA0) {
+      i += 2;
+    } else if (b(0) == 0xE2 && b(1) == 0x80 && ((b(2) >= 0x80 && b(2) <= 0x8B) || b(2) == 0xAF)) {
+      i += 3;
+    } else if (b(0) == 0xE2 && b(1) == 0x81 && b(2) == 0x9F) {
+      i += 3;
+    } else if ((b(0) == 0xE3 && b(1) == 0x80 && b(2) == 0x80) ||
+               (b(0) == 0xEF && b(1) == 0xBB && b(2) == 0xBF)) {
+      i += 3;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& key) {
   auto fail = [&](std::size_t line, std::size_t col, const std::string& what) {
     return Fail(ErrorCode::kBadInput,
@@ -316,6 +344,9 @@ struct Ctx {
   std::string file;          // for messages
   fs::path dir;              // relative paths resolve against it
   std::string secrets_file;  // set once encryption.secrets_file is known
+  std::string passphrase_key;  // likewise encryption.passphrase_key
+  // Where values that came from `!secret` are recorded (Config::secret_values).
+  std::vector<SecretValue>* secrets = nullptr;
 };
 
 std::string Where(const Ctx& c, const YAML::Mark& m) {
@@ -424,9 +455,18 @@ Result<Str> GetStr(const Ctx& c, const Item& item, bool allow_secret = true) {
     if (!allow_secret) return Bad(c, item.mark, item.key, "!secret is not allowed for this key");
     const std::string name = n.Scalar();
     if (name.empty()) return Bad(c, item.mark, item.key, "!secret needs a name");
+    if (name == c.passphrase_key) {
+      // It would be sent to the broker, or shown wherever this setting is used.
+      return Bad(c, item.mark, item.key,
+                 "!secret " + name +
+                     " is the backup passphrase; it only encrypts safety points "
+                     "and may not be used for another setting");
+    }
     auto hit = ScanSecretsFile(c.secrets_file, name);
     if (!hit) return Bad(c, item.mark, item.key, "secret '" + name + "': " + hit.error().message);
-    return Str{std::string(hit->value.view()), true};
+    std::string value(hit->value.view());
+    if (c.secrets != nullptr) c.secrets->push_back(SecretValue{item.key, name, value});
+    return Str{std::move(value), true};
   }
   if (!tag.empty() && tag != "?" && tag != "!" && tag != "tag:yaml.org,2002:str" &&
       tag != "tag:yaml.org,2002:int" && tag != "tag:yaml.org,2002:bool") {
@@ -465,8 +505,8 @@ Result<std::int64_t> GetInt(const Ctx& c, const Item& item, std::int64_t lo, std
   }
   if (v < lo || v > hi) {
     return Bad(c, item.mark, item.key,
-               "out of range: " + std::to_string(v) + " (allowed " + std::to_string(lo) + ".." +
-                   std::to_string(hi) + ")");
+               "out of range: " + (s->secret ? s->Show() : std::to_string(v)) + " (allowed " +
+                   std::to_string(lo) + ".." + std::to_string(hi) + ")");
   }
   return v;
 }
@@ -660,11 +700,11 @@ Result<std::vector<std::string>> GetGlobList(const Ctx& c, const Item& item) {
   if (!items) return tl::unexpected(items.error());
   std::vector<std::string> out;
   for (const Item& e : *items) {
-    auto s = GetString(c, e);
+    auto s = GetStr(c, e);
     if (!s) return tl::unexpected(s.error());
-    const std::string problem = sources::GlobPatternProblem(*s);
-    if (!problem.empty()) return Bad(c, e.mark, e.key, "bad glob '" + *s + "': " + problem);
-    out.push_back(std::move(*s));
+    const std::string problem = sources::GlobPatternProblem(s->value);
+    if (!problem.empty()) return Bad(c, e.mark, e.key, "bad glob " + s->Show() + ": " + problem);
+    out.push_back(std::move(s->value));
   }
   return out;
 }
@@ -765,10 +805,12 @@ Status ParseRestart(const Ctx& c, const Item& item, std::vector<RestartConfig>& 
     RestartConfig r;
     const Item* name = s->Get("name");
     if (name == nullptr) return Bad(c, e.mark, e.key + ".name", "required key is missing");
-    SP_RETURN_IF_ERROR(Assign(r.name, GetString(c, *name)));
+    auto name_value = GetStr(c, *name);
+    if (!name_value) return tl::unexpected(name_value.error());
+    r.name = name_value->value;
     if (r.name.empty()) return Bad(c, name->mark, name->key, "must not be empty");
     if (!names.insert(r.name).second) {
-      return Bad(c, name->mark, name->key, "duplicate restart name '" + r.name + "'");
+      return Bad(c, name->mark, name->key, "duplicate restart name " + name_value->Show());
     }
     const Item* cmd = s->Get("command");
     if (cmd == nullptr) return Bad(c, e.mark, e.key + ".command", "required key is missing");
@@ -881,7 +923,9 @@ Result<std::string> GetReadableFile(const Ctx& c, const Item& item) {
   auto p = GetPath(c, item);
   if (!p) return tl::unexpected(p.error());
   if (::access(p->c_str(), R_OK) != 0) {
-    return Bad(c, item.mark, item.key, "cannot read " + *p + ": " + std::strerror(errno));
+    const int err = errno;
+    const std::string shown = item.node.Tag() == "!secret" ? "(value from !secret)" : *p;
+    return Bad(c, item.mark, item.key, "cannot read " + shown + ": " + std::strerror(err));
   }
   return p;
 }
@@ -975,11 +1019,11 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
     if (!items) return tl::unexpected(items.error());
     std::vector<std::string> list;
     for (const Item& e : *items) {
-      auto f = GetString(c, e);
+      auto f = GetStr(c, e);
       if (!f) return tl::unexpected(f.error());
-      const std::string problem = TopicFilterProblem(*f, extended);
-      if (!problem.empty()) return Bad(c, e.mark, e.key, "'" + *f + "': " + problem);
-      list.push_back(std::move(*f));
+      const std::string problem = TopicFilterProblem(f->value, extended);
+      if (!problem.empty()) return Bad(c, e.mark, e.key, f->Show() + ": " + problem);
+      list.push_back(std::move(f->value));
     }
     (extended ? m.mirror.exclude : m.mirror.filters) = std::move(list);
   }
@@ -1063,6 +1107,7 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
     if (!ec) c.dir = abs;
   }
   Config cfg;
+  c.secrets = &cfg.secret_values;
   {
     std::error_code ec;
     fs::path abs = fs::absolute(path, ec);
@@ -1130,6 +1175,7 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
     SP_RETURN_IF_ERROR(Assign(cfg.encryption.passphrase_key, GetString(c, *i, false)));
     if (cfg.encryption.passphrase_key.empty()) return Bad(c, i->mark, i->key, "must not be empty");
   }
+  c.passphrase_key = cfg.encryption.passphrase_key;
   if (const Item* i = enc->Get("scrypt_work_factor")) {
     SP_RETURN_IF_ERROR(Assign(cfg.encryption.scrypt_work_factor, GetInt(c, *i, 15, 22)));
   }
@@ -1281,18 +1327,14 @@ Result<Config> ParseConfig(const std::string& yaml_text, const std::string& path
 }
 
 Result<Config> LoadConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return Fail(ErrorCode::kBadInput,
-                path + ": cannot read configuration file: " + std::strerror(errno));
+  // Never waits on a FIFO, never reads more than the cap (ReadFileBounded).
+  auto text = ReadFileBounded(path, kMaxConfigFileBytes);
+  if (!text) {
+    const std::string why =
+        text.error().code == ErrorCode::kNotFound ? std::strerror(ENOENT) : text.error().message;
+    return Fail(ErrorCode::kBadInput, path + ": cannot read configuration file: " + why);
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    return Fail(ErrorCode::kBadInput,
-                path + ": cannot read configuration file: " + std::strerror(errno));
-  }
-  return ParseConfig(ss.str(), path);
+  return ParseConfig(*text, path);
 }
 
 Result<Secret> ReadSecretsFileValue(const std::string& secrets_file, const std::string& key) {
@@ -1309,6 +1351,11 @@ Result<Secret> LoadPassphrase(const Config& config) {
   if (hit->value.empty()) {
     return Fail(ErrorCode::kBadInput, SecretsWhere(file, hit->line, hit->col) + ": key '" + key +
                                           "': the backup passphrase is empty");
+  }
+  if (IsAllWhitespace(hit->value.view())) {
+    return Fail(ErrorCode::kBadInput, SecretsWhere(file, hit->line, hit->col) + ": key '" + key +
+                                          "': the backup passphrase is only whitespace; choose "
+                                          "one with visible characters");
   }
   return std::move(hit->value);
 }
@@ -1394,6 +1441,42 @@ nlohmann::json ToJson(const Config& config) {
     j["service"]["schedule"]["daily_at"] = "off";
   }
   j["logging"] = {{"level", config.logging.level}};
+  return RedactJson(config, j);
+}
+
+std::string Redact(const Config& config, std::string_view text) {
+  std::vector<const SecretValue*> secrets;
+  for (const SecretValue& s : config.secret_values) {
+    if (!s.value.empty()) secrets.push_back(&s);
+  }
+  // Longest first, so a secret that contains another is masked whole.
+  std::stable_sort(secrets.begin(), secrets.end(),
+                   [](const auto* a, const auto* b) { return a->value.size() > b->value.size(); });
+  std::string out(text);
+  for (const SecretValue* s : secrets) {
+    const std::string mask = "(from !secret " + s->name + ")";
+    for (std::size_t at = out.find(s->value); at != std::string::npos;
+         at = out.find(s->value, at + mask.size())) {
+      out.replace(at, s->value.size(), mask);
+    }
+  }
+  return out;
+}
+
+nlohmann::json RedactJson(const Config& config, const nlohmann::json& j) {
+  using nlohmann::json;
+  if (config.secret_values.empty()) return j;
+  if (j.is_string()) return Redact(config, j.get_ref<const std::string&>());
+  if (j.is_array()) {
+    json out = json::array();
+    for (const auto& e : j) out.push_back(RedactJson(config, e));
+    return out;
+  }
+  if (j.is_object()) {
+    json out = json::object();
+    for (const auto& [k, v] : j.items()) out[Redact(config, k)] = RedactJson(config, v);
+    return out;
+  }
   return j;
 }
 

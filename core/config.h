@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.h"
@@ -233,6 +234,14 @@ struct LoggingConfig {
   std::string level = "info";
 };
 
+// A configuration value that came from `!secret NAME`. Kept only so that every place that echoes
+// configuration (config check, CLI output, logs) can mask it: see Redact.
+struct SecretValue {
+  std::string key;    // dotted key, e.g. "mqtt.client_id"
+  std::string name;   // NAME in the secrets file
+  std::string value;  // never printed
+};
+
 struct Config {
   // The configuration file it was loaded from (absolute); "" for a default Config.
   std::string source_file;
@@ -246,6 +255,8 @@ struct Config {
   std::optional<MqttConfig> mqtt;
   ServiceConfig service;
   LoggingConfig logging;
+  // Every value that came from `!secret` (not a key of its own).
+  std::vector<SecretValue> secret_values;
 };
 
 // Loads and validates a configuration file. Errors: kBadInput (see the rules above), including
@@ -271,8 +282,17 @@ struct Config {
 
 // The resolved configuration for `safepoint config check`: every key with its effective value
 // (durations as "120s"-style strings, sizes in bytes, paths absolute). Never contains a secret:
-// mqtt.password is "<set>" when set and absent otherwise; the passphrase is never read.
+// mqtt.password is "<set>" when set and absent otherwise; the passphrase is never read; every
+// value that came from `!secret NAME` (or contains one, like a path resolved from it) reads
+// "(from !secret NAME)".
 [[nodiscard]] nlohmann::json ToJson(const Config& config);
+
+// Replaces every occurrence of a `!secret` value of `config` in `text` with "(from !secret
+// NAME)" (longest values first). Everything that echoes text that may hold a configuration
+// value (CLI output, log lines) passes it through here.
+[[nodiscard]] std::string Redact(const Config& config, std::string_view text);
+// Redact applied to every string (and object key) in `j`.
+[[nodiscard]] nlohmann::json RedactJson(const Config& config, const nlohmann::json& j);
 
 // Formats a duration the way the configuration accepts it, in the largest exact unit
 // ("30m", "120s" stays "2m", "500ms").

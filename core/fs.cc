@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "core/io.h"
+
 namespace safepoint {
 
 Error ErrnoError(int err, std::string_view op, std::string_view path) {
@@ -133,7 +135,34 @@ Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& d
   return {};
 }
 
+class PosixReadableFile final : public ReadableFile {
+ public:
+  explicit PosixReadableFile(ReadOnlyFile file) : file_(std::move(file)) {}
+  Result<std::size_t> Read(std::span<std::uint8_t> out) override {
+    for (;;) {
+      const ssize_t n = ::read(file_.fd(), out.data(), out.size());
+      if (n >= 0) return static_cast<std::size_t>(n);
+      if (errno != EINTR) return tl::unexpected(ErrnoError(errno, "read", file_.path()));
+    }
+  }
+  Result<struct stat> Stat() override {
+    struct stat st {};
+    if (::fstat(file_.fd(), &st) != 0)
+      return tl::unexpected(ErrnoError(errno, "stat", file_.path()));
+    return st;
+  }
+
+ private:
+  ReadOnlyFile file_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<ReadableFile>> FileSystem::OpenRead(const std::string& path) {
+  auto file = ReadOnlyFile::Open(path);
+  if (!file) return tl::unexpected(file.error());
+  return std::make_unique<PosixReadableFile>(std::move(*file));
+}
 
 Result<std::unique_ptr<WritableFile>> PosixFileSystem::CreateFile(const std::string& path,
                                                                   mode_t mode) {

@@ -1,7 +1,9 @@
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -28,9 +30,21 @@ class WritableFile {
   [[nodiscard]] virtual Status Close() = 0;
 };
 
+// A regular file opened for reading through the FileSystem seam.
+// Thread-safety: one thread at a time per file.
+class ReadableFile {
+ public:
+  virtual ~ReadableFile() = default;
+  // Reads up to out.size() bytes at the current position; 0 only at the end.
+  [[nodiscard]] virtual Result<std::size_t> Read(std::span<std::uint8_t> out) = 0;
+  // fstat(2) of the open file.
+  [[nodiscard]] virtual Result<struct stat> Stat() = 0;
+};
+
 // Every mutating file-system operation of safepoint goes through this seam, so crash and
 // disk-full tests can fail the N-th write, fsync or rename in-process (tests/testutil's
-// FaultInjectingFileSystem). Reads use plain POSIX calls; they cannot corrupt anything.
+// FaultInjectingFileSystem). So does reading the files being backed up (OpenRead), so tests can
+// make a file change while it is read. Other reads use plain POSIX calls (ReadOnlyFile).
 //
 // Errors: ENOSPC/EDQUOT map to ErrorCode::kNoSpace, everything else to kIo; the message names
 // the path and the operation.
@@ -60,6 +74,10 @@ class FileSystem {
   [[nodiscard]] virtual Status Chown(const std::string& path, uid_t uid, gid_t gid) = 0;
   // Sets the modification time (seconds since the epoch) without following a final symlink.
   [[nodiscard]] virtual Status SetMtime(const std::string& path, std::int64_t mtime) = 0;
+  // Opens a regular file for reading like ReadOnlyFile::Open (core/io.h): never waits on a FIFO,
+  // never follows a final symlink. Errors: kNotFound when missing, kCorrupt when not a regular
+  // file, kIo otherwise. The default implementation is the real one.
+  [[nodiscard]] virtual Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path);
 };
 
 // The real file system.

@@ -68,17 +68,21 @@ const char* SpecialKind(mode_t mode) {
   return "special file";
 }
 
-// True when the symlink at `rel` (relative to its root) with `target` points outside the root.
-bool LinkLeavesRoot(const std::string& root, const std::string& rel, const std::string& target) {
-  if (target.empty()) return true;
+// Why the symlink at `rel` (relative to its root) with `target` cannot be stored, or "" when it
+// can. One rule with manifest::CheckLinkTarget, which every reader applies: a stored link's
+// target is relative and, resolved lexically from the link's directory, stays inside the root.
+std::string LinkProblem(const std::string& rel, const std::string& target) {
+  if (target.empty()) return "not backed up: the link target is empty";
   if (target.front() == '/') {
-    const std::string norm = fs::path(target).lexically_normal().string();
-    return !(norm == root || (norm.size() > root.size() &&
-                              norm.compare(0, root.size(), root) == 0 && norm[root.size()] == '/'));
+    return "not backed up: link target leaves the backed-up tree (absolute target '" + target +
+           "'; only relative links inside the tree are stored)";
   }
   const fs::path joined = (fs::path(rel).parent_path() / target).lexically_normal();
   const std::string s = joined.string();
-  return s == ".." || s.rfind("../", 0) == 0;
+  if (s == ".." || s.rfind("../", 0) == 0) {
+    return "not backed up: link target leaves the backed-up tree ('" + target + "')";
+  }
+  return "";
 }
 
 class TreeWalker {
@@ -131,10 +135,11 @@ class TreeWalker {
           return tl::unexpected(ErrnoError(errno, "readlink", Abs(child)));
         }
         target.resize(static_cast<std::size_t>(len));
-        if (LinkLeavesRoot(root_, child, target)) {
-          out_->warnings.push_back(prefix_ + "/" + child + ": symlink to '" + target +
-                                   "' points outside " + root_ +
-                                   "; stored as a link, its target is not backed up");
+        // A link leaving the tree could never be restored safely (rollback refuses it), so
+        // it is left out here, with the one warning about it.
+        if (const std::string problem = LinkProblem(child, target); !problem.empty()) {
+          out_->warnings.push_back(prefix_ + "/" + child + ": " + problem);
+          continue;
         }
         Add(child, st, SourceEntry::Kind::kSymlink, std::move(target));
         continue;

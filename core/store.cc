@@ -30,6 +30,10 @@ namespace {
 
 constexpr std::size_t kBufferSize = 256 * 1024;
 constexpr std::uint64_t kMaxInnerManifest = 256ull * 1024 * 1024;
+// manifest.json: format 2 holds a summary of a few KiB; format 1 also lists every entry
+// (~300 bytes each), so 64 MiB is ~200,000 entries. A larger one is reported as damaged
+// without being read (docs/reliability.md).
+constexpr std::uint64_t kMaxOuterManifest = 64ull * 1024 * 1024;
 constexpr std::string_view kTmpPrefix = ".tmp-";
 constexpr std::string_view kDelPrefix = ".del-";
 
@@ -39,62 +43,87 @@ bool SameFile(const struct stat& a, const struct stat& b) {
          a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
 }
 
-Status ReadFull(int fd, std::span<std::uint8_t> buf, std::size_t* got, const std::string& name) {
+// Reads until `buf` is full or the file ends.
+Status ReadFull(ReadableFile& file, std::span<std::uint8_t> buf, std::size_t* got) {
   *got = 0;
   while (*got < buf.size()) {
-    ssize_t n = ::read(fd, buf.data() + *got, buf.size() - *got);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return tl::unexpected(ErrnoError(errno, "read", name));
-    }
-    if (n == 0) break;
-    *got += static_cast<std::size_t>(n);
+    auto n = file.Read(buf.subspan(*got));
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+    *got += *n;
   }
   return {};
 }
 
+// How often a file that changes while it is read is read again before it is recorded as it was.
+constexpr int kReadAttempts = 3;
+
 // The result of reading a file until two fstat calls around the read agree.
 struct StableHash {
-  bool vanished = false;
-  struct stat st {};
+  bool vanished = false;  // deleted, or no longer a regular file: skipped with `warning`
+  struct stat st {};      // as it was when opened: size is what was hashed
   std::string sha256;
+  std::string warning;  // set when the file is skipped or recorded while it kept changing
 };
 
-Result<StableHash> HashStable(const std::string& path, std::vector<std::uint8_t>& buf) {
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    StableHash out;
-    Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-    if (fd.get() < 0) {
-      if (errno == ENOENT) {
+// Reads and hashes the first `st.st_size` bytes of `path` (its size when opened). Stable when
+// fstat after the read equals fstat before; a file that changes on every one of kReadAttempts
+// reads is recorded as the last read saw it (its first st_size bytes), with a warning, as GNU
+// tar does. Pass 2 re-reads those bytes and checks them against this hash.
+Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
+                              std::vector<std::uint8_t>& buf) {
+  StableHash out;
+  for (int attempt = 1; attempt <= kReadAttempts; ++attempt) {
+    auto file = fs.OpenRead(path);
+    if (!file) {
+      if (file.error().code == ErrorCode::kNotFound) {
         out.vanished = true;
+        out.warning = "skipped " + path + ": deleted while backing up";
         return out;
       }
-      if (errno == ELOOP) continue;  // replaced by a link while we looked: read again
-      return tl::unexpected(ErrnoError(errno, "open", path));
+      if (file.error().code == ErrorCode::kCorrupt) {  // replaced by a link, FIFO, directory
+        out.vanished = true;
+        out.warning =
+            "skipped " + path + ": replaced while backing up (" + file.error().message + ")";
+        return out;
+      }
+      return tl::unexpected(file.error());
     }
-    struct stat before {};
-    if (::fstat(fd.get(), &before) != 0) return tl::unexpected(ErrnoError(errno, "stat", path));
-    if (!S_ISREG(before.st_mode)) continue;
+    auto before = (*file)->Stat();
+    if (!before) return tl::unexpected(before.error());
     Sha256 hash;
-    std::uint64_t total = 0;
-    for (;;) {
+    auto left = static_cast<std::uint64_t>(before->st_size);
+    bool short_read = false;
+    while (left > 0) {
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
       std::size_t got = 0;
-      SP_RETURN_IF_ERROR(ReadFull(fd.get(), buf, &got, path));
-      if (got == 0) break;
+      SP_RETURN_IF_ERROR(ReadFull(**file, {buf.data(), want}, &got));
       hash.Update(std::span<const std::uint8_t>(buf.data(), got));
-      total += got;
+      left -= got;
+      if (got < want) {
+        short_read = true;  // shrank while read
+        break;
+      }
     }
-    struct stat after {};
-    if (::fstat(fd.get(), &after) != 0) return tl::unexpected(ErrnoError(errno, "stat", path));
-    if (SameFile(before, after) && total == static_cast<std::uint64_t>(after.st_size)) {
-      out.st = after;
+    auto after = (*file)->Stat();
+    if (!after) return tl::unexpected(after.error());
+    if (!short_read && SameFile(*before, *after)) {
+      out.st = *before;
       out.sha256 = hash.FinalHex();
       return out;
     }
+    if (!short_read && attempt == kReadAttempts) {
+      out.st = *before;
+      out.sha256 = hash.FinalHex();
+      out.warning = path + ": file changed as we read it (" + std::to_string(kReadAttempts) +
+                    " attempts); recorded as it was when last opened, its first " +
+                    std::to_string(before->st_size) + " bytes";
+      return out;
+    }
   }
-  return Fail(ErrorCode::kIo, "file " + path +
-                                  " changed while it was being read, twice; back up again when "
-                                  "it is quiet");
+  return Fail(ErrorCode::kIo, "file " + path + " shrank while it was being read, " +
+                                  std::to_string(kReadAttempts) +
+                                  " times; back up again when it is quiet");
 }
 
 // Feeds bytes to the age encryptor.
@@ -429,7 +458,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
       std::atomic<std::size_t> next{0};
       auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf) {
         if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
-        auto h = HashStable(in[i].abs_path, buf);
+        auto h = HashStable(fs_, in[i].abs_path, buf);
         if (h) {
           hashed[i] = std::move(*h);
         } else {
@@ -484,10 +513,8 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
           e.size = src.content->size();
           e.sha256 = Sha256Hex(*src.content);
         } else {
-          if (hashed[i].vanished) {
-            m.warnings.push_back("skipped " + src.abs_path + ": deleted while backing up");
-            continue;
-          }
+          if (!hashed[i].warning.empty()) m.warnings.push_back(hashed[i].warning);
+          if (hashed[i].vanished) continue;
           const struct stat& st = hashed[i].st;
           e.size = static_cast<std::uint64_t>(st.st_size);
           e.sha256 = hashed[i].sha256;
@@ -540,15 +567,22 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
         done += e.size;
         continue;
       }
-      Fd fd(::open(src.abs_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
-      struct stat st {};
-      bool same = fd.get() >= 0 && ::fstat(fd.get(), &st) == 0 && SameFile(st, hashed[order[k]].st);
+      // The bytes recorded in pass 1 are read again: the same file (inode) with at least that
+      // many bytes, whose first e.size bytes hash the same. A file that only grew (a log) passes.
+      auto source = fs_.OpenRead(src.abs_path);
+      const struct stat& was = hashed[order[k]].st;
+      bool same = false;
+      if (source) {
+        auto st = (*source)->Stat();
+        same = st && st->st_dev == was.st_dev && st->st_ino == was.st_ino &&
+               static_cast<std::uint64_t>(st->st_size) >= e.size;
+      }
       Sha256 hash;
       std::uint64_t left = e.size;
       while (left > 0) {
         std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
         std::size_t got = 0;
-        if (same) SP_RETURN_IF_ERROR(ReadFull(fd.get(), {buf.data(), want}, &got, src.abs_path));
+        if (same) SP_RETURN_IF_ERROR(ReadFull(**source, {buf.data(), want}, &got));
         if (got < want) {
           // Shorter than it was a moment ago: pad the entry, and let the hash check fail.
           std::fill(buf.begin() + static_cast<std::ptrdiff_t>(got),
@@ -646,12 +680,12 @@ Result<manifest::Manifest> Store::Show(const std::string& id) const {
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Fail(ErrorCode::kNotFound, "no safety point " + id);
   }
-  auto text = ReadFileBounded(dir + "/" + std::string(manifest::kOuterName), kMaxInnerManifest);
+  auto text = ReadFileBounded(dir + "/" + std::string(manifest::kOuterName), kMaxOuterManifest);
   if (!text) {
     if (text.error().code == ErrorCode::kNotFound) {
       return Fail(ErrorCode::kCorrupt, "safety point " + id + " has no manifest.json");
     }
-    return tl::unexpected(text.error());
+    return Fail(text.error().code, "safety point " + id + ": " + text.error().message);
   }
   auto m = manifest::Parse(*text);
   if (!m) {
@@ -704,13 +738,11 @@ Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase
     if (file.error().code == ErrorCode::kNotFound) {
       return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload file is missing");
     }
-    return tl::unexpected(file.error());
+    return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
   }
-  struct stat st {};
-  if (::fstat(file->fd(), &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", *path));
-  if (static_cast<std::uint64_t>(st.st_size) != outer->payload->size) {
+  if (file->size() != outer->payload->size) {
     return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload is " +
-                                         std::to_string(st.st_size) + " bytes, manifest says " +
+                                         std::to_string(file->size()) + " bytes, manifest says " +
                                          std::to_string(outer->payload->size) +
                                          " (truncated or replaced)");
   }
@@ -810,7 +842,7 @@ Status Store::Decrypt(const std::string& id, const Secret& passphrase, ByteSink&
   auto path = PayloadPath(id, *outer);
   if (!path) return tl::unexpected(path.error());
   auto file = ReadOnlyFile::Open(*path);
-  if (!file) return tl::unexpected(file.error());
+  if (!file) return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
   FdSource raw(file->fd(), *path);
   HashingSource hashing(raw);
   auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);

@@ -114,8 +114,8 @@ int RunCli(int argc, char** argv) {
       if (collected) {
         entities = std::move(*collected);
       } else {
-        std::cerr << "safepoint: warning: no entity states (" << collected.error().message
-                  << "); backing up the files\n";
+        std::cerr << "safepoint: warning: no entity states ("
+                  << cli.Redact(collected.error().message) << "); backing up the files\n";
       }
     }
     auto m = ops.Backup(reason, std::nullopt, TerminalProgress("backing up"), entities);

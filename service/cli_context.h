@@ -6,11 +6,13 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/result.h"
+#include "service/log_redaction.h"
 #include "service/operations.h"
 
 namespace safepoint::service {
@@ -25,12 +27,16 @@ struct CliContext {
   int rc = 0;
 
   // Prints a success result: `data` as JSON with --json, else `human`. Returns 0.
-  int Ok(const nlohmann::json& data, const std::string& human) const {
+  // Values that came from `!secret` are masked (config::Redact) in both.
+  int Ok(const nlohmann::json& data, const std::string& raw_human) const {
     if (json_output) {
-      std::cout << nlohmann::json{{"status", "ok"}, {"data", data}}.dump(
+      std::cout << nlohmann::json{{"status", "ok"}, {"data", RedactJson(data)}}.dump(
                        -1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << "\n";
-    } else if (!human.empty()) {
+      return 0;
+    }
+    const std::string human = Redact(raw_human);
+    if (!human.empty()) {
       std::cout << human;
       if (human.back() != '\n') std::cout << "\n";
     }
@@ -39,24 +45,33 @@ struct CliContext {
 
   // Prints an error (JSON on stdout with --json; always a line on stderr). Returns the exit code.
   int Failed(const Error& error) const {
+    const std::string message = Redact(error.message);
     if (json_output) {
       std::cout << nlohmann::json{{"status", "error"},
                                   {"error",
-                                   {{"code", ErrorCodeName(error.code)},
-                                    {"message", error.message}}}}
+                                   {{"code", ErrorCodeName(error.code)}, {"message", message}}}}
                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << "\n";
     }
-    std::cerr << "safepoint: " << error.message << "\n";
+    std::cerr << "safepoint: " << message << "\n";
     return ExitCodeFor(error.code);
   }
 
-  // Loads the configuration once.
+  // Masks `!secret` values once the configuration is loaded.
+  [[nodiscard]] std::string Redact(std::string_view text) const {
+    return config ? config::Redact(*config, text) : std::string(text);
+  }
+  [[nodiscard]] nlohmann::json RedactJson(const nlohmann::json& j) const {
+    return config ? config::RedactJson(*config, j) : j;
+  }
+
+  // Loads the configuration once; from then on log lines are redacted too.
   Status Load() {
     if (config) return {};
     auto c = config::LoadConfig(config_path);
     if (!c) return tl::unexpected(c.error());
     config = std::move(*c);
+    InstallLogRedaction(*config);
     return {};
   }
 

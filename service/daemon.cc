@@ -6,9 +6,8 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
+#include "core/io.h"
 #include "core/manifest.h"
 #include "core/utf8.h"
 #include "service/collect.h"
@@ -203,7 +202,8 @@ void Daemon::Respond(const std::string& command, const std::optional<Error>& err
   }
   json payload = error ? service::Response(ResponseStatus::kError, data, text, transaction)
                        : service::Response(ResponseStatus::kOk, data, std::nullopt, transaction);
-  Publish(Topic("response/" + command), Dump(payload), false);
+  // A value that came from `!secret` never reaches the broker in a message (config::Redact).
+  Publish(Topic("response/" + command), Dump(config::RedactJson(config_, payload)), false);
 }
 
 Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
@@ -322,11 +322,16 @@ void Daemon::Persist() {
 }
 
 void Daemon::LoadPersisted() {
-  std::ifstream in(config_.service.state_file);
-  if (!in.good()) return;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
+  // Never waits on a FIFO or reads a giant: the state file is a few hundred bytes.
+  constexpr std::size_t kMaxStateFileBytes = 1 << 20;
+  auto text = ReadFileBounded(config_.service.state_file, kMaxStateFileBytes);
+  if (!text) {
+    if (text.error().code != ErrorCode::kNotFound) {
+      spdlog::error("service state: {}; starting idle", text.error().message);
+    }
+    return;
+  }
+  json j = json::parse(*text, nullptr, false);
   if (j.is_discarded()) {
     spdlog::error("service state {} is not valid JSON; starting idle", config_.service.state_file);
     return;
@@ -378,11 +383,14 @@ void Daemon::Execute(const Action& action) {
                  },
                  [&](const service::StartRollback& a) { StartRollback(a); },
                  [&](const service::RunHealthCheck& a) { RunHealthCheck(a.backup_id); },
-                 [&](const PublishEvent& a) { Publish(Topic("event"), Dump(a.Payload()), false); },
+                 [&](const PublishEvent& a) {
+                   Publish(Topic("event"), Dump(config::RedactJson(config_, a.Payload())), false);
+                 },
                  [&](const PublishStatus&) {
                    // Always the state as it is now: the list may have moved on since the
                    // action was made (e.g. a health report handled while running it).
-                   Publish(Topic("status"), Dump(lifecycle_.StatusJson()), true);
+                   Publish(Topic("status"),
+                           Dump(config::RedactJson(config_, lifecycle_.StatusJson())), true);
                    PublishStateTopics();
                  },
                  [&](const service::Persist&) { Persist(); },

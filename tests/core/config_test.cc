@@ -480,12 +480,19 @@ TEST_F(ConfigFile, MissingSecretNamesTheSecretButNoValue) {
 
 TEST_F(ConfigFile, SecretValuesAreNeverEchoedInErrors) {
   // A secret used where an integer is expected: the error must not show the value.
-  const std::string msg =
-      LoadError("retention: {keep_last: !secret backup_encryption_passphrase}\n");
+  const std::string msg = LoadError("retention: {keep_last: !secret mqtt_password}\n");
   EXPECT_EQ(msg, path() +
                      ":2:24: key 'retention.keep_last': expected an integer, got (value "
                      "from !secret)");
-  EXPECT_EQ(msg.find(kPassphrase), std::string::npos);
+  EXPECT_EQ(msg.find("s3cr3t-mqtt"), std::string::npos);
+  // The backup passphrase is refused for any other setting (issue 9, finding 9).
+  const std::string pass =
+      LoadError("retention: {keep_last: !secret backup_encryption_passphrase}\n");
+  EXPECT_EQ(pass, path() +
+                      ":2:24: key 'retention.keep_last': !secret backup_encryption_passphrase is "
+                      "the backup passphrase; it only encrypts safety points and may not be used "
+                      "for another setting");
+  EXPECT_EQ(pass.find(kPassphrase), std::string::npos);
   EXPECT_EQ(LoadError("encryption: {secrets_file: !secret mqtt_password}\n"),
             path() + ":2:28: key 'encryption.secrets_file': !secret is not allowed for this key");
 }
@@ -610,6 +617,25 @@ TEST_F(Passphrase, IsReadFreshAtEachCall) {
   EXPECT_TRUE(second->view() == "rotated");
 }
 
+TEST_F(Passphrase, WhitespaceOnlyPassphraseIsRejected) {
+  const std::string file = ha() + "/secrets.yaml";
+  const std::string expected =
+      file +
+      ":1:31: key 'backup_encryption_passphrase': the backup passphrase is only "
+      "whitespace; choose one with visible characters";
+  for (const std::string value :
+       {" ", "   ", "\\t", " \\t \\r\\n ", "\\u00a0", "\\u3000 \\u2003", "\\ufeff"}) {
+    auto r = LoadWith("backup_encryption_passphrase: \"" + value + "\"\n");
+    ASSERT_FALSE(r) << value;
+    EXPECT_EQ(r.error().code, ErrorCode::kBadInput) << value;
+    EXPECT_EQ(r.error().message, expected) << value;
+  }
+  // Whitespace around visible characters is part of a valid passphrase.
+  auto padded = LoadWith("backup_encryption_passphrase: \"  a b  \"\n");
+  ASSERT_TRUE(padded) << padded.error().message;
+  EXPECT_TRUE(padded->view() == "  a b  ");
+}
+
 TEST_F(Passphrase, ErrorsNameFileAndKeyButNeverTheValue) {
   const std::string file = ha() + "/secrets.yaml";
   auto missing_key = LoadWith("other: x\n");
@@ -674,6 +700,36 @@ TEST_F(Passphrase, UsesTheConfiguredFileAndKey) {
   auto s = LoadPassphrase(*c);
   ASSERT_TRUE(s) << s.error().message;
   EXPECT_TRUE(s->view() == "from-other-file");
+}
+
+// Issue 9, finding 9: values from `!secret` are masked wherever text is echoed.
+TEST(Redact, MasksEverySecretValueInTextAndJsonLongestFirst) {
+  Config c;
+  c.secret_values = {{"mqtt.username", "u", "alice"},
+                     {"mqtt.client_id", "cid", "alice-laptop"},
+                     {"mqtt.password", "empty", ""}};
+  EXPECT_EQ(Redact(c, "connect alice-laptop as alice, alice!"),
+            "connect (from !secret cid) as (from !secret u), (from !secret u)!");
+  EXPECT_EQ(Redact(c, "nothing here"), "nothing here");
+  const nlohmann::json j = {{"a", "/x/alice/y"}, {"alice", {1, "alice-laptop"}}, {"n", 3}};
+  EXPECT_EQ(RedactJson(c, j), (nlohmann::json{{"a", "/x/(from !secret u)/y"},
+                                              {"(from !secret u)", {1, "(from !secret cid)"}},
+                                              {"n", 3}}));
+}
+
+TEST(Redact, RecordsWhichKeysCameFromSecrets) {
+  TempDir dir;
+  WriteFile(dir.Sub("ha/secrets.yaml"), "mqtt_user: bob\nbackup_encryption_passphrase: x\n");
+  auto c = ParseConfig("paths:\n  ha_config: " + dir.Sub("ha") +
+                           "\nmqtt:\n  username: !secret mqtt_user\n  client_id: plain\n",
+                       dir.Sub("safepoint.yaml"));
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_EQ(c->secret_values.size(), 1u);
+  EXPECT_EQ(c->secret_values[0].key, "mqtt.username");
+  EXPECT_EQ(c->secret_values[0].name, "mqtt_user");
+  EXPECT_EQ(c->secret_values[0].value, "bob");
+  EXPECT_EQ(ToJson(*c)["mqtt"]["username"], "(from !secret mqtt_user)");
+  EXPECT_EQ(ToJson(*c)["mqtt"]["client_id"], "plain");
 }
 
 }  // namespace

@@ -137,36 +137,58 @@ TEST(CollectFiles, StoresSymlinksAsLinksAndNeverFollowsThem) {
   const config::Config cfg = MakeConfig(dir);
   const std::string ha = dir.Sub("ha");
   WriteFile(ha + "/real.yaml", "r");
-  fs::create_symlink("/etc", ha + "/etc_link");
+  fs::create_directories(ha + "/sub");
   fs::create_symlink("real.yaml", ha + "/inside_link");
+  fs::create_symlink("../real.yaml", ha + "/sub/up_inside");
+  fs::create_directories(ha + "/.openclaw/workspace");
+  auto c = CollectFiles(cfg);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(Paths(*c), (std::vector<std::string>{"ha_config/.openclaw", "ha_config/inside_link",
+                                                 "ha_config/real.yaml", "ha_config/sub",
+                                                 "ha_config/sub/up_inside"}));
+  const SourceEntry* inside = Find(*c, "ha_config/inside_link");
+  ASSERT_NE(inside, nullptr);
+  EXPECT_EQ(inside->kind, SourceEntry::Kind::kSymlink);
+  EXPECT_EQ(inside->link_target, "real.yaml");
+  const SourceEntry* up = Find(*c, "ha_config/sub/up_inside");
+  ASSERT_NE(up, nullptr);
+  EXPECT_EQ(up->link_target, "../real.yaml");
+  EXPECT_TRUE(c->warnings.empty());
+}
+
+// Issue 9, finding 12: a link leaving the tree got "stored as a link" from here and "skipped"
+// from the snapshot, and the docs said it was stored. It is not backed up, with one warning.
+TEST(CollectFiles, LinksLeavingTheTreeAreNotBackedUpWithOneWarningEach) {
+  TempDir dir;
+  const config::Config cfg = MakeConfig(dir);
+  const std::string ha = dir.Sub("ha");
+  WriteFile(ha + "/real.yaml", "r");
+  fs::create_symlink("/etc", ha + "/etc_link");
+  fs::create_symlink(ha + "/real.yaml", ha + "/absolute_inside");
   fs::create_symlink("../../outside", ha + "/up_link");
   fs::create_symlink("/nonexistent/dangling", ha + "/dangling");
   fs::create_directories(ha + "/.openclaw/workspace");
   auto c = CollectFiles(cfg);
   ASSERT_TRUE(c) << c.error().message;
-  EXPECT_EQ(Paths(*c), (std::vector<std::string>{"ha_config/.openclaw", "ha_config/dangling",
-                                                 "ha_config/etc_link", "ha_config/inside_link",
-                                                 "ha_config/real.yaml", "ha_config/up_link"}));
-  const SourceEntry* etc = Find(*c, "ha_config/etc_link");
-  ASSERT_NE(etc, nullptr);
-  EXPECT_EQ(etc->kind, SourceEntry::Kind::kSymlink);
-  EXPECT_EQ(etc->link_target, "/etc");
-  const SourceEntry* inside = Find(*c, "ha_config/inside_link");
-  ASSERT_NE(inside, nullptr);
-  EXPECT_EQ(inside->kind, SourceEntry::Kind::kSymlink);
-  EXPECT_EQ(inside->link_target, "real.yaml");
+  EXPECT_EQ(Paths(*c), (std::vector<std::string>{"ha_config/.openclaw", "ha_config/real.yaml"}));
   for (const SourceEntry& e : c->entries) {
     EXPECT_EQ(e.abs_path.rfind(ha, 0), 0u) << e.abs_path;
     EXPECT_EQ(e.archive_path.find("passwd"), std::string::npos);
   }
+  const std::string absolute = "; only relative links inside the tree are stored)";
   EXPECT_EQ(c->warnings,
             (std::vector<std::string>{
-                "ha_config/dangling: symlink to '/nonexistent/dangling' points outside " + ha +
-                    "; stored as a link, its target is not backed up",
-                "ha_config/etc_link: symlink to '/etc' points outside " + ha +
-                    "; stored as a link, its target is not backed up",
-                "ha_config/up_link: symlink to '../../outside' points outside " + ha +
-                    "; stored as a link, its target is not backed up"}));
+                "ha_config/absolute_inside: not backed up: link target leaves the backed-up tree "
+                "(absolute target '" +
+                    ha + "/real.yaml'" + absolute,
+                "ha_config/dangling: not backed up: link target leaves the backed-up tree "
+                "(absolute target '/nonexistent/dangling'" +
+                    absolute,
+                "ha_config/etc_link: not backed up: link target leaves the backed-up tree "
+                "(absolute target '/etc'" +
+                    absolute,
+                "ha_config/up_link: not backed up: link target leaves the backed-up tree "
+                "('../../outside')"}));
 }
 
 TEST(CollectFiles, SkipsSpecialFilesAndBigFilesWithWarnings) {

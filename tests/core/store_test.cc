@@ -376,6 +376,61 @@ void ExpectOnlyComplete(Store& store, const Secret& pass, std::size_t expected) 
   }
 }
 
+// Issue 9, finding 12: a file that grows on every read (a busy log) failed every backup with
+// exit 9. It is read kReadAttempts (3) times, then recorded as it was when last opened, with a
+// warning naming it, as GNU tar does; the safety point verifies and restores those bytes.
+TEST_F(StoreTest, FileGrowingOnEveryReadIsRecordedAsItWasWithAWarning) {
+  const std::string log = src_ + "/home-assistant.log";
+  WriteFile(log, "line 1\n");
+  FaultInjectingFileSystem fs;
+  fs.ChangeOnEveryRead(log, testing::ReadChange::kAppend);
+  Store store(options_, fs, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  // Attempt 1 read 7 bytes ("line 1\n"), attempt 2 eight, attempt 3 nine: recorded with nine.
+  const std::string recorded = "line 1\n++";
+  EXPECT_EQ(m->warnings, std::vector<std::string>{
+                             log + ": file changed as we read it (3 attempts); recorded as it "
+                                   "was when last opened, its first 9 bytes"});
+  const manifest::Entry* entry = nullptr;
+  for (const auto& e : m->entries) {
+    if (e.path == "ha_config/home-assistant.log") entry = &e;
+  }
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ(entry->size, recorded.size());
+  EXPECT_EQ(entry->sha256, Sha256Hex(recorded));
+  auto v = store.Verify(m->id, pass_);
+  ASSERT_TRUE(v) << v.error().message;
+  const std::string out = dir_.Sub("out");
+  auto x = store.Extract(m->id, pass_, out, {"ha_config/home-assistant.log"});
+  ASSERT_TRUE(x) << x.error().message;
+  EXPECT_EQ(ReadFile(out + "/ha_config/home-assistant.log"), recorded);
+  // The file kept growing meanwhile: 3 reads in pass 1, 1 in pass 2.
+  EXPECT_EQ(ReadFile(log), "line 1\n++++");
+}
+
+// A file rewritten in place on every read cannot be recorded consistently: the backup fails
+// after its one retry with kIo naming the file, and leaves nothing behind.
+TEST_F(StoreTest, FileRewrittenOnEveryReadFailsNamingIt) {
+  const std::string busy = src_ + "/busy.db";
+  WriteFile(busy, "0123456789");
+  FaultInjectingFileSystem fs;
+  fs.ChangeOnEveryRead(busy, testing::ReadChange::kRewrite);
+  Store store(options_, fs, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, ErrorCode::kIo);
+  EXPECT_EQ(m.error().message, "file " + busy +
+                                   " changed while it was being backed up, twice; back up "
+                                   "again when it is quiet");
+  auto all = store.List();
+  ASSERT_TRUE(all);
+  EXPECT_TRUE(all->empty());
+  for (const auto& e : fs::directory_iterator(options_.backup_dir)) {
+    EXPECT_EQ(e.path().filename(), ".lock") << e.path();
+  }
+}
+
 TEST_F(StoreTest, CrashAtEveryWriteLeavesOnlyCompleteSafetyPoints) {
   Store good(options_, real_fs_, clock_);
   ASSERT_TRUE(Backup(good, pass_));

@@ -1,8 +1,11 @@
 #include "tests/testutil/testutil.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sodium.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -92,7 +95,58 @@ class FaultyFile final : public WritableFile {
   std::string path_;
 };
 
+// Changes the file on disk after every read that returned data.
+class ChangingFile final : public ReadableFile {
+ public:
+  ChangingFile(std::unique_ptr<ReadableFile> real, std::string path, ReadChange how)
+      : real_(std::move(real)), path_(std::move(path)), how_(how) {}
+  Result<std::size_t> Read(std::span<std::uint8_t> out) override {
+    auto n = real_->Read(out);
+    if (n && *n > 0) Change();
+    return n;
+  }
+  Result<struct stat> Stat() override { return real_->Stat(); }
+
+ private:
+  void Change() {
+    const int flags = O_RDWR | O_CLOEXEC | (how_ == ReadChange::kAppend ? O_APPEND : 0);
+    const int fd = ::open(path_.c_str(), flags);
+    if (fd < 0) {
+      ADD_FAILURE() << "cannot open " << path_ << " to change it";
+      return;
+    }
+    if (how_ == ReadChange::kAppend) {
+      EXPECT_EQ(::write(fd, "+", 1), 1);
+    } else {
+      char first = 0;
+      EXPECT_EQ(::pread(fd, &first, 1, 0), 1);
+      first = static_cast<char>(first ^ 1);
+      EXPECT_EQ(::pwrite(fd, &first, 1, 0), 1);
+      // File times have a granularity of a clock tick: move mtime on by a second so the change
+      // is visible to fstat however fast the reads come.
+      struct stat st {};
+      EXPECT_EQ(::fstat(fd, &st), 0);
+      struct timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
+      times[1].tv_sec += 1;
+      EXPECT_EQ(::futimens(fd, times), 0);
+    }
+    ::close(fd);
+  }
+
+  std::unique_ptr<ReadableFile> real_;
+  std::string path_;
+  ReadChange how_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<ReadableFile>> FaultInjectingFileSystem::OpenRead(const std::string& path) {
+  auto real = real_.OpenRead(path);
+  if (!real) return tl::unexpected(real.error());
+  auto it = changing_.find(path);
+  if (it == changing_.end()) return real;
+  return std::make_unique<ChangingFile>(std::move(*real), path, it->second);
+}
 
 Status FaultInjectingFileSystem::Check(const char* op, const std::string& path, bool is_write) {
   std::uint64_t n = ++ops_;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,6 +41,12 @@ enum class FaultKind {
   kNoSpace,  // the N-th write (Append/WriteAt) and every later write fail with kNoSpace
 };
 
+// How a file registered with FaultInjectingFileSystem::ChangeOnEveryRead changes.
+enum class ReadChange {
+  kAppend,   // one byte is appended after every read that returned data (a growing log)
+  kRewrite,  // its first byte is flipped after every read that returned data (same size)
+};
+
 // Wraps the real file system and fails from the N-th counted operation on (1-based). Counted
 // operations: CreateFile, Append, WriteAt, Sync, Close, Rename, SyncDir, MakeDir, Remove,
 // RemoveTree, Symlink, Chmod, Chown, SetMtime. With fail_at == 0 nothing fails and ops() counts,
@@ -64,10 +71,17 @@ class FaultInjectingFileSystem final : public FileSystem {
   Status Chown(const std::string& path, uid_t uid, gid_t gid) override;
   Status SetMtime(const std::string& path, std::int64_t mtime) override;
 
+  // Opens through the real file system (not counted). A file registered with
+  // ChangeOnEveryRead changes on disk after each of its reads, deterministically, with no thread.
+  Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path) override;
+  // REQUIRES: called before the file system is used from several threads.
+  void ChangeOnEveryRead(const std::string& path, ReadChange how) { changing_[path] = how; }
+
   // Counts one operation; returns an error when it must fail. `is_write` marks data writes.
   Status Check(const char* op, const std::string& path, bool is_write);
 
  private:
+  std::map<std::string, ReadChange> changing_;
   PosixFileSystem real_;
   std::atomic<std::uint64_t> ops_{0};
   std::atomic<bool> tripped_{false};
