@@ -504,7 +504,11 @@ TEST_F(StoreTest, DiskFullAtEveryWriteFailsCleanly) {
   EXPECT_GT(failures, 3);
 }
 
-TEST_F(StoreTest, FileChangingDuringEveryReadFailsNamingIt) {
+// A real writer appending to a file during the backup (issue 9, finding 12: this failed every
+// backup with kIo). Whatever the timing, the backup succeeds and verifies: pass 2 re-reads the
+// recorded prefix, which an appending writer never changes. When the file changed on every read
+// the warning names it. (The deterministic version is FileGrowingOnEveryRead... above.)
+TEST_F(StoreTest, FileAppendedToDuringTheBackupIsRecordedAndVerifies) {
   const std::string hot = src_ + "/home-assistant.busy";
   WriteFile(hot, BigBinary(8 * 1024 * 1024));
   std::atomic<bool> stop{false};
@@ -520,12 +524,12 @@ TEST_F(StoreTest, FileChangingDuringEveryReadFailsNamingIt) {
   auto m = Backup(store, pass_);
   stop = true;
   writer.join();
-  ASSERT_FALSE(m);
-  EXPECT_EQ(m.error().code, ErrorCode::kIo);
-  EXPECT_NE(m.error().message.find(hot), std::string::npos) << m.error().message;
-  auto list = store.List();
-  ASSERT_TRUE(list);
-  EXPECT_TRUE(list->empty());
+  ASSERT_TRUE(m) << m.error().message;
+  for (const auto& w : m->warnings) {
+    EXPECT_EQ(w.rfind(hot + ": file changed as we read it (3 attempts)", 0), 0u) << w;
+  }
+  auto v = store.Verify(m->id, pass_);
+  ASSERT_TRUE(v) << v.error().message;
 }
 
 TEST_F(StoreTest, PruneKeepsNewestVerifiedEvenWhenNewestIsDamaged) {
