@@ -1,8 +1,7 @@
 #include "core/entities.h"
 
-#include <sodium.h>
-
 #include <fcntl.h>
+#include <sodium.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -376,12 +375,11 @@ Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
     return a->topic < b->topic;
   });
   BufferedWriter w(out);
-  const json head = {{"format", kFormat},
-                     {"captured_at", FormatTime(snapshot.captured_at)},
-                     {"source", snapshot.source},
-                     {"dropped",
-                      {{"topics", snapshot.dropped_topics},
-                       {"payloads", snapshot.dropped_payloads}}}};
+  const json head = {
+      {"format", kFormat},
+      {"captured_at", FormatTime(snapshot.captured_at)},
+      {"source", snapshot.source},
+      {"dropped", {{"topics", snapshot.dropped_topics}, {"payloads", snapshot.dropped_payloads}}}};
   // The small members as dump(1) would indent them; then one compact line per entity, so the
   // size of the document is linear in the payloads whatever their nesting.
   std::string text = head.dump(1, ' ', false, json::error_handler_t::replace);
@@ -411,16 +409,16 @@ Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
   SP_RETURN_IF_ERROR(w.Flush());
   report.bytes = w.bytes();
   if (too_deep > 0) {
-    report.warnings.push_back("entity mirror: " + Plural(too_deep, "payload", "payloads") +
-                              " nested deeper than " + std::to_string(kMaxParsedDepth) +
-                              " levels stored as text, not parsed (first: " +
-                              WarningTopic(first_too_deep) + ")");
+    report.warnings.push_back(
+        "entity mirror: " + Plural(too_deep, "payload", "payloads") + " nested deeper than " +
+        std::to_string(kMaxParsedDepth) +
+        " levels stored as text, not parsed (first: " + WarningTopic(first_too_deep) + ")");
   }
   if (too_large > 0) {
-    report.warnings.push_back("entity mirror: " + Plural(too_large, "payload", "payloads") +
-                              " larger than " + std::to_string(kMaxParsedBytes) +
-                              " bytes stored as text, not parsed (first: " +
-                              WarningTopic(first_too_large) + ")");
+    report.warnings.push_back(
+        "entity mirror: " + Plural(too_large, "payload", "payloads") + " larger than " +
+        std::to_string(kMaxParsedBytes) +
+        " bytes stored as text, not parsed (first: " + WarningTopic(first_too_large) + ")");
   }
   if (snapshot.dropped_payloads > 0) {
     report.warnings.push_back(

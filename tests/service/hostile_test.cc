@@ -14,8 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -90,7 +90,8 @@ class Hostile : public ::testing::Test {
 
   void TearDown() override {
     if (svc_.running()) svc_.Stop();
-    if (HasFailure()) std::cerr << "---- safepoint serve output ----\n" << svc_.Output() << "----\n";
+    if (HasFailure())
+      std::cerr << "---- safepoint serve output ----\n" << svc_.Output() << "----\n";
   }
 
   // Connects the observer (only to what the service publishes: the corpus is not recorded)
@@ -196,8 +197,9 @@ TEST_F(Hostile, RegressionRetainedDeepMirrorPayloadIsBackedUpAsText) {
                        entity("zigbee2mqtt/y", deeper)}));
   bool warned = false;
   for (const auto& w : WarningsOf(id)) {
-    warned |= w == "entity mirror: 2 payloads nested deeper than 64 levels stored as text, not "
-                   "parsed (first: zigbee2mqtt/x)";
+    warned |= w ==
+              "entity mirror: 2 payloads nested deeper than 64 levels stored as text, not "
+              "parsed (first: zigbee2mqtt/x)";
   }
   EXPECT_TRUE(warned) << WarningsOf(id).dump();
 
@@ -219,7 +221,8 @@ TEST_F(Hostile, RegressionBackupOfALargeMirrorHoldsNoCopyOfIt) {
   if (const char* n = std::getenv("SAFEPOINT_HOSTILE_MIRROR_TOPICS")) kTopics = std::atoi(n);
   constexpr std::size_t kPayload = 32 * 1024;
   ServeConfig config;
-  config.mqtt_extra = "  mirror:\n    max_topics: " + std::to_string(std::max(kTopics, 10000)) + "\n";
+  config.mqtt_extra =
+      "  mirror:\n    max_topics: " + std::to_string(std::max(kTopics, 10000)) + "\n";
   ASSERT_NO_FATAL_FAILURE(Prepare(config));
   ASSERT_NO_FATAL_FAILURE(Launch());
   std::mt19937 rng(4242);
@@ -238,9 +241,10 @@ TEST_F(Hostile, RegressionBackupOfALargeMirrorHoldsNoCopyOfIt) {
   const std::string id = Backup("large mirror");
   ASSERT_FALSE(id.empty());
   const std::uint64_t peak = PeakRss(pid);
-  std::printf("[ hostile ] %d x %zu KiB mirror: RSS %.1f MiB before the backup, peak %.1f MiB "
-              "during it (+%.1f MiB)\n",
-              kTopics, kPayload / 1024, MiB(before), MiB(peak), MiB(peak - before));
+  std::printf(
+      "[ hostile ] %d x %zu KiB mirror: RSS %.1f MiB before the backup, peak %.1f MiB "
+      "during it (+%.1f MiB)\n",
+      kTopics, kPayload / 1024, MiB(before), MiB(peak), MiB(peak - before));
   // scrypt (work factor 15: 32 MiB) + zstd and buffers; a copy of the mirror alone is 64 MiB.
   if (!kSanitized) {
     EXPECT_LT(peak - before, 56 * kMiB);
@@ -270,7 +274,8 @@ std::vector<Hostility> Corpus(std::mt19937& rng) {
   std::vector<Hostility> out = {
       {"deep array 100k", Nested(100 * 1000)},
       {"deep array 64 KiB", Nested(32 * 1024)},
-      {"deep object", [] {
+      {"deep object",
+       [] {
          std::string s;
          for (int i = 0; i < 10000; ++i) s += "{\"a\":";  // 60 KB: within the size limits
          return s + "1" + std::string(10000, '}');
@@ -383,11 +388,11 @@ TEST_F(Hostile, CorpusOnEveryTopicLeavesTheServiceUpAnsweringAndBounded) {
   const std::uint64_t peak = PeakRss(pid);
   const double took =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  std::printf("[ hostile ] %zu kinds x %zu topics: %llu messages, %.1f MiB, %llu error answers; "
-              "service VmHWM %.1f MiB (highest after '%s'); %.1f s\n",
-              corpus.size(), topics.size(), static_cast<unsigned long long>(messages),
-              MiB(bytes), static_cast<unsigned long long>(answers), MiB(peak),
-              max_peak_after.c_str(), took);
+  std::printf(
+      "[ hostile ] %zu kinds x %zu topics: %llu messages, %.1f MiB, %llu error answers; "
+      "service VmHWM %.1f MiB (highest after '%s'); %.1f s\n",
+      corpus.size(), topics.size(), static_cast<unsigned long long>(messages), MiB(bytes),
+      static_cast<unsigned long long>(answers), MiB(peak), max_peak_after.c_str(), took);
   if (!kSanitized) {
     EXPECT_LT(peak, kServePeakRssBound);
     EXPECT_LT(took, 60.0);
@@ -455,9 +460,8 @@ TEST_F(Hostile, ExceptionsInOperationsBecomeErrorAnswersAndTheServiceGoesOn) {
     ASSERT_TRUE(failed);
     EXPECT_NE(failed->payload.find("safety point: out of memory"), std::string::npos)
         << failed->payload;
-    auto idle = obs_->Next("safepoint/status", &c, kWait, [](const json& j) {
-      return j.value("state", "") == "idle";
-    });
+    auto idle = obs_->Next("safepoint/status", &c, kWait,
+                           [](const json& j) { return j.value("state", "") == "idle"; });
     ASSERT_TRUE(idle);
     EXPECT_EQ(idle->Json()["last_error"], "safety point failed: safety point: out of memory")
         << idle->payload;
@@ -469,8 +473,9 @@ TEST_F(Hostile, ExceptionsInOperationsBecomeErrorAnswersAndTheServiceGoesOn) {
     ASSERT_TRUE(verify);
     EXPECT_EQ(verify->Json(),
               (json{{"status", "error"},
-                    {"error", "internal: verify: internal error: [json.exception.type_error.316] "
-                              "invalid UTF-8 byte"},
+                    {"error",
+                     "internal: verify: internal error: [json.exception.type_error.316] "
+                     "invalid UTF-8 byte"},
                     {"data", json::object()},
                     {"transaction", "v-1"}}));
 

@@ -98,11 +98,10 @@ TEST(EntityMirror, HundredThousandLevelsAreKeptAsTextNotParsed) {
   const Written w = Write(mirror.Snapshot(kCaptured));
   const json doc = json::parse(w.text);
   ASSERT_EQ(doc["entities"].size(), 2u);
-  EXPECT_EQ(doc["entities"][0],
-            (json{{"topic", "zigbee2mqtt/deep"},
-                  {"payload", deep},
-                  {"retained", false},
-                  {"received_at", "2024-05-01T12:00:00.123Z"}}));
+  EXPECT_EQ(doc["entities"][0], (json{{"topic", "zigbee2mqtt/deep"},
+                                      {"payload", deep},
+                                      {"retained", false},
+                                      {"received_at", "2024-05-01T12:00:00.123Z"}}));
   EXPECT_EQ(doc["entities"][1]["payload"], (json{{"state", "ON"}}));  // parsed as before
   EXPECT_EQ(w.report.warnings,
             std::vector<std::string>{"entity mirror: 1 payload nested deeper than 64 levels "
@@ -151,8 +150,9 @@ TEST(EntityMirror, TenMegabytePayloadWithinARaisedLimitIsKeptAsTextExactly) {
   // Handed to the sink in blocks of 64 KiB, never as one string of the whole document.
   EXPECT_GT(sink.writes, static_cast<int>(sink.text.size() / (64 * 1024)));
   // The same escapes as nlohmann/json's dump().
-  EXPECT_EQ(sink.text, Document("{\"topic\":\"zigbee2mqtt/big\",\"payload\":" + json(big).dump() +
-                                ",\"retained\":true,\"received_at\":\"2024-05-01T12:00:00.123Z\"}"));
+  EXPECT_EQ(sink.text,
+            Document("{\"topic\":\"zigbee2mqtt/big\",\"payload\":" + json(big).dump() +
+                     ",\"retained\":true,\"received_at\":\"2024-05-01T12:00:00.123Z\"}"));
   EXPECT_EQ(ReadBack(sink.text, "zigbee2mqtt/big"), big);
 }
 
