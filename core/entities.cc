@@ -1,15 +1,19 @@
 #include "core/entities.h"
 
+#include <fcntl.h>
 #include <sodium.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <optional>
 #include <utility>
 
 #include "core/secret.h"
+#include "core/utf8.h"
 
 namespace safepoint::entities {
 namespace {
@@ -75,26 +79,128 @@ std::optional<std::string> Unbase64(std::string_view text) {
   return out;
 }
 
-// The fields that carry a payload; see docs/format-entities.md.
-void PutPayload(const std::string& raw, json& rec) {
-  if (!ValidUtf8(raw)) {
-    rec["payload_b64"] = Base64(raw);
-    return;
-  }
-  json parsed = json::parse(raw, nullptr, /*allow_exceptions=*/false);
-  if (!parsed.is_discarded() && !parsed.is_string()) {
-    std::string dumped;
-    try {
-      dumped = parsed.dump();
-    } catch (const json::exception&) {
-      rec["payload"] = raw;
-      return;
+// Buffers small writes into 64 KiB blocks for the sink, and counts the bytes.
+class BufferedWriter {
+ public:
+  explicit BufferedWriter(ByteSink& out) : out_(out) { buf_.reserve(kBlock); }
+  Status Put(std::string_view s) {
+    bytes_ += s.size();
+    while (!s.empty()) {
+      const std::size_t n = std::min(s.size(), kBlock - buf_.size());
+      buf_.append(s.substr(0, n));
+      s.remove_prefix(n);
+      if (buf_.size() == kBlock) SP_RETURN_IF_ERROR(Flush());
     }
-    rec["payload"] = std::move(parsed);
-    if (dumped != raw) rec["payload_raw"] = raw;
-    return;
+    return {};
   }
-  rec["payload"] = raw;
+  Status Flush() {
+    if (buf_.empty()) return {};
+    auto st = out_.Write({reinterpret_cast<const std::uint8_t*>(buf_.data()), buf_.size()});
+    buf_.clear();
+    return st;
+  }
+  [[nodiscard]] std::uint64_t bytes() const { return bytes_; }
+
+ private:
+  static constexpr std::size_t kBlock = 64 * 1024;
+  ByteSink& out_;
+  std::string buf_;
+  std::uint64_t bytes_ = 0;
+};
+
+// `s` (valid UTF-8) as a JSON string literal, written piecewise; the same escapes as
+// nlohmann/json's dump(): \" \\ \b \f \n \r \t, other control characters as \u00XX.
+Status PutString(BufferedWriter& w, std::string_view s) {
+  SP_RETURN_IF_ERROR(w.Put("\""));
+  std::size_t run = 0;  // start of the bytes not yet written
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    SP_RETURN_IF_ERROR(w.Put(s.substr(run, i - run)));
+    run = i + 1;
+    switch (c) {
+      case '"':
+        SP_RETURN_IF_ERROR(w.Put("\\\""));
+        break;
+      case '\\':
+        SP_RETURN_IF_ERROR(w.Put("\\\\"));
+        break;
+      case '\b':
+        SP_RETURN_IF_ERROR(w.Put("\\b"));
+        break;
+      case '\f':
+        SP_RETURN_IF_ERROR(w.Put("\\f"));
+        break;
+      case '\n':
+        SP_RETURN_IF_ERROR(w.Put("\\n"));
+        break;
+      case '\r':
+        SP_RETURN_IF_ERROR(w.Put("\\r"));
+        break;
+      case '\t':
+        SP_RETURN_IF_ERROR(w.Put("\\t"));
+        break;
+      default: {
+        char esc[8];
+        std::snprintf(esc, sizeof esc, "\\u%04x", static_cast<unsigned>(c));
+        SP_RETURN_IF_ERROR(w.Put(esc));
+      }
+    }
+  }
+  SP_RETURN_IF_ERROR(w.Put(s.substr(run)));
+  return w.Put("\"");
+}
+
+// Standard base64 of `bytes` as a JSON string, in pieces (a multiple of 3 input bytes each).
+Status PutBase64(BufferedWriter& w, std::string_view bytes) {
+  constexpr std::size_t kPiece = 48 * 1024;
+  SP_RETURN_IF_ERROR(w.Put("\""));
+  for (std::size_t i = 0; i < bytes.size(); i += kPiece) {
+    SP_RETURN_IF_ERROR(w.Put(Base64(bytes.substr(i, kPiece))));
+  }
+  return w.Put("\"");
+}
+
+// Why a payload that looks like JSON was not parsed.
+enum class Unparsed { kNo, kTooLarge, kTooDeep };
+
+// Writes the fields that carry a payload; see docs/format-entities.md.
+Status PutPayload(BufferedWriter& w, std::string_view raw, Unparsed* unparsed) {
+  *unparsed = Unparsed::kNo;
+  if (!ValidUtf8(raw)) {
+    SP_RETURN_IF_ERROR(w.Put("\"payload_b64\":"));
+    return PutBase64(w, raw);
+  }
+  const auto first = raw.find_first_not_of(" \t\r\n");
+  const bool may_be_json = first != std::string_view::npos;
+  if (may_be_json && NestedDeeperThan(raw, kMaxParsedDepth)) {
+    *unparsed = Unparsed::kTooDeep;
+  } else if (may_be_json && raw.size() > kMaxParsedBytes) {
+    *unparsed = Unparsed::kTooLarge;
+  } else if (may_be_json) {
+    json parsed = json::parse(raw, nullptr, /*allow_exceptions=*/false);
+    if (!parsed.is_discarded() && !parsed.is_string()) {
+      // Parsed text is UTF-8, so dump() cannot throw.
+      const std::string dumped = parsed.dump();
+      SP_RETURN_IF_ERROR(w.Put("\"payload\":"));
+      SP_RETURN_IF_ERROR(w.Put(dumped));
+      if (dumped == raw) return {};
+      SP_RETURN_IF_ERROR(w.Put(",\"payload_raw\":"));
+      return PutString(w, raw);
+    }
+  }
+  SP_RETURN_IF_ERROR(w.Put("\"payload\":"));
+  return PutString(w, raw);
+}
+
+std::string Plural(std::uint64_t n, const char* one, const char* many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// A topic for a warning: UTF-8, at most 200 bytes.
+std::string WarningTopic(std::string_view topic) {
+  constexpr std::size_t kMax = 200;
+  return topic.size() > kMax ? SanitizeUtf8(topic.substr(0, kMax)) + "..." : SanitizeUtf8(topic);
 }
 
 Result<std::string> GetPayload(const json& rec, const std::string& where) {
@@ -118,7 +224,9 @@ Result<std::string> GetPayload(const json& rec, const std::string& where) {
 // unquoted, a JSON object payload yields its "state" member.
 std::string StateText(const std::string& payload) {
   std::string s = payload;
-  json parsed = json::parse(payload, nullptr, false);
+  json parsed = payload.size() > kMaxParsedBytes || NestedDeeperThan(payload, kMaxParsedDepth)
+                    ? json(json::value_t::discarded)
+                    : json::parse(payload, nullptr, false);
   if (!parsed.is_discarded()) {
     if (parsed.is_string()) {
       s = parsed.get<std::string>();
@@ -143,12 +251,13 @@ std::map<std::string, bool> Availability(const EntitySnapshot& snap) {
   std::map<std::string, bool> out;
   for (const EntityRecord& r : snap.records) {
     if (EndsWith(r.topic, "/availability")) {
-      const std::string s = StateText(r.payload);
+      const std::string s = r.payload ? StateText(*r.payload) : std::string();
       const std::string entity = r.topic.substr(0, r.topic.size() - 13);
       if (s == "online") out[entity] = true;
       if (s == "offline") out[entity] = false;
     } else if (EndsWith(r.topic, "/state")) {
-      out[r.topic.substr(0, r.topic.size() - 6)] = StateText(r.payload) != "unavailable";
+      out[r.topic.substr(0, r.topic.size() - 6)] =
+          (r.payload ? StateText(*r.payload) : std::string()) != "unavailable";
     }
   }
   return out;
@@ -236,29 +345,135 @@ std::optional<std::chrono::system_clock::time_point> ParseTime(std::string_view 
          std::chrono::milliseconds(ms);
 }
 
-json ToJson(const EntitySnapshot& snapshot) {
+bool NestedDeeperThan(std::string_view text, std::size_t max_depth) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
+Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
   std::vector<const EntityRecord*> sorted;
   sorted.reserve(snapshot.records.size());
   for (const EntityRecord& r : snapshot.records) sorted.push_back(&r);
   std::stable_sort(sorted.begin(), sorted.end(), [](const EntityRecord* a, const EntityRecord* b) {
     return a->topic < b->topic;
   });
-  json entities = json::array();
-  for (const EntityRecord* r : sorted) {
-    json rec = json::object();
-    // Topics are UTF-8 by the MQTT spec; anything else is replaced rather than thrown on later.
-    rec["topic"] = ValidUtf8(r->topic) ? r->topic : std::string("\xEF\xBF\xBD");
-    PutPayload(r->payload, rec);
-    rec["retained"] = r->retained;
-    rec["received_at"] = FormatTime(r->received_at);
-    entities.push_back(std::move(rec));
-  }
-  return {
+  BufferedWriter w(out);
+  const json head = {
       {"format", kFormat},
       {"captured_at", FormatTime(snapshot.captured_at)},
       {"source", snapshot.source},
-      {"dropped", {{"topics", snapshot.dropped_topics}, {"payloads", snapshot.dropped_payloads}}},
-      {"entities", std::move(entities)}};
+      {"dropped", {{"topics", snapshot.dropped_topics}, {"payloads", snapshot.dropped_payloads}}}};
+  // The small members as dump(1) would indent them; then one compact line per entity, so the
+  // size of the document is linear in the payloads whatever their nesting.
+  std::string text = head.dump(1, ' ', false, json::error_handler_t::replace);
+  text.pop_back();  // the closing brace
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  SP_RETURN_IF_ERROR(w.Put(text + ",\n \"entities\": ["));
+  WriteReport report;
+  std::uint64_t too_large = 0;
+  std::uint64_t too_deep = 0;
+  std::string first_too_large;
+  std::string first_too_deep;
+  static const std::string kEmpty;
+  for (const EntityRecord* r : sorted) {
+    SP_RETURN_IF_ERROR(w.Put(report.entities == 0 ? "\n  {\"topic\":" : ",\n  {\"topic\":"));
+    // Topics are UTF-8 by the MQTT spec; anything else is replaced rather than thrown on later.
+    SP_RETURN_IF_ERROR(PutString(w, ValidUtf8(r->topic) ? r->topic : "\xEF\xBF\xBD"));
+    SP_RETURN_IF_ERROR(w.Put(","));
+    Unparsed unparsed = Unparsed::kNo;
+    SP_RETURN_IF_ERROR(PutPayload(w, r->payload ? *r->payload : kEmpty, &unparsed));
+    if (unparsed == Unparsed::kTooLarge && too_large++ == 0) first_too_large = r->topic;
+    if (unparsed == Unparsed::kTooDeep && too_deep++ == 0) first_too_deep = r->topic;
+    SP_RETURN_IF_ERROR(w.Put(r->retained ? ",\"retained\":true" : ",\"retained\":false"));
+    SP_RETURN_IF_ERROR(w.Put(",\"received_at\":\"" + FormatTime(r->received_at) + "\"}"));
+    ++report.entities;
+  }
+  SP_RETURN_IF_ERROR(w.Put(report.entities == 0 ? "]\n}\n" : "\n ]\n}\n"));
+  SP_RETURN_IF_ERROR(w.Flush());
+  report.bytes = w.bytes();
+  if (too_deep > 0) {
+    report.warnings.push_back(
+        "entity mirror: " + Plural(too_deep, "payload", "payloads") + " nested deeper than " +
+        std::to_string(kMaxParsedDepth) +
+        " levels stored as text, not parsed (first: " + WarningTopic(first_too_deep) + ")");
+  }
+  if (too_large > 0) {
+    report.warnings.push_back(
+        "entity mirror: " + Plural(too_large, "payload", "payloads") + " larger than " +
+        std::to_string(kMaxParsedBytes) +
+        " bytes stored as text, not parsed (first: " + WarningTopic(first_too_large) + ")");
+  }
+  if (snapshot.dropped_payloads > 0) {
+    report.warnings.push_back(
+        "entity mirror: " + Plural(snapshot.dropped_payloads, "message", "messages") +
+        " larger than mqtt.mirror.max_payload_bytes dropped since the service started (last: " +
+        WarningTopic(snapshot.last_dropped_payload) + ")");
+  }
+  if (snapshot.dropped_topics > 0) {
+    report.warnings.push_back(
+        "entity mirror: " + Plural(snapshot.dropped_topics, "new topic", "new topics") +
+        " dropped since the service started: mqtt.mirror.max_topics reached");
+  }
+  return report;
+}
+
+namespace {
+
+class StringSink final : public ByteSink {
+ public:
+  Status Write(std::span<const std::uint8_t> data) override {
+    text.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return {};
+  }
+  std::string text;
+};
+
+}  // namespace
+
+Result<WriteReport> WriteJsonFile(const EntitySnapshot& snapshot, const std::string& path) {
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
+  if (fd < 0) {
+    const int err = errno;
+    return Fail(ErrorCode::kIo, "cannot create " + path + ": " + std::strerror(err));
+  }
+  Fd closer(fd);
+  FdSink sink(fd, path);
+  return WriteJson(snapshot, sink);
+}
+
+json ToJson(const EntitySnapshot& snapshot) {
+  StringSink sink;
+  auto report = WriteJson(snapshot, sink);
+  if (!report) return json(json::value_t::discarded);  // a StringSink does not fail
+  return json::parse(sink.text, nullptr, false);
+}
+
+EntitySnapshot AvailabilityOnly(const EntitySnapshot& snapshot) {
+  EntitySnapshot out;
+  out.captured_at = snapshot.captured_at;
+  out.source = snapshot.source;
+  for (const EntityRecord& r : snapshot.records) {
+    if (EndsWith(r.topic, "/availability") || EndsWith(r.topic, "/state")) out.records.push_back(r);
+  }
+  return out;
 }
 
 Result<EntitySnapshot> EntitySnapshotFromJson(const json& j) {
@@ -302,7 +517,7 @@ Result<EntitySnapshot> EntitySnapshotFromJson(const json& j) {
     r.topic = topic->get<std::string>();
     auto payload = GetPayload(e, where);
     if (!payload) return bad(payload.error().message);
-    r.payload = std::move(*payload);
+    r.payload = std::make_shared<const std::string>(std::move(*payload));
     if (auto it = e.find("retained"); it != e.end()) {
       if (!it->is_boolean()) return bad(where + ".retained: not a boolean");
       r.retained = it->get<bool>();

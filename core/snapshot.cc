@@ -27,7 +27,7 @@ store::InputEntry Generated(const std::string& path, std::string content, std::i
 }  // namespace
 
 Result<store::BackupRequest> Collect(const config::Config& config,
-                                     const std::optional<entities::EntitySnapshot>& entities,
+                                     const std::optional<std::string>& entities_file,
                                      const LiveState& live) {
   store::BackupRequest request;
   for (const auto& w : live.warnings) request.warnings.push_back(SanitizeUtf8(w));
@@ -82,12 +82,12 @@ Result<store::BackupRequest> Collect(const config::Config& config,
     request.entries.push_back(Generated(log.archive_path, std::move(log.text), now));
   }
 
-  if (entities) {
-    request.entries.push_back(Generated(
-        "state/entities.json",
-        entities::ToJson(*entities).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) +
-            "\n",
-        now));
+  if (entities_file) {
+    // Written beforehand, streaming (it can be as large as the mirror); the store reads it.
+    store::InputEntry e = Generated("state/entities.json", std::string(), now);
+    e.content.reset();
+    e.abs_path = *entities_file;
+    request.entries.push_back(std::move(e));
   }
   if (live.zigbee2mqtt_backup) {
     request.entries.push_back(

@@ -16,7 +16,8 @@ namespace safepoint::snapshot {
 //   workspace/...                 the agent's knowledge files
 //   environment/environment.json  allow-listed variables and installed Python packages
 //   logs/<name>                   the last N lines of each configured log
-//   state/entities.json           the entity mirror (when `entities` is given)
+//   state/entities.json           the entity mirror (when `entities_file` is given: the file
+//                                 entities::WriteJsonFile wrote; read at backup time, streaming)
 //   state/zigbee2mqtt_backup.zip  Zigbee2MQTT's own backup (when `live` has it)
 // Files are read later, by Store::Backup; generated entries carry their content.
 // Collection warnings (skipped files, missing log) are returned in `warnings`, after
@@ -30,8 +31,8 @@ struct LiveState {
 
 inline constexpr std::string_view kZigbee2MqttBackupPath = "state/zigbee2mqtt_backup.zip";
 
-[[nodiscard]] Result<store::BackupRequest> Collect(
-    const config::Config& config, const std::optional<entities::EntitySnapshot>& entities,
-    const LiveState& live = {});
+[[nodiscard]] Result<store::BackupRequest> Collect(const config::Config& config,
+                                                   const std::optional<std::string>& entities_file,
+                                                   const LiveState& live = {});
 
 }  // namespace safepoint::snapshot

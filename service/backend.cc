@@ -2,9 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <exception>
+#include <new>
+
 #include "core/archive.h"
 #include "core/fingerprint.h"
 #include "core/rollback.h"
+#include "core/utf8.h"
 
 namespace safepoint::service {
 
@@ -136,7 +140,82 @@ Status OperationsBackend::RecoverInterrupted() {
   return {};
 }
 
+// What an exception (std::bad_alloc above all) thrown inside an operation becomes: an error
+// of that operation, reported like any other.
+Error ErrorFromException(const char* operation) {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return Error{ErrorCode::kInternal, std::string(operation) + ": out of memory"};
+  } catch (const std::exception& e) {
+    return Error{ErrorCode::kInternal,
+                 std::string(operation) + ": internal error: " + SanitizeUtf8(e.what())};
+  } catch (...) {
+    return Error{ErrorCode::kInternal, std::string(operation) + ": internal error"};
+  }
+}
+
+template <class F>
+auto Guarded(const char* operation, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (...) {
+    return tl::unexpected(ErrorFromException(operation));
+  }
+}
+
+class ExceptionSafeBackend final : public Backend {
+ public:
+  explicit ExceptionSafeBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+
+  Result<manifest::Manifest> Backup(const std::string& reason,
+                                    const std::optional<manifest::UpdateRef>& update,
+                                    const store::ProgressFn& progress,
+                                    const entities::EntitySnapshot& entities,
+                                    const snapshot::LiveState& live) override {
+    return Guarded("safety point",
+                   [&] { return inner_->Backup(reason, update, progress, entities, live); });
+  }
+  Status Delete(const std::string& id) override {
+    return Guarded("delete", [&] { return inner_->Delete(id); });
+  }
+  Result<std::vector<store::Listing>> List() override {
+    return Guarded("list", [&] { return inner_->List(); });
+  }
+  Result<std::vector<Operations::VerifyResult>> Verify(
+      const std::vector<std::string>& ids) override {
+    return Guarded("verify", [&] { return inner_->Verify(ids); });
+  }
+  Result<store::PruneReport> Prune() override {
+    return Guarded("retention", [&] { return inner_->Prune(); });
+  }
+  Status RecordFingerprint(const std::string& id) override {
+    return Guarded("fingerprint", [&] { return inner_->RecordFingerprint(id); });
+  }
+  RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
+                           const store::ProgressFn& progress) override {
+    try {
+      return inner_->Rollback(id, policy, progress);
+    } catch (...) {
+      return RollbackOutcome::Failed(ErrorFromException("rollback"));
+    }
+  }
+  Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override {
+    return Guarded("entity states", [&] { return inner_->EntitiesOf(id); });
+  }
+  Status RecoverInterrupted() override {
+    return Guarded("recovery", [&] { return inner_->RecoverInterrupted(); });
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+};
+
 }  // namespace
+
+std::unique_ptr<Backend> ExceptionSafe(std::unique_ptr<Backend> backend) {
+  return std::make_unique<ExceptionSafeBackend>(std::move(backend));
+}
 
 std::unique_ptr<Backend> MakeBackend(const config::Config& config, FileSystem& fs,
                                      const Clock& clock) {

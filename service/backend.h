@@ -41,6 +41,12 @@ class Backend {
   [[nodiscard]] virtual Status RecoverInterrupted() = 0;
 };
 
+// `backend` with every exception it throws (std::bad_alloc above all) turned into an error of
+// that call (kInternal, "<operation>: out of memory" or "<operation>: internal error: <what>"),
+// so a failing operation is reported like any other and never ends the service. The daemon
+// wraps whatever backend it is given.
+std::unique_ptr<Backend> ExceptionSafe(std::unique_ptr<Backend> backend);
+
 // The real backend: Operations (store, locking, passphrase) and the rollback engine.
 std::unique_ptr<Backend> MakeBackend(const config::Config& config, FileSystem& fs,
                                      const Clock& clock);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <new>
 
 #include "core/io.h"
 #include "core/manifest.h"
@@ -101,7 +102,7 @@ Daemon::Daemon(const config::Config& config, FileSystem& fs, const Clock& clock,
       mqtt_config_(*config.mqtt),
       fs_(fs),
       clock_(clock),
-      backend_(std::move(backend)),
+      backend_(ExceptionSafe(std::move(backend))),
       lifecycle_(LifecycleOptionsFor(config)),
       mirror_(config.mqtt->mirror) {
   discovery_options_.base_topic = mqtt_config_.base_topic;
@@ -119,8 +120,13 @@ Daemon::Daemon(const config::Config& config, FileSystem& fs, const Clock& clock,
         job = std::move(jobs_.front());
         jobs_.pop_front();
       }
-      auto done = job();
-      Post(std::move(done));
+      // Enqueue's wrapper catches what the job throws; this is the last line of defence of the
+      // worker thread (an exception leaving it would end the process).
+      try {
+        Post(job());
+      } catch (const std::exception& e) {
+        spdlog::error("internal error on the worker thread: {}", SanitizeUtf8(e.what()));
+      }
     }
   });
 }
@@ -156,7 +162,17 @@ void Daemon::Enqueue(std::function<std::function<void()>()> job) {
   {
     std::lock_guard lock(worker_mu_);
     jobs_.push_back([this, job = std::move(job)] {
-      auto done = job();
+      std::function<void()> done;
+      try {
+        done = job();
+      } catch (const std::exception& e) {
+        // The backend turns exceptions into errors; anything else still must not end the
+        // service: the job is counted as an internal error and its slot is freed.
+        done = [this, what = SanitizeUtf8(e.what())] {
+          ++stats_.internal_errors;
+          spdlog::error("internal error in an operation: {}", what);
+        };
+      }
       return std::function<void()>([this, done = std::move(done)] {
         if (--pending_jobs_ == 0) worker_busy_ = false;
         done();
@@ -508,7 +524,7 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
         // Only the health check after an update compares against these states; keep the
         // newest update's alone (a restarted service reads them from the safety point).
         entity_snapshots_.clear();
-        if (m->update) entity_snapshots_[m->id] = entities;
+        if (m->update) entity_snapshots_[m->id] = entities::AvailabilityOnly(entities);
         RefreshSafetyPoints();
       } else {
         spdlog::error("safety point failed: {}", m.error().message);
@@ -885,8 +901,13 @@ int Daemon::Run(const std::atomic<bool>& stop) {
   }
   pump_ = std::thread([this] {
     while (!pump_stop_) {
-      auto ev = client_->WaitEvent(milliseconds(500));
-      if (ev) Post([this, e = std::move(*ev)] { HandleEvent(e); });
+      try {
+        auto ev = client_->WaitEvent(milliseconds(500));
+        if (ev) Post([this, e = std::move(*ev)] { HandleEvent(e); });
+      } catch (const std::exception& e) {
+        // Out of memory for a huge message: that message is lost, the service is not.
+        spdlog::error("internal error while receiving: {}", SanitizeUtf8(e.what()));
+      }
     }
   });
 
@@ -909,12 +930,28 @@ int Daemon::Run(const std::atomic<bool>& stop) {
       batch.swap(queue_);
     }
     for (auto& fn : batch) {
+      // Each closure starts with no command in hand; HandleCommand sets one.
+      command_name_.clear();
+      transaction_.reset();
       try {
         fn();
       } catch (const std::exception& e) {
-        // A broken invariant must not take the service down with every pending decision.
+        // A broken invariant (or memory running out) must not take the service down with
+        // every pending decision. A command being handled gets an error response.
         ++stats_.internal_errors;
-        spdlog::error("internal error while handling an event: {}", SanitizeUtf8(e.what()));
+        const bool oom = dynamic_cast<const std::bad_alloc*>(&e) != nullptr;
+        const std::string what = oom ? "out of memory" : SanitizeUtf8(e.what());
+        spdlog::error("internal error while handling an event: {}", what);
+        if (!command_name_.empty()) {
+          try {
+            Respond(command_name_, Error{ErrorCode::kInternal, "internal error: " + what},
+                    json::object(), transaction_);
+          } catch (const std::exception&) {
+            // Not even the response fits: the log line above stays.
+          }
+        }
+        command_name_.clear();
+        transaction_.reset();
       }
     }
     now = clock_.Now();

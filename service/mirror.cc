@@ -11,6 +11,7 @@ bool EntityMirror::Offer(const std::string& topic, const std::string& payload, b
   }
   if (payload.size() > config_.max_payload_bytes) {
     ++dropped_payloads_;
+    last_dropped_payload_ = topic + " (" + std::to_string(payload.size()) + " bytes)";
     return false;
   }
   auto it = topics_.find(topic);
@@ -21,7 +22,8 @@ bool EntityMirror::Offer(const std::string& topic, const std::string& payload, b
     }
     it = topics_.emplace(topic, Value{}).first;
   }
-  it->second.payload = payload;
+  // A new string, never changed in place: snapshots taken earlier keep the one they share.
+  it->second.payload = std::make_shared<const std::string>(payload);
   it->second.retained = retained;
   it->second.received_at = now;
   return true;
@@ -33,6 +35,7 @@ entities::EntitySnapshot EntityMirror::Snapshot(std::chrono::system_clock::time_
   s.source = "mqtt";
   s.dropped_topics = dropped_topics_;
   s.dropped_payloads = dropped_payloads_;
+  s.last_dropped_payload = last_dropped_payload_;
   s.records.reserve(topics_.size());
   for (const auto& [topic, v] : topics_) {
     s.records.push_back(entities::EntityRecord{topic, v.payload, v.retained, v.received_at});

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "core/config.h"
@@ -14,6 +15,11 @@ namespace safepoint::service {
 // retained flag and receive time, within limits. Zigbee2MQTT does not retain device state by
 // default, so this live mirror is what makes a safety point's state/entities.json complete.
 // Not thread-safe: owned by the service's state thread.
+//
+// Memory: at most max_topics payloads of at most max_payload_bytes each, plus the topics (the
+// broker bounds their length); nothing is parsed on the way in. A snapshot shares the payloads
+// (a pointer per topic), so taking one copies no payload; a payload replaced while a backup
+// writes a snapshot lives until that backup ends. docs/format-entities.md, "Limits".
 class EntityMirror {
  public:
   explicit EntityMirror(config::MirrorConfig config) : config_(std::move(config)) {}
@@ -24,7 +30,7 @@ class EntityMirror {
   bool Offer(const std::string& topic, const std::string& payload, bool retained,
              std::chrono::system_clock::time_point now);
 
-  // A copy of the mirror as it is now.
+  // The mirror as it is now (sharing the payloads).
   [[nodiscard]] entities::EntitySnapshot Snapshot(std::chrono::system_clock::time_point now) const;
 
   [[nodiscard]] std::size_t size() const { return topics_.size(); }
@@ -33,7 +39,7 @@ class EntityMirror {
 
  private:
   struct Value {
-    std::string payload;
+    std::shared_ptr<const std::string> payload;
     bool retained = false;
     std::chrono::system_clock::time_point received_at;
   };
@@ -41,6 +47,7 @@ class EntityMirror {
   std::map<std::string, Value> topics_;
   std::uint64_t dropped_topics_ = 0;
   std::uint64_t dropped_payloads_ = 0;
+  std::string last_dropped_payload_;  // "<topic> (<size> bytes)"
 };
 
 }  // namespace safepoint::service

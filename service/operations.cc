@@ -1,9 +1,49 @@
 #include "service/operations.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
 #include "core/rollback.h"
 #include "core/snapshot.h"
 
 namespace safepoint::service {
+
+namespace {
+
+// <backup_dir>/.tmp-entities-XXXXXX/entities.json, removed on destruction.
+class EntitiesTempFile {
+ public:
+  static Result<EntitiesTempFile> Create(const std::string& backup_dir) {
+    std::string dir = backup_dir + "/.tmp-entities-XXXXXX";
+    if (::mkdtemp(dir.data()) == nullptr) {  // mode 0700
+      const int err = errno;
+      return Fail(err == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kIo,
+                  "cannot create a temp dir in " + backup_dir + ": " + std::strerror(err));
+    }
+    return EntitiesTempFile(std::move(dir));
+  }
+  EntitiesTempFile(EntitiesTempFile&& other) noexcept : dir_(std::move(other.dir_)) {
+    other.dir_.clear();
+  }
+  EntitiesTempFile& operator=(EntitiesTempFile&&) = delete;
+  EntitiesTempFile(const EntitiesTempFile&) = delete;
+  EntitiesTempFile& operator=(const EntitiesTempFile&) = delete;
+  ~EntitiesTempFile() {
+    if (dir_.empty()) return;
+    (void)::unlink(path().c_str());
+    (void)::rmdir(dir_.c_str());
+  }
+  [[nodiscard]] std::string path() const { return dir_ + "/entities.json"; }
+
+ private:
+  explicit EntitiesTempFile(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+};
+
+}  // namespace
 
 store::Options StoreOptionsFor(const config::Config& config) {
   store::Options o;
@@ -50,8 +90,24 @@ Result<manifest::Manifest> Operations::Backup(
   if (!lock) return tl::unexpected(lock.error());
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return tl::unexpected(passphrase.error());
-  auto request = snapshot::Collect(config_, entities, live);
+  // state/entities.json can be as large as the mirror: it is written streaming to a private
+  // temp dir in the backup dir (0700; a crash leaves it to CleanLeftovers like any .tmp-*),
+  // then archived from there, so the backup holds no copy of it in memory.
+  std::optional<EntitiesTempFile> entities_file;
+  entities::WriteReport written;
+  if (entities) {
+    auto file = EntitiesTempFile::Create(config_.paths.backup_dir);
+    if (!file) return tl::unexpected(file.error());
+    entities_file.emplace(std::move(*file));
+    auto w = entities::WriteJsonFile(*entities, entities_file->path());
+    if (!w) return tl::unexpected(w.error());
+    written = std::move(*w);
+  }
+  auto request = snapshot::Collect(
+      config_, entities_file ? std::optional<std::string>(entities_file->path()) : std::nullopt,
+      live);
   if (!request) return tl::unexpected(request.error());
+  for (auto& w : written.warnings) request->warnings.push_back(std::move(w));
   request->reason = reason;
   request->update = update;
   return store_.Backup(*request, *passphrase, progress);

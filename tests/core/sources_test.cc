@@ -439,7 +439,8 @@ std::chrono::system_clock::time_point At(std::int64_t ms) {
 }
 
 EntityRecord Rec(std::string topic, std::string payload, bool retained = true) {
-  return EntityRecord{std::move(topic), std::move(payload), retained, At(1714564800123)};
+  return EntityRecord{std::move(topic), std::make_shared<const std::string>(std::move(payload)),
+                      retained, At(1714564800123)};
 }
 
 TEST(EntitySnapshot, JsonLayoutIsSortedAndPayloadsAreExactlyRecoverable) {
@@ -493,7 +494,8 @@ TEST(EntitySnapshot, JsonLayoutIsSortedAndPayloadsAreExactlyRecoverable) {
     auto it = std::find_if(back->records.begin(), back->records.end(),
                            [&](const EntityRecord& b) { return b.topic == r.topic; });
     ASSERT_NE(it, back->records.end()) << r.topic;
-    EXPECT_EQ(it->payload, r.payload) << r.topic;
+    ASSERT_TRUE(it->payload) << r.topic;
+    EXPECT_EQ(*it->payload, *r.payload) << r.topic;
     EXPECT_EQ(it->retained, r.retained) << r.topic;
     EXPECT_EQ(it->received_at, r.received_at) << r.topic;
   }
