@@ -146,7 +146,8 @@ void Daemon::Post(std::function<void()> fn) {
 }
 
 bool Daemon::Submit(std::function<std::function<void()>()> job) {
-  if (pending_jobs_ > 0) return false;
+  // Retention is housekeeping: an operation waits behind it instead of being refused.
+  if (pending_jobs_ > retention_jobs_) return false;
   Enqueue(std::move(job));
   return true;
 }
@@ -342,6 +343,11 @@ void Daemon::LoadPersisted() {
 }
 
 void Daemon::Execute(std::vector<Action> actions) {
+  {
+    // What retention on the worker must keep: the lifecycle has already moved to its new state.
+    std::lock_guard lock(in_use_mu_);
+    in_use_ = lifecycle_.Busy() ? lifecycle_.Snapshot().backup_id : std::nullopt;
+  }
   for (const auto& a : actions) Execute(a);
 }
 
@@ -509,20 +515,7 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
       command_name_.clear();
       transaction_.reset();
       Execute(lifecycle_.OnBackupDone(result, clock_.Now()));
-      if (m && prune_after_backup_) {
-        prune_after_backup_ = false;
-        Submit([this] {
-          auto r = backend_->Prune();
-          return std::function<void()>([this, r] {
-            if (!r) {
-              spdlog::warn("retention failed: {}", r.error().message);
-            } else if (!r->deleted.empty()) {
-              spdlog::info("retention deleted {} safety point(s)", r->deleted.size());
-            }
-            RefreshSafetyPoints();
-          });
-        });
-      }
+      if (m) ApplyRetention();
     });
   });
   if (!ok) {
@@ -530,6 +523,29 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
         tl::unexpected(Error{ErrorCode::kBusy, "another operation is still running"}),
         clock_.Now()));
   }
+}
+
+void Daemon::ApplyRetention() {
+  // Queued, never skipped: every new safety point is followed by retention.
+  ++retention_jobs_;
+  Enqueue([this] {
+    auto r = backend_->Prune([this](const std::string& id) {
+      std::lock_guard lock(in_use_mu_);
+      return in_use_ && *in_use_ == id;
+    });
+    return std::function<void()>([this, r] {
+      --retention_jobs_;
+      if (!r) {
+        spdlog::warn("retention failed: {}", r.error().message);
+        return;
+      }
+      for (const auto& id : r->deleted) {
+        spdlog::info("retention deleted safety point {}", id);
+        entity_snapshots_.erase(id);
+      }
+      RefreshSafetyPoints();
+    });
+  });
 }
 
 void Daemon::StartRollback(const service::StartRollback& action) {
@@ -840,7 +856,6 @@ void Daemon::CheckSchedule(TimePoint now) {
     return;
   }
   next_scheduled_ = NextDailyAt(now, *daily);
-  prune_after_backup_ = true;
   command_name_.clear();
   transaction_.reset();
   Execute(lifecycle_.OnManualBackupRequest(std::string("scheduled daily safety point"), now));

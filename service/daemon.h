@@ -62,8 +62,8 @@ class Daemon {
 
   // Queue of closures run on the state thread.
   void Post(std::function<void()> fn);
-  // Runs `job` on the worker thread when it is idle (false when not); the closure it returns is
-  // posted back to the state thread.
+  // Runs `job` on the worker thread when it is idle or only retention is queued (false when
+  // not); the closure it returns is posted back to the state thread.
   bool Submit(std::function<std::function<void()>()> job);
   // Like Submit, but queues behind running jobs.
   void Enqueue(std::function<std::function<void()>()> job);
@@ -84,6 +84,8 @@ class Daemon {
   void HandleZigbee2MqttBackup(const mqtt::Message& message);
   void Zigbee2MqttBackupTimedOut();
   void StartRollback(const service::StartRollback& action);
+  // Applies the retention policy on the worker (after every new safety point).
+  void ApplyRetention();
   void RunHealthCheck(const std::string& backup_id);
   void PublishDiscovery();
   void PublishStateTopics();
@@ -129,9 +131,13 @@ class Daemon {
     TimePoint deadline;
   };
   std::optional<Zigbee2MqttWait> zigbee2mqtt_wait_;
-  bool prune_after_backup_ = false;
+  // The safety point the lifecycle uses (pending update, rollback); retention on the worker
+  // never deletes it. Written by the state thread in Execute.
+  std::mutex in_use_mu_;
+  std::optional<std::string> in_use_;
   bool worker_busy_ = false;
-  int pending_jobs_ = 0;  // state thread only
+  int pending_jobs_ = 0;    // state thread only
+  int retention_jobs_ = 0;  // of pending_jobs_, retention runs (state thread only)
   std::mt19937 rng_{std::random_device{}()};
   std::chrono::steady_clock::time_point bucket_time_{};
   double bucket_tokens_ = 100;
