@@ -208,7 +208,10 @@ void Daemon::Respond(const std::string& command, const std::optional<Error>& err
 }
 
 Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
-  client_ = std::make_unique<mqtt::Client>(ClientOptionsFor(mqtt_config_));
+  mqtt::ClientOptions options = ClientOptionsFor(mqtt_config_);
+  // Where MQTT 5 is used, a command published retained arrives flagged retained also live.
+  options.retain_as_published = {Topic("cmd/+"), Topic("update/request"), Topic("update/result")};
+  client_ = std::make_unique<mqtt::Client>(std::move(options));
   for (int attempt = 0; !stop; ++attempt) {
     auto st = client_->Connect(seconds(10));
     if (st) return {};
@@ -222,6 +225,43 @@ Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
     while (!stop && clock_.Monotonic() < until) std::this_thread::sleep_for(milliseconds(100));
   }
   return Fail(ErrorCode::kIo, "stopped before connecting");
+}
+
+void Daemon::SetUpRetainedCheck() {
+  if (client_->protocol() == 5) {
+    spdlog::info("MQTT 5: command topics use Retain As Published; a retained command is "
+                 "recognised by its flag");
+    return;
+  }
+  if (probe_) return;
+  mqtt::ClientOptions options = ProbeClientOptions(ClientOptionsFor(mqtt_config_));
+  const std::string marker = Topic("probe/" + options.client_id);
+  probe_ = std::make_unique<RetainedProbe>(std::move(options), marker, seconds(5));
+  spdlog::info("MQTT 3.1.1: every command is checked for a retained copy before it acts");
+}
+
+bool Daemon::StaleRetained(const mqtt::Message& m, const std::string& command) {
+  bool retained = m.retained;
+  if (!retained && probe_) {
+    auto copy = probe_->Retained(m.topic);
+    if (!copy) {
+      spdlog::warn("not acting on {}: {}", Printable(m.topic), copy.error().message);
+      Respond(command,
+              Error{ErrorCode::kIo,
+                    "not acted on: cannot check that it was not published retained (MQTT 3.1.1): " +
+                        copy.error().message},
+              json::object(), ExtractTransaction(m.payload, parse_options_));
+      return true;
+    }
+    retained = copy->has_value() && **copy == m.payload;
+  }
+  if (!retained) return false;
+  // A retained command is stale by definition: a Continue retained last week must never
+  // approve today's update. Ignore it and clear it from the broker.
+  ++stats_.retained_commands_ignored;
+  (void)client_->ClearRetained(m.topic);
+  spdlog::warn("ignored a retained message on {}", Printable(m.topic));
+  return true;
 }
 
 void Daemon::OnConnected() {
@@ -644,12 +684,9 @@ void Daemon::HandleMessage(const mqtt::Message& m) {
       return;
     }
     if (rest == "update/request" || rest == "update/result") {
-      if (m.retained) {
-        // A stale retained request or result must never start or judge an update.
-        ++stats_.retained_commands_ignored;
-        if (!m.payload.empty()) (void)client_->ClearRetained(m.topic);
-        return;
-      }
+      if (m.payload.empty()) return;  // what clearing a retained message looks like
+      // A stale retained request or result must never start or judge an update.
+      if (StaleRetained(m, "update")) return;
       command_name_ = "update";
       transaction_ = ExtractTransaction(m.payload, parse_options_);
       // An invalid message gets an error response on <base>/response/update and a log line
@@ -682,17 +719,10 @@ void Daemon::HandleMessage(const mqtt::Message& m) {
 
 void Daemon::HandleCommand(const std::string& name, const mqtt::Message& m) {
   const auto now = clock_.Now();
-  if (m.retained) {
-    // A retained command is stale by definition: a Continue retained last week must never
-    // approve today's update. Ignore it and clear it from the broker.
-    ++stats_.retained_commands_ignored;
-    if (!m.payload.empty()) (void)client_->ClearRetained(m.topic);
-    spdlog::warn("ignored a retained message on {}", Printable(m.topic));
-    return;
-  }
   if (m.payload.empty()) return;  // what clearing a retained command looks like
   const bool known =
       std::find(CommandNames().begin(), CommandNames().end(), name) != CommandNames().end();
+  if (StaleRetained(m, known ? name : "unknown")) return;
   command_name_ = known ? name : "unknown";
   transaction_ = ExtractTransaction(m.payload, parse_options_);
   auto cmd = ParseCommand(name, m.payload, parse_options_);
@@ -879,6 +909,7 @@ int Daemon::Run(const std::atomic<bool>& stop) {
     spdlog::error("recovering an interrupted rollback failed: {}", st.error().message);
   }
   if (auto st = ConnectWithRetry(stop); !st) return 0;
+  SetUpRetainedCheck();
   std::vector<std::pair<std::string, int>> filters = {{Topic("cmd/+"), 1},
                                                       {Topic("update/request"), 1},
                                                       {Topic("update/result"), 1},

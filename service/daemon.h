@@ -24,6 +24,7 @@
 #include "service/commands.h"
 #include "service/lifecycle.h"
 #include "service/mirror.h"
+#include "service/retained_probe.h"
 
 namespace safepoint::service {
 
@@ -73,6 +74,14 @@ class Daemon {
   void HandleEvent(const mqtt::Event& event);
   void HandleMessage(const mqtt::Message& message);
   void HandleCommand(const std::string& name, const mqtt::Message& message);
+  // True when `message` must not act because it is a retained message: flagged retained (MQTT 5
+  // Retain As Published, or sent on subscribing), or on MQTT 3.1.1 a live delivery whose topic
+  // holds a retained copy with the same payload. Then it is ignored, cleared from the broker
+  // and counted. When the check itself fails it answers on <base>/response/`command` and
+  // returns true: a command is never acted on unchecked.
+  bool StaleRetained(const mqtt::Message& message, const std::string& command);
+  // Readies the MQTT 3.1.1 retained check when the connection uses 3.1.1.
+  void SetUpRetainedCheck();
   void Execute(std::vector<Action> actions);
   void Execute(const Action& action);
 
@@ -108,6 +117,7 @@ class Daemon {
   const Clock& clock_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<mqtt::Client> client_;
+  std::unique_ptr<RetainedProbe> probe_;  // MQTT 3.1.1 only (see StaleRetained)
   Lifecycle lifecycle_;
   EntityMirror mirror_;
   discovery::Options discovery_options_;
