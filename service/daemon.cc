@@ -272,6 +272,7 @@ void Daemon::OnConnected() {
 }
 
 void Daemon::PublishDiscovery() {
+  if (!started_) return;
   discovery::DiscoveryState state;
   state.safety_points = safety_points_;
   state.selected = selected_;
@@ -283,6 +284,7 @@ void Daemon::PublishDiscovery() {
 }
 
 void Daemon::PublishStateTopics() {
+  if (!started_) return;
   discovery::DiscoveryState state;
   state.safety_points = safety_points_;
   state.selected = selected_;
@@ -426,6 +428,7 @@ void Daemon::Execute(const Action& action) {
                  [&](const service::RunHealthCheck& a) { RunHealthCheck(a.backup_id); },
                  [&](const PublishEvent& a) { Publish(Topic("event"), Dump(a.Payload()), false); },
                  [&](const PublishStatus&) {
+                   if (!started_) return;  // OnConnected publishes the status read at start-up
                    // Always the state as it is now: the list may have moved on since the
                    // action was made (e.g. a health report handled while running it).
                    Publish(Topic("status"), Dump(lifecycle_.StatusJson()), true);
@@ -931,6 +934,7 @@ int Daemon::Run(const std::atomic<bool>& stop) {
   LoadPersisted();
   RefreshSafetyPoints();
   if (!lifecycle_.Snapshot().last_backup) Execute(lifecycle_.SetLastBackup(Newest()));
+  started_ = true;
   // The first kConnected event from the client announces us (availability, discovery, status).
   spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
                mqtt_config_.base_topic);

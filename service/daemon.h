@@ -118,6 +118,10 @@ class Daemon {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<mqtt::Client> client_;
   std::unique_ptr<RetainedProbe> probe_;  // MQTT 3.1.1 only (see StaleRetained)
+  // False until the persisted state and the store were read at start-up: nothing retained
+  // (status, discovery, state topics) is published before, so no subscriber ever sees a state
+  // the service has not computed (such as `safety_points {"count":0}`).
+  bool started_ = false;
   Lifecycle lifecycle_;
   EntityMirror mirror_;
   discovery::Options discovery_options_;
