@@ -718,25 +718,31 @@ class Client::Impl {
   // Subscribes `filters` now; broker-refused filters go to `refused`. REQUIRES: conn_mu_ held.
   Status SubscribeNow(const std::vector<std::pair<std::string, int>>& filters,
                       std::vector<std::string>* refused) {
+    if (protocol_.load() == 5 && !options_.retain_as_published.empty()) {
+      SP_RETURN_IF_ERROR(SubscribeEach(filters, refused));
+    } else {
+      SP_RETURN_IF_ERROR(SubscribeAll(filters, refused));
+    }
+    if (!refused->empty()) {
+      std::string list;
+      for (const auto& name : *refused) list += (list.empty() ? "'" : ", '") + name + "'";
+      return Fail(ErrorCode::kIo,
+                  "MQTT broker " + options_.url + " refused subscription to " + list);
+    }
+    return {};
+  }
+
+  // One SUBSCRIBE for all filters. REQUIRES: conn_mu_ held.
+  Status SubscribeAll(const std::vector<std::pair<std::string, int>>& filters,
+                      std::vector<std::string>* refused) {
     std::vector<std::string> names;
     paho::iasync_client::qos_collection qos;
     for (const auto& [filter, q] : filters) {
       names.push_back(filter);
       qos.push_back(q);
     }
-    // MQTT 5: keep the retain flag of live deliveries as the sender set it, where asked to.
-    std::vector<paho::subscribe_options> options;
-    if (protocol_.load() == 5) {
-      for (const auto& name : names) {
-        const bool keep = std::find(options_.retain_as_published.begin(),
-                                    options_.retain_as_published.end(),
-                                    name) != options_.retain_as_published.end();
-        options.emplace_back(false, keep ? paho::subscribe_options::RETAIN_AS_PUBLISHED
-                                         : paho::subscribe_options::NO_RETAIN_AS_PUBLISHED);
-      }
-    }
     try {
-      auto token = client_->subscribe(paho::string_collection::create(names), qos, options);
+      auto token = client_->subscribe(paho::string_collection::create(names), qos);
       if (!token->wait_for(options_.operation_timeout)) {
         return Fail(ErrorCode::kIo, "no SUBACK from " + options_.url + " in time");
       }
@@ -752,11 +758,36 @@ class Client::Impl {
       }
       return Fail(ErrorCode::kIo, "cannot subscribe on " + options_.url + ": " + Describe(e));
     }
-    if (!refused->empty()) {
-      std::string list;
-      for (const auto& name : *refused) list += (list.empty() ? "'" : ", '") + name + "'";
-      return Fail(ErrorCode::kIo,
-                  "MQTT broker " + options_.url + " refused subscription to " + list);
+    return {};
+  }
+
+  // MQTT 5 with Retain As Published on some filters: one SUBSCRIBE per filter, each with its own
+  // options. (Paho C++ 1.2 loses a list of subscribe options when it copies the response
+  // options, and MQTTAsync_subscribeMany then dereferences a null list:
+  // eclipse-paho/paho.mqtt.cpp#524.) REQUIRES: conn_mu_ held.
+  Status SubscribeEach(const std::vector<std::pair<std::string, int>>& filters,
+                       std::vector<std::string>* refused) {
+    for (const auto& [filter, qos] : filters) {
+      const bool keep = std::find(options_.retain_as_published.begin(),
+                                  options_.retain_as_published.end(),
+                                  filter) != options_.retain_as_published.end();
+      const paho::subscribe_options options(
+          false, keep ? paho::subscribe_options::RETAIN_AS_PUBLISHED
+                      : paho::subscribe_options::NO_RETAIN_AS_PUBLISHED);
+      try {
+        auto token = client_->subscribe(filter, qos, options);
+        if (!token->wait_for(options_.operation_timeout)) {
+          return Fail(ErrorCode::kIo, "no SUBACK from " + options_.url + " in time");
+        }
+        const auto codes = token->get_subscribe_response().get_reason_codes();
+        if (!codes.empty() && static_cast<int>(codes.front()) >= 0x80) refused->push_back(filter);
+      } catch (const paho::exception& e) {
+        if (e.get_reason_code() >= 0x80 && connected_.load()) {
+          refused->push_back(filter);
+          continue;
+        }
+        return Fail(ErrorCode::kIo, "cannot subscribe on " + options_.url + ": " + Describe(e));
+      }
     }
     return {};
   }
