@@ -146,8 +146,7 @@ void Daemon::Post(std::function<void()> fn) {
 }
 
 bool Daemon::Submit(std::function<std::function<void()>()> job) {
-  // Retention is housekeeping: an operation waits behind it instead of being refused.
-  if (pending_jobs_ > retention_jobs_) return false;
+  if (pending_jobs_ > 0) return false;
   Enqueue(std::move(job));
   return true;
 }
@@ -536,7 +535,12 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
       Post([this, pct] { Execute(lifecycle_.OnProgress(pct, clock_.Now())); });
     };
     auto m = backend_->Backup(reason, update, progress, entities, live);
-    return std::function<void()>([this, m, entities] {
+    // Retention in the same job, before the result is reported: when the lifecycle announces
+    // the safety point, the store is unlocked again and the list is final.
+    std::optional<Result<store::PruneReport>> pruned;
+    if (m) pruned = ApplyRetention();
+    return std::function<void()>([this, m, entities, pruned] {
+      if (pruned) ReportRetention(*pruned);
       Result<BackupSummary> result = tl::unexpected(Error{ErrorCode::kInternal, ""});
       if (m) {
         BackupSummary s;
@@ -558,7 +562,6 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
       command_name_.clear();
       transaction_.reset();
       Execute(lifecycle_.OnBackupDone(result, clock_.Now()));
-      if (m) ApplyRetention();
     });
   });
   if (!ok) {
@@ -568,27 +571,22 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
   }
 }
 
-void Daemon::ApplyRetention() {
-  // Queued, never skipped: every new safety point is followed by retention.
-  ++retention_jobs_;
-  Enqueue([this] {
-    auto r = backend_->Prune([this](const std::string& id) {
-      std::lock_guard lock(in_use_mu_);
-      return in_use_ && *in_use_ == id;
-    });
-    return std::function<void()>([this, r] {
-      --retention_jobs_;
-      if (!r) {
-        spdlog::warn("retention failed: {}", r.error().message);
-        return;
-      }
-      for (const auto& id : r->deleted) {
-        spdlog::info("retention deleted safety point {}", id);
-        entity_snapshots_.erase(id);
-      }
-      RefreshSafetyPoints();
-    });
+Result<store::PruneReport> Daemon::ApplyRetention() {
+  return backend_->Prune([this](const std::string& id) {
+    std::lock_guard lock(in_use_mu_);
+    return in_use_ && *in_use_ == id;
   });
+}
+
+void Daemon::ReportRetention(const Result<store::PruneReport>& report) {
+  if (!report) {
+    spdlog::warn("retention failed: {}", report.error().message);
+    return;
+  }
+  for (const auto& id : report->deleted) {
+    spdlog::info("retention deleted safety point {}", id);
+    entity_snapshots_.erase(id);
+  }
 }
 
 void Daemon::StartRollback(const service::StartRollback& action) {

@@ -63,8 +63,8 @@ class Daemon {
 
   // Queue of closures run on the state thread.
   void Post(std::function<void()> fn);
-  // Runs `job` on the worker thread when it is idle or only retention is queued (false when
-  // not); the closure it returns is posted back to the state thread.
+  // Runs `job` on the worker thread when it is idle (false when not); the closure it returns is
+  // posted back to the state thread.
   bool Submit(std::function<std::function<void()>()> job);
   // Like Submit, but queues behind running jobs.
   void Enqueue(std::function<std::function<void()>()> job);
@@ -93,8 +93,11 @@ class Daemon {
   void HandleZigbee2MqttBackup(const mqtt::Message& message);
   void Zigbee2MqttBackupTimedOut();
   void StartRollback(const service::StartRollback& action);
-  // Applies the retention policy on the worker (after every new safety point).
-  void ApplyRetention();
+  // Worker thread: applies the retention policy (after every new safety point), keeping the
+  // safety point the lifecycle uses.
+  Result<store::PruneReport> ApplyRetention();
+  // State thread: logs what retention deleted and forgets their entity states.
+  void ReportRetention(const Result<store::PruneReport>& report);
   void RunHealthCheck(const std::string& backup_id);
   void PublishDiscovery();
   void PublishStateTopics();
@@ -150,8 +153,7 @@ class Daemon {
   std::mutex in_use_mu_;
   std::optional<std::string> in_use_;
   bool worker_busy_ = false;
-  int pending_jobs_ = 0;    // state thread only
-  int retention_jobs_ = 0;  // of pending_jobs_, retention runs (state thread only)
+  int pending_jobs_ = 0;  // state thread only
   std::mt19937 rng_{std::random_device{}()};
   std::chrono::steady_clock::time_point bucket_time_{};
   double bucket_tokens_ = 100;
