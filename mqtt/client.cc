@@ -768,12 +768,12 @@ class Client::Impl {
   Status SubscribeEach(const std::vector<std::pair<std::string, int>>& filters,
                        std::vector<std::string>* refused) {
     for (const auto& [filter, qos] : filters) {
-      const bool keep = std::find(options_.retain_as_published.begin(),
-                                  options_.retain_as_published.end(),
-                                  filter) != options_.retain_as_published.end();
-      const paho::subscribe_options options(
-          false, keep ? paho::subscribe_options::RETAIN_AS_PUBLISHED
-                      : paho::subscribe_options::NO_RETAIN_AS_PUBLISHED);
+      const bool keep =
+          std::find(options_.retain_as_published.begin(), options_.retain_as_published.end(),
+                    filter) != options_.retain_as_published.end();
+      const paho::subscribe_options options(false,
+                                            keep ? paho::subscribe_options::RETAIN_AS_PUBLISHED
+                                                 : paho::subscribe_options::NO_RETAIN_AS_PUBLISHED);
       try {
         auto token = client_->subscribe(filter, qos, options);
         if (!token->wait_for(options_.operation_timeout)) {
@@ -822,8 +822,8 @@ class Client::Impl {
   std::mt19937_64 rng_;             // jitter; used by the reconnect thread only
 
   std::atomic<bool> connected_{false};
-  std::atomic<int> protocol_{4};     // the version of the current Paho client
-  bool refused_version_ = false;     // the last attempt's CONNACK refused the protocol version
+  std::atomic<int> protocol_{4};  // the version of the current Paho client
+  bool refused_version_ = false;  // the last attempt's CONNACK refused the protocol version
   std::atomic<bool> abort_attempts_{false};  // Disconnect() wants the running attempt to stop
   std::atomic<bool> closing_{false};         // destruction started: callbacks do nothing
 

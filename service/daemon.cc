@@ -228,8 +228,9 @@ Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
 
 void Daemon::SetUpRetainedCheck() {
   if (client_->protocol() == 5) {
-    spdlog::info("MQTT 5: command topics use Retain As Published; a retained command is "
-                 "recognised by its flag");
+    spdlog::info(
+        "MQTT 5: command topics use Retain As Published; a retained command is "
+        "recognised by its flag");
     return;
   }
   if (probe_) return;

@@ -32,8 +32,7 @@ Result<std::optional<std::string>> RetainedProbe::Retained(const std::string& to
   while (client_.WaitEvent(milliseconds(0))) {
   }
   SP_RETURN_IF_ERROR(client_.Subscribe({{topic, 1}, {marker_topic_, 1}}));
-  const std::string nonce =
-      std::to_string(instance_) + "-" + std::to_string(++probes_);
+  const std::string nonce = std::to_string(instance_) + "-" + std::to_string(++probes_);
   SP_RETURN_IF_ERROR(client_.Publish(marker_topic_, nonce, 1, false));
   return Collect(topic, nonce);
 }
@@ -52,8 +51,8 @@ Result<std::optional<std::string>> RetainedProbe::Collect(const std::string& top
     if (m.topic == topic && m.retained && !m.payload.empty()) retained = m.payload;
   }
   return Fail(ErrorCode::kIo, "the broker did not answer within " +
-                                  std::to_string(timeout_.count()) +
-                                  " ms whether '" + topic + "' holds a retained message");
+                                  std::to_string(timeout_.count()) + " ms whether '" + topic +
+                                  "' holds a retained message");
 }
 
 }  // namespace safepoint::service
