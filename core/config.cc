@@ -968,12 +968,14 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
   if (const Item* i = s->Get("protocol")) {
     auto p = GetStr(c, *i);
     if (!p) return tl::unexpected(p.error());
-    if (p->value == "3.1.1" || p->value == "311") {
+    if (p->value == "auto") {
+      m.protocol = MqttProtocol::kAuto;
+    } else if (p->value == "3.1.1" || p->value == "311") {
       m.protocol = MqttProtocol::kV311;
     } else if (p->value == "5" || p->value == "5.0") {
       m.protocol = MqttProtocol::kV5;
     } else {
-      return Bad(c, i->mark, i->key, "expected \"3.1.1\" or 5, got " + p->Show());
+      return Bad(c, i->mark, i->key, "expected auto, \"3.1.1\" or 5, got " + p->Show());
     }
   }
   if (const Item* i = s->Get("keepalive")) {
@@ -1398,7 +1400,9 @@ nlohmann::json ToJson(const Config& config) {
     const MqttConfig& m = *config.mqtt;
     json mj = {{"url", m.url},
                {"client_id", m.client_id},
-               {"protocol", m.protocol == MqttProtocol::kV5 ? "5" : "3.1.1"},
+               {"protocol", m.protocol == MqttProtocol::kV5     ? "5"
+                            : m.protocol == MqttProtocol::kV311 ? "3.1.1"
+                                                                : "auto"},
                {"keepalive", FormatDuration(m.keepalive)},
                {"tls",
                 {{"enabled", MqttUsesTls(m)},

@@ -42,8 +42,8 @@ enum class ConflictPolicy { kAbort, kOverwrite, kMerge };
 // "abort" / "overwrite" / "merge".
 [[nodiscard]] const char* ConflictPolicyName(ConflictPolicy policy);
 
-// MQTT protocol version.
-enum class MqttProtocol { kV311, kV5 };
+// MQTT protocol version. kAuto: 5 where the broker offers it, else 3.1.1.
+enum class MqttProtocol { kAuto, kV311, kV5 };
 
 struct PathsConfig {
   // paths.ha_config [/config]: the Home Assistant configuration directory. Must be an existing,
@@ -178,8 +178,10 @@ struct MqttConfig {
   std::string username;
   // password [unset] (usually `!secret mqtt_password`). Never printed (ToJson shows "<set>").
   std::optional<std::string> password;
-  // protocol [3.1.1]: "3.1.1" or 5. 3.1.1 is the default because every broker speaks it.
-  MqttProtocol protocol = MqttProtocol::kV311;
+  // protocol [auto]: "auto", "3.1.1" or 5. auto uses MQTT 5 where the broker offers it (retained
+  // commands are then recognised by their flag) and falls back to 3.1.1 when the broker refuses
+  // version 5 (docs/mqtt-api.md, "Retained commands").
+  MqttProtocol protocol = MqttProtocol::kAuto;
   // keepalive [60s, 1s..65535s]
   std::chrono::milliseconds keepalive{std::chrono::seconds(60)};
   MqttTlsConfig tls;

@@ -1077,7 +1077,7 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
   }
   // Oldest first, so an interruption leaves the newest history.
   for (auto it = items.rbegin(); it != items.rend(); ++it) {
-    if (keep.count(it->id) != 0) {
+    if (keep.count(it->id) != 0 || (retention.in_use && retention.in_use(it->id))) {
       report.kept.push_back(it->id);
       continue;
     }

@@ -32,6 +32,9 @@ struct Retention {
   int keep_last = 10;        // the newest N are kept
   int keep_daily = 7;        // the newest safety point of each of the last N days with any
   std::uint64_t max_total_bytes = 0;  // 0: no limit; otherwise oldest beyond the limit go
+  // Safety points in use elsewhere (a pending update, a rollback): never deleted. Asked right
+  // before each deletion, so a use that starts while Prune runs is seen. Unset: none.
+  std::function<bool(const std::string& id)> in_use;
 };
 
 // One thing to archive: either a file/link/dir on disk (abs_path) or generated content.

@@ -148,14 +148,18 @@ class Builder {
  private:
   [[nodiscard]] std::string StatusTopic() const { return o_.base_topic + "/status"; }
 
-  // Keys every component carries. `gate`: a second availability topic (availability_mode all).
+  // Keys every component carries, `qos: 1` included. `gate`: a second availability topic
+  // (availability_mode all).
   [[nodiscard]] json Common(std::string_view platform, std::string_view key, std::string_view name,
                             std::string_view icon, const std::string& gate) const {
     json availability = json::array({json{{"topic", o_.base_topic + "/availability"}}});
     json c{{"p", platform},
            {"name", name},
            {"unique_id", o_.node_id + "_" + std::string(key)},
-           {"default_entity_id", std::string(platform) + "." + slug_ + "_" + std::string(key)}};
+           {"default_entity_id", std::string(platform) + "." + slug_ + "_" + std::string(key)},
+           // Home Assistant before 2026.5 ignores the device-level `qos` of device discovery and
+           // would subscribe and publish at QoS 0: a button press could be lost.
+           {"qos", 1}};
     if (!icon.empty()) c["icon"] = icon;
     if (!gate.empty()) {
       availability.push_back(json{{"topic", gate}});

@@ -359,11 +359,13 @@ class Client::Impl {
       return;
     }
     address_ = *addr;
-    if (options_.protocol != 4 && options_.protocol != 5) {
-      init_error_ = Error{ErrorCode::kBadInput, "MQTT protocol must be 4 (3.1.1) or 5, not " +
-                                                    std::to_string(options_.protocol)};
+    if (options_.protocol != 4 && options_.protocol != 5 && options_.protocol != kProtocolAuto) {
+      init_error_ =
+          Error{ErrorCode::kBadInput, "MQTT protocol must be 4 (3.1.1), 5 or 0 (auto), not " +
+                                          std::to_string(options_.protocol)};
       return;
     }
+    protocol_.store(options_.protocol == kProtocolAuto ? 5 : options_.protocol);
     if (options_.client_id.empty() || options_.client_id.size() > kMaxTopicBytes) {
       init_error_ = Error{ErrorCode::kBadInput, "MQTT client id must not be empty"};
       return;
@@ -373,11 +375,21 @@ class Client::Impl {
           Error{ErrorCode::kBadInput, "invalid MQTT will topic '" + options_.will_topic + "'"};
       return;
     }
+    if (auto created = CreatePaho(protocol_.load()); !created) {
+      init_error_ = created.error();
+      return;
+    }
+    worker_ = std::thread([this] { ReconnectLoop(); });
+  }
+
+  // (Re)creates the Paho client for protocol `version`. Paho C fixes the protocol family at
+  // creation: a client created for 3.1.1 cannot send a version 5 CONNECT. REQUIRES: not
+  // connected; conn_mu_ held or the constructor running.
+  Status CreatePaho(int version) {
     try {
-      // Paho C fixes the protocol family at creation: a client created for 3.1.1 cannot send a
-      // version 5 CONNECT.
+      client_.reset();
       // Its buffer limit applies while connected, too: it bounds publishes not yet sent.
-      paho::create_options create(options_.protocol);
+      paho::create_options create(version);
       create.set_send_while_disconnected(false);
       create.set_max_buffered_messages(
           static_cast<int>(std::clamp<std::size_t>(options_.max_pending_publishes, 1, 1000000)));
@@ -392,11 +404,11 @@ class Client::Impl {
       client_->set_message_callback([this](const paho::const_message_ptr& msg) { OnMessage(msg); });
     } catch (const paho::exception& e) {
       client_.reset();
-      init_error_ = Error{ErrorCode::kBadInput,
-                          "cannot create MQTT client for " + options_.url + ": " + Describe(e)};
-      return;
+      return Fail(ErrorCode::kBadInput,
+                  "cannot create MQTT client for " + options_.url + ": " + Describe(e));
     }
-    worker_ = std::thread([this] { ReconnectLoop(); });
+    protocol_.store(version);
+    return {};
   }
 
   ~Impl() {
@@ -472,6 +484,8 @@ class Client::Impl {
     return {};
   }
 
+  // NOLINTNEXTLINE(readability-identifier-naming)
+  [[nodiscard]] int protocol() const { return protocol_.load(); }
   std::optional<Event> WaitEvent(milliseconds timeout) { return events_.Wait(timeout); }
   // NOLINTNEXTLINE(readability-identifier-naming): accessor, named like the public API
   [[nodiscard]] std::uint64_t dropped() const { return events_.dropped(); }
@@ -585,9 +599,10 @@ class Client::Impl {
 
     // The password copy Paho needs; wiped when this attempt is over.
     std::shared_ptr<std::string> password;
+    const int version = protocol_.load();
     paho::connect_options connect_options;
-    connect_options.set_mqtt_version(options_.protocol);
-    if (options_.protocol == 5) {
+    connect_options.set_mqtt_version(version);
+    if (version == 5) {
       connect_options.set_clean_start(true);
     } else {
       connect_options.set_clean_session(true);
@@ -618,6 +633,14 @@ class Client::Impl {
     Status result = Attempt(connect_options, deadline, cancellable);
     connect_options = paho::connect_options();
     if (password) sodium_memzero(password->data(), password->size());
+    if (!result && refused_version_ && version == 5 && options_.protocol == kProtocolAuto) {
+      // A 3.1.1 broker: use 3.1.1 from now on.
+      spdlog::info("mqtt: {} does not offer MQTT 5; using MQTT 3.1.1", options_.url);
+      SP_RETURN_IF_ERROR(CreatePaho(4));
+      const auto left =
+          std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      return ConnectOnce(std::max(left, milliseconds(1000)), cancellable);
+    }
     if (!result) return result;
 
     {
@@ -650,6 +673,7 @@ class Client::Impl {
   // Sends CONNECT and waits for the outcome. REQUIRES: conn_mu_ held.
   Status Attempt(const paho::connect_options& connect_options,
                  std::chrono::steady_clock::time_point deadline, bool cancellable) {
+    refused_version_ = false;
     try {
       paho::token_ptr token = client_->connect(connect_options);
       while (!token->wait_for(kSlice)) {
@@ -673,6 +697,8 @@ class Client::Impl {
   Status ConnectError(const paho::exception& e) {
     const int rc = e.get_return_code();
     const int reason = e.get_reason_code();
+    // CONNACK "unacceptable protocol version" (3.1.1) or "unsupported protocol version" (5).
+    refused_version_ = rc == 1 || rc == 0x84 || reason == 1 || reason == 0x84;
     std::string why = ConnackReason(rc > 0 ? rc : reason);
     if (!why.empty()) {
       const bool auth = IsAuthRefusal(rc > 0 ? rc : reason);
@@ -691,6 +717,23 @@ class Client::Impl {
 
   // Subscribes `filters` now; broker-refused filters go to `refused`. REQUIRES: conn_mu_ held.
   Status SubscribeNow(const std::vector<std::pair<std::string, int>>& filters,
+                      std::vector<std::string>* refused) {
+    if (protocol_.load() == 5 && !options_.retain_as_published.empty()) {
+      SP_RETURN_IF_ERROR(SubscribeEach(filters, refused));
+    } else {
+      SP_RETURN_IF_ERROR(SubscribeAll(filters, refused));
+    }
+    if (!refused->empty()) {
+      std::string list;
+      for (const auto& name : *refused) list += (list.empty() ? "'" : ", '") + name + "'";
+      return Fail(ErrorCode::kIo,
+                  "MQTT broker " + options_.url + " refused subscription to " + list);
+    }
+    return {};
+  }
+
+  // One SUBSCRIBE for all filters. REQUIRES: conn_mu_ held.
+  Status SubscribeAll(const std::vector<std::pair<std::string, int>>& filters,
                       std::vector<std::string>* refused) {
     std::vector<std::string> names;
     paho::iasync_client::qos_collection qos;
@@ -715,11 +758,36 @@ class Client::Impl {
       }
       return Fail(ErrorCode::kIo, "cannot subscribe on " + options_.url + ": " + Describe(e));
     }
-    if (!refused->empty()) {
-      std::string list;
-      for (const auto& name : *refused) list += (list.empty() ? "'" : ", '") + name + "'";
-      return Fail(ErrorCode::kIo,
-                  "MQTT broker " + options_.url + " refused subscription to " + list);
+    return {};
+  }
+
+  // MQTT 5 with Retain As Published on some filters: one SUBSCRIBE per filter, each with its own
+  // options. (Paho C++ 1.2 loses a list of subscribe options when it copies the response
+  // options, and MQTTAsync_subscribeMany then dereferences a null list:
+  // eclipse-paho/paho.mqtt.cpp#524.) REQUIRES: conn_mu_ held.
+  Status SubscribeEach(const std::vector<std::pair<std::string, int>>& filters,
+                       std::vector<std::string>* refused) {
+    for (const auto& [filter, qos] : filters) {
+      const bool keep =
+          std::find(options_.retain_as_published.begin(), options_.retain_as_published.end(),
+                    filter) != options_.retain_as_published.end();
+      const paho::subscribe_options options(false,
+                                            keep ? paho::subscribe_options::RETAIN_AS_PUBLISHED
+                                                 : paho::subscribe_options::NO_RETAIN_AS_PUBLISHED);
+      try {
+        auto token = client_->subscribe(filter, qos, options);
+        if (!token->wait_for(options_.operation_timeout)) {
+          return Fail(ErrorCode::kIo, "no SUBACK from " + options_.url + " in time");
+        }
+        const auto codes = token->get_subscribe_response().get_reason_codes();
+        if (!codes.empty() && static_cast<int>(codes.front()) >= 0x80) refused->push_back(filter);
+      } catch (const paho::exception& e) {
+        if (e.get_reason_code() >= 0x80 && connected_.load()) {
+          refused->push_back(filter);
+          continue;
+        }
+        return Fail(ErrorCode::kIo, "cannot subscribe on " + options_.url + ": " + Describe(e));
+      }
     }
     return {};
   }
@@ -754,6 +822,8 @@ class Client::Impl {
   std::mt19937_64 rng_;             // jitter; used by the reconnect thread only
 
   std::atomic<bool> connected_{false};
+  std::atomic<int> protocol_{4};  // the version of the current Paho client
+  bool refused_version_ = false;  // the last attempt's CONNACK refused the protocol version
   std::atomic<bool> abort_attempts_{false};  // Disconnect() wants the running attempt to stop
   std::atomic<bool> closing_{false};         // destruction started: callbacks do nothing
 
@@ -783,6 +853,8 @@ std::optional<Event> Client::WaitEvent(milliseconds timeout) { return impl_->Wai
 std::uint64_t Client::dropped() const { return impl_->dropped(); }
 
 bool Client::connected() const { return impl_->connected(); }
+
+int Client::protocol() const { return impl_->protocol(); }
 
 void Client::Disconnect() { impl_->Disconnect(); }
 

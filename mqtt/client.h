@@ -28,8 +28,15 @@ struct ClientOptions {
   // Kept in sodium_malloc memory by us. Paho copies it into ordinary heap memory for the
   // duration of each connect attempt; it never appears in a log line or an error message.
   std::optional<Secret> password;
-  // MQTT protocol version: 4 (3.1.1) or 5.
+  // MQTT protocol version: 4 (3.1.1), 5, or kProtocolAuto: 5, and 3.1.1 when the broker refuses
+  // version 5 as unsupported (the choice is made at the first successful Connect and kept; see
+  // protocol()).
   int protocol = 4;
+  // MQTT 5 only: the filters (as passed to Subscribe) subscribed with Retain As Published, so a
+  // message its sender published retained arrives with `retained` set also when the broker
+  // delivers it live. (Otherwise, and always on 3.1.1, the broker clears the flag on live
+  // delivery; Message::retained is then only set for messages sent because of a subscription.)
+  std::vector<std::string> retain_as_published;
   std::chrono::seconds keepalive{60};
 
   // TLS, used for mqtts:// and ssl:// urls only. Empty ca_file means the system trust store.
@@ -65,6 +72,9 @@ struct ClientOptions {
   // each reconnect attempt.
   std::chrono::milliseconds operation_timeout{std::chrono::seconds(10)};
 };
+
+// ClientOptions::protocol: MQTT 5 where the broker offers it, else 3.1.1.
+inline constexpr int kProtocolAuto = 0;
 
 // One received application message.
 struct Message {
@@ -144,6 +154,8 @@ class Client {
   // Message events dropped because the queue was full, since construction.
   [[nodiscard]] std::uint64_t dropped() const;
   [[nodiscard]] bool connected() const;
+  // The protocol version in use: 4 or 5 (with kProtocolAuto, 5 until a broker refused it).
+  [[nodiscard]] int protocol() const;
 
   // Ends the session cleanly (no will) and stops reconnecting. Idempotent.
   void Disconnect();

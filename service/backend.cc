@@ -32,7 +32,9 @@ class OperationsBackend final : public Backend {
       const std::vector<std::string>& ids) override {
     return ops_.Verify(ids);
   }
-  Result<store::PruneReport> Prune() override { return ops_.Prune(); }
+  Result<store::PruneReport> Prune(std::function<bool(const std::string& id)> in_use) override {
+    return ops_.Prune(std::move(in_use));
+  }
   Status RecordFingerprint(const std::string& id) override;
   RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
                            const store::ProgressFn& progress) override;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,7 +28,9 @@ class Backend {
   [[nodiscard]] virtual Result<std::vector<store::Listing>> List() = 0;
   [[nodiscard]] virtual Result<std::vector<Operations::VerifyResult>> Verify(
       const std::vector<std::string>& ids) = 0;
-  [[nodiscard]] virtual Result<store::PruneReport> Prune() = 0;
+  // Applies retention; never deletes a safety point for which `in_use` returns true.
+  [[nodiscard]] virtual Result<store::PruneReport> Prune(
+      std::function<bool(const std::string& id)> in_use) = 0;
   // Records the post-update fingerprint of safety point `id`.
   [[nodiscard]] virtual Status RecordFingerprint(const std::string& id) = 0;
   // Rolls back to `id`. A journaled rollback a crash interrupted is completed (or reverted)

@@ -6,9 +6,11 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,7 @@
 #include "core/store.h"
 #include "service/cli_context.h"
 #include "service/collect.h"
+#include "service/lifecycle.h"
 #include "service/operations.h"
 
 namespace safepoint::service {
@@ -25,6 +28,21 @@ namespace safepoint::service {
 namespace {
 
 using nlohmann::json;
+
+// True when the running service uses safety point `id` now (a pending update, a rollback), as
+// its state file says. Read at each call: a use the service starts meanwhile is seen.
+bool UsedByService(const config::Config& config, const std::string& id) {
+  std::ifstream in(config.service.state_file);
+  if (!in.good()) return false;
+  std::stringstream text;
+  text << in.rdbuf();
+  const json j = json::parse(text.str(), nullptr, false);
+  if (j.is_discarded()) return false;
+  const auto state = PersistedStateFromJson(j);
+  if (!state) return false;  // the service starts idle from such a file
+  const bool busy = state->state != State::kIdle && state->state != State::kError;
+  return busy && state->backup_id == id;
+}
 
 }  // namespace
 
@@ -127,7 +145,16 @@ int RunCli(int argc, char** argv) {
         m->payload->name + " (" + HumanBytes(m->payload->size) + ")\n" +
         "- Encryption: age v1, scrypt work factor " + std::to_string(m->kdf.work_factor) + "\n";
     for (const auto& w : m->warnings) human += "- warning: " + w + "\n";
-    return cli.Ok(SummaryJson(*m, ops.store()), human);
+    json summary = SummaryJson(*m, ops.store());
+    // Retention after every new safety point, never deleting one the service uses.
+    auto pruned = ops.Prune([&](const std::string& id) { return UsedByService(*cli.config, id); });
+    if (pruned) {
+      summary["pruned"] = pruned->deleted;
+      for (const auto& d : pruned->deleted) human += "- retention deleted " + d + "\n";
+    } else {
+      std::cerr << "safepoint: warning: retention failed: " << pruned.error().message << "\n";
+    }
+    return cli.Ok(summary, human);
   }));
 
   // list

@@ -13,7 +13,17 @@ mqtt::ClientOptions ClientOptionsFor(const config::MqttConfig& m) {
   o.client_id = m.client_id.empty() ? "safepoint-" + m.node_id : m.client_id;
   if (!m.username.empty()) o.username = m.username;
   if (m.password) o.password = Secret(std::string_view(*m.password));
-  o.protocol = m.protocol == config::MqttProtocol::kV5 ? 5 : 4;
+  switch (m.protocol) {
+    case config::MqttProtocol::kAuto:
+      o.protocol = mqtt::kProtocolAuto;
+      break;
+    case config::MqttProtocol::kV311:
+      o.protocol = 4;
+      break;
+    case config::MqttProtocol::kV5:
+      o.protocol = 5;
+      break;
+  }
   o.keepalive = std::chrono::duration_cast<std::chrono::seconds>(m.keepalive);
   o.tls.ca_file = m.tls.ca_file;
   o.tls.cert_file = m.tls.cert_file;

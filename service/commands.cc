@@ -243,7 +243,7 @@ Result<std::string> RequiredBackupId(const Fields& fields) {
 }
 
 Result<std::optional<std::string>> OptionalUpdateId(const Fields& fields) {
-  auto id = fields.OptionalString("update_id", kMaxTextLength);
+  auto id = fields.OptionalString("update_id", kMaxUpdateIdLength);
   if (!id) return tl::unexpected(std::move(id.error()));
   if (id->has_value()) SP_RETURN_IF_ERROR(ValidateUpdateId(**id));
   return std::move(*id);
@@ -476,7 +476,7 @@ Result<UpdateRequest> ParseUpdateRequest(std::string_view payload, const ParseOp
   SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
 
   UpdateRequest request;
-  auto update_id = fields.RequiredString("update_id", kMaxTextLength);
+  auto update_id = fields.RequiredString("update_id", kMaxUpdateIdLength);
   if (!update_id) return tl::unexpected(std::move(update_id.error()));
   SP_RETURN_IF_ERROR(ValidateUpdateId(*update_id));
   request.update_id = std::move(*update_id);
@@ -557,7 +557,7 @@ Result<UpdateResult> ParseUpdateResult(std::string_view payload, const ParseOpti
   SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
 
   UpdateResult result;
-  auto update_id = fields.RequiredString("update_id", kMaxTextLength);
+  auto update_id = fields.RequiredString("update_id", kMaxUpdateIdLength);
   if (!update_id) return tl::unexpected(std::move(update_id.error()));
   SP_RETURN_IF_ERROR(ValidateUpdateId(*update_id));
   result.update_id = std::move(*update_id);

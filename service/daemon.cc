@@ -223,7 +223,10 @@ void Daemon::Respond(const std::string& command, const std::optional<Error>& err
 }
 
 Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
-  client_ = std::make_unique<mqtt::Client>(ClientOptionsFor(mqtt_config_));
+  mqtt::ClientOptions options = ClientOptionsFor(mqtt_config_);
+  // Where MQTT 5 is used, a command published retained arrives flagged retained also live.
+  options.retain_as_published = {Topic("cmd/+"), Topic("update/request"), Topic("update/result")};
+  client_ = std::make_unique<mqtt::Client>(std::move(options));
   for (int attempt = 0; !stop; ++attempt) {
     auto st = client_->Connect(seconds(10));
     if (st) return {};
@@ -239,6 +242,44 @@ Status Daemon::ConnectWithRetry(const std::atomic<bool>& stop) {
   return Fail(ErrorCode::kIo, "stopped before connecting");
 }
 
+void Daemon::SetUpRetainedCheck() {
+  if (client_->protocol() == 5) {
+    spdlog::info(
+        "MQTT 5: command topics use Retain As Published; a retained command is "
+        "recognised by its flag");
+    return;
+  }
+  if (probe_) return;
+  mqtt::ClientOptions options = ProbeClientOptions(ClientOptionsFor(mqtt_config_));
+  const std::string marker = Topic("probe/" + options.client_id);
+  probe_ = std::make_unique<RetainedProbe>(std::move(options), marker, seconds(5));
+  spdlog::info("MQTT 3.1.1: every command is checked for a retained copy before it acts");
+}
+
+bool Daemon::StaleRetained(const mqtt::Message& m, const std::string& command) {
+  bool retained = m.retained;
+  if (!retained && probe_) {
+    auto copy = probe_->Retained(m.topic);
+    if (!copy) {
+      spdlog::warn("not acting on {}: {}", Printable(m.topic), copy.error().message);
+      Respond(command,
+              Error{ErrorCode::kIo,
+                    "not acted on: cannot check that it was not published retained (MQTT 3.1.1): " +
+                        copy.error().message},
+              json::object(), ExtractTransaction(m.payload, parse_options_));
+      return true;
+    }
+    retained = copy->has_value() && **copy == m.payload;
+  }
+  if (!retained) return false;
+  // A retained command is stale by definition: a Continue retained last week must never
+  // approve today's update. Ignore it and clear it from the broker.
+  ++stats_.retained_commands_ignored;
+  (void)client_->ClearRetained(m.topic);
+  spdlog::warn("ignored a retained message on {}", Printable(m.topic));
+  return true;
+}
+
 void Daemon::OnConnected() {
   published_.clear();  // the broker may have lost its retained messages
   Publish(Topic("availability"), "online", true);
@@ -247,6 +288,7 @@ void Daemon::OnConnected() {
 }
 
 void Daemon::PublishDiscovery() {
+  if (!started_) return;
   discovery::DiscoveryState state;
   state.safety_points = safety_points_;
   state.selected = selected_;
@@ -258,6 +300,7 @@ void Daemon::PublishDiscovery() {
 }
 
 void Daemon::PublishStateTopics() {
+  if (!started_) return;
   discovery::DiscoveryState state;
   state.safety_points = safety_points_;
   state.selected = selected_;
@@ -363,6 +406,11 @@ void Daemon::LoadPersisted() {
 }
 
 void Daemon::Execute(std::vector<Action> actions) {
+  {
+    // What retention on the worker must keep: the lifecycle has already moved to its new state.
+    std::lock_guard lock(in_use_mu_);
+    in_use_ = lifecycle_.Busy() ? lifecycle_.Snapshot().backup_id : std::nullopt;
+  }
   for (const auto& a : actions) Execute(a);
 }
 
@@ -403,6 +451,7 @@ void Daemon::Execute(const Action& action) {
                    Publish(Topic("event"), Dump(config::RedactJson(config_, a.Payload())), false);
                  },
                  [&](const PublishStatus&) {
+                   if (!started_) return;  // OnConnected publishes the status read at start-up
                    // Always the state as it is now: the list may have moved on since the
                    // action was made (e.g. a health report handled while running it).
                    Publish(Topic("status"),
@@ -511,7 +560,12 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
       Post([this, pct] { Execute(lifecycle_.OnProgress(pct, clock_.Now())); });
     };
     auto m = backend_->Backup(reason, update, progress, entities, live);
-    return std::function<void()>([this, m, entities] {
+    // Retention in the same job, before the result is reported: when the lifecycle announces
+    // the safety point, the store is unlocked again and the list is final.
+    std::optional<Result<store::PruneReport>> pruned;
+    if (m) pruned = ApplyRetention();
+    return std::function<void()>([this, m, entities, pruned] {
+      if (pruned) ReportRetention(*pruned);
       Result<BackupSummary> result = tl::unexpected(Error{ErrorCode::kInternal, ""});
       if (m) {
         BackupSummary s;
@@ -533,26 +587,30 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
       command_name_.clear();
       transaction_.reset();
       Execute(lifecycle_.OnBackupDone(result, clock_.Now()));
-      if (m && prune_after_backup_) {
-        prune_after_backup_ = false;
-        Submit([this] {
-          auto r = backend_->Prune();
-          return std::function<void()>([this, r] {
-            if (!r) {
-              spdlog::warn("retention failed: {}", r.error().message);
-            } else if (!r->deleted.empty()) {
-              spdlog::info("retention deleted {} safety point(s)", r->deleted.size());
-            }
-            RefreshSafetyPoints();
-          });
-        });
-      }
     });
   });
   if (!ok) {
     Execute(lifecycle_.OnBackupDone(
         tl::unexpected(Error{ErrorCode::kBusy, "another operation is still running"}),
         clock_.Now()));
+  }
+}
+
+Result<store::PruneReport> Daemon::ApplyRetention() {
+  return backend_->Prune([this](const std::string& id) {
+    std::lock_guard lock(in_use_mu_);
+    return in_use_ && *in_use_ == id;
+  });
+}
+
+void Daemon::ReportRetention(const Result<store::PruneReport>& report) {
+  if (!report) {
+    spdlog::warn("retention failed: {}", report.error().message);
+    return;
+  }
+  for (const auto& id : report->deleted) {
+    spdlog::info("retention deleted safety point {}", id);
+    entity_snapshots_.erase(id);
   }
 }
 
@@ -652,12 +710,9 @@ void Daemon::HandleMessage(const mqtt::Message& m) {
       return;
     }
     if (rest == "update/request" || rest == "update/result") {
-      if (m.retained) {
-        // A stale retained request or result must never start or judge an update.
-        ++stats_.retained_commands_ignored;
-        if (!m.payload.empty()) (void)client_->ClearRetained(m.topic);
-        return;
-      }
+      if (m.payload.empty()) return;  // what clearing a retained message looks like
+      // A stale retained request or result must never start or judge an update.
+      if (StaleRetained(m, "update")) return;
       command_name_ = "update";
       transaction_ = ExtractTransaction(m.payload, parse_options_);
       // An invalid message gets an error response on <base>/response/update and a log line
@@ -690,17 +745,10 @@ void Daemon::HandleMessage(const mqtt::Message& m) {
 
 void Daemon::HandleCommand(const std::string& name, const mqtt::Message& m) {
   const auto now = clock_.Now();
-  if (m.retained) {
-    // A retained command is stale by definition: a Continue retained last week must never
-    // approve today's update. Ignore it and clear it from the broker.
-    ++stats_.retained_commands_ignored;
-    if (!m.payload.empty()) (void)client_->ClearRetained(m.topic);
-    spdlog::warn("ignored a retained message on {}", Printable(m.topic));
-    return;
-  }
   if (m.payload.empty()) return;  // what clearing a retained command looks like
   const bool known =
       std::find(CommandNames().begin(), CommandNames().end(), name) != CommandNames().end();
+  if (StaleRetained(m, known ? name : "unknown")) return;
   command_name_ = known ? name : "unknown";
   transaction_ = ExtractTransaction(m.payload, parse_options_);
   auto cmd = ParseCommand(name, m.payload, parse_options_);
@@ -864,7 +912,6 @@ void Daemon::CheckSchedule(TimePoint now) {
     return;
   }
   next_scheduled_ = NextDailyAt(now, *daily);
-  prune_after_backup_ = true;
   command_name_.clear();
   transaction_.reset();
   Execute(lifecycle_.OnManualBackupRequest(std::string("scheduled daily safety point"), now));
@@ -888,6 +935,7 @@ int Daemon::Run(const std::atomic<bool>& stop) {
     spdlog::error("recovering an interrupted rollback failed: {}", st.error().message);
   }
   if (auto st = ConnectWithRetry(stop); !st) return 0;
+  SetUpRetainedCheck();
   std::vector<std::pair<std::string, int>> filters = {{Topic("cmd/+"), 1},
                                                       {Topic("update/request"), 1},
                                                       {Topic("update/result"), 1},
@@ -914,6 +962,7 @@ int Daemon::Run(const std::atomic<bool>& stop) {
   LoadPersisted();
   RefreshSafetyPoints();
   if (!lifecycle_.Snapshot().last_backup) Execute(lifecycle_.SetLastBackup(Newest()));
+  started_ = true;
   // The first kConnected event from the client announces us (availability, discovery, status).
   spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
                mqtt_config_.base_topic);

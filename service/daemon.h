@@ -24,6 +24,7 @@
 #include "service/commands.h"
 #include "service/lifecycle.h"
 #include "service/mirror.h"
+#include "service/retained_probe.h"
 
 namespace safepoint::service {
 
@@ -73,6 +74,14 @@ class Daemon {
   void HandleEvent(const mqtt::Event& event);
   void HandleMessage(const mqtt::Message& message);
   void HandleCommand(const std::string& name, const mqtt::Message& message);
+  // True when `message` must not act because it is a retained message: flagged retained (MQTT 5
+  // Retain As Published, or sent on subscribing), or on MQTT 3.1.1 a live delivery whose topic
+  // holds a retained copy with the same payload. Then it is ignored, cleared from the broker
+  // and counted. When the check itself fails it answers on <base>/response/`command` and
+  // returns true: a command is never acted on unchecked.
+  bool StaleRetained(const mqtt::Message& message, const std::string& command);
+  // Readies the MQTT 3.1.1 retained check when the connection uses 3.1.1.
+  void SetUpRetainedCheck();
   void Execute(std::vector<Action> actions);
   void Execute(const Action& action);
 
@@ -84,6 +93,11 @@ class Daemon {
   void HandleZigbee2MqttBackup(const mqtt::Message& message);
   void Zigbee2MqttBackupTimedOut();
   void StartRollback(const service::StartRollback& action);
+  // Worker thread: applies the retention policy (after every new safety point), keeping the
+  // safety point the lifecycle uses.
+  Result<store::PruneReport> ApplyRetention();
+  // State thread: logs what retention deleted and forgets their entity states.
+  void ReportRetention(const Result<store::PruneReport>& report);
   void RunHealthCheck(const std::string& backup_id);
   void PublishDiscovery();
   void PublishStateTopics();
@@ -106,6 +120,11 @@ class Daemon {
   const Clock& clock_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<mqtt::Client> client_;
+  std::unique_ptr<RetainedProbe> probe_;  // MQTT 3.1.1 only (see StaleRetained)
+  // False until the persisted state and the store were read at start-up: nothing retained
+  // (status, discovery, state topics) is published before, so no subscriber ever sees a state
+  // the service has not computed (such as `safety_points {"count":0}`).
+  bool started_ = false;
   Lifecycle lifecycle_;
   EntityMirror mirror_;
   discovery::Options discovery_options_;
@@ -129,7 +148,10 @@ class Daemon {
     TimePoint deadline;
   };
   std::optional<Zigbee2MqttWait> zigbee2mqtt_wait_;
-  bool prune_after_backup_ = false;
+  // The safety point the lifecycle uses (pending update, rollback); retention on the worker
+  // never deletes it. Written by the state thread in Execute.
+  std::mutex in_use_mu_;
+  std::optional<std::string> in_use_;
   bool worker_busy_ = false;
   int pending_jobs_ = 0;  // state thread only
   std::mt19937 rng_{std::random_device{}()};

@@ -1,6 +1,7 @@
 #include "service/lifecycle.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <iterator>
 #include <stdexcept>
@@ -491,6 +492,7 @@ nlohmann::json PersistedStateToJson(const PersistedState& s) {
       {"conflicts", s.conflicts},
       {"health_check_requested", s.health_check_requested},
       {"progress", s.progress ? json(*s.progress) : json(nullptr)},
+      {"resumes", s.resumes},
       {"last_backup", s.last_backup ? SummaryToJson(*s.last_backup) : json(nullptr)},
       {"previous_last_backup",
        s.previous_last_backup ? SummaryToJson(*s.previous_last_backup) : json(nullptr)},
@@ -546,6 +548,13 @@ Result<PersistedState> PersistedStateFromJson(const nlohmann::json& j) {
       if (!it->is_number_integer()) throw std::runtime_error("'progress' is not an integer");
       s.progress = std::clamp(it->get<int>(), 0, 100);
     }
+    // Absent in state files written before resumes were counted: not resumed yet.
+    if (const auto it = j.find("resumes"); it != j.end() && !it->is_null()) {
+      if (!it->is_number_integer() || it->get<std::int64_t>() < 0) {
+        throw std::runtime_error("'resumes' is not a count");
+      }
+      s.resumes = static_cast<int>(std::min<std::int64_t>(it->get<std::int64_t>(), kMaxResumes));
+    }
     s.last_backup = OptSummary(j, "last_backup");
     s.previous_last_backup = OptSummary(j, "previous_last_backup");
     s.last_error = r.OptString("last_error");
@@ -580,6 +589,7 @@ void Lifecycle::Reset(State state) {
   s_.conflicts.clear();
   s_.health_check_requested = false;
   s_.progress.reset();
+  s_.resumes = 0;
 }
 
 void Lifecycle::FinishUpdate(std::string outcome) {
@@ -900,6 +910,7 @@ void Lifecycle::Failure(std::string reason, EventType type, nlohmann::json data,
     s_.conflicts.clear();
     s_.health_check_requested = false;
     s_.progress = 0;
+    s_.resumes = 0;
     out.emplace_back(Persist{});
     out.emplace_back(Event(type, reason + "\nRolling back to safety point " + backup_id + ".",
                            std::move(data), now));
@@ -1093,6 +1104,7 @@ std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
   s_.conflicts.clear();
   s_.deadline.reset();
   s_.progress = 0;
+  s_.resumes = 0;
   json event_data{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(action)}};
   if (s_.update) event_data["update_id"] = s_.update->update_id;
   out.emplace_back(Persist{});
@@ -1229,8 +1241,12 @@ std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint no
     case State::kAwaitingConflictResolution:
       break;
     case State::kBackingUp:
-      // The interrupted safety point was discarded by the store's start-up cleanup.
+      if (s_.resumes >= kMaxResumes) return GiveUpResuming(now);
+      // The interrupted safety point was discarded by the store's start-up cleanup. The resume
+      // is counted and persisted before it starts: a crash during it is not resumed again.
       s_.progress = 0;
+      ++s_.resumes;
+      out.emplace_back(Persist{});
       out.emplace_back(
           StartBackup{s_.backup_reason,
                       s_.update ? std::optional<std::string>(s_.update->update_id) : std::nullopt});
@@ -1249,10 +1265,32 @@ std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint no
       out.emplace_back(RunHealthCheck{*s_.backup_id});
       break;
     case State::kRollingBack:
+      if (s_.resumes >= kMaxResumes) return GiveUpResuming(now);
+      ++s_.resumes;
+      out.emplace_back(Persist{});
       out.emplace_back(StartRollback{*s_.backup_id, s_.policy, true});
       break;
   }
   out.emplace_back(StatusAction());
+  return out;
+}
+
+std::vector<Action> Lifecycle::GiveUpResuming(TimePoint now) {
+  const Error error{ErrorCode::kInternal,
+                    "interrupted by a crash or kill again after it was resumed once; not retried "
+                    "(see the service log of that run)"};
+  if (s_.state == State::kRollingBack) {
+    return OnRollbackDone(RollbackOutcome::Failed(error), now);
+  }
+  const std::string kind =
+      s_.operation == Operation::kUpdate ? "the safety point for the update" : "the safety point";
+  std::vector<Action> out = OnBackupDone(tl::unexpected(error), now);
+  // A failed safety point leaves the service idle; one that keeps failing this way is an error.
+  s_.state = State::kError;
+  s_.last_error = kind + " was " + error.message;
+  for (auto& action : out) {
+    if (std::holds_alternative<PublishStatus>(action)) action = StatusAction();
+  }
   return out;
 }
 

@@ -196,6 +196,9 @@ using Action =
 
 // ---- Persistence ----
 
+// How often an interrupted backup or rollback is resumed after a crash before giving up.
+inline constexpr int kMaxResumes = 1;
+
 // Everything the lifecycle must remember across a restart (kill -9 included).
 struct PersistedState {
   State state = State::kIdle;
@@ -209,6 +212,9 @@ struct PersistedState {
   std::vector<std::string> conflicts;              // awaiting_conflict_resolution
   bool health_check_requested = false;             // health_check: RunHealthCheck was issued
   std::optional<int> progress;                     // 0..100 while backing up or rolling back
+  // backing_up / rolling_back: how often this operation was resumed after a crash. Persisted
+  // before resuming; an operation interrupted again after kMaxResumes resumes becomes `error`.
+  int resumes = 0;
   std::optional<BackupSummary> last_backup;
   std::optional<BackupSummary> previous_last_backup;  // restored when last_backup is deleted
   std::optional<std::string> last_error;
@@ -278,7 +284,10 @@ class Lifecycle {
 
   // After a restart: adopts `state` and returns what to do to resume it. A pending decision
   // keeps its original deadline (expired at once when it passed while down); an interrupted
-  // backup is started again; an interrupted rollback is resumed (StartRollback.resume).
+  // backup is started again; an interrupted rollback is resumed (StartRollback.resume). Either
+  // is resumed at most kMaxResumes times (the count is persisted first): interrupted once more,
+  // it fails as a backup or rollback failure would and the service is left in `error` with a
+  // last_error saying so, never in a restart loop.
   [[nodiscard]] std::vector<Action> Restore(const PersistedState& state, TimePoint now);
 
   [[nodiscard]] const PersistedState& Snapshot() const { return s_; }
@@ -301,6 +310,8 @@ class Lifecycle {
                std::vector<Action>& out);
   void Expire(TimePoint now, std::vector<Action>& out);
   void AbortConflicts(const std::string& why, TimePoint now, std::vector<Action>& out);
+  // Restore of a backup or rollback that was already resumed kMaxResumes times.
+  [[nodiscard]] std::vector<Action> GiveUpResuming(TimePoint now);
 
   LifecycleOptions options_;
   PersistedState s_;

@@ -168,7 +168,7 @@ Status Operations::Delete(const std::string& id) {
   return store_.Delete(id);
 }
 
-Result<store::PruneReport> Operations::Prune() {
+Result<store::PruneReport> Operations::Prune(std::function<bool(const std::string& id)> in_use) {
   auto lock = LockExclusive();
   if (!lock) return tl::unexpected(lock.error());
   auto passphrase = config::LoadPassphrase(config_);
@@ -177,6 +177,7 @@ Result<store::PruneReport> Operations::Prune() {
   r.keep_last = static_cast<int>(config_.retention.keep_last);
   r.keep_daily = static_cast<int>(config_.retention.keep_daily);
   r.max_total_bytes = config_.retention.max_total_bytes;
+  r.in_use = std::move(in_use);
   return store_.Prune(r, *passphrase);
 }
 

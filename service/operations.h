@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -48,7 +49,10 @@ class Operations {
                                             const std::vector<std::string>& paths);
   [[nodiscard]] Status Decrypt(const std::string& id, ByteSink& out);
   [[nodiscard]] Status Delete(const std::string& id);
-  [[nodiscard]] Result<store::PruneReport> Prune();
+  // Applies config.retention. `in_use` (optional) names safety points that must stay (see
+  // store::Retention::in_use).
+  [[nodiscard]] Result<store::PruneReport> Prune(
+      std::function<bool(const std::string& id)> in_use = {});
 
   // The exclusive store lock, after completing any interrupted rollback and removing the
   // leftovers of interrupted writers.

@@ -103,7 +103,7 @@ TEST_F(ConfigFile, EmptyMqttSectionEnablesMqttWithDefaults) {
   EXPECT_EQ(m.client_id, "safepoint-safepoint");
   EXPECT_EQ(m.username, "");
   EXPECT_FALSE(m.password.has_value());
-  EXPECT_EQ(m.protocol, MqttProtocol::kV311);
+  EXPECT_EQ(m.protocol, MqttProtocol::kAuto);
   EXPECT_EQ(m.keepalive, std::chrono::seconds(60));
   EXPECT_TRUE(m.tls.verify);
   EXPECT_FALSE(MqttUsesTls(m));

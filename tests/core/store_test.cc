@@ -558,6 +558,33 @@ TEST_F(StoreTest, PruneKeepsNewestVerifiedEvenWhenNewestIsDamaged) {
   EXPECT_EQ((*list)[1].id, ids[3]);
 }
 
+// Issue 9, finding 10: retention after every safety point must never delete the one a pending
+// update or a rollback uses.
+TEST_F(StoreTest, PruneNeverDeletesASafetyPointInUse) {
+  Store store(options_, real_fs_, clock_);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto m = Backup(store, pass_);
+    ASSERT_TRUE(m);
+    ids.push_back(m->id);
+    clock_.Advance(std::chrono::hours(1));
+  }
+  Retention r;
+  r.keep_last = 1;
+  r.keep_daily = 0;
+  std::vector<std::string> asked;
+  r.in_use = [&](const std::string& id) {
+    asked.push_back(id);
+    return id == ids[1];
+  };
+  auto report = store.Prune(r, pass_);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->deleted, (std::vector<std::string>{ids[0], ids[2]}));
+  EXPECT_EQ(report->kept, (std::vector<std::string>{ids[1], ids[3]}));
+  // Asked only about the candidates, oldest first, right before each deletion.
+  EXPECT_EQ(asked, (std::vector<std::string>{ids[0], ids[1], ids[2]}));
+}
+
 TEST_F(StoreTest, PruneKeepsOnePerDayAndRespectsTotalSize) {
   Store store(options_, real_fs_, clock_);
   std::vector<std::string> ids;

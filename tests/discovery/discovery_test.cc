@@ -308,6 +308,46 @@ TEST(Discovery, CustomBaseTopic) {
               ElementsAre("home/safepoint/availability", "home/safepoint/availability/decision"));
 }
 
+// Finding 7 of issue 9: Home Assistant before 2026.5 ignores the device-level `qos`, so a
+// component without its own subscribed and published at QoS 0 and a button press could be lost.
+TEST(Discovery, ButtonPressesCanBeLostEveryComponentCarriesQos1) {
+  const json payload = DeviceDiscovery(TestOptions(), TestState());
+  EXPECT_EQ(payload.at("qos"), 1);
+  for (const auto& [key, component] : payload.at("cmps").items()) {
+    ASSERT_TRUE(component.contains("qos")) << key;
+    EXPECT_EQ(component.at("qos"), json(1)) << key;
+  }
+  // The exact component of a decision button, a resolve button and the select.
+  const json& cmps = payload.at("cmps");
+  EXPECT_EQ(cmps.at("continue"), json::parse(R"({
+    "p": "button", "name": "Continue", "unique_id": "safepoint_continue",
+    "default_entity_id": "button.safepoint_continue", "qos": 1, "icon": "mdi:check-circle",
+    "command_topic": "safepoint/cmd/continue", "payload_press": "PRESS",
+    "availability": [{"topic": "safepoint/availability"},
+                     {"topic": "safepoint/availability/decision"}],
+    "availability_mode": "all"})"));
+  EXPECT_EQ(cmps.at("merge"), json::parse(R"({
+    "p": "button", "name": "Merge conflicts", "unique_id": "safepoint_merge",
+    "default_entity_id": "button.safepoint_merge", "qos": 1, "icon": "mdi:call-merge",
+    "command_topic": "safepoint/cmd/resolve", "payload_press": "{\"action\":\"merge\"}",
+    "availability": [{"topic": "safepoint/availability"},
+                     {"topic": "safepoint/availability/conflict"}],
+    "availability_mode": "all"})"));
+  EXPECT_EQ(cmps.at("safety_point"), json::parse(R"({
+    "p": "select", "name": "Safety point", "unique_id": "safepoint_safety_point",
+    "default_entity_id": "select.safepoint_safety_point", "qos": 1, "icon": "mdi:history",
+    "availability": [{"topic": "safepoint/availability"}],
+    "command_topic": "safepoint/cmd/select", "state_topic": "safepoint/safety_points",
+    "value_template": "{{ value_json.selected if value_json.selected else 'None' }}",
+    "options": ["2026-02-11_13-10-54-2", "2026-02-11_13-10-54", "2026-02-10_04-00-00"]})"));
+  // Every component that commands anything is among them.
+  int commanding = 0;
+  for (const auto& [key, component] : cmps.items()) {
+    if (component.contains("command_topic")) ++commanding;
+  }
+  EXPECT_EQ(commanding, 8);
+}
+
 TEST(StateTopics, AvailabilityGroupsAndSafetyPoints) {
   DiscoveryState state = TestState();
   state.decision_pending = true;

@@ -199,6 +199,31 @@ TEST_P(MqttClientProtocol, ReportsRetainedFlag) {
   EXPECT_EQ(sub->WaitFor(1, kWait), (std::vector<CliMessage>{{"zigbee2mqtt/marker", "m", false}}));
 }
 
+// Issue 9, finding 6: on a live delivery the broker clears the retain flag, unless an MQTT 5
+// subscription asked for Retain As Published. Auto uses MQTT 5 where the broker offers it.
+TEST_P(MqttClientProtocol, RetainedCommandsActWhenDeliveredLiveRetainAsPublished) {
+  Mosquitto broker;
+  ASSERT_TRUE(broker.Start());
+  ClientOptions options = OptionsFor(broker, "rap", GetParam());
+  options.retain_as_published = {"safepoint/cmd/+"};
+  Client client(std::move(options));
+  ASSERT_TRUE(client.Connect(kWait));
+  ExpectConnected(client);
+  EXPECT_EQ(client.protocol(), GetParam());
+  ASSERT_TRUE(client.Subscribe({{"safepoint/cmd/+", 1}, {"zigbee2mqtt/#", 1}}));
+  ASSERT_TRUE(broker.Pub("safepoint/cmd/backup", "PRESS", /*retain=*/true));
+  ExpectMessage(client, "safepoint/cmd/backup", "PRESS", /*retained=*/GetParam() == 5);
+  ASSERT_TRUE(broker.Pub("safepoint/cmd/backup", "PRESS", /*retain=*/false));
+  ExpectMessage(client, "safepoint/cmd/backup", "PRESS", false);
+  // Only the filters asked for keep the flag.
+  ASSERT_TRUE(broker.Pub("zigbee2mqtt/lamp", "ON", /*retain=*/true));
+  ExpectMessage(client, "zigbee2mqtt/lamp", "ON", false);
+
+  Client automatic(OptionsFor(broker, "auto", kProtocolAuto));
+  ASSERT_TRUE(automatic.Connect(kWait));
+  EXPECT_EQ(automatic.protocol(), 5);
+}
+
 TEST_P(MqttClientProtocol, RefusesWrongPassword) {
   MosquittoOptions broker_options;
   broker_options.allow_anonymous = false;

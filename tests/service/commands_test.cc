@@ -62,11 +62,26 @@ TEST(UpdateRequest, RejectsInvalidJsonAndNonObjects) {
   ExpectBadInput(ParseUpdateRequest(std::string(20, '[') + std::string(20, ']')), "nested deeper");
 }
 
+// Issue 9, finding 12: a 513-byte update_id was reported as "longer than 512 bytes" although
+// the limit is 128; every message that carries an update_id states the real limit.
+TEST(UpdateRequest, LongUpdateIdReportsTheRealLimit) {
+  const std::string id(513, 'u');
+  const std::string expected = "'update_id' is longer than 128 bytes";
+  for (const auto& error :
+       {ParseUpdateRequest(R"({"update_id":")" + id + R"(","target":"core"})").error(),
+        ParseUpdateResult(R"({"update_id":")" + id + R"(","success":true})").error(),
+        ParseCommand("continue", R"({"update_id":")" + id + R"("})").error(),
+        ParseCommand("cancel", R"({"update_id":")" + id + R"("})").error()}) {
+    EXPECT_EQ(error.code, ErrorCode::kBadInput);
+    EXPECT_EQ(error.message, expected);
+  }
+}
+
 TEST(UpdateRequest, BoundsUpdateIdLengthAndCharacters) {
   const std::string max(kMaxUpdateIdLength, 'a');
   EXPECT_TRUE(ParseUpdateRequest(R"({"update_id":")" + max + R"(","target":"core"})"));
   ExpectBadInput(ParseUpdateRequest(R"({"update_id":")" + max + R"(a","target":"core"})"),
-                 "1..128 characters");
+                 "'update_id' is longer than 128 bytes");
   ExpectBadInput(ParseUpdateRequest(R"({"update_id":"a\u0001b","target":"core"})"),
                  "control character");
   ExpectBadInput(ParseUpdateRequest(R"({"update_id":"caf\u00e9","target":"core"})"),

@@ -788,9 +788,10 @@ TEST_F(LifecycleTest, InterruptedRollbackIsResumedAfterARestart) {
   Lifecycle after;
   const auto actions = after.Restore(
       *PersistedStateFromJson(PersistedStateToJson(before.Snapshot())), kT0 + minutes(30));
-  EXPECT_EQ(ActionsToJson(actions)[0], json::parse(R"j({"action":"start_rollback",
+  EXPECT_EQ(ActionsToJson(actions)[1], json::parse(R"j({"action":"start_rollback",
     "backup_id":"2026-02-11_13-10-54","on_conflict":"abort","resume":true})j"));
-  EXPECT_THAT(Kinds(actions), ElementsAre("start_rollback", "publish_status"));
+  EXPECT_THAT(Kinds(actions), ElementsAre("persist", "start_rollback", "publish_status"));
+  EXPECT_EQ(after.Snapshot().resumes, 1);
   (void)after.OnRollbackDone(RollbackOutcome::Ok(3, std::nullopt), kT0 + minutes(31));
   EXPECT_EQ(after.state(), State::kIdle);
   EXPECT_EQ(after.Snapshot().last_update_outcome, "rolled_back");
@@ -801,8 +802,80 @@ TEST_F(LifecycleTest, InterruptedBackupStartsAgainAfterARestart) {
   (void)before.OnUpdateRequest(Request(), kT0);
   Lifecycle after;
   const auto actions = after.Restore(before.Snapshot(), kT0 + minutes(1));
-  EXPECT_EQ(ActionsToJson(actions)[0], json::parse(R"j({"action":"start_backup",
+  EXPECT_THAT(Kinds(actions), ElementsAre("persist", "start_backup", "publish_status"));
+  EXPECT_EQ(ActionsToJson(actions)[1], json::parse(R"j({"action":"start_backup",
     "reason":"before update of core (2026.1.3 -> 2026.2.1)","update_id":"u1"})j"));
+}
+
+// Issue 9: a persisted operation interrupted by a crash is resumed at most once. The resume is
+// counted in the state persisted before it starts (the "persist" action comes first).
+TEST_F(LifecycleTest, InterruptedOperationIsResumedAtMostOnceResumeIsPersistedFirst) {
+  Lifecycle before;
+  (void)before.OnManualBackupRequest(std::string("nightly"), kT0);
+  Lifecycle after;
+  const auto actions = after.Restore(before.Snapshot(), kT0 + minutes(1));
+  EXPECT_THAT(Kinds(actions), ElementsAre("persist", "start_backup", "publish_status"));
+  EXPECT_EQ(after.Snapshot().resumes, 1);
+  EXPECT_EQ(PersistedStateToJson(after.Snapshot())["resumes"], 1);
+  // The resumed safety point finishes: the count is gone with the operation.
+  (void)after.OnBackupDone(Summary(), kT0 + minutes(2));
+  EXPECT_EQ(after.Snapshot().resumes, 0);
+}
+
+TEST_F(LifecycleTest, InterruptedBackupAlreadyResumedBecomesAnErrorNotARestartLoop) {
+  Lifecycle before;
+  (void)before.OnManualBackupRequest(std::string("nightly"), kT0);
+  json saved = PersistedStateToJson(before.Snapshot());
+  saved["resumes"] = 1;  // the state file of a service that crashed during the resume
+  auto state = PersistedStateFromJson(saved);
+  ASSERT_TRUE(state) << state.error().message;
+  Lifecycle after;
+  const auto actions = after.Restore(*state, kT0 + minutes(1));
+  EXPECT_THAT(Kinds(actions), ElementsAre("persist", "publish_event", "publish_status"));
+  EXPECT_EQ(after.state(), State::kError);
+  const std::string expected =
+      "the safety point was interrupted by a crash or kill again after it was resumed once; "
+      "not retried (see the service log of that run)";
+  EXPECT_EQ(after.Snapshot().last_error, expected);
+  EXPECT_EQ(Only<PublishStatus>(actions).status["state"], "error");
+  EXPECT_EQ(Only<PublishStatus>(actions).status["last_error"], expected);
+  EXPECT_EQ(Events(actions).at(0)["event_type"], "backup_failed");
+  // Nothing is retried, now or on the next restart.
+  Lifecycle again;
+  EXPECT_THAT(Kinds(again.Restore(after.Snapshot(), kT0 + minutes(2))),
+              ElementsAre("publish_status"));
+  EXPECT_EQ(again.state(), State::kError);
+}
+
+TEST_F(LifecycleTest, InterruptedUpdateBackupAlreadyResumedCancelsTheUpdate) {
+  Lifecycle before;
+  (void)before.OnUpdateRequest(Request(), kT0);
+  PersistedState state = before.Snapshot();
+  state.resumes = 1;
+  Lifecycle after;
+  const auto actions = after.Restore(state, kT0 + minutes(1));
+  EXPECT_EQ(after.state(), State::kError);
+  const auto decision = Only<PublishDecision>(actions).Payload();
+  EXPECT_EQ(decision["update_id"], "u1");
+  EXPECT_EQ(decision["decision"], "cancel");
+  EXPECT_EQ(after.Snapshot().last_error,
+            "the safety point for the update was interrupted by a crash or kill again after it "
+            "was resumed once; not retried (see the service log of that run)");
+}
+
+TEST_F(LifecycleTest, InterruptedRollbackAlreadyResumedBecomesAnError) {
+  Lifecycle before;
+  ToRollingBack(before);
+  PersistedState state = before.Snapshot();
+  state.resumes = 1;
+  Lifecycle after;
+  const auto actions = after.Restore(state, kT0 + minutes(30));
+  EXPECT_THAT(Kinds(actions), ElementsAre("persist", "publish_event", "publish_status"));
+  EXPECT_EQ(after.state(), State::kError);
+  EXPECT_EQ(after.Snapshot().last_error,
+            "rollback to 2026-02-11_13-10-54 failed: interrupted by a crash or kill again after "
+            "it was resumed once; not retried (see the service log of that run)");
+  EXPECT_EQ(Events(actions).at(0)["event_type"], "rollback_failed");
 }
 
 TEST_F(LifecycleTest, UpdatingRepublishesTheDecisionAfterARestart) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "service/lifecycle.h"
 #include "tests/testutil/mosquitto.h"
 #include "tests/testutil/serve_fixture.h"
 #include "tests/testutil/testutil.h"
@@ -159,6 +160,79 @@ class Serve : public ::testing::Test {
     EXPECT_EQ(r["status"], "ok") << r.dump();
     EXPECT_EQ(r["transaction"], "still-alive");
     EXPECT_TRUE(svc_.Alive());
+  }
+
+  // The safety point ids in the backup dir, oldest first.
+  [[nodiscard]] std::vector<std::string> SafetyPointIds() const {
+    std::vector<std::string> ids;
+    if (!fs::exists(svc_.backups())) return ids;
+    for (const auto& e : fs::directory_iterator(svc_.backups())) {
+      const std::string name = e.path().filename().string();
+      if (IsBackupId(name)) ids.push_back(name);
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+
+  // Presses "Back up now" and returns the id of the safety point it made.
+  std::string BackUpNow() {
+    std::size_t c = obs_->Mark();
+    EXPECT_TRUE(obs_->Publish("safepoint/cmd/backup", "PRESS"));
+    const json done = NextEvent("backup_completed", &c);
+    return done.is_object() ? done["data"].value("backup_id", "") : "";
+  }
+
+  // `safepoint backup` while the service runs; returns the id of the safety point.
+  std::string CliBackUp() {
+    const auto r = svc_.Cli({"--json", "backup"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const json j = json::parse(r.out, nullptr, false);
+    EXPECT_TRUE(j.is_object() && j.contains("data")) << r.out;
+    return j.is_object() && j.contains("data") ? j["data"].value("id", "") : "";
+  }
+
+  // Issue 9, finding 6: a command published retained WHILE the service is connected (the
+  // broker delivers it live) must not act. The service ignores it and clears it from the broker.
+  void ExpectRetainedCommandsPublishedLiveDoNotAct() {
+    // A normal command acts: one safety point to roll back to and to delete.
+    const std::string id = BackUpNow();
+    ASSERT_TRUE(IsBackupId(id)) << id;
+    const std::vector<std::pair<std::string, std::string>> retained = {
+        {"safepoint/cmd/backup", "PRESS"},
+        {"safepoint/cmd/rollback", json{{"backup_id", id}, {"on_conflict", "overwrite"}}.dump()},
+        {"safepoint/cmd/delete", json{{"backup_id", id}}.dump()},
+        {"safepoint/update/request", R"({"update_id":"live-retained","target":"core"})"},
+    };
+    const std::size_t start = obs_->Mark();
+    for (const auto& [topic, payload] : retained) {
+      std::size_t t = obs_->Mark();
+      ASSERT_TRUE(obs_->Publish(topic, payload, /*retain=*/true));
+      // The service cleared it: an empty (retained) message on the same topic.
+      EXPECT_TRUE(obs_->NextRaw(topic, &t, kWait, RawIs(""))) << "not cleared: " << topic;
+    }
+    // Answered in order on the service's one state thread: every message above was handled.
+    ASSERT_NO_FATAL_FAILURE(ExpectServiceStillAnswers());
+    for (const auto& m : obs_->Since(start)) {
+      if (m.topic == "safepoint/status") {
+        EXPECT_EQ(m.Json()["state"], "idle") << m.payload;
+      }
+      EXPECT_NE(m.topic, "safepoint/event") << m.payload;
+      EXPECT_NE(m.topic, "safepoint/update/decision") << m.payload;
+      if (m.topic.starts_with("safepoint/response/")) {
+        EXPECT_EQ(m.topic, "safepoint/response/list") << m.payload;
+      }
+    }
+    EXPECT_EQ(SafetyPointIds(), std::vector<std::string>{id});
+    const std::string log = svc_.Output();
+    for (const auto& [topic, payload] : retained) {
+      EXPECT_NE(log.find("ignored a retained message on " + topic), std::string::npos) << topic;
+    }
+    // A normal command still acts.
+    std::size_t c = obs_->Mark();
+    ASSERT_TRUE(Pub("safepoint/cmd/delete", {{"backup_id", id}, {"transaction", "live"}}));
+    EXPECT_EQ(Response("delete", &c),
+              (json{{"status", "ok"}, {"data", {{"deleted", id}}}, {"transaction", "live"}}));
+    EXPECT_TRUE(SafetyPointIds().empty());
   }
 
   static bool WaitGone(const std::string& path, milliseconds timeout) {
@@ -1025,6 +1099,139 @@ TEST_F(Serve, ARetainedRequestNeverStartsAnUpdate) {
                            [](const fs::directory_entry& e) {
                              return IsBackupId(e.path().filename().string());
                            }));
+}
+
+TEST_F(Serve, RetainedCommandsActWhenDeliveredLiveMqtt5) {
+  ASSERT_NO_FATAL_FAILURE(StartService());  // mqtt.protocol auto: Mosquitto offers MQTT 5
+  ASSERT_NE(svc_.Output().find("MQTT 5: command topics use Retain As Published"),
+            std::string::npos);
+  ExpectRetainedCommandsPublishedLiveDoNotAct();
+}
+
+TEST_F(Serve, RetainedCommandsActWhenDeliveredLiveMqtt311) {
+  ServeConfig config;
+  config.mqtt_extra = "  protocol: \"3.1.1\"\n";
+  ASSERT_NO_FATAL_FAILURE(StartService(config));
+  ASSERT_NE(svc_.Output().find("MQTT 3.1.1: every command is checked for a retained copy"),
+            std::string::npos);
+  ExpectRetainedCommandsPublishedLiveDoNotAct();
+}
+
+TEST_F(Serve, RetainedCommandsOnMqtt311AnUpdateStillRunsItsWholeCycle) {
+  ServeConfig config;
+  config.mqtt_extra = "  protocol: \"3.1.1\"\n";
+  ASSERT_NO_FATAL_FAILURE(StartService(config));
+  std::size_t c = obs_->Mark();
+  const json awaiting = RequestAndAwait("core-311", &c);
+  ASSERT_EQ(awaiting["state"], "awaiting_confirmation");
+  const json decision = PressContinue(&c);
+  EXPECT_EQ(decision["decision"], "continue");
+  EXPECT_EQ(decision["update_id"], "core-311");
+  ASSERT_TRUE(Pub("safepoint/update/result", {{"update_id", "core-311"}, {"success", true}}));
+  EXPECT_TRUE(obs_->Next("safepoint/status", &c, kWait, StateIs("idle")));
+}
+
+// Issue 9: a persisted operation interrupted by a crash is resumed at most once; after that it
+// becomes an `error` with a message, never a restart loop.
+TEST_F(Serve, InterruptedOperationAlreadyResumedStartsInErrorAndIsNotRetried) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  ASSERT_EQ(svc_.Stop(), 0);
+  // The state file of a service that crashed while resuming a safety point.
+  service::PersistedState crashed;
+  crashed.state = service::State::kBackingUp;
+  crashed.operation = service::Operation::kBackup;
+  crashed.backup_reason = "nightly";
+  crashed.progress = 40;
+  crashed.resumes = 1;
+  const std::string state_file = svc_.backups() + "/.service-state.json";
+  WriteFile(state_file, service::PersistedStateToJson(crashed).dump(), 0600);
+  std::size_t c = obs_->Mark();
+  const std::size_t from = c;
+  svc_.Start();
+  const std::string expected =
+      "the safety point was interrupted by a crash or kill again after it was resumed once; "
+      "not retried (see the service log of that run)";
+  const auto status = obs_->Next("safepoint/status", &c, kWait);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->Json()["state"], "error") << status->payload;
+  EXPECT_EQ(status->Json()["last_error"], expected);
+  std::size_t e = from;  // published while the state was read, before the status
+  const json failed = NextEvent("backup_failed", &e);
+  EXPECT_EQ(failed["data"]["reason"], "nightly");
+  // Answered after everything the start did: nothing was retried.
+  ASSERT_NO_FATAL_FAILURE(ExpectServiceStillAnswers());
+  for (const auto& m : obs_->All("safepoint/status", from)) {
+    EXPECT_EQ(m.Json()["state"], "error") << m.payload;
+  }
+  EXPECT_TRUE(SafetyPointIds().empty());
+  const json saved = json::parse(ReadFile(state_file).value_or(""), nullptr, false);
+  EXPECT_EQ(saved["state"], "error");
+  EXPECT_EQ(saved["last_error"], expected);
+}
+
+// Issue 9, finding 12: at start-up the service published `safety_points {"count":0}` (and a
+// status without last_backup) before it had read the store. The first retained value a
+// subscriber sees must be the true one.
+TEST_F(Serve, TransientRetainedSafetyPointsAtStartupFirstValueIsTheTrueOne) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  const std::string older = BackUpNow();
+  const std::string newer = BackUpNow();
+  ASSERT_TRUE(IsBackupId(older) && IsBackupId(newer));
+  ASSERT_EQ(svc_.Stop(), 0);
+  // Forget what the first run left retained, so everything seen next is the new run's.
+  ASSERT_TRUE(broker_.Pub("safepoint/safety_points", "", /*retain=*/true));
+  ASSERT_TRUE(broker_.Pub("safepoint/status", "", /*retain=*/true));
+  Observer fresh(broker_.url(), {"safepoint/safety_points", "safepoint/status"});
+  ASSERT_TRUE(fresh.ok());
+  svc_.Start();
+  std::size_t p = 0;
+  const auto points = fresh.Next("safepoint/safety_points", &p, kWait);
+  ASSERT_TRUE(points);
+  EXPECT_EQ(points->Json(),
+            (json{{"count", 2}, {"ids", json::array({newer, older})}, {"selected", newer}}));
+  std::size_t s = 0;
+  const auto status = fresh.Next("safepoint/status", &s, kWait);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->Json()["state"], "idle");
+  EXPECT_TRUE(status->Json()["last_backup"].is_object()) << status->payload;
+}
+
+// Issue 9, finding 10: retention ran only after the scheduled daily safety point. Now after
+// every new one, from MQTT and from the CLI, never deleting the one of a pending update.
+TEST_F(Serve, RetentionRunsOnlyAfterTheScheduledDailyBackup) {
+  ServeConfig config;
+  config.mqtt_extra = "  collect_wait: 0s\n";
+  config.extra = "retention:\n  keep_last: 2\n  keep_daily: 0\n";
+  ASSERT_NO_FATAL_FAILURE(StartService(config));
+  // keep_last + 2 by MQTT.
+  std::vector<std::string> made;
+  for (int i = 0; i < 4; ++i) {
+    made.push_back(BackUpNow());
+    // Applied before backup_completed.
+    EXPECT_EQ(SafetyPointIds().size(), std::min<std::size_t>(made.size(), 2)) << i;
+  }
+  EXPECT_EQ(SafetyPointIds(), (std::vector<std::string>{made[2], made[3]}));
+
+  // keep_last + 2 by the CLI: exactly keep_last remain when it returns.
+  std::vector<std::string> by_cli;
+  for (int i = 0; i < 4; ++i) {
+    by_cli.push_back(CliBackUp());
+    EXPECT_EQ(SafetyPointIds().size(), 2u) << "after CLI safety point " << i;
+  }
+  EXPECT_EQ(SafetyPointIds(), (std::vector<std::string>{by_cli[2], by_cli[3]}));
+
+  // The safety point of a pending update is kept, whoever takes the next ones.
+  std::size_t u = obs_->Mark();
+  const json awaiting = RequestAndAwait("core-kept", &u);
+  const std::string pending = awaiting["pending"].value("backup_id", "");
+  ASSERT_TRUE(IsBackupId(pending)) << awaiting.dump();
+  // The service applied retention before it asked for the decision.
+  EXPECT_EQ(SafetyPointIds(), (std::vector<std::string>{by_cli[3], pending}));
+  for (int i = 0; i < 3; ++i) by_cli.push_back(CliBackUp());
+  EXPECT_EQ(SafetyPointIds(), (std::vector<std::string>{pending, by_cli[5], by_cli[6]}));
+  // Still usable: Continue releases the update with it.
+  const json decision = PressContinue(&u);
+  EXPECT_EQ(decision["backup_id"], pending);
 }
 
 // ---- Bad input: an error response echoing the transaction, and the service keeps going -------
