@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/config.h"
@@ -323,7 +324,21 @@ int RunCli(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
-    return code == 0 ? 0 : ExitCodeFor(ErrorCode::kBadInput);
+    if (code == 0) return 0;  // --help, --version
+    // An argument error is bad input like any other: with --json it is answered in JSON too
+    // (the flag may come after the argument that failed, so look at argv itself).
+    bool json_output = cli.json_output;
+    for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i) {
+      if (std::string_view(argv[i]) == "--json") json_output = true;
+    }
+    if (json_output) {
+      std::cout << json{{"status", "error"},
+                        {"error",
+                         {{"code", ErrorCodeName(ErrorCode::kBadInput)}, {"message", e.what()}}}}
+                       .dump(-1, ' ', false, json::error_handler_t::replace)
+                << "\n";
+    }
+    return ExitCodeFor(ErrorCode::kBadInput);
   } catch (const std::exception& e) {
     // A bug, not the user's fault: say so instead of aborting.
     std::cerr << "safepoint: internal error: " << e.what() << "\n";

@@ -109,6 +109,27 @@ TEST_F(Cli, ExitCodesForBadIdsAndMissingSafetyPoints) {
   EXPECT_EQ(Run({"frobnicate"}).exit_code, 2);
 }
 
+// Found by nocrash_test: an argument error (missing id, unknown option) printed nothing on stdout
+// with --json, so a script got no JSON document at all.
+TEST_F(Cli, ArgumentErrorsAnswerInJsonWithJson) {
+  json missing = RunJson({"show"}, 2);
+  EXPECT_EQ(missing["status"], "error");
+  EXPECT_EQ(missing["error"]["code"], "bad_input");
+  EXPECT_NE(missing["error"]["message"].get<std::string>().find("id is required"),
+            std::string::npos);
+  json unknown = RunJson({"rollback", "2020-01-01_00-00-00", "--bogus"}, 2);
+  EXPECT_EQ(unknown["error"]["code"], "bad_input");
+  EXPECT_NE(unknown["error"]["message"].get<std::string>().find("--bogus"), std::string::npos);
+  // --json after the failing argument counts too; without --json stdout stays empty.
+  auto after = RunSafepoint({"show", "--config", config_, "--json"});
+  EXPECT_EQ(after.exit_code, 2);
+  EXPECT_FALSE(json::parse(after.out, nullptr, false).is_discarded()) << after.out;
+  auto plain = Run({"show"});
+  EXPECT_EQ(plain.exit_code, 2);
+  EXPECT_TRUE(plain.out.empty()) << plain.out;
+  EXPECT_NE(plain.err.find("id is required"), std::string::npos) << plain.err;
+}
+
 TEST_F(Cli, WrongPassphraseHasItsOwnExitCodeAndLeavesNoOutput) {
   const std::string id = BackupId();
   WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: another one\n", 0600);
