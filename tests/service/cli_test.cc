@@ -166,6 +166,28 @@ TEST_F(Cli, CorruptSafetyPointExitsWithCorrupt) {
   EXPECT_EQ(j["error"]["code"], "corrupt");
 }
 
+// Found by nocrash_test: decrypt of a truncated payload released the chunks that authenticated
+// (64 KiB of a tar.zst) before failing, and with --json the error document followed that binary
+// on stdout. The payload file is now checked against manifest.json before any plaintext goes out.
+TEST_F(Cli, DecryptOfATruncatedPayloadWritesNothing) {
+  std::mt19937_64 rng(11);
+  std::string noise(300'000, '\0');
+  for (auto& c : noise) c = static_cast<char>(rng());
+  WriteFile(ha_ + "/www/noise.bin", noise);  // several 64 KiB chunks even after zstd
+  const std::string id = BackupId();
+  for (const auto& e : fs::directory_iterator(backups_ + "/" + id)) {
+    if (e.path().extension() == ".enc") {
+      fs::resize_file(e.path(), fs::file_size(e.path()) - 100);
+    }
+  }
+  auto d = Run({"decrypt", id});
+  EXPECT_EQ(d.exit_code, 5);
+  EXPECT_TRUE(d.out.empty()) << d.out.size() << " bytes on stdout";
+  EXPECT_NE(d.err.find("truncated"), std::string::npos) << d.err;
+  json j = RunJson({"decrypt", id}, 5);
+  EXPECT_EQ(j["error"]["code"], "corrupt");
+}
+
 TEST_F(Cli, SecondWriterReportsBusy) {
   ASSERT_EQ(Run({"list"}).exit_code, 0);
   fs::create_directories(backups_);
