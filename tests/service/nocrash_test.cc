@@ -63,10 +63,13 @@ using testing::WriteFile;
 constexpr bool kGenerateNonAsciiTreeNames = false;
 // FIFOs where the store expects a file (issue 9 finding 5: the store blocks in open()).
 constexpr bool kGenerateStoreFifos = false;
+// `!secret` of the backup passphrase in a field that `config check` prints (issue 9 finding 9:
+// `mqtt.client_id: !secret backup_encryption_passphrase` prints the passphrase).
+constexpr bool kGenerateSecretsInPrintedFields = false;
 
 constexpr const char* kPassphrase = "nocrash test passphrase 5e1d";
-constexpr int kDefaultSeeds = 40;
-constexpr int kDefaultSeconds = 150;  // safety net for slow (sanitizer) builds
+constexpr int kDefaultSeeds = 16;
+constexpr int kDefaultSeconds = 75;  // no new seed after this: sanitizer builds stay < 3 min
 constexpr std::chrono::seconds kCommandTimeout{60};
 
 // ---------------------------------------------------------------------------------------------
@@ -395,6 +398,11 @@ void HostileConfig(World& w, Rng& rng) {
           "rollback:\n  on_conflict: !secret \"\xff\"\n",
           "retention:\n  keep_last: !secret other\n"};
       yaml += rng.Pick(v);
+      if (kGenerateSecretsInPrintedFields && rng.Chance(0.5)) {
+        yaml = base +
+               "mqtt:\n  url: mqtt://127.0.0.1:1\n  collect_wait: 0\n  client_id: !secret "
+               "backup_encryption_passphrase\n";
+      }
       if (yaml.find("retention:\n  keep_last: !secret") != std::string::npos) {
         yaml = base.substr(0, base.find("retention:")) + "retention:\n  keep_last: !secret other\n";
       }
@@ -1036,8 +1044,8 @@ void DamageStore(World& w, const Template& t, Rng& rng) {
           break;
         case 2:
           fs::remove_all(f, ec2);
-          fs::create_symlink("/etc", f, ec2);
-          note = "live: symlink to /etc at " + f;
+          fs::create_symlink(w.root + "/outside", f, ec2);
+          note = "live: symlink to a directory outside the tree at " + f;
           break;
         case 3:
           fs::remove_all(f, ec2);
@@ -1172,6 +1180,12 @@ class Runner {
       problem = JsonProblem(c.name, r.exit_code, r.out);
     } else if (r.exit_code != 0 && r.err.empty()) {
       problem = "failed without a message on stderr";
+    }
+    // The passphrase never appears in what a command prints (decrypt's stdout is the payload,
+    // whose compressed secrets.yaml may hold it literally).
+    if (problem.empty() && ((c.name != "decrypt" && r.out.find(kPassphrase) != std::string::npos) ||
+                            r.err.find(kPassphrase) != std::string::npos)) {
+      problem = "the passphrase appears in the output";
     }
     if (problem.empty()) return;
     std::string notes;
@@ -1314,6 +1328,7 @@ int RunSeed(int seed, const Template& t, const std::string& base, std::map<int, 
   fs::copy(t.root, w.root, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
   w.config = w.root + "/safepoint.yaml";
   w.ids = t.ids;
+  WriteFile(w.root + "/outside/sentinel", "sentinel\n");
   if (rng.Chance(0.3)) {
     HostileConfig(w, rng);
   } else {
@@ -1327,6 +1342,16 @@ int RunSeed(int seed, const Template& t, const std::string& base, std::map<int, 
   }
   Runner runner(seed, w, exit_codes);
   for (const auto& c : Commands(w, rng)) runner.Run(c);
+  // Links in the live tree point at `outside`: no command may write through them.
+  std::vector<std::string> outside;
+  for (const auto& e : fs::recursive_directory_iterator(w.root + "/outside")) {
+    outside.push_back(e.path().string());
+  }
+  EXPECT_EQ(outside, std::vector<std::string>{w.root + "/outside/sentinel"})
+      << "seed " << seed << ": something was written through a link that leaves the tree\n"
+      << "  reproduce: SAFEPOINT_NOCRASH_SEED=" << seed << " " << SAFEPOINT_BUILD_DIR
+      << "/tests/nocrash_test";
+  EXPECT_EQ(ReadFile(w.root + "/outside/sentinel"), "sentinel\n") << "seed " << seed;
   return runner.commands();
 }
 
