@@ -809,7 +809,10 @@ void DamageStore(World& w, const Template& t, Rng& rng) {
     case 10:
     case 11: {
       auto j = json::parse(ReadFile(manifest).value_or(""), nullptr, false);
-      if (j.is_discarded()) break;
+      if (j.is_discarded()) {
+        note = "manifest.json already unreadable, left as it is";
+        break;
+      }
       const int n = rng.Int(1, 3);
       for (int i = 0; i < n; ++i) {
         std::string what;
