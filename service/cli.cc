@@ -238,6 +238,7 @@ int RunCli(int argc, char** argv) {
   extract->add_option("--to", to, "destination directory")->required();
   extract->add_option("paths", paths, "archive paths (e.g. ha_config/configuration.yaml)");
   extract->callback(run([&](Operations& ops) {
+    if (to.empty()) return cli.Failed({ErrorCode::kBadInput, "--to needs a directory"});
     auto n = ops.Extract(id, to, paths);
     if (!n) return cli.Failed(n.error());
     return cli.Ok(json{{"id", id}, {"to", to}, {"extracted", *n}},

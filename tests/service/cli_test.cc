@@ -274,6 +274,15 @@ TEST_F(Cli, ExtractCopiesSingleFilesExactly) {
   EXPECT_FALSE(fs::exists(out + "/ha_config/configuration.yaml"));
 }
 
+// Found by nocrash_test: `extract ID --to ""` failed as an I/O error (exit 9, "mkdir : No such
+// file or directory") instead of bad input.
+TEST_F(Cli, ExtractToAnEmptyPathIsBadInput) {
+  const std::string id = BackupId();
+  json j = RunJson({"extract", id, "--to", ""}, 2);
+  EXPECT_EQ(j["error"]["code"], "bad_input");
+  EXPECT_EQ(j["error"]["message"], "--to needs a directory");
+}
+
 TEST_F(Cli, KillDuringBackupNeverLeavesAPartialSafetyPoint) {
   // Enough data that a backup takes a while: 40 MiB of incompressible files.
   std::mt19937_64 rng(7);
