@@ -1347,7 +1347,11 @@ int RunSeed(int seed, const Template& t, const std::string& base, std::map<int, 
     for (const auto& n : w.notes) std::printf("seed %d input: %s\n", seed, Excerpt(n, 300).c_str());
   }
   Runner runner(seed, w, exit_codes);
+  // Relative paths in arguments (extract --to relative-out) land in the seed directory.
+  const fs::path cwd = fs::current_path();
+  fs::current_path(w.root);
   for (const auto& c : Commands(w, rng)) runner.Run(c);
+  fs::current_path(cwd);
   // Links in the live tree point at `outside`: no command may write through them.
   std::vector<std::string> outside;
   for (const auto& e : fs::recursive_directory_iterator(w.root + "/outside")) {
