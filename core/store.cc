@@ -843,11 +843,31 @@ Status Store::Decrypt(const std::string& id, const Secret& passphrase, ByteSink&
   if (!path) return tl::unexpected(path.error());
   auto file = ReadOnlyFile::Open(*path);
   if (!file) return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
+  std::vector<std::uint8_t> buf(kBufferSize);
+  // First the cheap check of the whole file against manifest.json (no KDF), so a truncated or
+  // damaged payload writes nothing: `out` is usually a pipe or stdout that cannot take back
+  // what a failure half-way would have released.
+  {
+    FdSource raw(file->fd(), *path);
+    HashingSource hashing(raw);
+    for (;;) {
+      auto n = hashing.Read(buf);
+      if (!n) return tl::unexpected(n.error());
+      if (*n == 0) break;
+    }
+    if (hashing.bytes() != outer->payload->size || hashing.FinalHex() != outer->payload->sha256) {
+      return Fail(ErrorCode::kCorrupt,
+                  "safety point " + id + ": payload differs from manifest.json (" +
+                      std::to_string(hashing.bytes()) + " bytes; truncated or replaced)");
+    }
+    if (::lseek(file->fd(), 0, SEEK_SET) != 0) {
+      return Fail(ErrorCode::kIo, "seek " + *path + ": " + std::strerror(errno));
+    }
+  }
   FdSource raw(file->fd(), *path);
   HashingSource hashing(raw);
   auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
   if (!dec) return tl::unexpected(dec.error());
-  std::vector<std::uint8_t> buf(kBufferSize);
   for (;;) {
     auto n = (*dec)->Read(buf);
     if (!n) return tl::unexpected(n.error());

@@ -12,6 +12,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/config.h"
@@ -264,6 +265,7 @@ int RunCli(int argc, char** argv) {
   extract->add_option("--to", to, "destination directory")->required();
   extract->add_option("paths", paths, "archive paths (e.g. ha_config/configuration.yaml)");
   extract->callback(run([&](Operations& ops) {
+    if (to.empty()) return cli.Failed({ErrorCode::kBadInput, "--to needs a directory"});
     auto n = ops.Extract(id, to, paths);
     if (!n) return cli.Failed(n.error());
     return cli.Ok(json{{"id", id}, {"to", to}, {"extracted", *n}},
@@ -350,7 +352,21 @@ int RunCli(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
-    return code == 0 ? 0 : ExitCodeFor(ErrorCode::kBadInput);
+    if (code == 0) return 0;  // --help, --version
+    // An argument error is bad input like any other: with --json it is answered in JSON too
+    // (the flag may come after the argument that failed, so look at argv itself).
+    bool json_output = cli.json_output;
+    for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i) {
+      if (std::string_view(argv[i]) == "--json") json_output = true;
+    }
+    if (json_output) {
+      std::cout << json{{"status", "error"},
+                        {"error",
+                         {{"code", ErrorCodeName(ErrorCode::kBadInput)}, {"message", e.what()}}}}
+                       .dump(-1, ' ', false, json::error_handler_t::replace)
+                << "\n";
+    }
+    return ExitCodeFor(ErrorCode::kBadInput);
   } catch (const std::exception& e) {
     // A bug, not the user's fault: say so instead of aborting.
     std::cerr << "safepoint: internal error: " << e.what() << "\n";

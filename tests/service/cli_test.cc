@@ -109,6 +109,27 @@ TEST_F(Cli, ExitCodesForBadIdsAndMissingSafetyPoints) {
   EXPECT_EQ(Run({"frobnicate"}).exit_code, 2);
 }
 
+// Found by nocrash_test: an argument error (missing id, unknown option) printed nothing on stdout
+// with --json, so a script got no JSON document at all.
+TEST_F(Cli, ArgumentErrorsAnswerInJsonWithJson) {
+  json missing = RunJson({"show"}, 2);
+  EXPECT_EQ(missing["status"], "error");
+  EXPECT_EQ(missing["error"]["code"], "bad_input");
+  EXPECT_NE(missing["error"]["message"].get<std::string>().find("id is required"),
+            std::string::npos);
+  json unknown = RunJson({"rollback", "2020-01-01_00-00-00", "--bogus"}, 2);
+  EXPECT_EQ(unknown["error"]["code"], "bad_input");
+  EXPECT_NE(unknown["error"]["message"].get<std::string>().find("--bogus"), std::string::npos);
+  // --json after the failing argument counts too; without --json stdout stays empty.
+  auto after = RunSafepoint({"show", "--config", config_, "--json"});
+  EXPECT_EQ(after.exit_code, 2);
+  EXPECT_FALSE(json::parse(after.out, nullptr, false).is_discarded()) << after.out;
+  auto plain = Run({"show"});
+  EXPECT_EQ(plain.exit_code, 2);
+  EXPECT_TRUE(plain.out.empty()) << plain.out;
+  EXPECT_NE(plain.err.find("id is required"), std::string::npos) << plain.err;
+}
+
 TEST_F(Cli, WrongPassphraseHasItsOwnExitCodeAndLeavesNoOutput) {
   const std::string id = BackupId();
   WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: another one\n", 0600);
@@ -142,6 +163,28 @@ TEST_F(Cli, CorruptSafetyPointExitsWithCorrupt) {
     }
   }
   json j = RunJson({"verify", id}, 5);
+  EXPECT_EQ(j["error"]["code"], "corrupt");
+}
+
+// Found by nocrash_test: decrypt of a truncated payload released the chunks that authenticated
+// (64 KiB of a tar.zst) before failing, and with --json the error document followed that binary
+// on stdout. The payload file is now checked against manifest.json before any plaintext goes out.
+TEST_F(Cli, DecryptOfATruncatedPayloadWritesNothing) {
+  std::mt19937_64 rng(11);
+  std::string noise(300'000, '\0');
+  for (auto& c : noise) c = static_cast<char>(rng());
+  WriteFile(ha_ + "/www/noise.bin", noise);  // several 64 KiB chunks even after zstd
+  const std::string id = BackupId();
+  for (const auto& e : fs::directory_iterator(backups_ + "/" + id)) {
+    if (e.path().extension() == ".enc") {
+      fs::resize_file(e.path(), fs::file_size(e.path()) - 100);
+    }
+  }
+  auto d = Run({"decrypt", id});
+  EXPECT_EQ(d.exit_code, 5);
+  EXPECT_TRUE(d.out.empty()) << d.out.size() << " bytes on stdout";
+  EXPECT_NE(d.err.find("truncated"), std::string::npos) << d.err;
+  json j = RunJson({"decrypt", id}, 5);
   EXPECT_EQ(j["error"]["code"], "corrupt");
 }
 
@@ -229,6 +272,15 @@ TEST_F(Cli, ExtractCopiesSingleFilesExactly) {
   ASSERT_EQ(x.exit_code, 0) << x.err;
   EXPECT_EQ(ReadFile(out + "/ha_config/automations.yaml"), ReadFile(ha_ + "/automations.yaml"));
   EXPECT_FALSE(fs::exists(out + "/ha_config/configuration.yaml"));
+}
+
+// Found by nocrash_test: `extract ID --to ""` failed as an I/O error (exit 9, "mkdir : No such
+// file or directory") instead of bad input.
+TEST_F(Cli, ExtractToAnEmptyPathIsBadInput) {
+  const std::string id = BackupId();
+  json j = RunJson({"extract", id, "--to", ""}, 2);
+  EXPECT_EQ(j["error"]["code"], "bad_input");
+  EXPECT_EQ(j["error"]["message"], "--to needs a directory");
 }
 
 TEST_F(Cli, KillDuringBackupNeverLeavesAPartialSafetyPoint) {
