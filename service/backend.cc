@@ -188,8 +188,8 @@ class ExceptionSafeBackend final : public Backend {
       const std::vector<std::string>& ids) override {
     return Guarded("verify", [&] { return inner_->Verify(ids); });
   }
-  Result<store::PruneReport> Prune() override {
-    return Guarded("retention", [&] { return inner_->Prune(); });
+  Result<store::PruneReport> Prune(std::function<bool(const std::string& id)> in_use) override {
+    return Guarded("retention", [&] { return inner_->Prune(std::move(in_use)); });
   }
   Status RecordFingerprint(const std::string& id) override {
     return Guarded("fingerprint", [&] { return inner_->RecordFingerprint(id); });

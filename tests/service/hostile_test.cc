@@ -418,7 +418,9 @@ class ThrowingBackend final : public service::Backend {
       const std::vector<std::string>&) override {
     throw nlohmann::json::type_error::create(316, "invalid UTF-8 byte", nullptr);
   }
-  Result<store::PruneReport> Prune() override { throw std::bad_alloc(); }
+  Result<store::PruneReport> Prune(std::function<bool(const std::string&)>) override {
+    throw std::bad_alloc();
+  }
   Status RecordFingerprint(const std::string&) override { throw std::bad_alloc(); }
   service::RollbackOutcome Rollback(const std::string&, service::ConflictPolicy,
                                     const store::ProgressFn&) override {

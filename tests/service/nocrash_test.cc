@@ -55,20 +55,18 @@ using testing::Sha256Hex;
 using testing::TempDir;
 using testing::WriteFile;
 
-// Classes of hostile input whose bugs are owned by other changes of issue 9. While they are
-// open, the generator leaves them out; set to true to include them.
+// Classes of hostile input that found bugs of issue 9 before they were fixed; each stays on as
+// the regression check of its finding.
 //
-// Non-ASCII and invalid-UTF-8 names in the live Home Assistant tree (issue 9 findings 1-3:
-// backup crashes in libarchive's pax writer, names skipped). Turned on before those fixes, seeds
-// 14 and 15 failed: SIGSEGV in backup and in rollback's pre-rollback backup, and exit 1 in
-// `fingerprint` (nlohmann type_error 316 on a name that is not UTF-8).
-constexpr bool kGenerateNonAsciiTreeNames = false;
-// FIFOs where the store expects a file (issue 9 finding 5: the store blocks in open()).
-constexpr bool kGenerateStoreFifos = false;
-// `!secret` of the backup passphrase in a field that `config check` prints (issue 9 finding 9:
-// `mqtt.client_id: !secret backup_encryption_passphrase` prints the passphrase; the output check
-// below then fails).
-constexpr bool kGenerateSecretsInPrintedFields = false;
+// Non-ASCII and invalid-UTF-8 names in the live Home Assistant tree (findings 1-3): before the
+// fix, seeds 14 and 15 failed with SIGSEGV in backup and in rollback's pre-rollback backup, and
+// with exit 1 in `fingerprint` (nlohmann type_error 316 on a name that is not UTF-8).
+constexpr bool kGenerateNonAsciiTreeNames = true;
+// FIFOs where the store expects a file (finding 5: the store blocked in open()).
+constexpr bool kGenerateStoreFifos = true;
+// `!secret` of the backup passphrase in a field that `config check` prints (finding 9: it
+// printed the passphrase; now such a configuration is refused).
+constexpr bool kGenerateSecretsInPrintedFields = true;
 
 constexpr const char* kPassphrase = "nocrash test passphrase 5e1d";
 constexpr int kDefaultSeeds = 16;
