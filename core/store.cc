@@ -1060,40 +1060,57 @@ Status Store::Delete(const std::string& id) {
 Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passphrase) {
   auto all = List();
   if (!all) return tl::unexpected(all.error());
-  PruneReport report;
   // Newest first.
-  std::vector<Listing> items(all->rbegin(), all->rend());
-  for (const auto& l : items) {
-    if (!l.manifest) continue;
-    if (Verify(l.id, passphrase)) {
-      report.protected_id = l.id;
-      break;
+  const std::vector<Listing> items(all->rbegin(), all->rend());
+  // The safety points retention keeps when `protected_id` (may be "") must stay.
+  auto keep_set = [&](const std::string& protected_id) {
+    std::set<std::string> keep;
+    if (!protected_id.empty()) keep.insert(protected_id);
+    for (std::size_t i = 0; i < items.size() && static_cast<int>(i) < retention.keep_last; ++i) {
+      keep.insert(items[i].id);
     }
-  }
-  std::set<std::string> keep;
-  if (!report.protected_id.empty()) keep.insert(report.protected_id);
-  for (std::size_t i = 0; i < items.size() && static_cast<int>(i) < retention.keep_last; ++i) {
-    keep.insert(items[i].id);
-  }
-  std::set<std::string> days;
-  for (const auto& l : items) {
-    std::string day = l.id.substr(0, 10);
-    if (days.count(day) != 0) continue;
-    if (static_cast<int>(days.size()) >= retention.keep_daily) break;
-    days.insert(day);
-    keep.insert(l.id);  // the newest of that day
-  }
-  if (retention.max_total_bytes > 0) {
-    // Oldest kept ones go first until the kept set fits; the protected one always stays.
-    std::uint64_t total = 0;
+    std::set<std::string> days;
     for (const auto& l : items) {
-      if (keep.count(l.id) != 0 && l.manifest) total += l.manifest->payload->size;
+      std::string day = l.id.substr(0, 10);
+      if (days.count(day) != 0) continue;
+      if (static_cast<int>(days.size()) >= retention.keep_daily) break;
+      days.insert(day);
+      keep.insert(l.id);  // the newest of that day
     }
-    for (auto it = items.rbegin(); it != items.rend() && total > retention.max_total_bytes; ++it) {
-      if (keep.count(it->id) == 0 || it->id == report.protected_id) continue;
-      keep.erase(it->id);
-      if (it->manifest) total -= it->manifest->payload->size;
+    if (retention.max_total_bytes > 0) {
+      // Oldest kept ones go first until the kept set fits; the protected one always stays.
+      std::uint64_t total = 0;
+      for (const auto& l : items) {
+        if (keep.count(l.id) != 0 && l.manifest) total += l.manifest->payload->size;
+      }
+      for (auto it = items.rbegin(); it != items.rend() && total > retention.max_total_bytes;
+           ++it) {
+        if (keep.count(it->id) == 0 || it->id == protected_id) continue;
+        keep.erase(it->id);
+        if (it->manifest) total -= it->manifest->payload->size;
+      }
     }
+    return keep;
+  };
+  // `in_use` is asked only right before a deletion, so a candidate may still turn out kept.
+  auto deletes_any = [&](const std::set<std::string>& keep) {
+    return std::any_of(items.begin(), items.end(),
+                       [&](const Listing& l) { return keep.count(l.id) == 0; });
+  };
+
+  PruneReport report;
+  std::set<std::string> keep = keep_set("");
+  // Finding the newest safety point that verifies costs a full decryption; it is needed only
+  // when something would be deleted (retention runs after every new safety point).
+  if (deletes_any(keep)) {
+    for (const auto& l : items) {
+      if (!l.manifest) continue;
+      if (Verify(l.id, passphrase)) {
+        report.protected_id = l.id;
+        break;
+      }
+    }
+    keep = keep_set(report.protected_id);
   }
   // Oldest first, so an interruption leaves the newest history.
   for (auto it = items.rbegin(); it != items.rend(); ++it) {

@@ -72,7 +72,9 @@ struct VerifyReport {
 struct PruneReport {
   std::vector<std::string> deleted;
   std::vector<std::string> kept;
-  std::string protected_id;  // the newest safety point that verified
+  // The newest safety point that verified; "" when retention deletes nothing, since then none
+  // needs to be (or is) decrypted to find it.
+  std::string protected_id;
 };
 
 // Which store operations a lock allows.

@@ -302,7 +302,9 @@ int RunCli(int argc, char** argv) {
     std::string human =
         "kept " + std::to_string(r->kept.size()) + ", deleted " + std::to_string(r->deleted.size());
     for (const auto& d : r->deleted) human += "\n  deleted " + d;
-    return cli.Ok(json{{"deleted", r->deleted}, {"kept", r->kept}, {"protected", r->protected_id}},
+    // No safety point is verified (decrypted) when nothing is deleted: `protected` is null then.
+    const json protected_id = r->protected_id.empty() ? json(nullptr) : json(r->protected_id);
+    return cli.Ok(json{{"deleted", r->deleted}, {"kept", r->kept}, {"protected", protected_id}},
                   human);
   }));
 

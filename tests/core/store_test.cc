@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "core/sha256.h"
@@ -530,6 +530,30 @@ TEST_F(StoreTest, FileAppendedToDuringTheBackupIsRecordedAndVerifies) {
   }
   auto v = store.Verify(m->id, pass_);
   ASSERT_TRUE(v) << v.error().message;
+}
+
+// Retention runs after every new safety point; when it deletes nothing it must not pay for a
+// full decryption to find the newest one that verifies.
+TEST_F(StoreTest, PruneThatDeletesNothingDecryptsNothing) {
+  Store store(options_, real_fs_, clock_);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto m = Backup(store, pass_);
+    ASSERT_TRUE(m);
+    ids.push_back(m->id);
+    clock_.Advance(std::chrono::hours(25));
+  }
+  // Damaged: a verification would skip it and protect ids[1].
+  auto newest = *store.Show(ids[2]);
+  ASSERT_EQ(::truncate((store.DirOf(ids[2]) + "/" + newest.payload->name).c_str(), 10), 0);
+  Retention r;
+  r.keep_last = 3;
+  r.keep_daily = 0;
+  auto report = store.Prune(r, pass_);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->protected_id, "");
+  EXPECT_EQ(report->deleted, std::vector<std::string>{});
+  EXPECT_EQ(report->kept, ids);
 }
 
 TEST_F(StoreTest, PruneKeepsNewestVerifiedEvenWhenNewestIsDamaged) {

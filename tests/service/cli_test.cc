@@ -330,7 +330,8 @@ TEST_F(Cli, DeleteAndPrune) {
   EXPECT_EQ(second["data"]["pruned"], json::array({a}));
   json p = RunJson({"prune"}, 0);
   EXPECT_EQ(p["data"]["deleted"], json::array());
-  EXPECT_EQ(p["data"]["protected"], b);
+  // Nothing to delete: no safety point was decrypted to find the newest that verifies.
+  EXPECT_EQ(p["data"]["protected"], nullptr);
   json d = RunJson({"delete", b}, 0);
   EXPECT_EQ(d["data"]["deleted"], true);
   json l = RunJson({"list"}, 0);
