@@ -534,6 +534,29 @@ TEST_F(StoreTest, FileAppendedToDuringTheBackupIsRecordedAndVerifies) {
 
 // Retention runs after every new safety point; when it deletes nothing it must not pay for a
 // full decryption to find the newest one that verifies.
+// Found by Serve.RetentionRunsOnlyAfterTheScheduledDailyBackup: with retention after every
+// safety point, the id of one deleted a moment ago was given to the next one of the same second,
+// which then sorted as the oldest of that second and was the next to be deleted.
+TEST_F(StoreTest, AnIdOfTheSameSecondIsNeverReusedBelowANewerOne) {
+  Store store(options_, real_fs_, clock_);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto m = Backup(store, pass_);
+    ASSERT_TRUE(m);
+    ids.push_back(m->id);
+  }
+  ASSERT_EQ(ids[1], ids[0] + "-2");
+  ASSERT_EQ(ids[2], ids[0] + "-3");
+  ASSERT_TRUE(store.Delete(ids[0]));
+  auto next = Backup(store, pass_);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->id, ids[0] + "-4");
+  auto list = store.List();
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 3u);
+  EXPECT_EQ(list->back().id, next->id);
+}
+
 TEST_F(StoreTest, PruneThatDeletesNothingDecryptsNothing) {
   Store store(options_, real_fs_, clock_);
   std::vector<std::string> ids;
