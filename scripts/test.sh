@@ -8,8 +8,10 @@
 #   6. builds the libFuzzer targets with clang-14 and runs each for FUZZ_SECONDS (default 25).
 # Integration tests start their own Mosquitto on a free loopback port and stop it.
 # Environment: SAFEPOINT_SKIP_SANITIZERS=1 skips steps 4 and 5, SAFEPOINT_SKIP_FUZZERS=1 step 6;
-# JOBS sets build parallelism. Under a sanitizer the soak runs for SAFEPOINT_SOAK_SECONDS (default
-# 120 there; the plain build's soak keeps its own few-hundred-cycle budget).
+# JOBS sets build parallelism. The long property tests are bounded by time per stage: the soak by
+# SAFEPOINT_SOAK_SECONDS (150 plain, 60 under a sanitizer), the round trip by
+# SAFEPOINT_ROUNDTRIP_SECONDS (100 plain, 60 under a sanitizer), the no-crash test by
+# SAFEPOINT_NOCRASH_SECONDS (75, 45 under a sanitizer); each still asserts a minimum it must reach.
 set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=${JOBS:-$(nproc)}
@@ -36,17 +38,22 @@ run_suite() {  # <build dir> [cmake args...]
 # The round-trip property test draws a different block of seeds in each stage, so one CI run
 # covers more trees (tests/service/roundtrip_test.cc; a failure prints the seed to repeat).
 echo "== tests (RelWithDebInfo) =="
-SAFEPOINT_ROUNDTRIP_SEED=${SAFEPOINT_ROUNDTRIP_SEED:-1} run_suite "$root/build"
+SAFEPOINT_ROUNDTRIP_SEED=${SAFEPOINT_ROUNDTRIP_SEED:-1} \
+  SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-150} run_suite "$root/build"
 
 if [[ "${SAFEPOINT_SKIP_SANITIZERS:-0}" != 1 ]]; then
   echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-120} SAFEPOINT_ROUNDTRIP_SEED=100001 \
+    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-60} SAFEPOINT_ROUNDTRIP_SEED=100001 \
+    SAFEPOINT_ROUNDTRIP_SECONDS=${SAFEPOINT_ROUNDTRIP_SECONDS:-60} \
+    SAFEPOINT_NOCRASH_SECONDS=${SAFEPOINT_NOCRASH_SECONDS:-45} \
     run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DSAFEPOINT_SANITIZE=address,undefined
   echo "== tests under ThreadSanitizer =="
   # The one suppression covers Paho's C++ library, which is not built with TSan (tests/tsan.supp).
   TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
-    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-120} SAFEPOINT_ROUNDTRIP_SEED=200001 \
+    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-60} SAFEPOINT_ROUNDTRIP_SEED=200001 \
+    SAFEPOINT_ROUNDTRIP_SECONDS=${SAFEPOINT_ROUNDTRIP_SECONDS:-60} \
+    SAFEPOINT_NOCRASH_SECONDS=${SAFEPOINT_NOCRASH_SECONDS:-45} \
     run_suite "$root/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAFEPOINT_SANITIZE=thread
 fi
 
