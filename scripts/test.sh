@@ -9,7 +9,7 @@
 # Integration tests start their own Mosquitto on a free loopback port and stop it.
 # Environment: SAFEPOINT_SKIP_SANITIZERS=1 skips steps 4 and 5, SAFEPOINT_SKIP_FUZZERS=1 step 6;
 # JOBS sets build parallelism. The long property tests are bounded by time per stage: the soak by
-# SAFEPOINT_SOAK_SECONDS (150 plain, 60 under a sanitizer), the round trip by
+# SAFEPOINT_SOAK_SECONDS (150 plain, 90 under a sanitizer), the round trip by
 # SAFEPOINT_ROUNDTRIP_SECONDS (100 plain, 60 under a sanitizer), the no-crash test by
 # SAFEPOINT_NOCRASH_SECONDS (75, 45 under a sanitizer); each still asserts a minimum it must reach.
 set -euo pipefail
@@ -44,14 +44,14 @@ SAFEPOINT_ROUNDTRIP_SEED=${SAFEPOINT_ROUNDTRIP_SEED:-1} \
 if [[ "${SAFEPOINT_SKIP_SANITIZERS:-0}" != 1 ]]; then
   echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-60} SAFEPOINT_ROUNDTRIP_SEED=100001 \
+    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-90} SAFEPOINT_ROUNDTRIP_SEED=100001 \
     SAFEPOINT_ROUNDTRIP_SECONDS=${SAFEPOINT_ROUNDTRIP_SECONDS:-60} \
     SAFEPOINT_NOCRASH_SECONDS=${SAFEPOINT_NOCRASH_SECONDS:-45} \
     run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DSAFEPOINT_SANITIZE=address,undefined
   echo "== tests under ThreadSanitizer =="
   # The one suppression covers Paho's C++ library, which is not built with TSan (tests/tsan.supp).
   TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
-    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-60} SAFEPOINT_ROUNDTRIP_SEED=200001 \
+    SAFEPOINT_SOAK_SECONDS=${SAFEPOINT_SOAK_SECONDS:-90} SAFEPOINT_ROUNDTRIP_SEED=200001 \
     SAFEPOINT_ROUNDTRIP_SECONDS=${SAFEPOINT_ROUNDTRIP_SECONDS:-60} \
     SAFEPOINT_NOCRASH_SECONDS=${SAFEPOINT_NOCRASH_SECONDS:-45} \
     run_suite "$root/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAFEPOINT_SANITIZE=thread
