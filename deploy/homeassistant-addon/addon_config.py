@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""Turns the add-on options and the Supervisor's MQTT service into a safepoint configuration.
+"""Turns the add-on options and the MQTT broker into a safepoint configuration.
 
     addon_config.py --options /data/options.json --mqtt-json FILE --out /data/safepoint.yaml
     addon_config.py --options /data/options.json --mqtt-from-supervisor --out /data/safepoint.yaml
 
---mqtt-json reads the MQTT service description from a file (tests, or a broker outside the
-Supervisor); --mqtt-from-supervisor asks the Supervisor API with $SUPERVISOR_TOKEN, which the
-add-on gets because config.yaml declares `services: [mqtt:need]`. Both forms accept the API's
-envelope ({"result": "ok", "data": {...}}) or the bare object.
+The broker comes from one of two places:
+- the options mqtt_host, mqtt_port, mqtt_username, mqtt_password, mqtt_tls (an external broker).
+  When mqtt_host is set they replace the Supervisor's service entirely, and the Supervisor is
+  not asked;
+- else the Supervisor's `mqtt` service. It exists only while an add-on provides it (the
+  Mosquitto broker add-on); a broker configured in Home Assistant's MQTT integration is not
+  one. --mqtt-from-supervisor asks the Supervisor API with $SUPERVISOR_TOKEN (config.yaml
+  declares `services: [mqtt:want]`); --mqtt-json reads the same answer from a file (tests).
+  Both accept the API's envelope ({"result": "ok", "data": {...}}) or the bare object; an
+  error envelope ({"result": "error", ...}, what the API answers when no add-on provides the
+  service) means there is no service.
+Without either, the script stops with a message naming both ways.
 
 The output is YAML in which every scalar is written as a JSON string or number, which YAML reads
 exactly as written. It holds the MQTT password, so it is created with mode 0600 and never
@@ -20,6 +28,7 @@ import json
 import os
 import re
 import sys
+import urllib.error
 import urllib.request
 
 DEFAULT_HA_CONFIG = "/homeassistant"
@@ -54,7 +63,16 @@ DEFAULTS = {
     "base_topic": "safepoint",
     "node_id": "safepoint",
     "log_level": "info",
+    "mqtt_host": "",
+    "mqtt_port": 1883,
+    "mqtt_username": "",
+    "mqtt_password": "",
+    "mqtt_tls": False,
 }
+
+NO_BROKER = ("no MQTT broker: install and start the Mosquitto broker add-on (the Supervisor then "
+             "gives this add-on its address and a login), or set the option 'mqtt_host' (with "
+             "'mqtt_port', 'mqtt_username', 'mqtt_password', 'mqtt_tls') for another broker")
 
 
 class OptionError(Exception):
@@ -119,8 +137,7 @@ def mqtt_url(service):
     return f"{scheme}://{host}:{port}"
 
 
-def translate(options, service, ha_config=DEFAULT_HA_CONFIG):
-    """Returns the safepoint configuration (a dict) for the add-on options and MQTT service."""
+def merged_options(options):
     if not isinstance(options, dict):
         raise OptionError("options: expected a JSON object")
     unknown = sorted(set(options) - set(DEFAULTS))
@@ -128,10 +145,42 @@ def translate(options, service, ha_config=DEFAULT_HA_CONFIG):
         raise OptionError(f"unknown option '{unknown[0]}'")
     opts = dict(DEFAULTS)
     opts.update(options)
-    if not isinstance(service, dict):
+    return opts
+
+
+def external_broker(opts):
+    """The broker of the mqtt_* options, in the service's shape; None when mqtt_host is empty."""
+    host = _string(opts, "mqtt_host").strip()
+    if not host:
+        return None
+    return {"host": host, "port": _int(opts, "mqtt_port", 1, 65535),
+            "ssl": _bool(opts, "mqtt_tls"), "username": _string(opts, "mqtt_username"),
+            "password": _string(opts, "mqtt_password")}
+
+
+def supervisor_service(answer):
+    """The service object of a Supervisor answer; None when the answer says there is none."""
+    if answer is None:
+        return None
+    if not isinstance(answer, dict):
         raise OptionError("MQTT service: expected a JSON object")
-    if isinstance(service.get("data"), dict):
-        service = service["data"]
+    if answer.get("result") == "error":
+        return None
+    if isinstance(answer.get("data"), dict):
+        return answer["data"]
+    return answer
+
+
+def translate(options, service, ha_config=DEFAULT_HA_CONFIG):
+    """Returns the safepoint configuration (a dict) for the add-on options and MQTT service.
+
+    `service` is the Supervisor's answer (None or an error envelope: no service); the mqtt_*
+    options replace it when mqtt_host is set."""
+    opts = merged_options(options)
+    external = external_broker(opts)
+    service = external if external is not None else supervisor_service(service)
+    if service is None:
+        raise OptionError(NO_BROKER)
 
     on_conflict = _string(opts, "on_conflict")
     if on_conflict not in ("abort", "overwrite", "merge"):
@@ -238,7 +287,10 @@ def read_supervisor_mqtt():
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
-    except OSError as error:
+    except urllib.error.HTTPError:
+        # The API answers an error status when no add-on provides the service.
+        return None
+    except (OSError, ValueError) as error:
         raise OptionError(f"cannot read the MQTT service from the Supervisor: {error}") from None
 
 
@@ -270,7 +322,10 @@ def main(argv):
                 options = json.load(f)
         except (OSError, ValueError) as error:
             raise OptionError(f"{args.options}: {error}") from None
-        if args.mqtt_json:
+        external = external_broker(merged_options(options)) if isinstance(options, dict) else None
+        if external is not None:
+            service = None  # the options name the broker; the Supervisor is not asked
+        elif args.mqtt_json:
             try:
                 with open(args.mqtt_json, encoding="utf-8") as f:
                     service = json.load(f)

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Entry point of the safepoint add-on: options + the Supervisor's MQTT service -> config, then
+# Entry point of the safepoint add-on: options + the MQTT broker (the mqtt_* options, else the
+# Supervisor's mqtt service of the Mosquitto add-on) -> config, then
 # the service in the foreground (PID 1's child; the Supervisor's stop sends SIGTERM).
 set -eu
 python3 /usr/lib/safepoint/addon_config.py --options /data/options.json --mqtt-from-supervisor \

@@ -521,7 +521,10 @@ TEST_F(Addon, BadOptionsStopWithTheOptionNamedAndNoConfig) {
 TEST_F(Addon, ManifestDeclaresMqttServiceConfigMapAndSchemaForEveryOption) {
   const YAML::Node addon = YAML::LoadFile(kSource + "/deploy/homeassistant-addon/config.yaml");
   ASSERT_TRUE(addon["services"].IsSequence());
-  EXPECT_EQ(addon["services"][0].as<std::string>(), "mqtt:need");
+  // want, not need: the Supervisor's mqtt service exists only with the Mosquitto add-on, and an
+  // external broker (the mqtt_host option) works without it.
+  EXPECT_EQ(addon["services"][0].as<std::string>(), "mqtt:want");
+  EXPECT_EQ(addon["services"].size(), 1u);
   bool config_rw = false;
   for (const auto& m : addon["map"]) {
     if (m["type"].as<std::string>() == "homeassistant_config" && !m["read_only"].as<bool>()) {
@@ -539,6 +542,279 @@ TEST_F(Addon, ManifestDeclaresMqttServiceConfigMapAndSchemaForEveryOption) {
   for (const auto& kv : tr["configuration"]) translated.insert(kv.first.as<std::string>());
   EXPECT_EQ(translated, schema);
   EXPECT_EQ(addon["version"].as<std::string>(), "0.1.0");
+}
+
+TEST_F(Addon, ExternalBrokerOptionsReplaceTheSupervisorService) {
+  json options = addon_options_;
+  options["mqtt_host"] = "broker.example.lan";
+  options["mqtt_port"] = 8883;
+  options["mqtt_tls"] = true;
+  options["mqtt_username"] = "safepoint";
+  const std::string external_password = "ext " + mqtt_password_;
+  options["mqtt_password"] = external_password;
+
+  // With the Supervisor's service present, the options still win, entirely.
+  auto t = Translate(options);
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(t.out + t.err, "");
+  YAML::Node c = YAML::LoadFile(out());
+  EXPECT_EQ(c["mqtt"]["url"].as<std::string>(), "mqtts://broker.example.lan:8883");
+  EXPECT_EQ(c["mqtt"]["username"].as<std::string>(), "safepoint");
+  EXPECT_TRUE(c["mqtt"]["password"].as<std::string>() == external_password);
+
+  // Without the service (the API's answer when no add-on provides it).
+  WriteFile(dir_.Sub("mqtt.json"), R"({"result": "error", "message": "Service not enabled"})",
+            0600);
+  options["mqtt_tls"] = false;
+  options["mqtt_port"] = 1884;
+  options["mqtt_username"] = "";
+  options["mqtt_password"] = "";
+  t = Translate(options);
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  c = YAML::LoadFile(out());
+  EXPECT_EQ(c["mqtt"]["url"].as<std::string>(), "mqtt://broker.example.lan:1884");
+  EXPECT_FALSE(c["mqtt"]["username"]) << "an empty user is no login";
+  EXPECT_FALSE(c["mqtt"]["password"]);
+  auto check = RunSafepoint({"--json", "--config", out(), "config", "check"});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+
+  // In the add-on (--mqtt-from-supervisor) the Supervisor is not asked at all: here there is
+  // no SUPERVISOR_TOKEN, which would be an error if it were.
+  WriteFile(dir_.Sub("options.json"), options.dump());
+  auto direct = RunProcess({"/usr/bin/env", "-u", "SUPERVISOR_TOKEN", "/usr/bin/python3",
+                            kSource + "/deploy/homeassistant-addon/addon_config.py", "--options",
+                            dir_.Sub("options.json"), "--mqtt-from-supervisor", "--ha-config", ha_,
+                            "--out", out()});
+  EXPECT_EQ(direct.exit_code, 0) << direct.err;
+  EXPECT_EQ(direct.out + direct.err, "");
+
+  // A bad port is named like every other option.
+  options["mqtt_port"] = 70000;
+  t = Translate(options);
+  EXPECT_EQ(t.exit_code, 2);
+  EXPECT_NE(t.err.find("option 'mqtt_port': 70000 is out of range (1..65535)"), std::string::npos)
+      << t.err;
+}
+
+TEST_F(Addon, WithoutAnyBrokerStopsNamingBothWays) {
+  const std::string expected =
+      "safepoint add-on: no MQTT broker: install and start the Mosquitto broker add-on (the "
+      "Supervisor then gives this add-on its address and a login), or set the option "
+      "'mqtt_host' (with 'mqtt_port', 'mqtt_username', 'mqtt_password', 'mqtt_tls') for another "
+      "broker\n";
+  for (const std::string answer :
+       {R"({"result": "error", "message": "Service not enabled", "data": {}})",
+        R"({"result": "error", "message": "No service"})"}) {
+    SCOPED_TRACE(answer);
+    fs::remove(out());
+    WriteFile(dir_.Sub("mqtt.json"), answer, 0600);
+    json options = addon_options_;
+    options["mqtt_host"] = "   ";  // blank is not a host
+    auto t = Translate(options);
+    EXPECT_EQ(t.exit_code, 2);
+    EXPECT_EQ(t.out, "");
+    EXPECT_EQ(t.err, expected);
+    EXPECT_FALSE(fs::exists(out()));
+  }
+}
+
+// --- the add-on manifest against the Supervisor's rules --------------------------------------
+
+// The rules the Supervisor applies to an add-on's config.yaml (home-assistant/supervisor,
+// supervisor/addons/validate.py _SCHEMA_ADDON_CONFIG and supervisor/addons/options.py
+// RE_SCHEMA_ELEMENT; the developer documentation's "Add-on configuration" page). A file that
+// breaks one is skipped with "Can't read ..." in the Supervisor log: the add-on never appears.
+// Returns one line per broken rule.
+std::vector<std::string> SupervisorConfigProblems(const YAML::Node& c) {
+  std::vector<std::string> problems;
+  auto is_scalar = [](const YAML::Node& n) { return n && n.IsScalar(); };
+  const std::set<std::string> arches = {"aarch64", "amd64", "armhf", "armv7", "i386"};
+  const std::set<std::string> startups = {"initialize", "system", "services", "application",
+                                          "once"};
+  const std::set<std::string> boots = {"auto", "manual", "manual_only"};
+  const std::set<std::string> roles = {"default", "homeassistant", "backup", "manager", "admin"};
+  const std::string folders =
+      "data|config|ssl|addons|backup|share|media|homeassistant_config|all_addon_configs|"
+      "addon_config";
+  const std::regex volume("^(" + folders + ")(:(rw|ro))?$");
+  const std::regex folder("^(" + folders + ")$");
+  const std::regex service("^(mqtt|mysql):(provide|want|need)$");
+  const std::regex slug("^[-_.A-Za-z0-9]+$");
+  const std::regex element(
+      R"(^(|bool|email|url|port|device(\(subsystem=[a-z]+\))?|str(\((\d+)?,(\d+)?\))?)"
+      R"(|password(\((\d+)?,(\d+)?\))?|int(\((-?\d+)?,(-?\d+)?\))?)"
+      R"(|float(\((-?\d*\.?\d+)?,(-?\d*\.?\d+)?\))?|match\(.*\)|list\(.+\))\??$)");
+
+  for (const std::string key : {"name", "version", "slug", "description"}) {
+    if (!is_scalar(c[key]) || c[key].Scalar().empty()) {
+      problems.push_back("required key '" + key + "' missing or not a string");
+    }
+  }
+  if (is_scalar(c["slug"]) && !std::regex_match(c["slug"].Scalar(), slug)) {
+    problems.push_back("slug '" + c["slug"].Scalar() + "' is not [-_.A-Za-z0-9]+");
+  }
+  if (!c["arch"] || !c["arch"].IsSequence() || c["arch"].size() == 0) {
+    problems.push_back("required key 'arch' missing or not a list");
+  } else {
+    for (const auto& a : c["arch"]) {
+      if (!is_scalar(a) || arches.count(a.Scalar()) == 0) {
+        problems.push_back("arch '" + (is_scalar(a) ? a.Scalar() : "?") + "' is not known");
+      }
+    }
+  }
+  if (c["timeout"]) {
+    const std::string t = is_scalar(c["timeout"]) ? c["timeout"].Scalar() : "";
+    if (!std::regex_match(t, std::regex("[0-9]{1,6}")) || std::stoi(t) < 10 || std::stoi(t) > 300) {
+      problems.push_back("timeout '" + t + "' is not an integer in 10..300");
+    }
+  }
+  if (c["startup"] && (!is_scalar(c["startup"]) || startups.count(c["startup"].Scalar()) == 0)) {
+    problems.push_back("startup is not one of initialize, system, services, application, once");
+  }
+  if (c["boot"] && (!is_scalar(c["boot"]) || boots.count(c["boot"].Scalar()) == 0)) {
+    problems.push_back("boot is not one of auto, manual, manual_only");
+  }
+  if (c["hassio_role"] &&
+      (!is_scalar(c["hassio_role"]) || roles.count(c["hassio_role"].Scalar()) == 0)) {
+    problems.push_back("hassio_role is not a known role");
+  }
+  if (c["services"]) {
+    if (!c["services"].IsSequence()) problems.push_back("services is not a list");
+    for (const auto& s : c["services"]) {
+      if (!is_scalar(s) || !std::regex_match(s.Scalar(), service)) {
+        problems.push_back("service '" + (is_scalar(s) ? s.Scalar() : "?") +
+                           "' is not <mqtt|mysql>:<provide|want|need>");
+      }
+    }
+  }
+  if (c["map"]) {
+    if (!c["map"].IsSequence()) problems.push_back("map is not a list");
+    for (const auto& m : c["map"]) {
+      if (is_scalar(m)) {
+        if (!std::regex_match(m.Scalar(), volume)) {
+          problems.push_back("map entry '" + m.Scalar() + "' is not a folder[:rw|:ro]");
+        }
+      } else if (m.IsMap()) {
+        if (!is_scalar(m["type"]) || !std::regex_match(m["type"].Scalar(), folder)) {
+          problems.push_back("map entry without a known 'type'");
+        }
+        for (const auto& kv : m) {
+          const std::string k = kv.first.as<std::string>();
+          if (k == "read_only") {
+            const std::string v = is_scalar(kv.second) ? kv.second.Scalar() : "";
+            if (v != "true" && v != "false") problems.push_back("map read_only is not a bool");
+          } else if (k == "path") {
+            if (!is_scalar(kv.second)) problems.push_back("map path is not a string");
+          } else if (k != "type") {
+            problems.push_back("map entry has an unknown key '" + k + "'");
+          }
+        }
+      } else {
+        problems.push_back("map entry is neither a string nor a mapping");
+      }
+    }
+  }
+  // Schema elements: a type string, a list of one type (or of one mapping), or a mapping.
+  std::function<void(const YAML::Node&, const std::string&, bool)> check_element =
+      [&](const YAML::Node& e, const std::string& where, bool in_list) {
+        if (is_scalar(e)) {
+          if (!std::regex_match(e.Scalar(), element)) {
+            problems.push_back("schema '" + where + "': '" + e.Scalar() + "' is not a type");
+          }
+        } else if (e.IsSequence() && !in_list) {
+          if (e.size() != 1) problems.push_back("schema '" + where + "': a list holds one type");
+          for (const auto& item : e) check_element(item, where, true);
+        } else if (e.IsMap()) {
+          for (const auto& kv : e) {
+            check_element(kv.second, where + "." + kv.first.as<std::string>(), false);
+          }
+        } else {
+          problems.push_back("schema '" + where + "': not a type");
+        }
+      };
+  if (c["schema"] && c["schema"].IsMap()) {
+    for (const auto& kv : c["schema"]) {
+      check_element(kv.second, kv.first.as<std::string>(), false);
+    }
+  } else if (c["schema"] && !(is_scalar(c["schema"]) && c["schema"].Scalar() == "false")) {
+    problems.push_back("schema is neither a mapping nor false");
+  }
+  if (c["options"] && !c["options"].IsMap()) problems.push_back("options is not a mapping");
+  if (c["options"] && c["options"].IsMap() && c["schema"] && c["schema"].IsMap()) {
+    for (const auto& kv : c["options"]) {
+      const std::string k = kv.first.as<std::string>();
+      if (!c["schema"][k]) problems.push_back("option '" + k + "' has no schema entry");
+    }
+  }
+  return problems;
+}
+
+TEST(AddonManifest, PassesTheSupervisorsConfigRules) {
+  const std::string path = kSource + "/deploy/homeassistant-addon/config.yaml";
+  const YAML::Node addon = YAML::LoadFile(path);
+  EXPECT_EQ(SupervisorConfigProblems(addon), std::vector<std::string>{});
+  EXPECT_EQ(addon["timeout"].as<int>(), 300) << "as long as the Supervisor allows";
+
+  // Each rule rejects what the Supervisor rejects (the check above can fail).
+  struct Case {
+    std::string what;
+    std::function<void(YAML::Node&)> edit;
+    std::string problem;
+  };
+  const std::vector<Case> cases = {
+      {"timeout 600", [](YAML::Node& c) { c["timeout"] = 600; },
+       "timeout '600' is not an integer in 10..300"},
+      {"timeout 5", [](YAML::Node& c) { c["timeout"] = 5; },
+       "timeout '5' is not an integer in 10..300"},
+      {"no slug", [](YAML::Node& c) { c.remove("slug"); },
+       "required key 'slug' missing or not a string"},
+      {"no arch", [](YAML::Node& c) { c.remove("arch"); },
+       "required key 'arch' missing or not a list"},
+      {"arch", [](YAML::Node& c) { c["arch"].push_back("riscv64"); },
+       "arch 'riscv64' is not known"},
+      {"service", [](YAML::Node& c) { c["services"][0] = "mqtt:required"; },
+       "service 'mqtt:required' is not <mqtt|mysql>:<provide|want|need>"},
+      {"map string", [](YAML::Node& c) { c["map"].push_back("homeassistant:rw"); },
+       "map entry 'homeassistant:rw' is not a folder[:rw|:ro]"},
+      {"map type",
+       [](YAML::Node& c) {
+         YAML::Node m;
+         m["type"] = "configuration";
+         c["map"].push_back(m);
+       },
+       "map entry without a known 'type'"},
+      {"map key",
+       [](YAML::Node& c) {
+         YAML::Node m;
+         m["type"] = "share";
+         m["writable"] = true;
+         c["map"].push_back(m);
+       },
+       "map entry has an unknown key 'writable'"},
+      {"schema type", [](YAML::Node& c) { c["schema"]["keep_last"] = "integer"; },
+       "schema 'keep_last': 'integer' is not a type"},
+      {"schema default syntax", [](YAML::Node& c) { c["schema"]["base_topic"] = "str=safepoint"; },
+       "schema 'base_topic': 'str=safepoint' is not a type"},
+      {"option without schema", [](YAML::Node& c) { c["schema"].remove("log_level"); },
+       "option 'log_level' has no schema entry"},
+      {"startup", [](YAML::Node& c) { c["startup"] = "after"; },
+       "startup is not one of initialize, system, services, application, once"},
+      {"boot", [](YAML::Node& c) { c["boot"] = "always"; },
+       "boot is not one of auto, manual, manual_only"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    YAML::Node copy = YAML::LoadFile(path);
+    c.edit(copy);
+    EXPECT_EQ(SupervisorConfigProblems(copy), std::vector<std::string>{c.problem});
+  }
+  // The other documented forms pass: string maps with :rw, optional types, ranges, lists.
+  YAML::Node other = YAML::LoadFile(path);
+  other["map"] = YAML::Load("[homeassistant_config:rw, share, ssl:ro, addon_config:rw]");
+  other["schema"]["keep_last"] = "int(1,)?";
+  other["schema"]["exclude"] = YAML::Load("[\"match(^[a-z]+$)\"]");
+  other["schema"]["mqtt_port"] = "port?";
+  EXPECT_EQ(SupervisorConfigProblems(other), std::vector<std::string>{});
 }
 
 // --- examples against the MQTT API ---------------------------------------------------------
@@ -632,16 +908,309 @@ TEST(Examples, HomeAssistantAutomationsUseOnlyDocumentedTopicsTheRightWay) {
       awaited.insert(t);
     }
   }
-  // What the examples promise: ask before an update and wait for the decision, Telegram with
-  // Continue/Cancel, a nightly safety point, a notification on a failed rollback.
+  // What the examples promise: ask before an update (the decision is read from the retained
+  // status, see below), Telegram with Continue/Cancel, a nightly safety point, a notification
+  // on a failed rollback.
   EXPECT_EQ(published, (std::set<std::string>{"safepoint/update/request", "safepoint/update/result",
                                               "safepoint/cmd/backup", "safepoint/cmd/continue",
                                               "safepoint/cmd/cancel", "safepoint/cmd/text"}));
-  EXPECT_EQ(awaited, (std::set<std::string>{"safepoint/update/decision", "safepoint/event",
-                                            "safepoint/response/text"}));
+  EXPECT_EQ(awaited, (std::set<std::string>{"safepoint/event", "safepoint/response/text"}));
   const std::string automations = Source("examples/homeassistant/automations.yaml");
-  EXPECT_NE(automations.find("wait_for_trigger:"), std::string::npos);
   EXPECT_NE(automations.find("payload: rollback_failed"), std::string::npos);
+}
+
+// --- the example automations' structure and templates ----------------------------------------
+
+YAML::Node Automation(const std::string& file, const std::string& id) {
+  const YAML::Node doc = YAML::LoadFile(kSource + "/examples/homeassistant/" + file);
+  for (const auto& a : doc) {
+    if (a["id"] && a["id"].as<std::string>() == id) return a;
+  }
+  ADD_FAILURE() << id << " is not in " << file;
+  return YAML::Node();
+}
+
+// The top-level actions of an automation that have `key`, in order.
+std::vector<YAML::Node> ActionsWith(const YAML::Node& automation, const std::string& key) {
+  std::vector<YAML::Node> out;
+  for (const auto& action : automation["actions"]) {
+    if (action[key]) out.push_back(action);
+  }
+  return out;
+}
+
+// The index of the first top-level action matching `pred` (-1 when none).
+int ActionIndex(const YAML::Node& automation, const std::function<bool(const YAML::Node&)>& pred) {
+  int i = 0;
+  for (const auto& action : automation["actions"]) {
+    if (pred(action)) return i;
+    ++i;
+  }
+  return -1;
+}
+
+bool Publishes(const YAML::Node& action, const std::string& topic) {
+  return action["action"] && action["action"].as<std::string>() == "mqtt.publish" &&
+         action["data"]["topic"].as<std::string>() == topic;
+}
+
+// Every mapping in the tree (depth first).
+void EachMap(const YAML::Node& node, const std::function<void(const YAML::Node&)>& f) {
+  if (node.IsMap()) {
+    f(node);
+    for (const auto& kv : node) EachMap(kv.second, f);
+  } else if (node.IsSequence()) {
+    for (const auto& item : node) EachMap(item, f);
+  }
+}
+
+// Renders a Home Assistant template with tests/deploy/render_ha_template.py (Jinja2 with
+// states(), is_state(), state_attr(), tojson, and native-typed variables).
+std::string Render(const std::string& tmpl, const json& states, const json& variables = {},
+                   const json& steps = json::array()) {
+  const json request = {{"states", states},
+                        {"variables", variables.is_null() ? json::object() : variables},
+                        {"steps", steps},
+                        {"template", tmpl}};
+  auto r = RunProcess({"/usr/bin/python3", kSource + "/tests/deploy/render_ha_template.py"},
+                      request.dump());
+  EXPECT_EQ(r.exit_code, 0) << r.err << "\n" << tmpl;
+  return r.out.empty() ? r.out : r.out.substr(0, r.out.size() - 1);
+}
+
+// The `variables` action's entries as render steps.
+json Steps(const YAML::Node& variables_action) {
+  json steps = json::array();
+  for (const auto& kv : variables_action["variables"]) {
+    steps.push_back({kv.first.as<std::string>(), kv.second.as<std::string>()});
+  }
+  return steps;
+}
+
+json StatusEntity(const std::string& state, const json& pending) {
+  return {{"state", state},
+          {"attributes",
+           {{"operation", pending.is_null() ? json() : json("update")},
+            {"pending", pending},
+            {"last_error", nullptr}}}};
+}
+
+json CoreEntity(const std::string& state, const std::string& installed, const std::string& latest) {
+  return {{"state", state},
+          {"attributes", {{"installed_version", installed}, {"latest_version", latest}}}};
+}
+
+TEST(Examples, CoreUpdateAsksForEveryReleaseAndCannotMissTheDecision) {
+  const YAML::Node a = Automation("automations.yaml", "safepoint_update_core");
+  ASSERT_TRUE(a.IsMap());
+  // Triggers: turning on, and a new latest_version while it stays on.
+  bool on = false, latest = false;
+  for (const auto& t : a["triggers"]) {
+    ASSERT_EQ(t["trigger"].as<std::string>(), "state");
+    EXPECT_EQ(t["entity_id"].as<std::string>(), "update.home_assistant_core_update");
+    if (t["to"] && t["to"].as<std::string>() == "on" && !t["attribute"]) on = true;
+    if (t["attribute"] && t["attribute"].as<std::string>() == "latest_version" && !t["to"]) {
+      latest = true;
+    }
+  }
+  EXPECT_TRUE(on && latest);
+  EXPECT_NE(a["mode"].as<std::string>(), "restart") << "a restart would abandon a pending update";
+
+  // No transient trigger anywhere: the decision is read from the retained status.
+  EachMap(a, [](const YAML::Node& m) {
+    EXPECT_FALSE(m["wait_for_trigger"]) << "wait_for_trigger can miss an answer sent before it";
+  });
+  const int request =
+      ActionIndex(a, [](const YAML::Node& x) { return Publishes(x, "safepoint/update/request"); });
+  const int first_wait =
+      ActionIndex(a, [](const YAML::Node& x) { return bool(x["wait_template"]); });
+  const int install = ActionIndex(a, [](const YAML::Node& x) {
+    return x["action"] && x["action"].as<std::string>() == "update.install";
+  });
+  const int result =
+      ActionIndex(a, [](const YAML::Node& x) { return Publishes(x, "safepoint/update/result"); });
+  ASSERT_GE(request, 0);
+  EXPECT_GT(first_wait, request);
+  EXPECT_GT(install, first_wait);
+  EXPECT_GT(result, install) << "a failed install must be reported right away";
+  const YAML::Node install_action = a["actions"][install];
+  EXPECT_TRUE(install_action["continue_on_error"].as<bool>());
+
+  const auto vars = ActionsWith(a, "variables");
+  ASSERT_GE(vars.size(), 3u);
+  const json core_on = CoreEntity("on", "2026.11.3", "2026.12.1");
+  // The update id names the release: a newer release is a new id.
+  const json id_steps = Steps(vars[0]);
+  EXPECT_EQ(
+      Render("{{ update_id }}", {{"update.home_assistant_core_update", core_on}}, {}, id_steps),
+      "core-2026.12.1");
+  EXPECT_EQ(
+      Render("{{ update_id }}",
+             {{"update.home_assistant_core_update", CoreEntity("on", "2026.11.3", "2026.12.2")}},
+             {}, id_steps),
+      "core-2026.12.2");
+
+  const json ours = {{"update_id", "core-2026.12.1"},
+                     {"target", "core"},
+                     {"backup_id", "2026-12-02_05-00-00"},
+                     {"deadline", nullptr}};
+  const json vars0 = {{"entity", "update.home_assistant_core_update"},
+                      {"status", "sensor.safepoint_status"},
+                      {"to_version", "2026.12.1"},
+                      {"update_id", "core-2026.12.1"}};
+  auto wait = [&](std::size_t n, const std::string& state, const json& pending) {
+    const auto waits = ActionsWith(a, "wait_template");
+    EXPECT_EQ(waits.size(), 2u);
+    if (waits.size() <= n) return std::string();
+    return Render(waits[n]["wait_template"].as<std::string>(),
+                  {{"sensor.safepoint_status", StatusEntity(state, pending)}}, vars0);
+  };
+  // 1st wait: the request was taken (this update is pending), whatever came before.
+  EXPECT_EQ(wait(0, "idle", nullptr), "False");
+  EXPECT_EQ(wait(0, "backing_up", ours), "True");
+  EXPECT_EQ(wait(0, "awaiting_confirmation", ours), "True");
+  json other = ours;
+  other["update_id"] = "nodered-example-addon-1";
+  other["target"] = "example-addon";
+  EXPECT_EQ(wait(0, "awaiting_confirmation", other), "False") << "busy with another update";
+  // 2nd wait: a decision, or this update is no longer pending.
+  EXPECT_EQ(wait(1, "awaiting_confirmation", ours), "False");
+  json decided = ours;
+  decided["decision"] = "continue";
+  EXPECT_EQ(wait(1, "updating", decided), "True");
+  EXPECT_EQ(wait(1, "idle", nullptr), "True") << "cancelled or expired";
+  EXPECT_EQ(wait(1, "backing_up", other), "True");
+
+  // Released only with Continue for this update.
+  auto released = [&](const std::string& state, const json& pending) {
+    return Render("{{ released }}", {{"sensor.safepoint_status", StatusEntity(state, pending)}},
+                  vars0, Steps(vars[1]));
+  };
+  EXPECT_EQ(released("updating", decided), "True");
+  EXPECT_EQ(released("idle", nullptr), "False");
+  json cancelled = ours;
+  cancelled["decision"] = "cancel";
+  EXPECT_EQ(released("awaiting_confirmation", cancelled), "False");
+
+  // The result after install: installed_version against the release.
+  const YAML::Node publish = a["actions"][result];
+  auto payload = [&](const std::string& installed) {
+    const json states = {
+        {"update.home_assistant_core_update", CoreEntity("on", installed, "2026.12.1")}};
+    return json::parse(
+        Render(publish["data"]["payload"].as<std::string>(), states, vars0, Steps(vars[2])),
+        nullptr, false);
+  };
+  EXPECT_EQ(payload("2026.12.1"), (json{{"update_id", "core-2026.12.1"},
+                                        {"success", true},
+                                        {"detail", "installed 2026.12.1, wanted 2026.12.1"}}));
+  EXPECT_EQ(payload("2026.11.3"), (json{{"update_id", "core-2026.12.1"},
+                                        {"success", false},
+                                        {"detail", "installed 2026.11.3, wanted 2026.12.1"}}));
+
+  const std::string text = Source("examples/homeassistant/automations.yaml");
+  EXPECT_EQ(text.find("any `update.*`"), std::string::npos) << "add-ons do not restart HA";
+}
+
+TEST(Examples, StartReportsOnlyTheCoreUpdateThatRestartedHomeAssistant) {
+  const YAML::Node a = Automation("automations.yaml", "safepoint_report_core_update");
+  ASSERT_TRUE(a.IsMap());
+  const auto conditions = ActionsWith(a, "condition");
+  ASSERT_EQ(conditions.size(), 1u);
+  const auto vars = ActionsWith(a, "variables");
+  ASSERT_EQ(vars.size(), 2u);
+  const int publish =
+      ActionIndex(a, [](const YAML::Node& x) { return Publishes(x, "safepoint/update/result"); });
+  ASSERT_GE(publish, 0);
+
+  // Runs the automation's templates against a status and the core update entity; returns the
+  // result payload, or null when the condition stops it.
+  auto run = [&](const std::string& state, const json& pending, const std::string& installed) {
+    const json states = {
+        {"sensor.safepoint_status", StatusEntity(state, pending)},
+        {"update.home_assistant_core_update", CoreEntity("off", installed, "2026.12.1")}};
+    json steps = Steps(vars[0]);
+    const std::string go =
+        Render(conditions[0]["value_template"].as<std::string>(), states, {}, steps);
+    EXPECT_TRUE(go == "True" || go == "False") << go;
+    if (go != "True") return json();
+    for (const auto& step : Steps(vars[1])) steps.push_back(step);
+    return json::parse(
+        Render(a["actions"][publish]["data"]["payload"].as<std::string>(), states, {}, steps),
+        nullptr, false);
+  };
+  const json core = {{"update_id", "core-2026.12.1"},
+                     {"target", "core"},
+                     {"backup_id", "2026-12-02_05-00-00"},
+                     {"deadline", nullptr},
+                     {"decision", "continue"}};
+  EXPECT_EQ(run("updating", core, "2026.12.1"),
+            (json{{"update_id", "core-2026.12.1"},
+                  {"success", true},
+                  {"detail", "installed 2026.12.1, wanted 2026.12.1"}}));
+  EXPECT_EQ(run("updating", core, "2026.11.3"),
+            (json{{"update_id", "core-2026.12.1"},
+                  {"success", false},
+                  {"detail", "installed 2026.11.3, wanted 2026.12.1"}}));
+  // An add-on update made elsewhere, pending while Home Assistant restarts: nothing reported.
+  json addon = core;
+  addon["update_id"] = "nodered-zigbee2mqtt-1764651600000";
+  addon["target"] = "zigbee2mqtt";
+  EXPECT_EQ(run("updating", addon, "2026.11.3"), json());
+  json core_target_other_id = core;
+  core_target_other_id["update_id"] = "manual-core";
+  EXPECT_EQ(run("updating", core_target_other_id, "2026.11.3"), json());
+  // Not released, or nothing pending.
+  json waiting = core;
+  waiting.erase("decision");
+  EXPECT_EQ(run("awaiting_confirmation", waiting, "2026.11.3"), json());
+  EXPECT_EQ(run("idle", nullptr, "2026.11.3"), json());
+  EXPECT_EQ(run("health_check", core, "2026.12.1"), json()) << "the result was already given";
+}
+
+// Telegram actions: `chat_id`, never the deprecated `target`; inline keyboards as rows of
+// buttons, each a [text, callback_data] pair or a {text, callback_data} mapping, never a string.
+TEST(Examples, TelegramActionsUseChatIdAndStructuredKeyboards) {
+  int telegram_actions = 0, keyboards = 0, buttons = 0;
+  for (const std::string file : {"automations.yaml", "telegram.yaml"}) {
+    SCOPED_TRACE(file);
+    const YAML::Node doc = YAML::LoadFile(kSource + "/examples/homeassistant/" + file);
+    EachMap(doc, [&](const YAML::Node& m) {
+      if (!m["action"] || m["action"].as<std::string>().rfind("telegram_bot.", 0) != 0) return;
+      ++telegram_actions;
+      const std::string action = m["action"].as<std::string>();
+      SCOPED_TRACE(action);
+      EXPECT_FALSE(m["target"]) << "telegram_bot takes no target";
+      ASSERT_TRUE(m["data"].IsMap());
+      EXPECT_FALSE(m["data"]["target"]) << "target is deprecated (removed in 2026.9): chat_id";
+      if (action == "telegram_bot.send_message" || action == "telegram_bot.edit_replymarkup") {
+        EXPECT_TRUE(m["data"]["chat_id"]) << "which chat";
+      }
+      const YAML::Node kb = m["data"]["inline_keyboard"];
+      if (!kb) return;
+      ++keyboards;
+      ASSERT_TRUE(kb.IsSequence());
+      for (const auto& row : kb) {
+        ASSERT_TRUE(row.IsSequence()) << "a string row is the deprecated form: " << row;
+        for (const auto& b : row) {
+          ++buttons;
+          if (b.IsMap()) {
+            EXPECT_TRUE(b["text"] && b["callback_data"]) << b;
+          } else {
+            ASSERT_TRUE(b.IsSequence() && b.size() == 2) << b;
+            EXPECT_TRUE(b[0].IsScalar() && b[1].IsScalar()) << b;
+            EXPECT_EQ(b[1].Scalar().rfind("/sp_", 0), 0u)
+                << "the commands the buttons automation reads";
+          }
+        }
+      }
+    });
+  }
+  EXPECT_EQ(telegram_actions, 5);
+  EXPECT_EQ(keyboards, 2);  // the question's buttons, and removing them after a press
+  EXPECT_EQ(buttons, 2);
+  const std::string telegram = Source("examples/homeassistant/telegram.yaml");
+  EXPECT_NE(telegram.find("config_entry_id"), std::string::npos) << "more than one bot";
 }
 
 TEST(Examples, NodeRedFlowUsesOnlyDocumentedTopicsTheRightWay) {
@@ -666,7 +1235,8 @@ TEST(Examples, NodeRedFlowUsesOnlyDocumentedTopicsTheRightWay) {
   for (const auto& t : awaited) EXPECT_EQ(TopicDirection(t), "out") << t;
   EXPECT_EQ(published,
             (std::set<std::string>{"safepoint/update/request", "safepoint/update/result"}));
-  EXPECT_EQ(awaited, (std::set<std::string>{"safepoint/update/decision"}));
+  // The retained status gives the pending update back after a Node-RED restart.
+  EXPECT_EQ(awaited, (std::set<std::string>{"safepoint/update/decision", "safepoint/status"}));
 }
 
 // --- Mosquitto ACL -------------------------------------------------------------------------
