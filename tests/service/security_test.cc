@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -430,17 +431,30 @@ TEST(RetainedCommands, NeverActAtStartOrAfterARestart) {
   const std::string id = fs::path(dirs[0]).filename();
   WriteFile(svc.ha() + "/configuration.yaml", "homeassistant:\n  name: Local edit\n");
   const auto tree = svc.Tree();
+  const std::vector<std::pair<std::string, std::string>> retained = {
+      {"safepoint/cmd/backup", R"({"reason":"retained"})"},
+      {"safepoint/cmd/delete", json{{"backup_id", id}}.dump()},
+      {"safepoint/cmd/rollback", json{{"backup_id", id}, {"on_conflict", "overwrite"}}.dump()},
+      {"safepoint/cmd/text", "/backup retained text"},
+      {"safepoint/update/request", R"({"update_id":"r1","target":"core"})"},
+  };
+  auto leave_retained = [&] {
+    for (const auto& [topic, payload] : retained) {
+      ASSERT_TRUE(broker.Pub(topic, payload, /*retain=*/true)) << topic;
+    }
+  };
   // Someone left commands retained on the broker (a misconfigured button, a replay).
-  ASSERT_TRUE(broker.Pub("safepoint/cmd/backup", R"({"reason":"retained"})", true));
-  ASSERT_TRUE(broker.Pub("safepoint/cmd/delete", json{{"backup_id", id}}.dump(), true));
-  ASSERT_TRUE(broker.Pub("safepoint/cmd/rollback",
-                         json{{"backup_id", id}, {"on_conflict", "overwrite"}}.dump(), true));
-  ASSERT_TRUE(broker.Pub("safepoint/cmd/text", "/backup retained text", true));
-  ASSERT_TRUE(
-      broker.Pub("safepoint/update/request", R"({"update_id":"r1","target":"core"})", true));
+  ASSERT_NO_FATAL_FAILURE(leave_retained());
   Observer obs(broker.url(), {"safepoint/#"});
   ASSERT_TRUE(obs.ok());
   for (int run = 0; run < 2; ++run) {
+    if (run == 1) {
+      // The killed run cleared every one of them from the broker...
+      EXPECT_TRUE(broker.SubCollect("safepoint/cmd/#", 1, milliseconds(1000)).empty());
+      EXPECT_TRUE(broker.SubCollect("safepoint/update/#", 1, milliseconds(1000)).empty());
+      // ...and the same leftovers are there again when the restarted service subscribes.
+      ASSERT_NO_FATAL_FAILURE(leave_retained());
+    }
     std::size_t c = obs.Mark();
     svc.Start();
     ASSERT_TRUE(obs.Next("safepoint/status", &c, kWait, StateIs("idle")));
@@ -464,6 +478,109 @@ TEST(RetainedCommands, NeverActAtStartOrAfterARestart) {
       EXPECT_EQ(svc.Stop(), 0);
     }
   }
+  // The counter docs/security.md cites is the `retained commands ignored` figure of the line the
+  // service logs when it stops (the killed run logged none): every leftover of the second run.
+  const std::string log = svc.Output();
+  const auto stopping = log.find("stopping: ");
+  ASSERT_NE(stopping, std::string::npos) << "no stopping line";
+  EXPECT_EQ(log.find("stopping: ", stopping + 1), std::string::npos) << "two stopping lines";
+  const std::string line = log.substr(stopping, log.find('\n', stopping) - stopping);
+  EXPECT_TRUE(line.ends_with(", " + std::to_string(retained.size()) + " retained commands ignored"))
+      << line;
+  for (const auto& [topic, payload] : retained) {
+    EXPECT_NE(log.find("ignored a retained message on " + topic), std::string::npos) << topic;
+  }
+}
+
+// ---- Error responses are rate limited ------------------------------------------------------
+
+// The `N invalid` figure of the line the service logs when it stops (-1 when there is none).
+int InvalidAtStop(const std::string& log) {
+  const auto at = log.find("stopping: ");
+  if (at == std::string::npos) return -1;
+  const std::string key = " messages, ";
+  const auto comma = log.find(key, at);
+  if (comma == std::string::npos) return -1;
+  return std::atoi(log.c_str() + comma + key.size());
+}
+
+// docs/security.md: a token bucket of 100 tokens refilled at 50 per second; an invalid message
+// takes one token for its log line and one for its answer. A flood is answered for its first 50
+// messages, then at 25 per second at most; a bucket left alone for 2 s is full again.
+TEST(ErrorResponses, AreRateLimitedToTheDocumentedBudget) {
+  Mosquitto broker;
+  ASSERT_TRUE(broker.Start());
+  Observer obs(broker.url(), {"safepoint/#"});
+  ASSERT_TRUE(obs.ok());
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = broker.url();
+  svc.WriteConfig(config);
+  std::size_t c = obs.Mark();
+  svc.Start();
+  ASSERT_TRUE(obs.Next("safepoint/status", &c, kWait, StateIs("idle")));
+  // A wrong type: refused by the parser, with the transaction echoed so every answer names the
+  // message it belongs to.
+  const auto invalid = [](const json& tx) {
+    return json{{"backup_id", 5}, {"transaction", tx}}.dump();
+  };
+  const auto expected_answer = [](const json& tx) {
+    return json{{"status", "error"},
+                {"data", json::object()},
+                {"error", "bad_input: 'backup_id' must be a string, not number"},
+                {"transaction", tx}};
+  };
+  // Answered on the one state thread in order: when `list` is answered, every message before it
+  // was handled (an ok answer takes no token).
+  const auto barrier = [&](const std::string& tx) {
+    ASSERT_TRUE(obs.Publish("safepoint/cmd/list", json{{"transaction", tx}}.dump()));
+    auto r = obs.Next("safepoint/response/list", &c, kWait);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->Json()["status"], "ok");
+    EXPECT_EQ(r->Json()["transaction"], tx);
+  };
+
+  constexpr int kFlood = 300;
+  const std::size_t flood_from = obs.Mark();
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < kFlood; ++i) ASSERT_TRUE(obs.Publish("safepoint/cmd/verify", invalid(i)));
+  ASSERT_NO_FATAL_FAILURE(barrier("after-flood"));
+  // The service handled the flood within this time: it refilled at most 50 tokens per second of
+  // it, i.e. at most 25 more answers per second after the first 50.
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::vector<int> answered;
+  for (const auto& m : obs.All("safepoint/response/verify", flood_from)) {
+    const json j = m.Json();
+    ASSERT_TRUE(j["transaction"].is_number_integer()) << m.payload;
+    EXPECT_EQ(j, expected_answer(j["transaction"]));
+    answered.push_back(j["transaction"].get<int>());
+  }
+  ASSERT_GE(answered.size(), 50u);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(answered[static_cast<std::size_t>(i)], i);
+  EXPECT_TRUE(std::is_sorted(answered.begin(), answered.end()));
+  const auto budget = static_cast<std::size_t>(50 + 25.0 * took + 1);
+  EXPECT_LE(answered.size(), budget) << "the flood took " << took << " s";
+  std::printf("[ rate ] %d invalid messages in %.2f s: %zu answered (budget %zu)\n", kFlood, took,
+              answered.size(), budget);
+
+  // Left alone for more than 2 s the bucket is full again: 50 more invalid messages, 50 answers.
+  std::this_thread::sleep_for(milliseconds(2100));
+  const std::size_t again_from = obs.Mark();
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(obs.Publish("safepoint/cmd/verify", invalid("again-" + std::to_string(i))));
+  }
+  ASSERT_NO_FATAL_FAILURE(barrier("after-again"));
+  const auto again = obs.All("safepoint/response/verify", again_from);
+  ASSERT_EQ(again.size(), 50u);
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(again[static_cast<std::size_t>(i)].Json(),
+              expected_answer("again-" + std::to_string(i)));
+  }
+  EXPECT_TRUE(svc.Alive());
+  EXPECT_EQ(svc.Stop(), 0);
+  // Every one was counted as invalid, answered or not.
+  EXPECT_EQ(InvalidAtStop(svc.Output()), kFlood + 50);
 }
 
 // ---- A foreign passphrase --------------------------------------------------------------------
@@ -478,6 +595,9 @@ TEST(ForeignPassphrase, EveryReaderReportsWrongPassphraseNotACrash) {
   ASSERT_EQ(dirs.size(), 1u);
   const std::string id = fs::path(dirs[0]).filename();
   const std::string other = "another passphrase entirely 0b7d";
+  // The entries diff compares besides secrets.yaml (the harness's files; environment.json is
+  // reported only).
+  constexpr int kUnchanged = 5;
   WriteFile(svc.ha() + "/secrets.yaml", "backup_encryption_passphrase: \"" + other + "\"\n", 0600);
   const auto tree = svc.Tree();
   const std::string out_dir = svc.Sub("extracted");
@@ -497,6 +617,28 @@ TEST(ForeignPassphrase, EveryReaderReportsWrongPassphraseNotACrash) {
     EXPECT_EQ((r.out + r.err).find(other), std::string::npos) << args[0] << " echoes it";
     ExpectNoSecret(r.out + r.err, args[0]);
   }
+  // `diff` decrypts nothing: it plans from the plaintext manifest.json (format 1) and the live
+  // tree, so it needs no passphrase. With a wrong one it gives the plan it gives with the right
+  // one (here: the rewritten secrets.yaml is the one conflict), exit 0, and writes nothing.
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"--json", "diff", id}, {"diff", id}}) {
+    const auto r = svc.Cli(args);
+    EXPECT_EQ(r.signal, 0) << "diff died by a signal";
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ((r.out + r.err).find(other), std::string::npos) << "diff echoes it";
+    ExpectNoSecret(r.out + r.err, "diff");
+    if (args[0] == "--json") {
+      const json plan = json::parse(r.out, nullptr, false);
+      ASSERT_TRUE(plan.is_object()) << r.out;
+      EXPECT_EQ(plan["data"]["conflicts"], json::array({"ha_config/secrets.yaml"})) << r.out;
+      EXPECT_EQ(plan["data"]["summary"], (json{{"added", 0},
+                                               {"changed_by_update", 0},
+                                               {"conflict", 1},
+                                               {"missing", 0},
+                                               {"unchanged", kUnchanged}}))
+          << r.out;
+    }
+  }
   EXPECT_FALSE(fs::exists(out_dir) && !IsEmptyDir(out_dir)) << "extract wrote files";
   EXPECT_EQ(svc.Tree(), tree) << "a rollback with the wrong passphrase changed files";
   EXPECT_EQ(SafetyPointDirs(svc.backups()).size(), 1u) << "a pre-rollback safety point was made";
@@ -508,12 +650,120 @@ TEST(ForeignPassphrase, EveryReaderReportsWrongPassphraseNotACrash) {
 // (service::IsValidBackupId) refuses, so a safety point with such a name was listed (and offered
 // in Home Assistant's select) but could not be verified, deleted or rolled back to over MQTT.
 // Reproducer bytes: "\x0f" "2026-02-29_23-59-60-999".
+// Both validators give the documented answer (docs/mqtt-api.md, "Safety point ids": exactly
+// YYYY-MM-DD_HH-MM-SS, a real date and time, optionally -N with N in 2..999 without leading
+// zeros), not merely the same one.
+struct IdCase {
+  std::string id;
+  bool valid;
+};
+
+const std::vector<IdCase>& IdCases() {
+  static const std::vector<IdCase> cases = {
+      {"2026-02-11_13-10-54", true},
+      {"2026-02-11_13-10-54-2", true},
+      {"2026-02-11_13-10-54-10", true},
+      {"2026-02-11_13-10-54-999", true},
+      {"2024-02-29_00-00-00", true},  // leap year
+      {"2000-02-29_23-59-59", true},  // divisible by 400
+      {"2026-12-31_23-59-59-2", true},
+      {"2026-02-28_23-59-59", true},
+      {"2026-02-11_13-10-54-1", false},  // suffixes start at 2
+      {"2026-02-11_13-10-54-0", false},
+      {"2026-02-11_13-10-54-02", false},  // leading zero
+      {"2026-02-11_13-10-54-1000", false},
+      {"2026-02-11_13-10-54-", false},
+      {"2026-02-11_13-10-54-x", false},
+      {"2026-02-11_13-10-54_2", false},
+      {"2026-02-29_00-00-00", false},  // not a leap year
+      {"1900-02-29_00-00-00", false},  // divisible by 100, not by 400
+      {"2026-02-29_23-59-60-999", false},
+      {"2026-04-31_00-00-00", false},
+      {"2026-13-01_00-00-00", false},
+      {"2026-00-10_00-00-00", false},
+      {"2026-02-00_00-00-00", false},
+      {"2026-02-11_24-00-00", false},
+      {"2026-02-11_13-60-00", false},
+      {"2026-02-28_23-59-60", false},  // leap second
+      {"2026-2-11_13-10-54", false},
+      {"2026-02-11 13-10-54", false},
+      {"2026-02-11_13:10:54", false},
+      {"2026-02-11_13-10-5", false},
+      {" 2026-02-11_13-10-54", false},
+      {"2026-02-11_13-10-54 ", false},
+      {"", false},
+      {"../../etc", false},
+      {"2026-02-11_13-10-54/../x", false},
+      {"../2026-02-11_13-10-54", false},
+      {"2026-02-11_13-10-54/", false},
+      {std::string("2026-02-11_13-10-54\0-2", 22), false},                   // NUL
+      {std::string("2026-02-11_13-10-54") + std::string(4096, '9'), false},  // overlong
+      {"2026-02-11_13-10-54-2" + std::string(300, 'a'), false},
+  };
+  return cases;
+}
+
 TEST(Regression, BackupIdValidatorsAgreeOnImpossibleDates) {
-  for (const char* id : {"2026-02-29_23-59-60-999", "2026-02-29_00-00-00", "2026-04-31_00-00-00",
-                         "2026-02-28_23-59-60", "2024-02-29_00-00-00", "2026-02-28_23-59-59",
-                         "2026-12-31_23-59-59-2"}) {
-    EXPECT_EQ(manifest::IsValidId(id), service::IsValidBackupId(id)) << id;
+  for (const auto& c : IdCases()) {
+    const std::string shown = c.id.substr(0, 40);
+    EXPECT_EQ(manifest::IsValidId(c.id), c.valid) << "store: '" << shown << "'";
+    EXPECT_EQ(service::IsValidBackupId(c.id), c.valid) << "MQTT: '" << shown << "'";
   }
+}
+
+// The same ids where users meet them: the CLI exits 2 (bad input) for a refused id and 3 (not
+// found) for a valid one that names no safety point; over MQTT a refused id is answered
+// `bad_input: invalid safety point id ...` and a valid unknown one `not_found: ...`. Nothing
+// is created.
+TEST(BackupIds, RefusedIdsAreBadInputAndValidOnesAreLookedUp) {
+  Mosquitto broker;
+  ASSERT_TRUE(broker.Start());
+  ServeHarness svc;
+  ServeConfig config;
+  config.url = broker.url();
+  svc.WriteConfig(config);
+  ASSERT_EQ(svc.Cli({"backup"}).exit_code, 0);
+  const auto dirs = SafetyPointDirs(svc.backups());
+  ASSERT_EQ(dirs.size(), 1u);
+  const std::string kept = fs::path(dirs[0]).filename();
+  for (const auto& c : IdCases()) {
+    if (c.id.find('\0') != std::string::npos) continue;  // cannot be a command line argument
+    for (const char* command : {"show", "delete"}) {
+      const auto r = svc.Cli({command, c.id});
+      EXPECT_EQ(r.exit_code, c.valid ? 3 : 2)
+          << command << " '" << c.id.substr(0, 40) << "': " << r.err.substr(0, 200);
+    }
+  }
+  Observer obs(broker.url(), {"safepoint/#"});
+  ASSERT_TRUE(obs.ok());
+  std::size_t c = obs.Mark();
+  svc.Start();
+  ASSERT_TRUE(obs.Next("safepoint/status", &c, kWait, StateIs("idle")));
+  int n = 0;
+  for (const auto& id_case : IdCases()) {
+    const std::string tx = "id-" + std::to_string(n++);
+    ASSERT_TRUE(obs.Publish("safepoint/cmd/verify",
+                            json{{"backup_id", id_case.id}, {"transaction", tx}}.dump()));
+    auto r = obs.Next("safepoint/response/verify", &c, kWait);
+    ASSERT_TRUE(r) << "no answer for '" << id_case.id.substr(0, 40) << "'";
+    const json j = r->Json();
+    EXPECT_EQ(j["status"], "error") << r->payload.substr(0, 200);
+    EXPECT_EQ(j["transaction"], tx);
+    const std::string error = j.value("error", "");
+    // Refused before the id check: a control character, or longer than the 512-byte limit
+    // for strings.
+    const bool refused_early =
+        id_case.id.find('\0') != std::string::npos || id_case.id.size() > 512;
+    const std::string expected = id_case.valid   ? "not_found: no safety point " + id_case.id
+                                 : refused_early ? "bad_input: 'backup_id' "
+                                                 : "bad_input: invalid safety point id";
+    EXPECT_TRUE(error.starts_with(expected))
+        << "'" << id_case.id.substr(0, 40) << "': " << error.substr(0, 200);
+    EXPECT_LE(r->payload.size(), 1024u);  // never an echo of an overlong id
+  }
+  EXPECT_EQ(svc.Stop(), 0);
+  EXPECT_EQ(SafetyPointDirs(svc.backups()), dirs);
+  EXPECT_EQ(svc.Cli({"show", kept}).exit_code, 0);
 }
 
 // config_fuzzer: a configuration whose paths are not UTF-8 (Linux allows any byte but '/' and
@@ -551,9 +801,38 @@ TEST(Regression, NonUtf8FileNameInTheConfigTreeDoesNotAbortABackup) {
   const std::string id = j["data"]["id"];
   const auto v = svc.Cli({"verify", "--all"});
   EXPECT_EQ(v.exit_code, 0);
+  // In the safety point under its exact bytes: the manifest names it by path_b64 (the name is
+  // not UTF-8; docs/format.md), base64 of "ha_config/caf\xe9.yaml".
+  const auto shown = svc.Cli({"--json", "show", id});
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  const json manifest = json::parse(shown.out, nullptr, false);
+  ASSERT_TRUE(manifest.is_object() && manifest["data"]["entries"].is_array()) << shown.out;
+  std::vector<json> named;
+  for (const auto& e : manifest["data"]["entries"]) {
+    if (e.value("path_b64", "") == "aGFfY29uZmlnL2NhZukueWFtbA==") named.push_back(e);
+    EXPECT_EQ(e.value("path", "").find("caf"), std::string::npos) << e.dump();
+  }
+  ASSERT_EQ(named.size(), 1u) << shown.out;
+  EXPECT_FALSE(named[0].contains("path")) << named[0].dump();
+  EXPECT_EQ(named[0]["type"], "file");
+  EXPECT_EQ(named[0]["size"], 13);
   const auto x = svc.Cli({"extract", id, "--to", svc.Sub("out")});
   ASSERT_EQ(x.exit_code, 0) << x.err;
   EXPECT_EQ(ReadFile(svc.Sub("out") + "/ha_config/caf\xe9.yaml"), "latin-1 name\n");
+  // And a rollback brings it back byte for byte, under the same name and nothing beside it.
+  const std::string name = svc.ha() + "/caf\xe9.yaml";
+  fs::remove(name);
+  const auto before_names = [&] {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(svc.ha())) names.insert(e.path().filename());
+    return names;
+  };
+  std::set<std::string> expected_names = before_names();
+  expected_names.insert("caf\xe9.yaml");
+  const auto rb = svc.Cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
+  ASSERT_EQ(rb.exit_code, 0) << rb.err;
+  EXPECT_EQ(ReadFile(name), "latin-1 name\n");
+  EXPECT_EQ(before_names(), expected_names);
 }
 
 // Found the same way: one MQTT message with a bare text command holding a byte sequence that is
