@@ -320,6 +320,9 @@ std::optional<std::chrono::system_clock::time_point> ParseTime(std::string_view 
   if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60) {
     return std::nullopt;
   }
+  // system_clock counts nanoseconds in 64 bits: 1677-09-21 .. 2262-04-11. A year outside would
+  // overflow (undefined behaviour) instead of being refused.
+  if (year < 1678 || year > 2261) return std::nullopt;
   int ms = 0;
   std::size_t i = 19;
   if (s[i] == '.') {

@@ -456,6 +456,9 @@ Result<TimePoint> ParseIsoTime(std::string_view text) {
                                         std::chrono::month{static_cast<unsigned>(month)},
                                         std::chrono::day{static_cast<unsigned>(day)}};
   if (!ymd.ok() || hour > 23 || minute > 59 || second > 59) return bad();
+  // system_clock counts nanoseconds in 64 bits: 1677-09-21 .. 2262-04-11. A year outside would
+  // overflow (undefined behaviour) instead of being refused.
+  if (year < 1678 || year > 2261) return bad();
   std::size_t pos = 19;
   long long nanos = 0;
   if (text[pos] == '.') {
