@@ -1,6 +1,7 @@
 // examples/node-red/safepoint-update.json in real Node-RED (the pinned npm package installed by
 // tests/deploy/install-node-red.sh) against a test broker and a running `safepoint serve`: the
-// flow asks for a safety point, waits for the decision, runs its update command and reports.
+// flow asks for a safety point, waits for the decision, runs its update command and reports; it
+// runs one update at a time and keeps a pending update across a Node-RED restart.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -90,6 +91,7 @@ class NodeRed : public ::testing::Test {
         node["port"] = std::to_string(broker_.port());
       }
       if (node["type"] == "inject") inject_id_ = node["id"];
+      if (node["type"] == "exec" && !exec_command_.empty()) node["command"] = exec_command_;
     }
     return flow.dump(2);
   }
@@ -137,6 +139,9 @@ class NodeRed : public ::testing::Test {
     return WaitMessage(*watch_, seen_, pred, timeout);
   }
 
+  static bool IsRequest(const CliMessage& m) { return m.topic == "safepoint/update/request"; }
+  static bool IsResult(const CliMessage& m) { return m.topic == "safepoint/update/result"; }
+
   static std::function<bool(const CliMessage&)> EventFor(const std::string& type,
                                                          const std::string& update_id) {
     return [type, update_id](const CliMessage& m) {
@@ -151,6 +156,7 @@ class NodeRed : public ::testing::Test {
   std::string config_;
   std::string red_js_;
   std::string inject_id_;
+  std::string exec_command_;  // replaces the flow's update command when set
   int http_port_ = 0;
   std::unique_ptr<testing::CliSubscriber> watch_;
   std::size_t seen_ = 0;
@@ -170,7 +176,7 @@ TEST_F(NodeRed, FlowDrivesOneFullUpdateCycle) {
   ASSERT_TRUE(request) << red->output();
   const json req = Payload(*request);
   const std::string update_id = req.value("update_id", "");
-  EXPECT_EQ(update_id.rfind("example-addon-", 0), 0u) << request->payload;
+  EXPECT_EQ(update_id.rfind("nodered-example-addon-", 0), 0u) << request->payload;
   EXPECT_EQ(req["target"], "example-addon");
 
   // 2. safepoint made it and asks; the test presses Continue like the HA button does.
@@ -209,6 +215,118 @@ TEST_F(NodeRed, FlowDrivesOneFullUpdateCycle) {
       Wait([](const CliMessage& m) { return m.topic == "safepoint/update/result"; }, seconds(2)));
 
   EXPECT_EQ(red->output().find("node-red test phrase"), std::string::npos);
+  const int status = service.Signal(SIGTERM, seconds(30));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << service.output();
+}
+
+// A second press while an update waits for its decision, and while it runs, is refused where
+// the user sees it; the first update keeps its id, its Continue and its exit code.
+TEST_F(NodeRed, SecondPressIsRefusedWhileAnUpdateIsPendingOrRunning) {
+  // The update command runs until the test lets it finish.
+  const std::string release = dir_.Sub("release-update");
+  exec_command_ = "while [ ! -e '" + release + "' ]; do sleep 0.1; done; echo updated";
+  SpawnedProcess service({SAFEPOINT_BINARY, "--config", config_, "serve"});
+  ASSERT_TRUE(Wait([](const CliMessage& m) {
+    return m.topic == "safepoint/availability" && m.payload == "online";
+  })) << service.output();
+  auto red = StartNodeRed();
+
+  PressInject();
+  auto request = Wait(IsRequest);
+  ASSERT_TRUE(request) << red->output();
+  const std::string update_id = Payload(*request).value("update_id", "");
+  ASSERT_TRUE(Wait(EventFor("confirmation_requested", update_id))) << service.output();
+
+  // Waiting for the decision: refused, nothing published.
+  PressInject();
+  EXPECT_TRUE(red->WaitForOutput("not started: update " + update_id + " waits for its decision",
+                                 seconds(30)))
+      << red->output();
+
+  ASSERT_TRUE(broker_.Pub("safepoint/cmd/continue", "PRESS"));
+  auto decision = Wait([](const CliMessage& m) { return m.topic == "safepoint/update/decision"; });
+  ASSERT_TRUE(decision);
+  EXPECT_EQ(Payload(*decision)["update_id"], update_id) << "the second press asked for nothing";
+  EXPECT_EQ(Payload(*decision)["decision"], "continue");
+
+  // Running: refused again.
+  PressInject();
+  EXPECT_TRUE(red->WaitForOutput("not started: update " + update_id + " is running", seconds(30)))
+      << red->output();
+  WriteFile(release, "");
+
+  auto result = Wait(IsResult);
+  ASSERT_TRUE(result) << red->output();
+  EXPECT_EQ(Payload(*result),
+            (json{{"update_id", update_id}, {"success", true}, {"exit_code", 0}}));
+  ASSERT_TRUE(Wait(EventFor("update_succeeded", update_id))) << service.output();
+  ASSERT_TRUE(Wait([](const CliMessage& m) {
+    return m.topic == "safepoint/status" && Payload(m).value("state", "") == "idle";
+  })) << service.output();
+  // Between the first request and the result, no other request and no other result went out.
+  for (const auto& m : watch_->WaitFor(0, milliseconds(0))) {
+    if (IsRequest(m)) {
+      EXPECT_EQ(Payload(m)["update_id"], update_id) << m.payload;
+    }
+    if (IsResult(m)) {
+      EXPECT_EQ(Payload(m)["update_id"], update_id) << m.payload;
+    }
+  }
+
+  // Done: the next press starts the next update.
+  PressInject();
+  auto next = Wait(IsRequest);
+  ASSERT_TRUE(next) << red->output();
+  const std::string next_id = Payload(*next).value("update_id", "");
+  EXPECT_NE(next_id, update_id);
+  ASSERT_TRUE(Wait(EventFor("confirmation_requested", next_id))) << service.output();
+  ASSERT_TRUE(broker_.Pub("safepoint/cmd/cancel", "PRESS"));
+  EXPECT_TRUE(red->WaitForOutput("update " + next_id + " not run: cancel", seconds(30)))
+      << red->output();
+
+  const int status = service.Signal(SIGTERM, seconds(30));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << service.output();
+}
+
+// Node-RED restarts while the update waits for its decision: the flow takes the pending update
+// back from safepoint's retained status, refuses a new one, and runs it on Continue.
+TEST_F(NodeRed, RestartWhileAnUpdateIsPendingKeepsIt) {
+  SpawnedProcess service({SAFEPOINT_BINARY, "--config", config_, "serve"});
+  ASSERT_TRUE(Wait([](const CliMessage& m) {
+    return m.topic == "safepoint/availability" && m.payload == "online";
+  })) << service.output();
+  auto red = StartNodeRed();
+
+  PressInject();
+  auto request = Wait(IsRequest);
+  ASSERT_TRUE(request) << red->output();
+  const std::string update_id = Payload(*request).value("update_id", "");
+  ASSERT_TRUE(Wait(EventFor("confirmation_requested", update_id))) << service.output();
+
+  const int stopped = red->Signal(SIGTERM, seconds(60));
+  EXPECT_TRUE(WIFEXITED(stopped) || WIFSIGNALED(stopped)) << stopped;
+  red = StartNodeRed();
+  EXPECT_TRUE(red->WaitForOutput(
+      "took back update " + update_id + " (awaiting_confirmation) after a restart", seconds(60)))
+      << red->output();
+
+  PressInject();
+  EXPECT_TRUE(red->WaitForOutput("not started: update " + update_id + " waits for its decision",
+                                 seconds(30)))
+      << red->output();
+
+  ASSERT_TRUE(broker_.Pub("safepoint/cmd/continue", "PRESS"));
+  auto result = Wait(IsResult);
+  ASSERT_TRUE(result) << red->output();
+  EXPECT_EQ(Payload(*result),
+            (json{{"update_id", update_id}, {"success", true}, {"exit_code", 0}}));
+  ASSERT_TRUE(Wait(EventFor("update_succeeded", update_id))) << service.output();
+  for (const auto& m : watch_->WaitFor(0, milliseconds(0))) {
+    if (IsRequest(m)) {
+      EXPECT_EQ(Payload(m)["update_id"], update_id) << m.payload;
+    }
+  }
+
   const int status = service.Signal(SIGTERM, seconds(30));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << service.output();
 }
