@@ -3,7 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <set>
+#include <sstream>
 #include <string>
+#include <type_traits>
+#include <variant>
+#include <vector>
 
 #include "discovery/discovery.h"
 
@@ -383,10 +389,358 @@ TEST(Command, TransactionCanBeRecoveredFromAnInvalidCommand) {
   EXPECT_FALSE(ExtractTransaction("PRESS"));
 }
 
-TEST(Command, EveryDocumentedNameParses) {
-  EXPECT_THAT(CommandNames(),
-              ::testing::UnorderedElementsAre("backup", "continue", "cancel", "rollback", "resolve",
-                                              "verify", "delete", "list", "text", "select"));
+// ---- docs/mqtt-api.md, read and parsed ----
+
+constexpr char kDocId[] = "2026-02-11_13-10-54";
+constexpr char kDocString[] = "before tinkering";
+
+// The section of `doc` from the line `heading` to the next heading of the same or a higher level.
+std::string Section(const std::string& doc, const std::string& heading) {
+  const std::size_t start = doc.find("\n" + heading + "\n");
+  if (start == std::string::npos) return "";
+  const std::size_t level = heading.find(' ');
+  std::size_t end = start + 1;
+  for (;;) {
+    end = doc.find('\n', end + 1);
+    if (end == std::string::npos) return doc.substr(start + 1);
+    const std::size_t hashes = doc.find_first_not_of('#', end + 1) - (end + 1);
+    if (hashes > 0 && hashes <= level && doc[end + 1 + hashes] == ' ') break;
+  }
+  return doc.substr(start + 1, end - start);
+}
+
+// The cells of a markdown table row (`\|` inside a cell is a literal bar).
+std::vector<std::string> Cells(const std::string& line) {
+  std::vector<std::string> cells;
+  std::string cell;
+  for (std::size_t i = 1; i < line.size(); ++i) {
+    if (line[i] == '\\' && i + 1 < line.size() && line[i + 1] == '|') {
+      cell += '|';
+      ++i;
+    } else if (line[i] == '|') {
+      const auto b = cell.find_first_not_of(' ');
+      const auto e = cell.find_last_not_of(' ');
+      cells.push_back(b == std::string::npos ? "" : cell.substr(b, e - b + 1));
+      cell.clear();
+    } else {
+      cell += line[i];
+    }
+  }
+  return cells;
+}
+
+// The body rows of the first table in `section` (header and separator dropped).
+std::vector<std::vector<std::string>> TableRows(const std::string& section) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream in(section);
+  std::string line;
+  int seen = 0;
+  while (std::getline(in, line)) {
+    if (!line.starts_with("|")) {
+      if (seen > 0) break;
+      continue;
+    }
+    if (++seen > 2) rows.push_back(Cells(line));
+  }
+  return rows;
+}
+
+// The `code spans` of a cell, in order.
+std::vector<std::string> CodeSpans(const std::string& cell) {
+  std::vector<std::string> spans;
+  for (std::size_t open = cell.find('`'); open != std::string::npos;) {
+    const std::size_t close = cell.find('`', open + 1);
+    if (close == std::string::npos) break;
+    spans.push_back(cell.substr(open + 1, close - open - 1));
+    open = cell.find('`', close + 1);
+  }
+  return spans;
+}
+
+// Every concrete JSON payload a documented payload template stands for: `id` is a safety point
+// id, `string` a string, `"a"|"b"` each choice, and an optional field (`"name"?:`) both absent
+// and present.
+std::vector<json> Expand(const std::string& tmpl, const std::string& sample_string) {
+  std::vector<json> out = {json::object()};
+  const std::string body = tmpl.substr(1, tmpl.size() - 2);
+  std::istringstream fields(body);
+  std::string field;
+  while (std::getline(fields, field, ',')) {
+    const std::size_t q1 = field.find('"');
+    const std::size_t q2 = field.find('"', q1 + 1);
+    if (q1 == std::string::npos || q2 == std::string::npos) continue;  // `{}`
+    const std::string name = field.substr(q1 + 1, q2 - q1 - 1);
+    const bool optional = field[q2 + 1] == '?';
+    std::string value = field.substr(field.find(':', q2) + 1);
+    value = value.substr(value.find_first_not_of(' '));
+    std::vector<json> choices;
+    if (value == "id") {
+      choices.emplace_back(kDocId);
+    } else if (value.starts_with("string")) {
+      choices.emplace_back(sample_string);
+    } else if (value.starts_with("\"")) {
+      std::istringstream alternatives(value);
+      std::string alternative;
+      while (std::getline(alternatives, alternative, '|')) {
+        choices.push_back(json::parse(alternative));
+      }
+    } else {
+      choices.push_back(json::parse(value));
+    }
+    std::vector<json> next;
+    for (const auto& partial : out) {
+      if (optional) next.push_back(partial);
+      for (const auto& choice : choices) {
+        json with = partial;
+        with[name] = choice;
+        next.push_back(with);
+      }
+    }
+    out = std::move(next);
+  }
+  return out;
+}
+
+// A parsed command as {"command": <name>, <its arguments>}: the form the expectations below
+// are written in.
+json Describe(const CommandArgs& args) {
+  json out;
+  std::visit(
+      [&](const auto& a) {
+        using T = std::decay_t<decltype(a)>;
+        if constexpr (std::is_same_v<T, BackupCommand>) {
+          out["command"] = "backup";
+          if (a.reason) out["reason"] = *a.reason;
+        } else if constexpr (std::is_same_v<T, ContinueCommand>) {
+          out["command"] = "continue";
+          if (a.update_id) out["update_id"] = *a.update_id;
+        } else if constexpr (std::is_same_v<T, CancelCommand>) {
+          out["command"] = "cancel";
+          if (a.update_id) out["update_id"] = *a.update_id;
+        } else if constexpr (std::is_same_v<T, RollbackCommand>) {
+          out["command"] = "rollback";
+          if (a.backup_id) out["backup_id"] = *a.backup_id;
+          out["on_conflict"] = ConflictPolicyName(a.on_conflict);
+        } else if constexpr (std::is_same_v<T, ResolveCommand>) {
+          out["command"] = "resolve";
+          out["action"] = ConflictPolicyName(a.action);
+        } else if constexpr (std::is_same_v<T, VerifyCommand>) {
+          out["command"] = "verify";
+          if (a.backup_id) out["backup_id"] = *a.backup_id;
+        } else if constexpr (std::is_same_v<T, DeleteCommand>) {
+          out["command"] = "delete";
+          out["backup_id"] = a.backup_id;
+        } else if constexpr (std::is_same_v<T, ListCommand>) {
+          out["command"] = "list";
+        } else if constexpr (std::is_same_v<T, StatusCommand>) {
+          out["command"] = "status";
+        } else {
+          static_assert(std::is_same_v<T, SelectCommand>);
+          out["command"] = "select";
+          out["backup_id"] = a.backup_id;
+        }
+      },
+      args);
+  return out;
+}
+
+// What the documented JSON payload of command `name` must parse to: its fields (without
+// `transaction`), `all: true` meaning no id, and `on_conflict` defaulting to `abort` (the
+// documented bare-PRESS policy). `text` payloads are described by DocumentedText.
+json DocumentedJson(const std::string& name, json payload) {
+  payload.erase("transaction");
+  payload.erase("all");
+  payload["command"] = name;
+  if (name == "rollback" && !payload.contains("on_conflict")) payload["on_conflict"] = "abort";
+  return payload;
+}
+
+// What a documented text form must parse to, from the "Text commands" table: `/rollback
+// [safety_point] <id> [policy]`, `/backup [reason...]` (the rest of the line), and the bare verbs.
+json DocumentedText(const std::string& text, const std::string& same_as) {
+  std::istringstream in(text);
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  json out = {{"command", same_as}};
+  if (same_as == "rollback") {
+    std::size_t next = words.size() > 1 && words[1] == "safety_point" ? 2 : 1;
+    out["backup_id"] = words.at(next);
+    out["on_conflict"] = next + 1 < words.size() ? words[next + 1] : "abort";
+  } else if (same_as == "backup" && words.size() > 1) {
+    out["reason"] = text.substr(text.find(' ') + 1);
+  }
+  return out;
+}
+
+class DocumentedCommands : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::ifstream in(std::string(SAFEPOINT_SOURCE_DIR) + "/docs/mqtt-api.md");
+    ASSERT_TRUE(in.good()) << "cannot read docs/mqtt-api.md";
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    doc_ = ss.str();
+    commands_ = Section(doc_, "## Commands");
+    ASSERT_FALSE(commands_.empty()) << "no '## Commands' section";
+  }
+
+  // Every documented text form, expanded: (text, the command it stands for).
+  std::vector<std::pair<std::string, std::string>> Texts() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& row : TableRows(Section(commands_, "### Text commands"))) {
+      const auto forms = CodeSpans(row.at(0));
+      auto same_as = CodeSpans(row.at(1));
+      if (same_as.empty() && row.at(1).find("status") != std::string::npos) {
+        same_as = {"status"};
+      }
+      EXPECT_FALSE(forms.empty() || same_as.empty()) << row.at(0);
+      for (std::size_t i = 0; i < forms.size(); ++i) {
+        const std::string command = same_as.size() == forms.size() ? same_as[i] : same_as.at(0);
+        // `<backup_id>` is an id; `[a|b]` is nothing or each choice; `[reason...]` nothing or
+        // words.
+        std::vector<std::string> texts = {""};
+        std::istringstream words(forms[i]);
+        for (std::string w; words >> w;) {
+          std::vector<std::string> choices;
+          if (w == "<backup_id>") {
+            choices = {kDocId};
+          } else if (w.starts_with("[") && w.ends_with("...]")) {
+            choices = {"", kDocString};
+          } else if (w.starts_with("[")) {
+            choices = {""};
+            std::istringstream alternatives(w.substr(1, w.size() - 2));
+            for (std::string a; std::getline(alternatives, a, '|');) choices.push_back(a);
+          } else {
+            choices = {w};
+          }
+          std::vector<std::string> next;
+          for (const auto& t : texts) {
+            for (const auto& c : choices)
+              next.push_back(c.empty() ? t : t.empty() ? c : t + " " + c);
+          }
+          texts = std::move(next);
+        }
+        for (const auto& t : texts) out.emplace_back(t, command);
+      }
+    }
+    return out;
+  }
+
+  std::string doc_;
+  std::string commands_;
+};
+
+// The command table of docs/mqtt-api.md names exactly the commands the parser knows, and every
+// documented payload form, bare PRESS and example parses to the documented command.
+TEST_F(DocumentedCommands, EveryDocumentedNameAndPayloadParsesAsDocumented) {
+  const auto rows = TableRows(commands_);
+  std::set<std::string> documented;
+  int payloads = 0;
+  for (const auto& row : rows) {
+    ASSERT_EQ(row.size(), 4u) << "a command row has name, payload, PRESS and effect";
+    const auto name_spans = CodeSpans(row[0]);
+    ASSERT_EQ(name_spans.size(), 1u) << row[0];
+    const std::string name = name_spans[0];
+    documented.insert(name);
+    SCOPED_TRACE("command " + name);
+
+    // The JSON payload column: each `{...}` template, expanded; "the bare id/text" forms.
+    for (const auto& tmpl : CodeSpans(row[1])) {
+      ASSERT_TRUE(tmpl.starts_with("{") && tmpl.ends_with("}")) << tmpl;
+      for (const auto& payload : Expand(tmpl, kDocString)) {
+        if (name == "text") continue;  // texts are checked from their own table below
+        auto c = ParseCommand(name, payload.dump());
+        ASSERT_TRUE(c) << payload.dump() << ": " << c.error().message;
+        EXPECT_EQ(c->name, name);
+        EXPECT_FALSE(c->pressed);
+        EXPECT_EQ(Describe(c->args), DocumentedJson(name, payload)) << payload.dump();
+        ++payloads;
+      }
+    }
+    if (row[1].find("the bare id") != std::string::npos) {
+      auto c = ParseCommand(name, kDocId);
+      ASSERT_TRUE(c) << c.error().message;
+      EXPECT_EQ(Describe(c->args), DocumentedJson(name, {{"backup_id", kDocId}}));
+      ++payloads;
+    }
+
+    // The bare PRESS column: `—` is refused as bad input; anything else is the command without
+    // arguments (the service fills in the documented defaults).
+    auto pressed = ParseCommand(name, "PRESS");
+    if (row[2].starts_with("—")) {
+      ASSERT_FALSE(pressed) << "PRESS is documented as refused";
+      EXPECT_EQ(pressed.error().code, ErrorCode::kBadInput);
+    } else {
+      ASSERT_TRUE(pressed) << pressed.error().message;
+      EXPECT_TRUE(pressed->pressed);
+      EXPECT_EQ(Describe(pressed->args), DocumentedJson(name, json::object()));
+    }
+  }
+  EXPECT_EQ(payloads, 20);  // grows when the table documents more forms
+
+  // Documented == known, both ways; an undocumented name is refused as unknown.
+  std::set<std::string> known;
+  for (const auto n : CommandNames()) known.insert(std::string(n));
+  EXPECT_EQ(documented, known);
+  auto unknown = ParseCommand("status", "{}");
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, ErrorCode::kBadInput);
+  EXPECT_EQ(unknown.error().message, "unknown command 'status'");
+
+  // Text commands: bare, as {"text": ...}, and through ParseTextCommand.
+  const auto texts = Texts();
+  EXPECT_EQ(texts.size(), 14u);
+  for (const auto& [text, same_as] : texts) {
+    SCOPED_TRACE("text '" + text + "'");
+    const json want = DocumentedText(text, same_as);
+    auto bare = ParseCommand("text", text);
+    ASSERT_TRUE(bare) << bare.error().message;
+    EXPECT_EQ(bare->name, "text");
+    EXPECT_EQ(Describe(bare->args), want);
+    auto wrapped = ParseCommand("text", json{{"text", text}}.dump());
+    ASSERT_TRUE(wrapped) << wrapped.error().message;
+    EXPECT_EQ(Describe(wrapped->args), want);
+    auto direct = ParseTextCommand(text);
+    ASSERT_TRUE(direct) << direct.error().message;
+    EXPECT_EQ(Describe(*direct), want);
+  }
+
+  // The examples: every `mosquitto_pub -t safepoint/cmd/<name> -m <payload>`.
+  std::string examples = Section(commands_, "### Examples");
+  for (std::size_t at; (at = examples.find("\\\n")) != std::string::npos;) {
+    examples.replace(at, examples.find_first_not_of(' ', at + 2) - at, "");
+  }
+  std::istringstream lines(examples);
+  int published = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("mosquitto_pub ")) continue;
+    SCOPED_TRACE(line);
+    const std::string topic_flag = "-t safepoint/cmd/";
+    const std::size_t t = line.find(topic_flag);
+    ASSERT_NE(t, std::string::npos);
+    const std::size_t name_start = t + topic_flag.size();
+    const std::string name = line.substr(name_start, line.find(' ', name_start) - name_start);
+    const std::size_t m = line.find(" -m ");
+    ASSERT_NE(m, std::string::npos);
+    std::string payload = line.substr(m + 4);
+    if (payload.starts_with("'")) payload = payload.substr(1, payload.rfind('\'') - 1);
+    auto c = ParseCommand(name, payload);
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->name, name);
+    if (payload == "PRESS") {
+      EXPECT_TRUE(c->pressed);
+      EXPECT_EQ(Describe(c->args), DocumentedJson(name, json::object()));
+    } else if (name == "text") {
+      EXPECT_EQ(Describe(c->args), DocumentedText(payload, "rollback"));
+    } else {
+      const json j = json::parse(payload);
+      EXPECT_EQ(Describe(c->args), DocumentedJson(name, j));
+      ASSERT_TRUE(c->transaction.has_value());
+      EXPECT_EQ(*c->transaction, j.at("transaction"));
+    }
+    ++published;
+  }
+  EXPECT_EQ(published, 4);
 }
 
 // ---- responses and topics ----
