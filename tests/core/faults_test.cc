@@ -10,7 +10,9 @@
 //   - repeating the interrupted operation reaches exactly the state an uninterrupted run reaches;
 //   - a fingerprint is the old one, the new one or absent (if there was none), never torn;
 //   - the user's files are never touched.
-// Each test prints "[ crash points ] <writer>: N exercised"; docs/reliability.md has the figures.
+// Each test prints "[ crash points ] <writer>: N exercised" and asserts that N is the figure
+// docs/reliability.md quotes (kDeletePoints and the others below): a writer that gains or loses a
+// step fails here until the page is updated.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -42,6 +44,11 @@ using testing::WriteFile;
 
 constexpr char kPassphrase[] = "faults test passphrase 9c2e";
 constexpr int kSafetyPoints = 5;
+// The crash points docs/reliability.md quotes for each writer.
+constexpr std::uint64_t kDeletePoints = 3;
+constexpr std::uint64_t kPrunePoints = 9;
+constexpr std::uint64_t kCleanupPoints = 4;
+constexpr std::uint64_t kFingerprintPoints = 6;
 
 // Every path below `root` -> "F <mode> <content>", "D <mode>" or "L <target>".
 std::map<std::string, std::string> Snap(const std::string& root) {
@@ -173,7 +180,7 @@ TEST_F(Faults, CrashAtEveryStepOfDeleteLeavesTheSafetyPointWholeOrGone) {
     ASSERT_TRUE(store->Delete(victim));
   }
   const std::uint64_t points = counter.ops();
-  ASSERT_GE(points, 3u);  // rename, fsync of the backup dir, removal
+  ASSERT_EQ(points, kDeletePoints);  // rename, fsync of the backup dir, removal
   std::vector<std::string> expected = ids_;
   expected.erase(expected.begin() + 2);
   int whole = 0, gone = 0;
@@ -197,9 +204,10 @@ TEST_F(Faults, CrashAtEveryStepOfDeleteLeavesTheSafetyPointWholeOrGone) {
       ++gone;
     }
     EXPECT_EQ(ids, expected) << where;
+    EXPECT_EQ(Snap(ha_), user_files_) << where << ": the user's files changed";
   }
-  EXPECT_EQ(Snap(ha_), user_files_);
   EXPECT_EQ(whole, 1);  // only the crash at the rename itself
+  EXPECT_EQ(gone, 2);
   std::printf("[ crash points ] delete: %llu exercised (%d whole, %d gone)\n",
               static_cast<unsigned long long>(points), whole, gone);
 }
@@ -220,7 +228,7 @@ TEST_F(Faults, CrashAtEveryStepOfPruneKeepsTheNewestAndRepeatingFinishesIt) {
   }
   ASSERT_EQ(RecoverAndList("uninterrupted prune", false), expected);
   const std::uint64_t points = counter.ops();
-  ASSERT_GE(points, 9u);  // three deletions
+  ASSERT_EQ(points, kPrunePoints);  // three deletions
   for (std::uint64_t n = 1; n <= points; ++n) {
     const std::string where = "prune, crash at op " + std::to_string(n);
     FaultInjectingFileSystem faulty(n, FaultKind::kCrash);
@@ -241,8 +249,8 @@ TEST_F(Faults, CrashAtEveryStepOfPruneKeepsTheNewestAndRepeatingFinishesIt) {
     auto report = retry.Prune(retention, pass_);
     ASSERT_TRUE(report) << where << ": " << report.error().message;
     EXPECT_EQ(RecoverAndList(where + ", repeated", false), expected);
+    EXPECT_EQ(Snap(ha_), user_files_) << where << ": the user's files changed";
   }
-  EXPECT_EQ(Snap(ha_), user_files_);
   std::printf("[ crash points ] prune: %llu exercised\n", static_cast<unsigned long long>(points));
 }
 
@@ -260,7 +268,7 @@ TEST_F(Faults, CrashAtEveryStepOfTheLeftoverCleanupIsFinishedByTheNextOne) {
     ASSERT_TRUE(store->CleanLeftovers());
   }
   const std::uint64_t points = counter.ops();
-  ASSERT_EQ(points, 4u);  // three removals and the fsync of the backup dir
+  ASSERT_EQ(points, kCleanupPoints);  // three removals and the fsync of the backup dir
   for (std::uint64_t n = 1; n <= points; ++n) {
     const std::string where = "cleanup, crash at op " + std::to_string(n);
     FaultInjectingFileSystem faulty(n, FaultKind::kCrash);
@@ -269,6 +277,7 @@ TEST_F(Faults, CrashAtEveryStepOfTheLeftoverCleanupIsFinishedByTheNextOne) {
     EXPECT_FALSE(store->CleanLeftovers()) << where;
     // The safety points themselves are untouched; the next cleanup removes the rest.
     EXPECT_EQ(RecoverAndList(where, n == 1), ids_) << where;
+    EXPECT_EQ(Snap(ha_), user_files_) << where << ": the user's files changed";
   }
   std::printf("[ crash points ] cleanup: %llu exercised\n",
               static_cast<unsigned long long>(points));
@@ -308,7 +317,7 @@ TEST_P(FingerprintFaults, CrashAtEveryStepLeavesTheOldOrTheNewFingerprint) {
     new_paths = rollback::ToJson(**f)["paths"].dump();
   }
   const std::uint64_t points = counter.ops();
-  ASSERT_GE(points, 6u);  // create, write, fsync, close, rename, fsync of the dir
+  ASSERT_EQ(points, kFingerprintPoints);  // create, write, fsync, close, rename, fsync of the dir
   int old_kept = 0, new_written = 0;
   for (std::uint64_t n = 1; n <= points; ++n) {
     const std::string where = std::string(had_one ? "replace" : "first") +
@@ -336,10 +345,11 @@ TEST_P(FingerprintFaults, CrashAtEveryStepLeavesTheOldOrTheNewFingerprint) {
     auto again = rollback::LoadFingerprint(*store, id);
     ASSERT_TRUE(again && *again) << where;
     EXPECT_EQ(rollback::ToJson(**again)["paths"].dump(), new_paths) << where;
+    EXPECT_EQ(Snap(ha_), updated_files) << where << ": the user's files changed";
   }
-  EXPECT_EQ(Snap(ha_), updated_files);
   // Only a crash at the final fsync of the directory finds the new file in place.
   EXPECT_EQ(new_written, 1);
+  EXPECT_EQ(old_kept, 5);
   std::printf("[ crash points ] fingerprint%s: %llu exercised (%d old kept, %d new)\n",
               had_one ? " (replacing)" : " (first)", static_cast<unsigned long long>(points),
               old_kept, new_written);

@@ -441,8 +441,11 @@ TEST_F(StoreTest, CrashAtEveryWriteLeavesOnlyCompleteSafetyPoints) {
     ASSERT_TRUE(Backup(counting, pass_));
     ASSERT_TRUE(good.Delete(good.List()->back().id));
   }
+  // The figure docs/reliability.md quotes: a backup that gains or loses a step fails here until
+  // the page is updated.
+  constexpr std::uint64_t kBackupPoints = 64;
   const std::uint64_t points = counter.ops();
-  ASSERT_GT(points, 10u);
+  ASSERT_EQ(points, kBackupPoints);
   for (std::uint64_t n = 1; n <= points; ++n) {
     FaultInjectingFileSystem faulty(n, FaultKind::kCrash);
     Store store(options_, faulty, clock_);
