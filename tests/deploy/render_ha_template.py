@@ -19,7 +19,10 @@ import ast
 import json
 import sys
 
-import jinja2
+try:
+    import jinja2
+except ImportError:
+    sys.exit("render_ha_template.py needs Jinja2: apt-get install python3-jinja2")
 
 
 def native(text):
