@@ -1,9 +1,11 @@
 #include "core/archive.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -206,6 +208,119 @@ TEST(TarZstd, FieldsOutsideUstarRangeComeBackExactly) {
                   "zstd -dc '" + tmp.Sub("t.tar.zst") + "' | tar --quoting-style=literal -tf -"});
   ASSERT_EQ(t.exit_code, 0) << t.err;
   EXPECT_EQ(t.out, want_listing);
+}
+
+// ---- Entries the format does not allow (docs/format.md, docs/security.md) ----
+
+// Writes `<dir>/<name>.tar` with python3's tarfile: `ha_config/a.txt`, then one entry of `kind`
+// (hardlink, chardev, blockdev, fifo) at `ha_config/bad`, then `ha_config/z.txt`.
+std::string PythonTar(const TempDir& dir, const std::string& kind) {
+  const std::string script = R"(
+import io, sys, tarfile
+kind, out = sys.argv[1], sys.argv[2]
+def regular(tar, name, data):
+    info = tarfile.TarInfo(name); info.size = len(data); info.mtime = 1700000000
+    tar.addfile(info, io.BytesIO(data))
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+    regular(tar, "ha_config/a.txt", b"first\n")
+    info = tarfile.TarInfo("ha_config/bad"); info.mtime = 1700000000
+    if kind == "hardlink":
+        info.type = tarfile.LNKTYPE; info.linkname = "ha_config/a.txt"
+    elif kind == "chardev":
+        info.type = tarfile.CHRTYPE; info.devmajor = 1; info.devminor = 3
+    elif kind == "blockdev":
+        info.type = tarfile.BLKTYPE; info.devmajor = 7; info.devminor = 0
+    elif kind == "fifo":
+        info.type = tarfile.FIFOTYPE
+    tar.addfile(info)
+    regular(tar, "ha_config/z.txt", b"last\n")
+)";
+  const std::string out = dir.Sub(kind + ".tar");
+  auto r = RunProcess({"/usr/bin/python3", "-c", script, kind, out});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return out;
+}
+
+// Writes `<dir>/<name>.tar` with GNU tar --sparse in `format_args`: `ha_config/a.txt`, a sparse
+// `ha_config/bad` (1 MiB hole, one byte of data, 1 MiB hole), then `ha_config/z.txt`.
+std::string GnuSparseTar(const TempDir& dir, const std::string& name,
+                         const std::vector<std::string>& format_args) {
+  const std::string tree = dir.Sub("tree-" + name);
+  WriteFile(tree + "/ha_config/a.txt", "first\n");
+  WriteFile(tree + "/ha_config/z.txt", "last\n");
+  {
+    std::ofstream f(tree + "/ha_config/bad", std::ios::binary);
+    f.seekp(1 << 20);
+    f.put('x');
+  }
+  EXPECT_EQ(::truncate((tree + "/ha_config/bad").c_str(), 2 << 20), 0);
+  const std::string out = dir.Sub(name + ".tar");
+  std::vector<std::string> argv = {"/bin/tar", "--sparse"};
+  argv.insert(argv.end(), format_args.begin(), format_args.end());
+  argv.insert(argv.end(),
+              {"-C", tree, "-cf", out, "ha_config/a.txt", "ha_config/bad", "ha_config/z.txt"});
+  auto r = RunProcess(argv);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return out;
+}
+
+// Reads the zstd-compressed `tar` with TarZstdReader: the entry before the refused one comes
+// back whole; the refused one fails with kCorrupt and `message`, and no later entry is read.
+void ExpectRefused(const std::string& tar, const std::string& message) {
+  auto z = RunProcess({"/usr/bin/zstd", "-q", "-f", tar, "-o", tar + ".zst"});
+  ASSERT_EQ(z.exit_code, 0) << z.err;
+  const auto compressed = ReadFile(tar + ".zst");
+  ASSERT_TRUE(compressed);
+  StringSource source(*compressed);
+  auto r = TarZstdReader::Open(source);
+  ASSERT_TRUE(r) << r.error().message;
+  auto first = (*r)->Next();
+  ASSERT_TRUE(first) << first.error().message;
+  ASSERT_TRUE(first->has_value());
+  EXPECT_EQ((*first)->path, "ha_config/a.txt");
+  std::vector<std::uint8_t> buf(64);
+  auto n = (*r)->ReadData(buf);
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), *n), "first\n");
+  auto bad = (*r)->Next();
+  ASSERT_FALSE(bad) << "returned " << (bad->has_value() ? (*bad)->path : "the end");
+  EXPECT_EQ(bad.error().code, ErrorCode::kCorrupt);
+  EXPECT_EQ(bad.error().message, message);
+}
+
+TEST(TarZstdRefuses, HardLinkEntry) {
+  TempDir dir;
+  ExpectRefused(PythonTar(dir, "hardlink"), "tar: hard link entry ha_config/bad refused");
+}
+
+TEST(TarZstdRefuses, CharacterDeviceEntry) {
+  TempDir dir;
+  ExpectRefused(PythonTar(dir, "chardev"), "tar: special file entry ha_config/bad refused");
+}
+
+TEST(TarZstdRefuses, BlockDeviceEntry) {
+  TempDir dir;
+  ExpectRefused(PythonTar(dir, "blockdev"), "tar: special file entry ha_config/bad refused");
+}
+
+TEST(TarZstdRefuses, FifoEntry) {
+  TempDir dir;
+  ExpectRefused(PythonTar(dir, "fifo"), "tar: special file entry ha_config/bad refused");
+}
+
+TEST(TarZstdRefuses, GnuSparseEntry) {
+  TempDir dir;
+  ExpectRefused(GnuSparseTar(dir, "gnu", {"--format=gnu"}),
+                "tar: sparse entry ha_config/bad refused");
+}
+
+TEST(TarZstdRefuses, PaxSparseEntriesOfEveryVersion) {
+  for (const std::string version : {"0.0", "0.1", "1.0"}) {
+    SCOPED_TRACE("pax sparse " + version);
+    TempDir dir;
+    ExpectRefused(GnuSparseTar(dir, "pax", {"--format=pax", "--sparse-version=" + version}),
+                  "tar: sparse entry ha_config/bad refused");
+  }
 }
 
 }  // namespace
