@@ -3,12 +3,16 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "tests/testutil/process.h"
@@ -283,6 +287,34 @@ TEST_F(Cli, ExtractToAnEmptyPathIsBadInput) {
   EXPECT_EQ(j["error"]["message"], "--to needs a directory");
 }
 
+// The payload a running backup is writing: the path and size of the
+// `<backups>/.tmp-<id>/payload.partial` that process `pid` holds open, or std::nullopt while it
+// holds none (before the staging dir exists, after the payload was renamed, or once it exited).
+std::optional<std::pair<std::string, std::uint64_t>> OpenPartialPayload(
+    pid_t pid, const std::string& backups) {
+  const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+  std::error_code ec;
+  std::optional<std::pair<std::string, std::uint64_t>> found;
+  for (fs::directory_iterator it(fd_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code link_ec;
+    const std::string target = fs::read_symlink(it->path(), link_ec).string();
+    if (link_ec || !target.starts_with(backups + "/.tmp-") ||
+        !target.ends_with("/payload.partial")) {
+      continue;
+    }
+    struct stat st {};
+    if (::stat(it->path().c_str(), &st) != 0) continue;
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (!found || size > found->second) found = std::make_pair(target, size);
+  }
+  return found;
+}
+
+// kill -9 of `safepoint backup` while it writes the payload, at six points from its first bytes
+// to well past half of it. Each kill is proven to hit mid-way: the process is stopped while it
+// holds its staging payload open with at least that many bytes written, then killed; afterwards
+// that partial payload is still on disk, and the visible safety points are exactly the ones from
+// before, each whole.
 TEST_F(Cli, KillDuringBackupNeverLeavesAPartialSafetyPoint) {
   // Enough data that a backup takes a while: 40 MiB of incompressible files.
   std::mt19937_64 rng(7);
@@ -292,25 +324,71 @@ TEST_F(Cli, KillDuringBackupNeverLeavesAPartialSafetyPoint) {
     WriteFile(ha_ + "/www/blob" + std::to_string(i) + ".bin", data);
   }
   const std::string first = BackupId();
-  std::uniform_int_distribution<int> delay_ms(5, 400);
-  int killed_mid_way = 0;
-  for (int round = 0; round < 6; ++round) {
-    pid_t pid = testing::SpawnProcess({SAFEPOINT_BINARY, "--config", config_, "backup"});
-    ASSERT_GT(pid, 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    if (WIFSIGNALED(status)) ++killed_mid_way;
-    // Every visible safety point is complete.
+  auto listed_ids = [&] {
+    std::set<std::string> ids;
     json l = RunJson({"list"}, 0);
     for (const auto& item : l["data"]) {
       EXPECT_FALSE(item.contains("problem")) << item.dump();
+      ids.insert(item.value("id", "?"));
     }
+    return ids;
+  };
+  // Bytes of payload written before the kill: from the first one to 24 of about 40 MiB.
+  const std::vector<std::uint64_t> thresholds = {1,       256 << 10, 2 << 20,
+                                                 8 << 20, 16 << 20,  24 << 20};
+  std::size_t killed_mid_way = 0;
+  int attempts = 0;
+  while (killed_mid_way < thresholds.size() && attempts < 12) {
+    ++attempts;
+    const std::uint64_t threshold = thresholds[killed_mid_way];
+    const std::set<std::string> before = listed_ids();
+    pid_t pid = testing::SpawnProcess({SAFEPOINT_BINARY, "--config", config_, "backup"});
+    ASSERT_GT(pid, 0);
+    std::optional<std::pair<std::string, std::uint64_t>> partial;
+    bool exited = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+      partial = OpenPartialPayload(pid, backups_);
+      if (partial && partial->second >= threshold) {
+        ::kill(pid, SIGSTOP);
+        // Stopped: check again, since it may have moved on between the look and the stop.
+        partial = OpenPartialPayload(pid, backups_);
+        if (partial && partial->second >= threshold) break;
+        partial.reset();
+        ::kill(pid, SIGCONT);
+      }
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        exited = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    if (exited) {
+      // The backup finished before the kill (a busy machine did not look in time): a whole
+      // safety point more, then the same kill again.
+      EXPECT_EQ(listed_ids().size(), before.size() + 1);
+      continue;
+    }
+    ASSERT_TRUE(partial) << "no payload of " << threshold << " bytes within 120 s";
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+    ++killed_mid_way;
+    const std::string where = "killed with " + std::to_string(partial->second) + " bytes written";
+    // Mid-way: the partial payload is on disk in its staging dir, as big as when it was stopped.
+    struct stat st {};
+    ASSERT_EQ(::stat(partial->first.c_str(), &st), 0) << where << ": " << partial->first;
+    EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), partial->second) << where;
+    // No partial safety point: exactly the ones from before are visible, and each verifies.
+    EXPECT_EQ(listed_ids(), before) << where;
     json v = RunJson({"verify", "--all"}, 0);
-    for (const auto& item : v["data"]) EXPECT_EQ(item["ok"], true) << item.dump();
+    EXPECT_EQ(v["data"].size(), before.size()) << where;
+    for (const auto& item : v["data"]) EXPECT_EQ(item["ok"], true) << where << ": " << item.dump();
   }
-  EXPECT_GT(killed_mid_way, 0);
+  EXPECT_EQ(killed_mid_way, thresholds.size()) << "in " << attempts << " attempts";
+  std::printf("[ kill -9 ] backup: %zu kills mid-way in %d attempts\n", killed_mid_way, attempts);
   // The next writer cleans the leftovers.
   ASSERT_EQ(Run({"backup"}).exit_code, 0);
   for (const auto& e : fs::directory_iterator(backups_)) {
