@@ -1,36 +1,57 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target of a fuzz build for a bounded time and fails on any finding (crash,
-# leak, sanitizer report, timeout, out-of-memory):
+# leak, sanitizer report, timeout, out-of-memory, a broken invariant):
 #   tests/fuzz/run.sh [BUILD_DIR]        (default: build-fuzz)
-# Environment: FUZZ_SECONDS per target (default 25); FUZZERS to pick targets ("age tar");
-# SAFEPOINT_AGE_VECTORS, the dumped C2SP/CCTV age vectors (scripts/fetch-age-vectors.sh);
-# FUZZ_RUN_DIR for the working corpus and findings (default BUILD_DIR/fuzz-run; two runs at once
-# need two directories).
+# Environment: FUZZ_SECONDS per target (default 20: the 12 targets take about 4 minutes); FUZZERS
+# to pick targets ("age tar"; default: every tests/fuzz/*_fuzzer.cc); SAFEPOINT_AGE_VECTORS, the
+# dumped C2SP/CCTV age vectors (scripts/fetch-age-vectors.sh; fetched when missing); FUZZ_RUN_DIR
+# for the working corpus and findings (default BUILD_DIR/fuzz-run; two runs at once need two
+# directories).
 #
-# Each target starts from its committed seeds (tests/fuzz/corpus/<name>) plus seeds made at run
-# time from real examples: the age vectors, tars of a small Home Assistant tree, the manifests,
-# age file and tar.zst of a real safety point made by the fuzz build's own safepoint binary, the
-# example configurations. The working corpus and any crash reproducer stay in
-# BUILD_DIR/fuzz-run/ (reproduce one with: BUILD_DIR/tests/fuzz/<name>_fuzzer <file>).
+# Each target starts from its committed seeds (tests/fuzz/corpus/<name>, required) plus seeds made
+# at run time from real examples: every age vector in three modes, tars of a small Home Assistant
+# tree, and a real safety point made by the fuzz build's own safepoint binary (both manifests, its
+# age file and tar.zst, its fingerprint.json, the journal of a rollback to it, its secrets.yaml
+# and configuration), the example configurations. A seed that cannot be made fails the run before
+# any target starts. The working corpus and any crash reproducer stay in BUILD_DIR/fuzz-run/
+# (reproduce one with: BUILD_DIR/tests/fuzz/<name>_fuzzer <file>).
 set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(realpath -- "${1:-$root/build-fuzz}")
-seconds=${FUZZ_SECONDS:-25}
-fuzzers=${FUZZERS:-age tar path manifest config commands writer}
+seconds=${FUZZ_SECONDS:-20}
+all=$(cd -- "$root/tests/fuzz" && for f in *_fuzzer.cc; do printf '%s ' "${f%_fuzzer.cc}"; done)
+fuzzers=${FUZZERS:-$all}
+# Inputs reach just past the largest documented limit a target checks (64 KiB MQTT payloads).
+max_len=65552
 run=$(realpath -m -- "${FUZZ_RUN_DIR:-$build/fuzz-run}")
 rm -rf -- "$run"
 mkdir -p -- "$run/artifacts" "$run/work"
 
+die() {
+  echo "run.sh: $*" >&2
+  exit 2
+}
 for name in $fuzzers; do
-  [[ -x "$build/tests/fuzz/${name}_fuzzer" ]] || { echo "missing $build/tests/fuzz/${name}_fuzzer" >&2; exit 2; }
+  [[ -x "$build/tests/fuzz/${name}_fuzzer" ]] || die "missing $build/tests/fuzz/${name}_fuzzer"
+  compgen -G "$root/tests/fuzz/corpus/$name/*" >/dev/null ||
+    die "no committed seeds in tests/fuzz/corpus/$name"
   mkdir -p -- "$run/corpus/$name"
-  cp -- "$root/tests/fuzz/corpus/$name"/* "$run/corpus/$name/" 2>/dev/null || true
+  cp -- "$root/tests/fuzz/corpus/$name"/* "$run/corpus/$name/"
 done
 
 # --- seeds from real examples ------------------------------------------------------------------
+# Every seed below is required: a step that fails, or a file that is missing or empty, stops the
+# run (a fuzzer that silently loses its best seeds still passes, having tested less).
 seed() {  # <fuzzer> <name> <control byte as \xNN or ''> <file>
+  [[ -s "$4" ]] || die "cannot make seed $1/$2: $4 is missing or empty"
   [[ -d "$run/corpus/$1" ]] || return 0
   { printf "$3"; cat -- "$4"; } > "$run/corpus/$1/$2"
+}
+sp_cli() {  # <what> <safepoint arguments...>: the fuzz build's binary on the seed configuration
+  local what=$1
+  shift
+  ASAN_OPTIONS=detect_leaks=0 "$build/service/safepoint" --config "$sp/safepoint.yaml" "$@" \
+    2>"$run/work/cli.err" || { cat "$run/work/cli.err" >&2; die "cannot make seeds: $what failed"; }
 }
 
 # Age vectors: every file in the three modes (header only, passphrase, fixed file key).
@@ -41,9 +62,10 @@ done
 if [[ -z "$vectors" || ! -d "$vectors" ]]; then
   vectors="$build/age-vectors"
   "$root/scripts/fetch-age-vectors.sh" "$vectors" >/dev/null 2>&1 ||
-    echo "warning: no age vectors ($vectors); the age fuzzer starts from its committed seeds" >&2
+    die "no age vectors: scripts/fetch-age-vectors.sh $vectors failed"
 fi
-if [[ -d "$vectors" ]]; then
+compgen -G "$vectors/*" >/dev/null || die "no age vectors in $vectors"
+if [[ -d "$run/corpus/age" ]]; then
   for v in "$vectors"/*; do
     n=$(basename -- "$v")
     # A vector is "key: value" lines, a blank line, then the age file.
@@ -52,10 +74,10 @@ import sys
 data = open(sys.argv[1], "rb").read()
 open(sys.argv[2], "wb").write(data[data.index(b"\n\n") + 2:])
 PY
-    [[ -s "$run/work/vec" ]] || continue
-    seed age "hdr-$n" '\x00' "$run/work/vec"
-    seed age "pass-$n" '\x01' "$run/work/vec"
-    seed age "key-$n" '\x02' "$run/work/vec"
+    # (The vector "empty" is an empty file: a seed like any other.)
+    for mode in 0 1 2; do
+      { printf "\\x0$mode"; cat -- "$run/work/vec"; } > "$run/corpus/age/$mode-$n"
+    done
   done
 fi
 
@@ -74,40 +96,46 @@ touch "$tree/ha_config/$(printf 'n%.0s' {1..150})"
   tar --format=pax -cf "$run/work/escape.tar" ha_config/escape &&
   tar --format=pax -P -cf "$run/work/dotdot.tar" ha_config/../workspace/memory/notes.md &&
   ln ha_config/configuration.yaml ha_config/hard.yaml &&
-  tar --format=pax -cf "$run/work/hardlink.tar" ha_config/configuration.yaml ha_config/hard.yaml )
+  tar --format=pax -cf "$run/work/hardlink.tar" ha_config/configuration.yaml ha_config/hard.yaml ) ||
+  die "cannot make the tar seeds"
 for t in pax gnu ustar escape dotdot hardlink; do
   seed tar "$t" '\x00' "$run/work/$t.tar"
   zstd -q -c "$run/work/$t.tar" > "$run/work/$t.tar.zst"
   seed tar "$t-zst" '\x01' "$run/work/$t.tar.zst"
 done
 
-# A real safety point made by this build's binary: both manifests, its age file, its tar.zst.
+# A real safety point made by this build's binary: both manifests, its age file, its tar.zst, its
+# fingerprint, the journal of a rollback to it, its secrets file and configuration.
 sp="$run/work/sp"
 mkdir -p -- "$sp/config"
 cp -r -- "$tree/ha_config/." "$sp/config/"
+rm -f -- "$sp/config/escape"
 printf 'backup_encryption_passphrase: "fuzz seed passphrase"\n' > "$sp/config/secrets.yaml"
 chmod 600 "$sp/config/secrets.yaml"
 printf 'paths:\n  ha_config: %s\n  workspace: %s\n  backup_dir: %s\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n' \
   "$sp/config" "$tree/workspace" "$sp/backups" > "$sp/safepoint.yaml"
-if ASAN_OPTIONS=detect_leaks=0 "$build/service/safepoint" --config "$sp/safepoint.yaml" backup \
-     --reason "fuzz seed" >/dev/null 2>&1; then
-  dir=$(find "$sp/backups" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | head -n 1)
-  seed manifest outer '' "$dir/manifest.json"
-  seed age real-header '\x00' "$(find "$dir" -name 'state_*.enc' | head -n 1)"
-  if ASAN_OPTIONS=detect_leaks=0 "$build/service/safepoint" --config "$sp/safepoint.yaml" decrypt \
-       "$(basename -- "$dir")" > "$run/work/real.tar.zst" 2>/dev/null; then
-    seed tar real-zst '\x01' "$run/work/real.tar.zst"
-    zstd -q -d -c "$run/work/real.tar.zst" > "$run/work/real.tar"
-    seed tar real '\x00' "$run/work/real.tar"
-    tar -xOf "$run/work/real.tar" MANIFEST.json > "$run/work/inner.json"
-    seed manifest inner '' "$run/work/inner.json"
-    { cat "$run/work/inner.json"; printf '\0'; cat "$dir/manifest.json"; } > "$run/work/pair"
-    seed manifest pair '' "$run/work/pair"
-  fi
-  seed config real '' "$sp/safepoint.yaml"
-else
-  echo "warning: could not make a real safety point for seeds" >&2
-fi
+sp_cli backup backup --reason "fuzz seed" >/dev/null
+dir=$(find "$sp/backups" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | head -n 1)
+[[ -n "$dir" ]] || die "cannot make seeds: the backup made no safety point"
+id=$(basename -- "$dir")
+seed manifest outer '' "$dir/manifest.json"
+seed age real-header '\x00' "$(find "$dir" -name 'state_*.enc' | head -n 1)"
+sp_cli decrypt decrypt "$id" > "$run/work/real.tar.zst"
+seed tar real-zst '\x01' "$run/work/real.tar.zst"
+zstd -q -d -c "$run/work/real.tar.zst" > "$run/work/real.tar"
+seed tar real '\x00' "$run/work/real.tar"
+tar -xOf "$run/work/real.tar" MANIFEST.json > "$run/work/inner.json"
+seed manifest inner '' "$run/work/inner.json"
+{ cat "$run/work/inner.json"; printf '\0'; cat "$dir/manifest.json"; } > "$run/work/pair"
+seed manifest pair '' "$run/work/pair"
+sp_cli fingerprint fingerprint "$id" >/dev/null
+seed fingerprint real '' "$dir/fingerprint.json"
+printf 'changed\n' >> "$sp/config/configuration.yaml"
+printf 'added\n' > "$sp/config/added.yaml"
+sp_cli rollback rollback "$id" --yes --on-conflict overwrite >/dev/null
+seed journal real '' "$(find "$sp/backups/.rollbacks" -name journal.json | head -n 1)"
+seed secrets real '\x00' "$sp/config/secrets.yaml"
+seed config real '' "$sp/safepoint.yaml"
 seed config example '' "$root/deploy/safepoint.example.yaml"
 seed config container '' "$root/deploy/container/safepoint.yaml"
 
@@ -120,7 +148,7 @@ for name in $fuzzers; do
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$build/tests/fuzz/${name}_fuzzer" "$run/corpus/$name" -max_total_time="$seconds" \
-    -timeout=20 -rss_limit_mb=2560 -max_len=65536 -print_final_stats=1 \
+    -timeout=20 -rss_limit_mb=2560 -max_len="$max_len" -print_final_stats=1 \
     -artifact_prefix="$run/artifacts/$name-" > "$log" 2>&1
   rc=$?
   set -e
