@@ -22,6 +22,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -343,7 +344,9 @@ TEST_F(Soak, HundredsOfCyclesWithRestartsLoseNothing) {
       warm_cycle = i;
     }
   }
-  if (svc_.running()) {
+  // The service is always relaunched after a kill or SIGTERM: it must be up to be measured.
+  ASSERT_TRUE(svc_.running()) << "the service is not running at the end of the soak";
+  {
     auto st = testing::ReadProcStat(svc_.pid());
     ASSERT_TRUE(st);
     rss_end = st->rss_bytes;
@@ -377,27 +380,42 @@ TEST_F(Soak, HundredsOfCyclesWithRestartsLoseNothing) {
   }
   EXPECT_EQ(all.size(), decided.size()) << "decisions for update ids nobody requested";
 
-  // Every safety point verifies.
+  // Every safety point verifies: `verify --all --json` lists each one with "ok": true, and lists
+  // exactly the safety points `list` shows.
   const auto verify = svc_.Cli({"--json", "verify", "--all"});
   EXPECT_EQ(verify.exit_code, 0) << verify.err;
-  json vj = json::parse(verify.out, nullptr, false);
-  std::size_t safety_points = 0;
-  if (vj.is_object() && vj["data"].is_object() && vj["data"]["results"].is_array()) {
-    for (const auto& r : vj["data"]["results"]) {
-      EXPECT_EQ(r.value("ok", false), true) << r.dump();
-      ++safety_points;
-    }
-  } else if (vj.is_object() && vj["data"].is_array()) {
-    for (const auto& r : vj["data"]) {
-      EXPECT_EQ(r.value("ok", true), true) << r.dump();
-      ++safety_points;
+  const json vj = json::parse(verify.out, nullptr, false);
+  ASSERT_TRUE(vj.is_object() && vj.value("status", "") == "ok" && vj.contains("data") &&
+              vj["data"].is_array())
+      << verify.out.substr(0, 500);
+  std::set<std::string> verified;
+  for (const auto& r : vj["data"]) {
+    EXPECT_TRUE(r.is_object() && r.contains("ok") && r["ok"] == true) << r.dump();
+    if (r.is_object() && r.contains("id") && r["id"].is_string()) {
+      verified.insert(r["id"].get<std::string>());
     }
   }
+  const std::size_t safety_points = vj["data"].size();
   EXPECT_GT(safety_points, 0u) << verify.out.substr(0, 500);
+  EXPECT_EQ(verified.size(), safety_points) << "ids missing or repeated: " << verify.out;
+  const auto listed = svc_.Cli({"--json", "list"});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  const json lj = json::parse(listed.out, nullptr, false);
+  ASSERT_TRUE(lj.is_object() && lj.contains("data") && lj["data"].is_array()) << listed.out;
+  std::set<std::string> ids;
+  for (const auto& item : lj["data"]) ids.insert(item.value("id", "?"));
+  EXPECT_EQ(verified, ids) << "verify --all and list disagree";
 
   // RSS over the undisturbed half: flat within 10% + 4 MiB.
   const double mib = 1024.0 * 1024.0;
-  if (warm_cycle >= 0 && kRssIsMeaningful) {
+  if (kRssIsMeaningful) {
+    // The check must not fall away silently: a run that never reached its undisturbed half (or
+    // ended right after the warm-up) proves nothing about memory, so it fails.
+    ASSERT_GE(warm_cycle, 0) << "RSS was never measured: the run ended after " << f.cycles
+                             << " cycles, before the undisturbed half plus " << kWarmUp
+                             << " warm-up cycles (raise SAFEPOINT_SOAK_SECONDS)";
+    EXPECT_GE(f.cycles - 1 - warm_cycle, kWarmUp)
+        << "too few cycles after the warm-up (cycle " << warm_cycle << ") to judge RSS";
     EXPECT_LE(rss_end, rss_warm + rss_warm / 10 + 4 * 1024 * 1024)
         << "RSS grew from " << static_cast<double>(rss_warm) / mib << " MiB to "
         << static_cast<double>(rss_end) / mib << " MiB";
