@@ -215,7 +215,8 @@ std::string DecodeSecretValue(std::string_view v, Secret* result) {
   }
   std::string_view plain = TrimRight(v.substr(0, end));
   if (plain == "~" || plain == "null" || plain == "Null" || plain == "NULL") plain = {};
-  std::memcpy(out, plain.data(), plain.size());
+  // `~` and `null` leave an empty view whose data() is null: memcpy may not be given it.
+  if (!plain.empty()) std::memcpy(out, plain.data(), plain.size());
   finish(plain.size());
   return "";
 }
