@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sodium.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -233,6 +234,70 @@ class Serve : public ::testing::Test {
     EXPECT_EQ(Response("delete", &c),
               (json{{"status", "ok"}, {"data", {{"deleted", id}}}, {"transaction", "live"}}));
     EXPECT_TRUE(SafetyPointIds().empty());
+  }
+
+  // A Continue, a Cancel and an update result published retained WHILE the service is
+  // connected and an update waits for its decision (the broker delivers them live, where a live
+  // message would decide or judge the update): none acts, each is cleared, the update stays
+  // pending, also across a restart (the broker holds no copy to replay), and a live Continue
+  // decides it.
+  void ExpectRetainedDecisionsPublishedLiveDoNotDecide() {
+    std::size_t c = obs_->Mark();
+    const json a = RequestAndAwait("core-live-retained", &c);
+    ASSERT_EQ(a["state"], "awaiting_confirmation");
+    const std::string id = a["pending"]["backup_id"];
+    const std::vector<std::pair<std::string, std::string>> retained = {
+        {"safepoint/cmd/continue", "PRESS"},
+        {"safepoint/cmd/cancel", R"({"update_id":"core-live-retained","transaction":"stale"})"},
+        {"safepoint/update/result", R"({"update_id":"core-live-retained","success":false})"},
+    };
+    const std::size_t start = obs_->Mark();
+    for (const auto& [topic, payload] : retained) {
+      std::size_t t = obs_->Mark();
+      ASSERT_TRUE(obs_->Publish(topic, payload, /*retain=*/true));
+      EXPECT_TRUE(obs_->NextRaw(topic, &t, kWait, RawIs(""))) << "not cleared: " << topic;
+    }
+    ASSERT_NO_FATAL_FAILURE(ExpectServiceStillAnswers());
+    const auto undecided_since = [&](std::size_t from) {
+      for (const auto& m : obs_->Since(from)) {
+        if (m.topic == "safepoint/status") {
+          EXPECT_EQ(m.Json()["state"], "awaiting_confirmation") << m.payload;
+          EXPECT_EQ(m.Json()["pending"], a["pending"]) << m.payload;
+        }
+        EXPECT_NE(m.topic, "safepoint/update/decision") << "decided without anyone deciding";
+        EXPECT_NE(m.topic, "safepoint/event") << m.payload;
+        if (m.topic.starts_with("safepoint/response/")) {
+          EXPECT_EQ(m.topic, "safepoint/response/list") << m.payload;
+        }
+      }
+      const json saved = json::parse(
+          ReadFile(svc_.backups() + "/.service-state.json").value_or("{}"), nullptr, false);
+      EXPECT_EQ(saved["state"], "awaiting_confirmation");
+      EXPECT_TRUE(saved["decision"].is_null()) << saved.dump();
+      EXPECT_EQ(SafetyPointIds(), std::vector<std::string>{id});
+    };
+    undecided_since(start);
+    for (const auto& [topic, payload] : retained) {
+      EXPECT_NE(svc_.Output().find("ignored a retained message on " + topic), std::string::npos)
+          << topic;
+      EXPECT_TRUE(broker_.SubCollect(topic, 1, milliseconds(1000)).empty()) << topic;
+    }
+    ASSERT_EQ(svc_.Stop(), 0);
+    // Counted: exactly these three.
+    const std::string log = svc_.Output();
+    const auto stopping = log.find("stopping: ");
+    ASSERT_NE(stopping, std::string::npos);
+    const std::string line = log.substr(stopping, log.find('\n', stopping) - stopping);
+    EXPECT_TRUE(line.ends_with(", 3 retained commands ignored")) << line;
+    // The restarted service subscribes again: nothing is replayed, the update still waits.
+    const std::size_t restarted = obs_->Mark();
+    ASSERT_NO_FATAL_FAILURE(Launch());
+    ASSERT_NO_FATAL_FAILURE(ExpectServiceStillAnswers());
+    undecided_since(restarted);
+    std::size_t p = obs_->Mark();
+    EXPECT_EQ(
+        PressContinue(&p),
+        (json{{"update_id", "core-live-retained"}, {"decision", "continue"}, {"backup_id", id}}));
   }
 
   static bool WaitGone(const std::string& path, milliseconds timeout) {
@@ -667,18 +732,37 @@ TEST_F(Serve, KillDuringADecisionResumesWithTheOriginalDeadline) {
   ASSERT_TRUE(persisted.is_object());
   ASSERT_TRUE(persisted["deadline"].is_string());
 
+  // Exact to the nanosecond: "2026-02-11T12:41:04.123456789Z".
+  EXPECT_EQ(persisted["deadline"].get<std::string>().size(), 30u) << persisted["deadline"];
+  ASSERT_TRUE(a["last_backup"].is_object());
+
   std::size_t k = obs_->Mark();
   svc_.Kill();
   // The broker publishes the last will.
   EXPECT_TRUE(obs_->NextRaw("safepoint/availability", &k, kWait, RawIs("offline")));
+  // A restarted service writes its state file only on a transition. While a decision waits,
+  // the one it makes at start-up is filling in a missing last_backup from the store: drop it
+  // from the file, so the restart must write the file again, deadline included.
+  json without_last_backup = persisted;
+  without_last_backup["last_backup"] = nullptr;
+  WriteFile(state_file, without_last_backup.dump(1) + "\n", 0600);
+  struct stat before {};
+  ASSERT_EQ(::stat(state_file.c_str(), &before), 0);
   std::this_thread::sleep_for(milliseconds(1100));  // a restart that happens a second later
   std::size_t s = obs_->Mark();
   ASSERT_NO_FATAL_FAILURE(Launch());
   auto status = obs_->Next("safepoint/status", &s, kWait, StateIs("awaiting_confirmation"));
   ASSERT_TRUE(status);
   EXPECT_EQ(status->Json()["pending"], a["pending"]);  // same update, safety point and deadline
+  EXPECT_EQ(status->Json()["last_backup"], a["last_backup"]);
+  // Rewritten (write-temp and rename: a new inode) by the restarted service, with the deadline
+  // it read to the nanosecond: the file is the one the first run wrote, byte for byte in JSON.
+  struct stat after {};
+  ASSERT_EQ(::stat(state_file.c_str(), &after), 0);
+  EXPECT_NE(after.st_ino, before.st_ino) << "the restarted service did not write the state file";
   const json again = json::parse(ReadFile(state_file).value_or("{}"), nullptr, false);
   EXPECT_EQ(again["deadline"], persisted["deadline"]);  // to the nanosecond
+  EXPECT_EQ(again, persisted);
 
   std::size_t p = obs_->Mark();
   EXPECT_EQ(PressContinue(&p),
@@ -1068,23 +1152,55 @@ TEST_F(Serve, TenThousandMirroredTopicsAreInTheSnapshot) {
 // ---- Retained commands ----------------------------------------------------------------------
 
 TEST_F(Serve, ARetainedContinueNeverApprovesALaterUpdate) {
-  // A Continue left retained on the broker (e.g. by a misconfigured button) before the service
-  // starts.
-  ASSERT_TRUE(broker_.Pub("safepoint/cmd/continue", "PRESS", /*retain=*/true));
+  // Today's update waits for its decision when the service restarts. A Continue and a Cancel
+  // left retained on the broker (a misconfigured button last week) are delivered when the
+  // restarted service subscribes, and handled after it read its state: while the update is
+  // pending, where a live Continue or Cancel would decide it. Neither may.
   ASSERT_NO_FATAL_FAILURE(StartService());
   std::size_t c = obs_->Mark();
-  json a = RequestAndAwait("core-retained", &c);
+  const json a = RequestAndAwait("core-retained", &c);
   ASSERT_EQ(a["state"], "awaiting_confirmation");
-  std::size_t d = 0;
-  EXPECT_FALSE(obs_->Next("safepoint/update/decision", &d, milliseconds(1500)))
-      << "a decision was published without anyone deciding";
-  // The service cleared it from the broker.
-  EXPECT_TRUE(broker_.SubCollect("safepoint/cmd/continue", 1, milliseconds(1000)).empty());
-  // A real press still works.
+  const std::string id = a["pending"]["backup_id"];
+  ASSERT_EQ(svc_.Stop(), 0);
+  const std::vector<std::pair<std::string, std::string>> retained = {
+      {"safepoint/cmd/continue", "PRESS"},
+      {"safepoint/cmd/cancel", R"({"update_id":"core-retained","transaction":"stale"})"},
+  };
+  for (const auto& [topic, payload] : retained) {
+    ASSERT_TRUE(broker_.Pub(topic, payload, /*retain=*/true));
+  }
+  const std::size_t from = obs_->Mark();
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  for (const auto& [topic, payload] : retained) {
+    std::size_t t = from;  // the service clears it: an empty retained message on its topic
+    EXPECT_TRUE(obs_->NextRaw(topic, &t, kWait, RawIs(""))) << "not cleared: " << topic;
+  }
+  // Answered in order on the one state thread: both were handled before.
+  ASSERT_NO_FATAL_FAILURE(ExpectServiceStillAnswers());
+  for (const auto& m : obs_->Since(from)) {
+    if (m.topic == "safepoint/status") {
+      EXPECT_EQ(m.Json()["state"], "awaiting_confirmation") << m.payload;
+      EXPECT_EQ(m.Json()["pending"], a["pending"]) << m.payload;
+    }
+    EXPECT_NE(m.topic, "safepoint/update/decision") << "decided without anyone deciding";
+    EXPECT_NE(m.topic, "safepoint/event") << m.payload;
+    if (m.topic.starts_with("safepoint/response/")) {
+      EXPECT_EQ(m.topic, "safepoint/response/list") << m.payload;
+    }
+  }
+  const json saved =
+      json::parse(ReadFile(svc_.backups() + "/.service-state.json").value_or("{}"), nullptr, false);
+  EXPECT_EQ(saved["state"], "awaiting_confirmation");
+  EXPECT_TRUE(saved["decision"].is_null()) << saved.dump();
+  EXPECT_EQ(SafetyPointIds(), std::vector<std::string>{id});
+  for (const auto& [topic, payload] : retained) {
+    EXPECT_TRUE(broker_.SubCollect(topic, 1, milliseconds(1000)).empty()) << topic;
+    EXPECT_NE(svc_.Output().find("ignored a retained message on " + topic), std::string::npos);
+  }
+  // A real press decides it.
   std::size_t p = obs_->Mark();
-  EXPECT_EQ(PressContinue(&p)["decision"], "continue");
-  EXPECT_NE(svc_.Output().find("ignored a retained message on safepoint/cmd/continue"),
-            std::string::npos);
+  EXPECT_EQ(PressContinue(&p),
+            (json{{"update_id", "core-retained"}, {"decision", "continue"}, {"backup_id", id}}));
 }
 
 TEST_F(Serve, ARetainedRequestNeverStartsAnUpdate) {
@@ -1101,20 +1217,36 @@ TEST_F(Serve, ARetainedRequestNeverStartsAnUpdate) {
                            }));
 }
 
-TEST_F(Serve, RetainedCommandsActWhenDeliveredLiveMqtt5) {
+TEST_F(Serve, RetainedCommandsPublishedLiveNeverActMqtt5) {
   ASSERT_NO_FATAL_FAILURE(StartService());  // mqtt.protocol auto: Mosquitto offers MQTT 5
   ASSERT_NE(svc_.Output().find("MQTT 5: command topics use Retain As Published"),
             std::string::npos);
   ExpectRetainedCommandsPublishedLiveDoNotAct();
 }
 
-TEST_F(Serve, RetainedCommandsActWhenDeliveredLiveMqtt311) {
+TEST_F(Serve, RetainedCommandsPublishedLiveNeverActMqtt311) {
   ServeConfig config;
   config.mqtt_extra = "  protocol: \"3.1.1\"\n";
   ASSERT_NO_FATAL_FAILURE(StartService(config));
   ASSERT_NE(svc_.Output().find("MQTT 3.1.1: every command is checked for a retained copy"),
             std::string::npos);
   ExpectRetainedCommandsPublishedLiveDoNotAct();
+}
+
+TEST_F(Serve, RetainedDecisionsPublishedLiveNeverDecideMqtt5) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  ASSERT_NE(svc_.Output().find("MQTT 5: command topics use Retain As Published"),
+            std::string::npos);
+  ExpectRetainedDecisionsPublishedLiveDoNotDecide();
+}
+
+TEST_F(Serve, RetainedDecisionsPublishedLiveNeverDecideMqtt311) {
+  ServeConfig config;
+  config.mqtt_extra = "  protocol: \"3.1.1\"\n";
+  ASSERT_NO_FATAL_FAILURE(StartService(config));
+  ASSERT_NE(svc_.Output().find("MQTT 3.1.1: every command is checked for a retained copy"),
+            std::string::npos);
+  ExpectRetainedDecisionsPublishedLiveDoNotDecide();
 }
 
 TEST_F(Serve, RetainedCommandsOnMqtt311AnUpdateStillRunsItsWholeCycle) {
