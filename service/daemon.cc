@@ -195,7 +195,9 @@ void Daemon::Publish(const std::string& topic, const std::string& payload, bool 
 }
 
 bool Daemon::RateLimitError() {
-  // Token bucket: 100 error responses at once, 50 per second after that.
+  // Token bucket of 100 tokens refilled at 50 per second, shared by error answers and the log
+  // lines about invalid messages: an invalid message takes two (its log line and its answer), so
+  // 50 of them are answered at once and 25 per second after that (docs/security.md).
   auto now = clock_.Monotonic();
   double elapsed = std::chrono::duration<double>(now - bucket_time_).count();
   bucket_time_ = now;
