@@ -557,9 +557,37 @@ Status Encryptor::WriteHeader() {
   auto written = out_.WriteAt(0, AsBytes(header));
   if (!written) return Poison(written.error());
   pending_key_id_ = KeyIdFromMac(mac);
-  file_key_ = Secret();  // the payload key is derived; the file key is no longer needed
+  header_ = std::move(header);  // the file key stays for WriteSibling and DeriveSubkey
   header_written_ = true;
   return {};
+}
+
+Status Encryptor::WriteSibling(WritableFile& out, std::span<const std::uint8_t> plaintext) {
+  if (error_) return tl::unexpected(*error_);
+  if (!finished_ || header_.empty()) {
+    return Fail(ErrorCode::kInternal, "age: WriteSibling before Finish");
+  }
+  std::array<std::uint8_t, kNonceSize> nonce;
+  randombytes_buf(nonce.data(), nonce.size());
+  const Secret key = DeriveKey(file_key_, nonce, "payload");
+  SP_RETURN_IF_ERROR(out.Append(AsBytes(header_)));
+  SP_RETURN_IF_ERROR(out.Append(nonce));
+  std::vector<std::uint8_t> sealed(kSealedChunkSize);
+  std::uint64_t counter = 0;
+  // The final chunk is empty only when the whole plaintext is.
+  do {
+    const std::size_t take = std::min(kChunkSize, plaintext.size());
+    const bool last = take == plaintext.size();
+    AeadSeal(std::span(sealed).first(take + kTagSize), plaintext.first(take),
+             ChunkNonce(counter++, last), key);
+    SP_RETURN_IF_ERROR(out.Append(std::span(sealed).first(take + kTagSize)));
+    plaintext = plaintext.subspan(take);
+  } while (!plaintext.empty());
+  return {};
+}
+
+Secret Encryptor::DeriveSubkey(std::string_view info) const {
+  return DeriveKey(file_key_, {}, info);
 }
 
 // =============================================================================================
@@ -601,6 +629,27 @@ Result<std::unique_ptr<Decryptor>> Decryptor::Open(ByteSource& in, const Secret&
   return dec;
 }
 
+Result<std::unique_ptr<Decryptor>> Decryptor::OpenWithFileKey(ByteSource& in,
+                                                              const Secret& file_key) {
+  if (file_key.size() != kFileKeySize) {
+    return Fail(ErrorCode::kBadInput, "age: a file key is 16 bytes");
+  }
+  InitSodium();
+  auto header = ParseHeader(in);
+  if (!header) return tl::unexpected(std::move(header.error()));
+  auto stanza = RequireScryptStanza(*header);
+  if (!stanza) return tl::unexpected(std::move(stanza.error()));
+  std::unique_ptr<Decryptor> dec(new Decryptor(in, std::move(header->leftover)));
+  dec->work_factor_ = stanza->work_factor;
+  dec->header_size_ = header->size;
+  SP_RETURN_IF_ERROR(dec->Start(file_key, header->mac_input, header->mac));
+  return dec;
+}
+
+Secret Decryptor::DeriveSubkey(std::string_view info) const {
+  return DeriveKey(file_key_, {}, info);
+}
+
 Result<std::unique_ptr<Decryptor>> Decryptor::OpenWithFileKeyForTesting(ByteSource& in,
                                                                         const Secret& file_key) {
   if (file_key.size() != kFileKeySize) {
@@ -627,6 +676,7 @@ Status Decryptor::Start(const Secret& file_key, std::string_view mac_input,
     return Corrupt("header MAC mismatch (the header was modified)");
   }
   key_id_ = KeyIdFromMac(expected_mac);
+  file_key_ = Secret(file_key.view());
   auto got = Fill(kNonceSize);
   if (!got) return tl::unexpected(std::move(got.error()));
   if (*got < kNonceSize) return Corrupt("truncated: the payload nonce is missing");

@@ -93,6 +93,18 @@ class Encryptor {
   // uses a whole core meanwhile: a caller may hold back its own parallel work until then).
   [[nodiscard]] bool KdfDone() const { return kdf_done_.load(std::memory_order_acquire); }
 
+  // Writes `plaintext` as a second, complete age file to `out` under the same file key and the
+  // same header (scrypt stanza and MAC) as this one, with its own fresh payload nonce: age
+  // derives each file's payload key from the file key and that nonce, so the two files share no
+  // key stream. `age -d` opens either with the passphrase; a reader that has unwrapped the file
+  // key of one opens the other without running scrypt again (Decryptor::OpenWithFileKey).
+  // REQUIRES: Finish() succeeded; `out` is a new, empty file.
+  [[nodiscard]] Status WriteSibling(WritableFile& out, std::span<const std::uint8_t> plaintext);
+
+  // HKDF-SHA-256(file key, info): a key bound to this file's secret, for keyed hashes kept
+  // outside the encryption. REQUIRES: Finish() succeeded.
+  [[nodiscard]] Secret DeriveSubkey(std::string_view info) const;
+
  private:
   Encryptor(WritableFile& out, Secret passphrase, int work_factor);
   Status EncryptChunk(bool last);
@@ -119,6 +131,7 @@ class Encryptor {
   bool finished_ = false;
   std::unique_ptr<Error> error_;
   std::string key_id_;
+  std::string header_;  // the final header, kept for WriteSibling
 };
 
 // Streams the plaintext out of an age file, verifying as it goes: a chunk is released only after
@@ -152,6 +165,17 @@ class Decryptor final : public ByteSource {
   // file key in advance.
   [[nodiscard]] static Result<std::unique_ptr<Decryptor>> OpenWithFileKeyForTesting(
       ByteSource& in, const Secret& file_key);
+
+  // Opens a file written under the file key a previous Open unwrapped (`file_key()`), e.g. the
+  // sibling written by Encryptor::WriteSibling: the header MAC (which only that key opens) and
+  // every chunk are verified; no scrypt runs. Errors as Open, minus kWrongPassphrase.
+  [[nodiscard]] static Result<std::unique_ptr<Decryptor>> OpenWithFileKey(ByteSource& in,
+                                                                          const Secret& file_key);
+
+  // The unwrapped file key (16 bytes; kept in sodium_malloc memory).
+  [[nodiscard]] const Secret& file_key() const { return file_key_; }
+  // HKDF-SHA-256(file key, info), as Encryptor::DeriveSubkey.
+  [[nodiscard]] Secret DeriveSubkey(std::string_view info) const;
 
   ~Decryptor() override = default;
   Decryptor(const Decryptor&) = delete;
@@ -189,6 +213,7 @@ class Decryptor final : public ByteSource {
   int work_factor_ = 0;
   std::size_t header_size_ = 0;
   std::string key_id_;
+  Secret file_key_;
 };
 
 // What the header of a passphrase age file tells without the passphrase.

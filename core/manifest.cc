@@ -106,13 +106,23 @@ std::string_view EntryTypeName(EntryType type) {
   return "file";
 }
 
+std::size_t Manifest::EntryCount() const {
+  return entries_listed ? entries.size() : static_cast<std::size_t>(listed_entries);
+}
+
+std::size_t Manifest::WarningCount() const {
+  return entries_listed ? warnings.size() : static_cast<std::size_t>(listed_warnings);
+}
+
 std::uint64_t Manifest::TotalBytes() const {
+  if (!entries_listed) return listed_bytes;
   std::uint64_t total = 0;
   for (const auto& e : entries) total += e.size;
   return total;
 }
 
 std::size_t Manifest::FileCount() const {
+  if (!entries_listed) return static_cast<std::size_t>(listed_files);
   std::size_t n = 0;
   for (const auto& e : entries) n += e.type == EntryType::kFile ? 1 : 0;
   return n;
@@ -144,8 +154,18 @@ json ToJson(const Manifest& m, bool inner) {
       j["payload"] = {
           {"name", m.payload->name}, {"size", m.payload->size}, {"sha256", m.payload->sha256}};
     }
+    if (m.index) {
+      j["index"] = {
+          {"name", m.index->name}, {"size", m.index->size}, {"sha256", m.index->sha256}};
+    }
   }
   j["summary"] = {{"files", m.FileCount()}, {"bytes", m.TotalBytes()}};
+  if (!inner && m.format >= 2) {
+    // Only counts: every path, size, time and hash stays inside the encryption.
+    j["summary"]["entries"] = m.EntryCount();
+    j["summary"]["warnings"] = m.WarningCount();
+    return j;
+  }
   json entries = json::array();
   for (const auto& e : m.entries) entries.push_back(EntryToJson(e));
   j["entries"] = std::move(entries);
@@ -166,7 +186,7 @@ Result<Manifest> Parse(std::string_view text) {
   Manifest m;
   Reader r("manifest");
   r.Get(j, "format", m.format);
-  if (r.ok() && m.format != kFormatVersion) {
+  if (r.ok() && (m.format < kOldestFormatVersion || m.format > kFormatVersion)) {
     return Fail(ErrorCode::kUnsupported,
                 "manifest: format " + std::to_string(m.format) + " is not supported by this build");
   }
@@ -215,6 +235,34 @@ Result<Manifest> Parse(std::string_view text) {
       if (r.ok() && !IsHex64(p.sha256)) r.Error("payload sha256 is not 64 hex digits");
       m.payload = p;
     }
+  }
+  if (auto it = j.find("index"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) {
+      r.Error("field 'index': not an object");
+    } else {
+      Payload p;
+      r.Get(*it, "name", p.name);
+      r.Get(*it, "size", p.size);
+      r.Get(*it, "sha256", p.sha256);
+      if (r.ok() && !IsHex64(p.sha256)) r.Error("index sha256 is not 64 hex digits");
+      m.index = p;
+    }
+  }
+  if (r.ok() && m.format >= 2 && j.find("entries") == j.end()) {
+    // A format 2 summary: counts instead of entries.
+    m.entries_listed = false;
+    auto sum = j.find("summary");
+    if (sum == j.end() || !sum->is_object()) {
+      r.Error("missing field 'summary'");
+    } else {
+      r.Get(*sum, "files", m.listed_files);
+      r.Get(*sum, "bytes", m.listed_bytes);
+      r.Get(*sum, "entries", m.listed_entries);
+      r.Get(*sum, "warnings", m.listed_warnings);
+    }
+    if (r.ok() && !m.index) r.Error("missing field 'index'");
+    if (!r.ok()) return Fail(ErrorCode::kCorrupt, r.error());
+    return m;
   }
   if (auto it = j.find("warnings"); it != j.end() && !it->is_null()) {
     if (!it->is_array()) {
@@ -321,6 +369,14 @@ Status CheckConsistent(const Manifest& inner, const Manifest& outer) {
   if (inner.reason != outer.reason) return differ("reason");
   if (inner.update != outer.update) return differ("update");
   if (inner.encryption != outer.encryption || inner.kdf != outer.kdf) return differ("encryption");
+  if (inner.format != outer.format) return differ("format");
+  if (!outer.entries_listed) {
+    if (inner.EntryCount() != outer.EntryCount()) return differ("entry count");
+    if (inner.FileCount() != outer.FileCount()) return differ("file count");
+    if (inner.TotalBytes() != outer.TotalBytes()) return differ("total size");
+    if (inner.WarningCount() != outer.WarningCount()) return differ("warning count");
+    return {};
+  }
   if (inner.warnings != outer.warnings) return differ("warnings");
   if (inner.entries.size() != outer.entries.size()) return differ("entry count");
   for (std::size_t i = 0; i < inner.entries.size(); ++i) {

@@ -12,8 +12,10 @@
 
 namespace safepoint::manifest {
 
-// Version of the manifest layout written by this build (docs/format.md).
-inline constexpr int kFormatVersion = 1;
+// Version of the manifest layout written by this build (docs/format.md). Format 1 (entries in the
+// plaintext manifest.json) is still read.
+inline constexpr int kFormatVersion = 2;
+inline constexpr int kOldestFormatVersion = 1;
 // Name of the authoritative manifest inside the tar; always its first entry.
 inline constexpr std::string_view kInnerName = "MANIFEST.json";
 // Name of the plaintext manifest beside the payload.
@@ -83,14 +85,26 @@ struct Manifest {
   Kdf kdf;
   std::string key_id;        // outer only
   std::optional<Payload> payload;  // outer only
+  std::optional<Payload> index;    // outer only, format 2: the encrypted entry list
+  // False for a format 2 outer manifest as read from disk: `entries` and `warnings` are empty
+  // (they live only inside the encryption) and the counts below stand in for them.
+  bool entries_listed = true;
+  std::uint64_t listed_files = 0;     // when !entries_listed
+  std::uint64_t listed_bytes = 0;     // when !entries_listed
+  std::uint64_t listed_entries = 0;   // when !entries_listed
+  std::uint64_t listed_warnings = 0;  // when !entries_listed
   std::vector<Entry> entries;
   std::vector<std::string> warnings;
 
   [[nodiscard]] std::uint64_t TotalBytes() const;
   [[nodiscard]] std::size_t FileCount() const;
+  [[nodiscard]] std::size_t EntryCount() const;
+  [[nodiscard]] std::size_t WarningCount() const;
 };
 
-// Serializes; `inner` omits `payload` and `key_id`.
+// Serializes. `inner` (MANIFEST.json, and the encrypted index of format 2) omits `payload`,
+// `index` and `key_id`. The outer manifest of format 2 holds only the summary: no entry, no
+// warning text (docs/format.md).
 [[nodiscard]] nlohmann::json ToJson(const Manifest& m, bool inner);
 [[nodiscard]] std::string Serialize(const Manifest& m, bool inner);
 // Parses and validates a manifest (types, id, entry paths, hashes). Errors: kUnsupported for a

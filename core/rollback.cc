@@ -896,7 +896,7 @@ Status Revert(const config::Config& base_config, store::Store& store, FileSystem
   const std::string work = record + "/revert-" + std::to_string(j.revert_attempts);
   SP_RETURN_IF_ERROR(RemoveIfPresent(fs, work));
   SP_RETURN_IF_ERROR(fs.MakeDir(work, 0700));
-  auto pre = store.Show(j.pre_rollback_id);
+  auto pre = store.Load(j.pre_rollback_id, passphrase);
   if (!pre) return tl::unexpected(pre.error());
   SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
   auto current = snapshot::Collect(config, std::nullopt);
@@ -1071,8 +1071,8 @@ Result<Plan> PlanFor(const config::Config& config, const manifest::Manifest& tar
 }
 
 Result<Plan> MakePlan(const config::Config& config, const store::Store& store,
-                      const std::string& id, Policy policy) {
-  auto m = store.Show(id);
+                      const Secret& passphrase, const std::string& id, Policy policy) {
+  auto m = store.Load(id, passphrase);
   if (!m) return tl::unexpected(m.error());
   auto fp = LoadFingerprint(store, id);
   if (!fp) return tl::unexpected(fp.error());
@@ -1112,7 +1112,7 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
     auto recovered = RecoverImpl(config, store, fs, rs);
     if (!recovered) return tl::unexpected(recovered.error());
   }
-  auto target = store.Show(id);
+  auto target = store.Load(id, passphrase);
   if (!target) return tl::unexpected(target.error());
   auto fingerprint = LoadFingerprint(store, id);
   if (!fingerprint) return tl::unexpected(fingerprint.error());

@@ -90,11 +90,14 @@ struct Plan {
 [[nodiscard]] Result<Plan> PlanFor(const config::Config& config, const manifest::Manifest& target,
                                    const std::optional<Fingerprint>& fingerprint, Policy policy);
 
-// `safepoint diff`: plans a rollback to safety point `id` from its plaintext manifest.json and
-// its fingerprint (no passphrase needed; Rollback verifies the payload before acting).
-// Errors: as Store::Show (kBadInput, kNotFound, kCorrupt), LoadFingerprint and PlanFor.
+// `safepoint diff`: plans a rollback to safety point `id` from its entry list (Store::Load: the
+// encrypted index of format 2, one scrypt; manifest.json of format 1) and its fingerprint, without
+// reading the payload (Rollback verifies the payload before acting).
+// Errors: as Store::Load (kBadInput, kNotFound, kCorrupt, kWrongPassphrase), LoadFingerprint and
+// PlanFor.
 [[nodiscard]] Result<Plan> MakePlan(const config::Config& config, const store::Store& store,
-                                    const std::string& id, Policy policy);
+                                    const Secret& passphrase, const std::string& id,
+                                    Policy policy);
 
 struct Report {
   std::string rollback_id;      // "" for a dry run

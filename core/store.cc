@@ -270,6 +270,57 @@ class HashingSource final : public ByteSource {
   std::uint64_t bytes_ = 0;
 };
 
+// Collects what an age writer produces, for the small index file.
+class MemoryFile final : public WritableFile {
+ public:
+  Status Append(std::span<const std::uint8_t> data) override {
+    bytes_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return {};
+  }
+  Status WriteAt(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+    if (offset + data.size() > bytes_.size()) {
+      return Fail(ErrorCode::kInternal, "memory file: write past the end");
+    }
+    std::memcpy(bytes_.data() + offset, data.data(), data.size());
+    return {};
+  }
+  Status Sync() override { return {}; }
+  Status Close() override { return {}; }
+  [[nodiscard]] const std::string& bytes() const { return bytes_; }
+
+ private:
+  std::string bytes_;
+};
+
+// Reads from a string.
+class StringSource final : public ByteSource {
+ public:
+  explicit StringSource(std::string_view data) : data_(data) {}
+  Result<std::size_t> Read(std::span<std::uint8_t> out) override {
+    const std::size_t n = std::min(out.size(), data_.size() - pos_);
+    std::memcpy(out.data(), data_.data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+
+ private:
+  std::string_view data_;
+  std::size_t pos_ = 0;
+};
+
+// Reads an age source to its verified end, at most `max` bytes.
+Result<std::string> ReadAll(ByteSource& in, std::uint64_t max, const std::string& what) {
+  std::string out;
+  std::vector<std::uint8_t> buf(kBufferSize);
+  for (;;) {
+    auto n = in.Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) return out;
+    if (out.size() + *n > max) return Fail(ErrorCode::kCorrupt, what + " is too large");
+    out.append(reinterpret_cast<const char*>(buf.data()), *n);
+  }
+}
+
 std::string LocalIdFor(std::chrono::system_clock::time_point t) {
   std::time_t tt = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};
@@ -631,6 +682,26 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     m.key_id = (*enc)->KeyId();
     SP_RETURN_IF_ERROR(fs_.Rename(partial, staging + "/" + payload.name));
 
+    // The encrypted index: the same MANIFEST.json, as a second age file under the payload's file
+    // key and header, so show, diff and the rollback plan read it without the payload.
+    MemoryFile index_bytes;
+    SP_RETURN_IF_ERROR((*enc)->WriteSibling(
+        index_bytes, {reinterpret_cast<const std::uint8_t*>(inner.data()), inner.size()}));
+    manifest::Payload index;
+    index.sha256 = Sha256Hex(index_bytes.bytes());
+    index.size = index_bytes.bytes().size();
+    index.name = "index_" + *id + "_" + index.sha256.substr(0, 12) + ".enc";
+    m.index = index;
+    {
+      auto xf = fs_.CreateFile(staging + "/" + index.name, 0600);
+      if (!xf) return tl::unexpected(xf.error());
+      SP_RETURN_IF_ERROR((*xf)->Append({reinterpret_cast<const std::uint8_t*>(
+                                            index_bytes.bytes().data()),
+                                        index_bytes.bytes().size()}));
+      SP_RETURN_IF_ERROR((*xf)->Sync());
+      SP_RETURN_IF_ERROR((*xf)->Close());
+    }
+
     const std::string outer = manifest::Serialize(m, /*inner=*/false);
     auto mf = fs_.CreateFile(staging + "/" + std::string(manifest::kOuterName), 0600);
     if (!mf) return tl::unexpected(mf.error());
@@ -706,6 +777,59 @@ Result<manifest::Manifest> Store::Show(const std::string& id) const {
     return Fail(ErrorCode::kCorrupt, "safety point " + id + ": manifest.json lacks the payload");
   }
   return m;
+}
+
+Result<std::string> Store::IndexPath(const std::string& id, const manifest::Manifest& m) const {
+  if (!m.index) return Fail(ErrorCode::kCorrupt, "safety point " + id + ": no index");
+  const auto& p = *m.index;
+  if (p.name != "index_" + id + "_" + p.sha256.substr(0, 12) + ".enc") {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": unexpected index name");
+  }
+  return DirOf(id) + "/" + p.name;
+}
+
+Result<std::string> Store::ReadIndexCiphertext(const std::string& id,
+                                               const manifest::Manifest& outer) const {
+  auto path = IndexPath(id, outer);
+  if (!path) return tl::unexpected(path.error());
+  auto bytes = ReadFileBounded(*path, kMaxInnerManifest);
+  if (!bytes) {
+    if (bytes.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kCorrupt, "safety point " + id + ": index file is missing");
+    }
+    return Fail(bytes.error().code, "safety point " + id + ": " + bytes.error().message);
+  }
+  if (bytes->size() != outer.index->size || Sha256Hex(*bytes) != outer.index->sha256) {
+    return Fail(ErrorCode::kCorrupt,
+                "safety point " + id + ": index differs from manifest.json (truncated or replaced)");
+  }
+  return bytes;
+}
+
+Result<manifest::Manifest> Store::Load(const std::string& id, const Secret& passphrase) const {
+  auto outer = Show(id);
+  if (!outer) return tl::unexpected(outer.error());
+  if (outer->entries_listed) return outer;  // format 1
+  auto corrupt = [&](const std::string& what) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": " + what);
+  };
+  auto bytes = ReadIndexCiphertext(id, *outer);
+  if (!bytes) return tl::unexpected(bytes.error());
+  StringSource src(*bytes);
+  auto dec = age::Decryptor::Open(src, passphrase, options_.max_work_factor);
+  if (!dec) return tl::unexpected(dec.error());
+  if ((*dec)->KeyId() != outer->key_id) return corrupt("index key identifier differs");
+  auto text = ReadAll(**dec, kMaxInnerManifest, "index");
+  if (!text) return corrupt("index: " + text.error().message);
+  auto full = manifest::Parse(*text);
+  if (!full || !full->entries_listed) {
+    return corrupt("index: " + (full ? std::string("no entries") : full.error().message));
+  }
+  SP_RETURN_IF_ERROR(manifest::CheckConsistent(*full, *outer));
+  full->payload = outer->payload;
+  full->index = outer->index;
+  full->key_id = outer->key_id;
+  return full;
 }
 
 Result<std::string> Store::PayloadPath(const std::string& id, const manifest::Manifest& m) const {
@@ -786,6 +910,22 @@ Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase
   auto inner = manifest::Parse(inner_text);
   if (!inner) return corrupt("MANIFEST.json: " + inner.error().message);
   SP_RETURN_IF_ERROR(manifest::CheckConsistent(*inner, *outer));
+  if (!outer->entries_listed) {
+    // Format 2: the index, opened with the payload's file key, must list exactly what the
+    // authoritative MANIFEST.json lists.
+    auto bytes = ReadIndexCiphertext(id, *outer);
+    if (!bytes) return tl::unexpected(bytes.error());
+    StringSource src(*bytes);
+    auto idx_dec = age::Decryptor::OpenWithFileKey(src, (*dec)->file_key());
+    if (!idx_dec) return corrupt("index: " + idx_dec.error().message);
+    auto text = ReadAll(**idx_dec, kMaxInnerManifest, "index");
+    if (!text) return corrupt("index: " + text.error().message);
+    auto listed = manifest::Parse(*text);
+    if (!listed) return corrupt("index: " + listed.error().message);
+    if (auto st = manifest::CheckConsistent(*inner, *listed); !st) {
+      return corrupt("the index differs from MANIFEST.json: " + st.error().message);
+    }
+  }
 
   VerifyReport report;
   report.id = id;

@@ -129,8 +129,14 @@ class Store {
                                                   const ProgressFn& progress = {});
   // All safety points, oldest first.
   [[nodiscard]] Result<std::vector<Listing>> List() const;
-  // The plaintext manifest of one safety point (kBadInput for a malformed id, kNotFound).
+  // The plaintext manifest of one safety point (kBadInput for a malformed id, kNotFound). For
+  // format 2 it is the summary only (entries_listed false); Load adds the entries.
   [[nodiscard]] Result<manifest::Manifest> Show(const std::string& id) const;
+  // The whole manifest, entries and warnings included: format 1 from manifest.json, format 2
+  // from the encrypted index beside the payload (one scrypt; the payload is not read).
+  // Errors: as Show, kWrongPassphrase, kCorrupt for an index that does not match the summary.
+  [[nodiscard]] Result<manifest::Manifest> Load(const std::string& id,
+                                                const Secret& passphrase) const;
   // Decrypts everything and checks every entry against both manifests and the payload hash.
   [[nodiscard]] Result<VerifyReport> Verify(const std::string& id, const Secret& passphrase) const;
   // Like Verify, handing every entry to `visitor` as it is checked. Entries reach the visitor
@@ -161,6 +167,11 @@ class Store {
                                         const ProgressFn& progress, bool* retry);
   Result<std::string> NewId() const;
   Result<std::string> PayloadPath(const std::string& id, const manifest::Manifest& m) const;
+  Result<std::string> IndexPath(const std::string& id, const manifest::Manifest& m) const;
+  // Reads the index file of a format 2 safety point and checks it against the summary's size
+  // and SHA-256 (no key needed).
+  Result<std::string> ReadIndexCiphertext(const std::string& id,
+                                          const manifest::Manifest& outer) const;
 
   Options options_;
   FileSystem& fs_;

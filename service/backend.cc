@@ -120,7 +120,7 @@ RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolic
       rollback::Rollback(config_, ops_.store(), fs_, clock_, *passphrase, id, p, false, progress);
   if (!report) {
     if (report.error().code == ErrorCode::kConflict) {
-      auto plan = rollback::MakePlan(config_, ops_.store(), id, p);
+      auto plan = rollback::MakePlan(config_, ops_.store(), *passphrase, id, p);
       if (plan) return RollbackOutcome::Conflicts(plan->Conflicts());
     }
     return RollbackOutcome::Failed(report.error());

@@ -187,10 +187,19 @@ int RunCli(int argc, char** argv) {
   auto* show = app.add_subcommand("show", "show a safety point's manifest");
   show->add_option("id", id, "safety point id")->required();
   show->callback(run([&](Operations& ops) {
-    auto m = ops.store().Show(id);
-    if (!m) return cli.Failed(m.error());
-    std::string human = "id:         " + m->id + "\ncreated:    " + m->created_at +
-                        "\nreason:     " + m->reason + "\n";
+    // Format 2 keeps the entry list encrypted: reading it takes the passphrase (one scrypt).
+    auto summary = ops.store().Show(id);
+    if (!summary) return cli.Failed(summary.error());
+    Result<manifest::Manifest> m = summary;
+    if (!summary->entries_listed) {
+      auto passphrase = config::LoadPassphrase(ops.config());
+      if (!passphrase) return cli.Failed(passphrase.error());
+      m = ops.store().Load(id, *passphrase);
+      if (!m) return cli.Failed(m.error());
+    }
+    std::string human = "id:         " + m->id + "\nformat:     " + std::to_string(m->format) +
+                        (m->format == 1 ? " (entry list in plaintext manifest.json)" : "") +
+                        "\ncreated:    " + m->created_at + "\nreason:     " + m->reason + "\n";
     if (m->update) {
       human += "update:     " + m->update->update_id + " (" + m->update->target + " " +
                m->update->from_version + " -> " + m->update->to_version + ")\n";
@@ -206,7 +215,16 @@ int RunCli(int argc, char** argv) {
       human += "\n";
     }
     for (const auto& w : m->warnings) human += "warning: " + w + "\n";
-    return cli.Ok(manifest::ToJson(*m, false), human);
+    // The whole manifest: the entries (as in MANIFEST.json) and the outer fields.
+    json j = manifest::ToJson(*m, /*inner=*/true);
+    j["encryption"]["key_id"] = m->key_id;
+    j["payload"] = {
+        {"name", m->payload->name}, {"size", m->payload->size}, {"sha256", m->payload->sha256}};
+    if (m->index) {
+      j["index"] = {
+          {"name", m->index->name}, {"size", m->index->size}, {"sha256", m->index->sha256}};
+    }
+    return cli.Ok(j, human);
   }));
 
   // verify

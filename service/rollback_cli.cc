@@ -106,7 +106,9 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
     if (!policy) return cli.Failed(policy.error());
     auto lock = ops.store().Lock(store::LockMode::kShared);
     if (!lock) return cli.Failed(lock.error());
-    auto plan = rollback::MakePlan(ops.config(), ops.store(), args->id, *policy);
+    auto passphrase = config::LoadPassphrase(ops.config());
+    if (!passphrase) return cli.Failed(passphrase.error());
+    auto plan = rollback::MakePlan(ops.config(), ops.store(), *passphrase, args->id, *policy);
     if (!plan) return cli.Failed(plan.error());
     return cli.Ok(rollback::ToJson(*plan), rollback::Describe(*plan));
   }));
@@ -154,7 +156,7 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
     auto passphrase = config::LoadPassphrase(ops.config());
     if (!passphrase) return cli.Failed(passphrase.error());
     if (!args->dry_run && !args->yes) {
-      auto plan = rollback::MakePlan(ops.config(), ops.store(), args->id, *policy);
+      auto plan = rollback::MakePlan(ops.config(), ops.store(), *passphrase, args->id, *policy);
       if (!plan) return cli.Failed(plan.error());
       if (!plan->WouldStop() && !Confirm(*plan)) {
         return cli.Failed({ErrorCode::kBadInput, "not confirmed; nothing was changed"});
@@ -165,7 +167,7 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
         args->dry_run ? store::ProgressFn{} : TerminalProgress("rolling back", false));
     if (!report) {
       if (report.error().code == ErrorCode::kConflict) {
-        auto plan = rollback::MakePlan(ops.config(), ops.store(), args->id, *policy);
+        auto plan = rollback::MakePlan(ops.config(), ops.store(), *passphrase, args->id, *policy);
         if (plan) return FailedWith(cli, report.error(), json{{"plan", rollback::ToJson(*plan)}});
       }
       return cli.Failed(report.error());

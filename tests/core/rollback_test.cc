@@ -255,7 +255,7 @@ TEST_F(RollbackTest, DiffClassifiesEveryKindOfChange) {
   Update(id);
   // A person edits a file after the update.
   WriteFile(ha_ + "/.storage/core.entity_registry", "{\"data\": {\"entities\": [1]}}");
-  auto plan = MakePlan(config_, *store_, id, Policy::kAbort);
+  auto plan = MakePlan(config_, *store_, pass_, id, Policy::kAbort);
   ASSERT_TRUE(plan) << plan.error().message;
   EXPECT_TRUE(plan->has_fingerprint);
   auto change = [&](const std::string& p) {
@@ -305,7 +305,7 @@ TEST_F(RollbackTest, DiffClassifiesEveryKindOfChange) {
 TEST_F(RollbackTest, WithoutFingerprintEveryDifferenceIsAConflict) {
   const std::string id = Backup();
   WriteFile(ha_ + "/configuration.yaml", "changed\n");
-  auto plan = MakePlan(config_, *store_, id, Policy::kMerge);
+  auto plan = MakePlan(config_, *store_, pass_, id, Policy::kMerge);
   ASSERT_TRUE(plan);
   EXPECT_FALSE(plan->has_fingerprint);
   const auto* e = Find(*plan, "ha_config/configuration.yaml");
@@ -441,7 +441,7 @@ TEST_F(RollbackTest, UnknownAndMalformedIds) {
   r = Run("../../etc", Policy::kOverwrite);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, ErrorCode::kBadInput);
-  auto plan = MakePlan(config_, *store_, "2020-01-01_00-00-00", Policy::kAbort);
+  auto plan = MakePlan(config_, *store_, pass_, "2020-01-01_00-00-00", Policy::kAbort);
   ASSERT_FALSE(plan);
   EXPECT_EQ(plan.error().code, ErrorCode::kNotFound);
 }
@@ -564,7 +564,7 @@ TEST_F(RollbackTest, UnwritableDirectoryFailsClearlyAndReverts) {
 }
 
 TEST_F(RollbackTest, UnsafeEntriesAreRefusedByThePlan) {
-  auto m = store_->Show(Backup());
+  auto m = store_->Load(Backup(), pass_);
   ASSERT_TRUE(m);
   auto with = [&](manifest::Entry e) {
     manifest::Manifest crafted = *m;
@@ -840,7 +840,7 @@ class RollbackCrashTest : public RollbackTest, public ::testing::WithParamInterf
     for (const auto& e : fs::directory_iterator(backups_ + "/.rollbacks")) record = e.path();
     auto j = journal::Parse(ReadFile(record + "/journal.json").value_or(""));
     ASSERT_TRUE(j) << what;
-    auto pre = store_->Show(j->pre_rollback_id);
+    auto pre = store_->Load(j->pre_rollback_id, pass_);
     ASSERT_TRUE(pre) << what;
     std::map<std::string, std::string> hashes;
     for (const auto& e : pre->entries) hashes[e.path] = e.sha256;
@@ -874,8 +874,8 @@ struct CrashFigures {
   int reverted;
 };
 CrashFigures ExpectedCrashFigures(bool cross_device) {
-  if (::geteuid() == 0) return cross_device ? CrashFigures{98, 40, 58} : CrashFigures{89, 31, 58};
-  return cross_device ? CrashFigures{93, 39, 54} : CrashFigures{84, 30, 54};
+  if (::geteuid() == 0) return cross_device ? CrashFigures{102, 40, 62} : CrashFigures{93, 31, 62};
+  return cross_device ? CrashFigures{97, 39, 58} : CrashFigures{88, 30, 58};
 }
 
 TEST_P(RollbackCrashTest, CrashAtEveryStepCompletesOrRevertsExactly) {
