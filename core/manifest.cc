@@ -155,8 +155,7 @@ json ToJson(const Manifest& m, bool inner) {
           {"name", m.payload->name}, {"size", m.payload->size}, {"sha256", m.payload->sha256}};
     }
     if (m.index) {
-      j["index"] = {
-          {"name", m.index->name}, {"size", m.index->size}, {"sha256", m.index->sha256}};
+      j["index"] = {{"name", m.index->name}, {"size", m.index->size}, {"sha256", m.index->sha256}};
     }
   }
   j["summary"] = {{"files", m.FileCount()}, {"bytes", m.TotalBytes()}};

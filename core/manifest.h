@@ -1,12 +1,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/result.h"
 
@@ -83,7 +82,7 @@ struct Manifest {
   std::string producer;  // "safepoint <version>"
   std::string encryption = "age-v1-scrypt";
   Kdf kdf;
-  std::string key_id;        // outer only
+  std::string key_id;              // outer only
   std::optional<Payload> payload;  // outer only
   std::optional<Payload> index;    // outer only, format 2: the encrypted entry list
   // False for a format 2 outer manifest as read from disk: `entries` and `warnings` are empty
@@ -116,7 +115,8 @@ struct Manifest {
 // A safety point id: YYYY-MM-DD_HH-MM-SS with an optional -N suffix (2..999).
 [[nodiscard]] bool IsValidId(std::string_view id);
 // Validates an archive path: relative, '/'-separated, no empty, '.' or '..' components, no NUL,
-// at most 4096 bytes (any other byte, backslash and invalid UTF-8 included, is part of a name), below one of the known top-level roots (or MANIFEST.json).
+// at most 4096 bytes (any other byte, backslash and invalid UTF-8 included, is part of a name),
+// below one of the known top-level roots (or MANIFEST.json).
 [[nodiscard]] Status CheckArchivePath(std::string_view path);
 // The checks every reader of a safety point applies to its entry list (verify, show, diff,
 // extract and rollback alike): each path passes CheckArchivePath, each link CheckLinkTarget, no

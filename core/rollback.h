@@ -96,8 +96,7 @@ struct Plan {
 // Errors: as Store::Load (kBadInput, kNotFound, kCorrupt, kWrongPassphrase), LoadFingerprint and
 // PlanFor.
 [[nodiscard]] Result<Plan> MakePlan(const config::Config& config, const store::Store& store,
-                                    const Secret& passphrase, const std::string& id,
-                                    Policy policy);
+                                    const Secret& passphrase, const std::string& id, Policy policy);
 
 struct Report {
   std::string rollback_id;      // "" for a dry run

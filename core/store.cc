@@ -695,9 +695,9 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     {
       auto xf = fs_.CreateFile(staging + "/" + index.name, 0600);
       if (!xf) return tl::unexpected(xf.error());
-      SP_RETURN_IF_ERROR((*xf)->Append({reinterpret_cast<const std::uint8_t*>(
-                                            index_bytes.bytes().data()),
-                                        index_bytes.bytes().size()}));
+      SP_RETURN_IF_ERROR(
+          (*xf)->Append({reinterpret_cast<const std::uint8_t*>(index_bytes.bytes().data()),
+                         index_bytes.bytes().size()}));
       SP_RETURN_IF_ERROR((*xf)->Sync());
       SP_RETURN_IF_ERROR((*xf)->Close());
     }
@@ -800,8 +800,9 @@ Result<std::string> Store::ReadIndexCiphertext(const std::string& id,
     return Fail(bytes.error().code, "safety point " + id + ": " + bytes.error().message);
   }
   if (bytes->size() != outer.index->size || Sha256Hex(*bytes) != outer.index->sha256) {
-    return Fail(ErrorCode::kCorrupt,
-                "safety point " + id + ": index differs from manifest.json (truncated or replaced)");
+    return Fail(
+        ErrorCode::kCorrupt,
+        "safety point " + id + ": index differs from manifest.json (truncated or replaced)");
   }
   return bytes;
 }

@@ -19,18 +19,18 @@ namespace safepoint::store {
 
 // Where and how safety points are stored.
 struct Options {
-  std::string backup_dir;      // created 0700 when missing; refused when it is a symlink
-  int work_factor = 18;        // scrypt log2(N) for new safety points (15..22)
-  int max_work_factor = 22;    // readers refuse payloads above this before deriving
+  std::string backup_dir;    // created 0700 when missing; refused when it is a symlink
+  int work_factor = 18;      // scrypt log2(N) for new safety points (15..22)
+  int max_work_factor = 22;  // readers refuse payloads above this before deriving
   int zstd_level = 3;
-  int zstd_workers = 1;        // zstd compression threads beside the archiving thread
+  int zstd_workers = 1;  // zstd compression threads beside the archiving thread
   std::string producer = "safepoint";
 };
 
 // Retention policy of `prune` (docs/configuration.md).
 struct Retention {
-  int keep_last = 10;        // the newest N are kept
-  int keep_daily = 7;        // the newest safety point of each of the last N days with any
+  int keep_last = 10;                 // the newest N are kept
+  int keep_daily = 7;                 // the newest safety point of each of the last N days with any
   std::uint64_t max_total_bytes = 0;  // 0: no limit; otherwise oldest beyond the limit go
   // Safety points in use elsewhere (a pending update, a rollback): never deleted. Asked right
   // before each deletion, so a use that starts while Prune runs is seen. Unset: none.
@@ -39,8 +39,8 @@ struct Retention {
 
 // One thing to archive: either a file/link/dir on disk (abs_path) or generated content.
 struct InputEntry {
-  archive::EntryHeader header;  // path, type, mode, mtime, owner, link target
-  std::string abs_path;         // files on disk: read at backup time
+  archive::EntryHeader header;         // path, type, mode, mtime, owner, link target
+  std::string abs_path;                // files on disk: read at backup time
   std::optional<std::string> content;  // generated entries (state, environment, logs)
 };
 

@@ -59,8 +59,7 @@ struct Needle {
   std::string bytes;
 };
 
-void AddHashNeedles(const std::string& label, std::string_view content,
-                    std::vector<Needle>& out) {
+void AddHashNeedles(const std::string& label, std::string_view content, std::vector<Needle>& out) {
   const std::string raw = RawSha256(content);
   out.push_back({label + " sha256 raw", raw});
   out.push_back({label + " sha256 hex", Hex(raw, false)});
@@ -178,8 +177,8 @@ TEST_F(Privacy, ACopyOfTheBackupDirHoldsNoHashPathOrPassphrase) {
     if (path.find('/') == std::string::npos) continue;  // a root: ha_config, state, ...
     needles.push_back({"listed path #" + std::to_string(needles.size()), path});
     if (e.contains("sha256")) {
-      needles.push_back({"listed hash #" + std::to_string(needles.size()),
-                         e["sha256"].get<std::string>()});
+      needles.push_back(
+          {"listed hash #" + std::to_string(needles.size()), e["sha256"].get<std::string>()});
     }
   }
   const std::vector<std::string> found = Search(backups_, needles);
@@ -189,9 +188,9 @@ TEST_F(Privacy, ACopyOfTheBackupDirHoldsNoHashPathOrPassphrase) {
   json outer = json::parse(ReadFile(backups_ + "/" + id + "/manifest.json").value_or("null"));
   std::set<std::string> keys;
   for (const auto& [k, v] : outer.items()) keys.insert(k);
-  EXPECT_EQ(keys, (std::set<std::string>{"format", "id", "created_at", "created_unix", "reason",
-                                         "update", "producer", "encryption", "payload", "index",
-                                         "summary"}));
+  EXPECT_EQ(keys,
+            (std::set<std::string>{"format", "id", "created_at", "created_unix", "reason", "update",
+                                   "producer", "encryption", "payload", "index", "summary"}));
   // `list` works without the passphrase; `show` needs it.
   WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \"not it\"\n", 0600);
   auto listed = Run({"--json", "list"});
@@ -211,12 +210,11 @@ TEST_F(Privacy, TheSearchFindsWhatFormatOneRevealed) {
   const std::string empty_ws = dir_.Sub("empty_ws");
   fs::create_directories(empty_ws);
   const std::vector<Needle> needles =
-      NeedlesFor(home, empty_ws, secrets.substr(secrets.find('"') + 1, secrets.rfind('"') -
-                                                                           secrets.find('"') - 1));
+      NeedlesFor(home, empty_ws,
+                 secrets.substr(secrets.find('"') + 1, secrets.rfind('"') - secrets.find('"') - 1));
   const std::vector<std::string> found = Search(fixture + "/2026-12-02_05-42-13", needles);
   auto has = [&](const std::string& what) {
-    return std::any_of(found.begin(), found.end(),
-                       [&](const std::string& f) { return f == what; });
+    return std::any_of(found.begin(), found.end(), [&](const std::string& f) { return f == what; });
   };
   EXPECT_TRUE(has("secrets.yaml line 1 sha256 hex in /manifest.json"))
       << ::testing::PrintToString(found);
@@ -224,9 +222,8 @@ TEST_F(Privacy, TheSearchFindsWhatFormatOneRevealed) {
     return f.starts_with("path #") && f.ends_with(" in /manifest.json");
   })) << ::testing::PrintToString(found);
   // The passphrase itself never was at rest.
-  EXPECT_FALSE(std::any_of(found.begin(), found.end(), [](const std::string& f) {
-    return f.starts_with("the passphrase");
-  }));
+  EXPECT_FALSE(std::any_of(found.begin(), found.end(),
+                           [](const std::string& f) { return f.starts_with("the passphrase"); }));
 }
 
 }  // namespace
