@@ -995,9 +995,15 @@ TEST(Time, FormatsAndParses) {
   EXPECT_EQ(FormatExactTime(kT0 + nanoseconds(5)), "2026-02-11T12:10:54.000000005Z");
   EXPECT_EQ(ParseIsoTime("2026-02-11T12:10:54+00:00"), kT0);
   EXPECT_EQ(ParseIsoTime("2026-02-11T12:10:54.5Z"), kT0 + std::chrono::milliseconds(500));
+  EXPECT_TRUE(ParseIsoTime("1678-01-01T00:00:00Z"));
+  EXPECT_TRUE(ParseIsoTime("2261-12-31T23:59:59Z"));
   for (const char* bad : {"2026-02-11 12:10:54Z", "2026-02-30T12:10:54Z", "2026-02-11T12:10:54",
                           "2026-02-11T12:10:54+01:00", "2026-02-11T12:10:54.Z",
-                          "2026-02-11T12:10:54.1234567890Z", "2026-02-11T24:00:00Z"}) {
+                          "2026-02-11T12:10:54.1234567890Z", "2026-02-11T24:00:00Z",
+                          // Outside 64-bit nanoseconds (1677-09-21 .. 2262-04-11): refused,
+                          // never wrapped.
+                          "0584-01-01T00:00:00Z", "1677-12-31T23:59:59Z", "2262-01-01T00:00:00Z",
+                          "9999-12-31T23:59:59Z"}) {
     EXPECT_FALSE(ParseIsoTime(bad)) << bad;
   }
 }
