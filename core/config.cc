@@ -171,9 +171,9 @@ std::string DecodeSecretValue(std::string_view v, Secret* result) {
         if (i + 1 >= v.size() || HexValue(v[i + 1]) < 0) return "bad hex escape in a value";
         cp = (cp << 4) | static_cast<std::uint32_t>(HexValue(v[++i]));
       }
-      if (e == 'x') {
-        out[n++] = static_cast<std::uint8_t>(cp);
-      } else if (!PutUtf8(cp, out, &n)) {
+      // As in YAML (and so in Home Assistant): every escape, \x too, names a Unicode character,
+      // written as UTF-8 ("\xe9" is U+00E9, the bytes c3 a9, as typed at `age -d`'s prompt).
+      if (!PutUtf8(cp, out, &n)) {
         return "bad unicode escape in a value";
       }
     }
@@ -342,9 +342,9 @@ Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& ke
 // YAML helpers.
 
 struct Ctx {
-  std::string file;          // for messages
-  fs::path dir;              // relative paths resolve against it
-  std::string secrets_file;  // set once encryption.secrets_file is known
+  std::string file;            // for messages
+  fs::path dir;                // relative paths resolve against it
+  std::string secrets_file;    // set once encryption.secrets_file is known
   std::string passphrase_key;  // likewise encryption.passphrase_key
   // Where values that came from `!secret` are recorded (Config::secret_values).
   std::vector<SecretValue>* secrets = nullptr;

@@ -5,7 +5,7 @@
 #   3. builds with -Werror and runs the whole suite (ctest),
 #   4. builds again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite again,
 #   5. builds with ThreadSanitizer and runs the suite again,
-#   6. builds the libFuzzer targets with clang-14 and runs each for FUZZ_SECONDS (default 25).
+#   6. builds the libFuzzer targets with clang-14 and runs each for FUZZ_SECONDS (default 20).
 # Integration tests start their own Mosquitto on a free loopback port and stop it.
 # Environment: SAFEPOINT_SKIP_SANITIZERS=1 skips steps 4 and 5, SAFEPOINT_SKIP_FUZZERS=1 step 6;
 # JOBS sets build parallelism. The long property tests are bounded by time per stage: the soak by

@@ -35,7 +35,7 @@ class OperationsBackend final : public Backend {
   Result<store::PruneReport> Prune(std::function<bool(const std::string& id)> in_use) override {
     return ops_.Prune(std::move(in_use));
   }
-  Status RecordFingerprint(const std::string& id) override;
+  Status RecordFingerprint(const std::string& id, bool keep_existing) override;
   RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
                            const store::ProgressFn& progress) override;
   Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override;
@@ -86,10 +86,15 @@ Result<entities::EntitySnapshot> OperationsBackend::EntitiesOf(const std::string
   return entities::EntitySnapshotFromJson(j);
 }
 
-Status OperationsBackend::RecordFingerprint(const std::string& id) {
+Status OperationsBackend::RecordFingerprint(const std::string& id, bool keep_existing) {
   auto lock = ops_.store().Lock(store::LockMode::kExclusive);
   if (!lock) return tl::unexpected(lock.error());
   SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, ops_.store(), fs_, clock_));
+  if (keep_existing) {
+    auto existing = rollback::LoadFingerprint(ops_.store(), id);
+    if (!existing) return tl::unexpected(existing.error());
+    if (*existing) return {};
+  }
   return rollback::RecordFingerprint(config_, ops_.store(), fs_, clock_, id);
 }
 
@@ -191,8 +196,8 @@ class ExceptionSafeBackend final : public Backend {
   Result<store::PruneReport> Prune(std::function<bool(const std::string& id)> in_use) override {
     return Guarded("retention", [&] { return inner_->Prune(std::move(in_use)); });
   }
-  Status RecordFingerprint(const std::string& id) override {
-    return Guarded("fingerprint", [&] { return inner_->RecordFingerprint(id); });
+  Status RecordFingerprint(const std::string& id, bool keep_existing) override {
+    return Guarded("fingerprint", [&] { return inner_->RecordFingerprint(id, keep_existing); });
   }
   RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
                            const store::ProgressFn& progress) override {

@@ -31,8 +31,9 @@ class Backend {
   // Applies retention; never deletes a safety point for which `in_use` returns true.
   [[nodiscard]] virtual Result<store::PruneReport> Prune(
       std::function<bool(const std::string& id)> in_use) = 0;
-  // Records the post-update fingerprint of safety point `id`.
-  [[nodiscard]] virtual Status RecordFingerprint(const std::string& id) = 0;
+  // Records the post-update fingerprint of safety point `id`; with `keep_existing`, one that
+  // is already recorded stays as it is.
+  [[nodiscard]] virtual Status RecordFingerprint(const std::string& id, bool keep_existing) = 0;
   // Rolls back to `id`. A journaled rollback a crash interrupted is completed (or reverted)
   // first; after a service restart that is the one being resumed, and this call then finds
   // nothing left to do or redoes what was reverted.

@@ -437,8 +437,9 @@ void Daemon::Execute(const Action& action) {
                  [&](const service::RecordFingerprint& a) {
                    // Runs before the rollback the lifecycle starts next (the worker is sequential).
                    std::string id = a.backup_id;
-                   Enqueue([this, id] {
-                     auto st = backend_->RecordFingerprint(id);
+                   const bool keep = a.keep_existing;
+                   Enqueue([this, id, keep] {
+                     auto st = backend_->RecordFingerprint(id, keep);
                      return std::function<void()>([id, st] {
                        if (!st) {
                          spdlog::warn("cannot record the post-update fingerprint of {}: {}", id,

@@ -378,7 +378,9 @@ nlohmann::json ActionToJson(const Action& action) {
                           return json{{"action", "delete_backup"}, {"backup_id", a.backup_id}};
                         },
                         [](const RecordFingerprint& a) {
-                          return json{{"action", "record_fingerprint"}, {"backup_id", a.backup_id}};
+                          return json{{"action", "record_fingerprint"},
+                                      {"backup_id", a.backup_id},
+                                      {"keep_existing", a.keep_existing}};
                         },
                         [](const StartRollback& a) {
                           return json{{"action", "start_rollback"},
@@ -1271,6 +1273,12 @@ std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint no
       if (s_.resumes >= kMaxResumes) return GiveUpResuming(now);
       ++s_.resumes;
       out.emplace_back(Persist{});
+      // A failed update's rollback plans against the post-update fingerprint, recorded just
+      // after rolling_back was persisted; a kill in between leaves none, and without it every
+      // file the update changed would count as a conflict.
+      if (s_.operation == Operation::kUpdate) {
+        out.emplace_back(RecordFingerprint{*s_.backup_id, /*keep_existing=*/true});
+      }
       out.emplace_back(StartRollback{*s_.backup_id, s_.policy, true});
       break;
   }

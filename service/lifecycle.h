@@ -151,6 +151,9 @@ struct DeleteBackup {
 // Record the post-update fingerprint for this safety point (before a rollback touches files).
 struct RecordFingerprint {
   std::string backup_id;
+  // After a restart: keep a fingerprint recorded before the crash (the rollback may have
+  // started from it); record one only when the crash came before it was written.
+  bool keep_existing = false;
 };
 // Roll back to a safety point (asynchronously); report with OnRollbackDone.
 struct StartRollback {

@@ -590,6 +590,8 @@ TEST_F(Passphrase, ReadsTheConfiguredKeyInEveryScalarForm) {
       {"backup_encryption_passphrase: \"tab\\tquote\\\" \\u00e9\\x41\"\n",
        "tab\tquote\" \xC3\xA9"
        "A"},
+      // \x names a Unicode character as in YAML (U+00E9 is c3 a9), not a raw byte.
+      {"backup_encryption_passphrase: \"caf\\xe9 \\xff\"\n", "caf\xC3\xA9 \xC3\xBF"},
       {"backup_encryption_passphrase: crlf-value\r\nother: x\r\n", "crlf-value"},
       {"\xEF\xBB\xBF"
        "backup_encryption_passphrase: bom\n",
@@ -654,6 +656,16 @@ TEST_F(Passphrase, ErrorsNameFileAndKeyButNeverTheValue) {
   ASSERT_FALSE(null_value);
   EXPECT_EQ(null_value.error().message,
             file + ":1:30: key 'backup_encryption_passphrase': the backup passphrase is empty");
+
+  // A plain ~ or null is YAML's null: empty, refused (it once reached memcpy with no buffer).
+  for (const std::string null_form : {"~", "null", "Null", "NULL"}) {
+    auto r = LoadWith("backup_encryption_passphrase: " + null_form + "\n");
+    ASSERT_FALSE(r) << null_form;
+    EXPECT_EQ(r.error().code, ErrorCode::kBadInput) << null_form;
+    EXPECT_EQ(r.error().message,
+              file + ":1:31: key 'backup_encryption_passphrase': the backup passphrase is empty")
+        << null_form;
+  }
 
   const std::string secret_text = "hunter2-do-not-print";
   const struct {

@@ -596,6 +596,13 @@ TEST(EntitySnapshot, TimesRoundTripWithMilliseconds) {
   EXPECT_EQ(entities::ParseTime("2024-05-01T12:00:00.123456Z"), At(1714564800123));
   EXPECT_FALSE(entities::ParseTime("2024-05-01 12:00:00Z").has_value());
   EXPECT_FALSE(entities::ParseTime("2024-05-01T12:00:00+02:00").has_value());
+  // Outside 64-bit nanoseconds (1677-09-21 .. 2262-04-11): refused, never wrapped.
+  EXPECT_TRUE(entities::ParseTime("1678-01-01T00:00:00Z").has_value());
+  EXPECT_TRUE(entities::ParseTime("2261-12-31T23:59:59Z").has_value());
+  for (const char* out : {"7964-01-01T00:00:00Z", "1677-12-31T23:59:59Z", "0001-01-01T00:00:00Z",
+                          "2262-01-01T00:00:00Z"}) {
+    EXPECT_FALSE(entities::ParseTime(out).has_value()) << out;
+  }
 }
 
 TEST(EntitySnapshot, UnavailableNowListsEntitiesThatWentAway) {

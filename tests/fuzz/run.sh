@@ -66,19 +66,19 @@ if [[ -z "$vectors" || ! -d "$vectors" ]]; then
 fi
 compgen -G "$vectors/*" >/dev/null || die "no age vectors in $vectors"
 if [[ -d "$run/corpus/age" ]]; then
-  for v in "$vectors"/*; do
-    n=$(basename -- "$v")
-    # A vector is "key: value" lines, a blank line, then the age file.
-    python3 - "$v" "$run/work/vec" <<'PY'
-import sys
-data = open(sys.argv[1], "rb").read()
-open(sys.argv[2], "wb").write(data[data.index(b"\n\n") + 2:])
+  # A vector is "key: value" lines, a blank line, then the age file (the vector "empty" is an
+  # empty file: a seed like any other). A vector without the blank line stops the run.
+  # Cut at -max_len, as libFuzzer would (a few vectors are megabytes).
+  python3 - "$vectors" "$run/corpus/age" "$max_len" <<'PY'
+import os, sys
+src, dst, max_len = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for name in sorted(os.listdir(src)):
+    data = open(os.path.join(src, name), "rb").read()
+    body = data[data.index(b"\n\n") + 2:]
+    for mode in range(3):
+        with open(os.path.join(dst, f"{mode}-{name}"), "wb") as out:
+            out.write((bytes([mode]) + body)[:max_len])
 PY
-    # (The vector "empty" is an empty file: a seed like any other.)
-    for mode in 0 1 2; do
-      { printf "\\x0$mode"; cat -- "$run/work/vec"; } > "$run/corpus/age/$mode-$n"
-    done
-  done
 fi
 
 # Tars of a small tree: files, a directory, links inside and outside the root, long names.

@@ -428,7 +428,7 @@ class ThrowingBackend final : public service::Backend {
   Result<store::PruneReport> Prune(std::function<bool(const std::string&)>) override {
     throw std::bad_alloc();
   }
-  Status RecordFingerprint(const std::string&) override { throw std::bad_alloc(); }
+  Status RecordFingerprint(const std::string&, bool) override { throw std::bad_alloc(); }
   service::RollbackOutcome Rollback(const std::string&, service::ConflictPolicy,
                                     const store::ProgressFn&) override {
     throw std::bad_alloc();

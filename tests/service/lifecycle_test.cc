@@ -476,7 +476,7 @@ TEST_F(LifecycleTest, EntitiesUnavailableSinceTheSafetyPointFailTheHealthCheck) 
       "data":{"update_id":"u1","backup_id":"2026-02-11_13-10-54",
               "unavailable":["light.kitchen","sensor.boiler_temperature"]},
       "time":"2026-02-11T12:15:54+00:00"}},
-    {"action":"record_fingerprint","backup_id":"2026-02-11_13-10-54"},
+    {"action":"record_fingerprint","backup_id":"2026-02-11_13-10-54","keep_existing":false},
     {"action":"start_rollback","backup_id":"2026-02-11_13-10-54","on_conflict":"abort",
      "resume":false},
     {"action":"publish_event","payload":{"event_type":"rollback_started",
@@ -788,9 +788,14 @@ TEST_F(LifecycleTest, InterruptedRollbackIsResumedAfterARestart) {
   Lifecycle after;
   const auto actions = after.Restore(
       *PersistedStateFromJson(PersistedStateToJson(before.Snapshot())), kT0 + minutes(30));
-  EXPECT_EQ(ActionsToJson(actions)[1], json::parse(R"j({"action":"start_rollback",
+  // The fingerprint is recorded first unless the crash came after it: a kill between persisting
+  // rolling_back and writing fingerprint.json made every file the update changed a conflict.
+  EXPECT_EQ(ActionsToJson(actions)[1], json::parse(R"j({"action":"record_fingerprint",
+    "backup_id":"2026-02-11_13-10-54","keep_existing":true})j"));
+  EXPECT_EQ(ActionsToJson(actions)[2], json::parse(R"j({"action":"start_rollback",
     "backup_id":"2026-02-11_13-10-54","on_conflict":"abort","resume":true})j"));
-  EXPECT_THAT(Kinds(actions), ElementsAre("persist", "start_rollback", "publish_status"));
+  EXPECT_THAT(Kinds(actions),
+              ElementsAre("persist", "record_fingerprint", "start_rollback", "publish_status"));
   EXPECT_EQ(after.Snapshot().resumes, 1);
   (void)after.OnRollbackDone(RollbackOutcome::Ok(3, std::nullopt), kT0 + minutes(31));
   EXPECT_EQ(after.state(), State::kIdle);
@@ -995,9 +1000,15 @@ TEST(Time, FormatsAndParses) {
   EXPECT_EQ(FormatExactTime(kT0 + nanoseconds(5)), "2026-02-11T12:10:54.000000005Z");
   EXPECT_EQ(ParseIsoTime("2026-02-11T12:10:54+00:00"), kT0);
   EXPECT_EQ(ParseIsoTime("2026-02-11T12:10:54.5Z"), kT0 + std::chrono::milliseconds(500));
+  EXPECT_TRUE(ParseIsoTime("1678-01-01T00:00:00Z"));
+  EXPECT_TRUE(ParseIsoTime("2261-12-31T23:59:59Z"));
   for (const char* bad : {"2026-02-11 12:10:54Z", "2026-02-30T12:10:54Z", "2026-02-11T12:10:54",
                           "2026-02-11T12:10:54+01:00", "2026-02-11T12:10:54.Z",
-                          "2026-02-11T12:10:54.1234567890Z", "2026-02-11T24:00:00Z"}) {
+                          "2026-02-11T12:10:54.1234567890Z", "2026-02-11T24:00:00Z",
+                          // Outside 64-bit nanoseconds (1677-09-21 .. 2262-04-11): refused,
+                          // never wrapped.
+                          "0584-01-01T00:00:00Z", "1677-12-31T23:59:59Z", "2262-01-01T00:00:00Z",
+                          "9999-12-31T23:59:59Z"}) {
     EXPECT_FALSE(ParseIsoTime(bad)) << bad;
   }
 }

@@ -769,6 +769,47 @@ TEST_F(Serve, KillDuringADecisionResumesWithTheOriginalDeadline) {
             (json{{"update_id", "core-kill"}, {"decision", "continue"}, {"backup_id", id}}));
 }
 
+// Soak seed 1292981520 (CI): a kill after a failed update persisted rolling_back but before the
+// worker wrote the post-update fingerprint. The resumed rollback had no fingerprint, counted
+// every file the update changed as a conflict and stopped for a decision nobody had to make.
+TEST_F(Serve, KillBeforeThePostUpdateFingerprintStillRollsBackWithoutConflicts) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  const auto before = svc_.Tree();
+  std::size_t c = obs_->Mark();
+  json a = RequestAndAwait("core-early-kill", &c);
+  const std::string id = a["pending"]["backup_id"];
+  (void)PressContinue(&c);
+  ASSERT_TRUE(obs_->Next("safepoint/status", &c, kWait, StateIs("updating")));
+  const std::string state_file = svc_.backups() + "/.service-state.json";
+  json persisted = json::parse(ReadFile(state_file).value_or("{}"), nullptr, false);
+  ASSERT_EQ(persisted.value("state", ""), "updating") << persisted.dump();
+  svc_.Kill();
+  // The update changed two files and failed; the service persisted rolling_back and was killed
+  // before its worker recorded the fingerprint: the state file as Lifecycle::Failure writes it.
+  WriteFile(svc_.ha() + "/configuration.yaml", "homeassistant:\n  name: Changed by update\n");
+  WriteFile(svc_.ha() + "/automations.yaml", "- id: '9'\n  alias: written by the update\n");
+  persisted["state"] = "rolling_back";
+  persisted["deadline"] = nullptr;
+  persisted["progress"] = 0;
+  persisted["resumes"] = 0;
+  persisted["last_error"] = "update of core failed (exit code 1)";
+  WriteFile(state_file, persisted.dump(1) + "\n", 0600);
+  ASSERT_FALSE(fs::exists(svc_.backups() + "/" + id + "/fingerprint.json"));
+
+  std::size_t r = obs_->Mark();
+  ASSERT_NO_FATAL_FAILURE(Launch());
+  auto end = obs_->Next("safepoint/event", &r, kWait, [](const json& j) {
+    const std::string t = j.value("event_type", "");
+    return t == "rollback_completed" || t == "rollback_failed" || t == "rollback_conflicts";
+  });
+  ASSERT_TRUE(end) << "the resumed rollback did not end";
+  EXPECT_EQ(end->Json()["event_type"], "rollback_completed") << end->payload;
+  EXPECT_EQ(end->Json()["data"]["backup_id"], id);
+  EXPECT_TRUE(obs_->Next("safepoint/status", &r, kWait, StateIs("idle")));
+  EXPECT_EQ(svc_.Tree(), before);
+  EXPECT_TRUE(fs::exists(svc_.backups() + "/" + id + "/fingerprint.json"));
+}
+
 TEST_F(Serve, KillDuringARollbackCompletesOrRevertsNeverAMix) {
   // Enough files that the rollback takes a while.
   constexpr int kFiles = 1000;
