@@ -3,8 +3,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
+#include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cstring>
 #include <ctime>
+#include <initializer_list>
 #include <vector>
 
 #include "core/io.h"
@@ -29,6 +35,51 @@ std::string IsoUtc(std::chrono::system_clock::time_point t) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+// HMAC-SHA-256(key, parts joined by NUL bytes), lowercase hex.
+std::string Mac(const Secret& key, std::initializer_list<std::string_view> parts) {
+  crypto_auth_hmacsha256_state state;
+  crypto_auth_hmacsha256_init(&state, key.bytes().data(), key.size());
+  bool first = true;
+  for (std::string_view part : parts) {
+    if (!first) {
+      const unsigned char zero = 0;
+      crypto_auth_hmacsha256_update(&state, &zero, 1);
+    }
+    first = false;
+    crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>(part.data()),
+                                  part.size());
+  }
+  std::array<unsigned char, crypto_auth_hmacsha256_BYTES> out{};
+  crypto_auth_hmacsha256_final(&state, out.data());
+  sodium_memzero(&state, sizeof state);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(out.size() * 2);
+  for (unsigned char b : out) {
+    hex.push_back(kHex[b >> 4]);
+    hex.push_back(kHex[b & 15]);
+  }
+  return hex;
+}
+
+// The bytes a state MAC covers: every field PathState compares, NUL-separated (a link target
+// holds no NUL).
+std::string Canonical(const PathState& s) {
+  return std::string(manifest::EntryTypeName(s.type)) + '\0' + std::to_string(s.size) + '\0' +
+         s.sha256 + '\0' + std::to_string(s.mode) + '\0' + s.link_target;
+}
+
+std::string PathMac(const Secret& key, const std::string& path) { return Mac(key, {"path", path}); }
+std::string StateMac(const Secret& key, const std::string& path, const PathState& s) {
+  return Mac(key, {"state", path, Canonical(s)});
+}
+
+bool IsHex64(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
 }
 
 manifest::EntryType TypeFromName(std::string_view name, bool* ok) {
@@ -161,7 +212,27 @@ Status WriteFileAtomically(FileSystem& fs, const std::string& path, std::string_
   return fs.SyncDir(slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash));
 }
 
+bool Fingerprint::Matches(const std::string& path, const PathState& state) const {
+  if (!is_keyed) {
+    auto it = paths.find(path);
+    return it != paths.end() && it->second == state;
+  }
+  if (!key || key->empty()) return false;
+  auto it = keyed.find(PathMac(*key, path));
+  return it != keyed.end() && sodium_memcmp(it->second.data(), StateMac(*key, path, state).data(),
+                                            it->second.size()) == 0;
+}
+
 json ToJson(const Fingerprint& f) {
+  if (f.is_keyed) {
+    json entries = json::object();
+    for (const auto& [path_mac, state_mac] : f.keyed) entries[path_mac] = state_mac;
+    return {{"format", 2},
+            {"id", f.id},
+            {"recorded_at", f.recorded_at},
+            {"mac", "hmac-sha256"},
+            {"entries", entries}};
+  }
   json entries = json::array();
   for (const auto& [path, s] : f.paths) {
     json e = json::object();
@@ -188,12 +259,29 @@ json ToJson(const Fingerprint& f) {
 Result<Fingerprint> ParseFingerprint(std::string_view text) {
   try {
     json j = json::parse(text);
-    if (j.at("format").get<int>() != 1) {
+    const int format = j.at("format").get<int>();
+    if (format != 1 && format != 2) {
       return Fail(ErrorCode::kCorrupt, "fingerprint: unsupported format");
     }
     Fingerprint f;
     f.id = j.at("id").get<std::string>();
     f.recorded_at = j.at("recorded_at").get<std::string>();
+    if (format == 2) {
+      if (j.at("mac").get<std::string>() != "hmac-sha256") {
+        return Fail(ErrorCode::kCorrupt, "fingerprint: unknown MAC");
+      }
+      f.is_keyed = true;
+      const json& entries = j.at("entries");
+      if (!entries.is_object()) return Fail(ErrorCode::kCorrupt, "fingerprint: entries");
+      for (const auto& [path_mac, state_mac] : entries.items()) {
+        if (!state_mac.is_string() || !IsHex64(path_mac) ||
+            !IsHex64(state_mac.get<std::string>())) {
+          return Fail(ErrorCode::kCorrupt, "fingerprint: an entry is not two HMAC-SHA-256");
+        }
+        f.keyed[path_mac] = state_mac.get<std::string>();
+      }
+      return f;
+    }
     for (const auto& e : j.at("entries")) {
       PathState s;
       bool ok = false;
@@ -229,8 +317,9 @@ Result<Fingerprint> ParseFingerprint(std::string_view text) {
 }
 
 Status RecordFingerprint(const config::Config& config, const store::Store& store, FileSystem& fs,
-                         const Clock& clock, const std::string& id) {
-  auto m = store.Show(id);
+                         const Clock& clock, const Secret& passphrase, const std::string& id) {
+  Secret key;
+  auto m = store.Load(id, passphrase, &key);
   if (!m) return tl::unexpected(m.error());
   auto files = sources::CollectFiles(config);
   if (!files) return tl::unexpected(files.error());
@@ -245,14 +334,30 @@ Status RecordFingerprint(const config::Config& config, const store::Store& store
     auto state = ReadPathState(root, e.archive_path.substr(e.archive_path.find('/') + 1));
     if (!state) return tl::unexpected(state.error());
     if (!*state) continue;  // gone since it was listed
-    f.paths[e.archive_path] = std::move(**state);
+    if (key.empty()) {
+      f.paths[e.archive_path] = std::move(**state);
+    } else {
+      f.keyed[PathMac(key, e.archive_path)] = StateMac(key, e.archive_path, **state);
+    }
   }
+  f.is_keyed = !key.empty();
   return WriteFileAtomically(fs, store.DirOf(id) + "/" + std::string(kFingerprintName),
                              ToJson(f).dump(1) + "\n", 0600);
 }
 
+Result<bool> FingerprintRecorded(const store::Store& store, const std::string& id) {
+  if (!manifest::IsValidId(id)) {
+    return Fail(ErrorCode::kBadInput, "'" + id.substr(0, 64) + "' is not a safety point id");
+  }
+  const std::string path = store.DirOf(id) + "/" + std::string(kFingerprintName);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) return true;
+  if (errno == ENOENT) return false;
+  return Fail(ErrorCode::kIo, path + ": " + std::strerror(errno));
+}
+
 Result<std::optional<Fingerprint>> LoadFingerprint(const store::Store& store,
-                                                   const std::string& id) {
+                                                   const std::string& id, Secret key) {
   if (!manifest::IsValidId(id)) {
     return Fail(ErrorCode::kBadInput, "'" + id.substr(0, 64) + "' is not a safety point id");
   }
@@ -267,6 +372,10 @@ Result<std::optional<Fingerprint>> LoadFingerprint(const store::Store& store,
   auto f = ParseFingerprint(*text);
   if (!f) return Fail(ErrorCode::kCorrupt, path + ": " + f.error().message);
   if (f->id != id) return Fail(ErrorCode::kCorrupt, path + ": belongs to safety point " + f->id);
+  if (f->is_keyed) {
+    if (key.empty()) return Fail(ErrorCode::kCorrupt, path + ": keyed, but its safety point has no key");
+    f->key = std::make_shared<const Secret>(std::move(key));
+  }
   return std::optional<Fingerprint>(std::move(*f));
 }
 

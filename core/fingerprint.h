@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 #include "core/fs.h"
 #include "core/manifest.h"
 #include "core/result.h"
+#include "core/secret.h"
 #include "core/store.h"
 
 // Post-update fingerprints and the state of paths in the restored trees (docs/rollback.md).
@@ -32,10 +34,23 @@ struct PathState {
 
 // The state of the restored trees right after an update: "<backup_dir>/<id>/fingerprint.json".
 // A file whose current state equals its fingerprint was changed by the update, not by a person.
+//
+// For a format 2 safety point the file holds no path and no plaintext hash (docs/format.md):
+// each path is HMAC-SHA-256(key, "path" 0 path) and its state HMAC-SHA-256(key, "state" 0 path 0
+// state), under a key derived from the safety point's file key (Store::Load's fingerprint key),
+// so a copy of the backup dir confirms no guess without one scrypt. Format 1 safety points keep
+// the plaintext form (their manifest.json lists the same already).
 struct Fingerprint {
   std::string id;                          // the safety point it belongs to
   std::string recorded_at;                 // ISO-8601 UTC
-  std::map<std::string, PathState> paths;  // archive path -> state
+  std::map<std::string, PathState> paths;  // plaintext form: archive path -> state
+  std::map<std::string, std::string> keyed;  // keyed form: path MAC -> state MAC (hex)
+  bool is_keyed = false;
+  std::shared_ptr<const Secret> key;  // keyed form: set by LoadFingerprint, needed by Matches
+
+  // Whether `path` was recorded with state `state`.
+  [[nodiscard]] bool Matches(const std::string& path, const PathState& state) const;
+  [[nodiscard]] std::size_t size() const { return is_keyed ? keyed.size() : paths.size(); }
 };
 
 // File name of a fingerprint inside a safety point's directory.
@@ -66,16 +81,26 @@ inline constexpr std::string_view kFingerprintName = "fingerprint.json";
 
 // Hashes the current ha_config and workspace source set (the same selection a safety point
 // takes: paths, type, mode, size, SHA-256 and link target; no contents) into
-// <backup_dir>/<id>/fingerprint.json, atomically, replacing an older one.
+// <backup_dir>/<id>/fingerprint.json, atomically, replacing an older one. For a format 2 safety
+// point the passphrase unwraps its file key (one scrypt) and the fingerprint is keyed.
 // REQUIRES: the caller holds the exclusive store lock.
-// Errors: kBadInput/kNotFound for the id (as Store::Show), collection errors, kIo/kNoSpace.
+// Errors: as Store::Load (kBadInput/kNotFound for the id, kWrongPassphrase), collection errors,
+// kIo/kNoSpace.
 [[nodiscard]] Status RecordFingerprint(const config::Config& config, const store::Store& store,
-                                       FileSystem& fs, const Clock& clock, const std::string& id);
+                                       FileSystem& fs, const Clock& clock,
+                                       const Secret& passphrase, const std::string& id);
 
-// The fingerprint of safety point `id`, std::nullopt when none was recorded.
-// Errors: kBadInput for a malformed id, kCorrupt for an unreadable fingerprint.json.
+// The fingerprint of safety point `id`, std::nullopt when none was recorded. `key` is the
+// fingerprint key Store::Load gave for the safety point (empty for format 1).
+// Errors: kBadInput for a malformed id, kCorrupt for an unreadable fingerprint.json or a keyed
+// one without a key.
 [[nodiscard]] Result<std::optional<Fingerprint>> LoadFingerprint(const store::Store& store,
-                                                                 const std::string& id);
+                                                                 const std::string& id,
+                                                                 Secret key);
+
+// Whether safety point `id` has a fingerprint.json (not read). Errors: kBadInput for a malformed
+// id, kIo when it cannot be told.
+[[nodiscard]] Result<bool> FingerprintRecorded(const store::Store& store, const std::string& id);
 
 [[nodiscard]] nlohmann::json ToJson(const Fingerprint& fingerprint);
 [[nodiscard]] Result<Fingerprint> ParseFingerprint(std::string_view text);

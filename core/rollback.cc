@@ -344,10 +344,8 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
     } else if (SameAsTarget(p)) {
       p.change = Change::kUnchanged;
     } else if (fingerprint) {
-      auto it = fingerprint->paths.find(path);
-      p.change = it != fingerprint->paths.end() && it->second == *p.current
-                     ? Change::kChangedByUpdate
-                     : Change::kConflict;
+      p.change = fingerprint->Matches(path, *p.current) ? Change::kChangedByUpdate
+                                                         : Change::kConflict;
     } else {
       p.change = Change::kConflict;
     }
@@ -812,6 +810,14 @@ std::string RecordsDir(const store::Store& store) {
 }
 
 Status WriteJournal(FileSystem& fs, const std::string& record, const Journal& j) {
+  if (j.phase == Phase::kDone || j.phase == Phase::kReverted) {
+    // Finished: no recovery checks a staged file again, so the SHA-256 of the safety point's
+    // plaintext (which would confirm a guessed secrets.yaml without scrypt) is not kept.
+    Journal finished = j;
+    for (auto& op : finished.ops) op.sha256.clear();
+    return WriteFileAtomically(fs, record + "/" + std::string(journal::kFileName),
+                               journal::ToJson(finished).dump(1) + "\n", 0600);
+  }
   return WriteFileAtomically(fs, record + "/" + std::string(journal::kFileName),
                              journal::ToJson(j).dump(1) + "\n", 0600);
 }
@@ -1072,9 +1078,10 @@ Result<Plan> PlanFor(const config::Config& config, const manifest::Manifest& tar
 
 Result<Plan> MakePlan(const config::Config& config, const store::Store& store,
                       const Secret& passphrase, const std::string& id, Policy policy) {
-  auto m = store.Load(id, passphrase);
+  Secret key;
+  auto m = store.Load(id, passphrase, &key);
   if (!m) return tl::unexpected(m.error());
-  auto fp = LoadFingerprint(store, id);
+  auto fp = LoadFingerprint(store, id, std::move(key));
   if (!fp) return tl::unexpected(fp.error());
   return PlanFor(config, *m, *fp, policy);
 }
@@ -1112,9 +1119,10 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
     auto recovered = RecoverImpl(config, store, fs, rs);
     if (!recovered) return tl::unexpected(recovered.error());
   }
-  auto target = store.Load(id, passphrase);
+  Secret key;
+  auto target = store.Load(id, passphrase, &key);
   if (!target) return tl::unexpected(target.error());
-  auto fingerprint = LoadFingerprint(store, id);
+  auto fingerprint = LoadFingerprint(store, id, std::move(key));
   if (!fingerprint) return tl::unexpected(fingerprint.error());
   SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
   auto current = snapshot::Collect(config, std::nullopt);

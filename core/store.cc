@@ -807,7 +807,8 @@ Result<std::string> Store::ReadIndexCiphertext(const std::string& id,
   return bytes;
 }
 
-Result<manifest::Manifest> Store::Load(const std::string& id, const Secret& passphrase) const {
+Result<manifest::Manifest> Store::Load(const std::string& id, const Secret& passphrase,
+                                       Secret* fingerprint_key) const {
   auto outer = Show(id);
   if (!outer) return tl::unexpected(outer.error());
   if (outer->entries_listed) return outer;  // format 1
@@ -820,6 +821,7 @@ Result<manifest::Manifest> Store::Load(const std::string& id, const Secret& pass
   auto dec = age::Decryptor::Open(src, passphrase, options_.max_work_factor);
   if (!dec) return tl::unexpected(dec.error());
   if ((*dec)->KeyId() != outer->key_id) return corrupt("index key identifier differs");
+  if (fingerprint_key) *fingerprint_key = (*dec)->DeriveSubkey(kFingerprintKeyInfo);
   auto text = ReadAll(**dec, kMaxInnerManifest, "index");
   if (!text) return corrupt("index: " + text.error().message);
   auto full = manifest::Parse(*text);

@@ -17,6 +17,9 @@
 
 namespace safepoint::store {
 
+// HKDF info of the key that keys a format 2 safety point's fingerprint.json.
+inline constexpr std::string_view kFingerprintKeyInfo = "safepoint fingerprint";
+
 // Where and how safety points are stored.
 struct Options {
   std::string backup_dir;    // created 0700 when missing; refused when it is a symlink
@@ -135,8 +138,10 @@ class Store {
   // The whole manifest, entries and warnings included: format 1 from manifest.json, format 2
   // from the encrypted index beside the payload (one scrypt; the payload is not read).
   // Errors: as Show, kWrongPassphrase, kCorrupt for an index that does not match the summary.
-  [[nodiscard]] Result<manifest::Manifest> Load(const std::string& id,
-                                                const Secret& passphrase) const;
+  // `fingerprint_key`, when given, receives the key of the safety point's keyed fingerprint
+  // (HKDF of its file key; empty for format 1), with no second scrypt.
+  [[nodiscard]] Result<manifest::Manifest> Load(const std::string& id, const Secret& passphrase,
+                                                Secret* fingerprint_key = nullptr) const;
   // Decrypts everything and checks every entry against both manifests and the payload hash.
   [[nodiscard]] Result<VerifyReport> Verify(const std::string& id, const Secret& passphrase) const;
   // Like Verify, handing every entry to `visitor` as it is checked. Entries reach the visitor

@@ -91,11 +91,13 @@ Status OperationsBackend::RecordFingerprint(const std::string& id, bool keep_exi
   if (!lock) return tl::unexpected(lock.error());
   SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, ops_.store(), fs_, clock_));
   if (keep_existing) {
-    auto existing = rollback::LoadFingerprint(ops_.store(), id);
+    auto existing = rollback::FingerprintRecorded(ops_.store(), id);
     if (!existing) return tl::unexpected(existing.error());
     if (*existing) return {};
   }
-  return rollback::RecordFingerprint(config_, ops_.store(), fs_, clock_, id);
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  return rollback::RecordFingerprint(config_, ops_.store(), fs_, clock_, *passphrase, id);
 }
 
 RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolicy policy,

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/fingerprint.h"
+#include "core/io.h"
 #include "core/rollback.h"
 #include "service/cli_context.h"
 
@@ -120,14 +121,20 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
   fp->callback(cli.Run([&cli, args](Operations& ops) {
     auto lock = LockAndRecover(cli, ops);
     if (!lock) return cli.Failed(lock.error());
-    if (auto st =
-            rollback::RecordFingerprint(ops.config(), ops.store(), cli.fs, cli.clock, args->id);
+    auto passphrase = config::LoadPassphrase(ops.config());
+    if (!passphrase) return cli.Failed(passphrase.error());
+    if (auto st = rollback::RecordFingerprint(ops.config(), ops.store(), cli.fs, cli.clock,
+                                              *passphrase, args->id);
         !st) {
       return cli.Failed(st.error());
     }
-    auto f = rollback::LoadFingerprint(ops.store(), args->id);
+    // Parsed without its key: only the count is shown.
+    auto text = ReadFileBounded(
+        ops.store().DirOf(args->id) + "/" + std::string(rollback::kFingerprintName), 256u << 20);
+    if (!text) return cli.Failed(text.error());
+    auto f = rollback::ParseFingerprint(*text);
     if (!f) return cli.Failed(f.error());
-    const std::size_t n = *f ? (*f)->paths.size() : 0;
+    const std::size_t n = f->size();
     const std::string path =
         ops.store().DirOf(args->id) + "/" + std::string(rollback::kFingerprintName);
     return cli.Ok(json{{"id", args->id}, {"paths", n}, {"file", path}},

@@ -292,7 +292,13 @@ TEST_P(FingerprintFaults, CrashAtEveryStepLeavesTheOldOrTheNewFingerprint) {
   auto record = [&](FileSystem& fs, store::Store& store) {
     auto lock = store.Lock(store::LockMode::kExclusive);
     EXPECT_TRUE(lock);
-    return rollback::RecordFingerprint(config_, store, fs, clock_, id);
+    return rollback::RecordFingerprint(config_, store, fs, clock_, pass_, id);
+  };
+  auto load = [&](const store::Store& store) {
+    Secret key;
+    auto m = store.Load(id, pass_, &key);
+    EXPECT_TRUE(m);
+    return rollback::LoadFingerprint(store, id, std::move(key));
   };
   // The old fingerprint (recorded before the update) goes into the template when wanted.
   std::optional<std::string> old_text;
@@ -312,9 +318,9 @@ TEST_P(FingerprintFaults, CrashAtEveryStepLeavesTheOldOrTheNewFingerprint) {
   {
     auto store = FreshStore(counter);
     ASSERT_TRUE(record(counter, *store));
-    auto f = rollback::LoadFingerprint(*store, id);
+    auto f = load(*store);
     ASSERT_TRUE(f && *f);
-    new_paths = rollback::ToJson(**f)["paths"].dump();
+    new_paths = rollback::ToJson(**f)["entries"].dump();
   }
   const std::uint64_t points = counter.ops();
   ASSERT_EQ(points, kFingerprintPoints);  // create, write, fsync, close, rename, fsync of the dir
@@ -325,7 +331,7 @@ TEST_P(FingerprintFaults, CrashAtEveryStepLeavesTheOldOrTheNewFingerprint) {
     FaultInjectingFileSystem faulty(n, FaultKind::kCrash);
     auto store = FreshStore(faulty);
     EXPECT_FALSE(record(faulty, *store)) << where;
-    auto f = rollback::LoadFingerprint(*store, id);
+    auto f = load(*store);
     ASSERT_TRUE(f) << where << ": torn fingerprint: " << f.error().message;
     if (!f->has_value()) {
       EXPECT_FALSE(had_one) << where << ": the old fingerprint is lost";
@@ -333,7 +339,7 @@ TEST_P(FingerprintFaults, CrashAtEveryStepLeavesTheOldOrTheNewFingerprint) {
     } else if (ReadFile(path) == old_text) {
       ++old_kept;
     } else {
-      EXPECT_EQ(rollback::ToJson(**f)["paths"].dump(), new_paths) << where;
+      EXPECT_EQ(rollback::ToJson(**f)["entries"].dump(), new_paths) << where;
       ++new_written;
     }
     // The safety point itself still verifies with a stale temp file beside it, and recording
@@ -342,9 +348,9 @@ TEST_P(FingerprintFaults, CrashAtEveryStepLeavesTheOldOrTheNewFingerprint) {
     EXPECT_TRUE(v) << where << ": " << v.error().message;
     ASSERT_TRUE(record(real_fs_, *store)) << where;
     EXPECT_FALSE(fs::exists(path + ".tmp")) << where;
-    auto again = rollback::LoadFingerprint(*store, id);
+    auto again = load(*store);
     ASSERT_TRUE(again && *again) << where;
-    EXPECT_EQ(rollback::ToJson(**again)["paths"].dump(), new_paths) << where;
+    EXPECT_EQ(rollback::ToJson(**again)["entries"].dump(), new_paths) << where;
     EXPECT_EQ(Snap(ha_), updated_files) << where << ": the user's files changed";
   }
   // Only a crash at the final fsync of the directory finds the new file in place.
@@ -366,7 +372,7 @@ TEST_F(Faults, DiskFullWhileWritingTheFingerprintKeepsTheOldOne) {
   auto store = FreshStore(real_fs_);
   {
     auto lock = store->Lock(store::LockMode::kExclusive);
-    ASSERT_TRUE(rollback::RecordFingerprint(config_, *store, real_fs_, clock_, id));
+    ASSERT_TRUE(rollback::RecordFingerprint(config_, *store, real_fs_, clock_, pass_, id));
   }
   const auto old_text = ReadFile(path);
   WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home 3\n");
@@ -375,7 +381,7 @@ TEST_F(Faults, DiskFullWhileWritingTheFingerprintKeepsTheOldOne) {
   o.backup_dir = work_;
   store::Store on_full(o, full, clock_);
   auto lock = on_full.Lock(store::LockMode::kExclusive);
-  auto st = rollback::RecordFingerprint(config_, on_full, full, clock_, id);
+  auto st = rollback::RecordFingerprint(config_, on_full, full, clock_, pass_, id);
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, ErrorCode::kNoSpace);
   EXPECT_EQ(ReadFile(path), old_text);

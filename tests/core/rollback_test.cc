@@ -211,7 +211,7 @@ class RollbackTest : public ::testing::Test {
     WriteFile(ha_ + "/custom_components/bar/__init__.py", "NEW = True\n");
     fs::remove(ha_ + "/automations.yaml");
     WriteFile(ws_ + "/memory/update.md", "written by the update\n");
-    ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, id));
+    ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, id));
   }
 
   TreeSnap Snap() const {
@@ -368,6 +368,16 @@ TEST_F(RollbackTest, OverwriteRestoresExactStateAndMovesAddedFilesAside) {
   EXPECT_EQ(j->phase, journal::Phase::kDone);
   EXPECT_EQ(j->id, id);
   EXPECT_EQ(j->pre_rollback_id, r->pre_rollback_id);
+  // A finished journal keeps no hash of the safety point's plaintext (issue 10).
+  std::size_t placed = 0;
+  for (const auto& op : j->ops) {
+    if (op.kind != journal::OpKind::kPlaceFile) continue;
+    ++placed;
+    EXPECT_EQ(op.sha256, "") << op.path;
+  }
+  EXPECT_GT(placed, 0u);
+  EXPECT_EQ(text->find(safepoint::testing::Sha256Hex("homeassistant:\n  name: Home\n")),
+            std::string::npos);
 
   // bar, bar/__init__.py, memory/update.md, link.yaml/sub, link.yaml/sub/x
   EXPECT_EQ(r->moved_aside, 5u);
@@ -500,7 +510,7 @@ TEST_F(RollbackTest, ReadOnlyFileInTheWayIsReplacedByRename) {
   WriteFile(ha_ + "/readonly.yaml.new", "changed by update\n");
   fs::rename(ha_ + "/readonly.yaml.new", ha_ + "/readonly.yaml");
   fs::permissions(ha_ + "/readonly.yaml", fs::perms(0444));
-  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, id));
+  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, id));
   auto r = Run(id, Policy::kAbort);
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(ReadFile(ha_ + "/readonly.yaml"), "locked: true\n");
@@ -636,7 +646,7 @@ TEST_F(RollbackTest, FailedRestartIsReportedAndTheRestoreStands) {
       "    when_changed: [workspace]\n");
   const std::string id = Backup();
   WriteFile(ha_ + "/configuration.yaml", "broken: [\n");
-  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, id));
+  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, id));
   auto r = Run(id, Policy::kAbort);
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "homeassistant:\n  name: Home\n");
@@ -688,28 +698,62 @@ TEST_F(RollbackTest, ProgressCoversStagingThePreRollbackSafetyPointAndApplying) 
 
 TEST_F(RollbackTest, FingerprintIsWrittenAtomicallyAndReadBack) {
   const std::string id = Backup();
-  auto missing = RecordFingerprint(config_, *store_, real_fs_, clock_, "2020-01-01_00-00-00");
+  auto missing = RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, "2020-01-01_00-00-00");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
-  auto none = LoadFingerprint(*store_, id);
+  auto none = LoadFingerprint(*store_, id, Secret());
   ASSERT_TRUE(none);
   EXPECT_FALSE(none->has_value());
-  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, id));
-  auto f = LoadFingerprint(*store_, id);
+  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, id));
+  auto load = [&] {
+    Secret key;
+    auto m = store_->Load(id, pass_, &key);
+    EXPECT_TRUE(m);
+    EXPECT_EQ(key.size(), 32u);
+    return LoadFingerprint(*store_, id, std::move(key));
+  };
+  auto f = load();
   ASSERT_TRUE(f && *f);
   EXPECT_EQ((*f)->id, id);
-  const auto& s = (*f)->paths.at("ha_config/configuration.yaml");
-  EXPECT_EQ(s.sha256, safepoint::testing::Sha256Hex("homeassistant:\n  name: Home\n"));
-  EXPECT_EQ(s.mode, 0644u);
-  EXPECT_EQ((*f)->paths.at("ha_config/link.yaml").link_target, "configuration.yaml");
-  EXPECT_EQ((*f)->paths.count("ha_config/home-assistant.log"), 0u);
+  EXPECT_TRUE((*f)->is_keyed);
+  // Format 2: keyed. The recorded states match exactly; any other state, path or key does not.
+  PathState config_state;
+  config_state.type = manifest::EntryType::kFile;
+  config_state.size = std::string("homeassistant:\n  name: Home\n").size();
+  config_state.sha256 = safepoint::testing::Sha256Hex("homeassistant:\n  name: Home\n");
+  config_state.mode = 0644;
+  EXPECT_TRUE((*f)->Matches("ha_config/configuration.yaml", config_state));
+  PathState link_state;
+  link_state.type = manifest::EntryType::kSymlink;
+  link_state.link_target = "configuration.yaml";
+  EXPECT_TRUE((*f)->Matches("ha_config/link.yaml", link_state));
+  EXPECT_FALSE((*f)->Matches("ha_config/automations.yaml", config_state));
+  PathState other = config_state;
+  other.mode = 0600;
+  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", other));
+  other = config_state;
+  other.sha256[0] = other.sha256[0] == '0' ? '1' : '0';
+  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", other));
+  link_state.link_target = "configuration.yaml2";
+  EXPECT_FALSE((*f)->Matches("ha_config/link.yaml", link_state));
+  auto wrong_key = LoadFingerprint(*store_, id, Secret(std::string(32, 'k')));
+  ASSERT_TRUE(wrong_key && *wrong_key);
+  EXPECT_FALSE((*wrong_key)->Matches("ha_config/configuration.yaml", config_state));
+  // A keyed fingerprint without its key is refused, not read as "nothing matches".
+  auto keyless = LoadFingerprint(*store_, id, Secret());
+  ASSERT_FALSE(keyless);
+  EXPECT_EQ(keyless.error().code, ErrorCode::kCorrupt);
   EXPECT_FALSE(fs::exists(store_->DirOf(id) + "/fingerprint.json.tmp"));
-  // Nothing of the contents is in it.
-  EXPECT_EQ(ReadFile(store_->DirOf(id) + "/fingerprint.json")->find("Home"), std::string::npos);
+  // No content, path or plaintext hash is in it.
+  const std::string text = *ReadFile(store_->DirOf(id) + "/fingerprint.json");
+  EXPECT_EQ(text.find("Home"), std::string::npos);
+  EXPECT_EQ(text.find("configuration"), std::string::npos);
+  EXPECT_EQ(text.find(config_state.sha256), std::string::npos);
+  EXPECT_EQ((*f)->size(), ParseFingerprint(text)->size());
   // A crash while writing leaves the old fingerprint or the new one, never a torn file.
   FaultInjectingFileSystem crash(3);
-  EXPECT_FALSE(RecordFingerprint(config_, *store_, crash, clock_, id));
-  auto again = LoadFingerprint(*store_, id);
+  EXPECT_FALSE(RecordFingerprint(config_, *store_, crash, clock_, pass_, id));
+  auto again = load();
   ASSERT_TRUE(again && *again);
 }
 

@@ -4,7 +4,8 @@
 //
 // Input: the text of a fingerprint.json.
 // Invariants: errors are kCorrupt; every accepted path passes the archive path checks; files
-// carry their size, hash and mode, directories only a mode, links only a target; ToJson -> dump
+// carry their size, hash and mode, directories only a mode, links only a target; a keyed one
+// (format 2) holds only pairs of 64-digit lowercase hex MACs; ToJson -> dump
 // -> ParseFingerprint gives back the same id, time and path states, and its dump is stable.
 
 #include <cstddef>
@@ -43,13 +44,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         break;
     }
   }
+  for (const auto& [path_mac, state_mac] : f->keyed) {
+    if (!f->is_keyed) Violated("fingerprint: keyed entries in a plaintext fingerprint");
+    for (const std::string* mac : {&path_mac, &state_mac}) {
+      if (mac->size() != 64 || mac->find_first_not_of("0123456789abcdef") != std::string::npos) {
+        Violated("fingerprint: accepted a MAC that is not 64 lowercase hex digits");
+      }
+    }
+  }
+  if (f->is_keyed && !f->paths.empty()) Violated("fingerprint: plaintext paths in a keyed one");
   const std::string once = rollback::ToJson(*f).dump(1);
   auto again = rollback::ParseFingerprint(once);
   if (!again) {
     std::fprintf(stderr, "re-parse: %s\n", again.error().message.c_str());
     Violated("fingerprint: a written fingerprint does not parse");
   }
-  if (again->id != f->id || again->recorded_at != f->recorded_at || again->paths != f->paths) {
+  if (again->id != f->id || again->recorded_at != f->recorded_at || again->paths != f->paths ||
+      again->is_keyed != f->is_keyed || again->keyed != f->keyed) {
     Violated("fingerprint: parse -> write -> parse changed it");
   }
   if (rollback::ToJson(*again).dump(1) != once) Violated("fingerprint: writing is unstable");

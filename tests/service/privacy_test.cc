@@ -200,6 +200,55 @@ TEST_F(Privacy, ACopyOfTheBackupDirHoldsNoHashPathOrPassphrase) {
   EXPECT_EQ(Run({"diff", id}).exit_code, 4);
 }
 
+// After an update: the post-update fingerprint and the record of a rollback. The fingerprint is
+// keyed, so it names no path and holds no plaintext hash of the trees before or after the update;
+// a finished rollback journal keeps no hash either. The journal and the files the rollback moved
+// aside still name paths (docs/security.md says so), so only hashes and the passphrase are
+// searched for below .rollbacks.
+TEST_F(Privacy, FingerprintAndRollbackRecordsHoldNoHashOrPassphrase) {
+  auto b = Run({"--json", "backup", "--reason", "before update"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const std::string id = json::parse(b.out)["data"]["id"].get<std::string>();
+  std::vector<Needle> needles = NeedlesFor(ha_, ws_, kPassphrase);
+  // The update changes a file and adds one.
+  WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Villa Kunterbunt 2\n");
+  WriteFile(ha_ + "/custom_components/frigate_privacy/camera_annika.py", "CAMERA = 'annika'\n");
+  for (auto& n : NeedlesFor(ha_, ws_, kPassphrase)) needles.push_back(std::move(n));
+
+  auto fp = Run({"--json", "fingerprint", id});
+  ASSERT_EQ(fp.exit_code, 0) << fp.err;
+  // configuration.yaml, automations.yaml, secrets.yaml, .storage and its file, custom_components,
+  // frigate_privacy and its two files.
+  EXPECT_EQ(json::parse(fp.out)["data"]["paths"].get<int>(), 9) << fp.out;
+  ASSERT_TRUE(fs::exists(backups_ + "/" + id + "/fingerprint.json"));
+  std::vector<std::string> found = Search(backups_, needles);
+  EXPECT_TRUE(found.empty()) << ::testing::PrintToString(found);
+
+  // The keyed fingerprint still tells the update's changes from a person's: a plan after a
+  // hand edit lists exactly that file as a conflict.
+  WriteFile(ha_ + "/automations.yaml", "- id: '1'\n  alias: edited by hand\n");
+  auto plan = Run({"--json", "diff", id});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const json planned = json::parse(plan.out)["data"];
+  EXPECT_EQ(planned["conflicts"], json::array({"ha_config/automations.yaml"})) << plan.out;
+  EXPECT_EQ(planned["summary"]["changed_by_update"], 1) << plan.out;
+
+  auto rb = Run({"--json", "rollback", id, "--yes", "--on-conflict", "overwrite"});
+  ASSERT_EQ(rb.exit_code, 0) << rb.err;
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"),
+            "homeassistant:\n  name: Villa Kunterbunt\n");
+  std::vector<Needle> hashes;
+  for (const auto& n : needles) {
+    if (n.label.find("sha256") != std::string::npos || n.label == "the passphrase") {
+      hashes.push_back(n);
+    }
+  }
+  ASSERT_GT(hashes.size(), 50u);
+  ASSERT_TRUE(fs::exists(backups_ + "/.rollbacks"));
+  found = Search(backups_, hashes);
+  EXPECT_TRUE(found.empty()) << ::testing::PrintToString(found);
+}
+
 // The same search finds what format 1 left in its plaintext manifest.json: the hash of the
 // one-line secrets.yaml (which tests a passphrase guess with one SHA-256) and the paths.
 TEST_F(Privacy, TheSearchFindsWhatFormatOneRevealed) {
