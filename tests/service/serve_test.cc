@@ -810,6 +810,69 @@ TEST_F(Serve, KillBeforeThePostUpdateFingerprintStillRollsBackWithoutConflicts) 
   EXPECT_TRUE(fs::exists(svc_.backups() + "/" + id + "/fingerprint.json"));
 }
 
+// Issue 10, the attacker's search over what the service writes and says: after a failed update
+// and its automatic rollback, no MQTT message and not the service's state file holds the
+// passphrase, the MQTT password, the SHA-256 (hex) of any file before or after the update, of
+// a secrets.yaml line, or any path or file name (no conflict was asked about, so no event had
+// a reason to name one).
+TEST_F(Serve, NoMessageAndNotTheStateFileHoldsAHashPathOrSecret) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::vector<std::pair<std::string, std::string>> needles = {
+      {"the passphrase", ServeHarness::kPassphrase},
+      {"the MQTT password", ServeHarness::kMqttPassword}};
+  auto add_tree = [&](const std::string& when) {
+    for (const auto& [rel, content] : svc_.Tree()) {
+      needles.push_back({when + " hash of " + rel, testing::Sha256Hex(content)});
+      if (rel != "secrets.yaml") {
+        needles.push_back({when + " path " + rel, rel});
+        needles.push_back({when + " name " + rel, fs::path(rel).filename().string()});
+        continue;
+      }
+      // Its name is the one exception: the confirmation says where the passphrase comes from
+      // ("Encryption: age (scrypt passphrase from secrets.yaml)").
+      std::size_t start = 0;
+      while (start < content.size()) {
+        std::size_t end = content.find('\n', start);
+        end = end == std::string::npos ? content.size() : end + 1;
+        needles.push_back({"hash of a secrets.yaml line",
+                           testing::Sha256Hex(content.substr(start, end - start))});
+        start = end;
+      }
+    }
+  };
+  add_tree("before");
+  const std::size_t from = obs_->Mark();
+  std::size_t c = from;
+  json a = RequestAndAwait("core-private", &c);
+  const std::string id = a["pending"]["backup_id"];
+  (void)PressContinue(&c);
+  ASSERT_TRUE(obs_->Next("safepoint/status", &c, kWait, StateIs("updating")));
+  WriteFile(svc_.ha() + "/configuration.yaml", "homeassistant:\n  name: Changed by update\n");
+  WriteFile(svc_.ha() + "/custom_components/private_cam/__init__.py", "CAM = 1\n");
+  add_tree("after");
+  ASSERT_TRUE(Pub("safepoint/update/result",
+                  {{"update_id", "core-private"}, {"success", false}, {"exit_code", 1}}));
+  json end = NextEvent("rollback_completed", &c);
+  EXPECT_EQ(end["data"]["backup_id"], id) << end.dump();
+  ASSERT_TRUE(obs_->Next("safepoint/status", &c, kWait, StateIs("idle")));
+
+  std::vector<std::pair<std::string, std::string>> haystacks;
+  for (const auto& m : obs_->Since(from)) haystacks.push_back({m.topic, m.payload});
+  ASSERT_GT(haystacks.size(), 10u);
+  haystacks.push_back(
+      {"the state file", ReadFile(svc_.backups() + "/.service-state.json").value_or("")});
+  ASSERT_FALSE(haystacks.back().second.empty());
+  std::vector<std::string> found;
+  for (const auto& [where, text] : haystacks) {
+    for (const auto& [label, bytes] : needles) {
+      if (!bytes.empty() && text.find(bytes) != std::string::npos) {
+        found.push_back(label + " in " + where + ": " + text.substr(0, 400));
+      }
+    }
+  }
+  EXPECT_TRUE(found.empty()) << ::testing::PrintToString(found);
+}
+
 TEST_F(Serve, KillDuringARollbackCompletesOrRevertsNeverAMix) {
   // Enough files that the rollback takes a while.
   constexpr int kFiles = 1000;
