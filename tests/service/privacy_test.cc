@@ -34,13 +34,15 @@ std::string RawSha256(std::string_view data) {
   return out;
 }
 
+// (Indexing `(upper ? kUpper : kLower)[i]` came out wrong under GCC 12's UBSan: every high
+// nibble after the first was the first one's, so the search found no hash in the ASan stage.)
 std::string Hex(std::string_view raw, bool upper) {
-  static constexpr char kLower[] = "0123456789abcdef";
-  static constexpr char kUpper[] = "0123456789ABCDEF";
+  const char* const digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
   std::string out;
+  out.reserve(raw.size() * 2);
   for (unsigned char c : raw) {
-    out += (upper ? kUpper : kLower)[c >> 4];
-    out += (upper ? kUpper : kLower)[c & 15];
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
   }
   return out;
 }
