@@ -423,8 +423,9 @@ void Daemon::Execute(const Action& action) {
                  },
                  [&](const service::StartBackup& a) { StartBackup(a); },
                  [&](const DeleteBackup& a) {
+                   // Queued, never refused: a request that follows at once waits for it.
                    std::string id = a.backup_id;
-                   Submit([this, id] {
+                   Enqueue([this, id] {
                      auto st = backend_->Delete(id);
                      return std::function<void()>([this, id, st] {
                        if (!st)
@@ -554,7 +555,9 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
     update = u;
   }
   std::string reason = action.reason;
-  bool ok = Submit([this, reason, update, entities, live = std::move(live)] {
+  // Queued behind what the worker still does (the deletion of a cancelled safety point, a
+  // verify): the lifecycle already allows one operation at a time.
+  Enqueue([this, reason, update, entities, live = std::move(live)] {
     int last = -1;
     auto progress = [this, &last](std::uint64_t done, std::uint64_t total) {
       int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
@@ -592,11 +595,6 @@ void Daemon::RunBackup(const service::StartBackup& action, entities::EntitySnaps
       Execute(lifecycle_.OnBackupDone(result, clock_.Now()));
     });
   });
-  if (!ok) {
-    Execute(lifecycle_.OnBackupDone(
-        tl::unexpected(Error{ErrorCode::kBusy, "another operation is still running"}),
-        clock_.Now()));
-  }
 }
 
 Result<store::PruneReport> Daemon::ApplyRetention() {
@@ -666,9 +664,7 @@ void Daemon::RunHealthCheck(const std::string& backup_id) {
       Execute(lifecycle_.OnHealthReport(unavailable, clock_.Now()));
     });
   };
-  if (!Submit(job)) {
-    Post([this] { Execute(lifecycle_.OnHealthReport({}, clock_.Now())); });
-  }
+  Enqueue(job);
 }
 
 void Daemon::HandleEvent(const mqtt::Event& event) {

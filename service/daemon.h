@@ -64,9 +64,10 @@ class Daemon {
   // Queue of closures run on the state thread.
   void Post(std::function<void()> fn);
   // Runs `job` on the worker thread when it is idle (false when not); the closure it returns is
-  // posted back to the state thread.
+  // posted back to the state thread. For commands outside the lifecycle (verify, delete).
   bool Submit(std::function<std::function<void()>()> job);
-  // Like Submit, but queues behind running jobs.
+  // Like Submit, but queues behind running jobs. For the lifecycle's actions: it allows one
+  // operation at a time, and the worker runs them in order, never refusing one.
   void Enqueue(std::function<std::function<void()>()> job);
 
   Status ConnectWithRetry(const std::atomic<bool>& stop);

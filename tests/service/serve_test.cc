@@ -460,6 +460,42 @@ TEST_F(Serve, CancelDeletesTheSafetyPoint) {
   EXPECT_TRUE(obs_->NextRaw("safepoint/availability/decision", &ad, kWait, RawIs("offline")));
 }
 
+// Soak seed 1804404001 found this: an update requested right after a Cancel or an expiry (the
+// automation asks again) was refused as busy while the worker still deleted the cancelled safety
+// point. The service is idle then; the new safety point waits for the deletion instead.
+TEST_F(Serve, ARequestRightAfterACancelWaitsForTheDeletionInsteadOfBeingRefused) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::string previous;
+  for (int round = 0; round < 4; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const std::string uid = "again-" + std::to_string(round);
+    std::size_t c = obs_->Mark();
+    if (round == 0) {
+      (void)RequestAndAwait(uid, &c);
+    } else {
+      // Cancel the previous update and ask again at once: the two messages arrive back to back.
+      ASSERT_TRUE(obs_->Publish("safepoint/cmd/cancel", "PRESS"));
+      ASSERT_TRUE(Pub("safepoint/update/request", {{"update_id", uid}, {"target", "core"}}));
+      std::size_t p = c;
+      auto cancelled = obs_->Next("safepoint/update/decision", &p, kWait, [&](const json& j) {
+        return j.value("update_id", "") == previous;
+      });
+      ASSERT_TRUE(cancelled);
+      EXPECT_EQ(cancelled->Json()["decision"], "cancel");
+      auto s = obs_->Next("safepoint/status", &c, kWait, [&](const json& j) {
+        return j.value("state", "") == "awaiting_confirmation" && j["pending"].is_object() &&
+               j["pending"].value("update_id", "") == uid;
+      });
+      ASSERT_TRUE(s) << "the request after the Cancel never reached awaiting_confirmation";
+      std::size_t any = p;
+      auto refused = obs_->Next("safepoint/update/decision", &any, milliseconds(200),
+                                [&](const json& j) { return j.value("update_id", "") == uid; });
+      EXPECT_FALSE(refused) << refused->payload;
+    }
+    previous = uid;
+  }
+}
+
 TEST_F(Serve, NoDecisionBeforeTheDeadlineExpiresAndDeletesTheSafetyPoint) {
   ServeConfig config;
   config.confirm_timeout = "3s";
