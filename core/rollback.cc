@@ -917,13 +917,17 @@ Status Revert(const config::Config& base_config, store::Store& store, FileSystem
 
 struct RecoverState {
   const Secret* passphrase = nullptr;
+  const PassphraseSource* source = nullptr;  // asked once, only when a revert needs it
   std::optional<Secret> loaded;
 };
 
-Result<const Secret*> PassphraseFor(const config::Config& config, RecoverState& s) {
+Result<const Secret*> PassphraseFor(RecoverState& s) {
   if (s.passphrase != nullptr) return s.passphrase;
   if (!s.loaded) {
-    auto p = config::LoadPassphrase(config);
+    if (s.source == nullptr || !*s.source) {
+      return Fail(ErrorCode::kInternal, "recovery needs the passphrase and was given none");
+    }
+    auto p = (*s.source)();
     if (!p) return tl::unexpected(p.error());
     s.loaded = std::move(*p);
   }
@@ -983,7 +987,7 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
       j->error = "staging was incomplete: " + applied.error().message;
     }
     // Reverting (or staging was gone): back to the pre-rollback safety point.
-    auto pass = PassphraseFor(config, state);
+    auto pass = PassphraseFor(state);
     if (!pass) return tl::unexpected(pass.error());
     SP_RETURN_IF_ERROR(Revert(config, store, fs, **pass, record, *j));
     notes.push_back("reverted the interrupted rollback " + name + " to " + j->id +
@@ -1258,14 +1262,15 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
 }
 
 Result<std::vector<std::string>> Recover(const config::Config& config, store::Store& store,
-                                         FileSystem& fs, const Clock& /*clock*/) {
+                                         FileSystem& fs, const PassphraseSource& passphrase) {
   RecoverState state;
+  state.source = &passphrase;
   return RecoverImpl(config, store, fs, state);
 }
 
 Status RecoverInterrupted(const config::Config& config, store::Store& store, FileSystem& fs,
-                          const Clock& clock) {
-  auto notes = Recover(config, store, fs, clock);
+                          const PassphraseSource& passphrase) {
+  auto notes = Recover(config, store, fs, passphrase);
   if (!notes) return tl::unexpected(notes.error());
   return {};
 }

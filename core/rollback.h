@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -20,6 +21,10 @@
 // staging, a pre-rollback safety point, a journaled apply that completes or reverts after a
 // crash, and restarts of the affected services. docs/rollback.md is the user-facing reference.
 namespace safepoint::rollback {
+
+// Where recovery gets the passphrase when it must revert a rollback: the caller's, so core never
+// reads the secrets file by itself (the CLI and the service read it with config::LoadPassphrase).
+using PassphraseSource = std::function<Result<Secret>()>;
 
 using Policy = config::ConflictPolicy;
 
@@ -140,18 +145,18 @@ struct Report {
 // Finishes every interrupted rollback found in <backup_dir>/.rollbacks: a journal in phase
 // "applying" is completed from its staging directory; when a staged file is gone or damaged,
 // or the journal says "reverting", the tree is restored from the pre-rollback safety point
-// (the passphrase is read from the secrets file only then). Records without a journal (the crash
+// (`passphrase` is asked only then, at most once). Records without a journal (the crash
 // came before anything was changed) are removed. Returns one human-readable line per action.
 // Restarts of a completed rollback are run as configured.
 // REQUIRES: the caller holds the exclusive store lock. Call it before any other exclusive
 // operation and at service start.
 [[nodiscard]] Result<std::vector<std::string>> Recover(const config::Config& config,
                                                        store::Store& store, FileSystem& fs,
-                                                       const Clock& clock);
+                                                       const PassphraseSource& passphrase);
 
 // Recover() without the notes.
 [[nodiscard]] Status RecoverInterrupted(const config::Config& config, store::Store& store,
-                                        FileSystem& fs, const Clock& clock);
+                                        FileSystem& fs, const PassphraseSource& passphrase);
 
 // The plan for `safepoint diff --json` and MQTT:
 // {id, policy, fingerprint: bool, would_stop: bool,

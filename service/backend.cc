@@ -89,7 +89,7 @@ Result<entities::EntitySnapshot> OperationsBackend::EntitiesOf(const std::string
 Status OperationsBackend::RecordFingerprint(const std::string& id, bool keep_existing) {
   auto lock = ops_.store().Lock(store::LockMode::kExclusive);
   if (!lock) return tl::unexpected(lock.error());
-  SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, ops_.store(), fs_, clock_));
+  SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, ops_.store(), fs_, ops_.PassphraseSource()));
   if (keep_existing) {
     auto existing = rollback::FingerprintRecorded(ops_.store(), id);
     if (!existing) return tl::unexpected(existing.error());
@@ -106,7 +106,7 @@ RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolic
   if (!lock) return RollbackOutcome::Failed(lock.error());
   // Completes (or reverts) a rollback a crash interrupted; after a restart that is the one
   // the service was running.
-  auto notes = rollback::Recover(config_, ops_.store(), fs_, clock_);
+  auto notes = rollback::Recover(config_, ops_.store(), fs_, ops_.PassphraseSource());
   if (!notes) return RollbackOutcome::Failed(notes.error());
   for (const auto& n : *notes) spdlog::info("recovery: {}", n);
   auto passphrase = config::LoadPassphrase(config_);
@@ -143,7 +143,7 @@ RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolic
 Status OperationsBackend::RecoverInterrupted() {
   auto lock = ops_.store().Lock(store::LockMode::kExclusive);
   if (!lock) return tl::unexpected(lock.error());
-  auto notes = rollback::Recover(config_, ops_.store(), fs_, clock_);
+  auto notes = rollback::Recover(config_, ops_.store(), fs_, ops_.PassphraseSource());
   if (!notes) return tl::unexpected(notes.error());
   for (const auto& n : *notes) spdlog::info("recovery: {}", n);
   return {};

@@ -385,8 +385,7 @@ nlohmann::json ActionToJson(const Action& action) {
                         [](const StartRollback& a) {
                           return json{{"action", "start_rollback"},
                                       {"backup_id", a.backup_id},
-                                      {"on_conflict", ConflictPolicyName(a.on_conflict)},
-                                      {"resume", a.resume}};
+                                      {"on_conflict", ConflictPolicyName(a.on_conflict)}};
                         },
                         [](const RunHealthCheck& a) {
                           return json{{"action", "run_health_check"}, {"backup_id", a.backup_id}};
@@ -920,7 +919,7 @@ void Lifecycle::Failure(std::string reason, EventType type, nlohmann::json data,
     out.emplace_back(Event(type, reason + "\nRolling back to safety point " + backup_id + ".",
                            std::move(data), now));
     out.emplace_back(RecordFingerprint{backup_id});
-    out.emplace_back(StartRollback{backup_id, s_.policy, false});
+    out.emplace_back(StartRollback{backup_id, s_.policy});
     out.emplace_back(Event(EventType::kRollbackStarted,
                            "Rolling back to safety point " + backup_id +
                                " (conflicts: " + std::string(ConflictPolicyName(s_.policy)) + ").",
@@ -1113,7 +1112,7 @@ std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
   json event_data{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(action)}};
   if (s_.update) event_data["update_id"] = s_.update->update_id;
   out.emplace_back(Persist{});
-  out.emplace_back(StartRollback{backup_id, action, false});
+  out.emplace_back(StartRollback{backup_id, action});
   out.emplace_back(Event(EventType::kRollbackStarted,
                          "Rolling back to safety point " + backup_id +
                              " (conflicts: " + std::string(ConflictPolicyName(action)) + ").",
@@ -1204,7 +1203,7 @@ std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup
   s_.policy = on_conflict;
   s_.progress = 0;
   out.emplace_back(Persist{});
-  out.emplace_back(StartRollback{backup_id, on_conflict, false});
+  out.emplace_back(StartRollback{backup_id, on_conflict});
   out.emplace_back(
       Event(EventType::kRollbackStarted,
             "Rolling back to safety point " + backup_id +
@@ -1279,7 +1278,7 @@ std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint no
       if (s_.operation == Operation::kUpdate) {
         out.emplace_back(RecordFingerprint{*s_.backup_id, /*keep_existing=*/true});
       }
-      out.emplace_back(StartRollback{*s_.backup_id, s_.policy, true});
+      out.emplace_back(StartRollback{*s_.backup_id, s_.policy});
       break;
   }
   out.emplace_back(StatusAction());

@@ -159,8 +159,8 @@ struct RecordFingerprint {
 struct StartRollback {
   std::string backup_id;
   ConflictPolicy on_conflict = ConflictPolicy::kAbort;
-  // After a restart: a rollback to this id may be journaled; complete it rather than start anew.
-  bool resume = false;
+  // A rollback to this id interrupted by a crash is journaled; the backend's recovery completes
+  // or reverts it before any rollback starts, so a resumed one needs no flag of its own.
 };
 // Compare entity availability now with the safety point's; report with OnHealthReport.
 struct RunHealthCheck {
@@ -287,7 +287,7 @@ class Lifecycle {
 
   // After a restart: adopts `state` and returns what to do to resume it. A pending decision
   // keeps its original deadline (expired at once when it passed while down); an interrupted
-  // backup is started again; an interrupted rollback is resumed (StartRollback.resume). Either
+  // backup is started again; an interrupted rollback is started again (recovery finishes the journaled one first). Either
   // is resumed at most kMaxResumes times (the count is persisted first): interrupted once more,
   // it fails as a backup or rollback failure would and the service is left in `error` with a
   // last_error saying so, never in a restart loop.

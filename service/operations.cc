@@ -77,7 +77,7 @@ Result<store::StoreLock> Operations::LockExclusive() {
   auto lock = store_.Lock(store::LockMode::kExclusive);
   if (!lock) return tl::unexpected(lock.error());
   // A rollback a crash interrupted is completed (or reverted) before anything else writes.
-  SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, store_, fs_, clock_));
+  SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, store_, fs_, PassphraseSource()));
   SP_RETURN_IF_ERROR(store_.CleanLeftovers());
   return lock;
 }

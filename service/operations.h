@@ -10,6 +10,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/entities.h"
+#include "core/rollback.h"
 #include "core/fs.h"
 #include "core/snapshot.h"
 #include "core/store.h"
@@ -28,6 +29,10 @@ class Operations {
 
   [[nodiscard]] store::Store& store() { return store_; }
   [[nodiscard]] const config::Config& config() const { return config_; }
+  // The passphrase from the configured secrets file, read when called (for recovery).
+  [[nodiscard]] rollback::PassphraseSource PassphraseSource() const {
+    return [this] { return config::LoadPassphrase(config_); };
+  }
 
   // Takes a safety point of the configured sources (and the entity mirror and other live
   // state, when given).

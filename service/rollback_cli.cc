@@ -40,7 +40,7 @@ Result<store::StoreLock> LockAndRecover(CliContext& cli, Operations& ops) {
   auto lock = ops.store().Lock(store::LockMode::kExclusive);
   if (!lock) return tl::unexpected(lock.error());
   SP_RETURN_IF_ERROR(ops.store().CleanLeftovers());
-  auto notes = rollback::Recover(ops.config(), ops.store(), cli.fs, cli.clock);
+  auto notes = rollback::Recover(ops.config(), ops.store(), cli.fs, ops.PassphraseSource());
   if (!notes) return tl::unexpected(notes.error());
   for (const auto& n : *notes) std::cerr << "safepoint: " << n << "\n";
   return std::move(*lock);
@@ -199,7 +199,7 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
     auto lock = ops.store().Lock(store::LockMode::kExclusive);
     if (!lock) return cli.Failed(lock.error());
     if (auto st = ops.store().CleanLeftovers(); !st) return cli.Failed(st.error());
-    auto notes = rollback::Recover(ops.config(), ops.store(), cli.fs, cli.clock);
+    auto notes = rollback::Recover(ops.config(), ops.store(), cli.fs, ops.PassphraseSource());
     if (!notes) return cli.Failed(notes.error());
     std::string human;
     for (const auto& n : *notes) human += n + "\n";

@@ -248,6 +248,11 @@ class RollbackTest : public ::testing::Test {
   FakeClock clock_;
   std::unique_ptr<store::Store> store_;
   Secret pass_{std::string_view(kPassphrase)};
+
+  // What the CLI and the service give recovery: the passphrase read from the secrets file.
+  [[nodiscard]] PassphraseSource Passphrase() const {
+    return [this] { return config::LoadPassphrase(config_); };
+  }
 };
 
 TEST_F(RollbackTest, DiffClassifiesEveryKindOfChange) {
@@ -567,7 +572,7 @@ TEST_F(RollbackTest, UnwritableDirectoryFailsClearlyAndReverts) {
   auto j = journal::Parse(*ReadFile(record + "/journal.json"));
   ASSERT_TRUE(j);
   EXPECT_EQ(j->phase, journal::Phase::kReverted);
-  auto notes = Recover(config_, *store_, real_fs_, clock_);
+  auto notes = Recover(config_, *store_, real_fs_, Passphrase());
   ASSERT_TRUE(notes);
   EXPECT_TRUE(notes->empty());
   EXPECT_EQ(Snap(), before);
@@ -862,7 +867,7 @@ class RollbackCrashTest : public RollbackTest, public ::testing::WithParamInterf
     auto lock = store_->Lock(store::LockMode::kExclusive);
     EXPECT_TRUE(lock);
     EXPECT_TRUE(store_->CleanLeftovers());
-    auto notes = Recover(config_, *store_, real_fs_, clock_);
+    auto notes = Recover(config_, *store_, real_fs_, Passphrase());
     EXPECT_TRUE(notes) << what << ": " << notes.error().message;
     const TreeSnap now = Snap();
     const bool is_target = now == target_;
@@ -872,7 +877,7 @@ class RollbackCrashTest : public RollbackTest, public ::testing::WithParamInterf
                                           << Diff(original_, now);
     if (is_target) CheckNothingLost(what);
     // A second recovery has nothing left to do.
-    auto again = Recover(config_, *store_, real_fs_, clock_);
+    auto again = Recover(config_, *store_, real_fs_, Passphrase());
     EXPECT_TRUE(again && again->empty()) << what;
     return is_target;
   }

@@ -2,7 +2,8 @@
 # Runs every libFuzzer target of a fuzz build for a bounded time and fails on any finding (crash,
 # leak, sanitizer report, timeout, out-of-memory, a broken invariant):
 #   tests/fuzz/run.sh [BUILD_DIR]        (default: build-fuzz)
-# Environment: FUZZ_SECONDS per target (default 20: the 12 targets take about 4 minutes); FUZZERS
+# Environment: FUZZ_SECONDS per target (default 20: the 12 targets, two at a time on two cores,
+# take about 2 minutes); FUZZ_JOBS targets at a time (default: the number of cores); FUZZERS
 # to pick targets ("age tar"; default: every tests/fuzz/*_fuzzer.cc); SAFEPOINT_AGE_VECTORS, the
 # dumped C2SP/CCTV age vectors (scripts/fetch-age-vectors.sh; fetched when missing); FUZZ_RUN_DIR
 # for the working corpus and findings (default BUILD_DIR/fuzz-run; two runs at once need two
@@ -140,22 +141,35 @@ seed config example '' "$root/deploy/safepoint.example.yaml"
 seed config container '' "$root/deploy/container/safepoint.yaml"
 
 # --- run ---------------------------------------------------------------------------------------
-failed=()
-for name in $fuzzers; do
-  echo "== ${name}_fuzzer: ${seconds}s, $(ls "$run/corpus/$name" | wc -l) seeds =="
-  log="$run/$name.log"
+# The targets run FUZZ_JOBS at a time (default: one per core); each is single-threaded, so each
+# still has a core for its FUZZ_SECONDS.
+fuzz_one() {  # <name>: runs one target, leaves its exit code in $run/<name>.rc
+  local name=$1 rc
   set +e
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$build/tests/fuzz/${name}_fuzzer" "$run/corpus/$name" -max_total_time="$seconds" \
     -timeout=20 -rss_limit_mb=2560 -max_len="$max_len" -print_final_stats=1 \
-    -artifact_prefix="$run/artifacts/$name-" > "$log" 2>&1
+    -artifact_prefix="$run/artifacts/$name-" > "$run/$name.log" 2>&1
   rc=$?
   set -e
+  echo "$rc" > "$run/$name.rc"
+}
+parallel=${FUZZ_JOBS:-$(nproc)}
+for name in $fuzzers; do
+  while (( $(jobs -rp | wc -l) >= parallel )); do wait -n || true; done
+  echo "== ${name}_fuzzer: ${seconds}s, $(ls "$run/corpus/$name" | wc -l) seeds =="
+  fuzz_one "$name" &
+done
+wait
+failed=()
+for name in $fuzzers; do
+  log="$run/$name.log"
+  rc=$(cat "$run/$name.rc" 2>/dev/null || echo "no exit code")
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1 || true)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)
-  echo "   exit $rc, ${execs:-?} execs, ${cov:-cov: ?}, corpus $(ls "$run/corpus/$name" | wc -l)"
-  if [[ $rc -ne 0 ]] || ls "$run/artifacts/$name-"* >/dev/null 2>&1; then
+  echo "   ${name}_fuzzer: exit $rc, ${execs:-?} execs, ${cov:-cov: ?}, corpus $(ls "$run/corpus/$name" | wc -l)"
+  if [[ "$rc" != 0 ]] || ls "$run/artifacts/$name-"* >/dev/null 2>&1; then
     failed+=("$name")
     grep -E 'ERROR|SUMMARY|invariant|==[0-9]+==' "$log" | head -n 20 >&2 || true
     ls "$run/artifacts/$name-"* >&2 2>/dev/null || true

@@ -477,8 +477,7 @@ TEST_F(LifecycleTest, EntitiesUnavailableSinceTheSafetyPointFailTheHealthCheck) 
               "unavailable":["light.kitchen","sensor.boiler_temperature"]},
       "time":"2026-02-11T12:15:54+00:00"}},
     {"action":"record_fingerprint","backup_id":"2026-02-11_13-10-54","keep_existing":false},
-    {"action":"start_rollback","backup_id":"2026-02-11_13-10-54","on_conflict":"abort",
-     "resume":false},
+    {"action":"start_rollback","backup_id":"2026-02-11_13-10-54","on_conflict":"abort"},
     {"action":"publish_event","payload":{"event_type":"rollback_started",
       "message":"Rolling back to safety point 2026-02-11_13-10-54 (conflicts: abort).",
       "data":{"backup_id":"2026-02-11_13-10-54","on_conflict":"abort","update_id":"u1"},
@@ -513,7 +512,6 @@ TEST_F(LifecycleTest, FailedResultRecordsTheFingerprintAndRollsBack) {
   const StartRollback start = Only<StartRollback>(actions);
   EXPECT_EQ(start.backup_id, kId);
   EXPECT_EQ(start.on_conflict, ConflictPolicy::kAbort);
-  EXPECT_FALSE(start.resume);
 
   const auto done =
       lc.OnRollbackDone(RollbackOutcome::Ok(7, "2026-02-11_12-20-00"), kT0 + minutes(8));
@@ -723,7 +721,7 @@ TEST_F(LifecycleTest, ManualRollbackWithConflictsAndOneOperationAtATime) {
   EXPECT_EQ(lc.state(), State::kAwaitingConflictResolution);
   const auto resolved = lc.OnResolve(ConflictPolicy::kMerge, kT0 + minutes(2));
   EXPECT_EQ(ActionsToJson(resolved)[1], json::parse(R"j({"action":"start_rollback",
-    "backup_id":"2026-02-01_04-00-00","on_conflict":"merge","resume":false})j"));
+    "backup_id":"2026-02-01_04-00-00","on_conflict":"merge"})j"));
   (void)lc.OnRollbackDone(RollbackOutcome::Ok(1, std::nullopt), kT0 + minutes(3));
   EXPECT_EQ(lc.state(), State::kIdle);
   EXPECT_FALSE(lc.Snapshot().last_update_id);  // not an update
@@ -793,7 +791,7 @@ TEST_F(LifecycleTest, InterruptedRollbackIsResumedAfterARestart) {
   EXPECT_EQ(ActionsToJson(actions)[1], json::parse(R"j({"action":"record_fingerprint",
     "backup_id":"2026-02-11_13-10-54","keep_existing":true})j"));
   EXPECT_EQ(ActionsToJson(actions)[2], json::parse(R"j({"action":"start_rollback",
-    "backup_id":"2026-02-11_13-10-54","on_conflict":"abort","resume":true})j"));
+    "backup_id":"2026-02-11_13-10-54","on_conflict":"abort"})j"));
   EXPECT_THAT(Kinds(actions),
               ElementsAre("persist", "record_fingerprint", "start_rollback", "publish_status"));
   EXPECT_EQ(after.Snapshot().resumes, 1);
