@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/result.h"
-#include "core/secret.h"
+#include "core/base/result.h"
+#include "core/base/secret.h"
 
 namespace safepoint::mqtt {
 

@@ -5,10 +5,10 @@
 #include <exception>
 #include <new>
 
-#include "core/archive.h"
-#include "core/fingerprint.h"
-#include "core/rollback.h"
-#include "core/utf8.h"
+#include "core/base/utf8.h"
+#include "core/format/archive.h"
+#include "core/rollback/fingerprint.h"
+#include "core/rollback/rollback.h"
 
 namespace safepoint::service {
 
@@ -89,7 +89,8 @@ Result<entities::EntitySnapshot> OperationsBackend::EntitiesOf(const std::string
 Status OperationsBackend::RecordFingerprint(const std::string& id, bool keep_existing) {
   auto lock = ops_.store().Lock(store::LockMode::kExclusive);
   if (!lock) return tl::unexpected(lock.error());
-  SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, ops_.store(), fs_, ops_.PassphraseSource()));
+  SP_RETURN_IF_ERROR(
+      rollback::RecoverInterrupted(config_, ops_.store(), fs_, ops_.PassphraseSource()));
   if (keep_existing) {
     auto existing = rollback::FingerprintRecorded(ops_.store(), id);
     if (!existing) return tl::unexpected(existing.error());
@@ -111,23 +112,11 @@ RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolic
   for (const auto& n : *notes) spdlog::info("recovery: {}", n);
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return RollbackOutcome::Failed(passphrase.error());
-  rollback::Policy p = rollback::Policy::kAbort;
-  switch (policy) {
-    case ConflictPolicy::kAbort:
-      p = rollback::Policy::kAbort;
-      break;
-    case ConflictPolicy::kOverwrite:
-      p = rollback::Policy::kOverwrite;
-      break;
-    case ConflictPolicy::kMerge:
-      p = rollback::Policy::kMerge;
-      break;
-  }
-  auto report =
-      rollback::Rollback(config_, ops_.store(), fs_, clock_, *passphrase, id, p, false, progress);
+  auto report = rollback::Rollback(config_, ops_.store(), fs_, clock_, *passphrase, id, policy,
+                                   false, progress);
   if (!report) {
     if (report.error().code == ErrorCode::kConflict) {
-      auto plan = rollback::MakePlan(config_, ops_.store(), *passphrase, id, p);
+      auto plan = rollback::MakePlan(config_, ops_.store(), *passphrase, id, policy);
       if (plan) return RollbackOutcome::Conflicts(plan->Conflicts());
     }
     return RollbackOutcome::Failed(report.error());

@@ -5,11 +5,11 @@
 #include <string>
 #include <vector>
 
-#include "core/entities.h"
-#include "core/manifest.h"
-#include "core/result.h"
-#include "core/snapshot.h"
-#include "core/store.h"
+#include "core/base/result.h"
+#include "core/format/manifest.h"
+#include "core/sources/entities.h"
+#include "core/sources/snapshot.h"
+#include "core/store/store.h"
 #include "service/lifecycle.h"
 #include "service/operations.h"
 

@@ -15,10 +15,10 @@
 #include <string_view>
 #include <vector>
 
-#include "core/config.h"
-#include "core/fs.h"
-#include "core/snapshot.h"
-#include "core/store.h"
+#include "core/base/fs.h"
+#include "core/config/config.h"
+#include "core/sources/snapshot.h"
+#include "core/store/store.h"
 #include "service/cli_context.h"
 #include "service/collect.h"
 #include "service/lifecycle.h"
@@ -61,19 +61,6 @@ store::ProgressFn TerminalProgress(const char* what, bool in_bytes) {
     }
     if (pct == 100) std::fputc('\n', stderr);
   };
-}
-
-std::string HumanBytes(std::uint64_t bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1000.0 && u < 4) {
-    v /= 1000.0;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
 }
 
 namespace {
@@ -256,21 +243,7 @@ int RunCli(int argc, char** argv) {
                  HumanBytes(r.report.bytes) + ")\n";
       }
     }
-    if (first_error) {
-      if (cli.json_output) {
-        std::cout << json{{"status", "error"},
-                          {"error",
-                           {{"code", ErrorCodeName(first_error->code)},
-                            {"message", first_error->message}}},
-                          {"data", arr}}
-                         .dump(-1, ' ', false, json::error_handler_t::replace)
-                  << "\n";
-      } else {
-        std::cout << human;
-      }
-      std::cerr << "safepoint: " << first_error->message << "\n";
-      return ExitCodeFor(first_error->code);
-    }
+    if (first_error) return cli.FailedWith(*first_error, arr, human);
     if (results->empty()) human = "no safety points to verify\n";
     return cli.Ok(arr, human);
   }));

@@ -8,10 +8,11 @@
 #include <string>
 #include <string_view>
 
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/fs.h"
-#include "core/result.h"
+#include "core/base/clock.h"
+#include "core/base/fs.h"
+#include "core/base/human.h"
+#include "core/base/result.h"
+#include "core/config/config.h"
 #include "service/log_redaction.h"
 #include "service/operations.h"
 
@@ -57,6 +58,25 @@ struct CliContext {
     return ExitCodeFor(error.code);
   }
 
+  // Failed with data: --json prints {"status":"error","error":{..},"data":DATA}; without it,
+  // `human` (when given) goes to stdout first. Masked as Ok and Failed are.
+  int FailedWith(const Error& error, const nlohmann::json& data,
+                 const std::string& human = "") const {
+    const std::string message = Redact(error.message);
+    if (json_output) {
+      std::cout << nlohmann::json{{"status", "error"},
+                                  {"error",
+                                   {{"code", ErrorCodeName(error.code)}, {"message", message}}},
+                                  {"data", RedactJson(data)}}
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << "\n";
+    } else if (!human.empty()) {
+      std::cout << Redact(human);
+    }
+    std::cerr << "safepoint: " << message << "\n";
+    return ExitCodeFor(error.code);
+  }
+
   // Masks `!secret` values once the configuration is loaded.
   [[nodiscard]] std::string Redact(std::string_view text) const {
     return config ? config::Redact(*config, text) : std::string(text);
@@ -88,9 +108,6 @@ struct CliContext {
     };
   }
 };
-
-// "1.6 KB"-style sizes (decimal units).
-[[nodiscard]] std::string HumanBytes(std::uint64_t bytes);
 
 // A progress line on stderr when stderr is a terminal (an empty function otherwise). With
 // `in_bytes`, (done, total) are bytes and are shown too; otherwise only the percentage.

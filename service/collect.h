@@ -1,9 +1,9 @@
 #pragma once
 
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/entities.h"
-#include "core/result.h"
+#include "core/base/clock.h"
+#include "core/base/result.h"
+#include "core/config/config.h"
+#include "core/sources/entities.h"
 #include "mqtt/client.h"
 
 namespace safepoint::service {

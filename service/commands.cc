@@ -398,25 +398,6 @@ std::string_view DecisionName(Decision decision) {
   return "cancel";
 }
 
-std::string_view ConflictPolicyName(ConflictPolicy policy) {
-  switch (policy) {
-    case ConflictPolicy::kAbort:
-      return "abort";
-    case ConflictPolicy::kOverwrite:
-      return "overwrite";
-    case ConflictPolicy::kMerge:
-      return "merge";
-  }
-  return "abort";
-}
-
-std::optional<ConflictPolicy> ParseConflictPolicy(std::string_view name) {
-  if (name == "abort") return ConflictPolicy::kAbort;
-  if (name == "overwrite") return ConflictPolicy::kOverwrite;
-  if (name == "merge") return ConflictPolicy::kMerge;
-  return std::nullopt;
-}
-
 bool IsValidBackupId(std::string_view id) {
   // YYYY-MM-DD_HH-MM-SS
   // 0123456789012345678

@@ -16,7 +16,8 @@
 #include <variant>
 #include <vector>
 
-#include "core/result.h"
+#include "core/base/conflict_policy.h"
+#include "core/base/result.h"
 
 namespace safepoint::service {
 
@@ -37,12 +38,8 @@ inline constexpr std::size_t kMaxTransactionLength = 128;
 
 // The answer to an update request.
 enum class Decision { kContinue, kCancel, kExpired };
-// What a rollback does with files changed locally since the safety point.
-enum class ConflictPolicy { kAbort, kOverwrite, kMerge };
 
 [[nodiscard]] std::string_view DecisionName(Decision decision);
-[[nodiscard]] std::string_view ConflictPolicyName(ConflictPolicy policy);
-[[nodiscard]] std::optional<ConflictPolicy> ParseConflictPolicy(std::string_view name);
 
 // `<base>/update/request`: an automation asks for a safety point before an update.
 struct UpdateRequest {

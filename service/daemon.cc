@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <new>
 
-#include "core/io.h"
-#include "core/manifest.h"
-#include "core/utf8.h"
+#include "core/base/io.h"
+#include "core/base/utf8.h"
+#include "core/format/manifest.h"
 #include "service/collect.h"
 
 namespace safepoint::service {
@@ -39,17 +39,7 @@ LifecycleOptions LifecycleOptionsFor(const config::Config& c) {
   o.update_timeout = std::chrono::duration_cast<seconds>(c.service.update_timeout);
   o.resolve_timeout = std::chrono::duration_cast<seconds>(c.service.resolve_timeout);
   o.auto_rollback = c.service.auto_rollback;
-  switch (c.rollback.on_conflict) {
-    case config::ConflictPolicy::kAbort:
-      o.auto_rollback_policy = ConflictPolicy::kAbort;
-      break;
-    case config::ConflictPolicy::kOverwrite:
-      o.auto_rollback_policy = ConflictPolicy::kOverwrite;
-      break;
-    case config::ConflictPolicy::kMerge:
-      o.auto_rollback_policy = ConflictPolicy::kMerge;
-      break;
-  }
+  o.auto_rollback_policy = c.rollback.on_conflict;
   o.format_time = LocalHumanTime;
   return o;
 }

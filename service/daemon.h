@@ -14,10 +14,10 @@
 #include <thread>
 #include <vector>
 
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/fs.h"
-#include "core/snapshot.h"
+#include "core/base/clock.h"
+#include "core/base/fs.h"
+#include "core/config/config.h"
+#include "core/sources/snapshot.h"
 #include "discovery/discovery.h"
 #include "mqtt/client.h"
 #include "service/backend.h"
@@ -28,7 +28,7 @@
 
 namespace safepoint::service {
 
-// Counters of the service, published in `<base>/stats` and logged at exit.
+// Counters of the service, logged at exit (the `stopping: ...` line).
 struct DaemonStats {
   std::uint64_t messages = 0;
   std::uint64_t invalid_messages = 0;

@@ -31,7 +31,7 @@
 #include <variant>
 #include <vector>
 
-#include "core/result.h"
+#include "core/base/result.h"
 #include "service/commands.h"
 
 namespace safepoint::service {
@@ -236,6 +236,8 @@ struct PersistedState {
 
 // "2026-02-11T12:10:54+00:00" (whole seconds), as in status and event payloads.
 [[nodiscard]] std::string FormatIsoTime(TimePoint time);
+// "2026-02-11 12:15:54 UTC": the default of LifecycleOptions::format_time.
+[[nodiscard]] std::string FormatHumanUtcTime(TimePoint time);
 // "2026-02-11T12:10:54.123456789Z" (exact), as in the persisted state.
 [[nodiscard]] std::string FormatExactTime(TimePoint time);
 // Parses both forms above (a 'Z' or '+00:00' zone, 0..9 fraction digits).
@@ -287,10 +289,10 @@ class Lifecycle {
 
   // After a restart: adopts `state` and returns what to do to resume it. A pending decision
   // keeps its original deadline (expired at once when it passed while down); an interrupted
-  // backup is started again; an interrupted rollback is started again (recovery finishes the journaled one first). Either
-  // is resumed at most kMaxResumes times (the count is persisted first): interrupted once more,
-  // it fails as a backup or rollback failure would and the service is left in `error` with a
-  // last_error saying so, never in a restart loop.
+  // backup is started again; an interrupted rollback is started again (recovery finishes the
+  // journaled one first). Either is resumed at most kMaxResumes times (the count is persisted
+  // first): interrupted once more, it fails as a backup or rollback failure would and the service
+  // is left in `error` with a last_error saying so, never in a restart loop.
   [[nodiscard]] std::vector<Action> Restore(const PersistedState& state, TimePoint now);
 
   [[nodiscard]] const PersistedState& Snapshot() const { return s_; }

@@ -6,8 +6,8 @@
 #include <memory>
 #include <string>
 
-#include "core/config.h"
-#include "core/entities.h"
+#include "core/config/config.h"
+#include "core/sources/entities.h"
 
 namespace safepoint::service {
 

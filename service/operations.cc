@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "core/rollback.h"
-#include "core/snapshot.h"
+#include "core/rollback/rollback.h"
+#include "core/sources/snapshot.h"
 
 namespace safepoint::service {
 

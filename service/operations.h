@@ -7,13 +7,13 @@
 #include <string_view>
 #include <vector>
 
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/entities.h"
-#include "core/rollback.h"
-#include "core/fs.h"
-#include "core/snapshot.h"
-#include "core/store.h"
+#include "core/base/clock.h"
+#include "core/base/fs.h"
+#include "core/config/config.h"
+#include "core/rollback/rollback.h"
+#include "core/sources/entities.h"
+#include "core/sources/snapshot.h"
+#include "core/store/store.h"
 
 namespace safepoint::service {
 

@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/fingerprint.h"
-#include "core/io.h"
-#include "core/rollback.h"
+#include "core/base/io.h"
+#include "core/rollback/fingerprint.h"
+#include "core/rollback/rollback.h"
 #include "service/cli_context.h"
 
 // `safepoint diff`, `fingerprint`, `rollback` and `recover` (docs/rollback.md).
@@ -27,9 +27,7 @@ struct RollbackArgs {
 
 Result<rollback::Policy> PolicyFrom(const std::string& name, const config::Config& config) {
   if (name.empty()) return config.rollback.on_conflict;
-  if (name == "abort") return rollback::Policy::kAbort;
-  if (name == "overwrite") return rollback::Policy::kOverwrite;
-  if (name == "merge") return rollback::Policy::kMerge;
+  if (const auto policy = ParseConflictPolicy(name)) return *policy;
   return Fail(ErrorCode::kBadInput,
               "--on-conflict must be abort, overwrite or merge, not '" + name + "'");
 }
@@ -44,18 +42,6 @@ Result<store::StoreLock> LockAndRecover(CliContext& cli, Operations& ops) {
   if (!notes) return tl::unexpected(notes.error());
   for (const auto& n : *notes) std::cerr << "safepoint: " << n << "\n";
   return std::move(*lock);
-}
-
-// Prints an error with extra data (--json: {"status":"error","error":{..},"data":..}).
-int FailedWith(const CliContext& cli, const Error& error, const json& data) {
-  if (!cli.json_output) return cli.Failed(error);
-  std::cout << json{{"status", "error"},
-                    {"error", {{"code", ErrorCodeName(error.code)}, {"message", error.message}}},
-                    {"data", data}}
-                   .dump(-1, ' ', false, json::error_handler_t::replace)
-            << "\n";
-  std::cerr << "safepoint: " << error.message << "\n";
-  return ExitCodeFor(error.code);
 }
 
 std::string DescribeReport(const rollback::Report& r) {
@@ -175,18 +161,17 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
     if (!report) {
       if (report.error().code == ErrorCode::kConflict) {
         auto plan = rollback::MakePlan(ops.config(), ops.store(), *passphrase, args->id, *policy);
-        if (plan) return FailedWith(cli, report.error(), json{{"plan", rollback::ToJson(*plan)}});
+        if (plan) return cli.FailedWith(report.error(), json{{"plan", rollback::ToJson(*plan)}});
       }
       return cli.Failed(report.error());
     }
     if (report->dry_run && report->plan.WouldStop()) {
       if (!cli.json_output) std::cout << DescribeReport(*report);
-      return FailedWith(cli,
-                        {ErrorCode::kConflict,
-                         "dry run: the rollback would stop on " +
-                             std::to_string(report->plan.Count(rollback::Change::kConflict)) +
-                             " conflicts; nothing was changed"},
-                        rollback::ToJson(*report));
+      return cli.FailedWith({ErrorCode::kConflict,
+                             "dry run: the rollback would stop on " +
+                                 std::to_string(report->plan.Count(rollback::Change::kConflict)) +
+                                 " conflicts; nothing was changed"},
+                            rollback::ToJson(*report));
     }
     for (const auto& e : report->errors) std::cerr << "safepoint: warning: " << e << "\n";
     return cli.Ok(rollback::ToJson(*report), DescribeReport(*report));

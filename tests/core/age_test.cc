@@ -1,4 +1,4 @@
-#include "core/age.h"
+#include "core/format/age.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
-#include "core/fs.h"
-#include "core/io.h"
-#include "core/secret.h"
+#include "core/base/fs.h"
+#include "core/base/io.h"
+#include "core/base/secret.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::age {

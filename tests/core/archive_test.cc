@@ -1,4 +1,4 @@
-#include "core/archive.h"
+#include "core/format/archive.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -25,10 +25,10 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
-#include "core/fingerprint.h"
-#include "core/snapshot.h"
-#include "core/store.h"
+#include "core/config/config.h"
+#include "core/rollback/fingerprint.h"
+#include "core/sources/snapshot.h"
+#include "core/store/store.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint {

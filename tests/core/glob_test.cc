@@ -1,4 +1,4 @@
-#include "core/glob.h"
+#include "core/base/glob.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "core/manifest.h"
+#include "core/format/manifest.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "core/restart.h"
+#include "core/rollback/restart.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "core/secret.h"
+#include "core/base/secret.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::restart {

@@ -1,4 +1,4 @@
-#include "core/rollback.h"
+#include "core/rollback/rollback.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -11,11 +11,11 @@
 #include <map>
 #include <string>
 
-#include "core/config.h"
-#include "core/fingerprint.h"
-#include "core/journal.h"
-#include "core/snapshot.h"
-#include "core/store.h"
+#include "core/config/config.h"
+#include "core/rollback/fingerprint.h"
+#include "core/rollback/journal.h"
+#include "core/sources/snapshot.h"
+#include "core/store/store.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::rollback {
@@ -703,7 +703,8 @@ TEST_F(RollbackTest, ProgressCoversStagingThePreRollbackSafetyPointAndApplying) 
 
 TEST_F(RollbackTest, FingerprintIsWrittenAtomicallyAndReadBack) {
   const std::string id = Backup();
-  auto missing = RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, "2020-01-01_00-00-00");
+  auto missing =
+      RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, "2020-01-01_00-00-00");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
   auto none = LoadFingerprint(*store_, id, Secret());

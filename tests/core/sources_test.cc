@@ -1,4 +1,4 @@
-#include "core/sources.h"
+#include "core/sources/sources.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "core/entities.h"
+#include "core/sources/entities.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::sources {

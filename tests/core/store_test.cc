@@ -1,4 +1,4 @@
-#include "core/store.h"
+#include "core/store/store.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include <fstream>
 #include <thread>
 
-#include "core/sha256.h"
+#include "core/base/sha256.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::store {

@@ -11,8 +11,8 @@
 #include <span>
 #include <vector>
 
-#include "core/age.h"
-#include "core/secret.h"
+#include "core/base/secret.h"
+#include "core/format/age.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace safepoint::fuzz {

@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <variant>
 
-#include "core/manifest.h"
+#include "core/format/manifest.h"
 #include "service/commands.h"
 #include "tests/fuzz/fuzz_util.h"
 

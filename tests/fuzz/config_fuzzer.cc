@@ -23,7 +23,7 @@
 #include <string_view>
 #include <utility>
 
-#include "core/config.h"
+#include "core/config/config.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace safepoint::fuzz {

@@ -27,8 +27,8 @@
 #include <tuple>
 #include <vector>
 
-#include "core/entities.h"
-#include "core/utf8.h"
+#include "core/base/utf8.h"
+#include "core/sources/entities.h"
 #include "service/mirror.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <string_view>
 
-#include "core/fingerprint.h"
-#include "core/manifest.h"
+#include "core/format/manifest.h"
+#include "core/rollback/fingerprint.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

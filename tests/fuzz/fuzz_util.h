@@ -13,8 +13,8 @@
 #include <string>
 #include <string_view>
 
-#include "core/io.h"
-#include "core/result.h"
+#include "core/base/io.h"
+#include "core/base/result.h"
 
 namespace safepoint::fuzz {
 

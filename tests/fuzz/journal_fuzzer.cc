@@ -12,8 +12,8 @@
 #include <string>
 #include <string_view>
 
-#include "core/journal.h"
-#include "core/manifest.h"
+#include "core/format/manifest.h"
+#include "core/rollback/journal.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace safepoint::fuzz {

@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/manifest.h"
+#include "core/format/manifest.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace safepoint::fuzz {

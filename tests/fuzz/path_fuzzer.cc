@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/manifest.h"
+#include "core/format/manifest.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace safepoint::fuzz {

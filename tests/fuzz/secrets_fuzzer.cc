@@ -25,7 +25,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/config.h"
+#include "core/config/config.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace safepoint::fuzz {

@@ -13,8 +13,8 @@
 #include <span>
 #include <vector>
 
-#include "core/archive.h"
-#include "core/manifest.h"
+#include "core/format/archive.h"
+#include "core/format/manifest.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

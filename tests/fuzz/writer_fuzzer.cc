@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "core/archive.h"
-#include "core/manifest.h"
+#include "core/format/archive.h"
+#include "core/format/manifest.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {

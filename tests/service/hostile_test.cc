@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/fs.h"
+#include "core/base/clock.h"
+#include "core/base/fs.h"
+#include "core/config/config.h"
 #include "service/backend.h"
 #include "service/daemon.h"
 #include "tests/testutil/mosquitto.h"
@@ -429,7 +429,7 @@ class ThrowingBackend final : public service::Backend {
     throw std::bad_alloc();
   }
   Status RecordFingerprint(const std::string&, bool) override { throw std::bad_alloc(); }
-  service::RollbackOutcome Rollback(const std::string&, service::ConflictPolicy,
+  service::RollbackOutcome Rollback(const std::string&, ConflictPolicy,
                                     const store::ProgressFn&) override {
     throw std::bad_alloc();
   }

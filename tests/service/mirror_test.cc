@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/entities.h"
+#include "core/sources/entities.h"
 
 namespace safepoint::service {
 namespace {

@@ -37,10 +37,10 @@
 #include <string_view>
 #include <vector>
 
-#include "core/age.h"
-#include "core/fs.h"
-#include "core/result.h"
-#include "core/secret.h"
+#include "core/base/fs.h"
+#include "core/base/result.h"
+#include "core/base/secret.h"
+#include "core/format/age.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
 

@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include "core/utf8.h"
+#include "core/base/utf8.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
 

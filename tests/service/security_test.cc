@@ -22,10 +22,10 @@
 #include <utility>
 #include <vector>
 
-#include "core/config.h"
-#include "core/manifest.h"
-#include "core/secret.h"
-#include "core/store.h"
+#include "core/base/secret.h"
+#include "core/config/config.h"
+#include "core/format/manifest.h"
+#include "core/store/store.h"
 #include "mqtt/client.h"
 #include "service/commands.h"
 #include "tests/testutil/mosquitto.h"

@@ -9,8 +9,8 @@
 #include <optional>
 #include <string>
 
-#include "core/clock.h"
-#include "core/fs.h"
+#include "core/base/clock.h"
+#include "core/base/fs.h"
 
 namespace safepoint::testing {
 

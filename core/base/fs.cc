@@ -1,0 +1,240 @@
+#include "core/base/fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "core/base/io.h"
+
+namespace safepoint {
+
+Error ErrnoError(int err, std::string_view op, std::string_view path) {
+  std::string msg = std::string(op) + " " + std::string(path) + ": " + std::strerror(err);
+  if (err == ENOSPC || err == EDQUOT) return Error{ErrorCode::kNoSpace, std::move(msg)};
+  return Error{ErrorCode::kIo, std::move(msg)};
+}
+
+namespace {
+
+class PosixWritableFile final : public WritableFile {
+ public:
+  PosixWritableFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  PosixWritableFile(const PosixWritableFile&) = delete;
+  PosixWritableFile& operator=(const PosixWritableFile&) = delete;
+
+  Status Append(std::span<const std::uint8_t> data) override {
+    const std::uint8_t* p = data.data();
+    std::size_t left = data.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd_, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return tl::unexpected(ErrnoError(errno, "write", path_));
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    appended_ += data.size();
+    if (appended_ - flushed_ >= kWritebackBytes) {
+      // Starts writing back what is appended so far without waiting for it, so the disk works
+      // while we produce the rest and Sync() has little left to do. Advisory only: an error
+      // here surfaces in Sync().
+      (void)::sync_file_range(fd_, static_cast<off_t>(flushed_),
+                              static_cast<off_t>(appended_ - flushed_), SYNC_FILE_RANGE_WRITE);
+      flushed_ = appended_;
+    }
+    return {};
+  }
+
+  Status WriteAt(std::uint64_t offset, std::span<const std::uint8_t> data) override {
+    const std::uint8_t* p = data.data();
+    std::size_t left = data.size();
+    auto off = static_cast<off_t>(offset);
+    while (left > 0) {
+      ssize_t n = ::pwrite(fd_, p, left, off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return tl::unexpected(ErrnoError(errno, "write", path_));
+      }
+      p += n;
+      off += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    return {};
+  }
+
+  Status Sync() override {
+    if (::fsync(fd_) != 0) return tl::unexpected(ErrnoError(errno, "fsync", path_));
+    return {};
+  }
+
+  Status Close() override {
+    if (fd_ < 0) return Fail(ErrorCode::kInternal, "close " + path_ + ": already closed");
+    int rc = ::close(fd_);
+    fd_ = -1;
+    if (rc != 0) return tl::unexpected(ErrnoError(errno, "close", path_));
+    return {};
+  }
+
+ private:
+  // Writeback is started every this many appended bytes.
+  static constexpr std::uint64_t kWritebackBytes = 8u << 20;
+
+  int fd_;
+  std::string path_;
+  std::uint64_t appended_ = 0;  // bytes appended (files are only ever appended from offset 0)
+  std::uint64_t flushed_ = 0;   // of which writeback was started
+};
+
+Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& display) {
+  struct stat st {};
+  if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return {};
+    return tl::unexpected(ErrnoError(errno, "stat", display));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    if (::unlinkat(parent_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+      return tl::unexpected(ErrnoError(errno, "unlink", display));
+    }
+    return {};
+  }
+  int fd = ::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", display));
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    int err = errno;
+    ::close(fd);
+    return tl::unexpected(ErrnoError(err, "opendir", display));
+  }
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(dir)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  Status status;
+  for (const auto& n : names) {
+    status = RemoveTreeAt(::dirfd(dir), n, display + "/" + n);
+    if (!status) break;
+  }
+  ::closedir(dir);
+  if (!status) return status;
+  if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    return tl::unexpected(ErrnoError(errno, "rmdir", display));
+  }
+  return {};
+}
+
+class PosixReadableFile final : public ReadableFile {
+ public:
+  explicit PosixReadableFile(ReadOnlyFile file) : file_(std::move(file)) {}
+  Result<std::size_t> Read(std::span<std::uint8_t> out) override {
+    for (;;) {
+      const ssize_t n = ::read(file_.fd(), out.data(), out.size());
+      if (n >= 0) return static_cast<std::size_t>(n);
+      if (errno != EINTR) return tl::unexpected(ErrnoError(errno, "read", file_.path()));
+    }
+  }
+  Result<struct stat> Stat() override {
+    struct stat st {};
+    if (::fstat(file_.fd(), &st) != 0)
+      return tl::unexpected(ErrnoError(errno, "stat", file_.path()));
+    return st;
+  }
+
+ private:
+  ReadOnlyFile file_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ReadableFile>> FileSystem::OpenRead(const std::string& path) {
+  auto file = ReadOnlyFile::Open(path);
+  if (!file) return tl::unexpected(file.error());
+  return std::make_unique<PosixReadableFile>(std::move(*file));
+}
+
+Result<std::unique_ptr<WritableFile>> PosixFileSystem::CreateFile(const std::string& path,
+                                                                  mode_t mode) {
+  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0) return tl::unexpected(ErrnoError(errno, "create", path));
+  return std::make_unique<PosixWritableFile>(fd, path);
+}
+
+Status PosixFileSystem::Rename(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return tl::unexpected(ErrnoError(errno, "rename", from + " -> " + to));
+  }
+  return {};
+}
+
+Status PosixFileSystem::SyncDir(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", path));
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return tl::unexpected(ErrnoError(err, "fsync", path));
+  return {};
+}
+
+Status PosixFileSystem::MakeDir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0) return tl::unexpected(ErrnoError(errno, "mkdir", path));
+  return {};
+}
+
+Status PosixFileSystem::Remove(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return tl::unexpected(ErrnoError(errno, "remove", path));
+  int rc = S_ISDIR(st.st_mode) ? ::rmdir(path.c_str()) : ::unlink(path.c_str());
+  if (rc != 0) return tl::unexpected(ErrnoError(errno, "remove", path));
+  return {};
+}
+
+Status PosixFileSystem::RemoveTree(const std::string& path) {
+  return RemoveTreeAt(AT_FDCWD, path, path);
+}
+
+Status PosixFileSystem::Symlink(const std::string& target, const std::string& path) {
+  if (::symlink(target.c_str(), path.c_str()) != 0) {
+    return tl::unexpected(ErrnoError(errno, "symlink", path));
+  }
+  return {};
+}
+
+Status PosixFileSystem::Chmod(const std::string& path, mode_t mode) {
+  if (::fchmodat(AT_FDCWD, path.c_str(), mode, 0) != 0) {
+    return tl::unexpected(ErrnoError(errno, "chmod", path));
+  }
+  return {};
+}
+
+Status PosixFileSystem::Chown(const std::string& path, uid_t uid, gid_t gid) {
+  if (::lchown(path.c_str(), uid, gid) != 0)
+    return tl::unexpected(ErrnoError(errno, "chown", path));
+  return {};
+}
+
+Status PosixFileSystem::SetMtime(const std::string& path, std::int64_t mtime) {
+  struct timespec times[2];
+  times[0].tv_sec = 0;
+  times[0].tv_nsec = UTIME_OMIT;
+  times[1].tv_sec = static_cast<time_t>(mtime);
+  times[1].tv_nsec = 0;
+  if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+    return tl::unexpected(ErrnoError(errno, "utimensat", path));
+  }
+  return {};
+}
+
+}  // namespace safepoint

@@ -1,0 +1,102 @@
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/base/result.h"
+
+namespace safepoint {
+
+// A file opened for writing through the FileSystem seam.
+// Thread-safety: one thread at a time per file.
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  // Appends at the current end (the file position advances).
+  [[nodiscard]] virtual Status Append(std::span<const std::uint8_t> data) = 0;
+  // Writes at an absolute offset without moving the append position (used to fill in the
+  // fixed-size age header after the payload has been streamed).
+  [[nodiscard]] virtual Status WriteAt(std::uint64_t offset,
+                                       std::span<const std::uint8_t> data) = 0;
+  // fsync(2): data and metadata reach stable storage.
+  [[nodiscard]] virtual Status Sync() = 0;
+  // Closes the file; further calls fail. The destructor closes silently if this was not called.
+  [[nodiscard]] virtual Status Close() = 0;
+};
+
+// A regular file opened for reading through the FileSystem seam.
+// Thread-safety: one thread at a time per file.
+class ReadableFile {
+ public:
+  virtual ~ReadableFile() = default;
+  // Reads up to out.size() bytes at the current position; 0 only at the end.
+  [[nodiscard]] virtual Result<std::size_t> Read(std::span<std::uint8_t> out) = 0;
+  // fstat(2) of the open file.
+  [[nodiscard]] virtual Result<struct stat> Stat() = 0;
+};
+
+// Every mutating file-system operation of safepoint goes through this seam, so crash and
+// disk-full tests can fail the N-th write, fsync or rename in-process (tests/testutil's
+// FaultInjectingFileSystem). So does reading the files being backed up (OpenRead), so tests can
+// make a file change while it is read. Other reads use plain POSIX calls (ReadOnlyFile).
+//
+// Errors: ENOSPC/EDQUOT map to ErrorCode::kNoSpace, everything else to kIo; the message names
+// the path and the operation.
+// Thread-safety: implementations are safe to call from several threads.
+class FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+
+  // Creates a new file (O_CREAT|O_EXCL|O_WRONLY|O_CLOEXEC|O_NOFOLLOW) with `mode`.
+  [[nodiscard]] virtual Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& path,
+                                                                         mode_t mode) = 0;
+  // rename(2): atomically replaces `to` when it exists.
+  [[nodiscard]] virtual Status Rename(const std::string& from, const std::string& to) = 0;
+  // Opens the directory and fsyncs it, making renames and creations within it durable.
+  [[nodiscard]] virtual Status SyncDir(const std::string& path) = 0;
+  // mkdir(2) of one level; fails with kIo if it exists.
+  [[nodiscard]] virtual Status MakeDir(const std::string& path, mode_t mode) = 0;
+  // unlink(2) of a file or symlink, rmdir(2) of an empty directory.
+  [[nodiscard]] virtual Status Remove(const std::string& path) = 0;
+  // Removes a tree without following symlinks. Missing paths are not an error.
+  [[nodiscard]] virtual Status RemoveTree(const std::string& path) = 0;
+  // symlink(2): creates `path` pointing to `target`.
+  [[nodiscard]] virtual Status Symlink(const std::string& target, const std::string& path) = 0;
+  // chmod(2) (never follows a final symlink).
+  [[nodiscard]] virtual Status Chmod(const std::string& path, mode_t mode) = 0;
+  // lchown(2); callers only use it when running as root.
+  [[nodiscard]] virtual Status Chown(const std::string& path, uid_t uid, gid_t gid) = 0;
+  // Sets the modification time (seconds since the epoch) without following a final symlink.
+  [[nodiscard]] virtual Status SetMtime(const std::string& path, std::int64_t mtime) = 0;
+  // Opens a regular file for reading like ReadOnlyFile::Open (core/base/io.h): never waits on a
+  // FIFO, never follows a final symlink. Errors: kNotFound when missing, kCorrupt when not a
+  // regular file, kIo otherwise. The default implementation is the real one.
+  [[nodiscard]] virtual Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path);
+};
+
+// The real file system.
+class PosixFileSystem final : public FileSystem {
+ public:
+  Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& path, mode_t mode) override;
+  Status Rename(const std::string& from, const std::string& to) override;
+  Status SyncDir(const std::string& path) override;
+  Status MakeDir(const std::string& path, mode_t mode) override;
+  Status Remove(const std::string& path) override;
+  Status RemoveTree(const std::string& path) override;
+  Status Symlink(const std::string& target, const std::string& path) override;
+  Status Chmod(const std::string& path, mode_t mode) override;
+  Status Chown(const std::string& path, uid_t uid, gid_t gid) override;
+  Status SetMtime(const std::string& path, std::int64_t mtime) override;
+};
+
+// Maps errno of a failed `op` on `path` to an Error (kNoSpace for ENOSPC/EDQUOT, else kIo).
+[[nodiscard]] Error ErrnoError(int err, std::string_view op, std::string_view path);
+
+}  // namespace safepoint

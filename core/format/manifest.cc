@@ -1,0 +1,470 @@
+#include "core/format/manifest.h"
+
+#include <array>
+#include <cctype>
+#include <unordered_map>
+
+#include "core/base/json_name.h"
+
+namespace safepoint::manifest {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr std::array<std::string_view, 5> kRoots = {"ha_config", "workspace", "state",
+                                                    "environment", "logs"};
+
+bool IsHex64(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+std::vector<std::string_view> SplitPath(std::string_view path) {
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) slash = path.size();
+    parts.push_back(path.substr(start, slash - start));
+    start = slash + 1;
+  }
+  return parts;
+}
+
+// Field readers that turn type errors into kCorrupt with the field name.
+class Reader {
+ public:
+  explicit Reader(std::string where) : where_(std::move(where)) {}
+
+  template <typename T>
+  bool Get(const json& obj, const char* key, T& out, bool required = true) {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) {
+      if (required) Error(std::string("missing field '") + key + "'");
+      return !required;
+    }
+    try {
+      if constexpr (std::is_same_v<T, std::string>) {
+        if (!it->is_string()) throw std::runtime_error("not a string");
+      } else if constexpr (std::is_same_v<T, bool>) {
+        if (!it->is_boolean()) throw std::runtime_error("not a boolean");
+      } else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) {
+        if (!it->is_number_unsigned()) throw std::runtime_error("not an unsigned integer");
+      } else if constexpr (std::is_integral_v<T>) {
+        if (!it->is_number_integer()) throw std::runtime_error("not an integer");
+      }
+      out = it->get<T>();
+      return true;
+    } catch (const std::exception& e) {
+      Error(std::string("field '") + key + "': " + e.what());
+      return false;
+    }
+  }
+
+  void Error(std::string msg) {
+    if (error_.empty()) error_ = where_ + ": " + msg;
+  }
+  [[nodiscard]] bool ok() const { return error_.empty(); }
+  [[nodiscard]] const std::string& error() const { return error_; }
+
+ private:
+  std::string where_;
+  std::string error_;
+};
+
+json EntryToJson(const Entry& e) {
+  json j = json::object();
+  PutName(j, "path", e.path);
+  j["type"] = EntryTypeName(e.type);
+  j["mode"] = e.mode;
+  j["mtime"] = e.mtime;
+  j["uid"] = e.uid;
+  j["gid"] = e.gid;
+  if (e.type == EntryType::kFile) {
+    j["size"] = e.size;
+    j["sha256"] = e.sha256;
+  }
+  if (e.type == EntryType::kSymlink) PutName(j, "link", e.link_target);
+  return j;
+}
+
+}  // namespace
+
+std::string_view EntryTypeName(EntryType type) {
+  switch (type) {
+    case EntryType::kFile:
+      return "file";
+    case EntryType::kSymlink:
+      return "symlink";
+    case EntryType::kDirectory:
+      return "dir";
+  }
+  return "file";
+}
+
+std::size_t Manifest::EntryCount() const {
+  return entries_listed ? entries.size() : static_cast<std::size_t>(listed_entries);
+}
+
+std::size_t Manifest::WarningCount() const {
+  return entries_listed ? warnings.size() : static_cast<std::size_t>(listed_warnings);
+}
+
+std::uint64_t Manifest::TotalBytes() const {
+  if (!entries_listed) return listed_bytes;
+  std::uint64_t total = 0;
+  for (const auto& e : entries) total += e.size;
+  return total;
+}
+
+std::size_t Manifest::FileCount() const {
+  if (!entries_listed) return static_cast<std::size_t>(listed_files);
+  std::size_t n = 0;
+  for (const auto& e : entries) n += e.type == EntryType::kFile ? 1 : 0;
+  return n;
+}
+
+json ToJson(const Manifest& m, bool inner) {
+  json j;
+  j["format"] = m.format;
+  j["id"] = m.id;
+  j["created_at"] = m.created_at;
+  j["created_unix"] = m.created_unix;
+  j["reason"] = m.reason;
+  if (m.update) {
+    j["update"] = {{"update_id", m.update->update_id},
+                   {"target", m.update->target},
+                   {"from_version", m.update->from_version},
+                   {"to_version", m.update->to_version}};
+  } else {
+    j["update"] = nullptr;
+  }
+  j["producer"] = m.producer;
+  j["encryption"] = {
+      {"scheme", m.encryption},
+      {"kdf",
+       {{"name", m.kdf.name}, {"work_factor", m.kdf.work_factor}, {"r", m.kdf.r}, {"p", m.kdf.p}}}};
+  if (!inner) {
+    j["encryption"]["key_id"] = m.key_id;
+    if (m.payload) {
+      j["payload"] = {
+          {"name", m.payload->name}, {"size", m.payload->size}, {"sha256", m.payload->sha256}};
+    }
+    if (m.index) {
+      j["index"] = {{"name", m.index->name}, {"size", m.index->size}, {"sha256", m.index->sha256}};
+    }
+  }
+  j["summary"] = {{"files", m.FileCount()}, {"bytes", m.TotalBytes()}};
+  if (!inner && m.format >= 2) {
+    // Only counts: every path, size, time and hash stays inside the encryption.
+    j["summary"]["entries"] = m.EntryCount();
+    j["summary"]["warnings"] = m.WarningCount();
+    return j;
+  }
+  json entries = json::array();
+  for (const auto& e : m.entries) entries.push_back(EntryToJson(e));
+  j["entries"] = std::move(entries);
+  j["warnings"] = m.warnings;
+  return j;
+}
+
+std::string Serialize(const Manifest& m, bool inner) {
+  // Names that are not UTF-8 are base64 (PutName); free text such as a warning may hold any
+  // bytes and is replaced where it is not UTF-8.
+  return ToJson(m, inner).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+Result<Manifest> Parse(std::string_view text) {
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Fail(ErrorCode::kCorrupt, "manifest: not valid JSON");
+  if (!j.is_object()) return Fail(ErrorCode::kCorrupt, "manifest: not a JSON object");
+  Manifest m;
+  Reader r("manifest");
+  r.Get(j, "format", m.format);
+  if (r.ok() && (m.format < kOldestFormatVersion || m.format > kFormatVersion)) {
+    return Fail(ErrorCode::kUnsupported,
+                "manifest: format " + std::to_string(m.format) + " is not supported by this build");
+  }
+  r.Get(j, "id", m.id);
+  r.Get(j, "created_at", m.created_at);
+  r.Get(j, "created_unix", m.created_unix);
+  r.Get(j, "reason", m.reason);
+  r.Get(j, "producer", m.producer, false);
+  if (r.ok() && !IsValidId(m.id)) r.Error("invalid id");
+  if (auto it = j.find("update"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) {
+      r.Error("field 'update': not an object");
+    } else {
+      UpdateRef u;
+      r.Get(*it, "update_id", u.update_id);
+      r.Get(*it, "target", u.target, false);
+      r.Get(*it, "from_version", u.from_version, false);
+      r.Get(*it, "to_version", u.to_version, false);
+      m.update = u;
+    }
+  }
+  auto enc = j.find("encryption");
+  if (enc == j.end() || !enc->is_object()) {
+    r.Error("missing field 'encryption'");
+  } else {
+    r.Get(*enc, "scheme", m.encryption);
+    r.Get(*enc, "key_id", m.key_id, false);
+    auto kdf = enc->find("kdf");
+    if (kdf == enc->end() || !kdf->is_object()) {
+      r.Error("missing field 'encryption.kdf'");
+    } else {
+      r.Get(*kdf, "name", m.kdf.name);
+      r.Get(*kdf, "work_factor", m.kdf.work_factor);
+      r.Get(*kdf, "r", m.kdf.r);
+      r.Get(*kdf, "p", m.kdf.p);
+    }
+  }
+  if (auto it = j.find("payload"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) {
+      r.Error("field 'payload': not an object");
+    } else {
+      Payload p;
+      r.Get(*it, "name", p.name);
+      r.Get(*it, "size", p.size);
+      r.Get(*it, "sha256", p.sha256);
+      if (r.ok() && !IsHex64(p.sha256)) r.Error("payload sha256 is not 64 hex digits");
+      m.payload = p;
+    }
+  }
+  if (auto it = j.find("index"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) {
+      r.Error("field 'index': not an object");
+    } else {
+      Payload p;
+      r.Get(*it, "name", p.name);
+      r.Get(*it, "size", p.size);
+      r.Get(*it, "sha256", p.sha256);
+      if (r.ok() && !IsHex64(p.sha256)) r.Error("index sha256 is not 64 hex digits");
+      m.index = p;
+    }
+  }
+  if (r.ok() && m.format >= 2 && j.find("entries") == j.end()) {
+    // A format 2 summary: counts instead of entries.
+    m.entries_listed = false;
+    auto sum = j.find("summary");
+    if (sum == j.end() || !sum->is_object()) {
+      r.Error("missing field 'summary'");
+    } else {
+      r.Get(*sum, "files", m.listed_files);
+      r.Get(*sum, "bytes", m.listed_bytes);
+      r.Get(*sum, "entries", m.listed_entries);
+      r.Get(*sum, "warnings", m.listed_warnings);
+    }
+    if (r.ok() && !m.index) r.Error("missing field 'index'");
+    if (!r.ok()) return Fail(ErrorCode::kCorrupt, r.error());
+    return m;
+  }
+  if (auto it = j.find("warnings"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) {
+      r.Error("field 'warnings': not an array");
+    } else {
+      for (const auto& w : *it) {
+        if (!w.is_string()) {
+          r.Error("field 'warnings': not a list of strings");
+          break;
+        }
+        m.warnings.push_back(w.get<std::string>());
+      }
+    }
+  }
+  auto entries = j.find("entries");
+  if (entries == j.end() || !entries->is_array()) {
+    r.Error("missing field 'entries'");
+  } else {
+    for (const auto& je : *entries) {
+      if (!r.ok()) break;
+      if (!je.is_object()) {
+        r.Error("entry is not an object");
+        break;
+      }
+      Entry e;
+      std::string type;
+      if (auto path = GetName(je, "path", "manifest entry"); path) {
+        e.path = std::move(*path);
+      } else {
+        r.Error(path.error().message);
+        break;
+      }
+      r.Get(je, "type", type);
+      r.Get(je, "mode", e.mode);
+      r.Get(je, "mtime", e.mtime);
+      r.Get(je, "uid", e.uid);
+      r.Get(je, "gid", e.gid);
+      if (!r.ok()) break;
+      if (type == "file") {
+        e.type = EntryType::kFile;
+        r.Get(je, "size", e.size);
+        r.Get(je, "sha256", e.sha256);
+        if (r.ok() && !IsHex64(e.sha256)) r.Error("entry " + e.path + ": bad sha256");
+      } else if (type == "symlink") {
+        e.type = EntryType::kSymlink;
+        if (auto link = GetName(je, "link", "manifest entry " + e.path); link) {
+          e.link_target = std::move(*link);
+        } else {
+          r.Error(link.error().message);
+        }
+      } else if (type == "dir") {
+        e.type = EntryType::kDirectory;
+      } else {
+        r.Error("entry " + e.path + ": unknown type '" + type + "'");
+      }
+      if (!r.ok()) break;
+      if (e.mode > 07777) r.Error("entry " + e.path + ": mode out of range");
+      if (auto st = CheckArchivePath(e.path); !st) r.Error(st.error().message);
+      if (r.ok() && e.type == EntryType::kSymlink) {
+        if (auto st = CheckLinkTarget(e.path, e.link_target); !st) r.Error(st.error().message);
+      }
+      m.entries.push_back(std::move(e));
+    }
+  }
+  if (!r.ok()) return Fail(ErrorCode::kCorrupt, r.error());
+  SP_RETURN_IF_ERROR(CheckEntries(m.entries));
+  return m;
+}
+
+Status CheckEntries(const std::vector<Entry>& entries) {
+  std::unordered_map<std::string_view, EntryType> types;
+  types.reserve(entries.size());
+  for (const auto& e : entries) {
+    SP_RETURN_IF_ERROR(CheckArchivePath(e.path));
+    if (e.type == EntryType::kSymlink) SP_RETURN_IF_ERROR(CheckLinkTarget(e.path, e.link_target));
+    if (!types.emplace(e.path, e.type).second) {
+      return Fail(ErrorCode::kCorrupt, "manifest: entry " + e.path + " appears twice");
+    }
+  }
+  for (const auto& e : entries) {
+    const std::string_view path = e.path;
+    for (std::size_t slash = path.find('/'); slash != std::string_view::npos;
+         slash = path.find('/', slash + 1)) {
+      auto it = types.find(path.substr(0, slash));
+      if (it != types.end() && it->second != EntryType::kDirectory) {
+        return Fail(ErrorCode::kCorrupt, "manifest: entry " + e.path + " lies below " +
+                                             std::string(path.substr(0, slash)) +
+                                             ", which is not a directory");
+      }
+    }
+  }
+  return {};
+}
+
+Status CheckConsistent(const Manifest& inner, const Manifest& outer) {
+  auto differ = [](const std::string& what) {
+    return Fail(ErrorCode::kCorrupt,
+                "manifest.json and the archive's MANIFEST.json differ in " + what);
+  };
+  if (inner.id != outer.id) return differ("id");
+  if (inner.created_at != outer.created_at || inner.created_unix != outer.created_unix) {
+    return differ("creation time");
+  }
+  if (inner.reason != outer.reason) return differ("reason");
+  if (inner.update != outer.update) return differ("update");
+  if (inner.encryption != outer.encryption || inner.kdf != outer.kdf) return differ("encryption");
+  if (inner.format != outer.format) return differ("format");
+  if (!outer.entries_listed) {
+    if (inner.EntryCount() != outer.EntryCount()) return differ("entry count");
+    if (inner.FileCount() != outer.FileCount()) return differ("file count");
+    if (inner.TotalBytes() != outer.TotalBytes()) return differ("total size");
+    if (inner.WarningCount() != outer.WarningCount()) return differ("warning count");
+    return {};
+  }
+  if (inner.warnings != outer.warnings) return differ("warnings");
+  if (inner.entries.size() != outer.entries.size()) return differ("entry count");
+  for (std::size_t i = 0; i < inner.entries.size(); ++i) {
+    if (!(inner.entries[i] == outer.entries[i])) return differ("entry " + inner.entries[i].path);
+  }
+  return {};
+}
+
+bool IsValidId(std::string_view id) {
+  // YYYY-MM-DD_HH-MM-SS
+  constexpr std::string_view kShape = "dddd-dd-dd_dd-dd-dd";
+  if (id.size() < kShape.size()) return false;
+  for (std::size_t i = 0; i < kShape.size(); ++i) {
+    char c = id[i];
+    if (kShape[i] == 'd') {
+      if (c < '0' || c > '9') return false;
+    } else if (c != kShape[i]) {
+      return false;
+    }
+  }
+  auto num = [&](std::size_t pos, std::size_t len) {
+    int v = 0;
+    for (std::size_t i = pos; i < pos + len; ++i) v = v * 10 + (id[i] - '0');
+    return v;
+  };
+  int month = num(5, 2), day = num(8, 2), hour = num(11, 2), minute = num(14, 2),
+      second = num(17, 2);
+  const int year = num(0, 4);
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12) return false;
+  const int days = kDays[month - 1] + (month == 2 && leap ? 1 : 0);
+  if (day < 1 || day > days || hour > 23 || minute > 59 || second > 59) return false;
+  std::string_view rest = id.substr(kShape.size());
+  if (rest.empty()) return true;
+  if (rest[0] != '-' || rest.size() < 2 || rest.size() > 4 || rest[1] == '0') return false;
+  for (char c : rest.substr(1)) {
+    if (c < '0' || c > '9') return false;
+  }
+  int n = 0;
+  for (char c : rest.substr(1)) n = n * 10 + (c - '0');
+  return n >= 2;
+}
+
+Status CheckArchivePath(std::string_view path) {
+  auto bad = [&](const char* why) {
+    std::string shown(path.substr(0, 200));
+    for (char& c : shown) {
+      if (static_cast<unsigned char>(c) < 0x20) c = '?';
+    }
+    return Fail(ErrorCode::kCorrupt, "unsafe archive path '" + shown + "': " + why);
+  };
+  if (path.empty()) return bad("empty");
+  if (path.size() > 4096) return bad("too long");
+  if (path.front() == '/') return bad("absolute");
+  if (path.find('\0') != std::string_view::npos) return bad("contains NUL");
+  if (path == kInnerName) return {};
+  auto parts = SplitPath(path);
+  for (auto part : parts) {
+    if (part.empty()) return bad("empty component");
+    if (part == "." || part == "..") return bad("'.' or '..' component");
+  }
+  for (auto root : kRoots) {
+    if (parts[0] == root) return {};
+  }
+  return bad("outside the known roots");
+}
+
+Status CheckLinkTarget(std::string_view path, std::string_view target) {
+  auto bad = [&](const char* why) {
+    return Fail(ErrorCode::kCorrupt, "link " + std::string(path.substr(0, 200)) + " -> " +
+                                         std::string(target.substr(0, 200)) + ": " + why);
+  };
+  if (target.empty()) return bad("empty target");
+  if (target.front() == '/') return bad("absolute target leaves the root");
+  if (target.find('\0') != std::string_view::npos) return bad("target contains NUL");
+  auto parts = SplitPath(path);
+  if (parts.size() < 2) return bad("link at a root");
+  // Depth of the link's directory below its top-level root.
+  long depth = static_cast<long>(parts.size()) - 2;
+  for (auto part : SplitPath(target)) {
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (--depth < 0) return bad("target leaves the root");
+    } else {
+      ++depth;
+    }
+  }
+  return {};
+}
+
+}  // namespace safepoint::manifest

@@ -1,0 +1,107 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/base/clock.h"
+#include "core/base/fs.h"
+#include "core/base/result.h"
+#include "core/base/secret.h"
+#include "core/config/config.h"
+#include "core/format/manifest.h"
+#include "core/store/store.h"
+
+// Post-update fingerprints and the state of paths in the restored trees (docs/rollback.md).
+namespace safepoint::rollback {
+
+// What rollback compares about one path of the ha_config or workspace tree. No contents.
+struct PathState {
+  manifest::EntryType type = manifest::EntryType::kFile;
+  std::uint64_t size = 0;   // files
+  std::string sha256;       // files: lowercase hex
+  std::uint32_t mode = 0;   // files and directories: permission bits (links: 0)
+  std::string link_target;  // symlinks
+
+  bool operator==(const PathState&) const = default;
+};
+
+// The state of the restored trees right after an update: "<backup_dir>/<id>/fingerprint.json".
+// A file whose current state equals its fingerprint was changed by the update, not by a person.
+//
+// For a format 2 safety point the file holds no path and no plaintext hash (docs/format.md):
+// each path is HMAC-SHA-256(key, "path" 0 path) and its state HMAC-SHA-256(key, "state" 0 path 0
+// state), under a key derived from the safety point's file key (Store::Load's fingerprint key),
+// so a copy of the backup dir confirms no guess without one scrypt. Format 1 safety points keep
+// the plaintext form (their manifest.json lists the same already).
+struct Fingerprint {
+  std::string id;                            // the safety point it belongs to
+  std::string recorded_at;                   // ISO-8601 UTC
+  std::map<std::string, PathState> paths;    // plaintext form: archive path -> state
+  std::map<std::string, std::string> keyed;  // keyed form: path MAC -> state MAC (hex)
+  bool is_keyed = false;
+  std::shared_ptr<const Secret> key;  // keyed form: set by LoadFingerprint, needed by Matches
+
+  // Whether `path` was recorded with state `state`.
+  [[nodiscard]] bool Matches(const std::string& path, const PathState& state) const;
+  [[nodiscard]] std::size_t size() const { return is_keyed ? keyed.size() : paths.size(); }
+};
+
+// File name of a fingerprint inside a safety point's directory.
+inline constexpr std::string_view kFingerprintName = "fingerprint.json";
+
+// The state of an entry of a safety point, in PathState terms.
+[[nodiscard]] PathState StateOf(const manifest::Entry& entry);
+
+// The absolute path of an archive path "ha_config/<rel>" or "workspace/<rel>" (the root itself
+// for "ha_config"/"workspace"); std::nullopt for the other roots (state, environment, logs).
+[[nodiscard]] std::optional<std::string> LocalPathOf(const config::Config& config,
+                                                     std::string_view archive_path);
+
+// lstat(2)s `abs_path` without following any symlink below `root` (every component between
+// `root` and the final one must be a real directory) and describes it; files are hashed.
+// std::nullopt when it (or a parent) does not exist or a parent is not a directory.
+// Errors: kIo for an unreadable file.
+[[nodiscard]] Result<std::optional<PathState>> ReadPathState(const std::string& root,
+                                                             const std::string& rel);
+
+// SHA-256 (hex) of a regular file, opened without following a final symlink.
+[[nodiscard]] Result<std::string> HashFile(const std::string& path);
+
+// Writes `content` to `path` atomically through `fs`: "<path>.tmp" is written, fsynced and
+// renamed over `path`, then the directory is fsynced. A stale "<path>.tmp" is replaced.
+[[nodiscard]] Status WriteFileAtomically(FileSystem& fs, const std::string& path,
+                                         std::string_view content, mode_t mode);
+
+// Hashes the current ha_config and workspace source set (the same selection a safety point
+// takes: paths, type, mode, size, SHA-256 and link target; no contents) into
+// <backup_dir>/<id>/fingerprint.json, atomically, replacing an older one. For a format 2 safety
+// point the passphrase unwraps its file key (one scrypt) and the fingerprint is keyed.
+// REQUIRES: the caller holds the exclusive store lock.
+// Errors: as Store::Load (kBadInput/kNotFound for the id, kWrongPassphrase), collection errors,
+// kIo/kNoSpace.
+[[nodiscard]] Status RecordFingerprint(const config::Config& config, const store::Store& store,
+                                       FileSystem& fs, const Clock& clock, const Secret& passphrase,
+                                       const std::string& id);
+
+// The fingerprint of safety point `id`, std::nullopt when none was recorded. `key` is the
+// fingerprint key Store::Load gave for the safety point (empty for format 1).
+// Errors: kBadInput for a malformed id, kCorrupt for an unreadable fingerprint.json or a keyed
+// one without a key.
+[[nodiscard]] Result<std::optional<Fingerprint>> LoadFingerprint(const store::Store& store,
+                                                                 const std::string& id, Secret key);
+
+// Whether safety point `id` has a fingerprint.json (not read). Errors: kBadInput for a malformed
+// id, kIo when it cannot be told.
+[[nodiscard]] Result<bool> FingerprintRecorded(const store::Store& store, const std::string& id);
+
+[[nodiscard]] nlohmann::json ToJson(const Fingerprint& fingerprint);
+[[nodiscard]] Result<Fingerprint> ParseFingerprint(std::string_view text);
+
+}  // namespace safepoint::rollback

@@ -1,0 +1,99 @@
+#include "core/sources/snapshot.h"
+
+#include <unistd.h>
+
+#include <chrono>
+
+#include "core/base/utf8.h"
+#include "core/sources/sources.h"
+
+namespace safepoint::snapshot {
+
+namespace {
+
+store::InputEntry Generated(const std::string& path, std::string content, std::int64_t mtime) {
+  store::InputEntry e;
+  e.header.path = path;
+  e.header.type = manifest::EntryType::kFile;
+  e.header.size = content.size();
+  e.header.mode = 0600;
+  e.header.mtime = mtime;
+  e.header.uid = static_cast<std::uint32_t>(::getuid());
+  e.header.gid = static_cast<std::uint32_t>(::getgid());
+  e.content = std::move(content);
+  return e;
+}
+
+}  // namespace
+
+Result<store::BackupRequest> Collect(const config::Config& config,
+                                     const std::optional<std::string>& entities_file,
+                                     const LiveState& live) {
+  store::BackupRequest request;
+  for (const auto& w : live.warnings) request.warnings.push_back(SanitizeUtf8(w));
+  auto files = sources::CollectFiles(config);
+  if (!files) return tl::unexpected(files.error());
+  for (const auto& w : files->warnings) request.warnings.push_back(SanitizeUtf8(w));
+  for (const auto& s : files->entries) {
+    store::InputEntry e;
+    e.header.path = s.archive_path;
+    switch (s.kind) {
+      case sources::SourceEntry::Kind::kFile:
+        e.header.type = manifest::EntryType::kFile;
+        break;
+      case sources::SourceEntry::Kind::kSymlink:
+        e.header.type = manifest::EntryType::kSymlink;
+        break;
+      case sources::SourceEntry::Kind::kDirectory:
+        e.header.type = manifest::EntryType::kDirectory;
+        break;
+    }
+    e.header.size = s.size;
+    e.header.mode = s.mode & 07777;
+    e.header.mtime = s.mtime;
+    e.header.uid = s.uid;
+    e.header.gid = s.gid;
+    e.header.link_target = s.link_target;
+    e.abs_path = s.abs_path;
+    // A link whose target leaves its root is kept out: a restore could never write it safely.
+    if (e.header.type == manifest::EntryType::kSymlink) {
+      if (auto st = manifest::CheckLinkTarget(e.header.path, e.header.link_target); !st) {
+        request.warnings.push_back(
+            SanitizeUtf8("skipped " + s.abs_path + ": " + st.error().message));
+        continue;
+      }
+    }
+    request.entries.push_back(std::move(e));
+  }
+
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  auto env = sources::CaptureEnvironment(config);
+  if (!env) return tl::unexpected(env.error());
+  request.entries.push_back(
+      Generated("environment/environment.json",
+                env->dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", now));
+
+  auto logs = sources::CaptureLogs(config);
+  if (!logs) return tl::unexpected(logs.error());
+  for (auto& w : logs->warnings) request.warnings.push_back(SanitizeUtf8(w));
+  for (auto& log : logs->logs) {
+    request.entries.push_back(Generated(log.archive_path, std::move(log.text), now));
+  }
+
+  if (entities_file) {
+    // Written beforehand, streaming (it can be as large as the mirror); the store reads it.
+    store::InputEntry e = Generated("state/entities.json", std::string(), now);
+    e.content.reset();
+    e.abs_path = *entities_file;
+    request.entries.push_back(std::move(e));
+  }
+  if (live.zigbee2mqtt_backup) {
+    request.entries.push_back(
+        Generated(std::string(kZigbee2MqttBackupPath), *live.zigbee2mqtt_backup, now));
+  }
+  return request;
+}
+
+}  // namespace safepoint::snapshot
