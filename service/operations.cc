@@ -71,7 +71,7 @@ nlohmann::json SummaryJson(const manifest::Manifest& m, const store::Store& stor
 }
 
 Operations::Operations(const config::Config& config, FileSystem& fs, const Clock& clock)
-    : config_(config), fs_(fs), clock_(clock), store_(StoreOptionsFor(config), fs, clock) {}
+    : config_(config), fs_(fs), store_(StoreOptionsFor(config), fs, clock) {}
 
 Result<store::StoreLock> Operations::LockExclusive() {
   auto lock = store_.Lock(store::LockMode::kExclusive);

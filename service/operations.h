@@ -66,7 +66,6 @@ class Operations {
  private:
   const config::Config& config_;
   FileSystem& fs_;
-  const Clock& clock_;
   store::Store store_;
 };
 
