@@ -32,6 +32,8 @@ die() {
   echo "run.sh: $*" >&2
   exit 2
 }
+parallel=${FUZZ_JOBS:-$(nproc)}
+[[ "$parallel" =~ ^[1-9][0-9]*$ ]] || die "FUZZ_JOBS must be a positive number, not '$parallel'"
 for name in $fuzzers; do
   [[ -x "$build/tests/fuzz/${name}_fuzzer" ]] || die "missing $build/tests/fuzz/${name}_fuzzer"
   compgen -G "$root/tests/fuzz/corpus/$name/*" >/dev/null ||
@@ -155,7 +157,6 @@ fuzz_one() {  # <name>: runs one target, leaves its exit code in $run/<name>.rc
   set -e
   echo "$rc" > "$run/$name.rc"
 }
-parallel=${FUZZ_JOBS:-$(nproc)}
 for name in $fuzzers; do
   while (( $(jobs -rp | wc -l) >= parallel )); do wait -n || true; done
   echo "== ${name}_fuzzer: ${seconds}s, $(ls "$run/corpus/$name" | wc -l) seeds =="
