@@ -12,6 +12,7 @@
 
 #include "core/base/result.h"
 #include "core/base/secret.h"
+#include "mqtt/transport.h"
 
 namespace safepoint::mqtt {
 
@@ -76,26 +77,6 @@ struct ClientOptions {
 // ClientOptions::protocol: MQTT 5 where the broker offers it, else 3.1.1.
 inline constexpr int kProtocolAuto = 0;
 
-// One received application message.
-struct Message {
-  std::string topic;
-  std::string payload;
-  bool retained = false;  // delivered from the broker's retained store
-  int qos = 0;
-};
-
-// What the owner thread receives from WaitEvent().
-struct Event {
-  enum class Kind {
-    kConnected,       // a connection is up and every remembered filter is subscribed again
-    kConnectionLost,  // the connection dropped; reconnecting in the background
-    kMessage,         // `message` holds a received message
-  };
-  Kind kind = Kind::kMessage;
-  Message message;     // kMessage only
-  std::string detail;  // human-readable cause for connection events; never a secret
-};
-
 // Delay before reconnect attempt `attempt` (0-based): d = min * 2^attempt capped at max, then
 // scaled into [d/2, d] by `unit` in [0, 1) (the jitter), never below min. Pure; exposed for tests.
 [[nodiscard]] std::chrono::milliseconds ReconnectDelay(int attempt, std::chrono::milliseconds min,
@@ -120,45 +101,45 @@ struct Event {
 // Errors: all failures are returned as Error values; Paho exceptions never escape. Network,
 // TLS and broker refusals are kIo, authentication refusals kBadInput, invalid arguments
 // kBadInput. Messages name the broker url and the reason, never the password.
-class Client {
+class Client final : public Transport {
  public:
   explicit Client(ClientOptions options);
   // Safe at any time: disconnects cleanly when connected, stops the reconnect thread.
-  ~Client();
+  ~Client() override;
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
   // Connects within `timeout` (a fresh clean session). Already connected: no-op. Succeeds once
   // the broker accepted the session; from then on the client keeps it up by itself. When the
   // broker cannot be reached or refuses, nothing retries in the background: call Connect again.
-  [[nodiscard]] Status Connect(std::chrono::milliseconds timeout);
+  [[nodiscard]] Status Connect(std::chrono::milliseconds timeout) override;
 
   // Subscribes to (filter, qos) pairs and remembers them for every later reconnect. When not
   // connected the filters are only remembered and subscribed at the next connection. A filter
   // the broker refuses is forgotten and reported. Waits at most operation_timeout.
-  [[nodiscard]] Status Subscribe(const std::vector<std::pair<std::string, int>>& filters);
+  [[nodiscard]] Status Subscribe(const std::vector<std::pair<std::string, int>>& filters) override;
 
   // Queues one message for sending without waiting for the broker. Fails with kIo when not
   // connected (nothing is buffered across a disconnect) and kBadInput for an invalid topic
   // (empty, wildcards, NUL) or qos.
   [[nodiscard]] Status Publish(const std::string& topic, std::string_view payload, int qos,
-                               bool retain);
+                               bool retain) override;
 
   // Removes the retained message of `topic` (publishes an empty retained message, QoS 1).
-  [[nodiscard]] Status ClearRetained(const std::string& topic);
+  [[nodiscard]] Status ClearRetained(const std::string& topic) override;
 
   // Takes the next event, waiting at most `timeout`; std::nullopt when none arrived in time.
   // REQUIRES: called from a single owner thread.
-  [[nodiscard]] std::optional<Event> WaitEvent(std::chrono::milliseconds timeout);
+  [[nodiscard]] std::optional<Event> WaitEvent(std::chrono::milliseconds timeout) override;
 
   // Message events dropped because the queue was full, since construction.
   [[nodiscard]] std::uint64_t dropped() const;
   [[nodiscard]] bool connected() const;
   // The protocol version in use: 4 or 5 (with kProtocolAuto, 5 until a broker refused it).
-  [[nodiscard]] int protocol() const;
+  [[nodiscard]] int protocol() const override;
 
   // Ends the session cleanly (no will) and stops reconnecting. Idempotent.
-  void Disconnect();
+  void Disconnect() override;
 
  private:
   class Impl;

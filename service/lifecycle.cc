@@ -23,6 +23,11 @@ std::string DurationText(std::chrono::seconds d) {
   return std::to_string(d.count()) + " s";
 }
 
+// The update as a safety point's manifest records it.
+manifest::UpdateRef UpdateRefOf(const UpdateRequest& r) {
+  return {r.update_id, r.target, r.from_version.value_or(""), r.to_version.value_or("")};
+}
+
 }  // namespace
 
 Lifecycle::Lifecycle(LifecycleOptions options) : options_(std::move(options)) {
@@ -149,7 +154,7 @@ std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, Tim
   s_.backup_reason = reason;
   (void)now;
   out.emplace_back(Persist{});
-  out.emplace_back(StartBackup{std::move(reason), request.update_id});
+  out.emplace_back(StartBackup{std::move(reason), UpdateRefOf(request)});
   out.emplace_back(StatusAction());
   return out;
 }
@@ -706,7 +711,7 @@ std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint no
       out.emplace_back(Persist{});
       out.emplace_back(
           StartBackup{s_.backup_reason,
-                      s_.update ? std::optional<std::string>(s_.update->update_id) : std::nullopt});
+                      s_.update ? std::optional(UpdateRefOf(*s_.update)) : std::nullopt});
       break;
     case State::kUpdating:
       // The decision may have been lost with the process; publishing it again is harmless

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "core/base/result.h"
+#include "core/format/manifest.h"
 #include "service/commands.h"
 
 namespace safepoint::service {
@@ -142,7 +143,9 @@ struct PublishDecision {
 // Make a safety point (asynchronously); report with OnBackupDone.
 struct StartBackup {
   std::string reason;
-  std::optional<std::string> update_id;  // the update reference stored in the manifest
+  // The update the safety point is taken for, as its manifest stores it (none for a manual or
+  // scheduled one).
+  std::optional<manifest::UpdateRef> update;
 };
 // Delete a safety point (after Cancel or expiry).
 struct DeleteBackup {

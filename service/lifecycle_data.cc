@@ -348,9 +348,15 @@ nlohmann::json ActionToJson(const Action& action) {
                           return json{{"action", "publish_decision"}, {"payload", a.Payload()}};
                         },
                         [](const StartBackup& a) {
-                          return json{{"action", "start_backup"},
-                                      {"reason", a.reason},
-                                      {"update_id", OptionalString(a.update_id)}};
+                          json update = nullptr;
+                          if (a.update) {
+                            update = {{"update_id", a.update->update_id},
+                                      {"target", a.update->target},
+                                      {"from_version", a.update->from_version},
+                                      {"to_version", a.update->to_version}};
+                          }
+                          return json{
+                              {"action", "start_backup"}, {"reason", a.reason}, {"update", update}};
                         },
                         [](const DeleteBackup& a) {
                           return json{{"action", "delete_backup"}, {"backup_id", a.backup_id}};

@@ -10,6 +10,15 @@
 
 namespace safepoint::service {
 
+// Whether a topic holds a retained message right now (see RetainedProbe; the daemon's tests use
+// a fake).
+class RetainedCheck {
+ public:
+  virtual ~RetainedCheck() = default;
+  // The payload retained on `topic` (std::nullopt when none); kIo when it cannot be known.
+  [[nodiscard]] virtual Result<std::optional<std::string>> Retained(const std::string& topic) = 0;
+};
+
 // Asks the broker whether a topic holds a retained message right now. With MQTT 3.1.1 the
 // broker clears the retain flag when it forwards a message to a client that is already
 // subscribed, so a command published retained while the service is connected arrives looking
@@ -26,7 +35,7 @@ namespace safepoint::service {
 //
 // Threading: one owner thread (the daemon's state thread). Blocking: one broker round trip
 // (plus the first connect).
-class RetainedProbe {
+class RetainedProbe final : public RetainedCheck {
  public:
   // `marker_topic`: a topic nobody else uses (e.g. `<base>/probe/<client_id>`); the probe needs
   // to publish and subscribe to it.
@@ -35,7 +44,7 @@ class RetainedProbe {
 
   // The payload retained on `topic` (std::nullopt when none). kIo when the broker cannot be
   // reached or the marker does not come back within the timeout.
-  [[nodiscard]] Result<std::optional<std::string>> Retained(const std::string& topic);
+  [[nodiscard]] Result<std::optional<std::string>> Retained(const std::string& topic) override;
 
  private:
   // Waits for the marker `nonce`; returns the payload retained on `topic` seen before it.

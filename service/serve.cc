@@ -36,7 +36,8 @@ void AddServeCommand(CLI::App& app, CliContext& cli) {
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
-    Daemon daemon(config, cli.fs, cli.clock, MakeBackend(config, cli.fs, cli.clock));
+    Daemon daemon(config, cli.fs, cli.clock, MakeBackend(config, cli.fs, cli.clock),
+                  MqttTransportFor(*config.mqtt), RetainedProbeFactory(*config.mqtt));
     cli.rc = daemon.Run(g_stop);
   });
 }

@@ -453,7 +453,9 @@ TEST_F(Hostile, ExceptionsInOperationsBecomeErrorAnswersAndTheServiceGoesOn) {
   int rc = -1;
   std::thread serving;
   {
-    service::Daemon daemon(*config, fs, clock, std::move(backend));
+    service::Daemon daemon(*config, fs, clock, std::move(backend),
+                           service::MqttTransportFor(*config->mqtt),
+                           service::RetainedProbeFactory(*config->mqtt));
     std::size_t c = obs_->Mark();
     serving = std::thread([&] { rc = daemon.Run(stop); });
     ASSERT_TRUE(obs_->NextRaw("safepoint/availability", &c, kWait,

@@ -107,7 +107,8 @@ TEST_F(LifecycleTest, RequestStartsASafetyPoint) {
   EXPECT_EQ(ActionsToJson(actions), json::parse(R"j([
     {"action": "persist"},
     {"action": "start_backup", "reason": "before update of core (2026.1.3 -> 2026.2.1)",
-     "update_id": "u1"},
+     "update": {"update_id": "u1", "target": "core", "from_version": "2026.1.3",
+                "to_version": "2026.2.1"}},
     {"action": "publish_status", "status": {
       "state": "backing_up", "operation": "update", "progress": 0,
       "pending": {"update_id": "u1", "target": "core", "backup_id": null, "deadline": null},
@@ -675,7 +676,7 @@ TEST_F(LifecycleTest, ManualBackup) {
   Lifecycle lc;
   const auto start = lc.OnManualBackupRequest(std::string("before tinkering"), kT0);
   EXPECT_EQ(ActionsToJson(start)[1], json::parse(R"j({"action":"start_backup",
-    "reason":"before tinkering","update_id":null})j"));
+    "reason":"before tinkering","update":null})j"));
   EXPECT_EQ(Only<Respond>(start).data,
             json::parse(R"j({"state":"backing_up","reason":"before tinkering"})j"));
   EXPECT_THAT(Kinds(lc.OnProgress(40, kT0 + seconds(2))), ElementsAre("publish_status"));
@@ -807,7 +808,8 @@ TEST_F(LifecycleTest, InterruptedBackupStartsAgainAfterARestart) {
   const auto actions = after.Restore(before.Snapshot(), kT0 + minutes(1));
   EXPECT_THAT(Kinds(actions), ElementsAre("persist", "start_backup", "publish_status"));
   EXPECT_EQ(ActionsToJson(actions)[1], json::parse(R"j({"action":"start_backup",
-    "reason":"before update of core (2026.1.3 -> 2026.2.1)","update_id":"u1"})j"));
+    "reason":"before update of core (2026.1.3 -> 2026.2.1)","update":{"update_id":"u1",
+    "target":"core","from_version":"2026.1.3","to_version":"2026.2.1"}})j"));
 }
 
 // Issue 9: a persisted operation interrupted by a crash is resumed at most once. The resume is

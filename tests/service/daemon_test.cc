@@ -1,0 +1,801 @@
+// The service's decisions in process: the Controller driven by a fake transport, a fake backend,
+// a job runner of the test's own and FakeClock. No broker, no thread, no sleep: every test says
+// exactly which messages arrive, when the worker's jobs run and how much time passes, and checks
+// what was published. The broker tests (serve_test.cc and others) keep covering the wire.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/base/fs.h"
+#include "core/config/config.h"
+#include "service/controller.h"
+#include "tests/testutil/testutil.h"
+
+namespace safepoint::service {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::minutes;
+using std::chrono::seconds;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+struct Published {
+  std::string topic;
+  std::string payload;
+  int qos = 0;
+  bool retain = false;
+};
+
+class FakeTransport final : public mqtt::Transport {
+ public:
+  Status Connect(milliseconds) override { return {}; }
+  Status Subscribe(const std::vector<std::pair<std::string, int>>& filters) override {
+    subscribed.insert(subscribed.end(), filters.begin(), filters.end());
+    return {};
+  }
+  Status Publish(const std::string& topic, std::string_view payload, int qos,
+                 bool retain) override {
+    if (fail_publishing) return Fail(ErrorCode::kIo, "not connected");
+    published.push_back({topic, std::string(payload), qos, retain});
+    return {};
+  }
+  Status ClearRetained(const std::string& topic) override {
+    cleared.push_back(topic);
+    return {};
+  }
+  std::optional<mqtt::Event> WaitEvent(milliseconds) override { return std::nullopt; }
+  int protocol() const override { return protocol_version; }
+  void Disconnect() override { disconnected = true; }
+
+  // The payloads published on `topic`, oldest first.
+  std::vector<std::string> On(const std::string& topic) const {
+    std::vector<std::string> out;
+    for (const auto& p : published) {
+      if (p.topic == topic) out.push_back(p.payload);
+    }
+    return out;
+  }
+  // The last payload on `topic` ("" when none).
+  std::string LastText(const std::string& topic) const {
+    auto all = On(topic);
+    return all.empty() ? "" : all.back();
+  }
+  // The last payload on `topic` as JSON (null when none).
+  json Last(const std::string& topic) const {
+    auto all = On(topic);
+    return all.empty() ? json() : json::parse(all.back());
+  }
+  // The `event_type`s published on <base>/event, oldest first.
+  std::vector<std::string> Events() const {
+    std::vector<std::string> out;
+    for (const auto& p : On("sp/event")) out.push_back(json::parse(p)["event_type"]);
+    return out;
+  }
+
+  std::vector<Published> published;
+  std::vector<std::pair<std::string, int>> subscribed;
+  std::vector<std::string> cleared;
+  int protocol_version = 5;
+  bool fail_publishing = false;
+  bool disconnected = false;
+};
+
+class FakeBackend final : public Backend {
+ public:
+  explicit FakeBackend(const Clock& clock) : clock_(clock) {}
+
+  Result<manifest::Manifest> Backup(const std::string& reason,
+                                    const std::optional<manifest::UpdateRef>& update,
+                                    const store::ProgressFn& progress,
+                                    const entities::EntitySnapshot& entities,
+                                    const snapshot::LiveState& live) override {
+    ++backups;
+    last_live = live;
+    last_entities = entities;
+    if (progress) {
+      progress(50, 100);
+      progress(100, 100);
+    }
+    if (backup_error) return tl::unexpected(*backup_error);
+    manifest::Manifest m;
+    m.created_unix = std::chrono::system_clock::to_time_t(clock_.Now());
+    m.id = "2026-12-02_10-00-" + std::string(next_ < 10 ? "0" : "") + std::to_string(next_);
+    ++next_;
+    m.created_at = "2026-12-02T10:00:00+00:00";
+    m.reason = reason;
+    m.update = update;
+    m.payload = manifest::Payload{"payload.tar.zst.age", 1000, std::string(64, 'a')};
+    m.entries_listed = false;
+    m.listed_files = 3;
+    m.listed_bytes = 1000;
+    points.push_back(m);
+    stored_entities[m.id] = entities;
+    return m;
+  }
+  Status Delete(const std::string& id) override {
+    deleted.push_back(id);
+    auto it = Find(id);
+    if (it == points.end()) return Fail(ErrorCode::kNotFound, "no safety point " + id);
+    points.erase(it);
+    return {};
+  }
+  Result<std::vector<store::Listing>> List() override {
+    std::vector<store::Listing> out;
+    for (const auto& m : points) out.push_back({m.id, "/backups/" + m.id, m, ""});
+    return out;
+  }
+  Result<std::vector<Operations::VerifyResult>> Verify(
+      const std::vector<std::string>& ids) override {
+    std::vector<Operations::VerifyResult> out;
+    for (const auto& m : points) {
+      if (!ids.empty() && m.id != ids.front()) continue;
+      Operations::VerifyResult v;
+      v.id = m.id;
+      if (m.id == corrupt) {
+        v.error = Error{ErrorCode::kCorrupt, "payload hash mismatch"};
+      } else {
+        v.report = {m.id, 4, 1000};
+      }
+      out.push_back(v);
+    }
+    if (!ids.empty() && out.empty()) return Fail(ErrorCode::kNotFound, "no safety point " + ids[0]);
+    return out;
+  }
+  Result<store::PruneReport> Prune(std::function<bool(const std::string&)> in_use) override {
+    store::PruneReport report;
+    while (points.size() > keep_last) {
+      auto victim = std::find_if(points.begin(), points.end(),
+                                 [&](const manifest::Manifest& m) { return !in_use(m.id); });
+      if (victim == points.end()) break;
+      report.deleted.push_back(victim->id);
+      points.erase(victim);
+    }
+    return report;
+  }
+  Status RecordFingerprint(const std::string& id, bool keep_existing) override {
+    fingerprints.push_back(id + (keep_existing ? " keep" : ""));
+    return {};
+  }
+  RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
+                           const store::ProgressFn& progress) override {
+    rollbacks.push_back(id + " " + std::string(ConflictPolicyName(policy)));
+    if (progress) progress(1, 1);
+    if (!conflicts.empty() && policy == ConflictPolicy::kAbort) {
+      return RollbackOutcome::Conflicts(conflicts);
+    }
+    return RollbackOutcome::Ok(3, "pre-rollback");
+  }
+  Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override {
+    auto it = stored_entities.find(id);
+    if (it == stored_entities.end()) return Fail(ErrorCode::kNotFound, "no safety point " + id);
+    return it->second;
+  }
+  Status RecoverInterrupted() override {
+    ++recoveries;
+    return {};
+  }
+
+  std::vector<manifest::Manifest>::iterator Find(const std::string& id) {
+    return std::find_if(points.begin(), points.end(),
+                        [&](const manifest::Manifest& m) { return m.id == id; });
+  }
+
+  std::vector<manifest::Manifest> points;  // oldest first
+  std::map<std::string, entities::EntitySnapshot> stored_entities;
+  std::optional<Error> backup_error;
+  std::string corrupt;
+  std::size_t keep_last = 100;
+  std::vector<std::string> conflicts;
+  int backups = 0;
+  int recoveries = 0;
+  snapshot::LiveState last_live;
+  entities::EntitySnapshot last_entities;
+  std::vector<std::string> deleted, fingerprints, rollbacks;
+
+ private:
+  const Clock& clock_;
+  int next_ = 1;
+};
+
+// The worker of the test: jobs wait until the test runs them, in order, like the service's
+// worker thread; what they post and what they return runs through the controller afterwards.
+class ManualJobs final : public JobRunner {
+ public:
+  void Run(Job job) override { jobs_.push_back(std::move(job)); }
+  void Post(std::function<void()> fn) override { posted_.push_back(std::move(fn)); }
+
+  [[nodiscard]] std::size_t pending() const { return jobs_.size(); }
+  // Runs what is posted, then the next job, and so on until nothing is left.
+  void Drain(Controller& c) {
+    while (!posted_.empty() || !jobs_.empty()) {
+      RunPosted(c);
+      if (jobs_.empty()) break;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      posted_.push_back(job());
+    }
+    RunPosted(c);
+  }
+  void RunPosted(Controller& c) {
+    while (!posted_.empty()) {
+      auto fn = std::move(posted_.front());
+      posted_.pop_front();
+      c.RunSafely(fn);
+    }
+  }
+
+ private:
+  std::deque<Job> jobs_;
+  std::deque<std::function<void()>> posted_;
+};
+
+class FakeRetainedCheck final : public RetainedCheck {
+ public:
+  explicit FakeRetainedCheck(std::map<std::string, std::string>* retained) : retained_(retained) {}
+  Result<std::optional<std::string>> Retained(const std::string& topic) override {
+    if (retained_->count("!fail")) return Fail(ErrorCode::kIo, "no answer from the broker");
+    auto it = retained_->find(topic);
+    if (it == retained_->end()) return std::optional<std::string>();
+    return std::optional<std::string>(it->second);
+  }
+
+ private:
+  std::map<std::string, std::string>* retained_;
+};
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  // Builds the controller with `extra` appended to the configuration (YAML at top level, or
+  // under mqtt: with `mqtt_extra`).
+  void Make(const std::string& mqtt_extra = "", const std::string& service_extra = "") {
+    std::filesystem::create_directories(dir_.Sub("ha"));
+    std::string yaml = "paths:\n  ha_config: " + dir_.Sub("ha") + "\n  backup_dir: " +
+                       dir_.Sub("backups") +
+                       "\nsources:\n  logs: []\nmqtt:\n  url: mqtt://127.0.0.1:1883\n"
+                       "  base_topic: sp\n" +
+                       mqtt_extra +
+                       "service:\n  confirm_timeout: 10m\n  health_timeout: 2m\n"
+                       "  update_timeout: 1h\n  state_file: " +
+                       dir_.path() + "/state.json\n" + service_extra;
+    auto c = config::ParseConfig(yaml, dir_.path() + "/safepoint.yaml");
+    ASSERT_TRUE(c) << c.error().message;
+    config_ = std::make_unique<config::Config>(std::move(*c));
+    controller_ = std::make_unique<Controller>(
+        *config_, fs_, clock_, backend_, transport_, jobs_,
+        [this] { return std::make_unique<FakeRetainedCheck>(&retained_); });
+    ASSERT_TRUE(controller_->Prepare());
+    controller_->Start();
+    Deliver(mqtt::Event{mqtt::Event::Kind::kConnected, {}, ""});
+  }
+
+  void Deliver(const mqtt::Event& e) {
+    controller_->RunSafely([&] { controller_->HandleEvent(e); });
+  }
+  void Message(const std::string& topic, const std::string& payload, bool retained = false) {
+    Deliver(mqtt::Event{mqtt::Event::Kind::kMessage, {topic, payload, retained, 1}, ""});
+  }
+  void Command(const std::string& name, const json& payload) {
+    Message("sp/cmd/" + name, payload.dump());
+  }
+  void Work() { jobs_.Drain(*controller_); }
+  void Advance(milliseconds d) {
+    clock_.Advance(d);
+    controller_->RunSafely([&] { controller_->Tick(); });
+  }
+  std::string State() const { return transport_.Last("sp/status")["state"]; }
+  json Response(const std::string& name) const { return transport_.Last("sp/response/" + name); }
+  void Request(const std::string& id = "u1") {
+    Message("sp/update/request",
+            json{{"update_id", id}, {"target", "core"}, {"from_version", "2026.1"},
+                 {"to_version", "2026.2"}}
+                .dump());
+  }
+  // An update request answered by its safety point: awaiting_confirmation.
+  void RequestAndBackUp(const std::string& id = "u1") {
+    Request(id);
+    Work();
+    ASSERT_EQ(State(), "awaiting_confirmation");
+  }
+
+  testing::TempDir dir_;
+  PosixFileSystem fs_;
+  testing::FakeClock clock_;
+  FakeBackend backend_{clock_};
+  FakeTransport transport_;
+  ManualJobs jobs_;
+  std::map<std::string, std::string> retained_;
+  std::unique_ptr<config::Config> config_;
+  std::unique_ptr<Controller> controller_;
+};
+
+// ---- Start-up ----
+
+TEST_F(DaemonTest, StartSubscribesAnnouncesAndPublishesTheStatusOnceConnected) {
+  Make();
+  EXPECT_EQ(backend_.recoveries, 1);
+  EXPECT_THAT(transport_.subscribed,
+              ElementsAre(std::pair<std::string, int>{"sp/cmd/+", 1},
+                          std::pair<std::string, int>{"sp/update/request", 1},
+                          std::pair<std::string, int>{"sp/update/result", 1},
+                          std::pair<std::string, int>{"homeassistant/status", 1},
+                          std::pair<std::string, int>{"zigbee2mqtt/#", 0}));
+  EXPECT_THAT(transport_.On("sp/availability"), ElementsAre("online"));
+  EXPECT_EQ(transport_.On("homeassistant/device/safepoint/config").size(), 1u);
+  EXPECT_EQ(State(), "idle");
+  EXPECT_EQ(transport_.Last("sp/safety_points"), json::parse(R"({"count":0,"ids":[],
+    "selected":null})"));
+  for (const auto& p : transport_.published) {  // all retained, so a new subscriber sees them
+    EXPECT_TRUE(p.retain) << p.topic;
+  }
+  controller_->Stop();
+  EXPECT_THAT(transport_.On("sp/availability"), ElementsAre("online", "offline"));
+}
+
+TEST_F(DaemonTest, ABrokenStateFileStartsIdleAndAValidOneIsResumed) {
+  testing::WriteFile(dir_.path() + "/state.json", "{not json");
+  Make();
+  EXPECT_EQ(State(), "idle");
+  RequestAndBackUp();
+  // A second service on the same state file resumes the pending decision.
+  auto second = std::make_unique<Controller>(
+      *config_, fs_, clock_, backend_, transport_, jobs_,
+      [this] { return std::make_unique<FakeRetainedCheck>(&retained_); });
+  ASSERT_TRUE(second->Prepare());
+  second->Start();
+  second->RunSafely([&] { second->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
+  EXPECT_EQ(State(), "awaiting_confirmation");
+  EXPECT_EQ(second->lifecycle().Snapshot().update->update_id, "u1");
+}
+
+// ---- The update flow ----
+
+TEST_F(DaemonTest, UpdateFlowRequestBackupContinueSuccessHealthyIdle) {
+  Make();
+  Request();
+  EXPECT_EQ(State(), "backing_up");
+  EXPECT_EQ(jobs_.pending(), 1u);
+  Work();
+  ASSERT_EQ(backend_.points.size(), 1u);
+  const auto& m = backend_.points[0];
+  // The action carried the whole update: the manifest records target and versions.
+  ASSERT_TRUE(m.update);
+  EXPECT_EQ(*m.update, (manifest::UpdateRef{"u1", "core", "2026.1", "2026.2"}));
+  EXPECT_EQ(m.reason, "before update of core (2026.1 -> 2026.2)");
+  EXPECT_EQ(State(), "awaiting_confirmation");
+  EXPECT_EQ(transport_.LastText("sp/availability/decision"), "online");
+  EXPECT_THAT(transport_.Events(), ElementsAre("confirmation_requested"));
+
+  Command("continue", json::object());
+  EXPECT_EQ(transport_.Last("sp/update/decision"),
+            json::parse(R"({"update_id":"u1","decision":"continue",
+                            "backup_id":"2026-12-02_10-00-01"})"));
+  EXPECT_EQ(Response("continue")["status"], "ok");
+  EXPECT_EQ(State(), "updating");
+
+  Message("sp/update/result", R"({"update_id":"u1","success":true})");
+  Work();  // the health check compares the entities kept at backup time with now
+  EXPECT_EQ(State(), "idle");
+  EXPECT_THAT(transport_.Events(),
+              ElementsAre("confirmation_requested", "update_continued", "update_succeeded"));
+  EXPECT_THAT(backend_.rollbacks, IsEmpty());
+  // Progress was reported on the way (50 % and 100 %).
+  bool saw_progress = false;
+  for (const auto& p : transport_.On("sp/status")) {
+    if (json::parse(p)["progress"] == 50) saw_progress = true;
+  }
+  EXPECT_TRUE(saw_progress);
+}
+
+TEST_F(DaemonTest, AFailedUpdateRecordsTheFingerprintAndRollsBack) {
+  Make();
+  RequestAndBackUp();
+  Command("continue", {{"update_id", "u1"}});
+  Message("sp/update/result", R"({"update_id":"u1","success":false,"exit_code":3})");
+  EXPECT_EQ(State(), "rolling_back");
+  Work();
+  EXPECT_THAT(backend_.fingerprints, ElementsAre("2026-12-02_10-00-01"));
+  EXPECT_THAT(backend_.rollbacks, ElementsAre("2026-12-02_10-00-01 abort"));
+  EXPECT_EQ(State(), "idle");
+  EXPECT_EQ(transport_.Events().back(), "rollback_completed");
+}
+
+TEST_F(DaemonTest, UnavailableEntitiesAfterTheUpdateFailTheHealthCheck) {
+  Make();
+  Message("zigbee2mqtt/lamp", R"({"state":"ON"})");
+  Message("zigbee2mqtt/lamp/availability", "online");
+  RequestAndBackUp();
+  Command("continue", json::object());
+  Message("zigbee2mqtt/lamp/availability", "offline");
+  Message("sp/update/result", R"({"update_id":"u1","success":true})");
+  Work();
+  EXPECT_THAT(transport_.Events(), ::testing::Contains("health_check_failed"));
+  EXPECT_THAT(backend_.rollbacks, ElementsAre("2026-12-02_10-00-01 abort"));
+}
+
+TEST_F(DaemonTest, CancelDeletesTheSafetyPointAndTheNextRequestIsNotRefused) {
+  Make();
+  RequestAndBackUp();
+  Command("cancel", json::object());
+  EXPECT_EQ(transport_.Last("sp/update/decision")["decision"], "cancel");
+  EXPECT_EQ(State(), "idle");
+  // The deletion is queued; a request right now waits behind it instead of being refused.
+  Request("u2");
+  EXPECT_EQ(jobs_.pending(), 2u);
+  Work();
+  EXPECT_THAT(backend_.deleted, ElementsAre("2026-12-02_10-00-01"));
+  EXPECT_EQ(State(), "awaiting_confirmation");
+  EXPECT_EQ(controller_->lifecycle().Snapshot().update->update_id, "u2");
+}
+
+TEST_F(DaemonTest, NoDecisionBeforeTheDeadlineExpiresAndDeletesTheSafetyPoint) {
+  Make();
+  RequestAndBackUp();
+  EXPECT_EQ(controller_->NextWake(clock_.Now()), clock_.Now() + seconds(60));
+  Advance(minutes(9));
+  EXPECT_EQ(State(), "awaiting_confirmation");
+  EXPECT_EQ(controller_->NextWake(clock_.Now()), clock_.Now() + minutes(1));
+  Advance(minutes(1));
+  EXPECT_EQ(transport_.Last("sp/update/decision")["decision"], "expired");
+  Work();
+  EXPECT_THAT(backend_.deleted, ElementsAre("2026-12-02_10-00-01"));
+  EXPECT_THAT(backend_.points, IsEmpty());
+  EXPECT_EQ(State(), "idle");
+}
+
+TEST_F(DaemonTest, AFailedBackupCancelsTheUpdateWithTheReason) {
+  Make();
+  backend_.backup_error = Error{ErrorCode::kIo, "disk full"};
+  Request();
+  Work();
+  const json d = transport_.Last("sp/update/decision");
+  EXPECT_EQ(d["decision"], "cancel");
+  EXPECT_THAT(d["error"].get<std::string>(), ::testing::HasSubstr("disk full"));
+  EXPECT_EQ(State(), "idle");
+}
+
+// ---- Every command ----
+
+TEST_F(DaemonTest, BackupCommandTakesASafetyPointAndEchoesTheTransaction) {
+  Make();
+  Command("backup", {{"reason", "before tinkering"}, {"transaction", 7}});
+  EXPECT_EQ(Response("backup"), json::parse(R"({"status":"ok","transaction":7,
+    "data":{"state":"backing_up","reason":"before tinkering"}})"));
+  Work();
+  ASSERT_EQ(backend_.points.size(), 1u);
+  EXPECT_EQ(backend_.points[0].reason, "before tinkering");
+  EXPECT_FALSE(backend_.points[0].update);
+  EXPECT_EQ(transport_.Last("sp/safety_points")["ids"], json::array({"2026-12-02_10-00-01"}));
+  EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-01");
+}
+
+TEST_F(DaemonTest, RollbackButtonUsesTheSelectedSafetyPointAndTheCommandTheGivenOne) {
+  Make();
+  Message("sp/cmd/rollback", "PRESS");  // the Home Assistant button, nothing selected yet
+  EXPECT_EQ(Response("rollback")["error"], "bad_input: no safety point selected");
+  Command("rollback", {{"backup_id", "2026-01-01_00-00-00"}});
+  EXPECT_EQ(Response("rollback")["error"], "not_found: no safety point 2026-01-01_00-00-00");
+
+  Command("backup", json::object());
+  Work();
+  Command("backup", json::object());
+  Work();
+  Command("select", {{"backup_id", "2026-12-02_10-00-01"}});
+  Message("sp/cmd/rollback", "PRESS");
+  EXPECT_EQ(Response("rollback")["status"], "ok");
+  EXPECT_EQ(State(), "rolling_back");
+  Work();
+  EXPECT_EQ(State(), "idle");
+  Command("rollback", {{"backup_id", "2026-12-02_10-00-02"}, {"on_conflict", "overwrite"}});
+  Work();
+  EXPECT_THAT(backend_.rollbacks, ElementsAre("2026-12-02_10-00-01 abort",
+                                              "2026-12-02_10-00-02 overwrite"));
+  EXPECT_EQ(transport_.Events().back(), "rollback_completed");
+}
+
+TEST_F(DaemonTest, ConflictsWaitForResolveAndOverwriteFinishesTheRollback) {
+  Make();
+  backend_.conflicts = {"configuration.yaml"};
+  Command("backup", json::object());
+  Work();
+  Command("rollback", {{"backup_id", "2026-12-02_10-00-01"}});
+  Work();
+  EXPECT_EQ(State(), "awaiting_conflict_resolution");
+  EXPECT_EQ(transport_.LastText("sp/availability/conflict"), "online");
+  EXPECT_EQ(transport_.Last("sp/status")["pending"]["conflicts"],
+            json::array({"configuration.yaml"}));
+  Command("resolve", {{"action", "overwrite"}});
+  Work();
+  EXPECT_THAT(backend_.rollbacks,
+              ElementsAre("2026-12-02_10-00-01 abort", "2026-12-02_10-00-01 overwrite"));
+  EXPECT_EQ(State(), "idle");
+  EXPECT_EQ(transport_.LastText("sp/availability/conflict"), "offline");
+}
+
+TEST_F(DaemonTest, VerifyReportsEachSafetyPointAndIsRefusedWhileAJobRuns) {
+  Make();
+  Command("backup", json::object());
+  Work();
+  Command("backup", json::object());
+  Work();
+  backend_.corrupt = "2026-12-02_10-00-02";
+  Command("verify", json::object());
+  EXPECT_EQ(Response("verify"), json());  // answered when the job is done
+  Work();
+  EXPECT_EQ(Response("verify"), json::parse(R"({"status":"error",
+    "error":"corrupt: payload hash mismatch",
+    "data":{"results":[{"id":"2026-12-02_10-00-01","ok":true,"entries":4,"bytes":1000},
+                       {"id":"2026-12-02_10-00-02","ok":false,"error":"corrupt",
+                        "message":"payload hash mismatch"}]}})"));
+
+  Command("backup", json::object());  // its job is pending
+  Command("verify", {{"backup_id", "2026-12-02_10-00-01"}});
+  EXPECT_EQ(Response("verify")["error"], "busy: another operation is running");
+  Work();
+}
+
+TEST_F(DaemonTest, DeleteRemovesASafetyPointButNeverThePendingUpdates) {
+  Make();
+  Command("backup", json::object());
+  Work();
+  RequestAndBackUp();
+  Command("delete", {{"backup_id", "2026-12-02_10-00-02"}});
+  EXPECT_EQ(Response("delete")["error"],
+            "busy: safety point 2026-12-02_10-00-02 belongs to the operation in progress");
+  Command("delete", {{"backup_id", "2026-12-02_10-00-01"}, {"transaction", "t"}});
+  Work();
+  EXPECT_EQ(Response("delete"),
+            json::parse(R"({"status":"ok","transaction":"t",
+                            "data":{"deleted":"2026-12-02_10-00-01"}})"));
+  EXPECT_EQ(transport_.Last("sp/safety_points")["ids"], json::array({"2026-12-02_10-00-02"}));
+  Command("delete", {{"backup_id", "2026-12-02_10-00-01"}});
+  Work();
+  EXPECT_EQ(Response("delete")["error"], "not_found: no safety point 2026-12-02_10-00-01");
+}
+
+TEST_F(DaemonTest, ListStatusAndSelect) {
+  Make();
+  Command("backup", {{"reason", "one"}});
+  Work();
+  Command("backup", {{"reason", "two"}});
+  Work();
+  Command("list", json::object());
+  const json items = Response("list")["data"]["safety_points"];
+  ASSERT_THAT(items, SizeIs(2));
+  EXPECT_EQ(items[0]["id"], "2026-12-02_10-00-02");  // newest first
+  EXPECT_EQ(items[0]["reason"], "two");
+  EXPECT_EQ(items[1]["files"], 3);
+  EXPECT_EQ(items[1]["bytes"], 1000);
+
+  Message("sp/cmd/text", "/status");
+  EXPECT_EQ(Response("text")["data"]["state"], "idle");
+  EXPECT_EQ(Response("text")["data"]["last_backup"]["id"], "2026-12-02_10-00-02");
+
+  Command("select", {{"backup_id", "2026-12-02_10-00-01"}});
+  EXPECT_EQ(Response("select")["data"], json::parse(R"({"selected":"2026-12-02_10-00-01"})"));
+  EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-01");
+  Command("select", {{"backup_id", "2026-12-02_09-00-00"}});
+  EXPECT_EQ(Response("select")["error"], "not_found: no safety point 2026-12-02_09-00-00");
+  EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-01");
+}
+
+TEST_F(DaemonTest, TextCommandsAnswerOnTheTextTopic) {
+  Make();
+  Message("sp/cmd/text", "/backup from the chat");
+  EXPECT_EQ(Response("text")["status"], "ok");
+  Work();
+  ASSERT_EQ(backend_.points.size(), 1u);
+  EXPECT_EQ(backend_.points[0].reason, "from the chat");
+  Message("sp/cmd/text", "/status");
+  EXPECT_EQ(Response("text")["data"]["state"], "idle");
+}
+
+TEST_F(DaemonTest, InvalidAndUnknownCommandsGetAnErrorAndChangeNothing) {
+  Make();
+  const auto before = transport_.published.size();
+  Message("sp/cmd/backup", "{not json");
+  EXPECT_EQ(Response("backup")["status"], "error");
+  Message("sp/cmd/format_disk", "{}");
+  EXPECT_EQ(Response("unknown")["status"], "error");
+  Message("sp/update/request", R"({"update_id":"u1"})");  // no target
+  EXPECT_EQ(Response("update")["status"], "error");
+  EXPECT_EQ(controller_->stats().invalid_messages, 3u);
+  EXPECT_EQ(transport_.published.size(), before + 3);  // the three answers, nothing else
+  EXPECT_EQ(backend_.backups, 0);
+  EXPECT_EQ(jobs_.pending(), 0u);
+}
+
+TEST_F(DaemonTest, ErrorAnswersAreRateLimited) {
+  Make();
+  for (int i = 0; i < 200; ++i) Message("sp/cmd/backup", "{not json");
+  // 100 tokens, two per invalid message (its log line and its answer): 50 answers at once.
+  EXPECT_EQ(transport_.On("sp/response/backup").size(), 50u);
+  // Each of the other 150 is refused twice: its log line and its answer.
+  EXPECT_EQ(controller_->stats().responses_suppressed, 300u);
+  clock_.Advance(seconds(1));  // refills 50 tokens
+  for (int i = 0; i < 100; ++i) Message("sp/cmd/backup", "{not json");
+  EXPECT_EQ(transport_.On("sp/response/backup").size(), 75u);
+}
+
+// ---- Retained messages ----
+
+TEST_F(DaemonTest, ARetainedCommandIsIgnoredAndCleared) {
+  Make();
+  Message("sp/cmd/backup", "{}", /*retained=*/true);
+  Message("sp/update/request", R"({"update_id":"u1","target":"core"})", /*retained=*/true);
+  EXPECT_EQ(jobs_.pending(), 0u);
+  EXPECT_THAT(transport_.cleared, ElementsAre("sp/cmd/backup", "sp/update/request"));
+  EXPECT_EQ(controller_->stats().retained_commands_ignored, 2u);
+}
+
+TEST_F(DaemonTest, OnMqtt311ALiveCopyOfARetainedCommandIsIgnored) {
+  transport_.protocol_version = 4;
+  Make();
+  retained_["sp/cmd/backup"] = R"({"reason":"old"})";
+  Message("sp/cmd/backup", R"({"reason":"old"})");
+  EXPECT_EQ(jobs_.pending(), 0u);
+  EXPECT_THAT(transport_.cleared, ElementsAre("sp/cmd/backup"));
+  Message("sp/cmd/backup", R"({"reason":"new"})");  // another payload: live
+  EXPECT_EQ(jobs_.pending(), 1u);
+  Work();
+  retained_["!fail"] = "";
+  Message("sp/cmd/backup", R"({"reason":"unchecked"})");
+  EXPECT_THAT(Response("backup")["error"].get<std::string>(),
+              ::testing::HasSubstr("cannot check that it was not published retained"));
+  EXPECT_EQ(backend_.backups, 1);
+}
+
+// ---- Zigbee2MQTT ----
+
+class DaemonZigbee2MqttTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+    Make("  zigbee2mqtt_backup: true\n  zigbee2mqtt_backup_timeout: 20s\n");
+  }
+  std::string Transaction() const {
+    return transport_.Last("zigbee2mqtt/bridge/request/backup")["transaction"];
+  }
+  static std::string Answer(const std::string& transaction) {
+    // "PK\x05\x06" + 18 zero bytes: an empty zip, base64.
+    return json{{"data", {{"zip", "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}}},
+                {"status", "ok"},
+                {"transaction", transaction}}
+        .dump();
+  }
+};
+
+TEST_F(DaemonZigbee2MqttTest, TheSafetyPointWaitsForTheAnswerAndStoresTheZip) {
+  EXPECT_THAT(transport_.subscribed,
+              ::testing::Contains(std::pair<std::string, int>{
+                  "zigbee2mqtt/bridge/response/backup", 1}));
+  Request();
+  EXPECT_EQ(jobs_.pending(), 0u);  // waiting for Zigbee2MQTT
+  const std::string tx = Transaction();
+  EXPECT_THAT(tx, ::testing::StartsWith("safepoint-"));
+  EXPECT_EQ(controller_->NextWake(clock_.Now()), clock_.Now() + seconds(20));
+  // Another client's answer, a retained old one and a malformed one without our transaction
+  // change nothing.
+  Message("zigbee2mqtt/bridge/response/backup", Answer("someone-else"));
+  Message("zigbee2mqtt/bridge/response/backup", Answer(tx), /*retained=*/true);
+  Message("zigbee2mqtt/bridge/response/backup", "{garbage");
+  EXPECT_EQ(jobs_.pending(), 0u);
+  EXPECT_EQ(controller_->stats().invalid_messages, 1u);
+  Message("zigbee2mqtt/bridge/response/backup", Answer(tx));
+  Work();
+  ASSERT_TRUE(backend_.last_live.zigbee2mqtt_backup);
+  EXPECT_EQ(*backend_.last_live.zigbee2mqtt_backup, std::string("PK\x05\x06", 4) +
+                                                        std::string(18, '\0'));
+  EXPECT_THAT(backend_.last_live.warnings, IsEmpty());
+  EXPECT_EQ(State(), "awaiting_confirmation");
+}
+
+TEST_F(DaemonZigbee2MqttTest, NoAnswerWithinTheTimeoutIsAWarningNotAFailure) {
+  Request();
+  Advance(seconds(19));
+  EXPECT_EQ(jobs_.pending(), 0u);
+  Advance(seconds(1));
+  ASSERT_EQ(jobs_.pending(), 1u);
+  Work();
+  EXPECT_FALSE(backend_.last_live.zigbee2mqtt_backup);
+  EXPECT_THAT(backend_.last_live.warnings,
+              ElementsAre("Zigbee2MQTT backup not included: no answer on "
+                          "zigbee2mqtt/bridge/response/backup within 20s"));
+  EXPECT_EQ(State(), "awaiting_confirmation");
+}
+
+TEST_F(DaemonZigbee2MqttTest, AnErrorAnswerOrAnUnpublishableRequestIsAWarning) {
+  Request();
+  Message("zigbee2mqtt/bridge/response/backup",
+          json{{"data", json::object()},
+               {"status", "error"},
+               {"error", "coordinator busy"},
+               {"transaction", Transaction()}}
+              .dump());
+  Work();
+  EXPECT_THAT(backend_.last_live.warnings,
+              ElementsAre("Zigbee2MQTT backup not included: Zigbee2MQTT answered: "
+                          "coordinator busy"));
+  Command("cancel", json::object());
+  Work();
+
+  transport_.fail_publishing = true;
+  Command("backup", json::object());
+  ASSERT_EQ(jobs_.pending(), 1u);
+  Work();
+  EXPECT_THAT(backend_.last_live.warnings,
+              ElementsAre("Zigbee2MQTT backup not included: cannot publish the request "
+                          "(not connected)"));
+}
+
+// ---- Schedule, re-announce ----
+
+TEST_F(DaemonTest, TheDailyScheduleTakesASafetyPointAtItsTimeAndWaitsForABusyWorker) {
+  Make("", "  schedule:\n    daily_at: \"03:30\"\n");
+  const auto first = NextDailyAt(clock_.Now(), minutes(3 * 60 + 30));
+  Advance(seconds(0));
+  EXPECT_EQ(controller_->NextWake(clock_.Now()),
+            std::min(clock_.Now() + seconds(60), first));
+  clock_.Set(first - seconds(1));
+  Advance(seconds(0));
+  EXPECT_EQ(backend_.backups, 0);
+  // A verify keeps the worker busy when the time comes: postponed by a minute.
+  Command("verify", json::object());
+  Advance(seconds(1));
+  EXPECT_EQ(State(), "idle");
+  Work();
+  Advance(seconds(59));
+  EXPECT_EQ(backend_.backups, 0);
+  Advance(seconds(1));
+  Work();
+  ASSERT_EQ(backend_.backups, 1);
+  EXPECT_EQ(backend_.points[0].reason, "scheduled daily safety point");
+  EXPECT_EQ(controller_->NextWake(clock_.Now()), clock_.Now() + seconds(60));
+}
+
+TEST_F(DaemonTest, RetentionAfterABackupNeverDeletesThePendingUpdatesSafetyPoint) {
+  Make();
+  backend_.keep_last = 1;
+  Command("backup", json::object());
+  Work();
+  RequestAndBackUp();  // retention keeps the newest: the update's
+  EXPECT_EQ(backend_.points.size(), 1u);
+  EXPECT_EQ(backend_.points[0].id, "2026-12-02_10-00-02");
+  EXPECT_EQ(transport_.Last("sp/safety_points")["ids"], json::array({"2026-12-02_10-00-02"}));
+}
+
+TEST_F(DaemonTest, HomeAssistantComingBackOnlineGetsDiscoveryAgainAfterADelay) {
+  Make();
+  const auto announced = transport_.On("homeassistant/device/safepoint/config").size();
+  Message("homeassistant/status", "online");
+  EXPECT_LE(controller_->NextWake(clock_.Now()), clock_.Now() + seconds(3));
+  Advance(milliseconds(400));
+  EXPECT_EQ(transport_.On("homeassistant/device/safepoint/config").size(), announced);
+  Advance(milliseconds(2600));
+  EXPECT_EQ(transport_.On("homeassistant/device/safepoint/config").size(), announced + 1);
+}
+
+TEST_F(DaemonTest, AReconnectRepublishesTheRetainedStateTopics) {
+  Make();
+  const auto before = transport_.On("sp/safety_points").size();
+  Deliver(mqtt::Event{mqtt::Event::Kind::kConnectionLost, {}, "gone"});
+  Deliver(mqtt::Event{mqtt::Event::Kind::kConnected, {}, ""});
+  EXPECT_EQ(transport_.On("sp/safety_points").size(), before + 1);
+  EXPECT_THAT(transport_.On("sp/availability"), ElementsAre("online", "online"));
+}
+
+TEST_F(DaemonTest, AnExceptionInAJobIsCountedAndTheServiceGoesOn) {
+  Make();
+  controller_->RunSafely([] { throw std::runtime_error("broken invariant"); });
+  EXPECT_EQ(controller_->stats().internal_errors, 1u);
+  Command("backup", json::object());
+  Work();
+  EXPECT_EQ(backend_.points.size(), 1u);
+}
+
+}  // namespace
+}  // namespace safepoint::service
