@@ -6,18 +6,17 @@
 #include <new>
 
 #include "core/base/utf8.h"
-#include "core/format/archive.h"
-#include "core/rollback/fingerprint.h"
 #include "core/rollback/rollback.h"
 
 namespace safepoint::service {
 
 namespace {
 
+// Every call is one Operations call: the CLI and the service share the store facade.
 class OperationsBackend final : public Backend {
  public:
   OperationsBackend(const config::Config& config, FileSystem& fs, const Clock& clock)
-      : config_(config), fs_(fs), clock_(clock), ops_(config, fs, clock) {}
+      : ops_(config, fs, clock) {}
 
   Result<manifest::Manifest> Backup(const std::string& reason,
                                     const std::optional<manifest::UpdateRef>& update,
@@ -35,107 +34,37 @@ class OperationsBackend final : public Backend {
   Result<store::PruneReport> Prune(std::function<bool(const std::string& id)> in_use) override {
     return ops_.Prune(std::move(in_use));
   }
-  Status RecordFingerprint(const std::string& id, bool keep_existing) override;
+  Status RecordFingerprint(const std::string& id, bool keep_existing) override {
+    return ops_.RecordFingerprint(id, keep_existing);
+  }
   RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
                            const store::ProgressFn& progress) override;
-  Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override;
-  Status RecoverInterrupted() override;
+  Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override {
+    return ops_.EntitiesOf(id);
+  }
+  // Completes (or reverts) a rollback a crash interrupted; after a restart that is the one the
+  // service was running.
+  Status RecoverInterrupted() override {
+    auto notes = ops_.Recover();
+    if (!notes) return tl::unexpected(notes.error());
+    return {};
+  }
 
  private:
-  const config::Config& config_;
-  FileSystem& fs_;
-  const Clock& clock_;
   Operations ops_;
 };
 
-// Collects state/entities.json while a safety point is verified.
-class EntitiesVisitor final : public store::EntryVisitor {
- public:
-  Status Begin(const manifest::Entry& e) override {
-    active_ = e.path == "state/entities.json";
-    return {};
-  }
-  Status Data(std::span<const std::uint8_t> data) override {
-    if (active_) text_.append(reinterpret_cast<const char*>(data.data()), data.size());
-    return {};
-  }
-  Status End(const manifest::Entry&) override {
-    active_ = false;
-    return {};
-  }
-  [[nodiscard]] const std::string& text() const { return text_; }
-
- private:
-  bool active_ = false;
-  std::string text_;
-};
-
-Result<entities::EntitySnapshot> OperationsBackend::EntitiesOf(const std::string& id) {
-  auto lock = ops_.store().Lock(store::LockMode::kShared);
-  if (!lock) return tl::unexpected(lock.error());
-  auto passphrase = config::LoadPassphrase(config_);
-  if (!passphrase) return tl::unexpected(passphrase.error());
-  EntitiesVisitor visitor;
-  auto report = ops_.store().Read(id, *passphrase, visitor);
-  if (!report) return tl::unexpected(report.error());
-  if (visitor.text().empty()) {
-    return Fail(ErrorCode::kNotFound, "safety point " + id + " holds no entity states");
-  }
-  auto j = nlohmann::json::parse(visitor.text(), nullptr, false);
-  if (j.is_discarded()) return Fail(ErrorCode::kCorrupt, "state/entities.json is not JSON");
-  return entities::EntitySnapshotFromJson(j);
-}
-
-Status OperationsBackend::RecordFingerprint(const std::string& id, bool keep_existing) {
-  auto lock = ops_.store().Lock(store::LockMode::kExclusive);
-  if (!lock) return tl::unexpected(lock.error());
-  SP_RETURN_IF_ERROR(
-      rollback::RecoverInterrupted(config_, ops_.store(), fs_, ops_.PassphraseSource()));
-  if (keep_existing) {
-    auto existing = rollback::FingerprintRecorded(ops_.store(), id);
-    if (!existing) return tl::unexpected(existing.error());
-    if (*existing) return {};
-  }
-  auto passphrase = config::LoadPassphrase(config_);
-  if (!passphrase) return tl::unexpected(passphrase.error());
-  return rollback::RecordFingerprint(config_, ops_.store(), fs_, clock_, *passphrase, id);
-}
-
 RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolicy policy,
                                             const store::ProgressFn& progress) {
-  auto lock = ops_.store().Lock(store::LockMode::kExclusive);
-  if (!lock) return RollbackOutcome::Failed(lock.error());
-  // Completes (or reverts) a rollback a crash interrupted; after a restart that is the one
-  // the service was running.
-  auto notes = rollback::Recover(config_, ops_.store(), fs_, ops_.PassphraseSource());
-  if (!notes) return RollbackOutcome::Failed(notes.error());
-  for (const auto& n : *notes) spdlog::info("recovery: {}", n);
-  auto passphrase = config::LoadPassphrase(config_);
-  if (!passphrase) return RollbackOutcome::Failed(passphrase.error());
-  auto report = rollback::Rollback(config_, ops_.store(), fs_, clock_, *passphrase, id, policy,
-                                   false, progress);
-  if (!report) {
-    if (report.error().code == ErrorCode::kConflict) {
-      auto plan = rollback::MakePlan(config_, ops_.store(), *passphrase, id, policy);
-      if (plan) return RollbackOutcome::Conflicts(plan->Conflicts());
-    }
-    return RollbackOutcome::Failed(report.error());
-  }
+  auto report = ops_.Rollback(id, policy, /*dry_run=*/false, progress);
+  if (!report) return RollbackOutcome::Failed(report.error());
+  if (report->stopped) return RollbackOutcome::Conflicts(report->plan.Conflicts());
   for (const auto& e : report->errors) spdlog::error("after the rollback to {}: {}", id, e);
   for (const auto& d : report->differences) spdlog::info("rollback to {}: {}", id, d);
   return RollbackOutcome::Ok(report->restored + report->written_beside,
                              report->pre_rollback_id.empty()
                                  ? std::nullopt
                                  : std::optional<std::string>(report->pre_rollback_id));
-}
-
-Status OperationsBackend::RecoverInterrupted() {
-  auto lock = ops_.store().Lock(store::LockMode::kExclusive);
-  if (!lock) return tl::unexpected(lock.error());
-  auto notes = rollback::Recover(config_, ops_.store(), fs_, ops_.PassphraseSource());
-  if (!notes) return tl::unexpected(notes.error());
-  for (const auto& n : *notes) spdlog::info("recovery: {}", n);
-  return {};
 }
 
 // What an exception (std::bad_alloc above all) thrown inside an operation becomes: an error

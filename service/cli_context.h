@@ -113,6 +113,9 @@ struct CliContext {
 // `in_bytes`, (done, total) are bytes and are shown too; otherwise only the percentage.
 [[nodiscard]] store::ProgressFn TerminalProgress(const char* what, bool in_bytes = true);
 
+// Registered by service/store_cli.cc: backup, list, show, verify, extract, decrypt, delete,
+// prune, config check.
+void AddStoreCommands(CLI::App& app, CliContext& cli);
 // Registered by service/rollback_cli.cc: diff, fingerprint, rollback.
 void AddRollbackCommands(CLI::App& app, CliContext& cli);
 // Registered by service/serve.cc: serve.

@@ -1,11 +1,14 @@
 #include "service/operations.h"
 
+#include <spdlog/spdlog.h>
+
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
+#include "core/rollback/fingerprint.h"
 #include "core/rollback/rollback.h"
 #include "core/sources/snapshot.h"
 
@@ -71,15 +74,97 @@ nlohmann::json SummaryJson(const manifest::Manifest& m, const store::Store& stor
 }
 
 Operations::Operations(const config::Config& config, FileSystem& fs, const Clock& clock)
-    : config_(config), fs_(fs), store_(StoreOptionsFor(config), fs, clock) {}
+    : config_(config), fs_(fs), clock_(clock), store_(StoreOptionsFor(config), fs, clock) {}
 
-Result<store::StoreLock> Operations::LockExclusive() {
+Result<Operations::ExclusiveLock> Operations::LockExclusive() {
   auto lock = store_.Lock(store::LockMode::kExclusive);
   if (!lock) return tl::unexpected(lock.error());
   // A rollback a crash interrupted is completed (or reverted) before anything else writes.
-  SP_RETURN_IF_ERROR(rollback::RecoverInterrupted(config_, store_, fs_, PassphraseSource()));
+  auto notes = rollback::Recover(config_, store_, fs_, PassphraseSource());
+  if (!notes) return tl::unexpected(notes.error());
+  for (const auto& n : *notes) spdlog::warn("recovered an interrupted rollback: {}", n);
   SP_RETURN_IF_ERROR(store_.CleanLeftovers());
-  return lock;
+  return ExclusiveLock{std::move(*lock), std::move(*notes)};
+}
+
+Status Operations::RecordFingerprint(const std::string& id, bool keep_existing) {
+  auto lock = LockExclusive();
+  if (!lock) return tl::unexpected(lock.error());
+  if (keep_existing) {
+    auto existing = rollback::FingerprintRecorded(store_, id);
+    if (!existing) return tl::unexpected(existing.error());
+    if (*existing) return {};
+  }
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  return rollback::RecordFingerprint(config_, store_, fs_, clock_, *passphrase, id);
+}
+
+Result<rollback::Report> Operations::Rollback(
+    const std::string& id, rollback::Policy policy, bool dry_run,
+    const store::ProgressFn& progress,
+    const std::function<bool(const rollback::Plan&)>& confirm) {
+  auto lock = LockExclusive();
+  if (!lock) return tl::unexpected(lock.error());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  if (confirm) {
+    auto plan = rollback::MakePlan(config_, store_, *passphrase, id, policy);
+    if (!plan) return tl::unexpected(plan.error());
+    if (!plan->WouldStop() && !confirm(*plan)) {
+      return Fail(ErrorCode::kBadInput, "not confirmed; nothing was changed");
+    }
+  }
+  return rollback::Rollback(config_, store_, fs_, clock_, *passphrase, id, policy, dry_run,
+                            progress);
+}
+
+Result<std::vector<std::string>> Operations::Recover() {
+  auto lock = LockExclusive();
+  if (!lock) return tl::unexpected(lock.error());
+  return std::move(lock->recovered);
+}
+
+namespace {
+
+// Collects state/entities.json while a safety point is read.
+class EntitiesVisitor final : public store::EntryVisitor {
+ public:
+  Status Begin(const manifest::Entry& e) override {
+    active_ = e.path == "state/entities.json";
+    return {};
+  }
+  Status Data(std::span<const std::uint8_t> data) override {
+    if (active_) text_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return {};
+  }
+  Status End(const manifest::Entry&) override {
+    active_ = false;
+    return {};
+  }
+  [[nodiscard]] const std::string& text() const { return text_; }
+
+ private:
+  bool active_ = false;
+  std::string text_;
+};
+
+}  // namespace
+
+Result<entities::EntitySnapshot> Operations::EntitiesOf(const std::string& id) {
+  auto lock = store_.Lock(store::LockMode::kShared);
+  if (!lock) return tl::unexpected(lock.error());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  EntitiesVisitor visitor;
+  auto report = store_.Read(id, *passphrase, visitor);
+  if (!report) return tl::unexpected(report.error());
+  if (visitor.text().empty()) {
+    return Fail(ErrorCode::kNotFound, "safety point " + id + " holds no entity states");
+  }
+  auto j = nlohmann::json::parse(visitor.text(), nullptr, false);
+  if (j.is_discarded()) return Fail(ErrorCode::kCorrupt, "state/entities.json is not JSON");
+  return entities::EntitySnapshotFromJson(j);
 }
 
 Result<manifest::Manifest> Operations::Backup(
@@ -179,6 +264,16 @@ Result<store::PruneReport> Operations::Prune(std::function<bool(const std::strin
   r.max_total_bytes = config_.retention.max_total_bytes;
   r.in_use = std::move(in_use);
   return store_.Prune(r, *passphrase);
+}
+
+nlohmann::json VerifyResultJson(const Operations::VerifyResult& r) {
+  if (r.error) {
+    return {{"id", r.id},
+            {"ok", false},
+            {"error", ErrorCodeName(r.error->code)},
+            {"message", r.error->message}};
+  }
+  return {{"id", r.id}, {"ok", true}, {"entries", r.report.entries}, {"bytes", r.report.bytes}};
 }
 
 }  // namespace safepoint::service

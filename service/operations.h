@@ -59,15 +59,40 @@ class Operations {
   [[nodiscard]] Result<store::PruneReport> Prune(
       std::function<bool(const std::string& id)> in_use = {});
 
-  // The exclusive store lock, after completing any interrupted rollback and removing the
-  // leftovers of interrupted writers.
-  [[nodiscard]] Result<store::StoreLock> LockExclusive();
+  // Records the post-update fingerprint of safety point `id`; with `keep_existing`, one that is
+  // already recorded stays as it is.
+  [[nodiscard]] Status RecordFingerprint(const std::string& id, bool keep_existing);
+  // Rolls back to `id` (rollback::Rollback, whose report says when the abort policy stopped on
+  // conflicts). `confirm`, when given, sees the plan under the lock before anything is staged;
+  // false: kBadInput "not confirmed", nothing changed.
+  [[nodiscard]] Result<rollback::Report> Rollback(
+      const std::string& id, rollback::Policy policy, bool dry_run,
+      const store::ProgressFn& progress = {},
+      const std::function<bool(const rollback::Plan&)>& confirm = {});
+  // Finishes every rollback a crash interrupted; one line per action.
+  [[nodiscard]] Result<std::vector<std::string>> Recover();
+  // The entity states stored in safety point `id` (decrypts it).
+  [[nodiscard]] Result<entities::EntitySnapshot> EntitiesOf(const std::string& id);
+
+  // The exclusive store lock, after finishing every rollback a crash interrupted and removing
+  // the leftovers of interrupted writers: what each writer takes first. Recovery is logged as a
+  // warning, one line per action (`recovered` holds them too).
+  struct ExclusiveLock {
+    store::StoreLock lock;
+    std::vector<std::string> recovered;
+  };
+  [[nodiscard]] Result<ExclusiveLock> LockExclusive();
 
  private:
   const config::Config& config_;
   FileSystem& fs_;
+  const Clock& clock_;
   store::Store store_;
 };
+
+// One result of Operations::Verify as the CLI and the MQTT `verify` command answer it:
+// {"id", "ok": true, "entries", "bytes"} or {"id", "ok": false, "error": <code name>, "message"}.
+[[nodiscard]] nlohmann::json VerifyResultJson(const Operations::VerifyResult& result);
 
 // Store options from the configuration.
 [[nodiscard]] store::Options StoreOptionsFor(const config::Config& config);

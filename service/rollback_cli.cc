@@ -32,18 +32,6 @@ Result<rollback::Policy> PolicyFrom(const std::string& name, const config::Confi
               "--on-conflict must be abort, overwrite or merge, not '" + name + "'");
 }
 
-// Takes the exclusive lock, cleans store leftovers and finishes interrupted rollbacks (notes on
-// stderr). The lock is returned to the caller, who keeps it for the whole command.
-Result<store::StoreLock> LockAndRecover(CliContext& cli, Operations& ops) {
-  auto lock = ops.store().Lock(store::LockMode::kExclusive);
-  if (!lock) return tl::unexpected(lock.error());
-  SP_RETURN_IF_ERROR(ops.store().CleanLeftovers());
-  auto notes = rollback::Recover(ops.config(), ops.store(), cli.fs, ops.PassphraseSource());
-  if (!notes) return tl::unexpected(notes.error());
-  for (const auto& n : *notes) std::cerr << "safepoint: " << n << "\n";
-  return std::move(*lock);
-}
-
 std::string DescribeReport(const rollback::Report& r) {
   std::string out;
   if (r.dry_run) {
@@ -105,13 +93,7 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
                                 "record the post-update state (hashes only) for a safety point");
   fp->add_option("id", args->id, "safety point id")->required();
   fp->callback(cli.Run([&cli, args](Operations& ops) {
-    auto lock = LockAndRecover(cli, ops);
-    if (!lock) return cli.Failed(lock.error());
-    auto passphrase = config::LoadPassphrase(ops.config());
-    if (!passphrase) return cli.Failed(passphrase.error());
-    if (auto st = rollback::RecordFingerprint(ops.config(), ops.store(), cli.fs, cli.clock,
-                                              *passphrase, args->id);
-        !st) {
+    if (auto st = ops.RecordFingerprint(args->id, /*keep_existing=*/false); !st) {
       return cli.Failed(st.error());
     }
     // Parsed without its key: only the count is shown.
@@ -144,34 +126,23 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
                          "rollback changes files: confirm with --yes (or look first with "
                          "--dry-run)"});
     }
-    auto lock = LockAndRecover(cli, ops);
-    if (!lock) return cli.Failed(lock.error());
-    auto passphrase = config::LoadPassphrase(ops.config());
-    if (!passphrase) return cli.Failed(passphrase.error());
-    if (!args->dry_run && !args->yes) {
-      auto plan = rollback::MakePlan(ops.config(), ops.store(), *passphrase, args->id, *policy);
-      if (!plan) return cli.Failed(plan.error());
-      if (!plan->WouldStop() && !Confirm(*plan)) {
-        return cli.Failed({ErrorCode::kBadInput, "not confirmed; nothing was changed"});
-      }
-    }
-    auto report = rollback::Rollback(
-        ops.config(), ops.store(), cli.fs, cli.clock, *passphrase, args->id, *policy, args->dry_run,
-        args->dry_run ? store::ProgressFn{} : TerminalProgress("rolling back", false));
-    if (!report) {
-      if (report.error().code == ErrorCode::kConflict) {
-        auto plan = rollback::MakePlan(ops.config(), ops.store(), *passphrase, args->id, *policy);
-        if (plan) return cli.FailedWith(report.error(), json{{"plan", rollback::ToJson(*plan)}});
-      }
-      return cli.Failed(report.error());
+    // Asked under the store lock, about the plan the rollback then carries out.
+    std::function<bool(const rollback::Plan&)> confirm;
+    if (!args->dry_run && !args->yes) confirm = Confirm;
+    auto report = ops.Rollback(
+        args->id, *policy, args->dry_run,
+        args->dry_run ? store::ProgressFn{} : TerminalProgress("rolling back", false), confirm);
+    if (!report) return cli.Failed(report.error());
+    if (report->stopped) {
+      return cli.FailedWith({ErrorCode::kConflict, rollback::ConflictMessage(report->plan)},
+                            json{{"plan", rollback::ToJson(report->plan)}});
     }
     if (report->dry_run && report->plan.WouldStop()) {
-      if (!cli.json_output) std::cout << DescribeReport(*report);
       return cli.FailedWith({ErrorCode::kConflict,
                              "dry run: the rollback would stop on " +
                                  std::to_string(report->plan.Count(rollback::Change::kConflict)) +
                                  " conflicts; nothing was changed"},
-                            rollback::ToJson(*report));
+                            rollback::ToJson(*report), DescribeReport(*report));
     }
     for (const auto& e : report->errors) std::cerr << "safepoint: warning: " << e << "\n";
     return cli.Ok(rollback::ToJson(*report), DescribeReport(*report));
@@ -181,10 +152,7 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
   auto* recover = app.add_subcommand(
       "recover", "finish an interrupted rollback (every exclusive command does this first)");
   recover->callback(cli.Run([&cli](Operations& ops) {
-    auto lock = ops.store().Lock(store::LockMode::kExclusive);
-    if (!lock) return cli.Failed(lock.error());
-    if (auto st = ops.store().CleanLeftovers(); !st) return cli.Failed(st.error());
-    auto notes = rollback::Recover(ops.config(), ops.store(), cli.fs, ops.PassphraseSource());
+    auto notes = ops.Recover();
     if (!notes) return cli.Failed(notes.error());
     std::string human;
     for (const auto& n : *notes) human += n + "\n";

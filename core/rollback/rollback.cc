@@ -997,6 +997,12 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
   return notes;
 }
 
+
+}  // namespace
+
+// -----------------------------------------------------------------------------------------------
+// Public API
+
 std::string ConflictMessage(const Plan& plan) {
   auto conflicts = plan.Conflicts();
   std::string msg = std::to_string(conflicts.size()) +
@@ -1011,11 +1017,6 @@ std::string ConflictMessage(const Plan& plan) {
   msg += "; nothing was changed (use --on-conflict overwrite or merge)";
   return msg;
 }
-
-}  // namespace
-
-// -----------------------------------------------------------------------------------------------
-// Public API
 
 std::string_view ChangeName(Change change) {
   switch (change) {
@@ -1203,7 +1204,14 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   report.differences = Differences(visitor.captured(), *current);
 
   // 2. Conflicts under the abort policy stop here.
-  if (plan->WouldStop()) return discard(Error{ErrorCode::kConflict, ConflictMessage(*plan)});
+  if (plan->WouldStop()) {
+    (void)fs.RemoveTree(record);  // nothing was changed
+    report.rollback_id.clear();
+    report.record_dir.clear();
+    report.stopped = true;
+    report.plan = std::move(*plan);
+    return report;
+  }
   if (built.ops.empty()) {
     (void)fs.RemoveTree(record);
     report.record_dir.clear();

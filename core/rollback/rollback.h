@@ -120,14 +120,21 @@ struct Report {
   std::vector<restart::Outcome> restarts;
   // Problems after a successful restore (failed restarts); the restore itself stands.
   std::vector<std::string> errors;
+  // Policy::kAbort met conflicts: nothing was changed, `plan.Conflicts()` lists them.
+  bool stopped = false;
 };
+
+// What a rollback stopped on conflicts says: "1 file was changed locally since safety point ID:
+// PATH; nothing was changed (use --on-conflict overwrite or merge)" (at most 20 paths named).
+[[nodiscard]] std::string ConflictMessage(const Plan& plan);
 
 // Rolls the trees back to safety point `id`:
 //  1. refuses a missing or symlinked root (kBadInput) and unsafe entries (kCorrupt);
 //  2. decrypts and verifies the whole safety point, staging the files to write in
 //     <backup_dir>/.rollbacks/<rollback-id>/staging; a corrupt payload (kCorrupt) or a wrong
 //     passphrase (kWrongPassphrase) changes nothing;
-//  3. with Policy::kAbort and conflicts: kConflict listing them, nothing changed;
+//  3. with Policy::kAbort and conflicts: stops, nothing changed, and returns the report with
+//     `stopped` set and the plan listing them (its conflicts are data, not an error);
 //  4. takes a pre-rollback safety point (reason "pre-rollback to <id>");
 //  5. journals the operations, applies them (write-temp/rename, fsync), syncs, marks done;
 //     on failure reverts to the pre-rollback safety point and returns the error;

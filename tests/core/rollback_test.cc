@@ -326,12 +326,16 @@ TEST_F(RollbackTest, AbortStopsOnConflictsAndChangesNothing) {
   WriteFile(ha_ + "/.storage/core.entity_registry", "edited by hand");
   const TreeSnap before = Snap();
   auto r = Run(id, Policy::kAbort);
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, ErrorCode::kConflict);
-  EXPECT_NE(r.error().message.find("1 file was changed locally since safety point " + id +
-                                   ": ha_config/.storage/core.entity_registry"),
+  ASSERT_TRUE(r) << r.error().message;
+  // The conflicts are data: the report says it stopped, and its plan lists them.
+  EXPECT_TRUE(r->stopped);
+  EXPECT_EQ(r->plan.Conflicts(), std::vector<std::string>{"ha_config/.storage/core.entity_registry"});
+  EXPECT_EQ(r->pre_rollback_id, "");
+  EXPECT_EQ(r->restored, 0u);
+  EXPECT_NE(ConflictMessage(r->plan).find("1 file was changed locally since safety point " + id +
+                                          ": ha_config/.storage/core.entity_registry"),
             std::string::npos)
-      << r.error().message;
+      << ConflictMessage(r->plan);
   EXPECT_EQ(Snap(), before);
   EXPECT_EQ(StoreCount(), 1u);  // no pre-rollback safety point
   EXPECT_TRUE(!fs::exists(backups_ + "/.rollbacks") || fs::is_empty(backups_ + "/.rollbacks"));

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "service/lifecycle.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
 
@@ -414,6 +415,41 @@ TEST_F(Cli, DeleteAndPrune) {
   EXPECT_EQ(d["data"]["deleted"], true);
   json l = RunJson({"list"}, 0);
   EXPECT_TRUE(l["data"].empty());
+}
+
+// The service's pending update keeps its safety point: a `delete` or `prune` run by hand while
+// the update waits for its decision must not take away its way back.
+TEST_F(Cli, DeleteAndPruneNeverTakeTheSafetyPointOfTheServicesPendingUpdate) {
+  const std::string state_file = dir_.Sub("state.json");
+  WriteConfig("retention:\n  keep_last: 1\n  keep_daily: 0\nservice:\n  state_file: " +
+              state_file + "\n");
+  const std::string pending = BackupId();
+  // The service's state file as it is while the update waits for Continue or Cancel.
+  service::Lifecycle lifecycle;
+  const auto now = std::chrono::system_clock::now();
+  (void)lifecycle.OnUpdateRequest({"u1", "core", "2026.1", "2026.2", std::nullopt}, now);
+  service::BackupSummary summary;
+  summary.backup_id = pending;
+  summary.created = now;
+  (void)lifecycle.OnBackupDone(summary, now);
+  ASSERT_EQ(lifecycle.state(), service::State::kAwaitingConfirmation);
+  WriteFile(state_file, service::PersistedStateToJson(lifecycle.Snapshot()).dump());
+
+  json refused = RunJson({"delete", pending}, 7);
+  EXPECT_EQ(refused["error"]["code"], "busy");
+  EXPECT_NE(refused["error"]["message"].get<std::string>().find("operation in progress"),
+            std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  // A newer safety point: retention (keep_last 1) would delete the pending one, and does not.
+  const json newer = RunJson({"backup", "--reason", "later"}, 0);
+  EXPECT_EQ(newer["data"]["pruned"], json::array());
+  EXPECT_EQ(RunJson({"prune"}, 0)["data"]["deleted"], json::array());
+  EXPECT_TRUE(fs::is_directory(backups_ + "/" + pending));
+
+  // Once the update is over, both work again.
+  WriteFile(state_file, service::PersistedStateToJson(service::Lifecycle().Snapshot()).dump());
+  json pruned = RunJson({"prune"}, 0);
+  EXPECT_EQ(pruned["data"]["deleted"], json::array({pending}));
 }
 
 }  // namespace
