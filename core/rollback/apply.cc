@@ -1,0 +1,267 @@
+// Journal operations: built from a plan, applied to the trees (and applied again by recovery).
+#include "core/rollback/rollback.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <functional>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "core/base/io.h"
+#include "core/base/sha256.h"
+#include "core/rollback/internal.h"
+#include "core/rollback/journal.h"
+#include "core/sources/snapshot.h"
+
+namespace safepoint::rollback::internal {
+
+Op MakeOp(OpKind kind, const std::string& path) {
+  Op op;
+  op.kind = kind;
+  op.path = path;
+  return op;
+}
+
+// Turns a plan into journal operations: moves aside, directories (parents first), files and
+// links, then directory attributes (children first).
+BuiltOps BuildOps(const Plan& plan, const std::set<std::string>& collected) {
+  BuiltOps out;
+  std::vector<Op> moves, dirs, places, attrs;
+  std::vector<std::string> moved;  // top-most paths moved aside so far (sorted input order)
+  auto under_moved = [&](const std::string& path) {
+    return std::any_of(moved.begin(), moved.end(), [&](const std::string& m) {
+      return path.size() > m.size() && path.starts_with(m) && path[m.size()] == '/';
+    });
+  };
+  auto move_aside = [&](const std::string& path) {
+    if (under_moved(path)) return;
+    moves.push_back(MakeOp(OpKind::kMoveAside, path));
+    moved.push_back(path);
+    out.changed_roots.insert(TopOf(path));
+  };
+  std::size_t staged = 0;
+  auto place = [&](const PlanEntry& e, const std::string& dest) {
+    Op op;
+    op.path = dest;
+    op.uid = e.uid;
+    op.gid = e.gid;
+    if (e.target->type == EntryType::kFile) {
+      op.kind = OpKind::kPlaceFile;
+      op.staged = std::to_string(staged++);
+      op.sha256 = e.target->sha256;
+      op.size = e.target->size;
+      op.mode = e.target->mode;
+      op.mtime = e.mtime;
+    } else {
+      op.kind = OpKind::kPlaceLink;
+      op.link_target = e.target->link_target;
+    }
+    places.push_back(std::move(op));
+    out.changed_roots.insert(TopOf(dest));
+  };
+  for (const auto& e : plan.entries) {
+    switch (e.action) {
+      case Action::kNone:
+      case Action::kStop:
+        break;
+      case Action::kMoveAside:
+        move_aside(e.path);
+        break;
+      case Action::kRestoreBeside:
+        place(e, e.beside);
+        break;
+      case Action::kRestore: {
+        const bool want_dir = e.target->type == EntryType::kDirectory;
+        const bool have_dir = e.current && e.current->type == EntryType::kDirectory;
+        if (e.current) {
+          // Kept in the record rather than lost: a type change involving a directory, or a
+          // path the pre-rollback safety point does not hold (excluded, special, unsafe link).
+          if (want_dir != have_dir || (!want_dir && collected.count(e.path) == 0)) {
+            move_aside(e.path);
+          }
+        }
+        if (want_dir) {
+          if (!have_dir) {
+            Op op = MakeOp(OpKind::kMakeDir, e.path);
+            op.mode = e.implicit_dir ? 0755u : 0700u;
+            dirs.push_back(std::move(op));
+            out.changed_roots.insert(TopOf(e.path));
+          }
+          if (!e.implicit_dir) {
+            Op op = MakeOp(OpKind::kSetAttrs, e.path);
+            op.mode = e.target->mode;
+            op.uid = e.uid;
+            op.gid = e.gid;
+            attrs.push_back(std::move(op));
+            out.changed_roots.insert(TopOf(e.path));
+          }
+        } else {
+          place(e, e.path);
+        }
+        break;
+      }
+    }
+  }
+  std::reverse(attrs.begin(), attrs.end());
+  for (auto* list : {&moves, &dirs, &places, &attrs}) {
+    for (auto& op : *list) out.ops.push_back(std::move(op));
+  }
+  return out;
+}
+
+std::string TempBeside(const std::string& abs) {
+  return WithNameAffixes(abs, ".", ".safepoint-tmp");
+}
+
+Status RemoveIfPresent(FileSystem& fs, const std::string& path) {
+  if (LExists(path)) return fs.RemoveTree(path);
+  return {};
+}
+
+// A staged file must match what the journal expects (checked during recovery only).
+Result<bool> StagedIsIntact(const std::string& staged, const Op& op) {
+  auto hash = HashFile(staged);
+  if (!hash) return false;
+  struct stat st {};
+  if (::lstat(staged.c_str(), &st) != 0) return false;
+  return *hash == op.sha256 && static_cast<std::uint64_t>(st.st_size) == op.size;
+}
+
+Status ApplyMoveAside(ApplyContext& c, const Op& op) {
+  const std::string abs = c.roots.Abs(op.path);
+  const std::string dest = c.dirs.moved + "/" + op.path;
+  // Across file systems the source is first renamed beside itself, so a replay can tell a
+  // half-removed source from a path restored after the move.
+  const std::string moving = WithNameAffixes(abs, ".", ".safepoint-moving");
+  if (LExists(dest)) {
+    if (!c.RenameFor(op.path)) SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, moving));
+    return {};
+  }
+  if (c.RenameFor(op.path)) {
+    if (!LExists(abs)) return {};
+    SP_RETURN_IF_ERROR(MakeDirsBelow(c.fs, c.dirs.moved, ParentOf("./" + op.path).substr(2)));
+    SP_RETURN_IF_ERROR(c.fs.Rename(abs, dest));
+    c.touched_dirs.insert(ParentOf(abs));
+    c.touched_dirs.insert(ParentOf(dest));
+    return {};
+  }
+  if (!LExists(moving)) {
+    if (!LExists(abs)) return {};
+    SP_RETURN_IF_ERROR(c.fs.Rename(abs, moving));
+    SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(abs)));
+  }
+  SP_RETURN_IF_ERROR(MakeDirsBelow(c.fs, c.dirs.moved, ParentOf("./" + op.path).substr(2)));
+  const std::string partial = dest + ".partial";
+  SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, partial));
+  SP_RETURN_IF_ERROR(CopyTree(c.fs, moving, partial));
+  SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(partial)));
+  SP_RETURN_IF_ERROR(c.fs.Rename(partial, dest));
+  SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(dest)));
+  SP_RETURN_IF_ERROR(c.fs.RemoveTree(moving));
+  c.touched_dirs.insert(ParentOf(abs));
+  return {};
+}
+
+Status ApplyMakeDir(ApplyContext& c, const Op& op) {
+  const std::string abs = c.roots.Abs(op.path);
+  if (IsRealDir(abs)) return {};
+  SP_RETURN_IF_ERROR(c.fs.MakeDir(abs, op.mode));
+  // mkdir applies the umask and ignores setgid: the mode is set exactly afterwards.
+  SP_RETURN_IF_ERROR(c.fs.Chmod(abs, op.mode));
+  c.touched_dirs.insert(ParentOf(abs));
+  return {};
+}
+
+Status ApplyPlaceFile(ApplyContext& c, const Op& op) {
+  const std::string abs = c.roots.Abs(op.path);
+  const std::string staged = c.dirs.staging + "/" + op.staged;
+  if (!LExists(staged)) {
+    // Renamed into place before an interruption, or staging is gone.
+    auto state = ReadPathState(c.roots.For(TopOf(op.path)), RelOf(op.path));
+    if (state && *state && (*state)->type == EntryType::kFile && (*state)->sha256 == op.sha256) {
+      return {};
+    }
+    return Fail(ErrorCode::kCorrupt, "staged copy of " + op.path + " is missing");
+  }
+  if (c.recovering) {
+    auto intact = StagedIsIntact(staged, op);
+    if (!intact || !*intact) {
+      return Fail(ErrorCode::kCorrupt, "staged copy of " + op.path + " is damaged");
+    }
+  }
+  if (c.RenameFor(op.path)) {
+    SP_RETURN_IF_ERROR(c.fs.Rename(staged, abs));
+  } else {
+    const std::string tmp = TempBeside(abs);
+    SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, tmp));
+    SP_RETURN_IF_ERROR(CopyFile(c.fs, staged, tmp, op.mode));
+    if (RunningAsRoot()) {
+      // chown clears setuid and setgid, so the mode is set again after it.
+      SP_RETURN_IF_ERROR(c.fs.Chown(tmp, op.uid, op.gid));
+      SP_RETURN_IF_ERROR(c.fs.Chmod(tmp, op.mode));
+    }
+    SP_RETURN_IF_ERROR(c.fs.SetMtime(tmp, op.mtime));
+    SP_RETURN_IF_ERROR(c.fs.Rename(tmp, abs));
+  }
+  c.touched_dirs.insert(ParentOf(abs));
+  return {};
+}
+
+Status ApplyPlaceLink(ApplyContext& c, const Op& op) {
+  const std::string abs = c.roots.Abs(op.path);
+  auto state = ReadPathState(c.roots.For(TopOf(op.path)), RelOf(op.path));
+  if (state && *state && (*state)->type == EntryType::kSymlink &&
+      (*state)->link_target == op.link_target) {
+    return {};
+  }
+  const std::string tmp = TempBeside(abs);
+  SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, tmp));
+  SP_RETURN_IF_ERROR(c.fs.Symlink(op.link_target, tmp));
+  if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.Chown(tmp, op.uid, op.gid));
+  SP_RETURN_IF_ERROR(c.fs.Rename(tmp, abs));
+  c.touched_dirs.insert(ParentOf(abs));
+  return {};
+}
+
+Status ApplySetAttrs(ApplyContext& c, const Op& op) {
+  const std::string abs = c.roots.Abs(op.path);
+  if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.Chown(abs, op.uid, op.gid));
+  return c.fs.Chmod(abs, op.mode);
+}
+
+// Applies (or, when recovering, re-applies) every operation, then fsyncs the touched dirs.
+Status ApplyOps(ApplyContext& c, const std::vector<Op>& ops) {
+  std::size_t done = 0;
+  for (const auto& op : ops) {
+    if (c.on_op) c.on_op(done++, ops.size());
+    switch (op.kind) {
+      case OpKind::kMoveAside:
+        SP_RETURN_IF_ERROR(ApplyMoveAside(c, op));
+        break;
+      case OpKind::kMakeDir:
+        SP_RETURN_IF_ERROR(ApplyMakeDir(c, op));
+        break;
+      case OpKind::kPlaceFile:
+        SP_RETURN_IF_ERROR(ApplyPlaceFile(c, op));
+        break;
+      case OpKind::kPlaceLink:
+        SP_RETURN_IF_ERROR(ApplyPlaceLink(c, op));
+        break;
+      case OpKind::kSetAttrs:
+        SP_RETURN_IF_ERROR(ApplySetAttrs(c, op));
+        break;
+    }
+  }
+  for (const auto& dir : c.touched_dirs) {
+    if (IsRealDir(dir)) SP_RETURN_IF_ERROR(c.fs.SyncDir(dir));
+  }
+  return {};
+}
+
+}  // namespace safepoint::rollback::internal

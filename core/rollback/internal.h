@@ -1,0 +1,153 @@
+#pragma once
+
+// What the rollback engine's source files share (rollback.cc, plan.cc, apply.cc, tree.cc). Not
+// part of any interface: rollback.h is.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/base/fs.h"
+#include "core/base/result.h"
+#include "core/config/config.h"
+#include "core/rollback/journal.h"
+#include "core/rollback/rollback.h"
+#include "core/store/store.h"
+
+namespace safepoint::rollback::internal {
+
+using journal::Journal;
+using journal::Op;
+using journal::OpKind;
+using journal::Phase;
+using manifest::EntryType;
+
+// ---- Paths and files (tree.cc) ----
+
+bool LExists(const std::string& path);
+
+bool IsRealDir(const std::string& path);
+
+std::string ParentOf(const std::string& path);
+
+std::string BaseName(const std::string& path);
+
+// `path` with its last component extended by `prefix` and `suffix`, its base name cut so that
+// the component stays within NAME_MAX (255 bytes), cut before a UTF-8 continuation byte.
+std::string WithNameAffixes(const std::string& path, std::string_view prefix,
+                            std::string_view suffix);
+
+// "ha_config" or "workspace" of an archive path.
+std::string TopOf(std::string_view archive_path);
+
+std::string RelOf(std::string_view archive_path);
+
+bool IsTreeRoot(std::string_view top);
+
+// True when `path` equals `dir` or lies below it.
+bool IsWithin(const std::string& path, const std::string& dir);
+
+std::string IsoUtc(std::chrono::system_clock::time_point t);
+
+std::string LocalStamp(std::chrono::system_clock::time_point t);
+
+bool RunningAsRoot();
+
+Result<std::vector<std::string>> ListDir(const std::string& dir);
+
+// Creates `dir` and its missing parents below `base` (which must exist) through `fs`.
+Status MakeDirsBelow(FileSystem& fs, const std::string& base, const std::string& rel_dir);
+
+// Copies a regular file through `fs` into a new file `to` (which must not exist), synced.
+Status CopyFile(FileSystem& fs, const std::string& from, const std::string& to, mode_t mode);
+
+// Copies a file, link or directory tree (never following links) through `fs`.
+Status CopyTree(FileSystem& fs, const std::string& from, const std::string& to);
+
+// ---- Planning (plan.cc) ----
+
+struct Roots {
+  std::string ha_config;
+  std::string workspace;
+  [[nodiscard]] const std::string& For(std::string_view top) const {
+    return top == "workspace" ? workspace : ha_config;
+  }
+  [[nodiscard]] std::string Abs(std::string_view archive_path) const {
+    std::string rel = RelOf(archive_path);
+    const std::string& root = For(TopOf(archive_path));
+    return rel.empty() ? root : root + "/" + rel;
+  }
+};
+
+Status CheckRoot(const std::string& what, const std::string& root);
+
+bool SameAsTarget(const PlanEntry& e);
+
+// The plan, given the current source collection (so Rollback collects only once).
+Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& target,
+                      const std::optional<Fingerprint>& fingerprint, Policy policy,
+                      const store::BackupRequest& current);
+
+// ---- Journal operations (apply.cc) ----
+
+struct BuiltOps {
+  std::vector<Op> ops;
+  std::set<std::string> changed_roots;
+};
+
+// Where an apply takes staged files from and puts moved-aside paths.
+struct ApplyDirs {
+  std::string staging;
+  std::string moved;
+};
+
+struct ApplyContext {
+  ApplyContext(FileSystem& file_system, Roots r) : fs(file_system), roots(std::move(r)) {}
+  FileSystem& fs;
+  Roots roots;
+  bool rename_ha_config = true;
+  bool rename_workspace = true;
+  ApplyDirs dirs;
+  bool recovering = false;
+  std::set<std::string> touched_dirs;
+  // Called after each applied op with (ops done, ops total); may be empty.
+  std::function<void(std::size_t, std::size_t)> on_op;
+
+  [[nodiscard]] bool RenameFor(const std::string& archive_path) const {
+    return TopOf(archive_path) == "workspace" ? rename_workspace : rename_ha_config;
+  }
+};
+
+Op MakeOp(OpKind kind, const std::string& path);
+
+// Turns a plan into journal operations: moves aside, directories (parents first), files and
+// links, then directory attributes (children first).
+BuiltOps BuildOps(const Plan& plan, const std::set<std::string>& collected);
+
+std::string TempBeside(const std::string& abs);
+
+Status RemoveIfPresent(FileSystem& fs, const std::string& path);
+
+// A staged file must match what the journal expects (checked during recovery only).
+Result<bool> StagedIsIntact(const std::string& staged, const Op& op);
+
+Status ApplyMoveAside(ApplyContext& c, const Op& op);
+
+Status ApplyMakeDir(ApplyContext& c, const Op& op);
+
+Status ApplyPlaceFile(ApplyContext& c, const Op& op);
+
+Status ApplyPlaceLink(ApplyContext& c, const Op& op);
+
+Status ApplySetAttrs(ApplyContext& c, const Op& op);
+
+// Applies (or, when recovering, re-applies) every operation, then fsyncs the touched dirs.
+Status ApplyOps(ApplyContext& c, const std::vector<Op>& ops);
+
+}  // namespace safepoint::rollback::internal

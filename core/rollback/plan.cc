@@ -1,0 +1,369 @@
+// Planning a rollback: what each path needs, the plan as JSON and as text.
+#include "core/rollback/rollback.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <functional>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "core/base/io.h"
+#include "core/base/sha256.h"
+#include "core/rollback/internal.h"
+#include "core/rollback/journal.h"
+#include "core/sources/snapshot.h"
+
+namespace safepoint::rollback {
+
+using nlohmann::json;
+
+namespace {
+constexpr std::size_t kConflictsInMessage = 20;
+}  // namespace
+
+namespace internal {
+
+Status CheckRoot(const std::string& what, const std::string& root) {
+  struct stat st {};
+  if (::lstat(root.c_str(), &st) != 0) {
+    return Fail(ErrorCode::kBadInput,
+                "the " + what + " directory " + root + " is missing; refusing to restore into it");
+  }
+  if (S_ISLNK(st.st_mode)) {
+    return Fail(ErrorCode::kBadInput, "the " + what + " directory " + root +
+                                          " is a symlink; refusing to restore through it");
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Fail(ErrorCode::kBadInput, "the " + what + " path " + root + " is not a directory");
+  }
+  return {};
+}
+
+bool SameAsTarget(const PlanEntry& e) {
+  if (!e.current) return false;
+  if (e.implicit_dir) return e.current->type == EntryType::kDirectory;
+  return *e.current == *e.target;
+}
+
+// The plan, given the current source collection (so Rollback collects only once).
+Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& target,
+                      const std::optional<Fingerprint>& fingerprint, Policy policy,
+                      const store::BackupRequest& current) {
+  Plan plan;
+  plan.id = target.id;
+  plan.policy = policy;
+  plan.has_fingerprint = fingerprint.has_value();
+  const Roots roots{config.paths.ha_config, config.paths.workspace};
+
+  // The safety point's tree entries, checked.
+  std::map<std::string, const manifest::Entry*> wanted;
+  bool has_workspace = false;
+  for (const auto& e : target.entries) {
+    SP_RETURN_IF_ERROR(manifest::CheckArchivePath(e.path));
+    const std::string top = TopOf(e.path);
+    if (!IsTreeRoot(top)) {
+      if (e.path != manifest::kInnerName) plan.not_restored.push_back(e.path);
+      continue;
+    }
+    if (e.path == top) {
+      if (e.type != EntryType::kDirectory) {
+        return Fail(ErrorCode::kCorrupt, "entry " + e.path + " must be a directory");
+      }
+      continue;
+    }
+    if (e.type == EntryType::kSymlink) {
+      SP_RETURN_IF_ERROR(manifest::CheckLinkTarget(e.path, e.link_target));
+    }
+    const std::string abs = roots.Abs(e.path);
+    if (IsWithin(abs, config.paths.backup_dir)) {
+      plan.warnings.push_back(e.path + ": inside the backup directory; not restored");
+      continue;
+    }
+    if (!wanted.emplace(e.path, &e).second) {
+      return Fail(ErrorCode::kCorrupt, "entry " + e.path + " appears twice");
+    }
+    if (top == "workspace") has_workspace = true;
+  }
+  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
+  if (has_workspace) SP_RETURN_IF_ERROR(CheckRoot("workspace", config.paths.workspace));
+
+  // Parents: an entry below a non-directory is refused; unlisted parents become implicit dirs.
+  std::set<std::string> implicit;
+  for (const auto& [path, entry] : wanted) {
+    std::size_t slash = path.find('/');
+    for (;;) {
+      slash = path.find('/', slash + 1);
+      if (slash == std::string::npos) break;
+      std::string parent = path.substr(0, slash);
+      auto it = wanted.find(parent);
+      if (it != wanted.end()) {
+        if (it->second->type != EntryType::kDirectory) {
+          return Fail(ErrorCode::kCorrupt,
+                      "entry " + path + " lies below " + parent + ", which is not a directory");
+        }
+      } else {
+        implicit.insert(parent);
+      }
+    }
+  }
+
+  std::set<std::string> collected;
+  for (const auto& in : current.entries) {
+    if (IsTreeRoot(TopOf(in.header.path))) collected.insert(in.header.path);
+  }
+
+  std::map<std::string, PlanEntry> entries;
+  auto read_current = [&](const std::string& path) -> Result<std::optional<PathState>> {
+    return ReadPathState(roots.For(TopOf(path)), RelOf(path));
+  };
+  for (const auto& [path, entry] : wanted) {
+    PlanEntry p;
+    p.path = path;
+    p.target = StateOf(*entry);
+    p.uid = entry->uid;
+    p.gid = entry->gid;
+    p.mtime = entry->mtime;
+    auto cur = read_current(path);
+    if (!cur) return tl::unexpected(cur.error());
+    p.current = std::move(*cur);
+    entries.emplace(path, std::move(p));
+  }
+  for (const auto& path : implicit) {
+    PlanEntry p;
+    p.path = path;
+    p.implicit_dir = true;
+    p.target = PathState{EntryType::kDirectory, 0, "", 0755, ""};
+    auto cur = read_current(path);
+    if (!cur) return tl::unexpected(cur.error());
+    p.current = std::move(*cur);
+    entries.emplace(path, std::move(p));
+  }
+  for (const auto& path : collected) {
+    if (entries.count(path) != 0) continue;
+    PlanEntry p;
+    p.path = path;
+    p.change = Change::kAdded;
+    p.action = Action::kMoveAside;
+    auto cur = read_current(path);
+    if (!cur) return tl::unexpected(cur.error());
+    if (!*cur) continue;  // vanished since it was listed
+    p.current = std::move(*cur);
+    entries.emplace(path, std::move(p));
+  }
+
+  for (auto& [path, p] : entries) {
+    if (p.change == Change::kAdded) continue;
+    if (!p.current) {
+      p.change = Change::kMissing;
+    } else if (SameAsTarget(p)) {
+      p.change = Change::kUnchanged;
+    } else if (fingerprint) {
+      p.change =
+          fingerprint->Matches(path, *p.current) ? Change::kChangedByUpdate : Change::kConflict;
+    } else {
+      p.change = Change::kConflict;
+    }
+    switch (p.change) {
+      case Change::kUnchanged:
+        p.action = Action::kNone;
+        break;
+      case Change::kMissing:
+      case Change::kChangedByUpdate:
+        p.action = Action::kRestore;
+        break;
+      case Change::kConflict:
+        if (policy == Policy::kAbort) {
+          p.action = Action::kStop;
+        } else if (policy == Policy::kMerge && p.target->type != EntryType::kDirectory &&
+                   p.current->type != EntryType::kDirectory) {
+          p.action = Action::kRestoreBeside;
+          // Never over a listed path, nor over something the pre-rollback point cannot hold.
+          auto taken = [&](const std::string& b) {
+            if (wanted.count(b) != 0) return true;
+            if (collected.count(b) != 0) return false;  // added: moved aside first
+            auto st = read_current(b);
+            return !st || st->has_value();
+          };
+          std::string beside = WithNameAffixes(path, "", ".safepoint-" + target.id);
+          for (int n = 2; taken(beside) && n < 1000; ++n) {
+            beside = WithNameAffixes(path, "", ".safepoint-" + target.id + "-" + std::to_string(n));
+          }
+          p.beside = beside;
+        } else {
+          p.action = Action::kRestore;
+        }
+        break;
+      case Change::kAdded:
+        break;
+    }
+  }
+  for (auto& [path, p] : entries) plan.entries.push_back(std::move(p));
+  return plan;
+}
+
+}  // namespace internal
+
+using namespace internal;  // NOLINT(google-build-using-namespace): this module's own helpers
+
+std::string ConflictMessage(const Plan& plan) {
+  auto conflicts = plan.Conflicts();
+  std::string msg = std::to_string(conflicts.size()) +
+                    (conflicts.size() == 1 ? " file was" : " files were") +
+                    " changed locally since safety point " + plan.id + ": ";
+  for (std::size_t i = 0; i < conflicts.size() && i < kConflictsInMessage; ++i) {
+    msg += (i == 0 ? "" : ", ") + conflicts[i];
+  }
+  if (conflicts.size() > kConflictsInMessage) {
+    msg += " and " + std::to_string(conflicts.size() - kConflictsInMessage) + " more";
+  }
+  msg += "; nothing was changed (use --on-conflict overwrite or merge)";
+  return msg;
+}
+
+std::string_view ChangeName(Change change) {
+  switch (change) {
+    case Change::kUnchanged:
+      return "unchanged";
+    case Change::kChangedByUpdate:
+      return "changed_by_update";
+    case Change::kConflict:
+      return "conflict";
+    case Change::kMissing:
+      return "missing";
+    case Change::kAdded:
+      return "added";
+  }
+  return "?";
+}
+
+std::string_view ActionName(Action action) {
+  switch (action) {
+    case Action::kNone:
+      return "none";
+    case Action::kRestore:
+      return "restore";
+    case Action::kRestoreBeside:
+      return "restore_beside";
+    case Action::kMoveAside:
+      return "move_aside";
+    case Action::kStop:
+      return "stop";
+  }
+  return "?";
+}
+
+std::size_t Plan::Count(Change change) const {
+  return static_cast<std::size_t>(std::count_if(
+      entries.begin(), entries.end(), [&](const PlanEntry& e) { return e.change == change; }));
+}
+
+std::size_t Plan::Count(Action action) const {
+  return static_cast<std::size_t>(std::count_if(
+      entries.begin(), entries.end(), [&](const PlanEntry& e) { return e.action == action; }));
+}
+
+std::vector<std::string> Plan::Conflicts() const {
+  std::vector<std::string> out;
+  for (const auto& e : entries) {
+    if (e.change == Change::kConflict) out.push_back(e.path);
+  }
+  return out;
+}
+
+bool Plan::Empty() const {
+  return std::all_of(entries.begin(), entries.end(),
+                     [](const PlanEntry& e) { return e.action == Action::kNone; });
+}
+
+Result<Plan> PlanFor(const config::Config& config, const manifest::Manifest& target,
+                     const std::optional<Fingerprint>& fingerprint, Policy policy) {
+  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
+  auto current = snapshot::Collect(config, std::nullopt);
+  if (!current) return tl::unexpected(current.error());
+  return PlanWith(config, target, fingerprint, policy, *current);
+}
+
+Result<Plan> MakePlan(const config::Config& config, const store::Store& store,
+                      const Secret& passphrase, const std::string& id, Policy policy) {
+  Secret key;
+  auto m = store.Load(id, passphrase, &key);
+  if (!m) return tl::unexpected(m.error());
+  auto fp = LoadFingerprint(store, id, std::move(key));
+  if (!fp) return tl::unexpected(fp.error());
+  return PlanFor(config, *m, *fp, policy);
+}
+
+json ToJson(const Plan& plan) {
+  json entries = json::array();
+  for (const auto& e : plan.entries) {
+    if (e.change == Change::kUnchanged) continue;
+    json j = {{"path", e.path}, {"change", ChangeName(e.change)}, {"action", ActionName(e.action)}};
+    const auto& shown = e.target ? e.target : e.current;
+    if (shown) j["type"] = manifest::EntryTypeName(shown->type);
+    if (!e.beside.empty()) j["beside"] = e.beside;
+    entries.push_back(std::move(j));
+  }
+  return {{"id", plan.id},
+          {"policy", config::ConflictPolicyName(plan.policy)},
+          {"fingerprint", plan.has_fingerprint},
+          {"would_stop", plan.WouldStop()},
+          {"summary",
+           {{"unchanged", plan.Count(Change::kUnchanged)},
+            {"changed_by_update", plan.Count(Change::kChangedByUpdate)},
+            {"conflict", plan.Count(Change::kConflict)},
+            {"missing", plan.Count(Change::kMissing)},
+            {"added", plan.Count(Change::kAdded)}}},
+          {"entries", entries},
+          {"conflicts", plan.Conflicts()},
+          {"not_restored", plan.not_restored},
+          {"warnings", plan.warnings}};
+}
+
+std::string Describe(const Plan& plan) {
+  std::string out;
+  for (const auto& e : plan.entries) {
+    if (e.change == Change::kUnchanged || e.implicit_dir) continue;
+    std::string line = "  " + std::string(ChangeName(e.change)) + ": " + e.path;
+    switch (e.action) {
+      case Action::kRestore:
+        line += " (restore)";
+        break;
+      case Action::kRestoreBeside:
+        line += " (keep local, restore beside as " + e.beside + ")";
+        break;
+      case Action::kMoveAside:
+        line += " (move aside)";
+        break;
+      case Action::kStop:
+        line += " (stops the rollback)";
+        break;
+      case Action::kNone:
+        break;
+    }
+    out += line + "\n";
+  }
+  for (const auto& w : plan.warnings) out += "  warning: " + w + "\n";
+  out += "safety point " + plan.id + ": " + std::to_string(plan.Count(Change::kUnchanged)) +
+         " unchanged, " + std::to_string(plan.Count(Change::kChangedByUpdate)) +
+         " changed by the update, " + std::to_string(plan.Count(Change::kConflict)) +
+         " conflicts, " + std::to_string(plan.Count(Change::kMissing)) + " missing, " +
+         std::to_string(plan.Count(Change::kAdded)) + " added" +
+         (plan.has_fingerprint ? "" : " (no post-update fingerprint: every change is a conflict)") +
+         "\n";
+  if (!plan.not_restored.empty()) {
+    out += "not written back (reported only): ";
+    for (std::size_t i = 0; i < plan.not_restored.size(); ++i) {
+      out += (i == 0 ? "" : ", ") + plan.not_restored[i];
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace safepoint::rollback

@@ -1,0 +1,185 @@
+// Path and file helpers of the rollback engine.
+#include "core/rollback/rollback.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <functional>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "core/base/io.h"
+#include "core/base/sha256.h"
+#include "core/rollback/internal.h"
+#include "core/rollback/journal.h"
+#include "core/sources/snapshot.h"
+
+namespace safepoint::rollback::internal {
+
+namespace {
+constexpr std::size_t kCopyBuffer = std::size_t{256} * 1024;
+}  // namespace
+
+bool LExists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+bool IsRealDir(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string ParentOf(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string BaseName(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// `path` with its last component extended by `prefix` and `suffix`, its base name cut so that
+// the component stays within NAME_MAX (255 bytes), cut before a UTF-8 continuation byte.
+std::string WithNameAffixes(const std::string& path, std::string_view prefix,
+                            std::string_view suffix) {
+  constexpr std::size_t kNameMax = 255;
+  const auto slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::size_t room = kNameMax - prefix.size() - suffix.size();
+  if (base.size() > room) {
+    std::size_t cut = room;
+    while (cut > 0 && (static_cast<unsigned char>(base[cut]) & 0xC0) == 0x80) --cut;
+    base.resize(cut);
+  }
+  return dir + std::string(prefix) + base + std::string(suffix);
+}
+
+// "ha_config" or "workspace" of an archive path.
+std::string TopOf(std::string_view archive_path) {
+  return std::string(archive_path.substr(0, archive_path.find('/')));
+}
+
+std::string RelOf(std::string_view archive_path) {
+  auto slash = archive_path.find('/');
+  return slash == std::string_view::npos ? std::string()
+                                         : std::string(archive_path.substr(slash + 1));
+}
+
+bool IsTreeRoot(std::string_view top) { return top == "ha_config" || top == "workspace"; }
+
+// True when `path` equals `dir` or lies below it.
+bool IsWithin(const std::string& path, const std::string& dir) {
+  return path == dir ||
+         (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+}
+
+std::string IsoUtc(std::chrono::system_clock::time_point t) {
+  std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string LocalStamp(std::chrono::system_clock::time_point t) {
+  std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  ::localtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d_%H-%M-%S", &tm);
+  return buf;
+}
+
+bool RunningAsRoot() { return ::geteuid() == 0; }
+
+Result<std::vector<std::string>> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return names;
+    return tl::unexpected(ErrnoError(errno, "open", dir));
+  }
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Creates `dir` and its missing parents below `base` (which must exist) through `fs`.
+Status MakeDirsBelow(FileSystem& fs, const std::string& base, const std::string& rel_dir) {
+  if (!IsRealDir(base)) SP_RETURN_IF_ERROR(fs.MakeDir(base, 0700));
+  std::string path = base;
+  std::size_t pos = 0;
+  while (pos < rel_dir.size()) {
+    std::size_t next = rel_dir.find('/', pos);
+    if (next == std::string::npos) next = rel_dir.size();
+    path += "/" + rel_dir.substr(pos, next - pos);
+    pos = next + 1;
+    if (!IsRealDir(path)) {
+      if (LExists(path)) return Fail(ErrorCode::kIo, path + " is in the way (not a directory)");
+      SP_RETURN_IF_ERROR(fs.MakeDir(path, 0700));
+    }
+  }
+  return {};
+}
+
+// Copies a regular file through `fs` into a new file `to` (which must not exist), synced.
+Status CopyFile(FileSystem& fs, const std::string& from, const std::string& to, mode_t mode) {
+  auto in = ReadOnlyFile::Open(from);
+  if (!in) return tl::unexpected(in.error());
+  auto out = fs.CreateFile(to, 0600);
+  if (!out) return tl::unexpected(out.error());
+  std::vector<std::uint8_t> buf(kCopyBuffer);
+  for (;;) {
+    ssize_t n = ::read(in->fd(), buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return tl::unexpected(ErrnoError(errno, "read", from));
+    }
+    if (n == 0) break;
+    SP_RETURN_IF_ERROR((*out)->Append({buf.data(), static_cast<std::size_t>(n)}));
+  }
+  SP_RETURN_IF_ERROR((*out)->Sync());
+  SP_RETURN_IF_ERROR((*out)->Close());
+  return fs.Chmod(to, mode);
+}
+
+// Copies a file, link or directory tree (never following links) through `fs`.
+Status CopyTree(FileSystem& fs, const std::string& from, const std::string& to) {
+  struct stat st {};
+  if (::lstat(from.c_str(), &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", from));
+  if (S_ISLNK(st.st_mode)) {
+    auto state = ReadPathState(ParentOf(from), BaseName(from));
+    if (!state) return tl::unexpected(state.error());
+    if (!*state) return Fail(ErrorCode::kIo, from + " vanished while it was copied");
+    return fs.Symlink((*state)->link_target, to);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    SP_RETURN_IF_ERROR(fs.MakeDir(to, 0700));
+    auto names = ListDir(from);
+    if (!names) return tl::unexpected(names.error());
+    for (const auto& name : *names)
+      SP_RETURN_IF_ERROR(CopyTree(fs, from + "/" + name, to + "/" + name));
+    SP_RETURN_IF_ERROR(fs.SyncDir(to));
+    return fs.Chmod(to, st.st_mode & 07777);
+  }
+  if (S_ISREG(st.st_mode)) return CopyFile(fs, from, to, st.st_mode & 07777);
+  // Special files cannot be copied; they stay where they are.
+  return Fail(ErrorCode::kIo, from + " is a special file and cannot be moved across file systems");
+}
+
+}  // namespace safepoint::rollback::internal

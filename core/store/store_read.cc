@@ -1,0 +1,567 @@
+// Reading safety points: List, Show, Load, Verify, Read, Decrypt, Extract.
+#include "core/store/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "core/base/sha256.h"
+#include "core/format/age.h"
+#include "core/store/store_internal.h"
+
+namespace safepoint::store {
+
+using internal::kBufferSize;
+using internal::kTmpPrefix;
+using internal::kDelPrefix;
+using internal::CheckIdArg;
+
+namespace {
+
+constexpr std::uint64_t kMaxInnerManifest = 256ull * 1024 * 1024;
+// manifest.json: format 2 holds a summary of a few KiB; format 1 also lists every entry
+// (~300 bytes each), so 64 MiB is ~200,000 entries. A larger one is reported as damaged
+// without being read (docs/reliability.md).
+constexpr std::uint64_t kMaxOuterManifest = 64ull * 1024 * 1024;
+
+// Hashes and counts what passes through.
+class HashingSource final : public ByteSource {
+ public:
+  explicit HashingSource(ByteSource& in) : in_(in) {}
+  Result<std::size_t> Read(std::span<std::uint8_t> out) override {
+    auto n = in_.Read(out);
+    if (n && *n > 0) {
+      hash_.Update(std::span<const std::uint8_t>(out.data(), *n));
+      bytes_ += *n;
+    }
+    return n;
+  }
+  std::string FinalHex() { return hash_.FinalHex(); }
+  [[nodiscard]] std::uint64_t bytes() const { return bytes_; }
+
+ private:
+  ByteSource& in_;
+  Sha256 hash_;
+  std::uint64_t bytes_ = 0;
+};
+
+// Reads from a string.
+class StringSource final : public ByteSource {
+ public:
+  explicit StringSource(std::string_view data) : data_(data) {}
+  Result<std::size_t> Read(std::span<std::uint8_t> out) override {
+    const std::size_t n = std::min(out.size(), data_.size() - pos_);
+    std::memcpy(out.data(), data_.data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+
+ private:
+  std::string_view data_;
+  std::size_t pos_ = 0;
+};
+
+// Reads an age source to its verified end, at most `max` bytes.
+Result<std::string> ReadAll(ByteSource& in, std::uint64_t max, const std::string& what) {
+  std::string out;
+  std::vector<std::uint8_t> buf(kBufferSize);
+  for (;;) {
+    auto n = in.Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) return out;
+    if (out.size() + *n > max) return Fail(ErrorCode::kCorrupt, what + " is too large");
+    out.append(reinterpret_cast<const char*>(buf.data()), *n);
+  }
+}
+
+}  // namespace
+
+Result<std::vector<Listing>> Store::List() const {
+  std::vector<Listing> out;
+  DIR* d = ::opendir(options_.backup_dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return out;
+    return tl::unexpected(ErrnoError(errno, "open", options_.backup_dir));
+  }
+  std::vector<std::string> ids;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (manifest::IsValidId(name)) ids.push_back(std::move(name));
+  }
+  ::closedir(d);
+  std::sort(ids.begin(), ids.end(), IdLess);
+  for (auto& id : ids) {
+    Listing l;
+    l.id = id;
+    l.dir = DirOf(id);
+    auto m = Show(id);
+    if (m) {
+      l.manifest = std::move(*m);
+    } else {
+      l.problem = m.error().message;
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+Result<manifest::Manifest> Store::Show(const std::string& id) const {
+  SP_RETURN_IF_ERROR(CheckIdArg(id));
+  const std::string dir = DirOf(id);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Fail(ErrorCode::kNotFound, "no safety point " + id);
+  }
+  auto text = ReadFileBounded(dir + "/" + std::string(manifest::kOuterName), kMaxOuterManifest);
+  if (!text) {
+    if (text.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kCorrupt, "safety point " + id + " has no manifest.json");
+    }
+    return Fail(text.error().code, "safety point " + id + ": " + text.error().message);
+  }
+  auto m = manifest::Parse(*text);
+  if (!m) {
+    return Fail(m.error().code, "safety point " + id + ": " + m.error().message);
+  }
+  if (m->id != id) {
+    return Fail(
+        ErrorCode::kCorrupt,
+        "safety point " + id + ": manifest.json belongs to another safety point (" + m->id + ")");
+  }
+  if (!m->payload) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": manifest.json lacks the payload");
+  }
+  return m;
+}
+
+Result<std::string> Store::IndexPath(const std::string& id, const manifest::Manifest& m) const {
+  if (!m.index) return Fail(ErrorCode::kCorrupt, "safety point " + id + ": no index");
+  const auto& p = *m.index;
+  if (p.name != "index_" + id + "_" + p.sha256.substr(0, 12) + ".enc") {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": unexpected index name");
+  }
+  return DirOf(id) + "/" + p.name;
+}
+
+Result<std::string> Store::ReadIndexCiphertext(const std::string& id,
+                                               const manifest::Manifest& outer) const {
+  auto path = IndexPath(id, outer);
+  if (!path) return tl::unexpected(path.error());
+  auto bytes = ReadFileBounded(*path, kMaxInnerManifest);
+  if (!bytes) {
+    if (bytes.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kCorrupt, "safety point " + id + ": index file is missing");
+    }
+    return Fail(bytes.error().code, "safety point " + id + ": " + bytes.error().message);
+  }
+  if (bytes->size() != outer.index->size || Sha256Hex(*bytes) != outer.index->sha256) {
+    return Fail(
+        ErrorCode::kCorrupt,
+        "safety point " + id + ": index differs from manifest.json (truncated or replaced)");
+  }
+  return bytes;
+}
+
+Result<manifest::Manifest> Store::Load(const std::string& id, const Secret& passphrase,
+                                       Secret* fingerprint_key) const {
+  auto outer = Show(id);
+  if (!outer) return tl::unexpected(outer.error());
+  if (outer->entries_listed) return outer;  // format 1
+  auto corrupt = [&](const std::string& what) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": " + what);
+  };
+  auto bytes = ReadIndexCiphertext(id, *outer);
+  if (!bytes) return tl::unexpected(bytes.error());
+  StringSource src(*bytes);
+  auto dec = age::Decryptor::Open(src, passphrase, options_.max_work_factor);
+  if (!dec) return tl::unexpected(dec.error());
+  if ((*dec)->KeyId() != outer->key_id) return corrupt("index key identifier differs");
+  if (fingerprint_key) *fingerprint_key = (*dec)->DeriveSubkey(kFingerprintKeyInfo);
+  auto text = ReadAll(**dec, kMaxInnerManifest, "index");
+  if (!text) return corrupt("index: " + text.error().message);
+  auto full = manifest::Parse(*text);
+  if (!full || !full->entries_listed) {
+    return corrupt("index: " + (full ? std::string("no entries") : full.error().message));
+  }
+  SP_RETURN_IF_ERROR(manifest::CheckConsistent(*full, *outer));
+  full->payload = outer->payload;
+  full->index = outer->index;
+  full->key_id = outer->key_id;
+  return full;
+}
+
+Result<std::string> Store::PayloadPath(const std::string& id, const manifest::Manifest& m) const {
+  const auto& p = *m.payload;
+  if (p.name != "state_" + id + "_" + p.sha256.substr(0, 12) + ".enc") {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": unexpected payload name");
+  }
+  return DirOf(id) + "/" + p.name;
+}
+
+namespace {
+
+// Verifies entries without keeping them.
+class NullVisitor final : public EntryVisitor {
+ public:
+  Status Begin(const manifest::Entry&) override { return {}; }
+  Status Data(std::span<const std::uint8_t>) override { return {}; }
+  Status End(const manifest::Entry&) override { return {}; }
+};
+
+}  // namespace
+
+Result<VerifyReport> Store::Verify(const std::string& id, const Secret& passphrase) const {
+  NullVisitor visitor;
+  return Read(id, passphrase, visitor);
+}
+
+Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase,
+                                 EntryVisitor& visitor) const {
+  auto outer = Show(id);
+  if (!outer) return tl::unexpected(outer.error());
+  auto path = PayloadPath(id, *outer);
+  if (!path) return tl::unexpected(path.error());
+  auto file = ReadOnlyFile::Open(*path);
+  if (!file) {
+    if (file.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload file is missing");
+    }
+    return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
+  }
+  if (file->size() != outer->payload->size) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload is " +
+                                         std::to_string(file->size()) + " bytes, manifest says " +
+                                         std::to_string(outer->payload->size) +
+                                         " (truncated or replaced)");
+  }
+  auto corrupt = [&](const std::string& what) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": " + what);
+  };
+  FdSource raw(file->fd(), *path);
+  HashingSource hashing(raw);
+  auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
+  if (!dec) return tl::unexpected(dec.error());
+  if (!outer->key_id.empty() && (*dec)->KeyId() != outer->key_id) {
+    return corrupt("key identifier differs from manifest.json");
+  }
+  if ((*dec)->work_factor() != outer->kdf.work_factor) {
+    return corrupt("work factor differs from manifest.json");
+  }
+  auto reader = archive::TarZstdReader::Open(**dec);
+  if (!reader) return tl::unexpected(reader.error());
+
+  // The first entry is the authoritative manifest.
+  auto first = (*reader)->Next();
+  if (!first) return tl::unexpected(first.error());
+  if (!*first || (*first)->path != manifest::kInnerName ||
+      (*first)->type != manifest::EntryType::kFile || (*first)->size > kMaxInnerManifest) {
+    return corrupt("the archive does not start with MANIFEST.json");
+  }
+  std::string inner_text;
+  std::vector<std::uint8_t> buf(kBufferSize);
+  for (;;) {
+    auto n = (*reader)->ReadData(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+    inner_text.append(reinterpret_cast<const char*>(buf.data()), *n);
+  }
+  auto inner = manifest::Parse(inner_text);
+  if (!inner) return corrupt("MANIFEST.json: " + inner.error().message);
+  SP_RETURN_IF_ERROR(manifest::CheckConsistent(*inner, *outer));
+  if (!outer->entries_listed) {
+    // Format 2: the index, opened with the payload's file key, must list exactly what the
+    // authoritative MANIFEST.json lists.
+    auto bytes = ReadIndexCiphertext(id, *outer);
+    if (!bytes) return tl::unexpected(bytes.error());
+    StringSource src(*bytes);
+    auto idx_dec = age::Decryptor::OpenWithFileKey(src, (*dec)->file_key());
+    if (!idx_dec) return corrupt("index: " + idx_dec.error().message);
+    auto text = ReadAll(**idx_dec, kMaxInnerManifest, "index");
+    if (!text) return corrupt("index: " + text.error().message);
+    auto listed = manifest::Parse(*text);
+    if (!listed) return corrupt("index: " + listed.error().message);
+    if (auto st = manifest::CheckConsistent(*inner, *listed); !st) {
+      return corrupt("the index differs from MANIFEST.json: " + st.error().message);
+    }
+  }
+
+  VerifyReport report;
+  report.id = id;
+  for (const auto& expected : inner->entries) {
+    auto h = (*reader)->Next();
+    if (!h) return tl::unexpected(h.error());
+    if (!*h) return corrupt("archive ends before entry " + expected.path);
+    const auto& got = **h;
+    if (got.path != expected.path || got.type != expected.type ||
+        (expected.type == manifest::EntryType::kFile && got.size != expected.size) ||
+        got.mode != expected.mode || got.mtime != expected.mtime || got.uid != expected.uid ||
+        got.gid != expected.gid || got.link_target != expected.link_target) {
+      return corrupt("archive entry " + got.path + " does not match the manifest entry " +
+                     expected.path);
+    }
+    SP_RETURN_IF_ERROR(visitor.Begin(expected));
+    if (expected.type == manifest::EntryType::kFile) {
+      Sha256 hash;
+      std::uint64_t size = 0;
+      for (;;) {
+        auto n = (*reader)->ReadData(buf);
+        if (!n) return tl::unexpected(n.error());
+        if (*n == 0) break;
+        std::span<const std::uint8_t> chunk(buf.data(), *n);
+        hash.Update(chunk);
+        size += *n;
+        SP_RETURN_IF_ERROR(visitor.Data(chunk));
+      }
+      if (size != expected.size || hash.FinalHex() != expected.sha256) {
+        return corrupt("entry " + expected.path + " does not match its SHA-256");
+      }
+      report.bytes += size;
+    }
+    SP_RETURN_IF_ERROR(visitor.End(expected));
+    ++report.entries;
+  }
+  auto extra = (*reader)->Next();
+  if (!extra) return tl::unexpected(extra.error());
+  if (*extra) return corrupt("unexpected archive entry " + (**extra).path);
+  // Authenticate the rest of the payload, to its final chunk.
+  for (;;) {
+    auto n = (*dec)->Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+  }
+  for (;;) {
+    auto n = hashing.Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+  }
+  if (hashing.bytes() != outer->payload->size || hashing.FinalHex() != outer->payload->sha256) {
+    return corrupt("payload SHA-256 differs from manifest.json");
+  }
+  return report;
+}
+
+Status Store::Decrypt(const std::string& id, const Secret& passphrase, ByteSink& out) const {
+  auto outer = Show(id);
+  if (!outer) return tl::unexpected(outer.error());
+  auto path = PayloadPath(id, *outer);
+  if (!path) return tl::unexpected(path.error());
+  auto file = ReadOnlyFile::Open(*path);
+  if (!file) return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
+  std::vector<std::uint8_t> buf(kBufferSize);
+  // First the cheap check of the whole file against manifest.json (no KDF), so a truncated or
+  // damaged payload writes nothing: `out` is usually a pipe or stdout that cannot take back
+  // what a failure half-way would have released.
+  {
+    FdSource raw(file->fd(), *path);
+    HashingSource hashing(raw);
+    for (;;) {
+      auto n = hashing.Read(buf);
+      if (!n) return tl::unexpected(n.error());
+      if (*n == 0) break;
+    }
+    if (hashing.bytes() != outer->payload->size || hashing.FinalHex() != outer->payload->sha256) {
+      return Fail(ErrorCode::kCorrupt,
+                  "safety point " + id + ": payload differs from manifest.json (" +
+                      std::to_string(hashing.bytes()) + " bytes; truncated or replaced)");
+    }
+    if (::lseek(file->fd(), 0, SEEK_SET) != 0) {
+      return Fail(ErrorCode::kIo, "seek " + *path + ": " + std::strerror(errno));
+    }
+  }
+  FdSource raw(file->fd(), *path);
+  HashingSource hashing(raw);
+  auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
+  if (!dec) return tl::unexpected(dec.error());
+  for (;;) {
+    auto n = (*dec)->Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+    SP_RETURN_IF_ERROR(out.Write({buf.data(), *n}));
+  }
+  if (hashing.FinalHex() != outer->payload->sha256) {
+    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload SHA-256 differs");
+  }
+  return {};
+}
+
+namespace {
+
+bool Selected(const std::string& path, const std::vector<std::string>& paths) {
+  if (paths.empty()) return true;
+  for (const auto& p : paths) {
+    std::string_view want = p;
+    while (want.size() > 1 && want.back() == '/') want.remove_suffix(1);
+    if (path == want ||
+        (path.size() > want.size() && path.starts_with(want) && path[want.size()] == '/')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Creates the directories of `rel` below `root`, refusing any component that is not a real
+// directory (a symlink planted in the destination must not redirect the extraction).
+Status MakeParents(FileSystem& fs, const std::string& root, const std::string& rel) {
+  std::string cur = root;
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t slash = rel.find('/', start);
+    if (slash == std::string::npos) return {};
+    cur += "/" + rel.substr(start, slash - start);
+    struct stat st {};
+    if (::lstat(cur.c_str(), &st) == 0) {
+      if (!S_ISDIR(st.st_mode)) {
+        return Fail(ErrorCode::kBadInput, cur + " is not a directory (a symlink?); refusing");
+      }
+    } else if (errno == ENOENT) {
+      SP_RETURN_IF_ERROR(fs.MakeDir(cur, 0700));
+    } else {
+      return tl::unexpected(ErrnoError(errno, "stat", cur));
+    }
+    start = slash + 1;
+  }
+}
+
+// Writes selected entries into a staging dir; nothing is visible in the destination until the
+// whole safety point verified.
+class StagingVisitor final : public EntryVisitor {
+ public:
+  StagingVisitor(FileSystem& fs, std::string staging, const std::vector<std::string>& paths)
+      : fs_(fs), staging_(std::move(staging)), paths_(paths) {}
+
+  Status Begin(const manifest::Entry& e) override {
+    active_ = Selected(e.path, paths_);
+    if (!active_) return {};
+    SP_RETURN_IF_ERROR(MakeParents(fs_, staging_, e.path));
+    const std::string path = staging_ + "/" + e.path;
+    switch (e.type) {
+      case manifest::EntryType::kFile: {
+        auto f = fs_.CreateFile(path, 0600);
+        if (!f) return tl::unexpected(f.error());
+        file_ = std::move(*f);
+        break;
+      }
+      case manifest::EntryType::kSymlink:
+        SP_RETURN_IF_ERROR(fs_.Symlink(e.link_target, path));
+        break;
+      case manifest::EntryType::kDirectory: {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) != 0) SP_RETURN_IF_ERROR(fs_.MakeDir(path, 0700));
+        break;
+      }
+    }
+    selected_.push_back(e);
+    return {};
+  }
+  Status Data(std::span<const std::uint8_t> data) override {
+    if (!active_ || !file_) return {};
+    return file_->Append(data);
+  }
+  Status End(const manifest::Entry& e) override {
+    if (!active_) return {};
+    const std::string path = staging_ + "/" + e.path;
+    if (file_) {
+      SP_RETURN_IF_ERROR(file_->Sync());
+      SP_RETURN_IF_ERROR(file_->Close());
+      file_.reset();
+    }
+    if (e.type != manifest::EntryType::kSymlink) {
+      SP_RETURN_IF_ERROR(fs_.Chmod(path, e.mode & 07777));
+      SP_RETURN_IF_ERROR(fs_.SetMtime(path, e.mtime));
+    }
+    return {};
+  }
+  [[nodiscard]] const std::vector<manifest::Entry>& selected() const { return selected_; }
+
+ private:
+  FileSystem& fs_;
+  std::string staging_;
+  const std::vector<std::string>& paths_;
+  bool active_ = false;
+  std::unique_ptr<WritableFile> file_;
+  std::vector<manifest::Entry> selected_;
+};
+
+}  // namespace
+
+Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphrase,
+                                   const std::string& dest,
+                                   const std::vector<std::string>& paths) const {
+  SP_RETURN_IF_ERROR(CheckIdArg(id));
+  for (const auto& p : paths) {
+    std::string trimmed = p;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+    if (auto st = manifest::CheckArchivePath(trimmed); !st) {
+      return Fail(ErrorCode::kBadInput, st.error().message);
+    }
+  }
+  struct stat st {};
+  if (::lstat(dest.c_str(), &st) != 0) {
+    if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dest));
+    SP_RETURN_IF_ERROR(fs_.MakeDir(dest, 0700));
+  } else if (!S_ISDIR(st.st_mode)) {
+    return Fail(ErrorCode::kBadInput, "--to " + dest + " is not a directory");
+  }
+  std::string tmpl = dest + "/.safepoint-extract-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) return tl::unexpected(ErrnoError(errno, "mkdtemp", dest));
+  const std::string staging = tmpl;
+  auto result = [&]() -> Result<std::size_t> {
+    StagingVisitor visitor(fs_, staging, paths);
+    auto report = Read(id, passphrase, visitor);
+    if (!report) return tl::unexpected(report.error());
+    if (visitor.selected().empty()) {
+      return Fail(ErrorCode::kNotFound, "no entry of safety point " + id + " matches the paths");
+    }
+    // Publish: files and links by rename, directories created.
+    std::size_t count = 0;
+    std::vector<const manifest::Entry*> made_dirs;
+    for (const auto& e : visitor.selected()) {
+      SP_RETURN_IF_ERROR(MakeParents(fs_, dest, e.path));
+      const std::string from = staging + "/" + e.path;
+      const std::string to = dest + "/" + e.path;
+      struct stat existing {};
+      bool exists = ::lstat(to.c_str(), &existing) == 0;
+      if (e.type == manifest::EntryType::kDirectory) {
+        if (exists && !S_ISDIR(existing.st_mode)) {
+          return Fail(ErrorCode::kBadInput, to + " exists and is not a directory");
+        }
+        if (!exists) {
+          // Writable while it is filled; its own mode (all 07777 bits) is set at the end.
+          SP_RETURN_IF_ERROR(fs_.MakeDir(to, 0700));
+          made_dirs.push_back(&e);
+        }
+        continue;
+      }
+      if (exists && S_ISDIR(existing.st_mode)) {
+        return Fail(ErrorCode::kBadInput, to + " exists and is a directory");
+      }
+      SP_RETURN_IF_ERROR(fs_.Rename(from, to));
+      ++count;
+    }
+    for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) {
+      SP_RETURN_IF_ERROR(fs_.Chmod(dest + "/" + (*it)->path, (*it)->mode & 07777));
+    }
+    return count;
+  }();
+  (void)fs_.RemoveTree(staging);
+  return result;
+}
+
+}  // namespace safepoint::store
