@@ -329,7 +329,8 @@ TEST_F(RollbackTest, AbortStopsOnConflictsAndChangesNothing) {
   ASSERT_TRUE(r) << r.error().message;
   // The conflicts are data: the report says it stopped, and its plan lists them.
   EXPECT_TRUE(r->stopped);
-  EXPECT_EQ(r->plan.Conflicts(), std::vector<std::string>{"ha_config/.storage/core.entity_registry"});
+  EXPECT_EQ(r->plan.Conflicts(),
+            std::vector<std::string>{"ha_config/.storage/core.entity_registry"});
   EXPECT_EQ(r->pre_rollback_id, "");
   EXPECT_EQ(r->restored, 0u);
   EXPECT_NE(ConflictMessage(r->plan).find("1 file was changed locally since safety point " + id +

@@ -1,0 +1,234 @@
+// The `mqtt:` section: broker URL, topics, TLS files, the mirror and Zigbee2MQTT settings.
+#include "core/config/config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <initializer_list>
+#include <set>
+#include <string_view>
+#include <utility>
+
+#include "core/base/glob.h"
+#include "core/base/io.h"
+#include "core/base/utf8.h"
+#include "core/config/reader.h"
+
+namespace safepoint::config::internal {
+
+namespace {
+
+// MQTT topic filter validity. `extended` allows '#' as a middle level (mirror excludes).
+std::string TopicFilterProblem(std::string_view f, bool extended) {
+  if (f.empty()) return "empty topic filter";
+  if (f.size() > 65535) return "topic filter too long";
+  if (f.find('\0') != std::string_view::npos) return "NUL in topic filter";
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t slash = f.find('/', start);
+    const std::string_view level =
+        f.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    const bool last = slash == std::string_view::npos;
+    if (level.find_first_of("+#") != std::string_view::npos && level.size() != 1) {
+      return "'+' and '#' must be a whole level";
+    }
+    if (level == "#" && !last && !extended) return "'#' must be the last level";
+    if (last) break;
+    start = slash + 1;
+  }
+  return "";
+}
+
+std::string TopicProblem(std::string_view t) {
+  if (t.empty()) return "must not be empty";
+  if (t.find_first_of("+#") != std::string_view::npos) return "must not contain '+' or '#'";
+  if (t.front() == '/' || t.back() == '/') return "must not start or end with '/'";
+  if (t.find("//") != std::string_view::npos) return "must not contain empty levels";
+  if (t.find('\0') != std::string_view::npos) return "must not contain NUL";
+  return "";
+}
+
+// Checks "scheme://host[:port][/path]" with a scheme Paho understands.
+std::string UrlProblem(const std::string& url) {
+  const std::size_t sep = url.find("://");
+  if (sep == std::string::npos) return "expected scheme://host[:port]";
+  const std::string scheme = Lower(url.substr(0, sep));
+  static const char* kSchemes[] = {"mqtt", "tcp", "mqtts", "ssl", "ws", "wss"};
+  if (std::find_if(std::begin(kSchemes), std::end(kSchemes),
+                   [&](const char* s) { return scheme == s; }) == std::end(kSchemes)) {
+    return "unsupported scheme '" + scheme + "' (use mqtt, tcp, mqtts, ssl, ws or wss)";
+  }
+  std::string rest = url.substr(sep + 3);
+  const std::size_t slash = rest.find('/');
+  if (slash != std::string::npos) {
+    if (scheme != "ws" && scheme != "wss") return "a path is only allowed for ws/wss";
+    rest = rest.substr(0, slash);
+  }
+  std::string host = rest;
+  std::string port;
+  if (!rest.empty() && rest[0] == '[') {
+    const std::size_t close = rest.find(']');
+    if (close == std::string::npos) return "unterminated IPv6 address";
+    host = rest.substr(0, close + 1);
+    if (close + 1 < rest.size()) {
+      if (rest[close + 1] != ':') return "unexpected text after the IPv6 address";
+      port = rest.substr(close + 2);
+      if (port.empty()) return "empty port";
+    }
+  } else if (const std::size_t colon = rest.rfind(':'); colon != std::string::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+    if (port.empty()) return "empty port";
+  }
+  if (host.empty() || host == "[]") return "missing host";
+  if (host.find('@') != std::string::npos) {
+    return "credentials in the url are not supported; use mqtt.username / mqtt.password";
+  }
+  if (!port.empty()) {
+    std::uint64_t p = 0;
+    if (!ParseUint(port, &p) || p == 0 || p > 65535) return "bad port";
+  }
+  return "";
+}
+
+Result<std::string> GetReadableFile(const Ctx& c, const Item& item) {
+  auto p = GetPath(c, item);
+  if (!p) return tl::unexpected(p.error());
+  if (::access(p->c_str(), R_OK) != 0) {
+    const int err = errno;
+    const std::string shown = item.node.Tag() == "!secret" ? "(value from !secret)" : *p;
+    return Bad(c, item.mark, item.key, "cannot read " + shown + ": " + std::strerror(err));
+  }
+  return p;
+}
+
+}  // namespace
+
+Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
+  auto s =
+      Section::Open(c, item,
+                    {"url", "client_id", "username", "password", "protocol", "keepalive", "tls",
+                     "base_topic", "discovery_prefix", "node_id", "mirror", "collect_wait",
+                     "zigbee2mqtt_backup", "zigbee2mqtt_base_topic", "zigbee2mqtt_backup_timeout"});
+  if (!s) return tl::unexpected(s.error());
+  if (const Item* i = s->Get("url")) {
+    auto u = GetStr(c, *i);
+    if (!u) return tl::unexpected(u.error());
+    const std::string problem = UrlProblem(u->value);
+    if (!problem.empty()) return Bad(c, i->mark, i->key, "bad url " + u->Show() + ": " + problem);
+    m.url = u->value;
+  }
+  if (const Item* i = s->Get("node_id")) {
+    SP_RETURN_IF_ERROR(Assign(m.node_id, GetString(c, *i)));
+    const bool ok =
+        !m.node_id.empty() && std::all_of(m.node_id.begin(), m.node_id.end(), [](char ch) {
+          return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+        });
+    if (!ok) return Bad(c, i->mark, i->key, "must match [a-zA-Z0-9_-]+");
+  }
+  m.client_id = "safepoint-" + m.node_id;
+  if (const Item* i = s->Get("client_id")) {
+    SP_RETURN_IF_ERROR(Assign(m.client_id, GetString(c, *i)));
+    if (m.client_id.empty() || m.client_id.size() > 65535) {
+      return Bad(c, i->mark, i->key, "must be 1..65535 characters");
+    }
+  }
+  if (const Item* i = s->Get("username")) SP_RETURN_IF_ERROR(Assign(m.username, GetString(c, *i)));
+  if (const Item* i = s->Get("password")) {
+    auto p = GetString(c, *i);
+    if (!p) return tl::unexpected(p.error());
+    m.password = std::move(*p);
+  }
+  if (const Item* i = s->Get("protocol")) {
+    auto p = GetStr(c, *i);
+    if (!p) return tl::unexpected(p.error());
+    if (p->value == "auto") {
+      m.protocol = MqttProtocol::kAuto;
+    } else if (p->value == "3.1.1" || p->value == "311") {
+      m.protocol = MqttProtocol::kV311;
+    } else if (p->value == "5" || p->value == "5.0") {
+      m.protocol = MqttProtocol::kV5;
+    } else {
+      return Bad(c, i->mark, i->key, "expected auto, \"3.1.1\" or 5, got " + p->Show());
+    }
+  }
+  if (const Item* i = s->Get("keepalive")) {
+    SP_RETURN_IF_ERROR(Assign(
+        m.keepalive, GetDuration(c, *i, std::chrono::seconds(1), std::chrono::seconds(65535))));
+  }
+  auto tls = Section::Open(c, s->Sub("tls"), {"ca_file", "cert_file", "key_file", "verify"});
+  if (!tls) return tl::unexpected(tls.error());
+  if (const Item* i = tls->Get("ca_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.ca_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("cert_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.cert_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("key_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.key_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("verify")) SP_RETURN_IF_ERROR(Assign(m.tls.verify, GetBool(c, *i)));
+  if (m.tls.cert_file.empty() != m.tls.key_file.empty()) {
+    const Item sub = s->Sub("tls");
+    return Bad(c, sub.mark, sub.key, "cert_file and key_file must be set together");
+  }
+  if (const Item* i = s->Get("tls"); i != nullptr && !MqttUsesTls(m)) {
+    return Bad(c, i->mark, i->key, "tls is set but mqtt.url does not use mqtts, ssl or wss");
+  }
+  for (const auto& [name, field] :
+       {std::pair<const char*, std::string*>{"base_topic", &m.base_topic},
+        {"discovery_prefix", &m.discovery_prefix},
+        {"zigbee2mqtt_base_topic", &m.zigbee2mqtt_base_topic}}) {
+    if (const Item* i = s->Get(name)) {
+      auto t = GetString(c, *i);
+      if (!t) return tl::unexpected(t.error());
+      const std::string problem = TopicProblem(*t);
+      if (!problem.empty()) return Bad(c, i->mark, i->key, problem);
+      *field = *t;
+    }
+  }
+  auto mirror =
+      Section::Open(c, s->Sub("mirror"), {"filters", "exclude", "max_topics", "max_payload_bytes"});
+  if (!mirror) return tl::unexpected(mirror.error());
+  for (const char* name : {"filters", "exclude"}) {
+    const Item* i = mirror->Get(name);
+    if (i == nullptr) continue;
+    const bool extended = std::string_view(name) == "exclude";
+    auto items = GetList(c, *i);
+    if (!items) return tl::unexpected(items.error());
+    std::vector<std::string> list;
+    for (const Item& e : *items) {
+      auto f = GetStr(c, e);
+      if (!f) return tl::unexpected(f.error());
+      const std::string problem = TopicFilterProblem(f->value, extended);
+      if (!problem.empty()) return Bad(c, e.mark, e.key, f->Show() + ": " + problem);
+      list.push_back(std::move(f->value));
+    }
+    (extended ? m.mirror.exclude : m.mirror.filters) = std::move(list);
+  }
+  if (const Item* i = mirror->Get("max_topics")) {
+    SP_RETURN_IF_ERROR(Assign(m.mirror.max_topics, GetInt(c, *i, 1, 10'000'000)));
+  }
+  if (const Item* i = mirror->Get("max_payload_bytes")) {
+    SP_RETURN_IF_ERROR(Assign(m.mirror.max_payload_bytes, GetSize(c, *i, 1, 16ull << 20)));
+  }
+  if (const Item* i = s->Get("collect_wait")) {
+    SP_RETURN_IF_ERROR(
+        Assign(m.collect_wait, GetDuration(c, *i, milliseconds(0), std::chrono::hours(1))));
+  }
+  if (const Item* i = s->Get("zigbee2mqtt_backup")) {
+    SP_RETURN_IF_ERROR(Assign(m.zigbee2mqtt_backup, GetBool(c, *i)));
+  }
+  if (const Item* i = s->Get("zigbee2mqtt_backup_timeout")) {
+    SP_RETURN_IF_ERROR(
+        Assign(m.zigbee2mqtt_backup_timeout,
+               GetDuration(c, *i, std::chrono::seconds(1), std::chrono::minutes(10))));
+  }
+  return {};
+}
+
+}  // namespace safepoint::config::internal
