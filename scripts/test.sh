@@ -88,7 +88,7 @@ if [[ "${SAFEPOINT_SKIP_FUZZERS:-0}" != 1 ]]; then
   cmake -S "$root" -B "$root/build-fuzz" -G Ninja -DCMAKE_C_COMPILER=clang-14 \
     -DCMAKE_CXX_COMPILER=clang++-14 -DSAFEPOINT_BUILD_FUZZERS=ON -DSAFEPOINT_BUILD_TESTS=OFF \
     -DSAFEPOINT_WERROR=ON
-  cmake --build "$root/build-fuzz" -j "$jobs" --target fuzzers
+  cmake --build "$root/build-fuzz" -j "$jobs"
   "$root/tests/fuzz/run.sh" "$root/build-fuzz"
   echo "-- fuzzed at ${SECONDS}s"
 fi
