@@ -37,29 +37,29 @@ Status ValidateTopic(std::string_view name, std::string_view topic) {
 class Builder {
  public:
   Builder(const Options& options, const DiscoveryState& state)
-      : o_(options), state_(state), slug_(EntitySlug(options.node_id)) {}
+      : options_(options), state_(state), slug_(EntitySlug(options.node_id)) {}
 
   [[nodiscard]] json Build() const {
     json cmps = json::object();
     // Buttons.
     cmps["continue"] = Button("continue", "Continue", "mdi:check-circle", "continue", "PRESS",
-                              DecisionAvailabilityTopic(o_));
+                              DecisionAvailabilityTopic(options_));
     cmps["cancel"] = Button("cancel", "Cancel", "mdi:close-circle", "cancel", "PRESS",
-                            DecisionAvailabilityTopic(o_));
+                            DecisionAvailabilityTopic(options_));
     cmps["backup"] = Button("backup", "Back up now", "mdi:content-save", "backup", "PRESS", "");
     cmps["rollback"] =
         Button("rollback", "Roll back", "mdi:backup-restore", "rollback", "PRESS", "");
     cmps["overwrite"] = Button("overwrite", "Overwrite conflicts", "mdi:file-replace", "resolve",
-                               R"({"action":"overwrite"})", ConflictAvailabilityTopic(o_));
+                               R"({"action":"overwrite"})", ConflictAvailabilityTopic(options_));
     cmps["merge"] = Button("merge", "Merge conflicts", "mdi:call-merge", "resolve",
-                           R"({"action":"merge"})", ConflictAvailabilityTopic(o_));
+                           R"({"action":"merge"})", ConflictAvailabilityTopic(options_));
     cmps["abort"] = Button("abort", "Abort rollback", "mdi:cancel", "resolve",
-                           R"({"action":"abort"})", ConflictAvailabilityTopic(o_));
+                           R"({"action":"abort"})", ConflictAvailabilityTopic(options_));
 
     // The safety point the "Roll back" button uses.
     json select = Common("select", "safety_point", "Safety point", "mdi:history", "");
-    select["command_topic"] = o_.base_topic + "/cmd/select";
-    select["state_topic"] = SafetyPointsTopic(o_);
+    select["command_topic"] = options_.base_topic + "/cmd/select";
+    select["state_topic"] = SafetyPointsTopic(options_);
     select["value_template"] = "{{ value_json.selected if value_json.selected else 'None' }}";
     select["options"] = state_.safety_points;
     cmps["safety_point"] = std::move(select);
@@ -81,7 +81,7 @@ class Builder {
     last["device_class"] = "timestamp";
     cmps["last_backup"] = std::move(last);
 
-    const bool megabytes = o_.size_unit == SizeUnit::kMegabytes;
+    const bool megabytes = options_.size_unit == SizeUnit::kMegabytes;
     json size = StatusSensor(
         "sensor", "last_backup_size", "Last safety point size", "",
         megabytes ? "{{ (value_json.last_backup.bytes / 1000000) | round(2) "
@@ -101,7 +101,7 @@ class Builder {
     cmps["last_backup_files"] = std::move(files);
 
     json count = Common("sensor", "safety_points", "Safety points", "mdi:archive", "");
-    count["state_topic"] = SafetyPointsTopic(o_);
+    count["state_topic"] = SafetyPointsTopic(options_);
     count["value_template"] = "{{ value_json.count }}";
     count["state_class"] = "measurement";
     count["entity_category"] = "diagnostic";
@@ -125,19 +125,19 @@ class Builder {
 
     // Lifecycle events.
     json event = Common("event", "event", "Lifecycle event", "mdi:bell-ring", "");
-    event["state_topic"] = o_.base_topic + "/event";
+    event["state_topic"] = options_.base_topic + "/event";
     event["event_types"] = EventTypes();
     cmps["event"] = std::move(event);
 
-    json device{{"identifiers", json::array({o_.node_id})},
-                {"name", o_.device_name},
-                {"manufacturer", o_.manufacturer},
-                {"model", o_.model}};
-    if (!o_.sw_version.empty()) device["sw_version"] = o_.sw_version;
+    json device{{"identifiers", json::array({options_.node_id})},
+                {"name", options_.device_name},
+                {"manufacturer", options_.manufacturer},
+                {"model", options_.model}};
+    if (!options_.sw_version.empty()) device["sw_version"] = options_.sw_version;
 
     json origin{{"name", "safepoint"}};
-    if (!o_.sw_version.empty()) origin["sw"] = o_.sw_version;
-    if (!o_.support_url.empty()) origin["url"] = o_.support_url;
+    if (!options_.sw_version.empty()) origin["sw"] = options_.sw_version;
+    if (!options_.support_url.empty()) origin["url"] = options_.support_url;
 
     return json{{"dev", std::move(device)},
                 {"o", std::move(origin)},
@@ -146,16 +146,16 @@ class Builder {
   }
 
  private:
-  [[nodiscard]] std::string StatusTopic() const { return o_.base_topic + "/status"; }
+  [[nodiscard]] std::string StatusTopic() const { return options_.base_topic + "/status"; }
 
   // Keys every component carries, `qos: 1` included. `gate`: a second availability topic
   // (availability_mode all).
   [[nodiscard]] json Common(std::string_view platform, std::string_view key, std::string_view name,
                             std::string_view icon, const std::string& gate) const {
-    json availability = json::array({json{{"topic", o_.base_topic + "/availability"}}});
+    json availability = json::array({json{{"topic", options_.base_topic + "/availability"}}});
     json c{{"p", platform},
            {"name", name},
-           {"unique_id", o_.node_id + "_" + std::string(key)},
+           {"unique_id", options_.node_id + "_" + std::string(key)},
            {"default_entity_id", std::string(platform) + "." + slug_ + "_" + std::string(key)},
            // Home Assistant before 2026.5 ignores the device-level `qos` of device discovery and
            // would subscribe and publish at QoS 0: a button press could be lost.
@@ -173,7 +173,7 @@ class Builder {
                             std::string_view command, std::string_view press,
                             const std::string& gate) const {
     json c = Common("button", key, name, icon, gate);
-    c["command_topic"] = o_.base_topic + "/cmd/" + std::string(command);
+    c["command_topic"] = options_.base_topic + "/cmd/" + std::string(command);
     c["payload_press"] = press;
     return c;
   }
@@ -187,7 +187,7 @@ class Builder {
     return c;
   }
 
-  const Options& o_;
+  const Options& options_;
   const DiscoveryState& state_;
   std::string slug_;
 };

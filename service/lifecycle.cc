@@ -34,48 +34,50 @@ Lifecycle::Lifecycle(LifecycleOptions options) : options_(std::move(options)) {
   if (!options_.format_time) options_.format_time = FormatHumanUtcTime;
 }
 
-bool Lifecycle::Busy() const { return s_.state != State::kIdle && s_.state != State::kError; }
+bool Lifecycle::Busy() const {
+  return current_.state != State::kIdle && current_.state != State::kError;
+}
 
 std::string Lifecycle::FormatTime(TimePoint time) const { return options_.format_time(time); }
 
 void Lifecycle::Reset(State state) {
-  s_.state = state;
-  s_.operation = Operation::kNone;
-  s_.update.reset();
-  s_.backup_id.reset();
-  s_.backup_reason.clear();
-  s_.deadline.reset();
-  s_.decision.reset();
-  s_.policy = ConflictPolicy::kAbort;
-  s_.conflicts.clear();
-  s_.health_check_requested = false;
-  s_.progress.reset();
-  s_.resumes = 0;
+  current_.state = state;
+  current_.operation = Operation::kNone;
+  current_.update.reset();
+  current_.backup_id.reset();
+  current_.backup_reason.clear();
+  current_.deadline.reset();
+  current_.decision.reset();
+  current_.policy = ConflictPolicy::kAbort;
+  current_.conflicts.clear();
+  current_.health_check_requested = false;
+  current_.progress.reset();
+  current_.resumes = 0;
 }
 
 void Lifecycle::FinishUpdate(std::string outcome) {
-  if (s_.operation != Operation::kUpdate || !s_.update) return;
-  s_.last_update_id = s_.update->update_id;
-  s_.last_update_outcome = std::move(outcome);
+  if (current_.operation != Operation::kUpdate || !current_.update) return;
+  current_.last_update_id = current_.update->update_id;
+  current_.last_update_outcome = std::move(outcome);
 }
 
 std::string Lifecycle::BusyMessage() const {
   std::string what;
-  switch (s_.operation) {
+  switch (current_.operation) {
     case Operation::kUpdate:
-      what = "update '" + s_.update->update_id + "'";
+      what = "update '" + current_.update->update_id + "'";
       break;
     case Operation::kBackup:
       what = "a safety point";
       break;
     case Operation::kRollback:
-      what = "a rollback to " + s_.backup_id.value_or("?");
+      what = "a rollback to " + current_.backup_id.value_or("?");
       break;
     case Operation::kNone:
       what = "nothing";
       break;
   }
-  return "busy: " + what + " is in progress (" + std::string(StateName(s_.state)) + ")";
+  return "busy: " + what + " is in progress (" + std::string(StateName(current_.state)) + ")";
 }
 
 std::string Lifecycle::BackupSummaryText(const BackupSummary& summary) const {
@@ -92,48 +94,51 @@ PublishEvent Lifecycle::Event(EventType type, std::string message, nlohmann::jso
 
 nlohmann::json Lifecycle::StatusJson() const {
   json pending = nullptr;
-  if (s_.operation != Operation::kNone) {
+  if (current_.operation != Operation::kNone) {
     pending = json::object();
-    if (s_.update) {
-      pending["update_id"] = s_.update->update_id;
-      pending["target"] = s_.update->target;
+    if (current_.update) {
+      pending["update_id"] = current_.update->update_id;
+      pending["target"] = current_.update->target;
     }
-    pending["backup_id"] = s_.backup_id ? json(*s_.backup_id) : json(nullptr);
-    pending["deadline"] = s_.deadline ? json(FormatIsoTime(*s_.deadline)) : json(nullptr);
-    if (s_.decision) pending["decision"] = DecisionName(*s_.decision);
-    if (s_.state == State::kAwaitingConflictResolution) pending["conflicts"] = s_.conflicts;
+    pending["backup_id"] = current_.backup_id ? json(*current_.backup_id) : json(nullptr);
+    pending["deadline"] =
+        current_.deadline ? json(FormatIsoTime(*current_.deadline)) : json(nullptr);
+    if (current_.decision) pending["decision"] = DecisionName(*current_.decision);
+    if (current_.state == State::kAwaitingConflictResolution)
+      pending["conflicts"] = current_.conflicts;
   }
   json last_backup = nullptr;
-  if (s_.last_backup) {
-    last_backup = json{{"id", s_.last_backup->backup_id},
-                       {"time", FormatIsoTime(s_.last_backup->created)},
-                       {"files", s_.last_backup->file_count},
-                       {"bytes", s_.last_backup->total_bytes}};
+  if (current_.last_backup) {
+    last_backup = json{{"id", current_.last_backup->backup_id},
+                       {"time", FormatIsoTime(current_.last_backup->created)},
+                       {"files", current_.last_backup->file_count},
+                       {"bytes", current_.last_backup->total_bytes}};
   }
-  return json{{"state", StateName(s_.state)},
-              {"operation", s_.operation == Operation::kNone ? json(nullptr)
-                                                             : json(OperationName(s_.operation))},
-              {"progress", s_.progress ? json(*s_.progress) : json(nullptr)},
+  return json{{"state", StateName(current_.state)},
+              {"operation", current_.operation == Operation::kNone
+                                ? json(nullptr)
+                                : json(OperationName(current_.operation))},
+              {"progress", current_.progress ? json(*current_.progress) : json(nullptr)},
               {"pending", pending},
               {"last_backup", last_backup},
-              {"last_error", s_.last_error ? json(*s_.last_error) : json(nullptr)}};
+              {"last_error", current_.last_error ? json(*current_.last_error) : json(nullptr)}};
 }
 
 std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, TimePoint now) {
   std::vector<Action> out;
   // The update in progress: answer with the current state, never a second safety point.
-  if (s_.update && s_.update->update_id == request.update_id) {
-    if (s_.decision) {
+  if (current_.update && current_.update->update_id == request.update_id) {
+    if (current_.decision) {
       out.emplace_back(
-          PublishDecision{request.update_id, *s_.decision, s_.backup_id, std::nullopt});
+          PublishDecision{request.update_id, *current_.decision, current_.backup_id, std::nullopt});
     }
     out.emplace_back(StatusAction());
     return out;
   }
-  if (s_.last_update_id == request.update_id) {
+  if (current_.last_update_id == request.update_id) {
     out.emplace_back(PublishDecision{request.update_id, Decision::kCancel, std::nullopt,
                                      "update '" + request.update_id + "' was already handled (" +
-                                         s_.last_update_outcome.value_or("finished") +
+                                         current_.last_update_outcome.value_or("finished") +
                                          "); use a new update_id"});
     return out;
   }
@@ -143,15 +148,15 @@ std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, Tim
     return out;
   }
   Reset(State::kBackingUp);
-  s_.operation = Operation::kUpdate;
-  s_.update = request;
-  s_.progress = 0;
+  current_.operation = Operation::kUpdate;
+  current_.update = request;
+  current_.progress = 0;
   std::string reason = request.reason.value_or("before update of " + request.target);
   if (!request.reason && (request.from_version || request.to_version)) {
     reason +=
         " (" + request.from_version.value_or("?") + " -> " + request.to_version.value_or("?") + ")";
   }
-  s_.backup_reason = reason;
+  current_.backup_reason = reason;
   (void)now;
   out.emplace_back(Persist{});
   out.emplace_back(StartBackup{std::move(reason), UpdateRefOf(request)});
@@ -161,14 +166,14 @@ std::vector<Action> Lifecycle::OnUpdateRequest(const UpdateRequest& request, Tim
 
 std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result, TimePoint now) {
   std::vector<Action> out;
-  if (s_.state != State::kBackingUp) return out;
+  if (current_.state != State::kBackingUp) return out;
 
-  if (s_.operation == Operation::kUpdate) {
-    const UpdateRequest update = *s_.update;
+  if (current_.operation == Operation::kUpdate) {
+    const UpdateRequest update = *current_.update;
     if (!result) {
       const std::string why =
           "no safety point for update '" + update.update_id + "': " + result.error().message;
-      s_.last_error = why;
+      current_.last_error = why;
       FinishUpdate("backup_failed");
       Reset(State::kIdle);
       out.emplace_back(Persist{});
@@ -185,21 +190,21 @@ std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result,
       out.emplace_back(StatusAction());
       return out;
     }
-    s_.previous_last_backup = s_.last_backup;
-    s_.last_backup = *result;
-    s_.backup_id = result->backup_id;
-    s_.state = State::kAwaitingConfirmation;
-    s_.deadline = now + options_.confirm_timeout;
-    s_.progress.reset();
+    current_.previous_last_backup = current_.last_backup;
+    current_.last_backup = *result;
+    current_.backup_id = result->backup_id;
+    current_.state = State::kAwaitingConfirmation;
+    current_.deadline = now + options_.confirm_timeout;
+    current_.progress.reset();
     out.emplace_back(Persist{});
     out.emplace_back(Event(EventType::kConfirmationRequested,
                            BackupSummaryText(*result) + "\n\nContinue or Cancel the update of " +
-                               update.target + " before " + FormatTime(*s_.deadline) +
+                               update.target + " before " + FormatTime(*current_.deadline) +
                                " (no answer counts as Cancel).",
                            json{{"update_id", update.update_id},
                                 {"target", update.target},
                                 {"backup_id", result->backup_id},
-                                {"deadline", FormatIsoTime(*s_.deadline)},
+                                {"deadline", FormatIsoTime(*current_.deadline)},
                                 {"files", result->file_count},
                                 {"bytes", result->total_bytes}},
                            now));
@@ -208,9 +213,9 @@ std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result,
   }
 
   // A manual or scheduled safety point.
-  const std::string reason = s_.backup_reason;
+  const std::string reason = current_.backup_reason;
   if (!result) {
-    s_.last_error = "safety point failed: " + result.error().message;
+    current_.last_error = "safety point failed: " + result.error().message;
     Reset(State::kIdle);
     out.emplace_back(Persist{});
     out.emplace_back(Event(
@@ -223,8 +228,8 @@ std::vector<Action> Lifecycle::OnBackupDone(const Result<BackupSummary>& result,
     out.emplace_back(StatusAction());
     return out;
   }
-  s_.previous_last_backup = s_.last_backup;
-  s_.last_backup = *result;
+  current_.previous_last_backup = current_.last_backup;
+  current_.last_backup = *result;
   Reset(State::kIdle);
   out.emplace_back(Persist{});
   out.emplace_back(Event(EventType::kBackupCompleted, BackupSummaryText(*result),
@@ -248,14 +253,15 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
                              json::object()});
     return out;
   }
-  if (s_.state != State::kAwaitingConfirmation) {
-    std::string why = "no decision is pending (state: " + std::string(StateName(s_.state));
-    if (s_.update) why += ", update '" + s_.update->update_id + "'";
-    if (s_.decision) why += " already decided: " + std::string(DecisionName(*s_.decision));
+  if (current_.state != State::kAwaitingConfirmation) {
+    std::string why = "no decision is pending (state: " + std::string(StateName(current_.state));
+    if (current_.update) why += ", update '" + current_.update->update_id + "'";
+    if (current_.decision)
+      why += " already decided: " + std::string(DecisionName(*current_.decision));
     out.emplace_back(Respond{command, Error{ErrorCode::kBadInput, why + ")"}, json::object()});
     return out;
   }
-  const UpdateRequest update = *s_.update;
+  const UpdateRequest update = *current_.update;
   if (update_id && *update_id != update.update_id) {
     out.emplace_back(
         Respond{command,
@@ -264,15 +270,15 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
                 json::object()});
     return out;
   }
-  const std::string backup_id = *s_.backup_id;
+  const std::string backup_id = *current_.backup_id;
   const json data{{"update_id", update.update_id},
                   {"decision", DecisionName(decision)},
                   {"backup_id", backup_id}};
   if (decision == Decision::kContinue) {
-    s_.decision = Decision::kContinue;
-    s_.state = State::kUpdating;
-    s_.deadline.reset();
-    if (options_.update_timeout.count() > 0) s_.deadline = now + options_.update_timeout;
+    current_.decision = Decision::kContinue;
+    current_.state = State::kUpdating;
+    current_.deadline.reset();
+    if (options_.update_timeout.count() > 0) current_.deadline = now + options_.update_timeout;
     out.emplace_back(Persist{});
     out.emplace_back(
         PublishDecision{update.update_id, Decision::kContinue, backup_id, std::nullopt});
@@ -286,10 +292,10 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
     return out;
   }
   FinishUpdate("cancelled");
-  if (s_.last_backup && s_.last_backup->backup_id == backup_id) {
-    s_.last_backup = s_.previous_last_backup;
+  if (current_.last_backup && current_.last_backup->backup_id == backup_id) {
+    current_.last_backup = current_.previous_last_backup;
   }
-  s_.previous_last_backup.reset();
+  current_.previous_last_backup.reset();
   Reset(State::kIdle);
   out.emplace_back(Persist{});
   out.emplace_back(PublishDecision{update.update_id, Decision::kCancel, backup_id, std::nullopt});
@@ -305,13 +311,13 @@ std::vector<Action> Lifecycle::OnDecision(Decision decision, std::string_view so
 }
 
 void Lifecycle::Expire(TimePoint now, std::vector<Action>& out) {
-  const UpdateRequest update = *s_.update;
-  const std::string backup_id = *s_.backup_id;
+  const UpdateRequest update = *current_.update;
+  const std::string backup_id = *current_.backup_id;
   FinishUpdate("expired");
-  if (s_.last_backup && s_.last_backup->backup_id == backup_id) {
-    s_.last_backup = s_.previous_last_backup;
+  if (current_.last_backup && current_.last_backup->backup_id == backup_id) {
+    current_.last_backup = current_.previous_last_backup;
   }
-  s_.previous_last_backup.reset();
+  current_.previous_last_backup.reset();
   Reset(State::kIdle);
   out.emplace_back(Persist{});
   out.emplace_back(PublishDecision{update.update_id, Decision::kExpired, backup_id, std::nullopt});
@@ -326,63 +332,64 @@ void Lifecycle::Expire(TimePoint now, std::vector<Action>& out) {
 
 std::vector<Action> Lifecycle::OnUpdateResult(const UpdateResult& result, TimePoint now) {
   std::vector<Action> out;
-  const bool ours = s_.update && s_.update->update_id == result.update_id;
-  if (!ours || s_.state != State::kUpdating) {
+  const bool ours = current_.update && current_.update->update_id == result.update_id;
+  if (!ours || current_.state != State::kUpdating) {
     std::string why;
     if (!ours) {
       why = "no update '" + result.update_id + "' is in progress";
-    } else if (s_.state == State::kBackingUp || s_.state == State::kAwaitingConfirmation) {
+    } else if (current_.state == State::kBackingUp ||
+               current_.state == State::kAwaitingConfirmation) {
       why = "update '" + result.update_id + "' was not released yet (" +
-            std::string(StateName(s_.state)) + ")";
+            std::string(StateName(current_.state)) + ")";
     } else {
       why = "the result of update '" + result.update_id + "' was already received (" +
-            std::string(StateName(s_.state)) + ")";
+            std::string(StateName(current_.state)) + ")";
     }
     out.emplace_back(Respond{"update", Error{ErrorCode::kBadInput, why}, json::object()});
     return out;
   }
   if (result.Failed()) {
-    std::string reason = "update of " + s_.update->target + " failed";
+    std::string reason = "update of " + current_.update->target + " failed";
     if (result.exit_code) reason += " (exit code " + std::to_string(*result.exit_code) + ")";
     if (result.detail) reason += ": " + *result.detail;
-    json data{{"update_id", result.update_id}, {"backup_id", *s_.backup_id}};
+    json data{{"update_id", result.update_id}, {"backup_id", *current_.backup_id}};
     if (result.exit_code) data["exit_code"] = *result.exit_code;
     if (result.detail) data["detail"] = *result.detail;
     Failure(std::move(reason), EventType::kUpdateFailed, std::move(data), now, out);
     return out;
   }
-  s_.state = State::kHealthCheck;
-  s_.deadline = now + options_.health_timeout;
-  s_.health_check_requested = home_assistant_online_;
+  current_.state = State::kHealthCheck;
+  current_.deadline = now + options_.health_timeout;
+  current_.health_check_requested = home_assistant_online_;
   out.emplace_back(Persist{});
-  if (s_.health_check_requested) out.emplace_back(RunHealthCheck{*s_.backup_id});
+  if (current_.health_check_requested) out.emplace_back(RunHealthCheck{*current_.backup_id});
   out.emplace_back(StatusAction());
   return out;
 }
 
 void Lifecycle::Failure(std::string reason, EventType type, nlohmann::json data, TimePoint now,
                         std::vector<Action>& out) {
-  const std::string backup_id = *s_.backup_id;
-  s_.last_error = reason;
+  const std::string backup_id = *current_.backup_id;
+  current_.last_error = reason;
   if (options_.auto_rollback) {
-    s_.state = State::kRollingBack;
-    s_.deadline.reset();
-    s_.policy = options_.auto_rollback_policy;
-    s_.conflicts.clear();
-    s_.health_check_requested = false;
-    s_.progress = 0;
-    s_.resumes = 0;
+    current_.state = State::kRollingBack;
+    current_.deadline.reset();
+    current_.policy = options_.auto_rollback_policy;
+    current_.conflicts.clear();
+    current_.health_check_requested = false;
+    current_.progress = 0;
+    current_.resumes = 0;
     out.emplace_back(Persist{});
     out.emplace_back(Event(type, reason + "\nRolling back to safety point " + backup_id + ".",
                            std::move(data), now));
     out.emplace_back(RecordFingerprint{backup_id});
-    out.emplace_back(StartRollback{backup_id, s_.policy});
+    out.emplace_back(StartRollback{backup_id, current_.policy});
     out.emplace_back(Event(EventType::kRollbackStarted,
-                           "Rolling back to safety point " + backup_id +
-                               " (conflicts: " + std::string(ConflictPolicyName(s_.policy)) + ").",
+                           "Rolling back to safety point " + backup_id + " (conflicts: " +
+                               std::string(ConflictPolicyName(current_.policy)) + ").",
                            json{{"backup_id", backup_id},
-                                {"on_conflict", ConflictPolicyName(s_.policy)},
-                                {"update_id", s_.update->update_id}},
+                                {"on_conflict", ConflictPolicyName(current_.policy)},
+                                {"update_id", current_.update->update_id}},
                            now));
     out.emplace_back(StatusAction());
     return;
@@ -404,9 +411,9 @@ std::vector<Action> Lifecycle::OnHomeAssistantStatus(std::string_view payload, T
   (void)now;
   if (payload == "offline") {
     home_assistant_online_ = false;
-    if (s_.state == State::kHealthCheck && s_.health_check_requested) {
+    if (current_.state == State::kHealthCheck && current_.health_check_requested) {
       // Home Assistant restarts after all: wait for it and check again.
-      s_.health_check_requested = false;
+      current_.health_check_requested = false;
       out.emplace_back(Persist{});
       out.emplace_back(StatusAction());
     }
@@ -414,10 +421,10 @@ std::vector<Action> Lifecycle::OnHomeAssistantStatus(std::string_view payload, T
   }
   if (payload != "online") return out;
   home_assistant_online_ = true;
-  if (s_.state == State::kHealthCheck && !s_.health_check_requested) {
-    s_.health_check_requested = true;
+  if (current_.state == State::kHealthCheck && !current_.health_check_requested) {
+    current_.health_check_requested = true;
     out.emplace_back(Persist{});
-    out.emplace_back(RunHealthCheck{*s_.backup_id});
+    out.emplace_back(RunHealthCheck{*current_.backup_id});
     out.emplace_back(StatusAction());
   }
   return out;
@@ -426,9 +433,9 @@ std::vector<Action> Lifecycle::OnHomeAssistantStatus(std::string_view payload, T
 std::vector<Action> Lifecycle::OnHealthReport(const std::vector<std::string>& unavailable,
                                               TimePoint now) {
   std::vector<Action> out;
-  if (s_.state != State::kHealthCheck || !s_.health_check_requested) return out;
-  const std::string backup_id = *s_.backup_id;
-  const UpdateRequest update = *s_.update;
+  if (current_.state != State::kHealthCheck || !current_.health_check_requested) return out;
+  const std::string backup_id = *current_.backup_id;
+  const UpdateRequest update = *current_.update;
   if (unavailable.empty()) {
     FinishUpdate("succeeded");
     Reset(State::kIdle);
@@ -460,10 +467,10 @@ std::vector<Action> Lifecycle::OnHealthReport(const std::vector<std::string>& un
 
 std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, TimePoint now) {
   std::vector<Action> out;
-  if (s_.state != State::kRollingBack) return out;
-  const std::string backup_id = *s_.backup_id;
+  if (current_.state != State::kRollingBack) return out;
+  const std::string backup_id = *current_.backup_id;
   json data{{"backup_id", backup_id}};
-  if (s_.update) data["update_id"] = s_.update->update_id;
+  if (current_.update) data["update_id"] = current_.update->update_id;
 
   switch (outcome.kind) {
     case RollbackOutcome::Kind::kOk: {
@@ -485,10 +492,10 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
       return out;
     }
     case RollbackOutcome::Kind::kConflicts: {
-      s_.state = State::kAwaitingConflictResolution;
-      s_.conflicts = outcome.conflicts;
-      s_.deadline = now + options_.resolve_timeout;
-      s_.progress.reset();
+      current_.state = State::kAwaitingConflictResolution;
+      current_.conflicts = outcome.conflicts;
+      current_.deadline = now + options_.resolve_timeout;
+      current_.progress.reset();
       std::string message = "Rollback to safety point " + backup_id +
                             " stopped: " + std::to_string(outcome.conflicts.size()) +
                             " files changed locally since the safety point:";
@@ -499,10 +506,10 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
         message += "\n- ... and " +
                    std::to_string(outcome.conflicts.size() - kMaxConflictsInMessage) + " more";
       }
-      message += "\nChoose Overwrite, Merge or Abort before " + FormatTime(*s_.deadline) +
+      message += "\nChoose Overwrite, Merge or Abort before " + FormatTime(*current_.deadline) +
                  " (no answer counts as Abort).";
       data["conflicts"] = outcome.conflicts;
-      data["deadline"] = FormatIsoTime(*s_.deadline);
+      data["deadline"] = FormatIsoTime(*current_.deadline);
       out.emplace_back(Persist{});
       out.emplace_back(
           Event(EventType::kRollbackConflicts, std::move(message), std::move(data), now));
@@ -511,7 +518,7 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
     }
     case RollbackOutcome::Kind::kFailed: {
       const Error error = outcome.error.value_or(Error{ErrorCode::kInternal, "unknown error"});
-      s_.last_error = "rollback to " + backup_id + " failed: " + error.message;
+      current_.last_error = "rollback to " + backup_id + " failed: " + error.message;
       FinishUpdate("rollback_failed");
       Reset(State::kError);
       data["error"] = error.message;
@@ -528,11 +535,11 @@ std::vector<Action> Lifecycle::OnRollbackDone(const RollbackOutcome& outcome, Ti
 }
 
 void Lifecycle::AbortConflicts(const std::string& why, TimePoint now, std::vector<Action>& out) {
-  const std::string backup_id = *s_.backup_id;
-  const std::vector<std::string> conflicts = s_.conflicts;
+  const std::string backup_id = *current_.backup_id;
+  const std::vector<std::string> conflicts = current_.conflicts;
   json data{{"backup_id", backup_id}, {"conflicts", conflicts}, {"reason", why}};
-  if (s_.update) data["update_id"] = s_.update->update_id;
-  s_.last_error = "rollback to " + backup_id + " aborted (" + why + "); " +
+  if (current_.update) data["update_id"] = current_.update->update_id;
+  current_.last_error = "rollback to " + backup_id + " aborted (" + why + "); " +
                   std::to_string(conflicts.size()) + " conflicting files left unchanged";
   FinishUpdate("rollback_aborted");
   Reset(State::kIdle);
@@ -546,29 +553,29 @@ void Lifecycle::AbortConflicts(const std::string& why, TimePoint now, std::vecto
 
 std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
   std::vector<Action> out;
-  if (s_.state != State::kAwaitingConflictResolution) {
+  if (current_.state != State::kAwaitingConflictResolution) {
     out.emplace_back(
         Respond{"resolve",
                 Error{ErrorCode::kBadInput, "no conflicts wait for a resolution (state: " +
-                                                std::string(StateName(s_.state)) + ")"},
+                                                std::string(StateName(current_.state)) + ")"},
                 json::object()});
     return out;
   }
-  const json data{{"backup_id", *s_.backup_id}, {"action", ConflictPolicyName(action)}};
+  const json data{{"backup_id", *current_.backup_id}, {"action", ConflictPolicyName(action)}};
   if (action == ConflictPolicy::kAbort) {
     AbortConflicts("aborted by request", now, out);
     out.emplace_back(Respond{"resolve", std::nullopt, data});
     return out;
   }
-  const std::string backup_id = *s_.backup_id;
-  s_.state = State::kRollingBack;
-  s_.policy = action;
-  s_.conflicts.clear();
-  s_.deadline.reset();
-  s_.progress = 0;
-  s_.resumes = 0;
+  const std::string backup_id = *current_.backup_id;
+  current_.state = State::kRollingBack;
+  current_.policy = action;
+  current_.conflicts.clear();
+  current_.deadline.reset();
+  current_.progress = 0;
+  current_.resumes = 0;
   json event_data{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(action)}};
-  if (s_.update) event_data["update_id"] = s_.update->update_id;
+  if (current_.update) event_data["update_id"] = current_.update->update_id;
   out.emplace_back(Persist{});
   out.emplace_back(StartRollback{backup_id, action});
   out.emplace_back(Event(EventType::kRollbackStarted,
@@ -582,15 +589,15 @@ std::vector<Action> Lifecycle::OnResolve(ConflictPolicy action, TimePoint now) {
 
 std::vector<Action> Lifecycle::OnTick(TimePoint now) {
   std::vector<Action> out;
-  if (!s_.deadline || now < *s_.deadline) return out;
-  switch (s_.state) {
+  if (!current_.deadline || now < *current_.deadline) return out;
+  switch (current_.state) {
     case State::kAwaitingConfirmation:
       Expire(now, out);
       break;
     case State::kUpdating: {
-      const UpdateRequest update = *s_.update;
-      const std::string backup_id = *s_.backup_id;
-      s_.last_error = "update '" + update.update_id + "' reported no result within " +
+      const UpdateRequest update = *current_.update;
+      const std::string backup_id = *current_.backup_id;
+      current_.last_error = "update '" + update.update_id + "' reported no result within " +
                       DurationText(options_.update_timeout);
       FinishUpdate("timed_out");
       Reset(State::kIdle);
@@ -605,16 +612,16 @@ std::vector<Action> Lifecycle::OnTick(TimePoint now) {
       break;
     }
     case State::kHealthCheck: {
-      const std::string reason = s_.health_check_requested
-                                     ? "health check after the update of " + s_.update->target +
-                                           " did not report within " +
+      const std::string reason = current_.health_check_requested
+                                     ? "health check after the update of " +
+                                           current_.update->target + " did not report within " +
                                            DurationText(options_.health_timeout)
                                      : "Home Assistant did not come back online within " +
                                            DurationText(options_.health_timeout) +
-                                           " after the update of " + s_.update->target;
+                                           " after the update of " + current_.update->target;
       Failure(reason, EventType::kHealthCheckFailed,
-              json{{"update_id", s_.update->update_id},
-                   {"backup_id", *s_.backup_id},
+              json{{"update_id", current_.update->update_id},
+                   {"backup_id", *current_.backup_id},
                    {"unavailable", json::array()}},
               now, out);
       break;
@@ -637,14 +644,15 @@ std::vector<Action> Lifecycle::OnManualBackupRequest(const std::optional<std::st
     return out;
   }
   Reset(State::kBackingUp);
-  s_.operation = Operation::kBackup;
-  s_.backup_reason = reason.value_or("manual");
-  s_.progress = 0;
+  current_.operation = Operation::kBackup;
+  current_.backup_reason = reason.value_or("manual");
+  current_.progress = 0;
   out.emplace_back(Persist{});
-  out.emplace_back(StartBackup{s_.backup_reason, std::nullopt});
+  out.emplace_back(StartBackup{current_.backup_reason, std::nullopt});
   out.emplace_back(StatusAction());
-  out.emplace_back(Respond{"backup", std::nullopt,
-                           json{{"state", StateName(s_.state)}, {"reason", s_.backup_reason}}});
+  out.emplace_back(
+      Respond{"backup", std::nullopt,
+              json{{"state", StateName(current_.state)}, {"reason", current_.backup_reason}}});
   return out;
 }
 
@@ -656,10 +664,10 @@ std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup
     return out;
   }
   Reset(State::kRollingBack);
-  s_.operation = Operation::kRollback;
-  s_.backup_id = backup_id;
-  s_.policy = on_conflict;
-  s_.progress = 0;
+  current_.operation = Operation::kRollback;
+  current_.backup_id = backup_id;
+  current_.policy = on_conflict;
+  current_.progress = 0;
   out.emplace_back(Persist{});
   out.emplace_back(StartRollback{backup_id, on_conflict});
   out.emplace_back(
@@ -669,7 +677,7 @@ std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup
             json{{"backup_id", backup_id}, {"on_conflict", ConflictPolicyName(on_conflict)}}, now));
   out.emplace_back(StatusAction());
   out.emplace_back(Respond{"rollback", std::nullopt,
-                           json{{"state", StateName(s_.state)},
+                           json{{"state", StateName(current_.state)},
                                 {"backup_id", backup_id},
                                 {"on_conflict", ConflictPolicyName(on_conflict)}}});
   return out;
@@ -677,66 +685,66 @@ std::vector<Action> Lifecycle::OnManualRollbackRequest(const std::string& backup
 
 std::vector<Action> Lifecycle::OnProgress(int percent, TimePoint now) {
   (void)now;
-  if (s_.state != State::kBackingUp && s_.state != State::kRollingBack) return {};
+  if (current_.state != State::kBackingUp && current_.state != State::kRollingBack) return {};
   const int clamped = std::clamp(percent, 0, 100);
-  if (s_.progress == clamped) return {};
-  s_.progress = clamped;
+  if (current_.progress == clamped) return {};
+  current_.progress = clamped;
   return {StatusAction()};
 }
 
 std::vector<Action> Lifecycle::SetLastBackup(std::optional<BackupSummary> summary) {
-  if (s_.last_backup == summary) return {};
-  s_.last_backup = std::move(summary);
+  if (current_.last_backup == summary) return {};
+  current_.last_backup = std::move(summary);
   return {Persist{}, StatusAction()};
 }
 
 std::vector<Action> Lifecycle::Restore(const PersistedState& state, TimePoint now) {
-  s_ = state;
+  current_ = state;
   home_assistant_online_ = true;
   // A deadline that passed while the service was down fires at once (with its original time).
   std::vector<Action> out = OnTick(now);
   if (!out.empty()) return out;
-  switch (s_.state) {
+  switch (current_.state) {
     case State::kIdle:
     case State::kError:
     case State::kAwaitingConfirmation:
     case State::kAwaitingConflictResolution:
       break;
     case State::kBackingUp:
-      if (s_.resumes >= kMaxResumes) return GiveUpResuming(now);
+      if (current_.resumes >= kMaxResumes) return GiveUpResuming(now);
       // The interrupted safety point was discarded by the store's start-up cleanup. The resume
       // is counted and persisted before it starts: a crash during it is not resumed again.
-      s_.progress = 0;
-      ++s_.resumes;
+      current_.progress = 0;
+      ++current_.resumes;
       out.emplace_back(Persist{});
-      out.emplace_back(
-          StartBackup{s_.backup_reason,
-                      s_.update ? std::optional(UpdateRefOf(*s_.update)) : std::nullopt});
+      out.emplace_back(StartBackup{
+          current_.backup_reason,
+          current_.update ? std::optional(UpdateRefOf(*current_.update)) : std::nullopt});
       break;
     case State::kUpdating:
       // The decision may have been lost with the process; publishing it again is harmless
       // (decisions are delivered at least once anyway).
-      out.emplace_back(
-          PublishDecision{s_.update->update_id, Decision::kContinue, s_.backup_id, std::nullopt});
+      out.emplace_back(PublishDecision{current_.update->update_id, Decision::kContinue,
+                                       current_.backup_id, std::nullopt});
       break;
     case State::kHealthCheck:
-      if (!s_.health_check_requested) {
-        s_.health_check_requested = true;
+      if (!current_.health_check_requested) {
+        current_.health_check_requested = true;
         out.emplace_back(Persist{});
       }
-      out.emplace_back(RunHealthCheck{*s_.backup_id});
+      out.emplace_back(RunHealthCheck{*current_.backup_id});
       break;
     case State::kRollingBack:
-      if (s_.resumes >= kMaxResumes) return GiveUpResuming(now);
-      ++s_.resumes;
+      if (current_.resumes >= kMaxResumes) return GiveUpResuming(now);
+      ++current_.resumes;
       out.emplace_back(Persist{});
       // A failed update's rollback plans against the post-update fingerprint, recorded just
       // after rolling_back was persisted; a kill in between leaves none, and without it every
       // file the update changed would count as a conflict.
-      if (s_.operation == Operation::kUpdate) {
-        out.emplace_back(RecordFingerprint{*s_.backup_id, /*keep_existing=*/true});
+      if (current_.operation == Operation::kUpdate) {
+        out.emplace_back(RecordFingerprint{*current_.backup_id, /*keep_existing=*/true});
       }
-      out.emplace_back(StartRollback{*s_.backup_id, s_.policy});
+      out.emplace_back(StartRollback{*current_.backup_id, current_.policy});
       break;
   }
   out.emplace_back(StatusAction());
@@ -747,15 +755,16 @@ std::vector<Action> Lifecycle::GiveUpResuming(TimePoint now) {
   const Error error{ErrorCode::kInternal,
                     "interrupted by a crash or kill again after it was resumed once; not retried "
                     "(see the service log of that run)"};
-  if (s_.state == State::kRollingBack) {
+  if (current_.state == State::kRollingBack) {
     return OnRollbackDone(RollbackOutcome::Failed(error), now);
   }
-  const std::string kind =
-      s_.operation == Operation::kUpdate ? "the safety point for the update" : "the safety point";
+  const std::string kind = current_.operation == Operation::kUpdate
+                               ? "the safety point for the update"
+                               : "the safety point";
   std::vector<Action> out = OnBackupDone(tl::unexpected(error), now);
   // A failed safety point leaves the service idle; one that keeps failing this way is an error.
-  s_.state = State::kError;
-  s_.last_error = kind + " was " + error.message;
+  current_.state = State::kError;
+  current_.last_error = kind + " was " + error.message;
   for (auto& action : out) {
     if (std::holds_alternative<PublishStatus>(action)) action = StatusAction();
   }

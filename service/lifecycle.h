@@ -298,8 +298,8 @@ class Lifecycle {
   // is left in `error` with a last_error saying so, never in a restart loop.
   [[nodiscard]] std::vector<Action> Restore(const PersistedState& state, TimePoint now);
 
-  [[nodiscard]] const PersistedState& Snapshot() const { return s_; }
-  [[nodiscard]] State state() const { return s_.state; }
+  [[nodiscard]] const PersistedState& Snapshot() const { return current_; }
+  [[nodiscard]] State state() const { return current_.state; }
   // True while an operation runs (every state but idle and error).
   [[nodiscard]] bool Busy() const;
   // The `<base>/status` payload: {state, operation, progress, pending, last_backup, last_error}.
@@ -322,7 +322,7 @@ class Lifecycle {
   [[nodiscard]] std::vector<Action> GiveUpResuming(TimePoint now);
 
   LifecycleOptions options_;
-  PersistedState s_;
+  PersistedState current_;
   bool home_assistant_online_ = true;  // not persisted: unknown counts as online
 };
 
