@@ -26,6 +26,18 @@ class ByteSink {
   [[nodiscard]] virtual Status Write(std::span<const std::uint8_t> data) = 0;
 };
 
+// Collects everything written, in memory (small outputs, and the tests).
+class StringSink final : public ByteSink {
+ public:
+  [[nodiscard]] Status Write(std::span<const std::uint8_t> data) override {
+    text.append(reinterpret_cast<const char*>(data.data()), data.size());
+    ++writes;
+    return {};
+  }
+  std::string text;
+  int writes = 0;  // calls of Write
+};
+
 // Reads a file descriptor it does not own (EINTR-safe).
 class FdSource final : public ByteSource {
  public:

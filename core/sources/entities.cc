@@ -12,6 +12,7 @@
 #include <optional>
 #include <utility>
 
+#include "core/base/io.h"
 #include "core/base/secret.h"
 #include "core/base/utf8.h"
 
@@ -438,15 +439,6 @@ Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
 }
 
 namespace {
-
-class StringSink final : public ByteSink {
- public:
-  Status Write(std::span<const std::uint8_t> data) override {
-    text.append(reinterpret_cast<const char*>(data.data()), data.size());
-    return {};
-  }
-  std::string text;
-};
 
 }  // namespace
 

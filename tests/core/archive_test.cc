@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/io.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
 
@@ -19,15 +20,6 @@ using testing::ReadFile;
 using testing::RunProcess;
 using testing::TempDir;
 using testing::WriteFile;
-
-class StringSink final : public ByteSink {
- public:
-  Status Write(std::span<const std::uint8_t> data) override {
-    out.append(reinterpret_cast<const char*>(data.data()), data.size());
-    return {};
-  }
-  std::string out;
-};
 
 class StringSource final : public ByteSource {
  public:
@@ -85,7 +77,7 @@ TEST(TarZstd, WorkersChangedInsideAnEntryGiveFramesThatEveryReaderReadsAsOneTar)
   ASSERT_TRUE((*w)->Finish());
 
   // Our reader.
-  StringSource source(sink.out);
+  StringSource source(sink.text);
   auto r = TarZstdReader::Open(source);
   ASSERT_TRUE(r) << r.error().message;
   const std::vector<std::pair<std::string, const std::string*>> expected = {
@@ -111,7 +103,7 @@ TEST(TarZstd, WorkersChangedInsideAnEntryGiveFramesThatEveryReaderReadsAsOneTar)
 
   // Stock tools: two frames, one tar.
   TempDir dir;
-  WriteFile(dir.Sub("p.tar.zst"), sink.out);
+  WriteFile(dir.Sub("p.tar.zst"), sink.text);
   auto frames = RunProcess({"/usr/bin/zstd", "-lv", dir.Sub("p.tar.zst")});
   ASSERT_EQ(frames.exit_code, 0) << frames.err;
   EXPECT_NE(frames.out.find("# Zstandard Frames: 2\n"), std::string::npos) << frames.out;
@@ -165,7 +157,7 @@ TEST(TarZstd, FieldsOutsideUstarRangeComeBackExactly) {
   }
   ASSERT_TRUE((*w)->Finish().has_value());
 
-  StringSource source(sink.out);
+  StringSource source(sink.text);
   auto r = TarZstdReader::Open(source);
   ASSERT_TRUE(r.has_value());
   for (const auto& want : headers) {
@@ -197,7 +189,7 @@ TEST(TarZstd, FieldsOutsideUstarRangeComeBackExactly) {
 
   // GNU tar lists the same names, byte for byte.
   TempDir tmp;
-  WriteFile(tmp.Sub("t.tar.zst"), sink.out);
+  WriteFile(tmp.Sub("t.tar.zst"), sink.text);
   std::string want_listing;
   for (const auto& h : headers) {
     want_listing += h.path + (h.type == manifest::EntryType::kDirectory ? "/" : "") + "\n";

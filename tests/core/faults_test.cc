@@ -35,6 +35,7 @@ namespace safepoint {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::WriteSecrets;
 using testing::FakeClock;
 using testing::FaultInjectingFileSystem;
 using testing::FaultKind;
@@ -84,8 +85,7 @@ class Faults : public ::testing::Test {
  protected:
   void SetUp() override {
     ha_ = dir_.Sub("config");
-    WriteFile(ha_ + "/secrets.yaml",
-              std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n", 0600);
+    WriteSecrets(ha_ + "/secrets.yaml", kPassphrase);
     WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home\n");
     WriteFile(ha_ + "/automations.yaml", "- id: lights\n");
     WriteFile(ha_ + "/.storage/core.entity_registry", "{\"data\": {\"entities\": []}}");

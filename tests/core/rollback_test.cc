@@ -24,6 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using safepoint::testing::FakeClock;
+using safepoint::testing::WriteSecrets;
 using safepoint::testing::FaultInjectingFileSystem;
 using safepoint::testing::FaultKind;
 using safepoint::testing::ReadFile;
@@ -144,8 +145,7 @@ class RollbackTest : public ::testing::Test {
     ha_ = dir_.Sub("config");
     ws_ = ws;
     backups_ = dir_.Sub("backups");
-    WriteFile(ha_ + "/secrets.yaml",
-              std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n", 0600);
+    WriteSecrets(ha_ + "/secrets.yaml", kPassphrase);
     WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home\n");
     WriteFile(ha_ + "/automations.yaml", "- id: lights\n");
     WriteFile(ha_ + "/.storage/core.entity_registry", "{\"data\": {\"entities\": []}}");

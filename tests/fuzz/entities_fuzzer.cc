@@ -27,6 +27,7 @@
 #include <tuple>
 #include <vector>
 
+#include "core/base/io.h"
 #include "core/base/utf8.h"
 #include "core/sources/entities.h"
 #include "service/mirror.h"
@@ -37,15 +38,6 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::system_clock;
-
-class StringSink final : public ByteSink {
- public:
-  Status Write(std::span<const std::uint8_t> data) override {
-    text.append(reinterpret_cast<const char*>(data.data()), data.size());
-    return {};
-  }
-  std::string text;
-};
 
 std::string Write(const entities::EntitySnapshot& snapshot) {
   StringSink sink;

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/io.h"
 #include "core/format/archive.h"
 #include "core/format/manifest.h"
 #include "tests/fuzz/fuzz_util.h"
@@ -26,15 +27,6 @@
 namespace {
 
 using namespace safepoint;
-
-class StringSink final : public ByteSink {
- public:
-  Status Write(std::span<const std::uint8_t> data) override {
-    out.insert(out.end(), data.begin(), data.end());
-    return {};
-  }
-  std::vector<std::uint8_t> out;
-};
 
 struct Item {
   archive::EntryHeader header;
@@ -111,7 +103,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (auto st = (*writer)->Finish(); !st) Violated("Finish: " + st.error().message);
 
-  MemorySource source(sink.out, 1 << 16);
+  MemorySource source(
+      {reinterpret_cast<const std::uint8_t*>(sink.text.data()), sink.text.size()}, 1 << 16);
   auto reader = archive::TarZstdReader::Open(source);
   if (!reader) Violated("reader: " + reader.error().message);
   std::vector<std::uint8_t> buf(65536);

@@ -24,6 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using testing::WriteSecrets;
 using testing::ReadFile;
 using testing::RunProcess;
 using testing::RunSafepoint;
@@ -39,8 +40,7 @@ class Cli : public ::testing::Test {
     WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Test\n");
     WriteFile(ha_ + "/automations.yaml", "- id: '1'\n  alias: lights\n");
     WriteFile(ha_ + "/.storage/core.entity_registry", R"({"version":1,"data":{"entities":[]}})");
-    WriteFile(ha_ + "/secrets.yaml",
-              std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n", 0600);
+    WriteSecrets(ha_ + "/secrets.yaml", kPassphrase);
     WriteFile(ha_ + "/home-assistant.log", "not configuration\n");
     backups_ = dir_.Sub("backups");
     config_ = dir_.Sub("safepoint.yaml");
@@ -207,10 +207,7 @@ TEST_F(Cli, SecondWriterReportsBusy) {
 
 TEST_F(Cli, ConfigCheckPrintsSourcesButNoSecrets) {
   WriteConfig("mqtt:\n  url: mqtt://127.0.0.1:1883\n  password: !secret mqtt_password\n");
-  WriteFile(ha_ + "/secrets.yaml",
-            std::string("backup_encryption_passphrase: \"") + kPassphrase +
-                "\"\nmqtt_password: s3cr3t-mqtt\n",
-            0600);
+  WriteSecrets(ha_ + "/secrets.yaml", kPassphrase, "mqtt_password: s3cr3t-mqtt\n");
   auto r = Run({"config", "check"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("is valid"), std::string::npos);

@@ -32,6 +32,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::Payload;
 using testing::CliMessage;
 using testing::Mosquitto;
 using testing::MosquittoOptions;
@@ -1279,7 +1280,6 @@ std::optional<CliMessage> WaitMessage(testing::CliSubscriber& sub,
   }
 }
 
-json Payload(const CliMessage& m) { return json::parse(m.payload, nullptr, false); }
 
 TEST(MosquittoAcl, OnlyNamedClientsReachTheService) {
   TempDir dir;

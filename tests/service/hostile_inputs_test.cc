@@ -23,6 +23,7 @@ namespace safepoint {
 namespace {
 
 using nlohmann::json;
+using testing::WriteSecrets;
 using testing::RunProcess;
 using testing::TempDir;
 using testing::WriteFile;
@@ -37,8 +38,7 @@ class HostileStore : public ::testing::Test {
   void SetUp() override {
     ha_ = dir_.Sub("config");
     WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Test\n");
-    WriteFile(ha_ + "/secrets.yaml",
-              std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n", 0600);
+    WriteSecrets(ha_ + "/secrets.yaml", kPassphrase);
     backups_ = dir_.Sub("backups");
     config_ = dir_.Sub("safepoint.yaml");
     WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "core/base/io.h"
 #include "core/sources/entities.h"
 
 namespace safepoint::service {
@@ -21,17 +22,6 @@ std::chrono::system_clock::time_point At(std::int64_t ms) {
 
 const auto kReceived = At(1714564800123);  // 2024-05-01T12:00:00.123Z
 const auto kCaptured = At(1714564800500);  // 2024-05-01T12:00:00.500Z
-
-class StringSink final : public ByteSink {
- public:
-  Status Write(std::span<const std::uint8_t> data) override {
-    text.append(reinterpret_cast<const char*>(data.data()), data.size());
-    ++writes;
-    return {};
-  }
-  std::string text;
-  int writes = 0;
-};
 
 struct Written {
   std::string text;

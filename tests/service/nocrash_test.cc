@@ -49,6 +49,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using testing::WriteSecrets;
 using testing::ReadFile;
 using testing::RunProcess;
 using testing::Sha256Hex;
@@ -186,8 +187,7 @@ void WriteTreeV1(const std::string& root) {
             "homeassistant:\n  name: Home\nautomation: !include automations.yaml\n");
   WriteFile(ha + "/automations.yaml", "- id: '1'\n  alias: lights\n");
   WriteFile(ha + "/.storage/core.entity_registry", R"({"version":1,"data":{"entities":[]}})");
-  WriteFile(ha + "/secrets.yaml",
-            std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\nother: x\n", 0600);
+  WriteSecrets(ha + "/secrets.yaml", kPassphrase, "other: x\n");
   WriteFile(ha + "/www/a.txt", "a\n");
   WriteFile(ha + "/www/empty", "");
   std::string big;

@@ -26,6 +26,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::Payload;
 using testing::CliMessage;
 using testing::Mosquitto;
 using testing::ReadFile;
@@ -39,7 +40,6 @@ std::string NodeRedDir() {
   return env != nullptr && *env != '\0' ? env : std::string(SAFEPOINT_BUILD_DIR) + "/node-red";
 }
 
-json Payload(const CliMessage& m) { return json::parse(m.payload, nullptr, false); }
 
 // Waits until a message on `sub` satisfies `pred`; `seen` carries the position across calls so
 // each wait continues where the previous one stopped.

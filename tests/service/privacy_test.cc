@@ -20,6 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using testing::WriteSecrets;
 using testing::ReadFile;
 using testing::RunSafepoint;
 using testing::TempDir;
@@ -143,8 +144,7 @@ class Privacy : public ::testing::Test {
     WriteFile(ha_ + "/custom_components/frigate_privacy/manifest.json",
               R"({"domain": "frigate_privacy"})");
     // The README's own example: one line, the passphrase.
-    WriteFile(ha_ + "/secrets.yaml",
-              std::string("backup_encryption_passphrase: \"") + kPassphrase + "\"\n", 0600);
+    WriteSecrets(ha_ + "/secrets.yaml", kPassphrase);
     WriteFile(ws_ + "/MEMORY.md", "remember: annika's birthday\n");
     backups_ = dir_.Sub("backups");
     config_ = dir_.Sub("safepoint.yaml");

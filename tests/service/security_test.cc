@@ -39,6 +39,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::StateIs;
 using testing::Mosquitto;
 using testing::MosquittoOptions;
 using testing::Observer;
@@ -66,9 +67,6 @@ void ExpectNoSecret(const std::string& text, const std::string& where) {
   EXPECT_EQ(text.find(kMqttPass), std::string::npos) << where << " contains the MQTT password";
 }
 
-auto StateIs(const std::string& state) {
-  return [state](const json& j) { return j.value("state", "") == state; };
-}
 
 mode_t ModeOf(const std::string& path) {
   struct stat st {};

@@ -24,6 +24,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::EventIs;
+using testing::StateIs;
 using testing::Mosquitto;
 using testing::MosquittoOptions;
 using testing::Observer;
@@ -63,12 +65,6 @@ bool IsBackupId(const std::string& id) {
 // state/entities.json that every safety point made by the service holds.
 constexpr int kSafetyPointFiles = 7;
 
-auto StateIs(const std::string& state) {
-  return [state](const json& j) { return j.value("state", "") == state; };
-}
-auto EventIs(const std::string& type) {
-  return [type](const json& j) { return j.value("event_type", "") == type; };
-}
 auto RawIs(const std::string& payload) {
   return [payload](const std::string& p) { return p == payload; };
 }

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <utility>
@@ -22,6 +23,11 @@ struct CliMessage {
   bool retained = false;
   bool operator==(const CliMessage&) const = default;
 };
+
+// A received message's payload as JSON (discarded when it is not JSON).
+inline nlohmann::json Payload(const CliMessage& m) {
+  return nlohmann::json::parse(m.payload, nullptr, false);
+}
 
 // How the test broker is set up.
 struct MosquittoOptions {

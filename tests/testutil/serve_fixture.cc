@@ -161,10 +161,8 @@ ServeHarness::ServeHarness() {
   WriteFile(
       ha_ + "/.storage/core.entity_registry",
       R"({"version":1,"minor_version":14,"key":"core.entity_registry","data":{"entities":[]}})");
-  WriteFile(ha_ + "/secrets.yaml",
-            std::string("backup_encryption_passphrase: \"") + kPassphrase +
-                "\"\nmqtt_password: \"" + kMqttPassword + "\"\n",
-            0600);
+  WriteSecrets(ha_ + "/secrets.yaml", kPassphrase,
+               "mqtt_password: \"" + std::string(kMqttPassword) + "\"\n");
 }
 
 ServeHarness::~ServeHarness() {

@@ -157,4 +157,12 @@ struct ProcStat {
 };
 [[nodiscard]] std::optional<ProcStat> ReadProcStat(pid_t pid);
 
+// Predicates on received payloads, for waits on a topic: the status `state`, the event type.
+inline auto StateIs(const std::string& state) {
+  return [state](const nlohmann::json& j) { return j.value("state", "") == state; };
+}
+inline auto EventIs(const std::string& type) {
+  return [type](const nlohmann::json& j) { return j.value("event_type", "") == type; };
+}
+
 }  // namespace safepoint::testing

@@ -46,6 +46,11 @@ void WriteFile(const std::string& path, const std::string& content, mode_t mode)
   std::filesystem::permissions(path, static_cast<std::filesystem::perms>(mode));
 }
 
+void WriteSecrets(const std::string& path, const std::string& passphrase,
+                  const std::string& extra) {
+  WriteFile(path, "backup_encryption_passphrase: \"" + passphrase + "\"\n" + extra, 0600);
+}
+
 std::optional<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in.good()) return std::nullopt;

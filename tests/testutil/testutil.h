@@ -30,6 +30,11 @@ class TempDir {
 
 // Writes `content` to `path`, creating parent directories; aborts the test on failure.
 void WriteFile(const std::string& path, const std::string& content, mode_t mode = 0644);
+
+// A secrets.yaml (mode 0600) whose backup_encryption_passphrase is `passphrase` (quoted), followed
+// by the lines of `extra`.
+void WriteSecrets(const std::string& path, const std::string& passphrase,
+                  const std::string& extra = "");
 // Reads a whole file; std::nullopt when it does not exist.
 std::optional<std::string> ReadFile(const std::string& path);
 // Lowercase hex SHA-256 of a string.
