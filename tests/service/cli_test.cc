@@ -349,6 +349,15 @@ TEST_F(Cli, KillDuringBackupNeverLeavesAPartialSafetyPoint) {
       partial = OpenPartialPayload(pid, backups_);
       if (partial && partial->second >= threshold) {
         ::kill(pid, SIGSTOP);
+        // kill() only asks for the stop: wait until every thread has stopped, so that no write
+        // is still under way when the size is taken again (CI once saw the payload grow by a
+        // write in flight after this check, with the size read before the stop took effect).
+        int stop_status = 0;
+        if (::waitpid(pid, &stop_status, WUNTRACED) != pid || !WIFSTOPPED(stop_status)) {
+          exited = true;  // it ended between the look and the stop
+          partial.reset();
+          break;
+        }
         // Stopped: check again, since it may have moved on between the look and the stop.
         partial = OpenPartialPayload(pid, backups_);
         if (partial && partial->second >= threshold) break;
