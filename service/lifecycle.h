@@ -32,12 +32,11 @@
 #include <vector>
 
 #include "core/base/result.h"
+#include "core/base/time_text.h"
 #include "core/format/manifest.h"
 #include "service/commands.h"
 
 namespace safepoint::service {
-
-using TimePoint = std::chrono::system_clock::time_point;
 
 enum class State {
   kIdle,
@@ -235,16 +234,7 @@ struct PersistedState {
 // (e.g. awaiting_confirmation without a deadline).
 [[nodiscard]] Result<PersistedState> PersistedStateFromJson(const nlohmann::json& json);
 
-// ---- Time formatting ----
-
-// "2026-02-11T12:10:54+00:00" (whole seconds), as in status and event payloads.
-[[nodiscard]] std::string FormatIsoTime(TimePoint time);
-// "2026-02-11 12:15:54 UTC": the default of LifecycleOptions::format_time.
-[[nodiscard]] std::string FormatHumanUtcTime(TimePoint time);
-// "2026-02-11T12:10:54.123456789Z" (exact), as in the persisted state.
-[[nodiscard]] std::string FormatExactTime(TimePoint time);
-// Parses both forms above (a 'Z' or '+00:00' zone, 0..9 fraction digits).
-[[nodiscard]] Result<TimePoint> ParseIsoTime(std::string_view text);
+// Time formatting: core/base/time_text.h.
 
 // ---- The state machine ----
 
@@ -314,10 +304,13 @@ class Lifecycle {
   [[nodiscard]] PublishEvent Event(EventType type, std::string message, nlohmann::json data,
                                    TimePoint now) const;
   [[nodiscard]] PublishStatus StatusAction() const { return PublishStatus{StatusJson()}; }
-  void Failure(std::string reason, EventType type, nlohmann::json data, TimePoint now,
-               std::vector<Action>& out);
-  void Expire(TimePoint now, std::vector<Action>& out);
-  void AbortConflicts(const std::string& why, TimePoint now, std::vector<Action>& out);
+  // The update failed (its result, or the health check): rolls back, or stops when automatic
+  // rollback is off.
+  [[nodiscard]] std::vector<Action> Failure(std::string reason, EventType type, nlohmann::json data,
+                                            TimePoint now);
+  // No decision within the confirmation timeout: the safety point is deleted.
+  [[nodiscard]] std::vector<Action> Expire(TimePoint now);
+  [[nodiscard]] std::vector<Action> AbortConflicts(const std::string& why, TimePoint now);
   // Restore of a backup or rollback that was already resumed kMaxResumes times.
   [[nodiscard]] std::vector<Action> GiveUpResuming(TimePoint now);
 

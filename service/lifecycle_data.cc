@@ -27,37 +27,6 @@ struct Overloaded : Ts... {
 template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
-struct Civil {
-  int year;
-  unsigned month;
-  unsigned day;
-  int hour;
-  int minute;
-  int second;
-  long long nanos;
-};
-
-Civil ToCivil(TimePoint time) {
-  const auto secs = floor<seconds>(time);
-  const auto days = floor<std::chrono::days>(secs);
-  const std::chrono::year_month_day ymd{days};
-  const std::chrono::hh_mm_ss hms{secs - days};
-  return Civil{static_cast<int>(ymd.year()),
-               static_cast<unsigned>(ymd.month()),
-               static_cast<unsigned>(ymd.day()),
-               static_cast<int>(hms.hours().count()),
-               static_cast<int>(hms.minutes().count()),
-               static_cast<int>(hms.seconds().count()),
-               static_cast<long long>(duration_cast<nanoseconds>(time - secs).count())};
-}
-
-std::string FormatCivil(const Civil& c, char date_time_separator) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02u%c%02d:%02d:%02d", c.year, c.month, c.day,
-                date_time_separator, c.hour, c.minute, c.second);
-  return buf;
-}
-
 json OptionalString(const std::optional<std::string>& value) {
   return value ? json(*value) : json(nullptr);
 }
@@ -343,125 +312,62 @@ nlohmann::json PublishEvent::Payload() const {
 }
 
 nlohmann::json ActionToJson(const Action& action) {
-  return std::visit(Overloaded{
-                        [](const PublishDecision& a) {
-                          return json{{"action", "publish_decision"}, {"payload", a.Payload()}};
-                        },
-                        [](const StartBackup& a) {
-                          json update = nullptr;
-                          if (a.update) {
-                            update = {{"update_id", a.update->update_id},
-                                      {"target", a.update->target},
-                                      {"from_version", a.update->from_version},
-                                      {"to_version", a.update->to_version}};
-                          }
-                          return json{
-                              {"action", "start_backup"}, {"reason", a.reason}, {"update", update}};
-                        },
-                        [](const DeleteBackup& a) {
-                          return json{{"action", "delete_backup"}, {"backup_id", a.backup_id}};
-                        },
-                        [](const RecordFingerprint& a) {
-                          return json{{"action", "record_fingerprint"},
-                                      {"backup_id", a.backup_id},
-                                      {"keep_existing", a.keep_existing}};
-                        },
-                        [](const StartRollback& a) {
-                          return json{{"action", "start_rollback"},
-                                      {"backup_id", a.backup_id},
-                                      {"on_conflict", ConflictPolicyName(a.on_conflict)}};
-                        },
-                        [](const RunHealthCheck& a) {
-                          return json{{"action", "run_health_check"}, {"backup_id", a.backup_id}};
-                        },
-                        [](const PublishEvent& a) {
-                          return json{{"action", "publish_event"}, {"payload", a.Payload()}};
-                        },
-                        [](const PublishStatus& a) {
-                          return json{{"action", "publish_status"}, {"status", a.status}};
-                        },
-                        [](const Persist&) {
-                          return json{{"action", "persist"}};
-                        },
-                        [](const Respond& a) {
-                          json out{{"action", "respond"}, {"command", a.command}, {"data", a.data}};
-                          if (a.error) {
-                            out["error"] = a.error->message;
-                            out["code"] = ErrorCodeName(a.error->code);
-                          }
-                          return out;
-                        },
-                    },
-                    action);
+  return std::visit(
+      Overloaded{
+          [](const PublishDecision& a) {
+            return json{{"action", "publish_decision"}, {"payload", a.Payload()}};
+          },
+          [](const StartBackup& a) {
+            json update = nullptr;
+            if (a.update) {
+              update = {{"update_id", a.update->update_id},
+                        {"target", a.update->target},
+                        {"from_version", a.update->from_version},
+                        {"to_version", a.update->to_version}};
+            }
+            return json{{"action", "start_backup"}, {"reason", a.reason}, {"update", update}};
+          },
+          [](const DeleteBackup& a) {
+            return json{{"action", "delete_backup"}, {"backup_id", a.backup_id}};
+          },
+          [](const RecordFingerprint& a) {
+            return json{{"action", "record_fingerprint"},
+                        {"backup_id", a.backup_id},
+                        {"keep_existing", a.keep_existing}};
+          },
+          [](const StartRollback& a) {
+            return json{{"action", "start_rollback"},
+                        {"backup_id", a.backup_id},
+                        {"on_conflict", ConflictPolicyName(a.on_conflict)}};
+          },
+          [](const RunHealthCheck& a) {
+            return json{{"action", "run_health_check"}, {"backup_id", a.backup_id}};
+          },
+          [](const PublishEvent& a) {
+            return json{{"action", "publish_event"}, {"payload", a.Payload()}};
+          },
+          [](const PublishStatus& a) {
+            return json{{"action", "publish_status"}, {"status", a.status}};
+          },
+          [](const Persist&) {
+            return json{{"action", "persist"}};
+          },
+          [](const Respond& a) {
+            json out{{"action", "respond"}, {"command", a.command}, {"data", a.data}};
+            if (a.error) {
+              out["error"] = a.error->message;
+              out["code"] = ErrorCodeName(a.error->code);
+            }
+            return out;
+          },
+      },
+      action);
 }
 
 nlohmann::json ActionsToJson(const std::vector<Action>& actions) {
   json out = json::array();
   for (const auto& action : actions) out.emplace_back(ActionToJson(action));
   return out;
-}
-
-// ---- Time ----
-
-std::string FormatIsoTime(TimePoint time) { return FormatCivil(ToCivil(time), 'T') + "+00:00"; }
-
-std::string FormatExactTime(TimePoint time) {
-  const Civil civil = ToCivil(time);
-  std::string out = FormatCivil(civil, 'T');
-  if (civil.nanos != 0) {
-    char buf[16];
-    std::snprintf(buf, sizeof buf, ".%09lld", civil.nanos);
-    out += buf;
-  }
-  return out + "Z";
-}
-
-Result<TimePoint> ParseIsoTime(std::string_view text) {
-  const auto bad = [&] {
-    return Fail(ErrorCode::kBadInput,
-                "not an ISO 8601 UTC time: '" + std::string(text.substr(0, 40)) + "'");
-  };
-  // YYYY-MM-DDTHH:MM:SS
-  if (text.size() < 20) return bad();
-  const auto digits = [&](std::size_t pos, std::size_t count, int& value) {
-    value = 0;
-    for (std::size_t i = pos; i < pos + count; ++i) {
-      if (text[i] < '0' || text[i] > '9') return false;
-      value = value * 10 + (text[i] - '0');
-    }
-    return true;
-  };
-  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
-  if (!digits(0, 4, year) || text[4] != '-' || !digits(5, 2, month) || text[7] != '-' ||
-      !digits(8, 2, day) || text[10] != 'T' || !digits(11, 2, hour) || text[13] != ':' ||
-      !digits(14, 2, minute) || text[16] != ':' || !digits(17, 2, second)) {
-    return bad();
-  }
-  const std::chrono::year_month_day ymd{std::chrono::year{year},
-                                        std::chrono::month{static_cast<unsigned>(month)},
-                                        std::chrono::day{static_cast<unsigned>(day)}};
-  if (!ymd.ok() || hour > 23 || minute > 59 || second > 59) return bad();
-  // system_clock counts nanoseconds in 64 bits: 1677-09-21 .. 2262-04-11. A year outside would
-  // overflow (undefined behaviour) instead of being refused.
-  if (year < 1678 || year > 2261) return bad();
-  std::size_t pos = 19;
-  long long nanos = 0;
-  if (text[pos] == '.') {
-    ++pos;
-    std::size_t count = 0;
-    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
-      if (++count > 9) return bad();
-      nanos = nanos * 10 + (text[pos] - '0');
-      ++pos;
-    }
-    if (count == 0) return bad();
-    for (; count < 9; ++count) nanos *= 10;
-  }
-  const std::string_view zone = text.substr(pos);
-  if (zone != "Z" && zone != "+00:00") return bad();
-  const auto time = std::chrono::sys_days{ymd} + std::chrono::hours{hour} +
-                    std::chrono::minutes{minute} + seconds{second} + nanoseconds{nanos};
-  return std::chrono::time_point_cast<std::chrono::system_clock::duration>(time);
 }
 
 // ---- Persistence ----
@@ -554,7 +460,4 @@ Result<PersistedState> PersistedStateFromJson(const nlohmann::json& j) {
   SP_RETURN_IF_ERROR(CheckInvariants(s));
   return s;
 }
-
-std::string FormatHumanUtcTime(TimePoint time) { return FormatCivil(ToCivil(time), ' ') + " UTC"; }
-
 }  // namespace safepoint::service

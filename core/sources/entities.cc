@@ -13,7 +13,9 @@
 #include <utility>
 
 #include "core/base/io.h"
+#include "core/base/json_depth.h"
 #include "core/base/secret.h"
+#include "core/base/time_text.h"
 #include "core/base/utf8.h"
 
 namespace safepoint::entities {
@@ -174,7 +176,7 @@ Status PutPayload(BufferedWriter& w, std::string_view raw, Unparsed* unparsed) {
   }
   const auto first = raw.find_first_not_of(" \t\r\n");
   const bool may_be_json = first != std::string_view::npos;
-  if (may_be_json && NestedDeeperThan(raw, kMaxParsedDepth)) {
+  if (may_be_json && JsonNestedDeeperThan(raw, kMaxParsedDepth)) {
     *unparsed = Unparsed::kTooDeep;
   } else if (may_be_json && raw.size() > kMaxParsedBytes) {
     *unparsed = Unparsed::kTooLarge;
@@ -225,7 +227,7 @@ Result<std::string> GetPayload(const json& rec, const std::string& where) {
 // unquoted, a JSON object payload yields its "state" member.
 std::string StateText(const std::string& payload) {
   std::string s = payload;
-  json parsed = payload.size() > kMaxParsedBytes || NestedDeeperThan(payload, kMaxParsedDepth)
+  json parsed = payload.size() > kMaxParsedBytes || JsonNestedDeeperThan(payload, kMaxParsedDepth)
                     ? json(json::value_t::discarded)
                     : json::parse(payload, nullptr, false);
   if (!parsed.is_discarded()) {
@@ -280,95 +282,11 @@ std::vector<std::string_view> Levels(std::string_view s) {
 
 }  // namespace
 
-std::string FormatTime(std::chrono::system_clock::time_point t) {
-  using namespace std::chrono;
-  const auto ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
-  std::int64_t secs = ms / 1000;
-  std::int64_t frac = ms % 1000;
-  if (frac < 0) {
-    frac += 1000;
-    secs -= 1;
-  }
-  const auto tt = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[80];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(frac));
-  return buf;
-}
-
 std::optional<std::chrono::system_clock::time_point> ParseTime(std::string_view s) {
-  // YYYY-MM-DDTHH:MM:SS[.f+]Z
-  if (s.size() < 20 || s.back() != 'Z') return std::nullopt;
-  auto num = [&](std::size_t pos, std::size_t len, int* out) {
-    int v = 0;
-    for (std::size_t i = pos; i < pos + len; ++i) {
-      if (s[i] < '0' || s[i] > '9') return false;
-      v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-  };
-  std::tm tm{};
-  int year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0;
-  if (!num(0, 4, &year) || s[4] != '-' || !num(5, 2, &mon) || s[7] != '-' || !num(8, 2, &day) ||
-      s[10] != 'T' || !num(11, 2, &hour) || s[13] != ':' || !num(14, 2, &min) || s[16] != ':' ||
-      !num(17, 2, &sec)) {
-    return std::nullopt;
-  }
-  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60) {
-    return std::nullopt;
-  }
-  // system_clock counts nanoseconds in 64 bits: 1677-09-21 .. 2262-04-11. A year outside would
-  // overflow (undefined behaviour) instead of being refused.
-  if (year < 1678 || year > 2261) return std::nullopt;
-  int ms = 0;
-  std::size_t i = 19;
-  if (s[i] == '.') {
-    ++i;
-    int digits = 0;
-    while (i < s.size() - 1 && s[i] >= '0' && s[i] <= '9') {
-      if (digits < 3) ms = ms * 10 + (s[i] - '0');
-      ++digits;
-      ++i;
-    }
-    if (digits == 0) return std::nullopt;
-    for (int d = digits; d < 3; ++d) ms *= 10;
-  }
-  if (i != s.size() - 1) return std::nullopt;
-  tm.tm_year = year - 1900;
-  tm.tm_mon = mon - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = min;
-  tm.tm_sec = sec;
-  const std::time_t tt = timegm(&tm);
-  return std::chrono::system_clock::time_point(std::chrono::seconds(tt)) +
-         std::chrono::milliseconds(ms);
-}
-
-bool NestedDeeperThan(std::string_view text, std::size_t max_depth) {
-  std::size_t depth = 0;
-  bool in_string = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return true;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return false;
+  if (s.empty() || s.back() != 'Z') return std::nullopt;
+  auto t = ParseIsoTime(s);
+  if (!t) return std::nullopt;
+  return std::chrono::floor<std::chrono::milliseconds>(*t);
 }
 
 Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
@@ -381,7 +299,7 @@ Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
   BufferedWriter w(out);
   const json head = {
       {"format", kFormat},
-      {"captured_at", FormatTime(snapshot.captured_at)},
+      {"captured_at", FormatMillisTime(snapshot.captured_at)},
       {"source", snapshot.source},
       {"dropped", {{"topics", snapshot.dropped_topics}, {"payloads", snapshot.dropped_payloads}}}};
   // The small members as dump(1) would indent them; then one compact line per entity, so the
@@ -406,7 +324,7 @@ Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
     if (unparsed == Unparsed::kTooLarge && too_large++ == 0) first_too_large = r->topic;
     if (unparsed == Unparsed::kTooDeep && too_deep++ == 0) first_too_deep = r->topic;
     SP_RETURN_IF_ERROR(w.Put(r->retained ? ",\"retained\":true" : ",\"retained\":false"));
-    SP_RETURN_IF_ERROR(w.Put(",\"received_at\":\"" + FormatTime(r->received_at) + "\"}"));
+    SP_RETURN_IF_ERROR(w.Put(",\"received_at\":\"" + FormatMillisTime(r->received_at) + "\"}"));
     ++report.entities;
   }
   SP_RETURN_IF_ERROR(w.Put(report.entities == 0 ? "]\n}\n" : "\n ]\n}\n"));
@@ -438,9 +356,7 @@ Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
   return report;
 }
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 Result<WriteReport> WriteJsonFile(const EntitySnapshot& snapshot, const std::string& path) {
   const int fd =

@@ -73,10 +73,6 @@ struct WriteReport {
 // The document WriteJson writes, parsed (for tests and small snapshots).
 [[nodiscard]] nlohmann::json ToJson(const EntitySnapshot& snapshot);
 
-// True when `text`, read as JSON, opens more than `max_depth` nested arrays/objects (brackets
-// inside strings do not count). A linear scan that allocates nothing; `text` need not be JSON.
-[[nodiscard]] bool NestedDeeperThan(std::string_view text, std::size_t max_depth);
-
 // The records UnavailableNow looks at (topics ending in /availability or /state): what the
 // service keeps of a safety point's snapshot for the health check after an update.
 [[nodiscard]] EntitySnapshot AvailabilityOnly(const EntitySnapshot& snapshot);
@@ -106,9 +102,9 @@ struct WriteReport {
 // mirror.exclude.
 [[nodiscard]] bool MirrorAccepts(const config::MirrorConfig& mirror, std::string_view topic);
 
-// ISO-8601 UTC with milliseconds, e.g. "2024-05-01T12:00:00.123Z".
-[[nodiscard]] std::string FormatTime(std::chrono::system_clock::time_point t);
-// Parses "YYYY-MM-DDTHH:MM:SS[.fff...]Z"; std::nullopt when malformed.
+// Parses the times of an entity snapshot, "YYYY-MM-DDTHH:MM:SS[.fff...]Z" (ParseIsoTime with a
+// 'Z' zone), to the millisecond; std::nullopt when malformed. They are written with
+// FormatMillisTime (core/base/time_text.h).
 [[nodiscard]] std::optional<std::chrono::system_clock::time_point> ParseTime(std::string_view s);
 
 }  // namespace safepoint::entities

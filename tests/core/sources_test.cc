@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/time_text.h"
 #include "core/sources/entities.h"
 #include "tests/testutil/testutil.h"
 
@@ -590,7 +591,7 @@ TEST(EntitySnapshot, RejectsMalformedDocuments) {
 }
 
 TEST(EntitySnapshot, TimesRoundTripWithMilliseconds) {
-  EXPECT_EQ(entities::FormatTime(At(0)), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(FormatMillisTime(At(0)), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(entities::ParseTime("2024-05-01T12:00:00.5Z"), At(1714564800500));
   EXPECT_EQ(entities::ParseTime("2024-05-01T12:00:00Z"), At(1714564800000));
   EXPECT_EQ(entities::ParseTime("2024-05-01T12:00:00.123456Z"), At(1714564800123));

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/base/io.h"
+#include "core/base/json_depth.h"
 #include "core/sources/entities.h"
 
 namespace safepoint::service {
@@ -98,10 +99,10 @@ TEST(EntityMirror, HundredThousandLevelsAreKeptAsTextNotParsed) {
                                      "stored as text, not parsed (first: zigbee2mqtt/deep)"});
   EXPECT_EQ(ReadBack(w.text, "zigbee2mqtt/deep"), deep);
   // 64 levels are still parsed; 65 are not.
-  EXPECT_FALSE(entities::NestedDeeperThan(Nested(64), 64));
-  EXPECT_TRUE(entities::NestedDeeperThan(Nested(65), 64));
-  EXPECT_FALSE(entities::NestedDeeperThan("[\"[[[[[[\"]", 1));  // brackets in strings
-  EXPECT_FALSE(entities::NestedDeeperThan("[\"\\\"[[\"]", 1));  // after an escaped quote
+  EXPECT_FALSE(JsonNestedDeeperThan(Nested(64), 64));
+  EXPECT_TRUE(JsonNestedDeeperThan(Nested(65), 64));
+  EXPECT_FALSE(JsonNestedDeeperThan("[\"[[[[[[\"]", 1));  // brackets in strings
+  EXPECT_FALSE(JsonNestedDeeperThan("[\"\\\"[[\"]", 1));  // after an escaped quote
 }
 
 TEST(EntityMirror, TenMegabytePayloadIsDroppedWithAWarningUnderTheDefaultLimit) {
