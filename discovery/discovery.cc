@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "core/base/mqtt_names.h"
+
 namespace safepoint::discovery {
 namespace {
 
@@ -25,11 +27,9 @@ std::string EntitySlug(std::string_view node_id) {
 }
 
 Status ValidateTopic(std::string_view name, std::string_view topic) {
-  if (topic.empty() || topic.front() == '/' || topic.back() == '/' ||
-      topic.find_first_of(std::string_view("+#\0", 3)) != std::string_view::npos) {
-    return Fail(ErrorCode::kBadInput, std::string(name) +
-                                          " must be a non-empty MQTT topic without '+', '#' or a " +
-                                          "leading or trailing '/'");
+  if (auto st = mqtt_names::CheckBaseTopic(topic); !st) {
+    return Fail(ErrorCode::kBadInput, std::string(name) + " '" + std::string(topic) +
+                                          "' is not a usable MQTT topic: " + st.error().message);
   }
   return {};
 }
@@ -40,8 +40,30 @@ class Builder {
       : options_(options), state_(state), slug_(EntitySlug(options.node_id)) {}
 
   [[nodiscard]] json Build() const {
+    json cmps = Buttons();
+    cmps.update(Sensors());
+    cmps.update(BinarySensors());
+    cmps["safety_point"] = SafetyPointSelect();
+    cmps["event"] = LifecycleEvent();
+    json device{{"identifiers", json::array({options_.node_id})},
+                {"name", options_.device_name},
+                {"manufacturer", options_.manufacturer},
+                {"model", options_.model}};
+    if (!options_.sw_version.empty()) device["sw_version"] = options_.sw_version;
+
+    json origin{{"name", "safepoint"}};
+    if (!options_.sw_version.empty()) origin["sw"] = options_.sw_version;
+    if (!options_.support_url.empty()) origin["url"] = options_.support_url;
+
+    return json{{"dev", std::move(device)},
+                {"o", std::move(origin)},
+                {"cmps", std::move(cmps)},
+                {"qos", 1}};
+  }
+
+  // The buttons: the decision, back up and roll back now, and the conflict resolutions.
+  [[nodiscard]] json Buttons() const {
     json cmps = json::object();
-    // Buttons.
     cmps["continue"] = Button("continue", "Continue", "mdi:check-circle", "continue", "PRESS",
                               DecisionAvailabilityTopic(options_));
     cmps["cancel"] = Button("cancel", "Cancel", "mdi:close-circle", "cancel", "PRESS",
@@ -55,16 +77,22 @@ class Builder {
                            R"({"action":"merge"})", ConflictAvailabilityTopic(options_));
     cmps["abort"] = Button("abort", "Abort rollback", "mdi:cancel", "resolve",
                            R"({"action":"abort"})", ConflictAvailabilityTopic(options_));
+    return cmps;
+  }
 
-    // The safety point the "Roll back" button uses.
+  // The safety point the "Roll back" button uses.
+  [[nodiscard]] json SafetyPointSelect() const {
     json select = Common("select", "safety_point", "Safety point", "mdi:history", "");
     select["command_topic"] = options_.base_topic + "/cmd/select";
     select["state_topic"] = SafetyPointsTopic(options_);
     select["value_template"] = "{{ value_json.selected if value_json.selected else 'None' }}";
     select["options"] = state_.safety_points;
-    cmps["safety_point"] = std::move(select);
+    return select;
+  }
 
-    // Sensors.
+  // The status sensors: state, last safety point, count and progress.
+  [[nodiscard]] json Sensors() const {
+    json cmps = json::object();
     json status =
         StatusSensor("sensor", "status", "Status", "mdi:shield-sync", "{{ value_json.state }}");
     status["device_class"] = "enum";
@@ -112,8 +140,12 @@ class Builder {
                      "{{ value_json.progress if value_json.progress is not none else 0 }}");
     progress["unit_of_measurement"] = "%";
     cmps["progress"] = std::move(progress);
+    return cmps;
+  }
 
-    // Binary sensors.
+  // Awaiting confirmation, and a problem to look at.
+  [[nodiscard]] json BinarySensors() const {
+    json cmps = json::object();
     cmps["awaiting_confirmation"] = StatusSensor(
         "binary_sensor", "awaiting_confirmation", "Awaiting confirmation", "mdi:help-circle",
         "{{ 'ON' if value_json.state == 'awaiting_confirmation' else 'OFF' }}");
@@ -122,27 +154,15 @@ class Builder {
         "{{ 'ON' if value_json.state in ['error', 'awaiting_conflict_resolution'] else 'OFF' }}");
     problem["device_class"] = "problem";
     cmps["problem"] = std::move(problem);
+    return cmps;
+  }
 
-    // Lifecycle events.
+  // The lifecycle's events (update_succeeded, rollback_completed, ...).
+  [[nodiscard]] json LifecycleEvent() const {
     json event = Common("event", "event", "Lifecycle event", "mdi:bell-ring", "");
     event["state_topic"] = options_.base_topic + "/event";
     event["event_types"] = EventTypes();
-    cmps["event"] = std::move(event);
-
-    json device{{"identifiers", json::array({options_.node_id})},
-                {"name", options_.device_name},
-                {"manufacturer", options_.manufacturer},
-                {"model", options_.model}};
-    if (!options_.sw_version.empty()) device["sw_version"] = options_.sw_version;
-
-    json origin{{"name", "safepoint"}};
-    if (!options_.sw_version.empty()) origin["sw"] = options_.sw_version;
-    if (!options_.support_url.empty()) origin["url"] = options_.support_url;
-
-    return json{{"dev", std::move(device)},
-                {"o", std::move(origin)},
-                {"cmps", std::move(cmps)},
-                {"qos", 1}};
+    return event;
   }
 
  private:

@@ -1,15 +1,8 @@
 #include "mqtt/client.h"
 
-#include <arpa/inet.h>
 #include <mqtt/async_client.h>
-#include <netdb.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,312 +12,30 @@
 #include <cstring>
 #include <deque>
 #include <exception>
-#include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
 
+#include "core/base/mqtt_names.h"
+#include "mqtt/diagnosis.h"
+#include "mqtt/event_queue.h"
+
 namespace safepoint::mqtt {
 
 namespace paho = ::mqtt;
+using internal::ConnackReason;
+using internal::DiagnoseTls;
+using internal::EventQueue;
+using internal::IsAuthRefusal;
+using internal::Readable;
 using std::chrono::milliseconds;
 
 namespace {
 
 // Granularity at which blocking waits notice a shutdown request.
 constexpr milliseconds kSlice{50};
-// MQTT's limit on topic and payload lengths.
-constexpr std::size_t kMaxTopicBytes = 65535;
+// MQTT's limit on payload lengths.
 constexpr std::size_t kMaxPayloadBytes = 268435455;
-
-// Where the broker is, parsed from ClientOptions::url.
-struct BrokerAddress {
-  std::string paho_uri;  // tcp://host:port or ssl://host:port
-  std::string host;      // without IPv6 brackets
-  std::string port;
-  bool tls = false;
-};
-
-Result<BrokerAddress> ParseUrl(const std::string& url) {
-  const auto sep = url.find("://");
-  if (sep == std::string::npos) {
-    return Fail(
-        ErrorCode::kBadInput,
-        "MQTT url '" + url + "' has no scheme (expected mqtt://, mqtts://, tcp:// or ssl://)");
-  }
-  const std::string scheme = url.substr(0, sep);
-  BrokerAddress addr;
-  if (scheme == "mqtt" || scheme == "tcp") {
-    addr.tls = false;
-  } else if (scheme == "mqtts" || scheme == "ssl") {
-    addr.tls = true;
-  } else {
-    return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "': unsupported scheme '" + scheme +
-                                          "' (expected mqtt://, mqtts://, tcp:// or ssl://)");
-  }
-  std::string rest = url.substr(sep + 3);
-  if (!rest.empty() && rest.back() == '/') rest.pop_back();
-  if (rest.find('@') != std::string::npos) {
-    // Do not echo the url: it may hold a password.
-    return Fail(ErrorCode::kBadInput,
-                "MQTT url must not contain credentials; use mqtt.username and mqtt.password");
-  }
-  if (rest.empty() || rest.find_first_of("/?# ") != std::string::npos) {
-    return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "' must be scheme://host[:port]");
-  }
-  std::string port_text;
-  if (rest.front() == '[') {
-    const auto close = rest.find(']');
-    if (close == std::string::npos) {
-      return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "': unterminated IPv6 address");
-    }
-    addr.host = rest.substr(1, close - 1);
-    if (close + 1 < rest.size()) {
-      if (rest[close + 1] != ':') {
-        return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "' must be scheme://host[:port]");
-      }
-      port_text = rest.substr(close + 2);
-    }
-  } else {
-    const auto colon = rest.find(':');
-    addr.host = rest.substr(0, colon);
-    if (colon != std::string::npos) port_text = rest.substr(colon + 1);
-  }
-  if (addr.host.empty()) {
-    return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "' has no host");
-  }
-  if (port_text.empty()) {
-    port_text = addr.tls ? "8883" : "1883";
-  }
-  if (port_text.size() > 5 ||
-      !std::all_of(port_text.begin(), port_text.end(),
-                   [](char c) { return c >= '0' && c <= '9'; }) ||
-      std::stoi(port_text) < 1 || std::stoi(port_text) > 65535) {
-    return Fail(ErrorCode::kBadInput, "MQTT url '" + url + "': invalid port '" + port_text + "'");
-  }
-  addr.port = port_text;
-  const bool ipv6 = addr.host.find(':') != std::string::npos;
-  addr.paho_uri = std::string(addr.tls ? "ssl://" : "tcp://") + (ipv6 ? "[" : "") + addr.host +
-                  (ipv6 ? "]" : "") + ":" + addr.port;
-  return addr;
-}
-
-bool ValidTopicName(const std::string& topic) {
-  return !topic.empty() && topic.size() <= kMaxTopicBytes &&
-         topic.find_first_of(std::string("+#\0", 3)) == std::string::npos;
-}
-
-bool ValidTopicFilter(const std::string& filter) {
-  if (filter.empty() || filter.size() > kMaxTopicBytes) return false;
-  if (filter.find('\0') != std::string::npos) return false;
-  std::size_t start = 0;
-  while (true) {
-    const auto end = filter.find('/', start);
-    const std::string level =
-        filter.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    if (level.find_first_of("+#") != std::string::npos && level.size() != 1) return false;
-    if (level == "#" && end != std::string::npos) return false;
-    if (end == std::string::npos) return true;
-    start = end + 1;
-  }
-}
-
-bool Readable(const std::string& path) {
-  std::ifstream in(path);
-  return in.good();
-}
-
-std::string OpenSslError() {
-  const unsigned long code = ERR_get_error();  // NOLINT(google-runtime-int): OpenSSL's type
-  if (code == 0) return "unknown TLS error";
-  char buf[256];
-  ERR_error_string_n(code, buf, sizeof(buf));
-  ERR_clear_error();
-  return buf;
-}
-
-// Repeats the TLS handshake with OpenSSL alone to explain why Paho's connect failed (Paho 1.2
-// reports only "TCP/TLS connect failure", and its TLS error callback is unsafe to use: it
-// keeps a pointer to a copy of the options that is gone by the time the handshake runs).
-// Returns an empty string when the handshake succeeds.
-std::string DiagnoseTls(const BrokerAddress& addr, const ClientOptions::Tls& tls,
-                        milliseconds timeout) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (const int rc = ::getaddrinfo(addr.host.c_str(), addr.port.c_str(), &hints, &found); rc != 0) {
-    return std::string("cannot resolve host: ") + ::gai_strerror(rc);
-  }
-  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> ai(found, &::freeaddrinfo);
-  const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-  if (fd < 0) return std::string("socket: ") + std::strerror(errno);
-  std::unique_ptr<int, void (*)(int*)> fd_guard(new int(fd), [](int* p) {
-    ::close(*p);
-    delete p;
-  });
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-    return std::string("cannot reach ") + addr.host + ":" + addr.port + ": " + std::strerror(errno);
-  }
-
-  std::unique_ptr<SSL_CTX, decltype(&::SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
-                                                          &::SSL_CTX_free);
-  if (!ctx) return OpenSslError();
-  if (!tls.ca_file.empty()) {
-    if (SSL_CTX_load_verify_locations(ctx.get(), tls.ca_file.c_str(), nullptr) != 1) {
-      return "cannot load CA file " + tls.ca_file + ": " + OpenSslError();
-    }
-  } else {
-    SSL_CTX_set_default_verify_paths(ctx.get());
-  }
-  if (!tls.cert_file.empty()) {
-    if (SSL_CTX_use_certificate_chain_file(ctx.get(), tls.cert_file.c_str()) != 1) {
-      return "cannot load client certificate " + tls.cert_file + ": " + OpenSslError();
-    }
-    const std::string& key = tls.key_file.empty() ? tls.cert_file : tls.key_file;
-    if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1) {
-      return "cannot load client key " + key + ": " + OpenSslError();
-    }
-  }
-  SSL_CTX_set_verify(ctx.get(), tls.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-  std::unique_ptr<SSL, decltype(&::SSL_free)> ssl(SSL_new(ctx.get()), &::SSL_free);
-  if (!ssl) return OpenSslError();
-  SSL_set_fd(ssl.get(), fd);
-  in6_addr ip_buf{};
-  const bool is_ip = ::inet_pton(AF_INET, addr.host.c_str(), &ip_buf) == 1 ||
-                     ::inet_pton(AF_INET6, addr.host.c_str(), &ip_buf) == 1;
-  if (!is_ip) SSL_set_tlsext_host_name(ssl.get(), addr.host.c_str());
-  if (tls.verify) {
-    X509_VERIFY_PARAM* param = SSL_get0_param(ssl.get());
-    if (is_ip) {
-      X509_VERIFY_PARAM_set1_ip_asc(param, addr.host.c_str());
-    } else {
-      X509_VERIFY_PARAM_set1_host(param, addr.host.c_str(), 0);
-    }
-  }
-  ERR_clear_error();
-  if (SSL_connect(ssl.get()) != 1) {
-    const long verify = SSL_get_verify_result(ssl.get());  // NOLINT(google-runtime-int)
-    if (tls.verify && verify != X509_V_OK) {
-      return std::string("server certificate rejected: ") + X509_verify_cert_error_string(verify);
-    }
-    return "TLS handshake failed: " + OpenSslError();
-  }
-  SSL_shutdown(ssl.get());
-  return {};
-}
-
-// The broker's reason for refusing a connection, from the CONNACK code (3.1.1) or reason
-// code (5). Empty when the failure was not a refusal.
-std::string ConnackReason(int code) {
-  switch (code) {
-    case 1:
-      return "unacceptable protocol version";
-    case 2:
-      return "client identifier rejected";
-    case 3:
-      return "server unavailable";
-    case 4:
-      return "bad user name or password";
-    case 5:
-      return "not authorized";
-    case 0x80:
-      return "unspecified error";
-    case 0x81:
-      return "malformed packet";
-    case 0x82:
-      return "protocol error";
-    case 0x84:
-      return "unsupported protocol version";
-    case 0x85:
-      return "client identifier not valid";
-    case 0x86:
-      return "bad user name or password";
-    case 0x87:
-      return "not authorized";
-    case 0x88:
-      return "server unavailable";
-    case 0x89:
-      return "server busy";
-    case 0x8A:
-      return "banned";
-    case 0x8C:
-      return "bad authentication method";
-    case 0x95:
-      return "packet too large";
-    case 0x97:
-      return "quota exceeded";
-    case 0x9F:
-      return "connection rate exceeded";
-    default:
-      return {};
-  }
-}
-
-bool IsAuthRefusal(int code) { return code == 4 || code == 5 || code == 0x86 || code == 0x87; }
-
-// Bounded event queue. Producers: Paho's callback thread and the reconnect thread.
-class EventQueue {
- public:
-  explicit EventQueue(std::size_t max_messages)
-      : max_messages_(std::max<std::size_t>(1, max_messages)) {}
-
-  void PushMessage(Message message) {
-    {
-      std::lock_guard lock(mu_);
-      if (messages_ >= max_messages_) {
-        const auto oldest = std::find_if(events_.begin(), events_.end(), [](const Event& e) {
-          return e.kind == Event::Kind::kMessage;
-        });
-        events_.erase(oldest);
-        --messages_;
-        dropped_.fetch_add(1, std::memory_order_relaxed);
-      }
-      Event event;
-      event.kind = Event::Kind::kMessage;
-      event.message = std::move(message);
-      events_.push_back(std::move(event));
-      ++messages_;
-    }
-    cv_.notify_one();
-  }
-
-  void PushConnection(Event::Kind kind, std::string detail) {
-    {
-      std::lock_guard lock(mu_);
-      Event event;
-      event.kind = kind;
-      event.detail = std::move(detail);
-      events_.push_back(std::move(event));
-    }
-    cv_.notify_one();
-  }
-
-  std::optional<Event> Wait(milliseconds timeout) {
-    std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return std::nullopt;
-    Event event = std::move(events_.front());
-    events_.pop_front();
-    if (event.kind == Event::Kind::kMessage) --messages_;
-    return event;
-  }
-
-  // NOLINTNEXTLINE(readability-identifier-naming): accessor
-  [[nodiscard]] std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
-
- private:
-  const std::size_t max_messages_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Event> events_;
-  std::size_t messages_ = 0;  // kMessage entries in events_
-  std::atomic<std::uint64_t> dropped_{0};
-};
 
 // Describes a Paho exception without secrets (Paho never puts the password in its messages).
 std::string Describe(const paho::exception& e) {
@@ -353,7 +64,7 @@ class Client::Impl {
  public:
   explicit Impl(ClientOptions options)
       : options_(std::move(options)), events_(options_.max_queue), rng_(std::random_device{}()) {
-    auto addr = ParseUrl(options_.url);
+    auto addr = mqtt_names::ParseBrokerUrl(options_.url);
     if (!addr) {
       init_error_ = addr.error();
       return;
@@ -366,14 +77,17 @@ class Client::Impl {
       return;
     }
     protocol_.store(options_.protocol == kProtocolAuto ? 5 : options_.protocol);
-    if (options_.client_id.empty() || options_.client_id.size() > kMaxTopicBytes) {
+    if (options_.client_id.empty() || options_.client_id.size() > mqtt_names::kMaxTopicBytes) {
       init_error_ = Error{ErrorCode::kBadInput, "MQTT client id must not be empty"};
       return;
     }
-    if (!options_.will_topic.empty() && !ValidTopicName(options_.will_topic)) {
-      init_error_ =
-          Error{ErrorCode::kBadInput, "invalid MQTT will topic '" + options_.will_topic + "'"};
-      return;
+    if (!options_.will_topic.empty()) {
+      if (auto st = mqtt_names::CheckTopicName(options_.will_topic); !st) {
+        init_error_ =
+            Error{ErrorCode::kBadInput,
+                  "invalid MQTT will topic '" + options_.will_topic + "': " + st.error().message};
+        return;
+      }
     }
     if (auto created = CreatePaho(protocol_.load()); !created) {
       init_error_ = created.error();
@@ -434,8 +148,9 @@ class Client::Impl {
   Status Subscribe(const std::vector<std::pair<std::string, int>>& filters) {
     if (init_error_) return tl::unexpected(*init_error_);
     for (const auto& [filter, qos] : filters) {
-      if (!ValidTopicFilter(filter)) {
-        return Fail(ErrorCode::kBadInput, "invalid MQTT topic filter '" + filter + "'");
+      if (auto st = mqtt_names::CheckTopicFilter(filter); !st) {
+        return Fail(ErrorCode::kBadInput,
+                    "invalid MQTT topic filter '" + filter + "': " + st.error().message);
       }
       if (qos < 0 || qos > 2) {
         return Fail(ErrorCode::kBadInput,
@@ -462,8 +177,9 @@ class Client::Impl {
 
   Status Publish(const std::string& topic, std::string_view payload, int qos, bool retain) {
     if (init_error_) return tl::unexpected(*init_error_);
-    if (!ValidTopicName(topic)) {
-      return Fail(ErrorCode::kBadInput, "invalid MQTT topic '" + topic + "'");
+    if (auto st = mqtt_names::CheckTopicName(topic); !st) {
+      return Fail(ErrorCode::kBadInput,
+                  "invalid MQTT topic '" + topic + "': " + st.error().message);
     }
     if (qos < 0 || qos > 2) {
       return Fail(ErrorCode::kBadInput, "invalid MQTT QoS " + std::to_string(qos));
@@ -581,9 +297,8 @@ class Client::Impl {
     }
   }
 
-  // One connect attempt plus resubscription. REQUIRES: conn_mu_ held.
-  Status ConnectOnce(milliseconds timeout, bool cancellable) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // The TLS files exist and go together, checked before Paho reports a vague failure.
+  [[nodiscard]] Status CheckTlsFiles() const {
     if (address_.tls) {
       for (const auto* path :
            {&options_.tls.ca_file, &options_.tls.cert_file, &options_.tls.key_file}) {
@@ -596,10 +311,12 @@ class Client::Impl {
                     "TLS client authentication needs both a certificate and a key file");
       }
     }
+    return {};
+  }
 
-    // The password copy Paho needs; wiped when this attempt is over.
-    std::shared_ptr<std::string> password;
-    const int version = protocol_.load();
+  // The CONNECT options for protocol `version`; Paho keeps a reference to `password`.
+  [[nodiscard]] paho::connect_options ConnectOptions(
+      int version, milliseconds timeout, const std::shared_ptr<std::string>& password) const {
     paho::connect_options connect_options;
     connect_options.set_mqtt_version(version);
     if (version == 5) {
@@ -612,10 +329,7 @@ class Client::Impl {
         std::chrono::ceil<std::chrono::seconds>(timeout).count(), 1, 3600)));
     connect_options.set_automatic_reconnect(false);
     if (options_.username) connect_options.set_user_name(*options_.username);
-    if (options_.password) {
-      password = std::make_shared<std::string>(options_.password->view());
-      connect_options.set_password(paho::binary_ref(password));
-    }
+    if (password) connect_options.set_password(paho::binary_ref(password));
     if (!options_.will_topic.empty()) {
       connect_options.set_will(
           paho::will_options(options_.will_topic, options_.will_payload, 1, options_.will_retain));
@@ -629,7 +343,18 @@ class Client::Impl {
       ssl.set_verify(options_.tls.verify);
       connect_options.set_ssl(std::move(ssl));
     }
+    return connect_options;
+  }
 
+  // One connect attempt plus resubscription. REQUIRES: conn_mu_ held.
+  Status ConnectOnce(milliseconds timeout, bool cancellable) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    SP_RETURN_IF_ERROR(CheckTlsFiles());
+    const int version = protocol_.load();
+    // The password copy Paho needs; wiped when this attempt is over.
+    std::shared_ptr<std::string> password;
+    if (options_.password) password = std::make_shared<std::string>(options_.password->view());
+    paho::connect_options connect_options = ConnectOptions(version, timeout, password);
     Status result = Attempt(connect_options, deadline, cancellable);
     connect_options = paho::connect_options();
     if (password) sodium_memzero(password->data(), password->size());
@@ -708,9 +433,11 @@ class Client::Impl {
     }
     why = Describe(e);
     if (address_.tls) {
-      const std::string tls_reason = DiagnoseTls(
-          address_, options_.tls, std::min(options_.operation_timeout, milliseconds(5000)));
-      if (!tls_reason.empty()) why = tls_reason;
+      if (auto handshake = DiagnoseTls(address_, options_.tls,
+                                       std::min(options_.operation_timeout, milliseconds(5000)));
+          !handshake) {
+        why = handshake.error().message;
+      }
     }
     return Fail(ErrorCode::kIo, "cannot connect to MQTT broker " + options_.url + ": " + why);
   }
@@ -805,7 +532,7 @@ class Client::Impl {
   }
 
   const ClientOptions options_;
-  BrokerAddress address_;
+  mqtt_names::BrokerUrl address_;
   std::optional<Error> init_error_;
   EventQueue events_;
 

@@ -15,7 +15,7 @@ build=(
   libgtest-dev libgmock-dev googletest
 )
 test=(
-  mosquitto mosquitto-clients age zstd tar restic openssl python3 python3-jinja2 time hyperfine
+  mosquitto mosquitto-clients libmosquitto-dev age zstd tar restic openssl python3 python3-jinja2 time hyperfine
   clang-14 libclang-rt-14-dev systemd
 )
 # Node.js runs the test-only npm tools (age test vectors, Node-RED); any Node.js >= 18 will do.
