@@ -1,7 +1,6 @@
 #include "service/operations.h"
 
 #include <spdlog/spdlog.h>
-
 #include <unistd.h>
 
 #include <cerrno>
@@ -101,8 +100,7 @@ Status Operations::RecordFingerprint(const std::string& id, bool keep_existing) 
 }
 
 Result<rollback::Report> Operations::Rollback(
-    const std::string& id, rollback::Policy policy, bool dry_run,
-    const store::ProgressFn& progress,
+    const std::string& id, rollback::Policy policy, bool dry_run, const store::ProgressFn& progress,
     const std::function<bool(const rollback::Plan&)>& confirm) {
   auto lock = LockExclusive();
   if (!lock) return tl::unexpected(lock.error());
@@ -150,6 +148,22 @@ class EntitiesVisitor final : public store::EntryVisitor {
 };
 
 }  // namespace
+
+Result<rollback::Plan> Operations::Plan(const std::string& id, rollback::Policy policy) {
+  auto lock = store_.Lock(store::LockMode::kShared);
+  if (!lock) return tl::unexpected(lock.error());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  return rollback::MakePlan(config_, store_, *passphrase, id, policy);
+}
+
+Result<manifest::Manifest> Operations::Show(const std::string& id) {
+  auto summary = store_.Show(id);
+  if (!summary || summary->entries_listed) return summary;
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  return store_.Load(id, *passphrase);
+}
 
 Result<entities::EntitySnapshot> Operations::EntitiesOf(const std::string& id) {
   auto lock = store_.Lock(store::LockMode::kShared);

@@ -69,6 +69,12 @@ class Operations {
       const std::string& id, rollback::Policy policy, bool dry_run,
       const store::ProgressFn& progress = {},
       const std::function<bool(const rollback::Plan&)>& confirm = {});
+  // What a rollback to `id` would do with `policy` (the `diff` command); changes nothing.
+  [[nodiscard]] Result<rollback::Plan> Plan(const std::string& id, rollback::Policy policy);
+  // The manifest of `id` with its entry list; format 2 keeps that list encrypted, so reading it
+  // takes the passphrase (one scrypt). Takes no lock: writers replace a safety point's files
+  // by renaming, so a reader sees the old or the new file whole.
+  [[nodiscard]] Result<manifest::Manifest> Show(const std::string& id);
   // Finishes every rollback a crash interrupted; one line per action.
   [[nodiscard]] Result<std::vector<std::string>> Recover();
   // The entity states stored in safety point `id` (decrypts it).

@@ -66,12 +66,8 @@ bool Confirm(const rollback::Plan& plan) {
   return answer == "y" || answer == "Y" || answer == "yes";
 }
 
-}  // namespace
-
-void AddRollbackCommands(CLI::App& app, CliContext& cli) {
-  auto args = std::make_shared<RollbackArgs>();
-
-  // diff
+// `safepoint diff ID`: the plan of a rollback.
+void AddDiff(CLI::App& app, CliContext& cli, const std::shared_ptr<RollbackArgs>& args) {
   auto* diff = app.add_subcommand("diff", "show what a rollback to a safety point would do");
   diff->add_option("id", args->id, "safety point id")->required();
   diff->add_option("--on-conflict", args->on_conflict,
@@ -79,16 +75,14 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
   diff->callback(cli.Run([&cli, args](Operations& ops) {
     auto policy = PolicyFrom(args->on_conflict, ops.config());
     if (!policy) return cli.Failed(policy.error());
-    auto lock = ops.store().Lock(store::LockMode::kShared);
-    if (!lock) return cli.Failed(lock.error());
-    auto passphrase = config::LoadPassphrase(ops.config());
-    if (!passphrase) return cli.Failed(passphrase.error());
-    auto plan = rollback::MakePlan(ops.config(), ops.store(), *passphrase, args->id, *policy);
+    auto plan = ops.Plan(args->id, *policy);
     if (!plan) return cli.Failed(plan.error());
     return cli.Ok(rollback::ToJson(*plan), rollback::Describe(*plan));
   }));
+}
 
-  // fingerprint
+// `safepoint fingerprint ID`: records the post-update state by hand.
+void AddFingerprint(CLI::App& app, CliContext& cli, const std::shared_ptr<RollbackArgs>& args) {
   auto* fp = app.add_subcommand("fingerprint",
                                 "record the post-update state (hashes only) for a safety point");
   fp->add_option("id", args->id, "safety point id")->required();
@@ -108,8 +102,10 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
     return cli.Ok(json{{"id", args->id}, {"paths", n}, {"file", path}},
                   "recorded the fingerprint of " + std::to_string(n) + " paths for " + args->id);
   }));
+}
 
-  // rollback
+// `safepoint rollback ID`: asks (or takes --yes), then rolls back.
+void AddRollback(CLI::App& app, CliContext& cli, const std::shared_ptr<RollbackArgs>& args) {
   auto* rb = app.add_subcommand("rollback", "restore the files of a safety point");
   rb->add_option("id", args->id, "safety point id")->required();
   rb->add_option("--on-conflict", args->on_conflict,
@@ -147,8 +143,10 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
     for (const auto& e : report->errors) std::cerr << "safepoint: warning: " << e << "\n";
     return cli.Ok(rollback::ToJson(*report), DescribeReport(*report));
   }));
+}
 
-  // recover
+// `safepoint recover`: finishes an interrupted rollback.
+void AddRecover(CLI::App& app, CliContext& cli) {
   auto* recover = app.add_subcommand(
       "recover", "finish an interrupted rollback (every exclusive command does this first)");
   recover->callback(cli.Run([&cli](Operations& ops) {
@@ -159,6 +157,16 @@ void AddRollbackCommands(CLI::App& app, CliContext& cli) {
     if (notes->empty()) human = "nothing to recover\n";
     return cli.Ok(json{{"recovered", *notes}}, human);
   }));
+}
+
+}  // namespace
+
+void AddRollbackCommands(CLI::App& app, CliContext& cli) {
+  auto args = std::make_shared<RollbackArgs>();
+  AddDiff(app, cli, args);
+  AddFingerprint(app, cli, args);
+  AddRollback(app, cli, args);
+  AddRecover(app, cli);
 }
 
 }  // namespace safepoint::service

@@ -102,7 +102,6 @@ void AddBackup(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
       std::cerr << "safepoint: warning: retention failed: " << pruned.error().message << "\n";
     }
     return cli.Ok(summary, human);
-  
   }));
 }
 
@@ -128,7 +127,6 @@ void AddList(CLI::App& app, CliContext& cli) {
     }
     if (all->empty()) human = "no safety points yet\n";
     return cli.Ok(arr, human);
-  
   }));
 }
 
@@ -136,17 +134,8 @@ void AddShow(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
   auto* show = app.add_subcommand("show", "show a safety point's manifest");
   show->add_option("id", a->id, "safety point id")->required();
   show->callback(cli.Run([&cli, a](Operations& ops) {
-    const std::string& id = a->id;
-    // Format 2 keeps the entry list encrypted: reading it takes the passphrase (one scrypt).
-    auto summary = ops.store().Show(id);
-    if (!summary) return cli.Failed(summary.error());
-    Result<manifest::Manifest> m = summary;
-    if (!summary->entries_listed) {
-      auto passphrase = config::LoadPassphrase(ops.config());
-      if (!passphrase) return cli.Failed(passphrase.error());
-      m = ops.store().Load(id, *passphrase);
-      if (!m) return cli.Failed(m.error());
-    }
+    auto m = ops.Show(a->id);
+    if (!m) return cli.Failed(m.error());
     std::string human = "id:         " + m->id + "\nformat:     " + std::to_string(m->format) +
                         (m->format == 1 ? " (entry list in plaintext manifest.json)" : "") +
                         "\ncreated:    " + m->created_at + "\nreason:     " + m->reason + "\n";
@@ -175,7 +164,6 @@ void AddShow(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
           {"name", m->index->name}, {"size", m->index->size}, {"sha256", m->index->sha256}};
     }
     return cli.Ok(j, human);
-  
   }));
 }
 
@@ -207,7 +195,6 @@ void AddVerify(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
     if (first_error) return cli.FailedWith(*first_error, arr, human);
     if (results->empty()) human = "no safety points to verify\n";
     return cli.Ok(arr, human);
-  
   }));
 }
 
@@ -225,7 +212,6 @@ void AddExtract(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) 
     if (!n) return cli.Failed(n.error());
     return cli.Ok(json{{"id", id}, {"to", to}, {"extracted", *n}},
                   "extracted " + std::to_string(*n) + " entries of " + id + " into " + to);
-  
   }));
 }
 
@@ -242,7 +228,6 @@ void AddDecrypt(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) 
     FdSink out(STDOUT_FILENO, "stdout");
     if (auto st = ops.Decrypt(id, out); !st) return cli.Failed(st.error());
     return 0;
-  
   }));
 }
 
@@ -276,7 +261,6 @@ void AddPrune(CLI::App& app, CliContext& cli) {
     const json protected_id = r->protected_id.empty() ? json(nullptr) : json(r->protected_id);
     return cli.Ok(json{{"deleted", r->deleted}, {"kept", r->kept}, {"protected", protected_id}},
                   human);
-  
   }));
 }
 
@@ -317,7 +301,6 @@ void AddConfigCheck(CLI::App& app, CliContext& cli) {
                         "\n";
     for (const auto& w : request->warnings) human += "warning: " + w + "\n";
     cli.rc = cli.Ok(out, human);
-  
   });
 }
 
