@@ -21,8 +21,8 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 using controller_internal::Dump;
-using controller_internal::Overloaded;
 using controller_internal::kHomeAssistantStatus;
+using controller_internal::Overloaded;
 
 LifecycleOptions LifecycleOptionsFor(const config::Config& c) {
   LifecycleOptions o;
@@ -47,24 +47,6 @@ std::string LocalHumanTime(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
-std::chrono::system_clock::time_point NextDailyAt(std::chrono::system_clock::time_point now,
-                                                  std::chrono::minutes at) {
-  std::time_t tt = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  localtime_r(&tt, &tm);
-  for (int day = 0; day < 3; ++day) {
-    std::tm candidate = tm;
-    candidate.tm_mday += day;
-    candidate.tm_hour = static_cast<int>(at.count() / 60);
-    candidate.tm_min = static_cast<int>(at.count() % 60);
-    candidate.tm_sec = 0;
-    candidate.tm_isdst = -1;  // let mktime apply the day's DST rule
-    auto when = std::chrono::system_clock::from_time_t(std::mktime(&candidate));
-    if (when > now) return when;
-  }
-  return now + std::chrono::hours(24);
-}
-
 Controller::Controller(const config::Config& config, FileSystem& fs, const Clock& clock,
                        Backend& backend, mqtt::Transport& transport, JobRunner& jobs,
                        RetainedCheckFactory retained_check)
@@ -78,7 +60,8 @@ Controller::Controller(const config::Config& config, FileSystem& fs, const Clock
       make_retained_check_(std::move(retained_check)),
       lifecycle_(LifecycleOptionsFor(config)),
       mirror_(config.mqtt->mirror),
-      zigbee2mqtt_(mqtt_config_.zigbee2mqtt_base_topic, mqtt_config_.zigbee2mqtt_backup_timeout) {
+      zigbee2mqtt_(mqtt_config_.zigbee2mqtt_base_topic, mqtt_config_.zigbee2mqtt_backup_timeout),
+      schedule_(config.service.schedule.daily_at) {
   discovery_options_.base_topic = mqtt_config_.base_topic;
   discovery_options_.discovery_prefix = mqtt_config_.discovery_prefix;
   discovery_options_.node_id = mqtt_config_.node_id;
@@ -370,9 +353,8 @@ void Controller::RunHealthCheck(const std::string& backup_id) {
   if (it != entity_snapshots_.end()) {
     // Reported through the queue: the actions that asked for the check finish first.
     auto unavailable = entities::UnavailableNow(it->second, now_snapshot);
-    jobs_.Post([this, unavailable] {
-      Execute(lifecycle_.OnHealthReport(unavailable, clock_.Now()));
-    });
+    jobs_.Post(
+        [this, unavailable] { Execute(lifecycle_.OnHealthReport(unavailable, clock_.Now())); });
     return;
   }
   // After a restart the states at backup time come from the safety point itself.
@@ -391,18 +373,7 @@ void Controller::RunHealthCheck(const std::string& backup_id) {
 }
 
 void Controller::CheckSchedule(TimePoint now) {
-  const auto& daily = config_.service.schedule.daily_at;
-  if (!daily) return;
-  if (!next_scheduled_) {
-    next_scheduled_ = NextDailyAt(now, *daily);
-    return;
-  }
-  if (now < *next_scheduled_) return;
-  if (lifecycle_.Busy() || WorkerBusy()) {
-    *next_scheduled_ = now + std::chrono::minutes(1);  // postponed while another operation runs
-    return;
-  }
-  next_scheduled_ = NextDailyAt(now, *daily);
+  if (!schedule_.Due(now, lifecycle_.Busy() || WorkerBusy())) return;
   command_name_.clear();
   transaction_.reset();
   Execute(lifecycle_.OnManualBackupRequest(std::string("scheduled daily safety point"), now));
@@ -412,7 +383,7 @@ Controller::TimePoint Controller::NextWake(TimePoint now) const {
   TimePoint wake = now + seconds(60);
   if (const auto& d = lifecycle_.Snapshot().deadline; d && *d < wake) wake = *d;
   if (rediscover_at_ && *rediscover_at_ < wake) wake = *rediscover_at_;
-  if (next_scheduled_ && *next_scheduled_ < wake) wake = *next_scheduled_;
+  if (const auto d = schedule_.next(); d && *d < wake) wake = *d;
   if (const auto d = zigbee2mqtt_.Deadline(); d && *d < wake) wake = *d;
   return std::max(wake, now + milliseconds(10));
 }

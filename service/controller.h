@@ -21,6 +21,7 @@
 #include "service/lifecycle.h"
 #include "service/mirror.h"
 #include "service/retained_probe.h"
+#include "service/schedule.h"
 #include "service/zigbee2mqtt.h"
 
 namespace safepoint::service {
@@ -175,7 +176,6 @@ class Controller {
   std::string command_name_;                      // of the command being handled
   std::map<std::string, std::string> published_;  // retained state topics since connecting
   std::optional<TimePoint> rediscover_at_;
-  std::optional<TimePoint> next_scheduled_;
   Zigbee2MqttExchange zigbee2mqtt_;
   // The safety point the lifecycle uses (pending update, rollback); retention on the worker
   // never deletes it. Written by the state thread in Execute.
@@ -183,13 +183,12 @@ class Controller {
   std::optional<std::string> in_use_;
   int pending_jobs_ = 0;
   std::mt19937 rng_{std::random_device{}()};
-  std::chrono::steady_clock::time_point bucket_time_{};
-  double bucket_tokens_ = 100;
+  DailySchedule schedule_;
+  // Shared by error answers and the log lines about invalid messages: an invalid message takes
+  // two (its log line and its answer), so 50 of them are answered at once and 25 per second
+  // after that (docs/security.md).
+  TokenBucket error_budget_{100, 50};
 };
-
-// Next local wall-clock time at `minutes_after_midnight` strictly after `now`.
-[[nodiscard]] std::chrono::system_clock::time_point NextDailyAt(
-    std::chrono::system_clock::time_point now, std::chrono::minutes minutes_after_midnight);
 
 // "2026-02-11 13:10:54 CET" in local time.
 [[nodiscard]] std::string LocalHumanTime(std::chrono::system_clock::time_point t);

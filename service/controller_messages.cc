@@ -1,20 +1,19 @@
 // The controller's inbound side: MQTT messages, commands and their answers.
-#include "service/controller.h"
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 
 #include "core/base/utf8.h"
+#include "service/controller.h"
 #include "service/controller_internal.h"
 
 namespace safepoint::service {
 
-using nlohmann::json;
 using controller_internal::Dump;
+using controller_internal::kHomeAssistantStatus;
 using controller_internal::Overloaded;
 using controller_internal::Printable;
-using controller_internal::kHomeAssistantStatus;
+using nlohmann::json;
 using std::chrono::milliseconds;
 
 void Controller::HandleEvent(const mqtt::Event& event) {
@@ -154,15 +153,15 @@ bool Controller::Known(const std::string& id) const {
 void Controller::Rollback(const RollbackCommand& c) {
   std::optional<std::string> id = c.backup_id ? c.backup_id : selected_;
   if (!id) {
-    Respond(command_name_, Error{ErrorCode::kBadInput, "no safety point selected"},
-            json::object(), transaction_);
+    Respond(command_name_, Error{ErrorCode::kBadInput, "no safety point selected"}, json::object(),
+            transaction_);
     return;
   }
   if (!Known(*id)) {
     RefreshSafetyPoints();
     if (!Known(*id)) {
-      Respond(command_name_, Error{ErrorCode::kNotFound, "no safety point " + *id},
-              json::object(), transaction_);
+      Respond(command_name_, Error{ErrorCode::kNotFound, "no safety point " + *id}, json::object(),
+              transaction_);
       return;
     }
   }
@@ -190,8 +189,8 @@ void Controller::Verify(const VerifyCommand& c) {
     });
   });
   if (!ok) {
-    Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"},
-            json::object(), transaction_);
+    Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"}, json::object(),
+            transaction_);
   }
 }
 
@@ -219,8 +218,8 @@ void Controller::Delete(const DeleteCommand& c) {
     });
   });
   if (!ok) {
-    Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"},
-            json::object(), transaction_);
+    Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"}, json::object(),
+            transaction_);
   }
 }
 
@@ -282,23 +281,13 @@ bool Controller::StaleRetained(const mqtt::Message& m, const std::string& comman
 }
 
 bool Controller::RateLimitError() {
-  // Token bucket of 100 tokens refilled at 50 per second, shared by error answers and the log
-  // lines about invalid messages: an invalid message takes two (its log line and its answer), so
-  // 50 of them are answered at once and 25 per second after that (docs/security.md).
-  auto now = clock_.Monotonic();
-  double elapsed = std::chrono::duration<double>(now - bucket_time_).count();
-  bucket_time_ = now;
-  bucket_tokens_ = std::min(100.0, bucket_tokens_ + elapsed * 50.0);
-  if (bucket_tokens_ < 1.0) {
-    ++stats_.responses_suppressed;
-    return false;
-  }
-  bucket_tokens_ -= 1.0;
-  return true;
+  if (error_budget_.Take(clock_.Monotonic())) return true;
+  ++stats_.responses_suppressed;
+  return false;
 }
 
 void Controller::Respond(const std::string& command, const std::optional<Error>& error,
-                     const json& data, const std::optional<json>& transaction) {
+                         const json& data, const std::optional<json>& transaction) {
   if (error && !RateLimitError()) return;
   std::string text;
   if (error) {

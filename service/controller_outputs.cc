@@ -1,19 +1,18 @@
 // The controller's outbound side: availability, discovery, the state topics, the list of safety
 // points and the persisted state file.
-#include "service/controller.h"
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <filesystem>
 
 #include "core/base/io.h"
+#include "service/controller.h"
 #include "service/controller_internal.h"
 
 namespace safepoint::service {
 
-using nlohmann::json;
 using controller_internal::Dump;
+using nlohmann::json;
 
 std::string Controller::Topic(const std::string& suffix) const {
   return mqtt_config_.base_topic + "/" + suffix;
