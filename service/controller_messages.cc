@@ -230,18 +230,7 @@ void Controller::List() {
     return;
   }
   json items = json::array();
-  for (auto it = list->rbegin(); it != list->rend(); ++it) {
-    json j = {{"id", it->id}};
-    if (it->manifest) {
-      j["created_at"] = it->manifest->created_at;
-      j["reason"] = it->manifest->reason;
-      j["files"] = it->manifest->FileCount();
-      j["bytes"] = it->manifest->TotalBytes();
-    } else {
-      j["problem"] = it->problem;
-    }
-    items.push_back(std::move(j));
-  }
+  for (auto it = list->rbegin(); it != list->rend(); ++it) items.push_back(ListingJson(*it));
   Respond(command_name_, std::nullopt, json{{"safety_points", items}}, transaction_);
 }
 

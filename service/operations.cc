@@ -290,4 +290,20 @@ nlohmann::json VerifyResultJson(const Operations::VerifyResult& r) {
   return {{"id", r.id}, {"ok", true}, {"entries", r.report.entries}, {"bytes", r.report.bytes}};
 }
 
+nlohmann::json ListingJson(const store::Listing& l) {
+  nlohmann::json j = {{"id", l.id}};
+  if (l.manifest) {
+    const auto& m = *l.manifest;
+    j["created_at"] = m.created_at;
+    j["reason"] = m.reason;
+    j["files"] = m.FileCount();
+    j["bytes"] = m.TotalBytes();
+    j["payload_bytes"] = m.payload ? m.payload->size : 0;
+    j["update"] = m.update ? nlohmann::json(m.update->update_id) : nlohmann::json(nullptr);
+  } else {
+    j["problem"] = l.problem;
+  }
+  return j;
+}
+
 }  // namespace safepoint::service

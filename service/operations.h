@@ -100,6 +100,11 @@ class Operations {
 // {"id", "ok": true, "entries", "bytes"} or {"id", "ok": false, "error": <code name>, "message"}.
 [[nodiscard]] nlohmann::json VerifyResultJson(const Operations::VerifyResult& result);
 
+// One safety point of a listing as `list` answers it (CLI --json, MQTT): {"id", "created_at",
+// "reason", "files", "bytes", "payload_bytes", "update"}, or {"id", "problem"} when its manifest
+// cannot be read.
+[[nodiscard]] nlohmann::json ListingJson(const store::Listing& listing);
+
 // Store options from the configuration.
 [[nodiscard]] store::Options StoreOptionsFor(const config::Config& config);
 // The summary of a new safety point (CLI --json, MQTT responses and events).

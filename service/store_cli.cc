@@ -52,22 +52,6 @@ bool UsedByService(const config::Config& config, const std::string& id) {
   return busy && state->backup_id == id;
 }
 
-json ListingJson(const store::Listing& l) {
-  json j = {{"id", l.id}};
-  if (l.manifest) {
-    const auto& m = *l.manifest;
-    j["created_at"] = m.created_at;
-    j["reason"] = m.reason;
-    j["files"] = m.FileCount();
-    j["bytes"] = m.TotalBytes();
-    j["payload_bytes"] = m.payload ? m.payload->size : 0;
-    j["update"] = m.update ? json(m.update->update_id) : json(nullptr);
-  } else {
-    j["problem"] = l.problem;
-  }
-  return j;
-}
-
 void AddBackup(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
   auto* backup = app.add_subcommand("backup", "take a safety point now");
   backup->add_option("--reason", a->reason, "why (shown in list and in the manifest)");

@@ -571,6 +571,8 @@ TEST_F(DaemonTest, ListStatusAndSelect) {
   EXPECT_EQ(items[0]["reason"], "two");
   EXPECT_EQ(items[1]["files"], 3);
   EXPECT_EQ(items[1]["bytes"], 1000);
+  EXPECT_EQ(items[1]["update"], nullptr);  // the same items as `safepoint list --json`
+  EXPECT_TRUE(items[1].contains("payload_bytes"));
 
   Message("sp/cmd/text", "/status");
   EXPECT_EQ(Response("text")["data"]["state"], "idle");
