@@ -3,11 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <filesystem>
 
 #include "core/base/io.h"
 #include "service/controller.h"
 #include "service/controller_internal.h"
+#include "service/state_file.h"
 
 namespace safepoint::service {
 
@@ -88,55 +88,18 @@ std::optional<BackupSummary> Controller::Newest() {
 }
 
 void Controller::Persist() {
-  const std::string& path = config_.service.state_file;
-  {
-    std::error_code ec;
-    auto parent = std::filesystem::path(path).parent_path();
-    if (!parent.empty() && !std::filesystem::exists(parent, ec)) {
-      std::filesystem::create_directories(parent, ec);
-      std::filesystem::permissions(parent, std::filesystem::perms::owner_all, ec);
-    }
-  }
-  const std::string tmp = path + ".tmp";
-  std::string text = PersistedStateToJson(lifecycle_.Snapshot())
-                         .dump(1, ' ', false, json::error_handler_t::replace) +
-                     "\n";
-  auto write = [&]() -> Status {
-    (void)fs_.Remove(tmp);
-    auto f = fs_.CreateFile(tmp, 0600);
-    if (!f) return tl::unexpected(f.error());
-    SP_RETURN_IF_ERROR(
-        (*f)->Append({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}));
-    SP_RETURN_IF_ERROR((*f)->Sync());
-    SP_RETURN_IF_ERROR((*f)->Close());
-    SP_RETURN_IF_ERROR(fs_.Rename(tmp, path));
-    auto slash = path.rfind('/');
-    return fs_.SyncDir(slash == std::string::npos ? "." : path.substr(0, slash));
-  };
-  if (auto st = write(); !st) {
-    spdlog::error("cannot save the service state to {}: {}", path, st.error().message);
+  if (auto st = WriteStateFile(fs_, config_.service.state_file, lifecycle_.Snapshot()); !st) {
+    spdlog::error("cannot save the service state to {}: {}", config_.service.state_file,
+                  st.error().message);
   }
 }
 
 void Controller::LoadPersisted() {
-  // Never waits on a FIFO or reads a giant: the state file is a few hundred bytes.
-  constexpr std::size_t kMaxStateFileBytes = 1 << 20;
-  auto text = ReadFileBounded(config_.service.state_file, kMaxStateFileBytes);
-  if (!text) {
-    if (text.error().code != ErrorCode::kNotFound) {
-      spdlog::error("service state: {}; starting idle", text.error().message);
-    }
-    return;
-  }
-  json j = json::parse(*text, nullptr, false);
-  if (j.is_discarded()) {
-    spdlog::error("service state {} is not valid JSON; starting idle", config_.service.state_file);
-    return;
-  }
-  auto state = PersistedStateFromJson(j);
+  auto state = ReadStateFile(config_.service.state_file);
   if (!state) {
-    spdlog::error("service state {}: {}; starting idle", config_.service.state_file,
-                  state.error().message);
+    if (state.error().code != ErrorCode::kNotFound) {
+      spdlog::error("service state: {}; starting idle", state.error().message);
+    }
     return;
   }
   spdlog::info("resuming: state {}", StateName(state->state));

@@ -4,12 +4,10 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +19,7 @@
 #include "service/collect.h"
 #include "service/lifecycle.h"
 #include "service/operations.h"
+#include "service/state_file.h"
 
 namespace safepoint::service {
 
@@ -40,14 +39,8 @@ struct Args {
 // True when the running service uses safety point `id` now (a pending update, a rollback), as
 // its state file says. Read at each call: a use the service starts meanwhile is seen.
 bool UsedByService(const config::Config& config, const std::string& id) {
-  std::ifstream in(config.service.state_file);
-  if (!in.good()) return false;
-  std::stringstream text;
-  text << in.rdbuf();
-  const json j = json::parse(text.str(), nullptr, false);
-  if (j.is_discarded()) return false;
-  const auto state = PersistedStateFromJson(j);
-  if (!state) return false;  // the service starts idle from such a file
+  const auto state = ReadStateFile(config.service.state_file);
+  if (!state) return false;  // the service starts idle without a readable state file
   const bool busy = state->state != State::kIdle && state->state != State::kError;
   return busy && state->backup_id == id;
 }

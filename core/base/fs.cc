@@ -237,4 +237,36 @@ Status PosixFileSystem::SetMtime(const std::string& path, std::int64_t mtime) {
   return {};
 }
 
+Status WriteFileAtomically(FileSystem& fs, const std::string& path, std::string_view content,
+                           mode_t mode) {
+  const std::string tmp = path + ".tmp";
+  struct stat st {};
+  if (::lstat(tmp.c_str(), &st) == 0) SP_RETURN_IF_ERROR(fs.Remove(tmp));
+  auto file = fs.CreateFile(tmp, mode);
+  if (!file) return tl::unexpected(file.error());
+  SP_RETURN_IF_ERROR((*file)->Append(std::span<const std::uint8_t>(
+      reinterpret_cast<const std::uint8_t*>(content.data()), content.size())));
+  SP_RETURN_IF_ERROR((*file)->Sync());
+  SP_RETURN_IF_ERROR((*file)->Close());
+  SP_RETURN_IF_ERROR(fs.Rename(tmp, path));
+  auto slash = path.rfind('/');
+  return fs.SyncDir(slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash));
+}
+
+Status MakeDirs(FileSystem& fs, const std::string& path, mode_t mode) {
+  std::size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    const std::string prefix = path.substr(0, pos);
+    if (prefix.empty() || prefix == "/") continue;
+    struct stat st {};
+    if (::stat(prefix.c_str(), &st) == 0) {
+      if (!S_ISDIR(st.st_mode)) return Fail(ErrorCode::kIo, prefix + " is not a directory");
+      continue;
+    }
+    SP_RETURN_IF_ERROR(fs.MakeDir(prefix, mode));
+  }
+  return {};
+}
+
 }  // namespace safepoint

@@ -99,4 +99,13 @@ class PosixFileSystem final : public FileSystem {
 // Maps errno of a failed `op` on `path` to an Error (kNoSpace for ENOSPC/EDQUOT, else kIo).
 [[nodiscard]] Error ErrnoError(int err, std::string_view op, std::string_view path);
 
+// Writes `content` to `path` atomically through `fs`: "<path>.tmp" is written, fsynced and
+// renamed over `path`, then the directory is fsynced. A stale "<path>.tmp" is replaced.
+[[nodiscard]] Status WriteFileAtomically(FileSystem& fs, const std::string& path,
+                                         std::string_view content, mode_t mode);
+
+// Creates `path` and its missing parents through `fs`, each with `mode` (like mkdir -p; an
+// existing directory is left as it is). kIo when a part exists and is not a directory.
+[[nodiscard]] Status MakeDirs(FileSystem& fs, const std::string& path, mode_t mode);
+
 }  // namespace safepoint

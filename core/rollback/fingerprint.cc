@@ -195,22 +195,6 @@ Result<std::optional<PathState>> ReadPathState(const std::string& root, const st
   return std::optional<PathState>(std::move(s));
 }
 
-Status WriteFileAtomically(FileSystem& fs, const std::string& path, std::string_view content,
-                           mode_t mode) {
-  const std::string tmp = path + ".tmp";
-  struct stat st {};
-  if (::lstat(tmp.c_str(), &st) == 0) SP_RETURN_IF_ERROR(fs.Remove(tmp));
-  auto file = fs.CreateFile(tmp, mode);
-  if (!file) return tl::unexpected(file.error());
-  SP_RETURN_IF_ERROR((*file)->Append(std::span<const std::uint8_t>(
-      reinterpret_cast<const std::uint8_t*>(content.data()), content.size())));
-  SP_RETURN_IF_ERROR((*file)->Sync());
-  SP_RETURN_IF_ERROR((*file)->Close());
-  SP_RETURN_IF_ERROR(fs.Rename(tmp, path));
-  auto slash = path.rfind('/');
-  return fs.SyncDir(slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash));
-}
-
 bool Fingerprint::Matches(const std::string& path, const PathState& state) const {
   if (!is_keyed) {
     auto it = paths.find(path);

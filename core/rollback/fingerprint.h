@@ -74,11 +74,6 @@ inline constexpr std::string_view kFingerprintName = "fingerprint.json";
 // SHA-256 (hex) of a regular file, opened without following a final symlink.
 [[nodiscard]] Result<std::string> HashFile(const std::string& path);
 
-// Writes `content` to `path` atomically through `fs`: "<path>.tmp" is written, fsynced and
-// renamed over `path`, then the directory is fsynced. A stale "<path>.tmp" is replaced.
-[[nodiscard]] Status WriteFileAtomically(FileSystem& fs, const std::string& path,
-                                         std::string_view content, mode_t mode);
-
 // Hashes the current ha_config and workspace source set (the same selection a safety point
 // takes: paths, type, mode, size, SHA-256 and link target; no contents) into
 // <backup_dir>/<id>/fingerprint.json, atomically, replacing an older one. For a format 2 safety
