@@ -169,10 +169,7 @@ class Client::Impl {
       }
     }
     if (!connected_.load()) return {};
-    std::vector<std::string> refused;
-    Status status = SubscribeNow(filters, &refused);
-    Forget(refused);
-    return status;
+    return SubscribeNow(filters);
   }
 
   Status Publish(const std::string& topic, std::string_view payload, int qos, bool retain) {
@@ -380,9 +377,7 @@ class Client::Impl {
 
     std::string detail = "connected to " + options_.url;
     if (!filters_.empty()) {
-      std::vector<std::string> refused;
-      Status subscribed = SubscribeNow(filters_, &refused);
-      Forget(refused);
+      Status subscribed = SubscribeNow(filters_);
       if (!subscribed && connected_.load()) {
         spdlog::warn("mqtt: {}", subscribed.error().message);
         detail += "; " + subscribed.error().message;
@@ -442,14 +437,14 @@ class Client::Impl {
     return Fail(ErrorCode::kIo, "cannot connect to MQTT broker " + options_.url + ": " + why);
   }
 
-  // Subscribes `filters` now; broker-refused filters go to `refused`. REQUIRES: conn_mu_ held.
-  Status SubscribeNow(const std::vector<std::pair<std::string, int>>& filters,
-                      std::vector<std::string>* refused) {
-    if (protocol_.load() == 5 && !options_.retain_as_published.empty()) {
-      SP_RETURN_IF_ERROR(SubscribeEach(filters, refused));
-    } else {
-      SP_RETURN_IF_ERROR(SubscribeAll(filters, refused));
-    }
+  // Subscribes `filters` now. The filters the broker refuses are forgotten (not asked for again
+  // after a reconnect) and named in the error. REQUIRES: conn_mu_ held.
+  Status SubscribeNow(const std::vector<std::pair<std::string, int>>& filters) {
+    auto refused = protocol_.load() == 5 && !options_.retain_as_published.empty()
+                       ? SubscribeEach(filters)
+                       : SubscribeAll(filters);
+    if (!refused) return tl::unexpected(std::move(refused.error()));
+    Forget(*refused);
     if (!refused->empty()) {
       std::string list;
       for (const auto& name : *refused) list += (list.empty() ? "'" : ", '") + name + "'";
@@ -459,9 +454,10 @@ class Client::Impl {
     return {};
   }
 
-  // One SUBSCRIBE for all filters. REQUIRES: conn_mu_ held.
-  Status SubscribeAll(const std::vector<std::pair<std::string, int>>& filters,
-                      std::vector<std::string>* refused) {
+  // One SUBSCRIBE for all filters; the filters the broker refused. REQUIRES: conn_mu_ held.
+  Result<std::vector<std::string>> SubscribeAll(
+      const std::vector<std::pair<std::string, int>>& filters) {
+    std::vector<std::string> refused;
     std::vector<std::string> names;
     paho::iasync_client::qos_collection qos;
     for (const auto& [filter, q] : filters) {
@@ -475,25 +471,23 @@ class Client::Impl {
       }
       const auto codes = token->get_subscribe_response().get_reason_codes();
       for (std::size_t i = 0; i < codes.size() && i < names.size(); ++i) {
-        if (static_cast<int>(codes[i]) >= 0x80) refused->push_back(names[i]);
+        if (static_cast<int>(codes[i]) >= 0x80) refused.push_back(names[i]);
       }
     } catch (const paho::exception& e) {
-      if (e.get_reason_code() >= 0x80 && connected_.load()) {
-        *refused = names;
-        return Fail(ErrorCode::kIo,
-                    "MQTT broker " + options_.url + " refused the subscription: " + Describe(e));
-      }
+      // The broker refused the whole SUBSCRIBE.
+      if (e.get_reason_code() >= 0x80 && connected_.load()) return names;
       return Fail(ErrorCode::kIo, "cannot subscribe on " + options_.url + ": " + Describe(e));
     }
-    return {};
+    return refused;
   }
 
   // MQTT 5 with Retain As Published on some filters: one SUBSCRIBE per filter, each with its own
   // options. (Paho C++ 1.2 loses a list of subscribe options when it copies the response
   // options, and MQTTAsync_subscribeMany then dereferences a null list:
-  // eclipse-paho/paho.mqtt.cpp#524.) REQUIRES: conn_mu_ held.
-  Status SubscribeEach(const std::vector<std::pair<std::string, int>>& filters,
-                       std::vector<std::string>* refused) {
+  // eclipse-paho/paho.mqtt.cpp#524.) The filters the broker refused. REQUIRES: conn_mu_ held.
+  Result<std::vector<std::string>> SubscribeEach(
+      const std::vector<std::pair<std::string, int>>& filters) {
+    std::vector<std::string> refused;
     for (const auto& [filter, qos] : filters) {
       const bool keep =
           std::find(options_.retain_as_published.begin(), options_.retain_as_published.end(),
@@ -507,16 +501,16 @@ class Client::Impl {
           return Fail(ErrorCode::kIo, "no SUBACK from " + options_.url + " in time");
         }
         const auto codes = token->get_subscribe_response().get_reason_codes();
-        if (!codes.empty() && static_cast<int>(codes.front()) >= 0x80) refused->push_back(filter);
+        if (!codes.empty() && static_cast<int>(codes.front()) >= 0x80) refused.push_back(filter);
       } catch (const paho::exception& e) {
         if (e.get_reason_code() >= 0x80 && connected_.load()) {
-          refused->push_back(filter);
+          refused.push_back(filter);
           continue;
         }
         return Fail(ErrorCode::kIo, "cannot subscribe on " + options_.url + ": " + Describe(e));
       }
     }
-    return {};
+    return refused;
   }
 
   // Drops filters from the remembered set. REQUIRES: conn_mu_ held.

@@ -81,13 +81,11 @@ bool IsHex64(const std::string& s) {
          });
 }
 
-manifest::EntryType TypeFromName(std::string_view name, bool* ok) {
-  *ok = true;
+std::optional<manifest::EntryType> TypeFromName(std::string_view name) {
   if (name == "file") return manifest::EntryType::kFile;
   if (name == "symlink") return manifest::EntryType::kSymlink;
   if (name == "dir") return manifest::EntryType::kDirectory;  // manifest::EntryTypeName
-  *ok = false;
-  return manifest::EntryType::kFile;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -267,9 +265,9 @@ Result<Fingerprint> ParseFingerprint(std::string_view text) {
     }
     for (const auto& e : j.at("entries")) {
       PathState s;
-      bool ok = false;
-      s.type = TypeFromName(e.at("type").get<std::string>(), &ok);
-      if (!ok) return Fail(ErrorCode::kCorrupt, "fingerprint: unknown entry type");
+      const auto type = TypeFromName(e.at("type").get<std::string>());
+      if (!type) return Fail(ErrorCode::kCorrupt, "fingerprint: unknown entry type");
+      s.type = *type;
       auto path_or = GetName(e, "path", "fingerprint");
       if (!path_or) return tl::unexpected(path_or.error());
       const std::string path = std::move(*path_or);

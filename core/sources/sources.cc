@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -263,19 +264,25 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() > suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-void ScanSitePackages(const std::string& site, std::vector<Package>* packages,
-                      std::vector<std::string>* warnings) {
+// What one site-packages directory holds.
+struct SiteScan {
+  std::vector<Package> packages;
+  std::vector<std::string> warnings;
+};
+
+SiteScan ScanSitePackages(const std::string& site) {
+  SiteScan scan;
   const int fd = ::open(site.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
-    warnings->push_back("python site-packages " + site + ": " + std::strerror(errno) +
-                        "; no packages recorded from it");
-    return;
+    scan.warnings.push_back("python site-packages " + site + ": " + std::strerror(errno) +
+                            "; no packages recorded from it");
+    return scan;
   }
   Fd guard(fd);
   auto names = ListDir(fd, site);
   if (!names) {
-    warnings->push_back(names.error().message);
-    return;
+    scan.warnings.push_back(names.error().message);
+    return scan;
   }
   for (const std::string& name : *names) {
     const bool dist = EndsWith(name, ".dist-info");
@@ -319,11 +326,12 @@ void ScanSitePackages(const std::string& site, std::vector<Package>* packages,
       }
     }
     if (!meta) {
-      warnings->push_back("python package " + site + "/" + name +
-                          ": no readable metadata; name and version taken from its name");
+      scan.warnings.push_back("python package " + site + "/" + name +
+                              ": no readable metadata; name and version taken from its name");
     }
-    packages->push_back(std::move(p));
+    scan.packages.push_back(std::move(p));
   }
+  return scan;
 }
 
 }  // namespace
@@ -371,7 +379,9 @@ Result<nlohmann::json> CaptureEnvironment(const config::Config& config) {
   std::vector<Package> packages;
   std::vector<std::string> warnings;
   for (const std::string& site : config.sources.environment.python_site_packages) {
-    ScanSitePackages(site, &packages, &warnings);
+    SiteScan scan = ScanSitePackages(site);
+    std::move(scan.packages.begin(), scan.packages.end(), std::back_inserter(packages));
+    std::move(scan.warnings.begin(), scan.warnings.end(), std::back_inserter(warnings));
   }
   std::sort(packages.begin(), packages.end(), [](const Package& a, const Package& b) {
     return std::forward_as_tuple(LowerCopy(a.name), a.name, a.version, a.site) <
