@@ -486,9 +486,10 @@ void Complete(const config::Config& config, const Journal& j, Plan plan, Report&
 
 Result<Report> Rollback(const config::Config& config, store::Store& store, FileSystem& fs,
                         const Clock& clock, const Secret& passphrase, const std::string& id,
-                        Policy policy, bool dry_run, const store::ProgressFn& progress) {
+                        Policy policy, bool dry_run, const store::ProgressFn& progress,
+                        Recovery recovery) {
   // An interrupted rollback is finished first, so its record and the trees are consistent.
-  if (!dry_run) {
+  if (!dry_run && recovery == Recovery::kRecoverFirst) {
     RecoverState rs;
     rs.passphrase = &passphrase;
     auto recovered = RecoverImpl(config, store, fs, rs);
