@@ -113,8 +113,9 @@ Result<rollback::Report> Operations::Rollback(
       return Fail(ErrorCode::kBadInput, "not confirmed; nothing was changed");
     }
   }
+  // LockExclusive has finished interrupted rollbacks under this lock: no second recovery.
   return rollback::Rollback(config_, store_, fs_, clock_, *passphrase, id, policy, dry_run,
-                            progress);
+                            progress, rollback::Recovery::kDoneByCaller);
 }
 
 Result<std::vector<std::string>> Operations::Recover() {

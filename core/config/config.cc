@@ -213,31 +213,9 @@ Status ParseService(const Ctx& c, const Item& item, ServiceConfig& svc) {
   return {};
 }
 
-Result<Config> Parse(const YAML::Node& root, const std::string& path) {
-  Ctx c;
-  c.file = path;
-  c.dir = fs::path(path).parent_path();
-  if (c.dir.empty()) c.dir = ".";
-  if (c.dir.is_relative()) {
-    std::error_code ec;
-    fs::path abs = fs::absolute(c.dir, ec);
-    if (!ec) c.dir = abs;
-  }
-  Config cfg;
-  c.secrets = &cfg.secret_values;
-  {
-    std::error_code ec;
-    fs::path abs = fs::absolute(path, ec);
-    cfg.source_file = ec ? path : Normalize(abs);
-  }
-
-  auto top = Section::Open(c, Item{root, root.Mark(), ""},
-                           {"paths", "encryption", "sources", "retention", "restart", "rollback",
-                            "mqtt", "service", "logging"});
-  if (!top) return tl::unexpected(top.error());
-
-  // paths
-  auto paths = Section::Open(c, top->Sub("paths"), {"ha_config", "workspace", "backup_dir"});
+// paths: the trees and the backup directory; none may contain another.
+Status ParsePaths(const Ctx& c, const Item& item, Config& cfg) {
+  auto paths = Section::Open(c, item, {"ha_config", "workspace", "backup_dir"});
   if (!paths) return tl::unexpected(paths.error());
   cfg.paths.ha_config = "/config";
   const Item* ha_item = paths->Get("ha_config");
@@ -277,11 +255,13 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
     return Bad(c, bd_at.mark, "paths.backup_dir",
                "must not be or contain paths.ha_config or paths.workspace");
   }
+  return {};
+}
 
-  // encryption
-  auto enc =
-      Section::Open(c, top->Sub("encryption"),
-                    {"secrets_file", "passphrase_key", "scrypt_work_factor", "max_work_factor"});
+// encryption; records the secrets file and passphrase key in `c` as soon as they are known.
+Status ParseEncryption(Ctx& c, const Item& item, Config& cfg) {
+  auto enc = Section::Open(
+      c, item, {"secrets_file", "passphrase_key", "scrypt_work_factor", "max_work_factor"});
   if (!enc) return tl::unexpected(enc.error());
   cfg.encryption.secrets_file = cfg.paths.ha_config + "/secrets.yaml";
   if (const Item* i = enc->Get("secrets_file")) {
@@ -305,9 +285,61 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
                "must be >= encryption.scrypt_work_factor (" +
                    std::to_string(cfg.encryption.scrypt_work_factor) + ")");
   }
+  return {};
+}
 
-  // sources
-  SP_RETURN_IF_ERROR(ParseSources(c, top->Sub("sources"), cfg, cfg.sources));
+// retention: what prune keeps.
+Status ParseRetention(const Ctx& c, const Item& item, Config& cfg) {
+  auto ret = Section::Open(c, item, {"keep_last", "keep_daily", "max_total_bytes"});
+  if (!ret) return tl::unexpected(ret.error());
+  if (const Item* i = ret->Get("keep_last"))
+    SP_RETURN_IF_ERROR(Assign(cfg.retention.keep_last, GetInt(c, *i, 1, 100000)));
+  if (const Item* i = ret->Get("keep_daily"))
+    SP_RETURN_IF_ERROR(Assign(cfg.retention.keep_daily, GetInt(c, *i, 0, 100000)));
+  if (const Item* i = ret->Get("max_total_bytes")) {
+    SP_RETURN_IF_ERROR(Assign(cfg.retention.max_total_bytes, GetSize(c, *i, 0, ~0ull)));
+  }
+  return {};
+}
+
+// rollback: the default conflict policy.
+Status ParseRollback(const Ctx& c, const Item& item, Config& cfg) {
+  auto rb = Section::Open(c, item, {"on_conflict"});
+  if (!rb) return tl::unexpected(rb.error());
+  if (const Item* i = rb->Get("on_conflict")) {
+    auto v = GetStr(c, *i);
+    if (!v) return tl::unexpected(v.error());
+    const auto policy = ParseConflictPolicy(v->value);
+    if (!policy) {
+      return Bad(c, i->mark, i->key, "expected abort, overwrite or merge, got " + v->Show());
+    }
+    cfg.rollback.on_conflict = *policy;
+  }
+  return {};
+}
+
+// logging: the log level.
+Status ParseLogging(const Ctx& c, const Item& item, Config& cfg) {
+  auto lg = Section::Open(c, item, {"level"});
+  if (!lg) return tl::unexpected(lg.error());
+  if (const Item* i = lg->Get("level")) {
+    auto v = GetStr(c, *i);
+    if (!v) return tl::unexpected(v.error());
+    static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    const std::string level = Lower(v->value);
+    if (std::find_if(std::begin(kLevels), std::end(kLevels),
+                     [&](const char* l) { return level == l; }) == std::end(kLevels)) {
+      return Bad(c, i->mark, i->key,
+                 "expected trace, debug, info, warn, error, critical or off, got " + v->Show());
+    }
+    cfg.logging.level = level;
+  }
+  return {};
+}
+
+// What is never backed up: caches, logs, databases, and the trees and backup directory nested
+// in one another.
+void AddBuiltinExcludes(Config& cfg) {
   cfg.sources.ha_config.builtin_exclude = {
       "home-assistant_v2.db*", "**/*.log", "**/*.log.*", "backups/**", "tts/**", "deps/**",
       "**/__pycache__/**",     ".cache/**"};
@@ -323,60 +355,45 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
     cfg.sources.workspace.builtin_exclude.push_back(
         RelativeTo(cfg.paths.backup_dir, cfg.paths.workspace) + "/**");
   }
+}
 
-  // retention
-  auto ret =
-      Section::Open(c, top->Sub("retention"), {"keep_last", "keep_daily", "max_total_bytes"});
-  if (!ret) return tl::unexpected(ret.error());
-  if (const Item* i = ret->Get("keep_last"))
-    SP_RETURN_IF_ERROR(Assign(cfg.retention.keep_last, GetInt(c, *i, 1, 100000)));
-  if (const Item* i = ret->Get("keep_daily"))
-    SP_RETURN_IF_ERROR(Assign(cfg.retention.keep_daily, GetInt(c, *i, 0, 100000)));
-  if (const Item* i = ret->Get("max_total_bytes")) {
-    SP_RETURN_IF_ERROR(Assign(cfg.retention.max_total_bytes, GetSize(c, *i, 0, ~0ull)));
+Result<Config> Parse(const YAML::Node& root, const std::string& path) {
+  Ctx c;
+  c.file = path;
+  c.dir = fs::path(path).parent_path();
+  if (c.dir.empty()) c.dir = ".";
+  if (c.dir.is_relative()) {
+    std::error_code ec;
+    fs::path abs = fs::absolute(c.dir, ec);
+    if (!ec) c.dir = abs;
+  }
+  Config cfg;
+  c.secrets = &cfg.secret_values;
+  {
+    std::error_code ec;
+    fs::path abs = fs::absolute(path, ec);
+    cfg.source_file = ec ? path : Normalize(abs);
   }
 
-  // restart
+  auto top = Section::Open(c, Item{root, root.Mark(), ""},
+                           {"paths", "encryption", "sources", "retention", "restart", "rollback",
+                            "mqtt", "service", "logging"});
+  if (!top) return tl::unexpected(top.error());
+
+  SP_RETURN_IF_ERROR(ParsePaths(c, top->Sub("paths"), cfg));
+  SP_RETURN_IF_ERROR(ParseEncryption(c, top->Sub("encryption"), cfg));
+  SP_RETURN_IF_ERROR(ParseSources(c, top->Sub("sources"), cfg, cfg.sources));
+  AddBuiltinExcludes(cfg);
+  SP_RETURN_IF_ERROR(ParseRetention(c, top->Sub("retention"), cfg));
   if (const Item* i = top->Get("restart")) SP_RETURN_IF_ERROR(ParseRestart(c, *i, cfg.restart));
-
-  // rollback
-  auto rb = Section::Open(c, top->Sub("rollback"), {"on_conflict"});
-  if (!rb) return tl::unexpected(rb.error());
-  if (const Item* i = rb->Get("on_conflict")) {
-    auto v = GetStr(c, *i);
-    if (!v) return tl::unexpected(v.error());
-    const auto policy = ParseConflictPolicy(v->value);
-    if (!policy) {
-      return Bad(c, i->mark, i->key, "expected abort, overwrite or merge, got " + v->Show());
-    }
-    cfg.rollback.on_conflict = *policy;
-  }
-
-  // mqtt
+  SP_RETURN_IF_ERROR(ParseRollback(c, top->Sub("rollback"), cfg));
   if (const Item* i = top->Get("mqtt")) {
     cfg.mqtt.emplace();
     SP_RETURN_IF_ERROR(ParseMqtt(c, *i, *cfg.mqtt));
   }
-
-  // service
   cfg.service.state_file = cfg.paths.backup_dir + "/.service-state.json";
   SP_RETURN_IF_ERROR(ParseService(c, top->Sub("service"), cfg.service));
-
-  // logging
-  auto lg = Section::Open(c, top->Sub("logging"), {"level"});
-  if (!lg) return tl::unexpected(lg.error());
-  if (const Item* i = lg->Get("level")) {
-    auto v = GetStr(c, *i);
-    if (!v) return tl::unexpected(v.error());
-    static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
-    const std::string level = Lower(v->value);
-    if (std::find_if(std::begin(kLevels), std::end(kLevels),
-                     [&](const char* l) { return level == l; }) == std::end(kLevels)) {
-      return Bad(c, i->mark, i->key,
-                 "expected trace, debug, info, warn, error, critical or off, got " + v->Show());
-    }
-    cfg.logging.level = level;
-  }
+  SP_RETURN_IF_ERROR(ParseLogging(c, top->Sub("logging"), cfg));
   return cfg;
 }
 
@@ -385,6 +402,60 @@ nlohmann::json TreeJson(const TreeSource& t) {
           {"exclude", t.exclude},
           {"builtin_exclude", t.builtin_exclude},
           {"max_file_size", t.max_file_size}};
+}
+
+// The `mqtt` part of ToJson; the password is never shown.
+nlohmann::json MqttJson(const MqttConfig& m) {
+  using nlohmann::json;
+  json mj = {{"url", m.url},
+             {"client_id", m.client_id},
+             {"protocol", m.protocol == MqttProtocol::kV5     ? "5"
+                          : m.protocol == MqttProtocol::kV311 ? "3.1.1"
+                                                              : "auto"},
+             {"keepalive", FormatDuration(m.keepalive)},
+             {"tls",
+              {{"enabled", MqttUsesTls(m)},
+               {"ca_file", m.tls.ca_file},
+               {"cert_file", m.tls.cert_file},
+               {"key_file", m.tls.key_file},
+               {"verify", m.tls.verify}}},
+             {"base_topic", m.base_topic},
+             {"discovery_prefix", m.discovery_prefix},
+             {"node_id", m.node_id},
+             {"mirror",
+              {{"filters", m.mirror.filters},
+               {"exclude", m.mirror.exclude},
+               {"max_topics", m.mirror.max_topics},
+               {"max_payload_bytes", m.mirror.max_payload_bytes}}},
+             {"collect_wait", FormatDuration(m.collect_wait)},
+             {"zigbee2mqtt_backup", m.zigbee2mqtt_backup},
+             {"zigbee2mqtt_base_topic", m.zigbee2mqtt_base_topic},
+             {"zigbee2mqtt_backup_timeout", FormatDuration(m.zigbee2mqtt_backup_timeout)}};
+  if (!m.username.empty()) mj["username"] = m.username;
+  if (m.password) mj["password"] = "<set>";
+  return mj;
+}
+
+// The `service` part of ToJson.
+nlohmann::json ServiceJson(const ServiceConfig& svc) {
+  using nlohmann::json;
+  json j = {{"confirm_timeout", FormatDuration(svc.confirm_timeout)},
+            {"health_timeout", FormatDuration(svc.health_timeout)},
+            {"update_timeout", FormatDuration(svc.update_timeout)},
+            {"resolve_timeout", FormatDuration(svc.resolve_timeout)},
+            {"auto_rollback", svc.auto_rollback},
+            {"state_file", svc.state_file},
+            {"schedule", {{"daily_at", nullptr}}}};
+  if (svc.schedule.daily_at) {
+    const auto mins = svc.schedule.daily_at->count();
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%02d:%02d", static_cast<int>(mins / 60),
+                  static_cast<int>(mins % 60));
+    j["schedule"]["daily_at"] = buf;
+  } else {
+    j["schedule"]["daily_at"] = "off";
+  }
+  return j;
 }
 
 }  // namespace
@@ -473,54 +544,8 @@ nlohmann::json ToJson(const Config& config) {
   }
   j["restart"] = restart;
   j["rollback"] = {{"on_conflict", ConflictPolicyName(config.rollback.on_conflict)}};
-  if (config.mqtt) {
-    const MqttConfig& m = *config.mqtt;
-    json mj = {{"url", m.url},
-               {"client_id", m.client_id},
-               {"protocol", m.protocol == MqttProtocol::kV5     ? "5"
-                            : m.protocol == MqttProtocol::kV311 ? "3.1.1"
-                                                                : "auto"},
-               {"keepalive", FormatDuration(m.keepalive)},
-               {"tls",
-                {{"enabled", MqttUsesTls(m)},
-                 {"ca_file", m.tls.ca_file},
-                 {"cert_file", m.tls.cert_file},
-                 {"key_file", m.tls.key_file},
-                 {"verify", m.tls.verify}}},
-               {"base_topic", m.base_topic},
-               {"discovery_prefix", m.discovery_prefix},
-               {"node_id", m.node_id},
-               {"mirror",
-                {{"filters", m.mirror.filters},
-                 {"exclude", m.mirror.exclude},
-                 {"max_topics", m.mirror.max_topics},
-                 {"max_payload_bytes", m.mirror.max_payload_bytes}}},
-               {"collect_wait", FormatDuration(m.collect_wait)},
-               {"zigbee2mqtt_backup", m.zigbee2mqtt_backup},
-               {"zigbee2mqtt_base_topic", m.zigbee2mqtt_base_topic},
-               {"zigbee2mqtt_backup_timeout", FormatDuration(m.zigbee2mqtt_backup_timeout)}};
-    if (!m.username.empty()) mj["username"] = m.username;
-    if (m.password) mj["password"] = "<set>";
-    j["mqtt"] = mj;
-  } else {
-    j["mqtt"] = nullptr;
-  }
-  j["service"] = {{"confirm_timeout", FormatDuration(config.service.confirm_timeout)},
-                  {"health_timeout", FormatDuration(config.service.health_timeout)},
-                  {"update_timeout", FormatDuration(config.service.update_timeout)},
-                  {"resolve_timeout", FormatDuration(config.service.resolve_timeout)},
-                  {"auto_rollback", config.service.auto_rollback},
-                  {"state_file", config.service.state_file},
-                  {"schedule", {{"daily_at", nullptr}}}};
-  if (config.service.schedule.daily_at) {
-    const auto mins = config.service.schedule.daily_at->count();
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "%02d:%02d", static_cast<int>(mins / 60),
-                  static_cast<int>(mins % 60));
-    j["service"]["schedule"]["daily_at"] = buf;
-  } else {
-    j["service"]["schedule"]["daily_at"] = "off";
-  }
+  j["mqtt"] = config.mqtt ? MqttJson(*config.mqtt) : nlohmann::json(nullptr);
+  j["service"] = ServiceJson(config.service);
   j["logging"] = {{"level", config.logging.level}};
   return RedactJson(config, j);
 }

@@ -109,6 +109,66 @@ Result<std::string> GetReadableFile(const Ctx& c, const Item& item) {
   return p;
 }
 
+// mqtt.protocol: auto, 3.1.1 or 5.
+Result<MqttProtocol> ParseProtocol(const Ctx& c, const Item& item) {
+  auto p = GetStr(c, item);
+  if (!p) return tl::unexpected(p.error());
+  if (p->value == "auto") return MqttProtocol::kAuto;
+  if (p->value == "3.1.1" || p->value == "311") return MqttProtocol::kV311;
+  if (p->value == "5" || p->value == "5.0") return MqttProtocol::kV5;
+  return Bad(c, item.mark, item.key, "expected auto, \"3.1.1\" or 5, got " + p->Show());
+}
+
+// mqtt.tls, which needs an mqtts, ssl or wss url.
+Status ParseMqttTls(const Ctx& c, const Section& s, MqttConfig& m) {
+  auto tls = Section::Open(c, s.Sub("tls"), {"ca_file", "cert_file", "key_file", "verify"});
+  if (!tls) return tl::unexpected(tls.error());
+  if (const Item* i = tls->Get("ca_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.ca_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("cert_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.cert_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("key_file"))
+    SP_RETURN_IF_ERROR(Assign(m.tls.key_file, GetReadableFile(c, *i)));
+  if (const Item* i = tls->Get("verify")) SP_RETURN_IF_ERROR(Assign(m.tls.verify, GetBool(c, *i)));
+  if (m.tls.cert_file.empty() != m.tls.key_file.empty()) {
+    const Item sub = s.Sub("tls");
+    return Bad(c, sub.mark, sub.key, "cert_file and key_file must be set together");
+  }
+  if (const Item* i = s.Get("tls"); i != nullptr && !MqttUsesTls(m)) {
+    return Bad(c, i->mark, i->key, "tls is set but mqtt.url does not use mqtts, ssl or wss");
+  }
+  return {};
+}
+
+// mqtt.mirror: the topics kept in a safety point.
+Status ParseMirror(const Ctx& c, const Item& item, MirrorConfig& mirror) {
+  auto section = Section::Open(c, item, {"filters", "exclude", "max_topics", "max_payload_bytes"});
+  if (!section) return tl::unexpected(section.error());
+  for (const char* name : {"filters", "exclude"}) {
+    const Item* i = section->Get(name);
+    if (i == nullptr) continue;
+    const bool extended = std::string_view(name) == "exclude";
+    auto items = GetList(c, *i);
+    if (!items) return tl::unexpected(items.error());
+    std::vector<std::string> list;
+    for (const Item& e : *items) {
+      auto f = GetStr(c, e);
+      if (!f) return tl::unexpected(f.error());
+      const std::string problem = TopicFilterProblem(f->value, extended);
+      if (!problem.empty()) return Bad(c, e.mark, e.key, f->Show() + ": " + problem);
+      list.push_back(std::move(f->value));
+    }
+    (extended ? mirror.exclude : mirror.filters) = std::move(list);
+  }
+  if (const Item* i = section->Get("max_topics")) {
+    SP_RETURN_IF_ERROR(Assign(mirror.max_topics, GetInt(c, *i, 1, 10'000'000)));
+  }
+  if (const Item* i = section->Get("max_payload_bytes")) {
+    SP_RETURN_IF_ERROR(Assign(mirror.max_payload_bytes, GetSize(c, *i, 1, 16ull << 20)));
+  }
+  return {};
+}
+
 }  // namespace
 
 Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
@@ -146,39 +206,13 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
     if (!p) return tl::unexpected(p.error());
     m.password = std::move(*p);
   }
-  if (const Item* i = s->Get("protocol")) {
-    auto p = GetStr(c, *i);
-    if (!p) return tl::unexpected(p.error());
-    if (p->value == "auto") {
-      m.protocol = MqttProtocol::kAuto;
-    } else if (p->value == "3.1.1" || p->value == "311") {
-      m.protocol = MqttProtocol::kV311;
-    } else if (p->value == "5" || p->value == "5.0") {
-      m.protocol = MqttProtocol::kV5;
-    } else {
-      return Bad(c, i->mark, i->key, "expected auto, \"3.1.1\" or 5, got " + p->Show());
-    }
-  }
+  if (const Item* i = s->Get("protocol"))
+    SP_RETURN_IF_ERROR(Assign(m.protocol, ParseProtocol(c, *i)));
   if (const Item* i = s->Get("keepalive")) {
     SP_RETURN_IF_ERROR(Assign(
         m.keepalive, GetDuration(c, *i, std::chrono::seconds(1), std::chrono::seconds(65535))));
   }
-  auto tls = Section::Open(c, s->Sub("tls"), {"ca_file", "cert_file", "key_file", "verify"});
-  if (!tls) return tl::unexpected(tls.error());
-  if (const Item* i = tls->Get("ca_file"))
-    SP_RETURN_IF_ERROR(Assign(m.tls.ca_file, GetReadableFile(c, *i)));
-  if (const Item* i = tls->Get("cert_file"))
-    SP_RETURN_IF_ERROR(Assign(m.tls.cert_file, GetReadableFile(c, *i)));
-  if (const Item* i = tls->Get("key_file"))
-    SP_RETURN_IF_ERROR(Assign(m.tls.key_file, GetReadableFile(c, *i)));
-  if (const Item* i = tls->Get("verify")) SP_RETURN_IF_ERROR(Assign(m.tls.verify, GetBool(c, *i)));
-  if (m.tls.cert_file.empty() != m.tls.key_file.empty()) {
-    const Item sub = s->Sub("tls");
-    return Bad(c, sub.mark, sub.key, "cert_file and key_file must be set together");
-  }
-  if (const Item* i = s->Get("tls"); i != nullptr && !MqttUsesTls(m)) {
-    return Bad(c, i->mark, i->key, "tls is set but mqtt.url does not use mqtts, ssl or wss");
-  }
+  SP_RETURN_IF_ERROR(ParseMqttTls(c, *s, m));
   for (const auto& [name, field] :
        {std::pair<const char*, std::string*>{"base_topic", &m.base_topic},
         {"discovery_prefix", &m.discovery_prefix},
@@ -191,31 +225,7 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
       *field = *t;
     }
   }
-  auto mirror =
-      Section::Open(c, s->Sub("mirror"), {"filters", "exclude", "max_topics", "max_payload_bytes"});
-  if (!mirror) return tl::unexpected(mirror.error());
-  for (const char* name : {"filters", "exclude"}) {
-    const Item* i = mirror->Get(name);
-    if (i == nullptr) continue;
-    const bool extended = std::string_view(name) == "exclude";
-    auto items = GetList(c, *i);
-    if (!items) return tl::unexpected(items.error());
-    std::vector<std::string> list;
-    for (const Item& e : *items) {
-      auto f = GetStr(c, e);
-      if (!f) return tl::unexpected(f.error());
-      const std::string problem = TopicFilterProblem(f->value, extended);
-      if (!problem.empty()) return Bad(c, e.mark, e.key, f->Show() + ": " + problem);
-      list.push_back(std::move(f->value));
-    }
-    (extended ? m.mirror.exclude : m.mirror.filters) = std::move(list);
-  }
-  if (const Item* i = mirror->Get("max_topics")) {
-    SP_RETURN_IF_ERROR(Assign(m.mirror.max_topics, GetInt(c, *i, 1, 10'000'000)));
-  }
-  if (const Item* i = mirror->Get("max_payload_bytes")) {
-    SP_RETURN_IF_ERROR(Assign(m.mirror.max_payload_bytes, GetSize(c, *i, 1, 16ull << 20)));
-  }
+  SP_RETURN_IF_ERROR(ParseMirror(c, s->Sub("mirror"), m.mirror));
   if (const Item* i = s->Get("collect_wait")) {
     SP_RETURN_IF_ERROR(
         Assign(m.collect_wait, GetDuration(c, *i, milliseconds(0), std::chrono::hours(1))));

@@ -71,6 +71,117 @@ bool PutUtf8(std::uint32_t cp, std::uint8_t* out, std::size_t* n) {
   return true;
 }
 
+// Whether `rest`, what follows a quoted value, is blank or a comment (after at least one blank).
+bool OnlyCommentAfter(std::string_view rest) {
+  rest = TrimRight(rest);
+  std::size_t i = 0;
+  while (i < rest.size() && IsBlank(rest[i])) ++i;
+  return i == rest.size() || (rest[i] == '#' && i > 0);
+}
+
+// The character a one-character escape of a double-quoted value stands for; -1 for the hex
+// escapes (\x, \u, \U) and unsupported ones.
+int SimpleEscape(char e) {
+  switch (e) {
+    case '0':
+      return 0;
+    case 'a':
+      return '\a';
+    case 'b':
+      return '\b';
+    case 't':
+    case '\t':
+      return '\t';
+    case 'n':
+      return '\n';
+    case 'v':
+      return '\v';
+    case 'f':
+      return '\f';
+    case 'r':
+      return '\r';
+    case 'e':
+      return 0x1B;
+    case ' ':
+      return ' ';
+    case '"':
+      return '"';
+    case '/':
+      return '/';
+    case '\\':
+      return '\\';
+    default:
+      return -1;
+  }
+}
+
+// How many hex digits follow a hex escape; 0 for other escapes.
+std::size_t HexDigitsOf(char e) {
+  switch (e) {
+    case 'x':
+      return 2;
+    case 'u':
+      return 4;
+    case 'U':
+      return 8;
+    default:
+      return 0;
+  }
+}
+
+// Decodes a double-quoted value (v[0] is the quote) into out[0..*n). Returns an error text, or
+// "" on success.
+std::string DecodeDoubleQuoted(std::string_view v, std::uint8_t* out, std::size_t* n) {
+  std::size_t i = 1;
+  for (; i < v.size() && v[i] != '"'; ++i) {
+    if (v[i] != '\\') {
+      out[(*n)++] = static_cast<std::uint8_t>(v[i]);
+      continue;
+    }
+    if (++i >= v.size()) return "multi-line quoted values are not supported";
+    const char e = v[i];
+    if (const int c = SimpleEscape(e); c >= 0) {
+      out[(*n)++] = static_cast<std::uint8_t>(c);
+      continue;
+    }
+    const std::size_t hex_digits = HexDigitsOf(e);
+    if (hex_digits == 0) return "unsupported escape sequence in a double-quoted value";
+    std::uint32_t cp = 0;
+    for (std::size_t k = 0; k < hex_digits; ++k) {
+      if (i + 1 >= v.size() || HexValue(v[i + 1]) < 0) return "bad hex escape in a value";
+      cp = (cp << 4) | static_cast<std::uint32_t>(HexValue(v[++i]));
+    }
+    // As in YAML (and so in Home Assistant): every escape, \x too, names a Unicode character,
+    // written as UTF-8 ("\xe9" is U+00E9, the bytes c3 a9, as typed at `age -d`'s prompt).
+    if (!PutUtf8(cp, out, n)) {
+      return "bad unicode escape in a value";
+    }
+  }
+  if (i >= v.size()) return "multi-line quoted values are not supported";
+  if (!OnlyCommentAfter(v.substr(i + 1))) return "unexpected text after the quoted value";
+  return "";
+}
+
+// Decodes a single-quoted value (v[0] is the quote) into out[0..*n). Returns an error text, or
+// "" on success.
+std::string DecodeSingleQuoted(std::string_view v, std::uint8_t* out, std::size_t* n) {
+  std::size_t i = 1;
+  while (true) {
+    if (i >= v.size()) return "multi-line quoted values are not supported";
+    if (v[i] == '\'') {
+      if (i + 1 < v.size() && v[i + 1] == '\'') {
+        out[(*n)++] = '\'';
+        i += 2;
+        continue;
+      }
+      break;
+    }
+    out[(*n)++] = static_cast<std::uint8_t>(v[i++]);
+  }
+  if (!OnlyCommentAfter(v.substr(i + 1))) return "unexpected text after the quoted value";
+  return "";
+}
+
 // Decodes the value part of `key: <v>` (v starts at the first non-blank character) into a
 // Secret. Returns an error text (never containing the value) on failure.
 std::string DecodeSecretValue(std::string_view v, Secret* result) {
@@ -80,112 +191,15 @@ std::string DecodeSecretValue(std::string_view v, Secret* result) {
   auto finish = [&](std::size_t len) {
     *result = Secret(std::string_view(tmp.view().data(), len));
   };
-  auto only_comment_after = [](std::string_view rest) {
-    rest = TrimRight(rest);
-    std::size_t i = 0;
-    while (i < rest.size() && IsBlank(rest[i])) ++i;
-    return i == rest.size() || (rest[i] == '#' && i > 0);
-  };
   if (v.empty() || v[0] == '#') {
     finish(0);
     return "";
   }
   const char c0 = v[0];
-  if (c0 == '"') {
-    std::size_t i = 1;
-    for (; i < v.size() && v[i] != '"'; ++i) {
-      if (v[i] != '\\') {
-        out[n++] = static_cast<std::uint8_t>(v[i]);
-        continue;
-      }
-      if (++i >= v.size()) return "multi-line quoted values are not supported";
-      const char e = v[i];
-      std::size_t hex_digits = 0;
-      switch (e) {
-        case '0':
-          out[n++] = 0;
-          break;
-        case 'a':
-          out[n++] = '\a';
-          break;
-        case 'b':
-          out[n++] = '\b';
-          break;
-        case 't':
-        case '\t':
-          out[n++] = '\t';
-          break;
-        case 'n':
-          out[n++] = '\n';
-          break;
-        case 'v':
-          out[n++] = '\v';
-          break;
-        case 'f':
-          out[n++] = '\f';
-          break;
-        case 'r':
-          out[n++] = '\r';
-          break;
-        case 'e':
-          out[n++] = 0x1B;
-          break;
-        case ' ':
-          out[n++] = ' ';
-          break;
-        case '"':
-          out[n++] = '"';
-          break;
-        case '/':
-          out[n++] = '/';
-          break;
-        case '\\':
-          out[n++] = '\\';
-          break;
-        case 'x':
-          hex_digits = 2;
-          break;
-        case 'u':
-          hex_digits = 4;
-          break;
-        case 'U':
-          hex_digits = 8;
-          break;
-        default:
-          return "unsupported escape sequence in a double-quoted value";
-      }
-      if (hex_digits == 0) continue;
-      std::uint32_t cp = 0;
-      for (std::size_t k = 0; k < hex_digits; ++k) {
-        if (i + 1 >= v.size() || HexValue(v[i + 1]) < 0) return "bad hex escape in a value";
-        cp = (cp << 4) | static_cast<std::uint32_t>(HexValue(v[++i]));
-      }
-      // As in YAML (and so in Home Assistant): every escape, \x too, names a Unicode character,
-      // written as UTF-8 ("\xe9" is U+00E9, the bytes c3 a9, as typed at `age -d`'s prompt).
-      if (!PutUtf8(cp, out, &n)) {
-        return "bad unicode escape in a value";
-      }
-    }
-    if (i >= v.size()) return "multi-line quoted values are not supported";
-    if (!only_comment_after(v.substr(i + 1))) return "unexpected text after the quoted value";
-    finish(n);
-    return "";
-  }
-  if (c0 == '\'') {
-    std::size_t i = 1;
-    while (true) {
-      if (i >= v.size()) return "multi-line quoted values are not supported";
-      if (v[i] == '\'') {
-        if (i + 1 < v.size() && v[i + 1] == '\'') {
-          out[n++] = '\'';
-          i += 2;
-          continue;
-        }
-        break;
-      }
-      out[n++] = static_cast<std::uint8_t>(v[i++]);
-    }
-    if (!only_comment_after(v.substr(i + 1))) return "unexpected text after the quoted value";
+  if (c0 == '"' || c0 == '\'') {
+    std::string problem =
+        c0 == '"' ? DecodeDoubleQuoted(v, out, &n) : DecodeSingleQuoted(v, out, &n);
+    if (!problem.empty()) return problem;
     finish(n);
     return "";
   }
@@ -237,36 +251,69 @@ bool IsAllWhitespace(std::string_view text) {
   return true;
 }
 
+// Reads the secrets file (a regular file of at most 1 MiB) into sodium memory: `*total` bytes
+// of `*buf`. Returns an error text, or "" on success.
+std::string ReadSecretsBytes(const std::string& file, Secret* buf, std::size_t* total) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return std::string("cannot read secrets file: ") + std::strerror(errno);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return "secrets file is not a regular file";
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > kMaxSecretsFileBytes) {
+    ::close(fd);
+    return "secrets file is larger than 1 MiB";
+  }
+  *buf = Secret(static_cast<std::size_t>(st.st_size));
+  while (*total < buf->size()) {
+    const ssize_t r = ::read(fd, buf->bytes().data() + *total, buf->size() - *total);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      return std::string("cannot read secrets file: ") + std::strerror(err);
+    }
+    if (r == 0) break;
+    *total += static_cast<std::size_t>(r);
+  }
+  ::close(fd);
+  return "";
+}
+
+// The key of a top-level `key: value` line (plain, or quoted: the quotes are not part of it) in
+// `*k`; returns the position of its colon, npos when the line is no such line.
+std::size_t FindKey(std::string_view line, std::string_view* k) {
+  std::size_t colon = std::string_view::npos;
+  if (line[0] == '"' || line[0] == '\'') {
+    const std::size_t close = line.find(line[0], 1);
+    if (close == std::string_view::npos) return colon;
+    *k = line.substr(1, close - 1);
+    std::size_t j = close + 1;
+    while (j < line.size() && IsBlank(line[j])) ++j;
+    if (j < line.size() && line[j] == ':') colon = j;
+  } else {
+    for (std::size_t j = 0; j < line.size(); ++j) {
+      if (line[j] == ':' && (j + 1 == line.size() || IsBlank(line[j + 1]))) {
+        colon = j;
+        break;
+      }
+    }
+    if (colon != std::string_view::npos) *k = TrimRight(line.substr(0, colon));
+  }
+  return colon;
+}
+
 Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& key) {
   auto fail = [&](std::size_t line, std::size_t col, const std::string& what) {
     return Fail(ErrorCode::kBadInput,
                 SecretsWhere(file, line, col) + ": key '" + key + "': " + what);
   };
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) return fail(0, 0, std::string("cannot read secrets file: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return fail(0, 0, "secrets file is not a regular file");
-  }
-  if (static_cast<std::uint64_t>(st.st_size) > kMaxSecretsFileBytes) {
-    ::close(fd);
-    return fail(0, 0, "secrets file is larger than 1 MiB");
-  }
-  Secret buf(static_cast<std::size_t>(st.st_size));
+  Secret buf;
   std::size_t total = 0;
-  while (total < buf.size()) {
-    const ssize_t r = ::read(fd, buf.bytes().data() + total, buf.size() - total);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const int err = errno;
-      ::close(fd);
-      return fail(0, 0, std::string("cannot read secrets file: ") + std::strerror(err));
-    }
-    if (r == 0) break;
-    total += static_cast<std::size_t>(r);
+  if (std::string problem = ReadSecretsBytes(file, &buf, &total); !problem.empty()) {
+    return fail(0, 0, problem);
   }
-  ::close(fd);
 
   std::string_view text = buf.view().substr(0, total);
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
@@ -294,23 +341,7 @@ Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& ke
     if (blank_or_comment || first > 0) continue;
     if (line.substr(0, 3) == "---" || line.substr(0, 3) == "...") continue;
     std::string_view k;
-    std::size_t colon = std::string_view::npos;
-    if (line[0] == '"' || line[0] == '\'') {
-      const std::size_t close = line.find(line[0], 1);
-      if (close == std::string_view::npos) continue;
-      k = line.substr(1, close - 1);
-      std::size_t j = close + 1;
-      while (j < line.size() && IsBlank(line[j])) ++j;
-      if (j < line.size() && line[j] == ':') colon = j;
-    } else {
-      for (std::size_t j = 0; j < line.size(); ++j) {
-        if (line[j] == ':' && (j + 1 == line.size() || IsBlank(line[j + 1]))) {
-          colon = j;
-          break;
-        }
-      }
-      if (colon != std::string_view::npos) k = TrimRight(line.substr(0, colon));
-    }
+    const std::size_t colon = FindKey(line, &k);
     if (colon == std::string_view::npos || k != key) continue;
     if (hit) return fail(line_no, 1, "duplicate key");
     std::size_t vstart = colon + 1;

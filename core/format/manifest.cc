@@ -92,6 +92,137 @@ json EntryToJson(const Entry& e) {
   return j;
 }
 
+// The optional "update" object: the update a safety point was taken before.
+void ReadUpdate(const json& j, Reader& r, Manifest& m) {
+  auto it = j.find("update");
+  if (it == j.end() || it->is_null()) return;
+  if (!it->is_object()) {
+    r.Error("field 'update': not an object");
+    return;
+  }
+  UpdateRef u;
+  r.Get(*it, "update_id", u.update_id);
+  r.Get(*it, "target", u.target, false);
+  r.Get(*it, "from_version", u.from_version, false);
+  r.Get(*it, "to_version", u.to_version, false);
+  m.update = u;
+}
+
+// The required "encryption" object with its "kdf".
+void ReadEncryption(const json& j, Reader& r, Manifest& m) {
+  auto enc = j.find("encryption");
+  if (enc == j.end() || !enc->is_object()) {
+    r.Error("missing field 'encryption'");
+    return;
+  }
+  r.Get(*enc, "scheme", m.encryption);
+  r.Get(*enc, "key_id", m.key_id, false);
+  auto kdf = enc->find("kdf");
+  if (kdf == enc->end() || !kdf->is_object()) {
+    r.Error("missing field 'encryption.kdf'");
+    return;
+  }
+  r.Get(*kdf, "name", m.kdf.name);
+  r.Get(*kdf, "work_factor", m.kdf.work_factor);
+  r.Get(*kdf, "r", m.kdf.r);
+  r.Get(*kdf, "p", m.kdf.p);
+}
+
+// An optional file description ("payload" or "index"): name, size and SHA-256.
+void ReadFileRef(const json& j, const std::string& key, Reader& r, std::optional<Payload>& out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return;
+  if (!it->is_object()) {
+    r.Error("field '" + key + "': not an object");
+    return;
+  }
+  Payload p;
+  r.Get(*it, "name", p.name);
+  r.Get(*it, "size", p.size);
+  r.Get(*it, "sha256", p.sha256);
+  if (r.ok() && !IsHex64(p.sha256)) r.Error(key + " sha256 is not 64 hex digits");
+  out = p;
+}
+
+// The "summary" of a format 2 manifest.json: counts instead of entries.
+void ReadSummary(const json& j, Reader& r, Manifest& m) {
+  m.entries_listed = false;
+  auto sum = j.find("summary");
+  if (sum == j.end() || !sum->is_object()) {
+    r.Error("missing field 'summary'");
+  } else {
+    r.Get(*sum, "files", m.listed_files);
+    r.Get(*sum, "bytes", m.listed_bytes);
+    r.Get(*sum, "entries", m.listed_entries);
+    r.Get(*sum, "warnings", m.listed_warnings);
+  }
+  if (r.ok() && !m.index) r.Error("missing field 'index'");
+}
+
+// The optional "warnings" list of strings.
+void ReadWarnings(const json& j, Reader& r, Manifest& m) {
+  auto it = j.find("warnings");
+  if (it == j.end() || it->is_null()) return;
+  if (!it->is_array()) {
+    r.Error("field 'warnings': not an array");
+    return;
+  }
+  for (const auto& w : *it) {
+    if (!w.is_string()) {
+      r.Error("field 'warnings': not a list of strings");
+      return;
+    }
+    m.warnings.push_back(w.get<std::string>());
+  }
+}
+
+// One of "entries". Empty when reading stops here (the error is in `r`); an entry returned may
+// still have set an error in `r`.
+std::optional<Entry> ReadEntry(const json& je, Reader& r) {
+  if (!je.is_object()) {
+    r.Error("entry is not an object");
+    return std::nullopt;
+  }
+  Entry e;
+  std::string type;
+  if (auto path = GetName(je, "path", "manifest entry"); path) {
+    e.path = std::move(*path);
+  } else {
+    r.Error(path.error().message);
+    return std::nullopt;
+  }
+  r.Get(je, "type", type);
+  r.Get(je, "mode", e.mode);
+  r.Get(je, "mtime", e.mtime);
+  r.Get(je, "uid", e.uid);
+  r.Get(je, "gid", e.gid);
+  if (!r.ok()) return std::nullopt;
+  if (type == "file") {
+    e.type = EntryType::kFile;
+    r.Get(je, "size", e.size);
+    r.Get(je, "sha256", e.sha256);
+    if (r.ok() && !IsHex64(e.sha256)) r.Error("entry " + e.path + ": bad sha256");
+  } else if (type == "symlink") {
+    e.type = EntryType::kSymlink;
+    if (auto link = GetName(je, "link", "manifest entry " + e.path); link) {
+      e.link_target = std::move(*link);
+    } else {
+      r.Error(link.error().message);
+    }
+  } else if (type == "dir") {
+    e.type = EntryType::kDirectory;
+  } else {
+    r.Error("entry " + e.path + ": unknown type '" + type + "'");
+  }
+  if (!r.ok()) return std::nullopt;
+  if (e.mode > 07777) r.Error("entry " + e.path + ": mode out of range");
+  if (auto st = CheckArchivePath(e.path); !st) r.Error(st.error().message);
+  if (r.ok() && e.type == EntryType::kSymlink) {
+    if (auto st = CheckLinkTarget(e.path, e.link_target); !st) r.Error(st.error().message);
+  }
+  return e;
+}
+
 }  // namespace
 
 std::string_view EntryTypeName(EntryType type) {
@@ -195,135 +326,25 @@ Result<Manifest> Parse(std::string_view text) {
   r.Get(j, "reason", m.reason);
   r.Get(j, "producer", m.producer, false);
   if (r.ok() && !IsValidId(m.id)) r.Error("invalid id");
-  if (auto it = j.find("update"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) {
-      r.Error("field 'update': not an object");
-    } else {
-      UpdateRef u;
-      r.Get(*it, "update_id", u.update_id);
-      r.Get(*it, "target", u.target, false);
-      r.Get(*it, "from_version", u.from_version, false);
-      r.Get(*it, "to_version", u.to_version, false);
-      m.update = u;
-    }
-  }
-  auto enc = j.find("encryption");
-  if (enc == j.end() || !enc->is_object()) {
-    r.Error("missing field 'encryption'");
-  } else {
-    r.Get(*enc, "scheme", m.encryption);
-    r.Get(*enc, "key_id", m.key_id, false);
-    auto kdf = enc->find("kdf");
-    if (kdf == enc->end() || !kdf->is_object()) {
-      r.Error("missing field 'encryption.kdf'");
-    } else {
-      r.Get(*kdf, "name", m.kdf.name);
-      r.Get(*kdf, "work_factor", m.kdf.work_factor);
-      r.Get(*kdf, "r", m.kdf.r);
-      r.Get(*kdf, "p", m.kdf.p);
-    }
-  }
-  if (auto it = j.find("payload"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) {
-      r.Error("field 'payload': not an object");
-    } else {
-      Payload p;
-      r.Get(*it, "name", p.name);
-      r.Get(*it, "size", p.size);
-      r.Get(*it, "sha256", p.sha256);
-      if (r.ok() && !IsHex64(p.sha256)) r.Error("payload sha256 is not 64 hex digits");
-      m.payload = p;
-    }
-  }
-  if (auto it = j.find("index"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) {
-      r.Error("field 'index': not an object");
-    } else {
-      Payload p;
-      r.Get(*it, "name", p.name);
-      r.Get(*it, "size", p.size);
-      r.Get(*it, "sha256", p.sha256);
-      if (r.ok() && !IsHex64(p.sha256)) r.Error("index sha256 is not 64 hex digits");
-      m.index = p;
-    }
-  }
+  ReadUpdate(j, r, m);
+  ReadEncryption(j, r, m);
+  ReadFileRef(j, "payload", r, m.payload);
+  ReadFileRef(j, "index", r, m.index);
   if (r.ok() && m.format >= 2 && j.find("entries") == j.end()) {
-    // A format 2 summary: counts instead of entries.
-    m.entries_listed = false;
-    auto sum = j.find("summary");
-    if (sum == j.end() || !sum->is_object()) {
-      r.Error("missing field 'summary'");
-    } else {
-      r.Get(*sum, "files", m.listed_files);
-      r.Get(*sum, "bytes", m.listed_bytes);
-      r.Get(*sum, "entries", m.listed_entries);
-      r.Get(*sum, "warnings", m.listed_warnings);
-    }
-    if (r.ok() && !m.index) r.Error("missing field 'index'");
+    ReadSummary(j, r, m);
     if (!r.ok()) return Fail(ErrorCode::kCorrupt, r.error());
     return m;
   }
-  if (auto it = j.find("warnings"); it != j.end() && !it->is_null()) {
-    if (!it->is_array()) {
-      r.Error("field 'warnings': not an array");
-    } else {
-      for (const auto& w : *it) {
-        if (!w.is_string()) {
-          r.Error("field 'warnings': not a list of strings");
-          break;
-        }
-        m.warnings.push_back(w.get<std::string>());
-      }
-    }
-  }
+  ReadWarnings(j, r, m);
   auto entries = j.find("entries");
   if (entries == j.end() || !entries->is_array()) {
     r.Error("missing field 'entries'");
   } else {
     for (const auto& je : *entries) {
       if (!r.ok()) break;
-      if (!je.is_object()) {
-        r.Error("entry is not an object");
-        break;
-      }
-      Entry e;
-      std::string type;
-      if (auto path = GetName(je, "path", "manifest entry"); path) {
-        e.path = std::move(*path);
-      } else {
-        r.Error(path.error().message);
-        break;
-      }
-      r.Get(je, "type", type);
-      r.Get(je, "mode", e.mode);
-      r.Get(je, "mtime", e.mtime);
-      r.Get(je, "uid", e.uid);
-      r.Get(je, "gid", e.gid);
-      if (!r.ok()) break;
-      if (type == "file") {
-        e.type = EntryType::kFile;
-        r.Get(je, "size", e.size);
-        r.Get(je, "sha256", e.sha256);
-        if (r.ok() && !IsHex64(e.sha256)) r.Error("entry " + e.path + ": bad sha256");
-      } else if (type == "symlink") {
-        e.type = EntryType::kSymlink;
-        if (auto link = GetName(je, "link", "manifest entry " + e.path); link) {
-          e.link_target = std::move(*link);
-        } else {
-          r.Error(link.error().message);
-        }
-      } else if (type == "dir") {
-        e.type = EntryType::kDirectory;
-      } else {
-        r.Error("entry " + e.path + ": unknown type '" + type + "'");
-      }
-      if (!r.ok()) break;
-      if (e.mode > 07777) r.Error("entry " + e.path + ": mode out of range");
-      if (auto st = CheckArchivePath(e.path); !st) r.Error(st.error().message);
-      if (r.ok() && e.type == EntryType::kSymlink) {
-        if (auto st = CheckLinkTarget(e.path, e.link_target); !st) r.Error(st.error().message);
-      }
-      m.entries.push_back(std::move(e));
+      auto e = ReadEntry(je, r);
+      if (!e) break;
+      m.entries.push_back(std::move(*e));
     }
   }
   if (!r.ok()) return Fail(ErrorCode::kCorrupt, r.error());

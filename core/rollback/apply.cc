@@ -28,6 +28,31 @@ Op MakeOp(OpKind kind, const std::string& path) {
   return op;
 }
 
+namespace {
+
+// Writes the file or link of plan entry `e` at `dest`. Files are staged under consecutive
+// numbers: a file takes `*staged`, then counts it up.
+Op PlaceOp(const PlanEntry& e, const std::string& dest, std::size_t* staged) {
+  Op op;
+  op.path = dest;
+  op.uid = e.uid;
+  op.gid = e.gid;
+  if (e.target->type == EntryType::kFile) {
+    op.kind = OpKind::kPlaceFile;
+    op.staged = std::to_string((*staged)++);
+    op.sha256 = e.target->sha256;
+    op.size = e.target->size;
+    op.mode = e.target->mode;
+    op.mtime = e.mtime;
+  } else {
+    op.kind = OpKind::kPlaceLink;
+    op.link_target = e.target->link_target;
+  }
+  return op;
+}
+
+}  // namespace
+
 // Turns a plan into journal operations: moves aside, directories (parents first), files and
 // links, then directory attributes (children first).
 BuiltOps BuildOps(const Plan& plan, const std::set<std::string>& collected) {
@@ -47,22 +72,7 @@ BuiltOps BuildOps(const Plan& plan, const std::set<std::string>& collected) {
   };
   std::size_t staged = 0;
   auto place = [&](const PlanEntry& e, const std::string& dest) {
-    Op op;
-    op.path = dest;
-    op.uid = e.uid;
-    op.gid = e.gid;
-    if (e.target->type == EntryType::kFile) {
-      op.kind = OpKind::kPlaceFile;
-      op.staged = std::to_string(staged++);
-      op.sha256 = e.target->sha256;
-      op.size = e.target->size;
-      op.mode = e.target->mode;
-      op.mtime = e.mtime;
-    } else {
-      op.kind = OpKind::kPlaceLink;
-      op.link_target = e.target->link_target;
-    }
-    places.push_back(std::move(op));
+    places.push_back(PlaceOp(e, dest, &staged));
     out.changed_roots.insert(TopOf(dest));
   };
   for (const auto& e : plan.entries) {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -149,5 +150,12 @@ Status ApplySetAttrs(ApplyContext& c, const Op& op);
 
 // Applies (or, when recovering, re-applies) every operation, then fsyncs the touched dirs.
 Status ApplyOps(ApplyContext& c, const std::vector<Op>& ops);
+
+// ---- Reporting (differences.cc) ----
+
+// What the reported parts of the safety point (`captured`: its environment/, logs/ and state/
+// entries) say differs now, in `current`. One line each; values are never shown.
+std::vector<std::string> Differences(const std::map<std::string, std::string>& captured,
+                                     const store::BackupRequest& current);
 
 }  // namespace safepoint::rollback::internal

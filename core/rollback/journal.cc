@@ -42,6 +42,65 @@ bool IsStagedName(const std::string& s) {
   return true;
 }
 
+// kCorrupt, "rollback journal: <what>".
+tl::unexpected<Error> Corrupt(const std::string& what) {
+  return Fail(ErrorCode::kCorrupt, "rollback journal: " + what);
+}
+
+// One entry of "ops"; json::exception for a missing or mistyped field.
+Result<Op> ParseOp(const json& o) {
+  Op op;
+  const auto name = o.at("op").get<std::string>();
+  bool found = false;
+  for (const auto& [k, n] : kOpNames) {
+    if (n == name) {
+      op.kind = k;
+      found = true;
+    }
+  }
+  if (!found) return Corrupt("unknown op '" + name + "'");
+  auto path = GetName(o, "path", "rollback journal");
+  if (!path) return tl::unexpected(path.error());
+  op.path = std::move(*path);
+  if (!op.path.starts_with("ha_config/") && !op.path.starts_with("workspace/")) {
+    return Corrupt("op outside the restored roots: " + op.path);
+  }
+  SP_RETURN_IF_ERROR(manifest::CheckArchivePath(op.path));
+  switch (op.kind) {
+    case OpKind::kMoveAside:
+      break;
+    case OpKind::kMakeDir:
+      op.mode = o.at("mode").get<std::uint32_t>();
+      break;
+    case OpKind::kPlaceFile:
+      op.staged = o.at("staged").get<std::string>();
+      if (!IsStagedName(op.staged)) return Corrupt("bad staged name");
+      op.sha256 = o.at("sha256").get<std::string>();
+      op.size = o.at("size").get<std::uint64_t>();
+      op.mode = o.at("mode").get<std::uint32_t>();
+      op.uid = o.at("uid").get<std::uint32_t>();
+      op.gid = o.at("gid").get<std::uint32_t>();
+      op.mtime = o.at("mtime").get<std::int64_t>();
+      break;
+    case OpKind::kPlaceLink:
+      if (auto t = GetName(o, "link_target", "rollback journal"); t) {
+        op.link_target = std::move(*t);
+      } else {
+        return tl::unexpected(t.error());
+      }
+      SP_RETURN_IF_ERROR(manifest::CheckLinkTarget(op.path, op.link_target));
+      op.uid = o.at("uid").get<std::uint32_t>();
+      op.gid = o.at("gid").get<std::uint32_t>();
+      break;
+    case OpKind::kSetAttrs:
+      op.mode = o.at("mode").get<std::uint32_t>();
+      op.uid = o.at("uid").get<std::uint32_t>();
+      op.gid = o.at("gid").get<std::uint32_t>();
+      break;
+  }
+  return op;
+}
+
 }  // namespace
 
 std::string_view PhaseName(Phase phase) {
@@ -100,12 +159,9 @@ json ToJson(const Journal& j) {
 }
 
 Result<Journal> Parse(std::string_view text) {
-  auto corrupt = [](const std::string& what) {
-    return Fail(ErrorCode::kCorrupt, "rollback journal: " + what);
-  };
   try {
     json in = json::parse(text);
-    if (in.at("format").get<int>() != kFormat) return corrupt("unsupported format");
+    if (in.at("format").get<int>() != kFormat) return Corrupt("unsupported format");
     Journal j;
     j.rollback_id = in.at("rollback_id").get<std::string>();
     j.id = in.at("id").get<std::string>();
@@ -119,7 +175,7 @@ Result<Journal> Parse(std::string_view text) {
         known = true;
       }
     }
-    if (!known) return corrupt("unknown phase '" + phase + "'");
+    if (!known) return Corrupt("unknown phase '" + phase + "'");
     j.created_at = in.at("created_at").get<std::string>();
     j.ha_config_root = in.at("roots").at("ha_config").get<std::string>();
     j.workspace_root = in.at("roots").at("workspace").get<std::string>();
@@ -129,67 +185,20 @@ Result<Journal> Parse(std::string_view text) {
     j.error = in.at("error").get<std::string>();
     j.revert_attempts = in.at("revert_attempts").get<int>();
     if (!manifest::IsValidId(j.id) || !manifest::IsValidId(j.pre_rollback_id)) {
-      return corrupt("bad safety point id");
+      return Corrupt("bad safety point id");
     }
     if (j.ha_config_root.empty() || j.ha_config_root.front() != '/' || j.workspace_root.empty() ||
         j.workspace_root.front() != '/') {
-      return corrupt("roots must be absolute");
+      return Corrupt("roots must be absolute");
     }
     for (const auto& o : in.at("ops")) {
-      Op op;
-      const auto name = o.at("op").get<std::string>();
-      bool found = false;
-      for (const auto& [k, n] : kOpNames) {
-        if (n == name) {
-          op.kind = k;
-          found = true;
-        }
-      }
-      if (!found) return corrupt("unknown op '" + name + "'");
-      auto path = GetName(o, "path", "rollback journal");
-      if (!path) return tl::unexpected(path.error());
-      op.path = std::move(*path);
-      if (!op.path.starts_with("ha_config/") && !op.path.starts_with("workspace/")) {
-        return corrupt("op outside the restored roots: " + op.path);
-      }
-      SP_RETURN_IF_ERROR(manifest::CheckArchivePath(op.path));
-      switch (op.kind) {
-        case OpKind::kMoveAside:
-          break;
-        case OpKind::kMakeDir:
-          op.mode = o.at("mode").get<std::uint32_t>();
-          break;
-        case OpKind::kPlaceFile:
-          op.staged = o.at("staged").get<std::string>();
-          if (!IsStagedName(op.staged)) return corrupt("bad staged name");
-          op.sha256 = o.at("sha256").get<std::string>();
-          op.size = o.at("size").get<std::uint64_t>();
-          op.mode = o.at("mode").get<std::uint32_t>();
-          op.uid = o.at("uid").get<std::uint32_t>();
-          op.gid = o.at("gid").get<std::uint32_t>();
-          op.mtime = o.at("mtime").get<std::int64_t>();
-          break;
-        case OpKind::kPlaceLink:
-          if (auto t = GetName(o, "link_target", "rollback journal"); t) {
-            op.link_target = std::move(*t);
-          } else {
-            return tl::unexpected(t.error());
-          }
-          SP_RETURN_IF_ERROR(manifest::CheckLinkTarget(op.path, op.link_target));
-          op.uid = o.at("uid").get<std::uint32_t>();
-          op.gid = o.at("gid").get<std::uint32_t>();
-          break;
-        case OpKind::kSetAttrs:
-          op.mode = o.at("mode").get<std::uint32_t>();
-          op.uid = o.at("uid").get<std::uint32_t>();
-          op.gid = o.at("gid").get<std::uint32_t>();
-          break;
-      }
-      j.ops.push_back(std::move(op));
+      auto op = ParseOp(o);
+      if (!op) return tl::unexpected(op.error());
+      j.ops.push_back(std::move(*op));
     }
     return j;
   } catch (const json::exception& e) {
-    return corrupt(e.what());
+    return Corrupt(e.what());
   }
 }
 

@@ -51,19 +51,19 @@ bool SameAsTarget(const PlanEntry& e) {
   return *e.current == *e.target;
 }
 
-// The plan, given the current source collection (so Rollback collects only once).
-Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& target,
-                      const std::optional<Fingerprint>& fingerprint, Policy policy,
-                      const store::BackupRequest& current) {
-  Plan plan;
-  plan.id = target.id;
-  plan.policy = policy;
-  plan.has_fingerprint = fingerprint.has_value();
-  const Roots roots{config.paths.ha_config, config.paths.workspace};
+namespace {
 
-  // The safety point's tree entries, checked.
-  std::map<std::string, const manifest::Entry*> wanted;
+// The safety point's tree entries, checked, by path.
+struct Wanted {
+  std::map<std::string, const manifest::Entry*> entries;
   bool has_workspace = false;
+};
+
+// Checks the safety point's entries and picks those a rollback writes; the rest go to
+// plan.not_restored or plan.warnings.
+Result<Wanted> WantedEntries(const config::Config& config, const manifest::Manifest& target,
+                             const Roots& roots, Plan& plan) {
+  Wanted wanted;
   for (const auto& e : target.entries) {
     SP_RETURN_IF_ERROR(manifest::CheckArchivePath(e.path));
     const std::string top = TopOf(e.path);
@@ -85,15 +85,17 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
       plan.warnings.push_back(e.path + ": inside the backup directory; not restored");
       continue;
     }
-    if (!wanted.emplace(e.path, &e).second) {
+    if (!wanted.entries.emplace(e.path, &e).second) {
       return Fail(ErrorCode::kCorrupt, "entry " + e.path + " appears twice");
     }
-    if (top == "workspace") has_workspace = true;
+    if (top == "workspace") wanted.has_workspace = true;
   }
-  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
-  if (has_workspace) SP_RETURN_IF_ERROR(CheckRoot("workspace", config.paths.workspace));
+  return wanted;
+}
 
-  // Parents: an entry below a non-directory is refused; unlisted parents become implicit dirs.
+// Parents: an entry below a non-directory is refused; unlisted parents become implicit dirs.
+Result<std::set<std::string>> ImplicitParents(
+    const std::map<std::string, const manifest::Entry*>& wanted) {
   std::set<std::string> implicit;
   for (const auto& [path, entry] : wanted) {
     std::size_t slash = path.find('/');
@@ -112,12 +114,14 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
       }
     }
   }
+  return implicit;
+}
 
-  std::set<std::string> collected;
-  for (const auto& in : current.entries) {
-    if (IsTreeRoot(TopOf(in.header.path))) collected.insert(in.header.path);
-  }
-
+// One plan entry per path the safety point lists (`wanted`, `implicit`) or the trees hold now
+// (`collected`), with the path's current state; changes and actions are decided later.
+Result<std::map<std::string, PlanEntry>> EntriesWithCurrent(
+    const Roots& roots, const std::map<std::string, const manifest::Entry*>& wanted,
+    const std::set<std::string>& implicit, const std::set<std::string>& collected) {
   std::map<std::string, PlanEntry> entries;
   auto read_current = [&](const std::string& path) -> Result<std::optional<PathState>> {
     return ReadPathState(roots.For(TopOf(path)), RelOf(path));
@@ -156,19 +160,66 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
     p.current = std::move(*cur);
     entries.emplace(path, std::move(p));
   }
+  return entries;
+}
 
-  for (auto& [path, p] : entries) {
+// How a path the safety point lists differs from it now.
+Change ChangeOf(const PlanEntry& p, const std::optional<Fingerprint>& fingerprint) {
+  if (!p.current) return Change::kMissing;
+  if (SameAsTarget(p)) return Change::kUnchanged;
+  if (fingerprint) {
+    return fingerprint->Matches(p.path, *p.current) ? Change::kChangedByUpdate : Change::kConflict;
+  }
+  return Change::kConflict;
+}
+
+// The free path beside `path` where a merge writes the safety point's version: never over a
+// listed path, nor over something the pre-rollback point cannot hold.
+std::string BesidePath(const std::string& path, const std::string& id, const Roots& roots,
+                       const std::map<std::string, const manifest::Entry*>& wanted,
+                       const std::set<std::string>& collected) {
+  auto taken = [&](const std::string& b) {
+    if (wanted.count(b) != 0) return true;
+    if (collected.count(b) != 0) return false;  // added: moved aside first
+    auto st = ReadPathState(roots.For(TopOf(b)), RelOf(b));
+    return !st || st->has_value();
+  };
+  std::string beside = WithNameAffixes(path, "", ".safepoint-" + id);
+  for (int n = 2; taken(beside) && n < 1000; ++n) {
+    beside = WithNameAffixes(path, "", ".safepoint-" + id + "-" + std::to_string(n));
+  }
+  return beside;
+}
+
+}  // namespace
+
+// The plan, given the current source collection (so Rollback collects only once).
+Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& target,
+                      const std::optional<Fingerprint>& fingerprint, Policy policy,
+                      const store::BackupRequest& current) {
+  Plan plan;
+  plan.id = target.id;
+  plan.policy = policy;
+  plan.has_fingerprint = fingerprint.has_value();
+  const Roots roots{config.paths.ha_config, config.paths.workspace};
+
+  auto wanted = WantedEntries(config, target, roots, plan);
+  if (!wanted) return tl::unexpected(wanted.error());
+  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
+  if (wanted->has_workspace) SP_RETURN_IF_ERROR(CheckRoot("workspace", config.paths.workspace));
+  auto implicit = ImplicitParents(wanted->entries);
+  if (!implicit) return tl::unexpected(implicit.error());
+
+  std::set<std::string> collected;
+  for (const auto& in : current.entries) {
+    if (IsTreeRoot(TopOf(in.header.path))) collected.insert(in.header.path);
+  }
+  auto entries = EntriesWithCurrent(roots, wanted->entries, *implicit, collected);
+  if (!entries) return tl::unexpected(entries.error());
+
+  for (auto& [path, p] : *entries) {
     if (p.change == Change::kAdded) continue;
-    if (!p.current) {
-      p.change = Change::kMissing;
-    } else if (SameAsTarget(p)) {
-      p.change = Change::kUnchanged;
-    } else if (fingerprint) {
-      p.change =
-          fingerprint->Matches(path, *p.current) ? Change::kChangedByUpdate : Change::kConflict;
-    } else {
-      p.change = Change::kConflict;
-    }
+    p.change = ChangeOf(p, fingerprint);
     switch (p.change) {
       case Change::kUnchanged:
         p.action = Action::kNone;
@@ -183,18 +234,7 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
         } else if (policy == Policy::kMerge && p.target->type != EntryType::kDirectory &&
                    p.current->type != EntryType::kDirectory) {
           p.action = Action::kRestoreBeside;
-          // Never over a listed path, nor over something the pre-rollback point cannot hold.
-          auto taken = [&](const std::string& b) {
-            if (wanted.count(b) != 0) return true;
-            if (collected.count(b) != 0) return false;  // added: moved aside first
-            auto st = read_current(b);
-            return !st || st->has_value();
-          };
-          std::string beside = WithNameAffixes(path, "", ".safepoint-" + target.id);
-          for (int n = 2; taken(beside) && n < 1000; ++n) {
-            beside = WithNameAffixes(path, "", ".safepoint-" + target.id + "-" + std::to_string(n));
-          }
-          p.beside = beside;
+          p.beside = BesidePath(path, target.id, roots, wanted->entries, collected);
         } else {
           p.action = Action::kRestore;
         }
@@ -203,7 +243,7 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
         break;
     }
   }
-  for (auto& [path, p] : entries) plan.entries.push_back(std::move(p));
+  for (auto& [path, p] : *entries) plan.entries.push_back(std::move(p));
   return plan;
 }
 

@@ -62,6 +62,130 @@ class LineTail {
 
 std::string SecondsText(Ms d) { return config::FormatDuration(d); }
 
+// Starts `command` in its own process group, stdin from /dev/null, stdout and stderr to `out_fd`,
+// with an empty signal mask and the default handling of the signals a service may catch or
+// ignore.
+struct Spawned {
+  pid_t pid = -1;
+  int error = 0;  // of posix_spawnp; 0 when started
+};
+Spawned Spawn(const std::vector<std::string>& command, int out_fd) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_fd, STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out_fd, STDERR_FILENO);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t no_signals;
+  sigemptyset(&no_signals);
+  sigset_t default_signals;
+  sigemptyset(&default_signals);
+  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&default_signals, s);
+  posix_spawnattr_setsigmask(&attr, &no_signals);
+  posix_spawnattr_setsigdefault(&attr, &default_signals);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(
+      &attr,
+      static_cast<short>(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
+  std::vector<char*> argv;
+  argv.reserve(command.size() + 1);
+  for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  Spawned out;
+  out.error = ::posix_spawnp(&out.pid, argv[0], &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  return out;
+}
+
+// How a started command ended.
+struct Ended {
+  int wait_status = 0;
+  bool timed_out = false;  // SIGTERM was sent at the deadline
+  bool kill_sent = false;  // and SIGKILL after the grace period
+  std::vector<std::string> output_tail;
+};
+
+// Waits for `pid` while collecting the tail of its output from `read_fd`; at `deadline` its
+// process group gets SIGTERM, `kill_grace` later SIGKILL.
+Ended WaitFor(pid_t pid, int read_fd, SteadyClock::time_point deadline, Ms kill_grace) {
+  Ended ended;
+  LineTail tail;
+  auto kill_at = SteadyClock::time_point::max();
+  bool term_sent = false;
+  bool exited = false;
+  bool eof = false;
+  char buf[4096];
+  auto drain = [&](int timeout_ms) {
+    pollfd p{read_fd, POLLIN, 0};
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n <= 0) return false;
+    ssize_t got = ::read(read_fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) return true;
+    if (got <= 0) {
+      eof = true;
+      return false;
+    }
+    tail.Feed(buf, static_cast<std::size_t>(got));
+    return true;
+  };
+  for (;;) {
+    if (!exited) {
+      pid_t r = ::waitpid(pid, &ended.wait_status, WNOHANG);
+      if (r == pid) exited = true;
+    }
+    if (exited) {
+      // Whatever is buffered now; a grandchild that keeps the pipe open is not waited for.
+      while (!eof && drain(0)) {
+      }
+      break;
+    }
+    const auto now = SteadyClock::now();
+    if (!term_sent && now >= deadline) {
+      ended.timed_out = true;
+      ::kill(-pid, SIGTERM);
+      term_sent = true;
+      kill_at = now + kill_grace;
+    } else if (term_sent && !ended.kill_sent && now >= kill_at) {
+      ::kill(-pid, SIGKILL);
+      ended.kill_sent = true;
+    }
+    auto next = term_sent ? kill_at : deadline;
+    auto wait = std::chrono::duration_cast<Ms>(next - now).count();
+    int wait_ms = static_cast<int>(std::clamp<long long>(wait, 1, 50));
+    if (ended.kill_sent) wait_ms = 50;
+    if (!eof) {
+      drain(wait_ms);
+    } else {
+      // Output closed: poll for the exit briefly.
+      std::this_thread::sleep_for(Ms(std::min(wait_ms, 2)));
+    }
+  }
+  ended.output_tail = tail.Finish();
+  return ended;
+}
+
+// Sets the exit code or signal, `ok` and `error` of `out` from how the command ended.
+void Judge(const Ended& ended, Ms timeout, Outcome& out) {
+  out.timed_out = ended.timed_out;
+  if (WIFEXITED(ended.wait_status)) {
+    out.exit_code = WEXITSTATUS(ended.wait_status);
+  } else if (WIFSIGNALED(ended.wait_status)) {
+    out.signal = WTERMSIG(ended.wait_status);
+  }
+  if (out.timed_out) {
+    out.error = "timed out after " + SecondsText(timeout) +
+                (ended.kill_sent ? " (killed)" : " (terminated)");
+  } else if (out.signal != 0) {
+    out.error = std::string("killed by signal ") + ::strsignal(out.signal);
+  } else if (out.exit_code != 0) {
+    out.error = "exited with status " + std::to_string(out.exit_code);
+  } else {
+    out.ok = true;
+  }
+}
+
 }  // namespace
 
 bool IsAffected(const config::RestartConfig& restart,
@@ -89,113 +213,19 @@ Outcome Execute(const config::RestartConfig& restart, Ms kill_grace) {
     finish(out);
     return out;
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t no_signals;
-  sigemptyset(&no_signals);
-  sigset_t default_signals;
-  sigemptyset(&default_signals);
-  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&default_signals, s);
-  posix_spawnattr_setsigmask(&attr, &no_signals);
-  posix_spawnattr_setsigdefault(&attr, &default_signals);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(
-      &attr,
-      static_cast<short>(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF));
-  std::vector<char*> argv;
-  argv.reserve(restart.command.size() + 1);
-  for (const auto& a : restart.command) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  const Spawned spawned = Spawn(restart.command, pipe_fds[1]);
   ::close(pipe_fds[1]);
-  if (rc != 0) {
+  if (spawned.error != 0) {
     ::close(pipe_fds[0]);
-    out.error = "cannot start " + restart.command[0] + ": " + std::strerror(rc);
+    out.error = "cannot start " + restart.command[0] + ": " + std::strerror(spawned.error);
     finish(out);
     return out;
   }
-
-  LineTail tail;
-  const auto deadline = start + restart.timeout;
-  auto kill_at = SteadyClock::time_point::max();
-  bool term_sent = false;
-  bool kill_sent = false;
-  bool exited = false;
-  bool eof = false;
-  int wait_status = 0;
-  char buf[4096];
-  auto drain = [&](int timeout_ms) {
-    pollfd p{pipe_fds[0], POLLIN, 0};
-    int n = ::poll(&p, 1, timeout_ms);
-    if (n <= 0) return false;
-    ssize_t got = ::read(pipe_fds[0], buf, sizeof buf);
-    if (got < 0 && errno == EINTR) return true;
-    if (got <= 0) {
-      eof = true;
-      return false;
-    }
-    tail.Feed(buf, static_cast<std::size_t>(got));
-    return true;
-  };
-  for (;;) {
-    if (!exited) {
-      pid_t r = ::waitpid(pid, &wait_status, WNOHANG);
-      if (r == pid) exited = true;
-    }
-    if (exited) {
-      // Whatever is buffered now; a grandchild that keeps the pipe open is not waited for.
-      while (!eof && drain(0)) {
-      }
-      break;
-    }
-    const auto now = SteadyClock::now();
-    if (!term_sent && now >= deadline) {
-      out.timed_out = true;
-      ::kill(-pid, SIGTERM);
-      term_sent = true;
-      kill_at = now + kill_grace;
-    } else if (term_sent && !kill_sent && now >= kill_at) {
-      ::kill(-pid, SIGKILL);
-      kill_sent = true;
-    }
-    auto next = term_sent ? kill_at : deadline;
-    auto wait = std::chrono::duration_cast<Ms>(next - now).count();
-    int wait_ms = static_cast<int>(std::clamp<long long>(wait, 1, 50));
-    if (kill_sent) wait_ms = 50;
-    if (!eof) {
-      drain(wait_ms);
-    } else {
-      // Output closed: poll for the exit briefly.
-      std::this_thread::sleep_for(Ms(std::min(wait_ms, 2)));
-    }
-  }
+  Ended ended = WaitFor(spawned.pid, pipe_fds[0], start + restart.timeout, kill_grace);
   ::close(pipe_fds[0]);
-  out.output_tail = tail.Finish();
+  out.output_tail = std::move(ended.output_tail);
   finish(out);
-
-  if (WIFEXITED(wait_status)) {
-    out.exit_code = WEXITSTATUS(wait_status);
-  } else if (WIFSIGNALED(wait_status)) {
-    out.signal = WTERMSIG(wait_status);
-  }
-  if (out.timed_out) {
-    out.error = "timed out after " + SecondsText(restart.timeout) +
-                (kill_sent ? " (killed)" : " (terminated)");
-  } else if (out.signal != 0) {
-    out.error = std::string("killed by signal ") + ::strsignal(out.signal);
-  } else if (out.exit_code != 0) {
-    out.error = "exited with status " + std::to_string(out.exit_code);
-  } else {
-    out.ok = true;
-  }
+  Judge(ended, restart.timeout, out);
   return out;
 }
 

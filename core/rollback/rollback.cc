@@ -98,77 +98,6 @@ class StagingVisitor final : public store::EntryVisitor {
   std::string* capture_ = nullptr;
 };
 
-// What the reported parts of the safety point say differs now.
-std::vector<std::string> Differences(const std::map<std::string, std::string>& captured,
-                                     const store::BackupRequest& current) {
-  std::vector<std::string> out;
-  std::string now_env;
-  for (const auto& e : current.entries) {
-    if (e.header.path == "environment/environment.json" && e.content) now_env = *e.content;
-  }
-  for (const auto& [path, content] : captured) {
-    if (path == "environment/environment.json") {
-      try {
-        json then = json::parse(content);
-        json now = now_env.empty() ? json::object() : json::parse(now_env);
-        std::set<std::string> names;
-        for (const auto* j : {&then, &now}) {
-          if (j->contains("variables") && (*j)["variables"].is_object()) {
-            for (const auto& [k, v] : (*j)["variables"].items()) names.insert(k);
-          }
-        }
-        for (const auto& name : names) {
-          json a = then.value("variables", json::object()).value(name, json());
-          json b = now.value("variables", json::object()).value(name, json());
-          // Values are not shown: an allow-listed variable may still hold something private.
-          if (a != b)
-            out.push_back("environment variable " + name + " differs from the safety point");
-        }
-        auto packages = [](const json& j) {
-          std::map<std::string, std::string> m;
-          if (!j.contains("python_packages") || !j["python_packages"].is_array()) return m;
-          for (const auto& p : j["python_packages"]) {
-            if (!p.is_object() || !p.contains("name") || !p["name"].is_string()) continue;
-            const auto& v = p.value("version", json());
-            m[p["name"].get<std::string>()] = v.is_string() ? v.get<std::string>() : "?";
-          }
-          return m;
-        };
-        auto a = packages(then);
-        auto b = packages(now);
-        for (const auto& [name, version] : a) {
-          auto it = b.find(name);
-          if (it == b.end()) {
-            out.push_back("python package " + name + " " + version + " is no longer installed");
-          } else if (it->second != version) {
-            out.push_back("python package " + name + " was " + version + ", now " + it->second);
-          }
-        }
-        for (const auto& [name, version] : b) {
-          if (a.count(name) == 0) {
-            out.push_back("python package " + name + " " + version + " was installed since");
-          }
-        }
-      } catch (const json::exception&) {
-        out.emplace_back("environment/environment.json could not be compared");
-      }
-    } else if (path.starts_with("logs/")) {
-      auto lines = std::count(content.begin(), content.end(), '\n');
-      out.push_back(path + ": " + std::to_string(lines) +
-                    " log lines kept in the safety point (logs are never written back)");
-    } else if (path == snapshot::kZigbee2MqttBackupPath) {
-      out.push_back(path +
-                    ": Zigbee2MQTT's own backup kept in the safety point (not written back; "
-                    "restore it in Zigbee2MQTT after `safepoint extract`)");
-    } else if (path.starts_with("state/")) {
-      out.push_back(path + ": entity states recorded in the safety point (" +
-                    std::to_string(content.size()) +
-                    " bytes); live states come from the devices and are not written back");
-    }
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Records and journals
 
@@ -390,18 +319,15 @@ class StepProgress {
   std::uint64_t last_ = 0;
 };
 
-}  // namespace
+// What a rollback starts from: the target safety point, the trees as they are now, the plan.
+struct Start {
+  manifest::Manifest target;
+  store::BackupRequest current;
+  Plan plan;
+};
 
-Result<Report> Rollback(const config::Config& config, store::Store& store, FileSystem& fs,
-                        const Clock& clock, const Secret& passphrase, const std::string& id,
-                        Policy policy, bool dry_run, const store::ProgressFn& progress) {
-  // An interrupted rollback is finished first, so its record and the trees are consistent.
-  if (!dry_run) {
-    RecoverState rs;
-    rs.passphrase = &passphrase;
-    auto recovered = RecoverImpl(config, store, fs, rs);
-    if (!recovered) return tl::unexpected(recovered.error());
-  }
+Result<Start> LoadAndPlan(const config::Config& config, const store::Store& store,
+                          const Secret& passphrase, const std::string& id, Policy policy) {
   Secret key;
   auto target = store.Load(id, passphrase, &key);
   if (!target) return tl::unexpected(target.error());
@@ -412,23 +338,11 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   if (!current) return tl::unexpected(current.error());
   auto plan = PlanWith(config, *target, *fingerprint, policy, *current);
   if (!plan) return tl::unexpected(plan.error());
+  return Start{std::move(*target), std::move(*current), std::move(*plan)};
+}
 
-  Report report;
-  report.id = id;
-  report.policy = policy;
-  report.dry_run = dry_run;
-
-  if (dry_run) {
-    StagingVisitor visitor(nullptr, "", {});
-    auto read = store.Read(id, passphrase, visitor);
-    if (!read) return tl::unexpected(read.error());
-    report.differences = Differences(visitor.captured(), *current);
-    report.plan = std::move(*plan);
-    return report;
-  }
-
-  const std::set<std::string> collected = CollectedPaths(*current);
-  BuiltOps built = BuildOps(*plan, collected);
+Journal NewJournal(const config::Config& config, const Clock& clock, const std::string& id,
+                   Policy policy, const BuiltOps& built) {
   Journal j;
   j.id = id;
   j.policy = config::ConflictPolicyName(policy);
@@ -437,73 +351,199 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   j.workspace_root = config.paths.workspace;
   j.ops = built.ops;
   j.changed_roots.assign(built.changed_roots.begin(), built.changed_roots.end());
+  return j;
+}
 
-  // 1. Stage and verify everything before touching the trees.
+// The files to stage, keyed by the safety point's path; a merge copy's op names the beside path.
+std::map<std::string, Op> FilesToStage(const Plan& plan, const std::vector<Op>& ops) {
+  std::map<std::string, const Op*> by_dest;
+  for (const auto& op : ops) {
+    if (op.kind == OpKind::kPlaceFile) by_dest[op.path] = &op;
+  }
+  std::map<std::string, Op> to_stage;
+  for (const auto& e : plan.entries) {
+    if (e.action != Action::kRestore && e.action != Action::kRestoreBeside) continue;
+    auto it = by_dest.find(e.action == Action::kRestoreBeside ? e.beside : e.path);
+    if (it != by_dest.end()) to_stage.emplace(e.path, *it->second);
+  }
+  return to_stage;
+}
+
+// A dry run's check: decrypts and verifies the whole safety point `id` (nothing is written) and
+// returns how its reported parts differ from `current`.
+Result<std::vector<std::string>> Verify(const store::Store& store, const Secret& passphrase,
+                                        const std::string& id,
+                                        const store::BackupRequest& current) {
+  StagingVisitor visitor(nullptr, "", {});
+  auto read = store.Read(id, passphrase, visitor);
+  if (!read) return tl::unexpected(read.error());
+  return Differences(visitor.captured(), current);
+}
+
+// Creates the record of a new rollback (<backup_dir>/.rollbacks/<rollback-id>, whose id goes to
+// `j`) with its staging directory; returns the record's path. A record left by a failure is
+// removed at the next recovery.
+Result<std::string> OpenRecord(FileSystem& fs, const store::Store& store, const Clock& clock,
+                               Journal& j) {
   SP_RETURN_IF_ERROR(EnsureRecordsDir(fs, store));
   auto rid = NewRollbackId(store, clock);
   if (!rid) return tl::unexpected(rid.error());
   j.rollback_id = *rid;
   const std::string record = RecordsDir(store) + "/" + *rid;
-  report.rollback_id = *rid;
-  report.record_dir = record;
-  auto discard = [&](Error e) -> Result<Report> {
-    // Nothing was changed yet; a leftover record is removed at the next recovery anyway.
-    (void)fs.RemoveTree(record);
-    return tl::unexpected(std::move(e));
-  };
   SP_RETURN_IF_ERROR(fs.MakeDir(record, 0700));
-  const std::string staging = record + "/staging";
-  if (auto st = fs.MakeDir(staging, 0700); !st) return discard(st.error());
-  j.rename_ha_config = SameDevice(staging, config.paths.ha_config);
-  j.rename_workspace = SameDevice(staging, config.paths.workspace);
-  std::map<std::string, const Op*> by_dest;
-  for (const auto& op : built.ops) {
-    if (op.kind == OpKind::kPlaceFile) by_dest[op.path] = &op;
+  if (auto st = fs.MakeDir(record + "/staging", 0700); !st) {
+    (void)fs.RemoveTree(record);  // nothing was changed
+    return tl::unexpected(st.error());
   }
-  // Staging is keyed by the safety point's path; a merge copy's op names the beside path.
-  std::map<std::string, Op> to_stage;
-  for (const auto& e : plan->entries) {
-    if (e.action != Action::kRestore && e.action != Action::kRestoreBeside) continue;
-    auto it = by_dest.find(e.action == Action::kRestoreBeside ? e.beside : e.path);
-    if (it != by_dest.end()) to_stage.emplace(e.path, *it->second);
-  }
-  // One scale for the three steps: staging (decrypting everything) 0-50%, the pre-rollback
-  // safety point 50-90%, applying 90-100%.
-  StepProgress steps(progress);
-  const std::uint64_t target_bytes = std::max<std::uint64_t>(target->TotalBytes(), 1);
+  return record;
+}
+
+// Decrypts and verifies the whole safety point `id`, writing `to_stage` into `staging`, and
+// returns how the captured parts differ from `current`. Progress: 0-50% of `steps`.
+Result<std::vector<std::string>> Stage(const store::Store& store, FileSystem& fs,
+                                       const Secret& passphrase, const std::string& id,
+                                       const std::string& staging,
+                                       std::map<std::string, Op> to_stage,
+                                       std::uint64_t target_bytes,
+                                       const store::BackupRequest& current, StepProgress& steps) {
   std::uint64_t staged_bytes = 0;
   StagingVisitor visitor(&fs, staging, std::move(to_stage), [&](std::uint64_t n) {
     staged_bytes += n;
     steps.Report(0, 500, std::min(staged_bytes, target_bytes), target_bytes);
   });
   auto read = store.Read(id, passphrase, visitor);
-  if (!read) return discard(read.error());
-  if (auto st = fs.SyncDir(staging); !st) return discard(st.error());
-  report.differences = Differences(visitor.captured(), *current);
+  if (!read) return tl::unexpected(read.error());
+  SP_RETURN_IF_ERROR(fs.SyncDir(staging));
+  return Differences(visitor.captured(), current);
+}
 
-  // 2. Conflicts under the abort policy stop here.
-  if (plan->WouldStop()) {
-    (void)fs.RemoveTree(record);  // nothing was changed
+// Ends a rollback that changes nothing (stopped on conflicts under kAbort, or with nothing to
+// do) and removes its record.
+Report EndUnchanged(FileSystem& fs, const std::string& record, Plan plan, Report report) {
+  (void)fs.RemoveTree(record);  // nothing was changed
+  report.record_dir.clear();
+  if (plan.WouldStop()) {
     report.rollback_id.clear();
-    report.record_dir.clear();
     report.stopped = true;
-    report.plan = std::move(*plan);
+  }
+  report.plan = std::move(plan);
+  return report;
+}
+
+// Backs up the trees as they are (`current`) before a rollback to `id` changes them. Progress:
+// 50-90% of `steps`.
+Result<manifest::Manifest> TakePreRollback(store::Store& store, const Secret& passphrase,
+                                           const std::string& id,
+                                           const store::BackupRequest& current,
+                                           StepProgress& steps) {
+  store::BackupRequest pre_request = current;
+  pre_request.reason = "pre-rollback to " + id;
+  pre_request.update.reset();
+  return store.Backup(pre_request, passphrase, [&](std::uint64_t done, std::uint64_t total) {
+    steps.Report(500, 900, done, total);
+  });
+}
+
+// Applies the journaled ops (progress: 90-100% of `steps`); on failure reverts the trees to the
+// pre-rollback safety point and returns the error, saying whether reverting worked.
+Status ApplyOrRevert(const config::Config& config, store::Store& store, FileSystem& fs,
+                     const Secret& passphrase, const std::string& record,
+                     const std::string& staging, Journal& j, StepProgress& steps) {
+  ApplyContext c{fs, Roots{config.paths.ha_config, config.paths.workspace}};
+  c.rename_ha_config = j.rename_ha_config;
+  c.rename_workspace = j.rename_workspace;
+  c.dirs = {staging, record + "/moved"};
+  c.on_op = [&](std::size_t done, std::size_t total) { steps.Report(900, 1000, done, total); };
+  auto applied = ApplyOps(c, j.ops);
+  if (applied) return {};
+  Error error = applied.error();
+  j.error = error.message;
+  auto reverted = Revert(config, store, fs, passphrase, record, j);
+  if (reverted) {
+    error.message += "; the rollback was reverted, the trees are as before";
+  } else {
+    error.message += "; reverting failed too (" + reverted.error().message +
+                     "); the next safepoint command finishes it";
+  }
+  return tl::unexpected(std::move(error));
+}
+
+// Fills the counts of a rollback that was applied, and runs its restarts: a failure is
+// reported, never undone.
+void Complete(const config::Config& config, const Journal& j, Plan plan, Report& report) {
+  report.plan = std::move(plan);
+  report.restored = report.plan.Count(Action::kRestore);
+  report.written_beside = report.plan.Count(Action::kRestoreBeside);
+  report.moved_aside = report.plan.Count(Action::kMoveAside);
+  report.changed_roots = j.changed_roots;
+  report.restarts = restart::RunAffected(config.restart, RootsOf(j.changed_roots));
+  for (const auto& o : report.restarts) {
+    if (!o.ok) report.errors.push_back("restart " + o.name + " failed: " + o.error);
+  }
+}
+
+}  // namespace
+
+Result<Report> Rollback(const config::Config& config, store::Store& store, FileSystem& fs,
+                        const Clock& clock, const Secret& passphrase, const std::string& id,
+                        Policy policy, bool dry_run, const store::ProgressFn& progress,
+                        Recovery recovery) {
+  // An interrupted rollback is finished first, so its record and the trees are consistent.
+  if (!dry_run && recovery == Recovery::kRecoverFirst) {
+    RecoverState rs;
+    rs.passphrase = &passphrase;
+    auto recovered = RecoverImpl(config, store, fs, rs);
+    if (!recovered) return tl::unexpected(recovered.error());
+  }
+  auto start = LoadAndPlan(config, store, passphrase, id, policy);
+  if (!start) return tl::unexpected(start.error());
+  Plan& plan = start->plan;
+  Report report;
+  report.id = id;
+  report.policy = policy;
+  report.dry_run = dry_run;
+
+  if (dry_run) {
+    auto differences = Verify(store, passphrase, id, start->current);
+    if (!differences) return tl::unexpected(differences.error());
+    report.differences = std::move(*differences);
+    report.plan = std::move(plan);
     return report;
   }
-  if (built.ops.empty()) {
+
+  BuiltOps built = BuildOps(plan, CollectedPaths(start->current));
+  Journal j = NewJournal(config, clock, id, policy, built);
+
+  // 1. Stage and verify everything before touching the trees.
+  auto opened = OpenRecord(fs, store, clock, j);
+  if (!opened) return tl::unexpected(opened.error());
+  const std::string record = *opened;
+  const std::string staging = record + "/staging";
+  report.rollback_id = j.rollback_id;
+  report.record_dir = record;
+  auto discard = [&](Error e) -> Result<Report> {
+    // Nothing was changed yet; a leftover record is removed at the next recovery anyway.
     (void)fs.RemoveTree(record);
-    report.record_dir.clear();
-    report.plan = std::move(*plan);
-    return report;
+    return tl::unexpected(std::move(e));
+  };
+  j.rename_ha_config = SameDevice(staging, config.paths.ha_config);
+  j.rename_workspace = SameDevice(staging, config.paths.workspace);
+  // One scale for the three steps: staging (decrypting everything) 0-50%, the pre-rollback
+  // safety point 50-90%, applying 90-100%.
+  StepProgress steps(progress);
+  const std::uint64_t target_bytes = std::max<std::uint64_t>(start->target.TotalBytes(), 1);
+  auto differences = Stage(store, fs, passphrase, id, staging, FilesToStage(plan, built.ops),
+                           target_bytes, start->current, steps);
+  if (!differences) return discard(differences.error());
+  report.differences = std::move(*differences);
+
+  // 2. Conflicts under the abort policy stop here; so does a rollback with nothing to do.
+  if (plan.WouldStop() || built.ops.empty()) {
+    return EndUnchanged(fs, record, std::move(plan), std::move(report));
   }
 
   // 3. The pre-rollback safety point: `safepoint rollback <it>` undoes this rollback.
-  store::BackupRequest pre_request = *current;
-  pre_request.reason = "pre-rollback to " + id;
-  pre_request.update.reset();
-  auto pre = store.Backup(pre_request, passphrase, [&](std::uint64_t done, std::uint64_t total) {
-    steps.Report(500, 900, done, total);
-  });
+  auto pre = TakePreRollback(store, passphrase, id, start->current, steps);
   if (!pre) return discard(pre.error());
   j.pre_rollback_id = pre->id;
   report.pre_rollback_id = pre->id;
@@ -511,39 +551,14 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   // 4. From the journal on, a crash is completed or reverted by Recover.
   j.phase = Phase::kApplying;
   if (auto st = WriteJournal(fs, record, j); !st) return discard(st.error());
-  ApplyContext c{fs, Roots{config.paths.ha_config, config.paths.workspace}};
-  c.rename_ha_config = j.rename_ha_config;
-  c.rename_workspace = j.rename_workspace;
-  c.dirs = {staging, record + "/moved"};
-  c.on_op = [&](std::size_t done, std::size_t total) { steps.Report(900, 1000, done, total); };
-  if (auto applied = ApplyOps(c, j.ops); !applied) {
-    Error error = applied.error();
-    j.error = error.message;
-    auto reverted = Revert(config, store, fs, passphrase, record, j);
-    if (reverted) {
-      error.message += "; the rollback was reverted, the trees are as before";
-    } else {
-      error.message += "; reverting failed too (" + reverted.error().message +
-                       "); the next safepoint command finishes it";
-    }
-    return tl::unexpected(std::move(error));
-  }
+  SP_RETURN_IF_ERROR(ApplyOrRevert(config, store, fs, passphrase, record, staging, j, steps));
   j.phase = Phase::kDone;
   SP_RETURN_IF_ERROR(WriteJournal(fs, record, j));
   SP_RETURN_IF_ERROR(RemoveIfPresent(fs, staging));
   steps.Report(900, 1000, 1, 1);
 
-  report.plan = std::move(*plan);
-  report.restored = report.plan.Count(Action::kRestore);
-  report.written_beside = report.plan.Count(Action::kRestoreBeside);
-  report.moved_aside = report.plan.Count(Action::kMoveAside);
-  report.changed_roots = j.changed_roots;
-
-  // 5. Restarts; a failure is reported, never undone.
-  report.restarts = restart::RunAffected(config.restart, RootsOf(j.changed_roots));
-  for (const auto& o : report.restarts) {
-    if (!o.ok) report.errors.push_back("restart " + o.name + " failed: " + o.error);
-  }
+  // 5. Restarts.
+  Complete(config, j, std::move(plan), report);
   return report;
 }
 

@@ -128,6 +128,15 @@ struct Report {
 // PATH; nothing was changed (use --on-conflict overwrite or merge)" (at most 20 paths named).
 [[nodiscard]] std::string ConflictMessage(const Plan& plan);
 
+// Who finishes interrupted rollbacks before a new one starts. Recovery runs once per operation:
+// a caller that ran Recover under the exclusive lock it still holds (as the service does for
+// every exclusive operation) passes kDoneByCaller, since nothing can interrupt a rollback
+// while that lock is held.
+enum class Recovery {
+  kRecoverFirst,  // Rollback runs Recover itself
+  kDoneByCaller,  // the caller ran Recover under the lock it holds for this rollback
+};
+
 // Rolls the trees back to safety point `id`:
 //  1. refuses a missing or symlinked root (kBadInput) and unsafe entries (kCorrupt);
 //  2. decrypts and verifies the whole safety point, staging the files to write in
@@ -143,11 +152,14 @@ struct Report {
 // applies (one scale across the three steps; never decreasing).
 // With `dry_run` it stops after verifying and planning (nothing is written; a conflict under
 // kAbort is reported in the plan, not as an error).
+// Unless `recovery` says the caller has done it, interrupted rollbacks are finished first
+// (Recover, with `passphrase`), so their records and the trees are consistent.
 // REQUIRES: the caller holds the exclusive store lock (Store::Lock).
 [[nodiscard]] Result<Report> Rollback(const config::Config& config, store::Store& store,
                                       FileSystem& fs, const Clock& clock, const Secret& passphrase,
                                       const std::string& id, Policy policy, bool dry_run,
-                                      const store::ProgressFn& progress = {});
+                                      const store::ProgressFn& progress = {},
+                                      Recovery recovery = Recovery::kRecoverFirst);
 
 // Finishes every interrupted rollback found in <backup_dir>/.rollbacks: a journal in phase
 // "applying" is completed from its staging directory; when a staged file is gone or damaged,

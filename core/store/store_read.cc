@@ -28,10 +28,8 @@
 
 namespace safepoint::store {
 
-using internal::kBufferSize;
-using internal::kTmpPrefix;
-using internal::kDelPrefix;
 using internal::CheckIdArg;
+using internal::kBufferSize;
 
 namespace {
 
@@ -225,6 +223,114 @@ class NullVisitor final : public EntryVisitor {
   Status End(const manifest::Entry&) override { return {}; }
 };
 
+Error CorruptIn(const std::string& id, const std::string& what) {
+  return Error{ErrorCode::kCorrupt, "safety point " + id + ": " + what};
+}
+
+// Opens the payload file of safety point `id` and checks its size against manifest.json's.
+Result<ReadOnlyFile> OpenPayload(const std::string& id, const std::string& path,
+                                 std::uint64_t expected_size) {
+  auto file = ReadOnlyFile::Open(path);
+  if (!file) {
+    if (file.error().code == ErrorCode::kNotFound) {
+      return tl::unexpected(CorruptIn(id, "payload file is missing"));
+    }
+    return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
+  }
+  if (file->size() != expected_size) {
+    return tl::unexpected(
+        CorruptIn(id, "payload is " + std::to_string(file->size()) + " bytes, manifest says " +
+                          std::to_string(expected_size) + " (truncated or replaced)"));
+  }
+  return std::move(*file);
+}
+
+// Reads the archive's first entry, which must be the authoritative MANIFEST.json.
+Result<manifest::Manifest> ReadInnerManifest(archive::TarZstdReader& reader, const std::string& id,
+                                             std::vector<std::uint8_t>& buf) {
+  auto first = reader.Next();
+  if (!first) return tl::unexpected(first.error());
+  if (!*first || (*first)->path != manifest::kInnerName ||
+      (*first)->type != manifest::EntryType::kFile || (*first)->size > kMaxInnerManifest) {
+    return tl::unexpected(CorruptIn(id, "the archive does not start with MANIFEST.json"));
+  }
+  std::string inner_text;
+  for (;;) {
+    auto n = reader.ReadData(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+    inner_text.append(reinterpret_cast<const char*>(buf.data()), *n);
+  }
+  auto inner = manifest::Parse(inner_text);
+  if (!inner) return tl::unexpected(CorruptIn(id, "MANIFEST.json: " + inner.error().message));
+  return inner;
+}
+
+// Format 2: the index (`ciphertext`), opened with the payload's file key, must list exactly what
+// the authoritative MANIFEST.json (`inner`) lists.
+Status CheckIndexLists(const std::string& id, const std::string& ciphertext, const Secret& file_key,
+                       const manifest::Manifest& inner) {
+  StringSource src(ciphertext);
+  auto idx_dec = age::Decryptor::OpenWithFileKey(src, file_key);
+  if (!idx_dec) return tl::unexpected(CorruptIn(id, "index: " + idx_dec.error().message));
+  auto text = ReadAll(**idx_dec, kMaxInnerManifest, "index");
+  if (!text) return tl::unexpected(CorruptIn(id, "index: " + text.error().message));
+  auto listed = manifest::Parse(*text);
+  if (!listed) return tl::unexpected(CorruptIn(id, "index: " + listed.error().message));
+  if (auto st = manifest::CheckConsistent(inner, *listed); !st) {
+    return tl::unexpected(
+        CorruptIn(id, "the index differs from MANIFEST.json: " + st.error().message));
+  }
+  return {};
+}
+
+// Reads the archive's next entry, which must be `expected`, handing it to `visitor` and checking
+// a file's bytes against its size and SHA-256. Returns the file bytes read.
+Result<std::uint64_t> ReadEntry(archive::TarZstdReader& reader, const std::string& id,
+                                const manifest::Entry& expected, EntryVisitor& visitor,
+                                std::vector<std::uint8_t>& buf) {
+  auto h = reader.Next();
+  if (!h) return tl::unexpected(h.error());
+  if (!*h) return tl::unexpected(CorruptIn(id, "archive ends before entry " + expected.path));
+  const auto& got = **h;
+  if (got.path != expected.path || got.type != expected.type ||
+      (expected.type == manifest::EntryType::kFile && got.size != expected.size) ||
+      got.mode != expected.mode || got.mtime != expected.mtime || got.uid != expected.uid ||
+      got.gid != expected.gid || got.link_target != expected.link_target) {
+    return tl::unexpected(CorruptIn(
+        id, "archive entry " + got.path + " does not match the manifest entry " + expected.path));
+  }
+  SP_RETURN_IF_ERROR(visitor.Begin(expected));
+  std::uint64_t size = 0;
+  if (expected.type == manifest::EntryType::kFile) {
+    Sha256 hash;
+    for (;;) {
+      auto n = reader.ReadData(buf);
+      if (!n) return tl::unexpected(n.error());
+      if (*n == 0) break;
+      std::span<const std::uint8_t> chunk(buf.data(), *n);
+      hash.Update(chunk);
+      size += *n;
+      SP_RETURN_IF_ERROR(visitor.Data(chunk));
+    }
+    if (size != expected.size || hash.FinalHex() != expected.sha256) {
+      return tl::unexpected(
+          CorruptIn(id, "entry " + expected.path + " does not match its SHA-256"));
+    }
+  }
+  SP_RETURN_IF_ERROR(visitor.End(expected));
+  return size;
+}
+
+// Reads `in` to its end.
+Status Drain(ByteSource& in, std::vector<std::uint8_t>& buf) {
+  for (;;) {
+    auto n = in.Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) return {};
+  }
+}
+
 }  // namespace
 
 Result<VerifyReport> Store::Verify(const std::string& id, const Secret& passphrase) const {
@@ -238,22 +344,9 @@ Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase
   if (!outer) return tl::unexpected(outer.error());
   auto path = PayloadPath(id, *outer);
   if (!path) return tl::unexpected(path.error());
-  auto file = ReadOnlyFile::Open(*path);
-  if (!file) {
-    if (file.error().code == ErrorCode::kNotFound) {
-      return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload file is missing");
-    }
-    return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
-  }
-  if (file->size() != outer->payload->size) {
-    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload is " +
-                                         std::to_string(file->size()) + " bytes, manifest says " +
-                                         std::to_string(outer->payload->size) +
-                                         " (truncated or replaced)");
-  }
-  auto corrupt = [&](const std::string& what) {
-    return Fail(ErrorCode::kCorrupt, "safety point " + id + ": " + what);
-  };
+  auto file = OpenPayload(id, *path, outer->payload->size);
+  if (!file) return tl::unexpected(file.error());
+  auto corrupt = [&](const std::string& what) { return tl::unexpected(CorruptIn(id, what)); };
   FdSource raw(file->fd(), *path);
   HashingSource hashing(raw);
   auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
@@ -267,90 +360,30 @@ Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase
   auto reader = archive::TarZstdReader::Open(**dec);
   if (!reader) return tl::unexpected(reader.error());
 
-  // The first entry is the authoritative manifest.
-  auto first = (*reader)->Next();
-  if (!first) return tl::unexpected(first.error());
-  if (!*first || (*first)->path != manifest::kInnerName ||
-      (*first)->type != manifest::EntryType::kFile || (*first)->size > kMaxInnerManifest) {
-    return corrupt("the archive does not start with MANIFEST.json");
-  }
-  std::string inner_text;
   std::vector<std::uint8_t> buf(kBufferSize);
-  for (;;) {
-    auto n = (*reader)->ReadData(buf);
-    if (!n) return tl::unexpected(n.error());
-    if (*n == 0) break;
-    inner_text.append(reinterpret_cast<const char*>(buf.data()), *n);
-  }
-  auto inner = manifest::Parse(inner_text);
-  if (!inner) return corrupt("MANIFEST.json: " + inner.error().message);
+  auto inner = ReadInnerManifest(**reader, id, buf);
+  if (!inner) return tl::unexpected(inner.error());
   SP_RETURN_IF_ERROR(manifest::CheckConsistent(*inner, *outer));
   if (!outer->entries_listed) {
-    // Format 2: the index, opened with the payload's file key, must list exactly what the
-    // authoritative MANIFEST.json lists.
     auto bytes = ReadIndexCiphertext(id, *outer);
     if (!bytes) return tl::unexpected(bytes.error());
-    StringSource src(*bytes);
-    auto idx_dec = age::Decryptor::OpenWithFileKey(src, (*dec)->file_key());
-    if (!idx_dec) return corrupt("index: " + idx_dec.error().message);
-    auto text = ReadAll(**idx_dec, kMaxInnerManifest, "index");
-    if (!text) return corrupt("index: " + text.error().message);
-    auto listed = manifest::Parse(*text);
-    if (!listed) return corrupt("index: " + listed.error().message);
-    if (auto st = manifest::CheckConsistent(*inner, *listed); !st) {
-      return corrupt("the index differs from MANIFEST.json: " + st.error().message);
-    }
+    SP_RETURN_IF_ERROR(CheckIndexLists(id, *bytes, (*dec)->file_key(), *inner));
   }
 
   VerifyReport report;
   report.id = id;
   for (const auto& expected : inner->entries) {
-    auto h = (*reader)->Next();
-    if (!h) return tl::unexpected(h.error());
-    if (!*h) return corrupt("archive ends before entry " + expected.path);
-    const auto& got = **h;
-    if (got.path != expected.path || got.type != expected.type ||
-        (expected.type == manifest::EntryType::kFile && got.size != expected.size) ||
-        got.mode != expected.mode || got.mtime != expected.mtime || got.uid != expected.uid ||
-        got.gid != expected.gid || got.link_target != expected.link_target) {
-      return corrupt("archive entry " + got.path + " does not match the manifest entry " +
-                     expected.path);
-    }
-    SP_RETURN_IF_ERROR(visitor.Begin(expected));
-    if (expected.type == manifest::EntryType::kFile) {
-      Sha256 hash;
-      std::uint64_t size = 0;
-      for (;;) {
-        auto n = (*reader)->ReadData(buf);
-        if (!n) return tl::unexpected(n.error());
-        if (*n == 0) break;
-        std::span<const std::uint8_t> chunk(buf.data(), *n);
-        hash.Update(chunk);
-        size += *n;
-        SP_RETURN_IF_ERROR(visitor.Data(chunk));
-      }
-      if (size != expected.size || hash.FinalHex() != expected.sha256) {
-        return corrupt("entry " + expected.path + " does not match its SHA-256");
-      }
-      report.bytes += size;
-    }
-    SP_RETURN_IF_ERROR(visitor.End(expected));
+    auto bytes = ReadEntry(**reader, id, expected, visitor, buf);
+    if (!bytes) return tl::unexpected(bytes.error());
+    report.bytes += *bytes;
     ++report.entries;
   }
   auto extra = (*reader)->Next();
   if (!extra) return tl::unexpected(extra.error());
   if (*extra) return corrupt("unexpected archive entry " + (**extra).path);
   // Authenticate the rest of the payload, to its final chunk.
-  for (;;) {
-    auto n = (*dec)->Read(buf);
-    if (!n) return tl::unexpected(n.error());
-    if (*n == 0) break;
-  }
-  for (;;) {
-    auto n = hashing.Read(buf);
-    if (!n) return tl::unexpected(n.error());
-    if (*n == 0) break;
-  }
+  SP_RETURN_IF_ERROR(Drain(**dec, buf));
+  SP_RETURN_IF_ERROR(Drain(hashing, buf));
   if (hashing.bytes() != outer->payload->size || hashing.FinalHex() != outer->payload->sha256) {
     return corrupt("payload SHA-256 differs from manifest.json");
   }

@@ -24,105 +24,21 @@
 
 #include "core/base/sha256.h"
 #include "core/format/age.h"
+#include "core/store/backup_hash.h"
 #include "core/store/store_internal.h"
 
 namespace safepoint::store {
 
-using internal::kBufferSize;
-using internal::kTmpPrefix;
-using internal::kDelPrefix;
 using internal::CheckIdArg;
+using internal::HashInputs;
+using internal::kBufferSize;
+using internal::kDelPrefix;
+using internal::kTmpPrefix;
+using internal::Pass1;
+using internal::ReadFull;
+using internal::StableHash;
 
 namespace {
-
-bool SameFile(const struct stat& a, const struct stat& b) {
-  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
-         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
-         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
-}
-
-// Reads until `buf` is full or the file ends.
-Status ReadFull(ReadableFile& file, std::span<std::uint8_t> buf, std::size_t* got) {
-  *got = 0;
-  while (*got < buf.size()) {
-    auto n = file.Read(buf.subspan(*got));
-    if (!n) return tl::unexpected(n.error());
-    if (*n == 0) break;
-    *got += *n;
-  }
-  return {};
-}
-
-// How often a file that changes while it is read is read again before it is recorded as it was.
-constexpr int kReadAttempts = 3;
-
-// The result of reading a file until two fstat calls around the read agree.
-struct StableHash {
-  bool vanished = false;  // deleted, or no longer a regular file: skipped with `warning`
-  struct stat st {};      // as it was when opened: size is what was hashed
-  std::string sha256;
-  std::string warning;  // set when the file is skipped or recorded while it kept changing
-};
-
-// Reads and hashes the first `st.st_size` bytes of `path` (its size when opened). Stable when
-// fstat after the read equals fstat before; a file that changes on every one of kReadAttempts
-// reads is recorded as the last read saw it (its first st_size bytes), with a warning, as GNU
-// tar does. Pass 2 re-reads those bytes and checks them against this hash.
-Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
-                              std::vector<std::uint8_t>& buf) {
-  StableHash out;
-  for (int attempt = 1; attempt <= kReadAttempts; ++attempt) {
-    auto file = fs.OpenRead(path);
-    if (!file) {
-      if (file.error().code == ErrorCode::kNotFound) {
-        out.vanished = true;
-        out.warning = "skipped " + path + ": deleted while backing up";
-        return out;
-      }
-      if (file.error().code == ErrorCode::kCorrupt) {  // replaced by a link, FIFO, directory
-        out.vanished = true;
-        out.warning =
-            "skipped " + path + ": replaced while backing up (" + file.error().message + ")";
-        return out;
-      }
-      return tl::unexpected(file.error());
-    }
-    auto before = (*file)->Stat();
-    if (!before) return tl::unexpected(before.error());
-    Sha256 hash;
-    auto left = static_cast<std::uint64_t>(before->st_size);
-    bool short_read = false;
-    while (left > 0) {
-      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
-      std::size_t got = 0;
-      SP_RETURN_IF_ERROR(ReadFull(**file, {buf.data(), want}, &got));
-      hash.Update(std::span<const std::uint8_t>(buf.data(), got));
-      left -= got;
-      if (got < want) {
-        short_read = true;  // shrank while read
-        break;
-      }
-    }
-    auto after = (*file)->Stat();
-    if (!after) return tl::unexpected(after.error());
-    if (!short_read && SameFile(*before, *after)) {
-      out.st = *before;
-      out.sha256 = hash.FinalHex();
-      return out;
-    }
-    if (!short_read && attempt == kReadAttempts) {
-      out.st = *before;
-      out.sha256 = hash.FinalHex();
-      out.warning = path + ": file changed as we read it (" + std::to_string(kReadAttempts) +
-                    " attempts); recorded as it was when last opened, its first " +
-                    std::to_string(before->st_size) + " bytes";
-      return out;
-    }
-  }
-  return Fail(ErrorCode::kIo, "file " + path + " shrank while it was being read, " +
-                                  std::to_string(kReadAttempts) +
-                                  " times; back up again when it is quiet");
-}
 
 // Feeds bytes to the age encryptor.
 class EncryptorSink final : public ByteSink {
@@ -295,6 +211,226 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
+// The manifest entry of `src`: as pass 1 read it for a file on disk. Empty when the file
+// vanished; a warning pass 1 gave goes to `warnings`.
+std::optional<manifest::Entry> ManifestEntry(const InputEntry& src, const StableHash& hashed,
+                                             std::vector<std::string>& warnings) {
+  manifest::Entry e;
+  e.path = src.header.path;
+  e.type = src.header.type;
+  e.mode = src.header.mode & 07777;
+  e.mtime = src.header.mtime;
+  e.uid = src.header.uid;
+  e.gid = src.header.gid;
+  e.link_target = src.header.link_target;
+  if (e.type != manifest::EntryType::kFile) return e;
+  if (src.content) {
+    e.size = src.content->size();
+    e.sha256 = Sha256Hex(*src.content);
+    return e;
+  }
+  if (!hashed.warning.empty()) warnings.push_back(hashed.warning);
+  if (hashed.vanished) return std::nullopt;
+  const struct stat& st = hashed.st;
+  e.size = static_cast<std::uint64_t>(st.st_size);
+  e.sha256 = hashed.sha256;
+  e.mode = st.st_mode & 07777;
+  e.mtime = st.st_mtim.tv_sec;
+  e.uid = st.st_uid;
+  e.gid = st.st_gid;
+  return e;
+}
+
+// Adds an entry to `m` for every input that pass 1 did not see vanish. Returns the indices of
+// `in` that are archived, in manifest order.
+Result<std::vector<std::size_t>> AddEntries(const std::vector<InputEntry>& in, const Pass1& pass1,
+                                            manifest::Manifest& m) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (pass1.errors[i]) return tl::unexpected(*pass1.errors[i]);
+    auto e = ManifestEntry(in[i], pass1.hashed[i], m.warnings);
+    if (!e) continue;
+    SP_RETURN_IF_ERROR(manifest::CheckArchivePath(e->path));
+    m.entries.push_back(std::move(*e));
+    order.push_back(i);
+  }
+  return order;
+}
+
+std::span<const std::uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+// Creates `path` with `bytes` and syncs it.
+Status WriteSyncedFile(FileSystem& fs, const std::string& path, const std::string& bytes) {
+  auto file = fs.CreateFile(path, 0600);
+  if (!file) return tl::unexpected(file.error());
+  SP_RETURN_IF_ERROR((*file)->Append(Bytes(bytes)));
+  SP_RETURN_IF_ERROR((*file)->Sync());
+  return (*file)->Close();
+}
+
+// Pass 2: streams MANIFEST.json and every entry into tar -> zstd -> age. The payload's hash
+// names it: once the KDF is done the header is final, and a thread hashes the file from its
+// start while the rest is appended.
+class PayloadStream {
+ public:
+  PayloadStream(FileSystem& fs, age::Encryptor& enc, TrailingHasher& hasher,
+                ReportingFile& reporting, const std::string& partial, const Options& options,
+                const ProgressFn& progress, std::uint64_t total)
+      : fs_(fs),
+        enc_(enc),
+        hasher_(hasher),
+        reporting_(reporting),
+        partial_(partial),
+        options_(options),
+        progress_(progress),
+        total_(total),
+        sink_(enc),
+        buf_(kBufferSize) {}
+
+  // Starts the archive with the inner manifest `inner`.
+  Status Begin(const std::string& inner, std::int64_t mtime) {
+    auto tar = archive::TarZstdWriter::Create(sink_, options_.zstd_level, 0);
+    if (!tar) return tl::unexpected(tar.error());
+    tar_ = std::move(*tar);
+    archive::EntryHeader mh;
+    mh.path = std::string(manifest::kInnerName);
+    mh.size = inner.size();
+    mh.mode = 0600;
+    mh.mtime = mtime;
+    SP_RETURN_IF_ERROR(tar_->BeginEntry(mh));
+    return tar_->WriteData(Bytes(inner));
+  }
+
+  // Archives `e`; a file on disk is read again and must match `was`, its pass 1 stat, and the
+  // hash pass 1 recorded (else `*retry`).
+  Status Add(const InputEntry& src, const manifest::Entry& e, const struct stat& was, bool* retry) {
+    archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
+    SP_RETURN_IF_ERROR(UseAllWorkers());
+    SP_RETURN_IF_ERROR(tar_->BeginEntry(h));
+    if (e.type != manifest::EntryType::kFile) return {};
+    if (src.content) {
+      SP_RETURN_IF_ERROR(tar_->WriteData(Bytes(*src.content)));
+      done_ += e.size;
+      return {};
+    }
+    return AddRecordedFile(src, e, was, retry);
+  }
+
+  // Ends the archive and the age file; the payload hasher has started.
+  Status Finish() {
+    SP_RETURN_IF_ERROR(tar_->Finish());
+    SP_RETURN_IF_ERROR(enc_.Finish());
+    // A short payload can end before the KDF does: then the header went in last, and the hash
+    // starts now, from the beginning.
+    if (!hasher_.started()) SP_RETURN_IF_ERROR(hasher_.Start(partial_, reporting_.size()));
+    return {};
+  }
+
+ private:
+  // Once the KDF is done: the header goes in, the payload hasher starts, zstd's workers join.
+  Status UseAllWorkers() {
+    if (all_workers_ || !enc_.KdfDone()) return {};
+    all_workers_ = true;
+    SP_RETURN_IF_ERROR(enc_.WriteHeaderNow());
+    SP_RETURN_IF_ERROR(hasher_.Start(partial_, reporting_.size()));
+    return tar_->SetWorkers(options_.zstd_workers);
+  }
+
+  // The bytes recorded in pass 1 are read again: the same file (inode) with at least that many
+  // bytes, whose first e.size bytes hash the same. A file that only grew (a log) passes.
+  Status AddRecordedFile(const InputEntry& src, const manifest::Entry& e, const struct stat& was,
+                         bool* retry) {
+    auto source = fs_.OpenRead(src.abs_path);
+    bool same = false;
+    if (source) {
+      auto st = (*source)->Stat();
+      same = st && st->st_dev == was.st_dev && st->st_ino == was.st_ino &&
+             static_cast<std::uint64_t>(st->st_size) >= e.size;
+    }
+    Sha256 hash;
+    std::uint64_t left = e.size;
+    while (left > 0) {
+      std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf_.size()));
+      std::size_t got = 0;
+      if (same) SP_RETURN_IF_ERROR(ReadFull(**source, {buf_.data(), want}, &got));
+      if (got < want) {
+        // Shorter than it was a moment ago: pad the entry, and let the hash check fail.
+        std::fill(buf_.begin() + static_cast<std::ptrdiff_t>(got),
+                  buf_.begin() + static_cast<std::ptrdiff_t>(want), 0);
+        same = false;
+      }
+      hash.Update(std::span<const std::uint8_t>(buf_.data(), want));
+      SP_RETURN_IF_ERROR(UseAllWorkers());
+      SP_RETURN_IF_ERROR(tar_->WriteData({buf_.data(), want}));
+      left -= want;
+      done_ += want;
+      if (progress_) progress_(done_, total_);
+    }
+    if (!same || hash.FinalHex() != e.sha256) {
+      *retry = true;
+      return Fail(ErrorCode::kIo, "file " + src.abs_path +
+                                      " changed while it was being backed up, twice; back up "
+                                      "again when it is quiet");
+    }
+    return {};
+  }
+
+  FileSystem& fs_;
+  age::Encryptor& enc_;
+  TrailingHasher& hasher_;
+  ReportingFile& reporting_;
+  const std::string& partial_;
+  const Options& options_;
+  const ProgressFn& progress_;
+  const std::uint64_t total_;
+  EncryptorSink sink_;
+  std::unique_ptr<archive::TarZstdWriter> tar_;
+  std::vector<std::uint8_t> buf_;
+  std::uint64_t done_ = 0;
+  bool all_workers_ = false;
+};
+
+// A new safety point's manifest, without its entries and files.
+manifest::Manifest NewManifest(const std::string& id, const BackupRequest& request,
+                               std::chrono::system_clock::time_point now, const Options& options) {
+  manifest::Manifest m;
+  m.id = id;
+  m.created_at = IsoLocal(now);
+  m.created_unix = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  m.reason = request.reason;
+  m.update = request.update;
+  m.producer = options.producer;
+  m.kdf.work_factor = options.work_factor;
+  m.warnings = request.warnings;
+  return m;
+}
+
+// The encrypted index: the same MANIFEST.json, as a second age file under the payload's file
+// key and header, so show, diff and the rollback plan read it without the payload.
+Status WriteIndex(FileSystem& fs, age::Encryptor& enc, const std::string& inner,
+                  const std::string& staging, manifest::Manifest& m) {
+  MemoryFile index_bytes;
+  SP_RETURN_IF_ERROR(enc.WriteSibling(index_bytes, Bytes(inner)));
+  manifest::Payload index;
+  index.sha256 = Sha256Hex(index_bytes.bytes());
+  index.size = index_bytes.bytes().size();
+  index.name = "index_" + m.id + "_" + index.sha256.substr(0, 12) + ".enc";
+  m.index = index;
+  return WriteSyncedFile(fs, staging + "/" + index.name, index_bytes.bytes());
+}
+
+// Writes the summary manifest.json and moves the staging dir to `final_dir`, durably.
+Status Commit(FileSystem& fs, const std::string& staging, const std::string& final_dir,
+              const std::string& backup_dir, const manifest::Manifest& m) {
+  const std::string outer = manifest::Serialize(m, /*inner=*/false);
+  SP_RETURN_IF_ERROR(WriteSyncedFile(fs, staging + "/" + std::string(manifest::kOuterName), outer));
+  SP_RETURN_IF_ERROR(fs.SyncDir(staging));
+  SP_RETURN_IF_ERROR(fs.Rename(staging, final_dir));
+  return fs.SyncDir(backup_dir);
+}
+
 }  // namespace
 
 Result<std::string> Store::NewId() const {
@@ -336,177 +472,26 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     const std::string partial = staging + "/payload.partial";
     auto file = fs_.CreateFile(partial, 0600);
     if (!file) return tl::unexpected(file.error());
-    // The payload's hash names it. Once the KDF is done the header is final, and a thread hashes
-    // the file from its start while the rest is appended.
     TrailingHasher payload_hasher;
     ReportingFile reporting(**file, payload_hasher);
     // Starts the scrypt derivation on its own thread; it runs while we hash and stream.
     auto enc = age::Encryptor::Create(reporting, passphrase, options_.work_factor);
     if (!enc) return tl::unexpected(enc.error());
 
-    // The scrypt derivation keeps one core busy for its first part. Until it is done, the rest
-    // runs on this thread alone (more threads would only slow the derivation, which everything
-    // waits for at the end); then a second hashing thread and zstd's workers join.
-    // Pass 1: hash every file until it reads stable.
-    const auto& in = request.entries;
-    std::vector<StableHash> hashed(in.size());
-    std::vector<std::optional<safepoint::Error>> errors(in.size());
-    {
-      std::atomic<std::size_t> next{0};
-      auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf) {
-        if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
-        auto h = HashStable(fs_, in[i].abs_path, buf);
-        if (h) {
-          hashed[i] = std::move(*h);
-        } else {
-          errors[i] = h.error();
-        }
-      };
-      auto helper_work = [&] {
-        std::vector<std::uint8_t> buf(kBufferSize);
-        for (std::size_t i = next++; i < in.size(); i = next++) hash_one(i, buf);
-      };
-      std::thread helper;
-      bool helper_tried = false;
-      std::vector<std::uint8_t> buf(kBufferSize);
-      for (std::size_t i = next++; i < in.size(); i = next++) {
-        if (!helper_tried && (*enc)->KdfDone()) {
-          helper_tried = true;
-          try {
-            helper = std::thread(helper_work);
-          } catch (const std::system_error&) {
-            // No second thread: this one does it all.
-          }
-        }
-        hash_one(i, buf);
-      }
-      if (helper.joinable()) helper.join();
-    }
-    manifest::Manifest m;
-    m.id = *id;
-    auto now = clock_.Now();
-    m.created_at = IsoLocal(now);
-    m.created_unix =
-        std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-    m.reason = request.reason;
-    m.update = request.update;
-    m.producer = options_.producer;
-    m.kdf.work_factor = options_.work_factor;
-    m.warnings = request.warnings;
-    std::vector<std::size_t> order;  // indices of `in` that are archived, in manifest order
-    for (std::size_t i = 0; i < in.size(); ++i) {
-      if (errors[i]) return tl::unexpected(*errors[i]);
-      const auto& src = in[i];
-      manifest::Entry e;
-      e.path = src.header.path;
-      e.type = src.header.type;
-      e.mode = src.header.mode & 07777;
-      e.mtime = src.header.mtime;
-      e.uid = src.header.uid;
-      e.gid = src.header.gid;
-      e.link_target = src.header.link_target;
-      if (e.type == manifest::EntryType::kFile) {
-        if (src.content) {
-          e.size = src.content->size();
-          e.sha256 = Sha256Hex(*src.content);
-        } else {
-          if (!hashed[i].warning.empty()) m.warnings.push_back(hashed[i].warning);
-          if (hashed[i].vanished) continue;
-          const struct stat& st = hashed[i].st;
-          e.size = static_cast<std::uint64_t>(st.st_size);
-          e.sha256 = hashed[i].sha256;
-          e.mode = st.st_mode & 07777;
-          e.mtime = st.st_mtim.tv_sec;
-          e.uid = st.st_uid;
-          e.gid = st.st_gid;
-        }
-      }
-      SP_RETURN_IF_ERROR(manifest::CheckArchivePath(e.path));
-      m.entries.push_back(std::move(e));
-      order.push_back(i);
-    }
-    const std::uint64_t total = m.TotalBytes();
+    const Pass1 pass1 = HashInputs(fs_, request.entries, **enc);
+    manifest::Manifest m = NewManifest(*id, request, clock_.Now(), options_);
+    auto order = AddEntries(request.entries, pass1, m);
+    if (!order) return tl::unexpected(order.error());
 
-    // Pass 2: stream MANIFEST.json and every entry into tar -> zstd -> age.
-    EncryptorSink sink(**enc);
-    bool all_workers = false;
-    auto tar = archive::TarZstdWriter::Create(sink, options_.zstd_level, 0);
-    if (!tar) return tl::unexpected(tar.error());
-    auto use_all_workers = [&]() -> Status {
-      if (all_workers || !(*enc)->KdfDone()) return {};
-      all_workers = true;
-      SP_RETURN_IF_ERROR((*enc)->WriteHeaderNow());
-      SP_RETURN_IF_ERROR(payload_hasher.Start(partial, reporting.size()));
-      return (*tar)->SetWorkers(options_.zstd_workers);
-    };
     const std::string inner = manifest::Serialize(m, /*inner=*/true);
-    archive::EntryHeader mh;
-    mh.path = std::string(manifest::kInnerName);
-    mh.size = inner.size();
-    mh.mode = 0600;
-    mh.mtime = m.created_unix;
-    SP_RETURN_IF_ERROR((*tar)->BeginEntry(mh));
-    SP_RETURN_IF_ERROR(
-        (*tar)->WriteData({reinterpret_cast<const std::uint8_t*>(inner.data()), inner.size()}));
-
-    std::vector<std::uint8_t> buf(kBufferSize);
-    std::uint64_t done = 0;
-    for (std::size_t k = 0; k < order.size(); ++k) {
-      const auto& src = in[order[k]];
-      const auto& e = m.entries[k];
-      archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
-      SP_RETURN_IF_ERROR(use_all_workers());
-      SP_RETURN_IF_ERROR((*tar)->BeginEntry(h));
-      if (e.type != manifest::EntryType::kFile) continue;
-      if (src.content) {
-        SP_RETURN_IF_ERROR((*tar)->WriteData(
-            {reinterpret_cast<const std::uint8_t*>(src.content->data()), src.content->size()}));
-        done += e.size;
-        continue;
-      }
-      // The bytes recorded in pass 1 are read again: the same file (inode) with at least that
-      // many bytes, whose first e.size bytes hash the same. A file that only grew (a log) passes.
-      auto source = fs_.OpenRead(src.abs_path);
-      const struct stat& was = hashed[order[k]].st;
-      bool same = false;
-      if (source) {
-        auto st = (*source)->Stat();
-        same = st && st->st_dev == was.st_dev && st->st_ino == was.st_ino &&
-               static_cast<std::uint64_t>(st->st_size) >= e.size;
-      }
-      Sha256 hash;
-      std::uint64_t left = e.size;
-      while (left > 0) {
-        std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
-        std::size_t got = 0;
-        if (same) SP_RETURN_IF_ERROR(ReadFull(**source, {buf.data(), want}, &got));
-        if (got < want) {
-          // Shorter than it was a moment ago: pad the entry, and let the hash check fail.
-          std::fill(buf.begin() + static_cast<std::ptrdiff_t>(got),
-                    buf.begin() + static_cast<std::ptrdiff_t>(want), 0);
-          same = false;
-        }
-        hash.Update(std::span<const std::uint8_t>(buf.data(), want));
-        SP_RETURN_IF_ERROR(use_all_workers());
-        SP_RETURN_IF_ERROR((*tar)->WriteData({buf.data(), want}));
-        left -= want;
-        done += want;
-        if (progress) progress(done, total);
-      }
-      if (!same || hash.FinalHex() != e.sha256) {
-        *retry = true;
-        return Fail(ErrorCode::kIo, "file " + src.abs_path +
-                                        " changed while it was being backed up, twice; back up "
-                                        "again when it is quiet");
-      }
+    const std::uint64_t total = m.TotalBytes();
+    PayloadStream stream(fs_, **enc, payload_hasher, reporting, partial, options_, progress, total);
+    SP_RETURN_IF_ERROR(stream.Begin(inner, m.created_unix));
+    for (std::size_t k = 0; k < order->size(); ++k) {
+      const std::size_t i = (*order)[k];
+      SP_RETURN_IF_ERROR(stream.Add(request.entries[i], m.entries[k], pass1.hashed[i].st, retry));
     }
-    SP_RETURN_IF_ERROR((*tar)->Finish());
-    SP_RETURN_IF_ERROR((*enc)->Finish());
-    // A short payload can end before the KDF does: then the header went in last, and the hash
-    // starts now, from the beginning.
-    if (!payload_hasher.started()) {
-      SP_RETURN_IF_ERROR(payload_hasher.Start(partial, reporting.size()));
-    }
+    SP_RETURN_IF_ERROR(stream.Finish());
     // The hash's tail runs while this thread waits for the fsync.
     Status synced = (**file).Sync();
     auto sha256 = payload_hasher.Finish(reporting.size());
@@ -521,37 +506,8 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     m.payload = payload;
     m.key_id = (*enc)->KeyId();
     SP_RETURN_IF_ERROR(fs_.Rename(partial, staging + "/" + payload.name));
-
-    // The encrypted index: the same MANIFEST.json, as a second age file under the payload's file
-    // key and header, so show, diff and the rollback plan read it without the payload.
-    MemoryFile index_bytes;
-    SP_RETURN_IF_ERROR((*enc)->WriteSibling(
-        index_bytes, {reinterpret_cast<const std::uint8_t*>(inner.data()), inner.size()}));
-    manifest::Payload index;
-    index.sha256 = Sha256Hex(index_bytes.bytes());
-    index.size = index_bytes.bytes().size();
-    index.name = "index_" + *id + "_" + index.sha256.substr(0, 12) + ".enc";
-    m.index = index;
-    {
-      auto xf = fs_.CreateFile(staging + "/" + index.name, 0600);
-      if (!xf) return tl::unexpected(xf.error());
-      SP_RETURN_IF_ERROR(
-          (*xf)->Append({reinterpret_cast<const std::uint8_t*>(index_bytes.bytes().data()),
-                         index_bytes.bytes().size()}));
-      SP_RETURN_IF_ERROR((*xf)->Sync());
-      SP_RETURN_IF_ERROR((*xf)->Close());
-    }
-
-    const std::string outer = manifest::Serialize(m, /*inner=*/false);
-    auto mf = fs_.CreateFile(staging + "/" + std::string(manifest::kOuterName), 0600);
-    if (!mf) return tl::unexpected(mf.error());
-    SP_RETURN_IF_ERROR(
-        (*mf)->Append({reinterpret_cast<const std::uint8_t*>(outer.data()), outer.size()}));
-    SP_RETURN_IF_ERROR((*mf)->Sync());
-    SP_RETURN_IF_ERROR((*mf)->Close());
-    SP_RETURN_IF_ERROR(fs_.SyncDir(staging));
-    SP_RETURN_IF_ERROR(fs_.Rename(staging, DirOf(*id)));
-    SP_RETURN_IF_ERROR(fs_.SyncDir(options_.backup_dir));
+    SP_RETURN_IF_ERROR(WriteIndex(fs_, **enc, inner, staging, m));
+    SP_RETURN_IF_ERROR(Commit(fs_, staging, DirOf(*id), options_.backup_dir, m));
     return m;
   }();
   if (!result && Exists(staging)) {

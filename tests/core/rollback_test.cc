@@ -682,6 +682,26 @@ TEST_F(RollbackTest, NothingToDoTakesNoPreRollbackSafetyPoint) {
   EXPECT_EQ(StoreCount(), 1u);
 }
 
+// Recovery runs once per operation: a caller that recovered under the lock it holds says so and
+// Rollback leaves the records alone; by default Rollback recovers first.
+TEST_F(RollbackTest, RecoversFirstUnlessTheCallerDid) {
+  const std::string id = Backup();
+  // A record without a journal: a rollback interrupted before it changed anything.
+  const std::string unfinished = backups_ + "/.rollbacks/2000-01-01_00-00-00";
+  fs::create_directories(unfinished);
+  {
+    auto lock = store_->Lock(store::LockMode::kExclusive);
+    ASSERT_TRUE(lock);
+    auto r = Rollback(config_, *store_, real_fs_, clock_, pass_, id, Policy::kAbort, false, {},
+                      Recovery::kDoneByCaller);
+    ASSERT_TRUE(r) << r.error().message;
+  }
+  EXPECT_TRUE(fs::exists(unfinished));
+  auto r = Run(id, Policy::kAbort);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(fs::exists(unfinished));
+}
+
 TEST_F(RollbackTest, ProgressCoversStagingThePreRollbackSafetyPointAndApplying) {
   const std::string id = Backup();
   Update(id);

@@ -1,0 +1,140 @@
+// Pass 1 of a backup: every file on disk read until it reads stable, and hashed.
+#include "core/store/backup_hash.h"
+
+#include <algorithm>
+#include <atomic>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "core/base/sha256.h"
+#include "core/store/store_internal.h"
+
+namespace safepoint::store::internal {
+
+namespace {
+
+bool SameFile(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+// How often a file that changes while it is read is read again before it is recorded as it was.
+constexpr int kReadAttempts = 3;
+
+// Reads and hashes the first `st.st_size` bytes of `path` (its size when opened). Stable when
+// fstat after the read equals fstat before; a file that changes on every one of kReadAttempts
+// reads is recorded as the last read saw it (its first st_size bytes), with a warning, as GNU
+// tar does. Pass 2 re-reads those bytes and checks them against this hash.
+Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
+                              std::vector<std::uint8_t>& buf) {
+  StableHash out;
+  for (int attempt = 1; attempt <= kReadAttempts; ++attempt) {
+    auto file = fs.OpenRead(path);
+    if (!file) {
+      if (file.error().code == ErrorCode::kNotFound) {
+        out.vanished = true;
+        out.warning = "skipped " + path + ": deleted while backing up";
+        return out;
+      }
+      if (file.error().code == ErrorCode::kCorrupt) {  // replaced by a link, FIFO, directory
+        out.vanished = true;
+        out.warning =
+            "skipped " + path + ": replaced while backing up (" + file.error().message + ")";
+        return out;
+      }
+      return tl::unexpected(file.error());
+    }
+    auto before = (*file)->Stat();
+    if (!before) return tl::unexpected(before.error());
+    Sha256 hash;
+    auto left = static_cast<std::uint64_t>(before->st_size);
+    bool short_read = false;
+    while (left > 0) {
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
+      std::size_t got = 0;
+      SP_RETURN_IF_ERROR(ReadFull(**file, {buf.data(), want}, &got));
+      hash.Update(std::span<const std::uint8_t>(buf.data(), got));
+      left -= got;
+      if (got < want) {
+        short_read = true;  // shrank while read
+        break;
+      }
+    }
+    auto after = (*file)->Stat();
+    if (!after) return tl::unexpected(after.error());
+    if (!short_read && SameFile(*before, *after)) {
+      out.st = *before;
+      out.sha256 = hash.FinalHex();
+      return out;
+    }
+    if (!short_read && attempt == kReadAttempts) {
+      out.st = *before;
+      out.sha256 = hash.FinalHex();
+      out.warning = path + ": file changed as we read it (" + std::to_string(kReadAttempts) +
+                    " attempts); recorded as it was when last opened, its first " +
+                    std::to_string(before->st_size) + " bytes";
+      return out;
+    }
+  }
+  return Fail(ErrorCode::kIo, "file " + path + " shrank while it was being read, " +
+                                  std::to_string(kReadAttempts) +
+                                  " times; back up again when it is quiet");
+}
+
+}  // namespace
+
+// Reads until `buf` is full or the file ends.
+Status ReadFull(ReadableFile& file, std::span<std::uint8_t> buf, std::size_t* got) {
+  *got = 0;
+  while (*got < buf.size()) {
+    auto n = file.Read(buf.subspan(*got));
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) break;
+    *got += *n;
+  }
+  return {};
+}
+
+// Pass 1: hashes every file on disk until it reads stable. The scrypt derivation keeps one core
+// busy for its first part. Until it is done, this runs on the calling thread alone (more threads
+// would only slow the derivation, which everything waits for at the end); then a second hashing
+// thread joins.
+Pass1 HashInputs(FileSystem& fs, const std::vector<InputEntry>& in, const age::Encryptor& enc) {
+  Pass1 out;
+  out.hashed.resize(in.size());
+  out.errors.resize(in.size());
+  std::atomic<std::size_t> next{0};
+  auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf) {
+    if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
+    auto h = HashStable(fs, in[i].abs_path, buf);
+    if (h) {
+      out.hashed[i] = std::move(*h);
+    } else {
+      out.errors[i] = h.error();
+    }
+  };
+  auto helper_work = [&] {
+    std::vector<std::uint8_t> buf(kBufferSize);
+    for (std::size_t i = next++; i < in.size(); i = next++) hash_one(i, buf);
+  };
+  std::thread helper;
+  bool helper_tried = false;
+  std::vector<std::uint8_t> buf(kBufferSize);
+  for (std::size_t i = next++; i < in.size(); i = next++) {
+    if (!helper_tried && enc.KdfDone()) {
+      helper_tried = true;
+      try {
+        helper = std::thread(helper_work);
+      } catch (const std::system_error&) {
+        // No second thread: this one does it all.
+      }
+    }
+    hash_one(i, buf);
+  }
+  if (helper.joinable()) helper.join();
+  return out;
+}
+
+}  // namespace safepoint::store::internal
