@@ -66,7 +66,8 @@ class Client::Impl {
       : options_(std::move(options)), events_(options_.max_queue), rng_(std::random_device{}()) {
     auto addr = mqtt_names::ParseBrokerUrl(options_.url);
     if (!addr) {
-      init_error_ = addr.error();
+      init_error_ = Error{addr.error().code, "MQTT url '" + mqtt_names::RedactedUrl(options_.url) +
+                                                 "': " + addr.error().message};
       return;
     }
     address_ = *addr;

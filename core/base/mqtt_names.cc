@@ -58,19 +58,18 @@ Status CheckMqttUtf8(std::string_view s) {
 }
 
 // Splits "host[:port]" or "[v6][:port]".
-Result<HostPort> SplitHostPort(std::string_view rest, const std::string& shown) {
+Result<HostPort> SplitHostPort(std::string_view rest) {
   HostPort out;
   std::string_view port_text;
   bool has_port = false;
   if (rest.front() == '[') {
     const auto close = rest.find(']');
     if (close == std::string_view::npos) {
-      return Bad("MQTT url '" + shown + "': unterminated IPv6 address");
+      return Bad("unterminated IPv6 address");
     }
     out.host = std::string(rest.substr(1, close - 1));
     if (close + 1 < rest.size()) {
-      if (rest[close + 1] != ':')
-        return Bad("MQTT url '" + shown + "' must be scheme://host[:port]");
+      if (rest[close + 1] != ':') return Bad("must be scheme://host[:port]");
       port_text = rest.substr(close + 2);
       has_port = true;
     }
@@ -82,7 +81,7 @@ Result<HostPort> SplitHostPort(std::string_view rest, const std::string& shown) 
       has_port = true;
     }
   }
-  if (has_port && port_text.empty()) return Bad("MQTT url '" + shown + "': empty port");
+  if (has_port && port_text.empty()) return Bad("empty port");
   out.port = std::string(port_text);
   return out;
 }
@@ -90,10 +89,9 @@ Result<HostPort> SplitHostPort(std::string_view rest, const std::string& shown) 
 }  // namespace
 
 Result<BrokerUrl> ParseBrokerUrl(std::string_view url) {
-  const std::string shown(url);
   const auto sep = url.find("://");
   if (sep == std::string_view::npos) {
-    return Bad("MQTT url '" + shown + "' has no scheme (expected " + std::string(kSchemes) + ")");
+    return Bad("has no scheme (expected " + std::string(kSchemes) + ")");
   }
   const std::string scheme = Lower(url.substr(0, sep));
   BrokerUrl out;
@@ -102,36 +100,45 @@ Result<BrokerUrl> ParseBrokerUrl(std::string_view url) {
   } else if (scheme == "mqtts" || scheme == "ssl") {
     out.tls = true;
   } else {
-    std::string why = "MQTT url '" + shown + "': unsupported scheme '" + scheme + "' (expected " +
-                      std::string(kSchemes) + ")";
+    std::string why =
+        "unsupported scheme '" + scheme + "' (expected " + std::string(kSchemes) + ")";
     if (scheme == "ws" || scheme == "wss") why += "; MQTT over WebSocket is not supported";
     return Bad(std::move(why));
   }
   std::string_view rest = url.substr(sep + 3);
   if (rest.find('@') != std::string_view::npos) {
     // Not echoed: the url may hold a password.
-    return Bad("MQTT url must not contain credentials; use mqtt.username and mqtt.password");
+    return Bad("must not contain credentials; use mqtt.username and mqtt.password");
   }
   if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   if (rest.empty() || rest.find_first_of("/?# ") != std::string_view::npos) {
-    return Bad("MQTT url '" + shown + "' must be scheme://host[:port]");
+    return Bad("must be scheme://host[:port]");
   }
-  auto host_port = SplitHostPort(rest, shown);
+  auto host_port = SplitHostPort(rest);
   if (!host_port) return tl::unexpected(std::move(host_port.error()));
   out.host = std::move(host_port->host);
   std::string port = std::move(host_port->port);
-  if (out.host.empty()) return Bad("MQTT url '" + shown + "' has no host");
+  if (out.host.empty()) return Bad("has no host");
   if (port.empty()) port = out.tls ? "8883" : "1883";
   if (port.size() > 5 ||
       !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
       std::stoi(port) < 1 || std::stoi(port) > 65535) {
-    return Bad("MQTT url '" + shown + "': invalid port '" + port + "'");
+    return Bad("invalid port '" + port + "'");
   }
   out.port = port;
   const bool ipv6 = out.host.find(':') != std::string::npos;
   out.paho_uri = std::string(out.tls ? "ssl://" : "tcp://") + (ipv6 ? "[" : "") + out.host +
                  (ipv6 ? "]" : "") + ":" + out.port;
   return out;
+}
+
+std::string RedactedUrl(std::string_view url) {
+  const auto sep = url.find("://");
+  if (sep == std::string_view::npos) return std::string(url);
+  const auto authority_end = url.find_first_of("/?#", sep + 3);
+  const auto at = url.substr(0, authority_end).rfind('@');
+  if (at == std::string_view::npos || at < sep) return std::string(url);
+  return std::string(url.substr(0, sep + 3)) + "***" + std::string(url.substr(at));
 }
 
 Status CheckTopicName(std::string_view topic) {

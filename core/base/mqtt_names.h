@@ -23,10 +23,14 @@ struct BrokerUrl {
 };
 
 // Parses "scheme://host[:port][/]" with scheme mqtt or tcp (plain) or mqtts or ssl (TLS), in
-// any case; an IPv6 host is written in brackets. Refuses credentials in the URL without echoing
-// them (use the username and password options), paths and queries, and ports out of 1..65535.
-// WebSocket URLs (ws, wss) are refused: the service speaks MQTT over TCP only.
+// any case; an IPv6 host is written in brackets. Refuses credentials in the URL (use the
+// username and password options), paths and queries, and ports out of 1..65535. WebSocket URLs
+// (ws, wss) are refused: the service speaks MQTT over TCP only. The error says what is wrong
+// without quoting the URL; a caller that shows it shows RedactedUrl(url).
 [[nodiscard]] Result<BrokerUrl> ParseBrokerUrl(std::string_view url);
+
+// `url` with any user information ("user:password@") replaced by "***@", for messages.
+[[nodiscard]] std::string RedactedUrl(std::string_view url);
 
 // A topic to publish on: not empty, at most kMaxTopicBytes, no '+' or '#', and UTF-8 a broker
 // accepts (well-formed, no control characters or noncharacters: Mosquitto disconnects a client

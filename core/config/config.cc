@@ -17,6 +17,7 @@
 
 #include "core/base/glob.h"
 #include "core/base/io.h"
+#include "core/base/mqtt_names.h"
 #include "core/base/utf8.h"
 #include "core/config/reader.h"
 
@@ -465,9 +466,8 @@ const char* SourceRootName(SourceRoot root) {
 }
 
 bool MqttUsesTls(const MqttConfig& mqtt) {
-  const std::size_t sep = mqtt.url.find("://");
-  const std::string scheme = Lower(mqtt.url.substr(0, sep == std::string::npos ? 0 : sep));
-  return scheme == "mqtts" || scheme == "ssl" || scheme == "wss";
+  const auto url = mqtt_names::ParseBrokerUrl(mqtt.url);
+  return url && url->tls;
 }
 
 std::string FormatDuration(std::chrono::milliseconds d) {

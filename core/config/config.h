@@ -170,7 +170,8 @@ struct MirrorConfig {
 
 // mqtt: optional; absent means the service runs without MQTT.
 struct MqttConfig {
-  // url [mqtt://localhost:1883]: scheme mqtt, tcp, mqtts, ssl, ws or wss; host; optional port.
+  // url [mqtt://localhost:1883]: scheme mqtt, tcp, mqtts or ssl; host; optional port
+  // (mqtt_names::ParseBrokerUrl).
   std::string url = "mqtt://localhost:1883";
   // client_id [safepoint-<node_id>]
   std::string client_id;
@@ -205,7 +206,7 @@ struct MqttConfig {
   std::chrono::milliseconds zigbee2mqtt_backup_timeout{std::chrono::seconds(30)};
 };
 
-// True for the TLS schemes (mqtts, ssl, wss).
+// True for the TLS schemes (mqtts, ssl).
 [[nodiscard]] bool MqttUsesTls(const MqttConfig& mqtt);
 
 struct ScheduleConfig {

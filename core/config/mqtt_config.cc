@@ -1,6 +1,4 @@
 // The `mqtt:` section: broker URL, topics, TLS files, the mirror and Zigbee2MQTT settings.
-#include "core/config/config.h"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,85 +16,14 @@
 
 #include "core/base/glob.h"
 #include "core/base/io.h"
+#include "core/base/mqtt_names.h"
 #include "core/base/utf8.h"
+#include "core/config/config.h"
 #include "core/config/reader.h"
 
 namespace safepoint::config::internal {
 
 namespace {
-
-// MQTT topic filter validity. `extended` allows '#' as a middle level (mirror excludes).
-std::string TopicFilterProblem(std::string_view f, bool extended) {
-  if (f.empty()) return "empty topic filter";
-  if (f.size() > 65535) return "topic filter too long";
-  if (f.find('\0') != std::string_view::npos) return "NUL in topic filter";
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t slash = f.find('/', start);
-    const std::string_view level =
-        f.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
-    const bool last = slash == std::string_view::npos;
-    if (level.find_first_of("+#") != std::string_view::npos && level.size() != 1) {
-      return "'+' and '#' must be a whole level";
-    }
-    if (level == "#" && !last && !extended) return "'#' must be the last level";
-    if (last) break;
-    start = slash + 1;
-  }
-  return "";
-}
-
-std::string TopicProblem(std::string_view t) {
-  if (t.empty()) return "must not be empty";
-  if (t.find_first_of("+#") != std::string_view::npos) return "must not contain '+' or '#'";
-  if (t.front() == '/' || t.back() == '/') return "must not start or end with '/'";
-  if (t.find("//") != std::string_view::npos) return "must not contain empty levels";
-  if (t.find('\0') != std::string_view::npos) return "must not contain NUL";
-  return "";
-}
-
-// Checks "scheme://host[:port][/path]" with a scheme Paho understands.
-std::string UrlProblem(const std::string& url) {
-  const std::size_t sep = url.find("://");
-  if (sep == std::string::npos) return "expected scheme://host[:port]";
-  const std::string scheme = Lower(url.substr(0, sep));
-  static const char* kSchemes[] = {"mqtt", "tcp", "mqtts", "ssl", "ws", "wss"};
-  if (std::find_if(std::begin(kSchemes), std::end(kSchemes),
-                   [&](const char* s) { return scheme == s; }) == std::end(kSchemes)) {
-    return "unsupported scheme '" + scheme + "' (use mqtt, tcp, mqtts, ssl, ws or wss)";
-  }
-  std::string rest = url.substr(sep + 3);
-  const std::size_t slash = rest.find('/');
-  if (slash != std::string::npos) {
-    if (scheme != "ws" && scheme != "wss") return "a path is only allowed for ws/wss";
-    rest = rest.substr(0, slash);
-  }
-  std::string host = rest;
-  std::string port;
-  if (!rest.empty() && rest[0] == '[') {
-    const std::size_t close = rest.find(']');
-    if (close == std::string::npos) return "unterminated IPv6 address";
-    host = rest.substr(0, close + 1);
-    if (close + 1 < rest.size()) {
-      if (rest[close + 1] != ':') return "unexpected text after the IPv6 address";
-      port = rest.substr(close + 2);
-      if (port.empty()) return "empty port";
-    }
-  } else if (const std::size_t colon = rest.rfind(':'); colon != std::string::npos) {
-    host = rest.substr(0, colon);
-    port = rest.substr(colon + 1);
-    if (port.empty()) return "empty port";
-  }
-  if (host.empty() || host == "[]") return "missing host";
-  if (host.find('@') != std::string::npos) {
-    return "credentials in the url are not supported; use mqtt.username / mqtt.password";
-  }
-  if (!port.empty()) {
-    std::uint64_t p = 0;
-    if (!ParseUint(port, &p) || p == 0 || p > 65535) return "bad port";
-  }
-  return "";
-}
 
 Result<std::string> GetReadableFile(const Ctx& c, const Item& item) {
   auto p = GetPath(c, item);
@@ -135,7 +62,7 @@ Status ParseMqttTls(const Ctx& c, const Section& s, MqttConfig& m) {
     return Bad(c, sub.mark, sub.key, "cert_file and key_file must be set together");
   }
   if (const Item* i = s.Get("tls"); i != nullptr && !MqttUsesTls(m)) {
-    return Bad(c, i->mark, i->key, "tls is set but mqtt.url does not use mqtts, ssl or wss");
+    return Bad(c, i->mark, i->key, "tls is set but mqtt.url does not use mqtts or ssl");
   }
   return {};
 }
@@ -154,8 +81,9 @@ Status ParseMirror(const Ctx& c, const Item& item, MirrorConfig& mirror) {
     for (const Item& e : *items) {
       auto f = GetStr(c, e);
       if (!f) return tl::unexpected(f.error());
-      const std::string problem = TopicFilterProblem(f->value, extended);
-      if (!problem.empty()) return Bad(c, e.mark, e.key, f->Show() + ": " + problem);
+      if (auto st = mqtt_names::CheckTopicFilter(f->value, extended); !st) {
+        return Bad(c, e.mark, e.key, f->Show() + ": " + st.error().message);
+      }
       list.push_back(std::move(f->value));
     }
     (extended ? mirror.exclude : mirror.filters) = std::move(list);
@@ -181,8 +109,12 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
   if (const Item* i = s->Get("url")) {
     auto u = GetStr(c, *i);
     if (!u) return tl::unexpected(u.error());
-    const std::string problem = UrlProblem(u->value);
-    if (!problem.empty()) return Bad(c, i->mark, i->key, "bad url " + u->Show() + ": " + problem);
+    if (auto url = mqtt_names::ParseBrokerUrl(u->value); !url) {
+      // Never echoes a password written into the url.
+      const std::string shown =
+          u->secret ? u->Show() : "'" + mqtt_names::RedactedUrl(u->value) + "'";
+      return Bad(c, i->mark, i->key, "bad url " + shown + ": " + url.error().message);
+    }
     m.url = u->value;
   }
   if (const Item* i = s->Get("node_id")) {
@@ -220,8 +152,9 @@ Status ParseMqtt(const Ctx& c, const Item& item, MqttConfig& m) {
     if (const Item* i = s->Get(name)) {
       auto t = GetString(c, *i);
       if (!t) return tl::unexpected(t.error());
-      const std::string problem = TopicProblem(*t);
-      if (!problem.empty()) return Bad(c, i->mark, i->key, problem);
+      if (auto st = mqtt_names::CheckBaseTopic(*t); !st) {
+        return Bad(c, i->mark, i->key, st.error().message);
+      }
       *field = *t;
     }
   }

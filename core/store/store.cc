@@ -100,10 +100,8 @@ Status Store::Prepare() {
     return {};
   }
   if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dir));
-  std::error_code ec;
-  auto parent = std::filesystem::path(dir).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  if (ec) return Fail(ErrorCode::kIo, "create " + parent.string() + ": " + ec.message());
+  const auto parent = std::filesystem::path(dir).parent_path();
+  if (!parent.empty()) SP_RETURN_IF_ERROR(MakeDirs(fs_, parent.string(), 0755));
   SP_RETURN_IF_ERROR(fs_.MakeDir(dir, 0700));
   if (!parent.empty()) SP_RETURN_IF_ERROR(fs_.SyncDir(parent.string()));
   return {};

@@ -371,7 +371,7 @@ TEST_F(ConfigFile, RejectsOutOfRangeValues) {
   EXPECT_EQ(LoadError("mqtt: {url: \"http://broker\"}\n"),
             path() +
                 ":2:13: key 'mqtt.url': bad url 'http://broker': unsupported scheme 'http' "
-                "(use mqtt, tcp, mqtts, ssl, ws or wss)");
+                "(expected mqtt://, mqtts://, tcp:// or ssl://)");
   EXPECT_EQ(LoadError("mqtt: {mirror: {filters: [\"a/#/b\"]}}\n"),
             path() + ":2:27: key 'mqtt.mirror.filters[0]': 'a/#/b': '#' must be the last level");
   EXPECT_EQ(LoadError("sources: {workspace: {include: [\"../x\"]}}\n"),
@@ -522,11 +522,29 @@ TEST_F(ConfigFile, ToJsonShowsResolvedValuesButNoSecrets) {
   EXPECT_FALSE(no_pw->service.schedule.daily_at.has_value());
 }
 
+TEST_F(ConfigFile, BrokerUrlsFollowTheClientsRuleAndNeverEchoAPassword) {
+  EXPECT_EQ(LoadError("mqtt: {url: \"mqtt://ha:hunter2@broker\"}\n"),
+            path() +
+                ":2:13: key 'mqtt.url': bad url 'mqtt://***@broker': must not contain "
+                "credentials; use mqtt.username and mqtt.password");
+  EXPECT_EQ(LoadError("mqtt: {url: \"wss://broker:443/mqtt\"}\n"),
+            path() +
+                ":2:13: key 'mqtt.url': bad url 'wss://broker:443/mqtt': unsupported scheme "
+                "'wss' (expected mqtt://, mqtts://, tcp:// or ssl://); MQTT over WebSocket is not "
+                "supported");
+  auto c = Load("mqtt: {url: \"MQTTS://[::1]\"}\n");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_TRUE(MqttUsesTls(*c->mqtt));
+  EXPECT_EQ(LoadError("mqtt: {base_topic: \"home//safepoint\"}\n"),
+            path() + ":2:20: key 'mqtt.base_topic': must not contain empty levels");
+  EXPECT_EQ(LoadError("mqtt: {base_topic: \"home/\\x01\"}\n"),
+            path() + ":2:20: key 'mqtt.base_topic': must not contain control characters");
+}
+
 TEST_F(ConfigFile, TlsRequiresATlsScheme) {
   EXPECT_EQ(LoadError("mqtt:\n  url: mqtt://b\n  tls: {verify: true}\n"),
             path() +
-                ":4:8: key 'mqtt.tls': tls is set but mqtt.url does not use mqtts, ssl or "
-                "wss");
+                ":4:8: key 'mqtt.tls': tls is set but mqtt.url does not use mqtts or ssl");
 }
 
 TEST_F(ConfigFile, EmptyListsMeanEmpty) {
