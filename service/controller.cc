@@ -8,6 +8,7 @@
 #include <new>
 
 #include "core/base/io.h"
+#include "core/base/time_text.h"
 #include "core/base/utf8.h"
 #include "core/format/manifest.h"
 #include "service/controller_internal.h"
@@ -32,20 +33,11 @@ LifecycleOptions LifecycleOptionsFor(const config::Config& c) {
   o.resolve_timeout = std::chrono::duration_cast<seconds>(c.service.resolve_timeout);
   o.auto_rollback = c.service.auto_rollback;
   o.auto_rollback_policy = c.rollback.on_conflict;
-  o.format_time = LocalHumanTime;
+  o.format_time = FormatLocalHumanTime;
   return o;
 }
 
 }  // namespace
-
-std::string LocalHumanTime(std::chrono::system_clock::time_point t) {
-  std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  localtime_r(&tt, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", &tm);
-  return buf;
-}
 
 Controller::Controller(const config::Config& config, FileSystem& fs, const Clock& clock,
                        Backend& backend, mqtt::Transport& transport, JobRunner& jobs,

@@ -21,6 +21,7 @@
 #include "service/lifecycle.h"
 #include "service/mirror.h"
 #include "service/retained_probe.h"
+#include "service/safety_points.h"
 #include "service/schedule.h"
 #include "service/zigbee2mqtt.h"
 
@@ -138,7 +139,6 @@ class Controller {
   [[nodiscard]] discovery::DiscoveryState DiscoveryStateNow() const;
   [[nodiscard]] BackupSummary SummaryOf(const manifest::Manifest& m) const;
   void RefreshSafetyPoints();
-  [[nodiscard]] bool Known(const std::string& id) const;
   // The newest readable safety point, for the status and the last-backup sensors.
   std::optional<BackupSummary> Newest();
   void Persist();
@@ -169,8 +169,7 @@ class Controller {
   ParseOptions parse_options_;
   DaemonStats stats_;
 
-  std::vector<std::string> safety_points_;  // newest first
-  std::optional<std::string> selected_;
+  SafetyPointChoice safety_points_;
   std::map<std::string, entities::EntitySnapshot> entity_snapshots_;  // by backup id
   std::optional<nlohmann::json> transaction_;     // of the command being handled
   std::string command_name_;                      // of the command being handled
@@ -189,8 +188,5 @@ class Controller {
   // after that (docs/security.md).
   TokenBucket error_budget_{100, 50};
 };
-
-// "2026-02-11 13:10:54 CET" in local time.
-[[nodiscard]] std::string LocalHumanTime(std::chrono::system_clock::time_point t);
 
 }  // namespace safepoint::service

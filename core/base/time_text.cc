@@ -1,6 +1,7 @@
 #include "core/base/time_text.h"
 
 #include <cstdio>
+#include <ctime>
 
 namespace safepoint {
 namespace {
@@ -41,7 +42,37 @@ std::string FormatCivil(const Civil& c, char date_time_separator) {
   return buf;
 }
 
+// strftime(3) of `time` (whole seconds) in UTC or in local time.
+std::string Strftime(TimePoint time, const char* format, bool local) {
+  const std::time_t secs = std::chrono::system_clock::to_time_t(time);
+  std::tm tm{};
+  if (local) {
+    ::localtime_r(&secs, &tm);
+  } else {
+    ::gmtime_r(&secs, &tm);
+  }
+  char buf[64];
+  const std::size_t n = std::strftime(buf, sizeof buf, format, &tm);
+  return std::string(buf, n);
+}
+
 }  // namespace
+
+std::string FormatUtcSecondsTime(TimePoint time) {
+  return Strftime(time, "%Y-%m-%dT%H:%M:%SZ", false);
+}
+
+std::string FormatLocalStamp(TimePoint time) { return Strftime(time, "%Y-%m-%d_%H-%M-%S", true); }
+
+std::string FormatLocalIsoTime(TimePoint time) {
+  std::string s = Strftime(time, "%Y-%m-%dT%H:%M:%S%z", true);
+  if (s.size() >= 5) s.insert(s.size() - 2, ":");  // +0100 -> +01:00
+  return s;
+}
+
+std::string FormatLocalHumanTime(TimePoint time) {
+  return Strftime(time, "%Y-%m-%d %H:%M:%S %Z", true);
+}
 
 std::string FormatIsoTime(TimePoint time) { return FormatCivil(ToCivil(time), 'T') + "+00:00"; }
 

@@ -21,7 +21,18 @@ using TimePoint = std::chrono::system_clock::time_point;
 [[nodiscard]] std::string FormatExactTime(TimePoint time);
 // "2026-02-11 12:15:54 UTC", for messages people read.
 [[nodiscard]] std::string FormatHumanUtcTime(TimePoint time);
-// Parses every form above but the human one: YYYY-MM-DDTHH:MM:SS, 0..9 fraction digits, zone
+// "2026-02-11T12:10:54Z" (whole seconds, UTC), as in rollback journals and fingerprints.
+[[nodiscard]] std::string FormatUtcSecondsTime(TimePoint time);
+
+// In the machine's local time zone:
+// "2026-02-11_13-10-54": safety point ids and rollback record names.
+[[nodiscard]] std::string FormatLocalStamp(TimePoint time);
+// "2026-02-11T13:10:54+01:00": a manifest's created_at.
+[[nodiscard]] std::string FormatLocalIsoTime(TimePoint time);
+// "2026-02-11 13:10:54 CET": the deadlines in the service's messages.
+[[nodiscard]] std::string FormatLocalHumanTime(TimePoint time);
+
+// Parses every UTC form above but the human one: YYYY-MM-DDTHH:MM:SS, 0..9 fraction digits, zone
 // 'Z' or '+00:00'; years 1678..2261 (what the clock's 64-bit nanoseconds hold).
 [[nodiscard]] Result<TimePoint> ParseIsoTime(std::string_view text);
 

@@ -15,6 +15,7 @@
 #include "core/base/io.h"
 #include "core/base/json_name.h"
 #include "core/base/sha256.h"
+#include "core/base/time_text.h"
 #include "core/sources/snapshot.h"
 #include "core/sources/sources.h"
 
@@ -26,15 +27,6 @@ using nlohmann::json;
 
 constexpr std::size_t kHashBuffer = std::size_t{256} * 1024;
 constexpr std::size_t kMaxFingerprintBytes = 256u << 20;
-
-std::string IsoUtc(std::chrono::system_clock::time_point t) {
-  std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // HMAC-SHA-256(key, parts joined by NUL bytes), lowercase hex.
 std::string Mac(const Secret& key, std::initializer_list<std::string_view> parts) {
@@ -306,7 +298,7 @@ Status RecordFingerprint(const config::Config& config, const store::Store& store
   if (!files) return tl::unexpected(files.error());
   Fingerprint f;
   f.id = id;
-  f.recorded_at = IsoUtc(clock.Now());
+  f.recorded_at = FormatUtcSecondsTime(clock.Now());
   for (const auto& e : files->entries) {
     auto local = LocalPathOf(config, e.archive_path);
     if (!local) continue;

@@ -54,9 +54,6 @@ bool IsTreeRoot(std::string_view top);
 // True when `path` equals `dir` or lies below it.
 bool IsWithin(const std::string& path, const std::string& dir);
 
-std::string IsoUtc(std::chrono::system_clock::time_point t);
-
-std::string LocalStamp(std::chrono::system_clock::time_point t);
 
 bool RunningAsRoot();
 

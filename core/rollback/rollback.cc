@@ -14,8 +14,9 @@
 
 #include "core/base/io.h"
 #include "core/base/sha256.h"
-#include "core/rollback/journal.h"
+#include "core/base/time_text.h"
 #include "core/rollback/internal.h"
+#include "core/rollback/journal.h"
 #include "core/sources/snapshot.h"
 
 namespace safepoint::rollback {
@@ -127,7 +128,7 @@ Status EnsureRecordsDir(FileSystem& fs, const store::Store& store) {
 }
 
 Result<std::string> NewRollbackId(const store::Store& store, const Clock& clock) {
-  const std::string base = LocalStamp(clock.Now());
+  const std::string base = FormatLocalStamp(clock.Now());
   for (int n = 1; n <= 999; ++n) {
     std::string id = n == 1 ? base : base + "-" + std::to_string(n);
     if (!LExists(RecordsDir(store) + "/" + id)) return id;
@@ -346,7 +347,7 @@ Journal NewJournal(const config::Config& config, const Clock& clock, const std::
   Journal j;
   j.id = id;
   j.policy = config::ConflictPolicyName(policy);
-  j.created_at = IsoUtc(clock.Now());
+  j.created_at = FormatUtcSecondsTime(clock.Now());
   j.ha_config_root = config.paths.ha_config;
   j.workspace_root = config.paths.workspace;
   j.ops = built.ops;

@@ -1,6 +1,4 @@
 // Path and file helpers of the rollback engine.
-#include "core/rollback/rollback.h"
-
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +15,7 @@
 #include "core/base/sha256.h"
 #include "core/rollback/internal.h"
 #include "core/rollback/journal.h"
+#include "core/rollback/rollback.h"
 #include "core/sources/snapshot.h"
 
 namespace safepoint::rollback::internal {
@@ -81,24 +80,6 @@ bool IsTreeRoot(std::string_view top) { return top == "ha_config" || top == "wor
 bool IsWithin(const std::string& path, const std::string& dir) {
   return path == dir ||
          (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
-}
-
-std::string IsoUtc(std::chrono::system_clock::time_point t) {
-  std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::string LocalStamp(std::chrono::system_clock::time_point t) {
-  std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  ::localtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d_%H-%M-%S", &tm);
-  return buf;
 }
 
 bool RunningAsRoot() { return ::geteuid() == 0; }

@@ -1,6 +1,4 @@
 // Writing a safety point: Store::NewId and Store::Backup (hash, archive, encrypt, commit).
-#include "core/store/store.h"
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -23,8 +21,10 @@
 #include <utility>
 
 #include "core/base/sha256.h"
+#include "core/base/time_text.h"
 #include "core/format/age.h"
 #include "core/store/backup_hash.h"
+#include "core/store/store.h"
 #include "core/store/store_internal.h"
 
 namespace safepoint::store {
@@ -184,27 +184,6 @@ class MemoryFile final : public WritableFile {
  private:
   std::string bytes_;
 };
-
-std::string LocalIdFor(std::chrono::system_clock::time_point t) {
-  std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  localtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d_%H-%M-%S", &tm);
-  return buf;
-}
-
-std::string IsoLocal(std::chrono::system_clock::time_point t) {
-  std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  localtime_r(&tt, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S%z", &tm);
-  std::string s = buf;
-  // +0100 -> +01:00
-  if (s.size() >= 5) s.insert(s.size() - 2, ":");
-  return s;
-}
 
 bool Exists(const std::string& path) {
   struct stat st {};
@@ -397,7 +376,7 @@ manifest::Manifest NewManifest(const std::string& id, const BackupRequest& reque
                                std::chrono::system_clock::time_point now, const Options& options) {
   manifest::Manifest m;
   m.id = id;
-  m.created_at = IsoLocal(now);
+  m.created_at = FormatLocalIsoTime(now);
   m.created_unix = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   m.reason = request.reason;
   m.update = request.update;
@@ -434,7 +413,7 @@ Status Commit(FileSystem& fs, const std::string& staging, const std::string& fin
 }  // namespace
 
 Result<std::string> Store::NewId() const {
-  const std::string base = LocalIdFor(clock_.Now());
+  const std::string base = FormatLocalStamp(clock_.Now());
   auto id_for = [&](int n) { return n == 1 ? base : base + "-" + std::to_string(n); };
   // A new id sorts after every id of the same second still in use: a free slot below one in
   // use (its safety point deleted by retention a moment ago) would make the newest safety point
