@@ -146,24 +146,18 @@ void Controller::HandleCommand(const std::string& name, const mqtt::Message& m) 
       cmd->args);
 }
 
-bool Controller::Known(const std::string& id) const {
-  return std::find(safety_points_.begin(), safety_points_.end(), id) != safety_points_.end();
-}
-
 void Controller::Rollback(const RollbackCommand& c) {
-  std::optional<std::string> id = c.backup_id ? c.backup_id : selected_;
+  auto id = safety_points_.RollbackTarget(c.backup_id);
   if (!id) {
-    Respond(command_name_, Error{ErrorCode::kBadInput, "no safety point selected"}, json::object(),
-            transaction_);
+    Respond(command_name_, id.error(), json::object(), transaction_);
     return;
   }
-  if (!Known(*id)) {
-    RefreshSafetyPoints();
-    if (!Known(*id)) {
-      Respond(command_name_, Error{ErrorCode::kNotFound, "no safety point " + *id}, json::object(),
-              transaction_);
-      return;
-    }
+  // A safety point taken since the list was last read (by hand, say) is looked for again.
+  if (!safety_points_.Known(*id)) RefreshSafetyPoints();
+  if (!safety_points_.Known(*id)) {
+    Respond(command_name_, Error{ErrorCode::kNotFound, "no safety point " + *id}, json::object(),
+            transaction_);
+    return;
   }
   Execute(lifecycle_.OnManualRollbackRequest(*id, c.on_conflict, clock_.Now()));
 }
@@ -179,13 +173,8 @@ void Controller::Verify(const VerifyCommand& c) {
         Respond(name, r.error(), json::object(), tx);
         return;
       }
-      json results = json::array();
-      std::optional<Error> first;
-      for (const auto& v : *r) {
-        results.push_back(VerifyResultJson(v));
-        if (v.error && !first) first = v.error;
-      }
-      Respond(name, first, json{{"results", results}}, tx);
+      const VerifyAnswer answer = VerifyAnswerOf(*r);
+      Respond(name, answer.first_error, json{{"results", answer.results}}, tx);
     });
   });
   if (!ok) {
@@ -235,12 +224,10 @@ void Controller::List() {
 }
 
 void Controller::Select(const SelectCommand& c) {
-  if (!Known(c.backup_id)) {
-    Respond(command_name_, Error{ErrorCode::kNotFound, "no safety point " + c.backup_id},
-            json::object(), transaction_);
+  if (auto st = safety_points_.Select(c.backup_id); !st) {
+    Respond(command_name_, st.error(), json::object(), transaction_);
     return;
   }
-  selected_ = c.backup_id;
   PublishStateTopics();
   Respond(command_name_, std::nullopt, json{{"selected", c.backup_id}}, transaction_);
 }

@@ -35,8 +35,8 @@ void Controller::OnConnected() {
 
 discovery::DiscoveryState Controller::DiscoveryStateNow() const {
   discovery::DiscoveryState state;
-  state.safety_points = safety_points_;
-  state.selected = selected_;
+  state.safety_points = safety_points_.ids();
+  state.selected = safety_points_.selected();
   state.decision_pending = lifecycle_.state() == State::kAwaitingConfirmation;
   state.conflict_pending = lifecycle_.state() == State::kAwaitingConflictResolution;
   return state;
@@ -68,14 +68,7 @@ void Controller::RefreshSafetyPoints() {
   }
   std::vector<std::string> ids;
   for (auto it = list->rbegin(); it != list->rend(); ++it) ids.push_back(it->id);
-  bool changed = ids != safety_points_;
-  safety_points_ = std::move(ids);
-  if (selected_ &&
-      std::find(safety_points_.begin(), safety_points_.end(), *selected_) == safety_points_.end()) {
-    selected_.reset();
-  }
-  if (!selected_ && !safety_points_.empty()) selected_ = safety_points_.front();
-  if (changed) PublishDiscovery();
+  if (safety_points_.Update(std::move(ids))) PublishDiscovery();
 }
 
 std::optional<BackupSummary> Controller::Newest() {

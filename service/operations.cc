@@ -307,4 +307,13 @@ nlohmann::json ListingJson(const store::Listing& l) {
   return j;
 }
 
+VerifyAnswer VerifyAnswerOf(const std::vector<Operations::VerifyResult>& results) {
+  VerifyAnswer answer{nlohmann::json::array(), std::nullopt};
+  for (const auto& r : results) {
+    answer.results.push_back(VerifyResultJson(r));
+    if (r.error && !answer.first_error) answer.first_error = r.error;
+  }
+  return answer;
+}
+
 }  // namespace safepoint::service

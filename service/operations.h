@@ -100,6 +100,14 @@ class Operations {
 // {"id", "ok": true, "entries", "bytes"} or {"id", "ok": false, "error": <code name>, "message"}.
 [[nodiscard]] nlohmann::json VerifyResultJson(const Operations::VerifyResult& result);
 
+// Operations::Verify's results as the CLI and the MQTT `verify` command answer them: the array
+// of VerifyResultJson, and the first failure, which is the answer's error.
+struct VerifyAnswer {
+  nlohmann::json results;
+  std::optional<Error> first_error;
+};
+[[nodiscard]] VerifyAnswer VerifyAnswerOf(const std::vector<Operations::VerifyResult>& results);
+
 // One safety point of a listing as `list` answers it (CLI --json, MQTT): {"id", "created_at",
 // "reason", "files", "bytes", "payload_bytes", "update"}, or {"id", "problem"} when its manifest
 // cannot be read.

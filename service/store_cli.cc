@@ -156,22 +156,16 @@ void AddVerify(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
     }
     auto results = ops.Verify(verify_all ? std::vector<std::string>{} : std::vector{id});
     if (!results) return cli.Failed(results.error());
-    json arr = json::array();
+    const VerifyAnswer answer = VerifyAnswerOf(*results);
     std::string human;
-    std::optional<Error> first_error;
     for (const auto& r : *results) {
-      arr.push_back(VerifyResultJson(r));
-      if (r.error) {
-        human += r.id + ": FAILED: " + r.error->message + "\n";
-        if (!first_error) first_error = r.error;
-      } else {
-        human += r.id + ": ok (" + std::to_string(r.report.entries) + " entries, " +
-                 HumanBytes(r.report.bytes) + ")\n";
-      }
+      human += r.error ? r.id + ": FAILED: " + r.error->message + "\n"
+                       : r.id + ": ok (" + std::to_string(r.report.entries) + " entries, " +
+                             HumanBytes(r.report.bytes) + ")\n";
     }
-    if (first_error) return cli.FailedWith(*first_error, arr, human);
+    if (answer.first_error) return cli.FailedWith(*answer.first_error, answer.results, human);
     if (results->empty()) human = "no safety points to verify\n";
-    return cli.Ok(arr, human);
+    return cli.Ok(answer.results, human);
   }));
 }
 

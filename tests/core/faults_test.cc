@@ -35,13 +35,14 @@ namespace safepoint {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::WriteSecrets;
 using testing::FakeClock;
 using testing::FaultInjectingFileSystem;
 using testing::FaultKind;
 using testing::ReadFile;
 using testing::TempDir;
 using testing::WriteFile;
+using testing::WriteHomeAssistantTree;
+using testing::WriteSecrets;
 
 constexpr char kPassphrase[] = "faults test passphrase 9c2e";
 constexpr int kSafetyPoints = 5;
@@ -85,13 +86,7 @@ class Faults : public ::testing::Test {
  protected:
   void SetUp() override {
     ha_ = dir_.Sub("config");
-    WriteSecrets(ha_ + "/secrets.yaml", kPassphrase);
-    WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home\n");
-    WriteFile(ha_ + "/automations.yaml", "- id: lights\n");
-    WriteFile(ha_ + "/.storage/core.entity_registry", "{\"data\": {\"entities\": []}}");
-    WriteFile(ha_ + "/custom_components/foo/__init__.py", "VERSION = '1.0'\n");
-    fs::create_directories(ha_ + "/blueprints/empty_dir");
-    fs::create_symlink("configuration.yaml", ha_ + "/link.yaml");
+    WriteHomeAssistantTree(ha_, kPassphrase);
     WriteFile(dir_.Sub("ws/memory/notes.md"), "# notes\n");
     template_ = dir_.Sub("template");
     work_ = dir_.Sub("backups");

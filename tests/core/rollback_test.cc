@@ -24,12 +24,13 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using safepoint::testing::FakeClock;
-using safepoint::testing::WriteSecrets;
 using safepoint::testing::FaultInjectingFileSystem;
 using safepoint::testing::FaultKind;
 using safepoint::testing::ReadFile;
 using safepoint::testing::TempDir;
 using safepoint::testing::WriteFile;
+using safepoint::testing::WriteHomeAssistantTree;
+using safepoint::testing::WriteSecrets;
 
 constexpr char kPassphrase[] = "correct horse battery staple";
 
@@ -145,17 +146,11 @@ class RollbackTest : public ::testing::Test {
     ha_ = dir_.Sub("config");
     ws_ = ws;
     backups_ = dir_.Sub("backups");
-    WriteSecrets(ha_ + "/secrets.yaml", kPassphrase);
-    WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Home\n");
-    WriteFile(ha_ + "/automations.yaml", "- id: lights\n");
-    WriteFile(ha_ + "/.storage/core.entity_registry", "{\"data\": {\"entities\": []}}");
-    WriteFile(ha_ + "/custom_components/foo/__init__.py", "VERSION = '1.0'\n");
+    WriteHomeAssistantTree(ha_, kPassphrase);
     WriteFile(ha_ + "/custom_components/foo/manifest.json", "{\"version\": \"1.0\"}");
     WriteFile(ha_ + "/www/blob.bin", Blob(300 * 1024 + 3, 7), 0640);
     WriteFile(ha_ + "/readonly.yaml", "locked: true\n", 0444);
     WriteFile(ha_ + "/home-assistant.log", "excluded log line\n");
-    fs::create_directories(ha_ + "/blueprints/empty_dir");
-    fs::create_symlink("configuration.yaml", ha_ + "/link.yaml");
     WriteFile(ws_ + "/memory/notes.md", "# notes\n");
     WriteFile(ws_ + "/agenda.md", "- backup\n");
     WriteFile(ws_ + "/scratch.txt", "not a source\n");

@@ -15,8 +15,8 @@ namespace safepoint::testing {
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
-                     "/safepoint-test-XXXXXX";
+  std::string tmpl =
+      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/safepoint-test-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) {
     ADD_FAILURE() << "mkdtemp failed";
   }
@@ -49,6 +49,16 @@ void WriteFile(const std::string& path, const std::string& content, mode_t mode)
 void WriteSecrets(const std::string& path, const std::string& passphrase,
                   const std::string& extra) {
   WriteFile(path, "backup_encryption_passphrase: \"" + passphrase + "\"\n" + extra, 0600);
+}
+
+void WriteHomeAssistantTree(const std::string& ha, const std::string& passphrase) {
+  WriteSecrets(ha + "/secrets.yaml", passphrase);
+  WriteFile(ha + "/configuration.yaml", "homeassistant:\n  name: Home\n");
+  WriteFile(ha + "/automations.yaml", "- id: lights\n");
+  WriteFile(ha + "/.storage/core.entity_registry", "{\"data\": {\"entities\": []}}");
+  WriteFile(ha + "/custom_components/foo/__init__.py", "VERSION = '1.0'\n");
+  std::filesystem::create_directories(ha + "/blueprints/empty_dir");
+  std::filesystem::create_symlink("configuration.yaml", ha + "/link.yaml");
 }
 
 std::optional<std::string> ReadFile(const std::string& path) {
@@ -169,7 +179,7 @@ Status FaultInjectingFileSystem::Check(const char* op, const std::string& path, 
 }
 
 Result<std::unique_ptr<WritableFile>> FaultInjectingFileSystem::CreateFile(const std::string& path,
-                                                                          mode_t mode) {
+                                                                           mode_t mode) {
   SP_RETURN_IF_ERROR(Check("create", path, false));
   auto real = real_.CreateFile(path, mode);
   if (!real) return tl::unexpected(real.error());

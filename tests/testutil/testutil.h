@@ -35,6 +35,11 @@ void WriteFile(const std::string& path, const std::string& content, mode_t mode 
 // by the lines of `extra`.
 void WriteSecrets(const std::string& path, const std::string& passphrase,
                   const std::string& extra = "");
+// A small Home Assistant configuration directory at `ha`: secrets.yaml with `passphrase`,
+// configuration.yaml ("homeassistant:\n  name: Home\n"), automations.yaml, an entity registry
+// in .storage/, a custom component, an empty directory (blueprints/empty_dir) and a symlink
+// (link.yaml -> configuration.yaml): one of each kind a safety point holds.
+void WriteHomeAssistantTree(const std::string& ha, const std::string& passphrase);
 // Reads a whole file; std::nullopt when it does not exist.
 std::optional<std::string> ReadFile(const std::string& path);
 // Lowercase hex SHA-256 of a string.
