@@ -38,6 +38,8 @@
 
 namespace safepoint::service {
 
+using safepoint::TimePoint;  // core/base/time_text.h
+
 enum class State {
   kIdle,
   kBackingUp,
