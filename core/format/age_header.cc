@@ -10,6 +10,7 @@
 #include <string_view>
 #include <utility>
 
+#include "core/base/sha256.h"
 #include "core/format/age_internal.h"
 
 namespace safepoint::age::internal {
@@ -77,17 +78,6 @@ std::optional<std::vector<std::uint8_t>> Base64Decode(std::string_view text) {
     }
   }
   if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;
-  return out;
-}
-
-std::string Hex(std::span<const std::uint8_t> data) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(data.size() * 2);
-  for (std::uint8_t b : data) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
   return out;
 }
 
@@ -175,7 +165,7 @@ std::string KeyIdFromMac(std::span<const std::uint8_t> mac) {
   crypto_hash_sha256_update(&state, AsBytes(kLabel).data(), kLabel.size());
   crypto_hash_sha256_update(&state, mac.data(), mac.size());
   crypto_hash_sha256_final(&state, digest.data());
-  return Hex(std::span(digest).first(8));
+  return HexEncode(std::span<const std::uint8_t>(digest).first(8));
 }
 
 Error CorruptError(std::string message) {
