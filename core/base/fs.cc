@@ -151,6 +151,7 @@ class PosixReadableFile final : public ReadableFile {
       return tl::unexpected(ErrnoError(errno, "stat", file_.path()));
     return st;
   }
+  Result<struct stat> OpenedStat() override { return file_.opened_stat(); }
 
  private:
   ReadOnlyFile file_;

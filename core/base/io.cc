@@ -68,18 +68,18 @@ Result<ReadOnlyFile> ReadOnlyFile::Open(const std::string& path) {
     return Fail(ErrorCode::kCorrupt,
                 path + " is " + FileTypeName(st.st_mode) + ", not a regular file; not read");
   }
-  return ReadOnlyFile(guard.Release(), path, static_cast<std::uint64_t>(st.st_size));
+  return ReadOnlyFile(guard.Release(), path, st);
 }
 
 ReadOnlyFile::ReadOnlyFile(ReadOnlyFile&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)), size_(other.size_) {}
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)), opened_(other.opened_) {}
 
 ReadOnlyFile& ReadOnlyFile::operator=(ReadOnlyFile&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = std::exchange(other.fd_, -1);
     path_ = std::move(other.path_);
-    size_ = other.size_;
+    opened_ = other.opened_;
   }
   return *this;
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -93,14 +94,16 @@ class ReadOnlyFile {
   [[nodiscard]] int fd() const { return fd_; }
   [[nodiscard]] const std::string& path() const { return path_; }
   // The size fstat(2) reported at Open.
-  [[nodiscard]] std::uint64_t size() const { return size_; }
+  [[nodiscard]] std::uint64_t size() const { return static_cast<std::uint64_t>(opened_.st_size); }
+  // What fstat(2) reported at Open (no second system call needed for it).
+  [[nodiscard]] const struct stat& opened_stat() const { return opened_; }
 
  private:
-  ReadOnlyFile(int fd, std::string path, std::uint64_t size)
-      : fd_(fd), path_(std::move(path)), size_(size) {}
+  ReadOnlyFile(int fd, std::string path, const struct stat& opened)
+      : fd_(fd), path_(std::move(path)), opened_(opened) {}
   int fd_ = -1;
   std::string path_;
-  std::uint64_t size_ = 0;
+  struct stat opened_ {};
 };
 
 // What a mode_t is, for messages: "a FIFO", "a directory", "a symlink", ...

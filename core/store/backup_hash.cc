@@ -46,7 +46,7 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
       }
       return tl::unexpected(file.error());
     }
-    auto before = (*file)->Stat();
+    auto before = (*file)->OpenedStat();
     if (!before) return tl::unexpected(before.error());
     Sha256 hash;
     auto left = static_cast<std::uint64_t>(before->st_size);

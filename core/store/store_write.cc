@@ -324,7 +324,7 @@ class PayloadStream {
     auto source = fs_.OpenRead(src.abs_path);
     bool same = false;
     if (source) {
-      auto st = (*source)->Stat();
+      auto st = (*source)->OpenedStat();
       same = st && st->st_dev == was.st_dev && st->st_ino == was.st_ino &&
              static_cast<std::uint64_t>(st->st_size) >= e.size;
     }

@@ -121,6 +121,7 @@ class ChangingFile final : public ReadableFile {
     return n;
   }
   Result<struct stat> Stat() override { return real_->Stat(); }
+  Result<struct stat> OpenedStat() override { return real_->OpenedStat(); }
 
  private:
   void Change() {
