@@ -115,11 +115,20 @@ std::optional<std::string> LocalPathOf(const config::Config& config,
   return *root + "/" + std::string(rel);
 }
 
-Result<std::string> HashFile(const std::string& path) {
+namespace {
+
+struct Hashed {
+  std::string sha256;
+  std::uint64_t size = 0;  // the bytes hashed
+};
+
+Result<Hashed> HashCounted(const std::string& path) {
   auto file = ReadOnlyFile::Open(path);
   if (!file) return tl::unexpected(file.error());
   Sha256 hash;
-  std::vector<std::uint8_t> buf(kHashBuffer);
+  std::uint64_t size = 0;
+  std::vector<std::uint8_t> buf(static_cast<std::size_t>(
+      std::min<std::uint64_t>(kHashBuffer, std::max<std::uint64_t>(file->size() + 1, 4096))));
   for (;;) {
     ssize_t n = ::read(file->fd(), buf.data(), buf.size());
     if (n < 0) {
@@ -128,27 +137,13 @@ Result<std::string> HashFile(const std::string& path) {
     }
     if (n == 0) break;
     hash.Update(std::span<const std::uint8_t>(buf.data(), static_cast<std::size_t>(n)));
+    size += static_cast<std::uint64_t>(n);
   }
-  return hash.FinalHex();
+  return Hashed{hash.FinalHex(), size};
 }
 
-Result<std::optional<PathState>> ReadPathState(const std::string& root, const std::string& rel) {
-  std::string path = root;
-  struct stat st {};
-  std::size_t pos = 0;
-  while (true) {
-    if (::lstat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT || errno == ENOTDIR) return std::optional<PathState>();
-      return tl::unexpected(ErrnoError(errno, "stat", path));
-    }
-    if (pos >= rel.size()) break;
-    // A component that is not a real directory hides everything below it.
-    if (!S_ISDIR(st.st_mode)) return std::optional<PathState>();
-    std::size_t next = rel.find('/', pos);
-    if (next == std::string::npos) next = rel.size();
-    path += "/" + rel.substr(pos, next - pos);
-    pos = next + 1;
-  }
+// Describes what lstat(2) found at `path`; files are hashed.
+Result<PathState> StateAt(const std::string& path, const struct stat& st) {
   PathState s;
   if (S_ISLNK(st.st_mode)) {
     s.type = manifest::EntryType::kSymlink;
@@ -169,20 +164,57 @@ Result<std::optional<PathState>> ReadPathState(const std::string& root, const st
   } else if (S_ISREG(st.st_mode)) {
     s.type = manifest::EntryType::kFile;
     s.mode = st.st_mode & 07777;
-    auto hash = HashFile(path);
-    if (!hash) return tl::unexpected(hash.error());
-    s.sha256 = std::move(*hash);
-    // The size of what was hashed, not of the earlier stat.
-    struct stat after {};
-    if (::lstat(path.c_str(), &after) != 0) return tl::unexpected(ErrnoError(errno, "stat", path));
-    s.size = static_cast<std::uint64_t>(after.st_size);
+    auto hashed = HashCounted(path);
+    if (!hashed) return tl::unexpected(hashed.error());
+    s.sha256 = std::move(hashed->sha256);
+    s.size = hashed->size;  // what was hashed, not what the earlier lstat said
   } else {
     // A fifo, socket or device is never restored over; it counts as "something else".
     s.type = manifest::EntryType::kFile;
     s.mode = st.st_mode & 07777;
     s.sha256 = "special";
   }
-  return std::optional<PathState>(std::move(s));
+  return s;
+}
+
+}  // namespace
+
+Result<std::string> HashFile(const std::string& path) {
+  auto hashed = HashCounted(path);
+  if (!hashed) return tl::unexpected(hashed.error());
+  return std::move(hashed->sha256);
+}
+
+Result<std::optional<PathState>> ReadPathState(const std::string& root, const std::string& rel) {
+  return LiveTreeReader().Read(root, rel);
+}
+
+Result<std::optional<PathState>> LiveTreeReader::Read(const std::string& root,
+                                                      const std::string& rel) {
+  std::string path = root;
+  struct stat st {};
+  std::size_t pos = 0;
+  for (;;) {
+    const bool last = pos >= rel.size();
+    if (last || real_dirs_.count(path) == 0) {
+      if (::lstat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR) return std::optional<PathState>();
+        return tl::unexpected(ErrnoError(errno, "stat", path));
+      }
+      if (last) break;
+      // A component that is not a real directory hides everything below it.
+      if (!S_ISDIR(st.st_mode)) return std::optional<PathState>();
+      real_dirs_.insert(path);
+    }
+    std::size_t next = rel.find('/', pos);
+    if (next == std::string::npos) next = rel.size();
+    path += '/';
+    path.append(rel, pos, next - pos);
+    pos = next + 1;
+  }
+  auto state = StateAt(path, st);
+  if (!state) return tl::unexpected(state.error());
+  return std::optional<PathState>(std::move(*state));
 }
 
 bool Fingerprint::Matches(const std::string& path, const PathState& state) const {
@@ -299,12 +331,13 @@ Status RecordFingerprint(const config::Config& config, const store::Store& store
   Fingerprint f;
   f.id = id;
   f.recorded_at = FormatUtcSecondsTime(clock.Now());
+  LiveTreeReader live;
   for (const auto& e : files->entries) {
     auto local = LocalPathOf(config, e.archive_path);
     if (!local) continue;
     const bool ha = e.archive_path.starts_with("ha_config/");
     const std::string& root = ha ? config.paths.ha_config : config.paths.workspace;
-    auto state = ReadPathState(root, e.archive_path.substr(e.archive_path.find('/') + 1));
+    auto state = live.Read(root, e.archive_path.substr(e.archive_path.find('/') + 1));
     if (!state) return tl::unexpected(state.error());
     if (!*state) continue;  // gone since it was listed
     if (key.empty()) {

@@ -123,8 +123,9 @@ Result<std::map<std::string, PlanEntry>> EntriesWithCurrent(
     const Roots& roots, const std::map<std::string, const manifest::Entry*>& wanted,
     const std::set<std::string>& implicit, const std::set<std::string>& collected) {
   std::map<std::string, PlanEntry> entries;
+  LiveTreeReader live;
   auto read_current = [&](const std::string& path) -> Result<std::optional<PathState>> {
-    return ReadPathState(roots.For(TopOf(path)), RelOf(path));
+    return live.Read(roots.For(TopOf(path)), RelOf(path));
   };
   for (const auto& [path, entry] : wanted) {
     PlanEntry p;
