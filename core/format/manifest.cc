@@ -259,7 +259,10 @@ std::size_t Manifest::FileCount() const {
   return n;
 }
 
-json ToJson(const Manifest& m, bool inner) {
+namespace {
+
+// The manifest without its entries and warnings: the fields every form shares.
+json HeaderJson(const Manifest& m, bool inner) {
   json j;
   j["format"] = m.format;
   j["id"] = m.id;
@@ -294,8 +297,21 @@ json ToJson(const Manifest& m, bool inner) {
     // Only counts: every path, size, time and hash stays inside the encryption.
     j["summary"]["entries"] = m.EntryCount();
     j["summary"]["warnings"] = m.WarningCount();
-    return j;
   }
+  return j;
+}
+
+bool ListsEntries(const Manifest& m, bool inner) { return inner || m.format < 2; }
+
+std::string Dump(const json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
+json ToJson(const Manifest& m, bool inner) {
+  json j = HeaderJson(m, inner);
+  if (!ListsEntries(m, inner)) return j;
   json entries = json::array();
   for (const auto& e : m.entries) entries.push_back(EntryToJson(e));
   j["entries"] = std::move(entries);
@@ -306,14 +322,57 @@ json ToJson(const Manifest& m, bool inner) {
 std::string Serialize(const Manifest& m, bool inner) {
   // Names that are not UTF-8 are base64 (PutName); free text such as a warning may hold any
   // bytes and is replaced where it is not UTF-8.
-  return ToJson(m, inner).dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  json head = HeaderJson(m, inner);
+  if (!ListsEntries(m, inner)) return Dump(head, 1) + "\n";
+  // The same text as ToJson(m, inner).dump(1), without a JSON tree of every entry: the entries
+  // are written one by one into the place of an empty list.
+  head["entries"] = json::array();
+  head["warnings"] = m.warnings;
+  const std::string text = Dump(head, 1);
+  constexpr std::string_view kSlot = "\n \"entries\": []";
+  const std::size_t slot = text.find(kSlot);
+  if (slot == std::string::npos) return Dump(ToJson(m, inner), 1) + "\n";  // not reached
+  std::string out;
+  out.reserve(text.size() + m.entries.size() * 320);
+  out.append(text, 0, slot);
+  out += "\n \"entries\": [";
+  for (std::size_t i = 0; i < m.entries.size(); ++i) {
+    out += i == 0 ? "\n  " : ",\n  ";
+    // One entry, indented to its place (its strings hold no raw newline: JSON escapes them).
+    for (char c : Dump(EntryToJson(m.entries[i]), 1)) {
+      out += c;
+      if (c == '\n') out += "  ";
+    }
+  }
+  out += m.entries.empty() ? "]" : "\n ]";
+  out.append(text, slot + kSlot.size());
+  out += "\n";
+  return out;
 }
 
 Result<Manifest> Parse(std::string_view text) {
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  // Each entry is read as soon as its object closes and dropped from the tree (returning false
+  // discards it), so a manifest of 100k entries never holds 100k JSON objects at once.
+  Manifest m;
+  Reader entry_reader("manifest");
+  std::string top_key;
+  auto on_event = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1) {
+      top_key = parsed.is_string() ? parsed.get<std::string>() : std::string();
+      if (top_key == "entries" && !m.entries.empty()) entry_reader.Error("two entry lists");
+    } else if (event == json::parse_event_t::object_end && depth == 2 && top_key == "entries") {
+      if (entry_reader.ok()) {
+        if (auto e = ReadEntry(parsed, entry_reader); e && entry_reader.ok()) {
+          m.entries.push_back(std::move(*e));
+        }
+      }
+      return false;
+    }
+    return true;
+  };
+  json j = json::parse(text.begin(), text.end(), on_event, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Fail(ErrorCode::kCorrupt, "manifest: not valid JSON");
   if (!j.is_object()) return Fail(ErrorCode::kCorrupt, "manifest: not a JSON object");
-  Manifest m;
   Reader r("manifest");
   r.Get(j, "format", m.format);
   if (r.ok() && (m.format < kOldestFormatVersion || m.format > kFormatVersion)) {
@@ -330,22 +389,19 @@ Result<Manifest> Parse(std::string_view text) {
   ReadEncryption(j, r, m);
   ReadFileRef(j, "payload", r, m.payload);
   ReadFileRef(j, "index", r, m.index);
-  if (r.ok() && m.format >= 2 && j.find("entries") == j.end()) {
+  auto entries = j.find("entries");
+  if (r.ok() && m.format >= 2 && entries == j.end()) {
     ReadSummary(j, r, m);
     if (!r.ok()) return Fail(ErrorCode::kCorrupt, r.error());
     return m;
   }
   ReadWarnings(j, r, m);
-  auto entries = j.find("entries");
   if (entries == j.end() || !entries->is_array()) {
     r.Error("missing field 'entries'");
-  } else {
-    for (const auto& je : *entries) {
-      if (!r.ok()) break;
-      auto e = ReadEntry(je, r);
-      if (!e) break;
-      m.entries.push_back(std::move(*e));
-    }
+  } else if (!entry_reader.ok()) {
+    r.Error(entry_reader.error().substr(std::string_view("manifest: ").size()));
+  } else if (!entries->empty()) {
+    r.Error("entry is not an object");  // what is left in the list was no object
   }
   if (!r.ok()) return Fail(ErrorCode::kCorrupt, r.error());
   SP_RETURN_IF_ERROR(CheckEntries(m.entries));

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -99,6 +100,90 @@ TEST(Manifest, VerifyRefusesAFileBelowAFile) {
   auto m = Parse(Serialize(Sample({File("ha_config/f"), File("ha_config/f/x")}), true));
   ASSERT_FALSE(m.has_value());
   EXPECT_EQ(m.error().code, ErrorCode::kCorrupt);
+}
+
+// Serialize writes the entries one by one instead of building a JSON tree of all of them; on
+// seeded random manifests (any byte in names and warnings, UTF-8 free text, every entry type, optional fields
+// absent and present, no entries at all) its text is exactly the tree's, and Parse, which reads
+// entries as they close, gives back the same manifest.
+TEST(Manifest, StreamedTextEqualsTheTreeAndParsesBackOnRandomManifests) {
+  std::mt19937_64 rng(20261204);
+  auto pick = [&](std::uint64_t n) { return rng() % n; };
+  auto name = [&] {
+    std::string s;
+    const std::size_t len = 1 + pick(12);
+    for (std::size_t i = 0; i < len; ++i) {
+      char c = static_cast<char>(1 + pick(255));
+      s += c == '/' ? '_' : c;
+    }
+    return s == "." || s == ".." ? s + "x" : s;
+  };
+  // Free text (reason, update, warnings) is valid UTF-8 here: other bytes are replaced on write.
+  auto text = [&] {
+    static const std::vector<std::string> kWords = {"a", "Küche", "café", "灯", "🏠", "\"", "\\",
+                                                    "\n", "\t", " "};
+    std::string s;
+    for (std::size_t i = 1 + pick(6); i > 0; --i) s += kWords[pick(kWords.size())];
+    return s;
+  };
+  for (int round = 0; round < 300; ++round) {
+    Manifest m = Sample({});
+    m.reason = text();
+    if (pick(2) == 0) m.update = UpdateRef{"u" + text(), text(), "1.0", "2.0"};
+    m.format = pick(4) == 0 ? 1 : 2;
+    const std::size_t count = pick(4) == 0 ? 0 : pick(40);
+    if (count > 0) m.entries.push_back(Dir("ha_config"));
+    for (std::size_t i = 0; m.entries.size() < count; ++i) {
+      const std::string path = "ha_config/" + std::to_string(i) + name();
+      Entry e = pick(3) == 0 ? Link(path, name()) : pick(2) == 0 ? Dir(path) : File(path);
+      if (e.type == EntryType::kSymlink && (e.link_target == ".." || e.link_target == ".")) {
+        e.link_target = "x";
+      }
+      e.mtime = static_cast<std::int64_t>(rng() >> 2) * (pick(2) == 0 ? -1 : 1);
+      e.uid = static_cast<std::uint32_t>(rng());
+      if (e.type == EntryType::kFile) e.size = rng();
+      m.entries.push_back(std::move(e));
+    }
+    for (std::size_t w = pick(3); w > 0; --w) m.warnings.push_back(pick(2) == 0 ? name() : text());
+    for (bool inner : {true, false}) {
+      const std::string written = Serialize(m, inner);
+      ASSERT_EQ(written, ToJson(m, inner).dump(1, ' ', false,
+                                            nlohmann::json::error_handler_t::replace) +
+                          "\n")
+          << "round " << round;
+    }
+    auto back = Parse(Serialize(m, /*inner=*/true));
+    ASSERT_TRUE(back.has_value()) << "round " << round << ": " << back.error().message;
+    EXPECT_EQ(back->entries, m.entries) << "round " << round;
+    EXPECT_EQ(back->update, m.update);
+    EXPECT_EQ(back->reason, m.reason);
+    EXPECT_EQ(back->warnings.size(), m.warnings.size());
+  }
+}
+
+// Entry lists that are not lists of entry objects are corrupt, whatever shape they take.
+TEST(Manifest, AnEntryListOfOtherShapesIsCorrupt) {
+  const std::string good = Serialize(Sample({Dir("ha_config"), File("ha_config/a")}), true);
+  const std::size_t at = good.find("\"entries\": [");
+  ASSERT_NE(at, std::string::npos);
+  const std::size_t end = good.find("\n ]", at) + 3;
+  const std::string entries = good.substr(at, end - at);
+  for (const std::string& other :
+       {std::string("\"entries\": [\"ha_config/a\"]"), std::string("\"entries\": [[]]"),
+        std::string("\"entries\": [{\"path\": \"ha_config/a\"}]"),
+        std::string("\"entries\": {\"a\": {\"path\": \"ha_config/a\"}}"),
+        std::string("\"entries\": [{\"path\": \"ha_config\", \"type\": \"dir\", \"mode\": 493, "
+                    "\"mtime\": 0, \"uid\": 0, \"gid\": 0}, 7]"),
+        entries + ", " + entries}) {
+    std::string text = good;
+    text.replace(at, end - at, other);
+    auto m = Parse(text);
+    ASSERT_FALSE(m.has_value()) << other;
+    EXPECT_EQ(m.error().code, ErrorCode::kCorrupt) << other;
+  }
+  auto ok = Parse(good);
+  ASSERT_TRUE(ok.has_value()) << ok.error().message;
+  EXPECT_EQ(ok->entries.size(), 2u);
 }
 
 }  // namespace
