@@ -9,6 +9,15 @@ Targets (issue "Foundation", item 7):
   verify wall         <= 1.00 x age -d (both sizes)
   peak RSS            <= scrypt memory (128 * r * N = 256 MiB at work factor 18) + 64 MiB,
                          for backup and verify at both sizes
+
+Scale mode (rows whose size is nN, N files; issue "Performance at scale"): a table per N, the
+cost per file count of each safepoint operation, and the targets
+  backup wall at 100k files   <= 0.80 x the age pipeline
+  rollback wall at 100k files <= 0.50 x age -d | zstd -d | tar -x
+  peak RSS                    <= 256 + 64 MiB for backup, verify, diff and rollback at every N
+  diff wall                   <= 1 s + one key derivation (the median `age -d` of a 1-byte file)
+  list                        < 100 ms wall and < 32 MiB peak RSS at every N
+When 100k is not among the counts, the 100k targets are checked at the largest N (and say so).
 Standard library only.
 """
 
@@ -32,6 +41,168 @@ TOOL_LABEL = {
                  "restic": "restic restore (empty dir)"},
 }
 OPS = ("backup", "verify", "rollback")
+SCALE_OPS = ("backup", "verify", "list", "diff", "rollback")
+SCALE_LABEL = {"list": "safepoint --json list", "diff": "safepoint --json diff ID (5% changed)"}
+
+
+def fixed_tables(sizes, rows, med, cpu) -> list[str]:
+    """The table and the ratios of the small and large trees."""
+    out = ["| tree | operation | tool | wall s | CPU s (user+sys) | peak RSS MiB | output MB "
+           "| wall vs safepoint |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for size in sizes:
+        for op in OPS:
+            if not rows[(size, "safepoint", op)]:
+                continue
+            base = med((size, "safepoint", op), "wall_s")
+            for tool in TOOLS:
+                key = (size, tool, op)
+                if not rows[key]:
+                    continue
+                wall = med(key, "wall_s")
+                outb = med(key, "out_bytes")
+                out.append(
+                    f"| {size} | {op} | {TOOL_LABEL[op][tool]} | {wall:.2f} | {cpu(key):.2f} | "
+                    f"{med(key, 'maxrss_kib') / 1024:.0f} | "
+                    f"{(f'{outb / 1e6:.2f}' if op == 'backup' else '-')} | "
+                    f"{'1.00' if tool == 'safepoint' else f'{base / wall:.2f}x'} |")
+    out.append("")
+    out.append("Ratios (safepoint / peer, median wall time; < 1 means safepoint is faster):")
+    out.append("")
+    out.append("| tree | operation | safepoint / age | safepoint / restic | CPU: safepoint / age "
+               "| CPU: safepoint / restic |")
+    out.append("|---|---|---:|---:|---:|---:|")
+    for size in sizes:
+        for op in OPS:
+            if not rows[(size, "safepoint", op)]:
+                continue
+            sp = med((size, "safepoint", op), "wall_s")
+            a = med((size, "age", op), "wall_s")
+            r = med((size, "restic", op), "wall_s")
+            spc, ac, rc = (cpu((size, t, op)) for t in TOOLS)
+            out.append(f"| {size} | {op} | {sp / a:.2f} | {sp / r:.2f} | {spc / ac:.2f} | "
+                       f"{spc / rc:.2f} |")
+    return out
+
+
+def scale_report(rows, med, cpu, env_text: str, rss_limit: float) -> tuple[list[str], list]:
+    """Tables and targets for the scale rows (size nN)."""
+    counts = sorted({int(k[0][1:]) for k in rows if k[0][1:].isdigit() and k[0][0] == "n"})
+    out: list[str] = []
+    targets: list = []
+    if not counts:
+        return out, targets
+
+    def peak(key) -> float:
+        return max(float(r["maxrss_kib"]) for r in rows[key]) / 1024
+
+    def items(key) -> str:
+        vals = sorted({r.get("items") or "" for r in rows[key]} - {""}, key=int)
+        return "/".join(vals)
+
+    for n in counts:
+        size = f"n{n}"
+        out.append(f"Scale: {n:,} files (medians; peak RSS: max over the runs)")
+        out.append("")
+        out.append("| operation | tool | wall s | CPU s | peak RSS MiB | output MB | "
+                   "safepoint / tool: wall | CPU |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for op in SCALE_OPS:
+            base = (size, "safepoint", op)
+            if not rows[base]:
+                continue
+            for tool in TOOLS:
+                key = (size, tool, op)
+                if not rows[key]:
+                    continue
+                label = SCALE_LABEL.get(op) or TOOL_LABEL[op][tool]
+                if op == "list":
+                    label += f" (safety points: {items(key)})"
+                elif op == "diff":
+                    label += f" (paths that differ: {items(key)})"
+                outb = med(key, "out_bytes")
+                ratio = ("-" if tool == "safepoint" else
+                         f"{med(base, 'wall_s') / med(key, 'wall_s'):.2f} | "
+                         f"{cpu(base) / cpu(key):.2f}")
+                out.append(f"| {op} | {label} | {med(key, 'wall_s'):.2f} | {cpu(key):.2f} | "
+                           f"{peak(key):.0f} | {(f'{outb / 1e6:.2f}' if op == 'backup' else '-')}"
+                           f" | {ratio if tool != 'safepoint' else '- | -'} |")
+        out.append("")
+
+    out.append("Cost per file count (safepoint; medians, peak RSS max over the runs; µs per "
+               "file = median / files):")
+    out.append("")
+    out.append("| operation | files | wall s | CPU s | peak RSS MiB | wall µs/file | CPU µs/file |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for op in SCALE_OPS:
+        for n in counts:
+            key = (f"n{n}", "safepoint", op)
+            if not rows[key]:
+                continue
+            wall, c = med(key, "wall_s"), cpu(key)
+            out.append(f"| {op} | {n:,} | {wall:.2f} | {c:.2f} | {peak(key):.0f} | "
+                       f"{wall / n * 1e6:.1f} | {c / n * 1e6:.1f} |")
+    lo, hi = counts[0], counts[-1]
+    if hi > lo:
+        out.append("")
+        out.append(f"From {lo:,} to {hi:,} files ({hi / lo:.0f}x the files): the growth of time, "
+                   "the time each added file costs (the fixed part, e.g. the key derivation, "
+                   "drops out) and the growth of memory.")
+        out.append("")
+        out.append("| operation | wall growth | CPU growth | wall µs per added file | peak RSS MiB at "
+                   f"{lo:,} | at {hi:,} | RSS delta MiB |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        for op in SCALE_OPS:
+            a, b = (f"n{lo}", "safepoint", op), (f"n{hi}", "safepoint", op)
+            if not rows[a] or not rows[b]:
+                continue
+            added = (med(b, "wall_s") - med(a, "wall_s")) / (hi - lo) * 1e6
+            out.append(f"| {op} | {med(b, 'wall_s') / med(a, 'wall_s'):.1f}x | "
+                       f"{cpu(b) / cpu(a):.1f}x | {added:.1f} | {peak(a):.0f} | {peak(b):.0f} | "
+                       f"{peak(b) - peak(a):+.0f} |")
+
+    # Targets.
+    at = 100000 if 100000 in counts else hi
+    note = "" if at == 100000 else f" (set for 100,000 files; measured at {at:,})"
+    size = f"n{at}"
+    if rows[(size, "safepoint", "backup")] and rows[(size, "age", "backup")]:
+        ratio = med((size, "safepoint", "backup"), "wall_s") / med((size, "age", "backup"), "wall_s")
+        targets.append((f"backup wall at 100,000 files <= 0.80x age pipeline{note}",
+                        f"{ratio:.2f}x", ratio <= 0.80))
+    if f"rollback: FAILED ({size} " in env_text:
+        targets.append((f"rollback wall at 100,000 files <= 0.50x age extraction{note}",
+                        "safepoint rollback failed", False))
+    elif rows[(size, "safepoint", "rollback")] and rows[(size, "age", "rollback")]:
+        ratio = (med((size, "safepoint", "rollback"), "wall_s") /
+                 med((size, "age", "rollback"), "wall_s"))
+        targets.append((f"rollback wall at 100,000 files <= 0.50x age extraction{note}",
+                        f"{ratio:.2f}x", ratio <= 0.50))
+    kdf = med(("kdf", "age", "kdf"), "wall_s") if rows[("kdf", "age", "kdf")] else None
+    for n in counts:
+        size = f"n{n}"
+        ops = [op for op in ("backup", "verify", "diff", "rollback") if rows[(size, "safepoint", op)]]
+        if ops:
+            worst = max(ops, key=lambda op: peak((size, "safepoint", op)))
+            got = peak((size, "safepoint", worst))
+            targets.append((f"{n:,} files: peak RSS of {', '.join(ops)} <= {rss_limit:.0f} MiB",
+                            f"{got:.0f} MiB ({worst})", got <= rss_limit))
+        if f"rollback: FAILED ({size} " in env_text:
+            targets.append((f"{n:,} files: safepoint rollback", "failed", False))
+        if rows[(size, "safepoint", "diff")]:
+            wall = med((size, "safepoint", "diff"), "wall_s")
+            if kdf is None:
+                targets.append((f"{n:,} files: diff wall <= 1 s + KDF (not measured)",
+                                f"{wall:.2f} s", None))
+            else:
+                targets.append((f"{n:,} files: diff wall <= 1 s + KDF ({kdf:.2f} s, `age -d` "
+                                f"of 1 byte) = {1 + kdf:.2f} s", f"{wall:.2f} s",
+                                wall <= 1 + kdf))
+        if rows[(size, "safepoint", "list")]:
+            key = (size, "safepoint", "list")
+            wall, rss = med(key, "wall_s"), peak(key)
+            targets.append((f"{n:,} files: list < 100 ms and < 32 MiB (safety points: "
+                             f"{items(key)}; wall in steps of 10 ms)",
+                            f"{wall * 1000:.0f} ms, {rss:.1f} MiB", wall < 0.1 and rss < 32))
+    return out, targets
 
 
 def main() -> int:
@@ -73,49 +244,19 @@ def main() -> int:
         out.append("```")
         out.append("")
 
-    out.append("| tree | operation | tool | wall s | CPU s (user+sys) | peak RSS MiB | output MB "
-               "| wall vs safepoint |")
-    out.append("|---|---|---|---:|---:|---:|---:|---:|")
-    for size in sizes:
-        for op in OPS:
-            if not rows[(size, "safepoint", op)]:
-                continue
-            base = med((size, "safepoint", op), "wall_s")
-            for tool in TOOLS:
-                key = (size, tool, op)
-                if not rows[key]:
-                    continue
-                wall = med(key, "wall_s")
-                outb = med(key, "out_bytes")
-                out.append(
-                    f"| {size} | {op} | {TOOL_LABEL[op][tool]} | {wall:.2f} | {cpu(key):.2f} | "
-                    f"{med(key, 'maxrss_kib') / 1024:.0f} | "
-                    f"{(f'{outb / 1e6:.2f}' if op == 'backup' else '-')} | "
-                    f"{'1.00' if tool == 'safepoint' else f'{base / wall:.2f}x'} |")
-    out.append("")
-    out.append("Ratios (safepoint / peer, median wall time; < 1 means safepoint is faster):")
-    out.append("")
-    out.append("| tree | operation | safepoint / age | safepoint / restic | CPU: safepoint / age "
-               "| CPU: safepoint / restic |")
-    out.append("|---|---|---:|---:|---:|---:|")
-    for size in sizes:
-        for op in OPS:
-            if not rows[(size, "safepoint", op)]:
-                continue
-            sp = med((size, "safepoint", op), "wall_s")
-            a = med((size, "age", op), "wall_s")
-            r = med((size, "restic", op), "wall_s")
-            spc, ac, rc = (cpu((size, t, op)) for t in TOOLS)
-            out.append(f"| {size} | {op} | {sp / a:.2f} | {sp / r:.2f} | {spc / ac:.2f} | "
-                       f"{spc / rc:.2f} |")
+    scrypt_mib = 128 * 8 * (1 << args.work_factor) / (1 << 20)
+    rss_limit = scrypt_mib + 64
+    env_text = open(args.env, encoding="utf-8").read() if args.env else ""
+    scale_out, scale_targets = scale_report(rows, med, cpu, env_text, rss_limit)
+    if sizes or not scale_out:
+        out.extend(fixed_tables(sizes, rows, med, cpu))
+    out.extend(scale_out)
     loads = [float(r["load1"]) for rs in rows.values() for r in rs if r.get("load1")]
     if loads:
         out.append("")
         out.append(f"1-minute load average during the measurements: {min(loads):.2f} .. "
                    f"{max(loads):.2f} (median {statistics.median(loads):.2f}) on {args.cpus} CPUs.")
 
-    scrypt_mib = 128 * 8 * (1 << args.work_factor) / (1 << 20)
-    rss_limit = scrypt_mib + 64
     targets = []
     for size, limit in (("large", 0.70), ("small", 1.05)):
         if size in sizes:
@@ -125,8 +266,7 @@ def main() -> int:
     for size in sizes:
         ratio = med((size, "safepoint", "verify"), "wall_s") / med((size, "age", "verify"), "wall_s")
         targets.append((f"{size} verify wall <= 1.00x age -d", f"{ratio:.2f}x", ratio <= 1.0))
-    env_text = open(args.env, encoding="utf-8").read() if args.env else ""
-    if "rollback: FAILED" in env_text:
+    if "rollback: FAILED (large " in env_text:
         targets.append(("large rollback wall <= 0.70x age -d \\| zstd -d \\| tar -x",
                         "safepoint rollback failed", False))
     elif rows[("large", "safepoint", "rollback")]:
@@ -142,8 +282,9 @@ def main() -> int:
     out.append("")
     out.append("| target | measured | result |")
     out.append("|---|---:|---|")
-    for name, got, ok in targets:
-        out.append(f"| {name} | {got} | {'PASS' if ok else 'MISS'} |")
+    for name, got, ok in targets + scale_targets:
+        result = "-" if ok is None else "PASS" if ok else "MISS"
+        out.append(f"| {name} | {got} | {result} |")
     print("\n".join(out))
     return 0
 

@@ -4,10 +4,14 @@
 #
 #   bench/run.sh                      # both sizes, 5 runs each, median reported
 #   RUNS=3 SIZES=small bench/run.sh   # quicker
+#   SCALE="1000 10000 100000" RUNS=3 bench/run.sh   # scale mode: cost per file count
 #
 # Environment:
 #   RUNS           repetitions per measurement (default 5); the median is reported
 #   SIZES          "small large" (default), any subset
+#   SCALE          file counts, e.g. "1000 10000 100000" (default empty): the scale mode runs
+#                  instead of SIZES, on `gen_tree.py tree --files N` trees: backup, verify, list,
+#                  diff and rollback after a 5% update, every run
 #   SEED           generator seed (default 1)
 #   BENCH_DIR      parent of the scratch dir (default /tmp); must be a local disk
 #   SAFEPOINT_BIN  binary to measure (default: build-bench/service/safepoint, built when missing)
@@ -30,6 +34,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 runs="${RUNS:-5}"
 sizes="${SIZES:-small large}"
+scale="${SCALE:-}"
 seed="${SEED:-1}"
 bench_parent="${BENCH_DIR:-/tmp}"
 sp="${SAFEPOINT_BIN:-$root/build-bench/service/safepoint}"
@@ -39,6 +44,12 @@ die() { echo "bench: $*" >&2; exit 1; }
 
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 for s in $sizes; do [[ "$s" == small || "$s" == large ]] || die "unknown size '$s'"; done
+for n in $scale; do
+  if ! [[ "$n" =~ ^[1-9][0-9]*$ ]] || ((n < 200)); then
+    die "SCALE: '$n' is not a file count >= 200"
+  fi
+done
+if [[ -n "$scale" ]]; then sizes=""; fi
 for tool in age zstd restic tar python3 /usr/bin/time; do
   command -v "$tool" >/dev/null || die "missing tool: $tool (Debian packages age zstd restic time)"
 done
@@ -77,17 +88,19 @@ cleanup() {
 }
 trap cleanup EXIT
 results="$work/results.tsv"
-printf 'size\ttool\top\trun\twall_s\tuser_s\tsys_s\tmaxrss_kib\tout_bytes\tload1\n' >"$results"
+printf 'size\ttool\top\trun\twall_s\tuser_s\tsys_s\tmaxrss_kib\tout_bytes\tload1\titems\n' \
+  >"$results"
 
 # Appends one result row from a /usr/bin/time output file (and the 1-minute load average).
-record() {  # size tool op run timefile out_bytes
-  local t load
+# items: what the command reported (safety points listed, paths a diff found), else empty.
+record() {  # size tool op run timefile out_bytes [items]
+  local t load items="${7:-}"
   t="$(tail -n 1 "$5")"
   load="$(cut -d' ' -f1 /proc/loadavg)"
   # shellcheck disable=SC2086
   set -- "$1" "$2" "$3" "$4" "$6" $t
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$6" "$7" "$8" "$9" \
-    "$5" "$load" >>"$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$6" "$7" "$8" \
+    "$9" "$5" "$load" "$items" >>"$results"
 }
 
 bytes_of() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
@@ -104,55 +117,70 @@ bytes_of() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}
     "$(cut -d' ' -f2- /proc/self/autogroup 2>/dev/null || echo n/a)"
 } | tee "$work/env.txt" >&2
 
-# Rollback of the large tree after an update changed 5% of its files (issue "Rollback", item 6):
-# `safepoint rollback` vs extracting everything with `age -d | zstd -d | tar -x` or
-# `restic restore` into an empty directory. Uses the last backup of each tool from the loop.
+# Rollback after an update changed 5% of the files (issue "Rollback", item 6): `safepoint
+# rollback` vs extracting everything with `age -d | zstd -d | tar -x` or `restic restore` into an
+# empty directory. On the large tree, or every run in scale mode.
 rollback="${ROLLBACK:-auto}"
 rollback_added="${ROLLBACK_ADDED:-0.01}"
 if [[ "$rollback" == auto ]]; then
   if "$sp" rollback --help >/dev/null 2>&1; then rollback=1; else rollback=0; fi
 fi
+# Resets the tree from the pristine copy and simulates an update (not timed).
+mutate_tree() {  # run
+  rm -rf "$tree"
+  cp -a "$pristine" "$tree"
+  python3 "$here/gen_tree.py" mutate "$tree" --fraction 0.05 --seed "$1" \
+    --add-fraction "$rollback_added" >"$work/mutate.json"
+  sync  # the copy's dirty pages are not flushed during a timed command
+}
+
+# Timed rollbacks of the updated tree: safepoint (then the tree must equal the pristine copy),
+# the age extraction and restic restore. Returns 1 (after reporting it) when safepoint failed.
+rollback_once() {  # run
+  local target="$work/restore" got
+  # Without a post-update fingerprint every changed file is a conflict: overwrite them.
+  if ! /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" rollback "$sp_id" --yes \
+    --on-conflict overwrite >/dev/null 2>"$work/rollback.err"; then
+    echo "rollback: FAILED ($size run $1, update $(cat "$work/mutate.json")): $(tail -n 1 \
+      "$work/rollback.err")" | tee -a "$work/env.txt" >&2
+    return 1
+  fi
+  record "$size" safepoint rollback "$1" "$t" 0
+  got="$(python3 "$here/gen_tree.py" stats --no-mtime "$tree")"
+  [[ "$got" == "$expected" ]] || die "$size rollback run $1 did not restore the tree exactly"
+
+  rm -rf "$target" && mkdir "$target"
+  python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
+    --latency-file "$work/latency.txt" -- \
+    /usr/bin/time -o "$t" -f "$time_fmt" bash -c \
+    'set -o pipefail; age -d "$1" | zstd -d -q | tar -x -C "$2"' _ "$work/out.age" "$target"
+  record "$size" age rollback "$1" "$t" 0
+
+  rm -rf "$target" && mkdir "$target"
+  /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" restore latest -q \
+    --target "$target" >/dev/null
+  record "$size" restic rollback "$1" "$t" 0
+  rm -rf "$target"
+}
+
+# Rollback of the large tree after an update changed 5% of its files (issue "Rollback", item 6),
+# RUNS times from the last backup of each tool.
 rollback_bench() {
-  local pristine="$dir/pristine" target="$work/restore" expected got
+  pristine="$dir/pristine"
   cp -a "$tree" "$pristine"
   expected="$(python3 "$here/gen_tree.py" stats --no-mtime "$pristine")"
   for ((run = 1; run <= runs; run++)); do
     echo "bench: $size rollback run $run/$runs (load $(cut -d' ' -f1 /proc/loadavg))" >&2
-    rm -rf "$tree"
-    cp -a "$pristine" "$tree"
-    python3 "$here/gen_tree.py" mutate "$tree" --fraction 0.05 --seed "$run" \
-      --add-fraction "$rollback_added" >"$work/mutate.json"
-    # Without a post-update fingerprint every changed file is a conflict: overwrite them.
-    if ! /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" rollback "$sp_id" --yes \
-      --on-conflict overwrite >/dev/null 2>"$work/rollback.err"; then
-      echo "rollback: FAILED (run $run, update $(cat "$work/mutate.json")): $(tail -n 1 \
-        "$work/rollback.err")" | tee -a "$work/env.txt" >&2
-      rm -rf "$pristine"
-      return 0
-    fi
-    record "$size" safepoint rollback "$run" "$t" 0
-    got="$(python3 "$here/gen_tree.py" stats --no-mtime "$tree")"
-    [[ "$got" == "$expected" ]] || die "rollback run $run did not restore the tree exactly"
-
-    rm -rf "$target" && mkdir "$target"
-    python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
-      --latency-file "$work/latency.txt" -- \
-      /usr/bin/time -o "$t" -f "$time_fmt" bash -c \
-      'set -o pipefail; age -d "$1" | zstd -d -q | tar -x -C "$2"' _ "$work/out.age" "$target"
-    record "$size" age rollback "$run" "$t" 0
-
-    rm -rf "$target" && mkdir "$target"
-    /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" restore latest -q \
-      --target "$target" >/dev/null
-    record "$size" restic rollback "$run" "$t" 0
+    mutate_tree "$run"
+    rollback_once "$run" || break
   done
-  rm -rf "$target" "$pristine"
+  rm -rf "$pristine"
 }
 
-for size in $sizes; do
-  dir="$work/$size"
+# Generates the tree $dir/config of one size (gen_tree.py tree arguments after the directory).
+prepare_tree() {  # gen_tree arguments...
   echo "bench: generating the $size tree" >&2
-  python3 "$here/gen_tree.py" tree "$dir" --size "$size" --seed "$seed" >"$dir.gen.json"
+  python3 "$here/gen_tree.py" tree "$dir" "$@" --seed "$seed" >"$dir.gen.json"
   tree="$dir/config"
   cfg="$dir/safepoint.yaml"
   secrets="$tree/secrets.yaml"
@@ -164,66 +192,72 @@ for size in $sizes; do
   export RESTIC_PASSWORD
   export RESTIC_CACHE_DIR="$work/restic-cache"
   tar -C "$tree" -cf - . >/dev/null  # warm the page cache for every tool alike
+}
 
-  for ((run = 1; run <= runs; run++)); do
-    echo "bench: $size run $run/$runs (load $(cut -d' ' -f1 /proc/loadavg))" >&2
-    t="$work/time.txt"
+# One run of backups and verifications, the three tools in a rotating order. In scale mode the
+# safety points of earlier runs stay (for `list`); otherwise each backup starts empty.
+backup_verify_run() {  # run
+  local run="$1"
+  echo "bench: $size run $run/$runs (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  t="$work/time.txt"
 
-    # --- backups (the order rotates each run so no tool always goes first)
-    order=(safepoint age restic)
-    order=("${order[@]:$(((run - 1) % 3))}" "${order[@]:0:$(((run - 1) % 3))}")
-    for tool in "${order[@]}"; do
-      case "$tool" in
-        safepoint)
-          find "$dir/backups" -mindepth 1 -delete
-          /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" --json backup \
-            --reason bench >"$work/sp.json"
-          sp_id="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])' \
-            <"$work/sp.json")"
-          record "$size" safepoint backup "$run" "$t" "$(bytes_of "$dir/backups")"
-          ;;
-        age)
-          rm -f "$work/out.age"
-          python3 "$here/pty_run.py" --secrets "$secrets" --answers 2 "${pty_nice[@]}" \
-            --latency-file "$work/latency.txt" -- \
-            /usr/bin/time -o "$t" -f "$time_fmt" bash -c \
-            'set -o pipefail; tar -C "$1" -cf - . | zstd -3 -q | age -p >"$2"' _ \
-            "$tree" "$work/out.age"
-          record "$size" age backup "$run" "$t" "$(bytes_of "$work/out.age")"
-          ;;
-        restic)
-          rm -rf "$work/restic-repo" "$RESTIC_CACHE_DIR"
-          restic -r "$work/restic-repo" init -q >/dev/null
-          /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" backup -q \
-            --host bench "$tree" >/dev/null
-          record "$size" restic backup "$run" "$t" "$(bytes_of "$work/restic-repo")"
-          ;;
-      esac
-    done
-
-    # --- verify / decrypt everything
-    for tool in "${order[@]}"; do
-      case "$tool" in
-        safepoint)
-          /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" verify "$sp_id" >/dev/null
-          record "$size" safepoint verify "$run" "$t" 0
-          ;;
-        age)
-          python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
-            --latency-file "$work/latency.txt" -- \
-            /usr/bin/time -o "$t" -f "$time_fmt" bash -c 'age -d "$1" >/dev/null' _ \
-            "$work/out.age"
-          record "$size" age verify "$run" "$t" 0
-          ;;
-        restic)
-          /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" check \
-            --read-data -q >/dev/null
-          record "$size" restic verify "$run" "$t" 0
-          ;;
-      esac
-    done
+  # --- backups (the order rotates each run so no tool always goes first)
+  order=(safepoint age restic)
+  order=("${order[@]:$(((run - 1) % 3))}" "${order[@]:0:$(((run - 1) % 3))}")
+  for tool in "${order[@]}"; do
+    case "$tool" in
+      safepoint)
+        [[ -n "$scale" ]] || find "$dir/backups" -mindepth 1 -delete
+        /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" --json backup \
+          --reason bench >"$work/sp.json"
+        sp_id="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])' \
+          <"$work/sp.json")"
+        record "$size" safepoint backup "$run" "$t" "$(bytes_of "$dir/backups/$sp_id")"
+        ;;
+      age)
+        rm -f "$work/out.age"
+        python3 "$here/pty_run.py" --secrets "$secrets" --answers 2 "${pty_nice[@]}" \
+          --latency-file "$work/latency.txt" -- \
+          /usr/bin/time -o "$t" -f "$time_fmt" bash -c \
+          'set -o pipefail; tar -C "$1" -cf - . | zstd -3 -q | age -p >"$2"' _ \
+          "$tree" "$work/out.age"
+        record "$size" age backup "$run" "$t" "$(bytes_of "$work/out.age")"
+        ;;
+      restic)
+        rm -rf "$work/restic-repo" "$RESTIC_CACHE_DIR"
+        restic -r "$work/restic-repo" init -q >/dev/null
+        /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" backup -q \
+          --host bench "$tree" >/dev/null
+        record "$size" restic backup "$run" "$t" "$(bytes_of "$work/restic-repo")"
+        ;;
+    esac
   done
-  # restic calibrates its own scrypt parameters at init; record them (no secrets in there).
+
+  # --- verify / decrypt everything
+  for tool in "${order[@]}"; do
+    case "$tool" in
+      safepoint)
+        /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" verify "$sp_id" >/dev/null
+        record "$size" safepoint verify "$run" "$t" 0
+        ;;
+      age)
+        python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
+          --latency-file "$work/latency.txt" -- \
+          /usr/bin/time -o "$t" -f "$time_fmt" bash -c 'age -d "$1" >/dev/null' _ \
+          "$work/out.age"
+        record "$size" age verify "$run" "$t" 0
+        ;;
+      restic)
+        /usr/bin/time -o "$t" -f "$time_fmt" restic -r "$work/restic-repo" check \
+          --read-data -q >/dev/null
+        record "$size" restic verify "$run" "$t" 0
+        ;;
+    esac
+  done
+}
+
+# restic calibrates its own scrypt parameters at init; record them (no secrets in there).
+restic_params() {
   python3 - "$work/restic-repo/keys" <<'PY' | tee -a "$work/env.txt" >&2
 import json, os, sys
 keys = sys.argv[1]
@@ -231,9 +265,79 @@ k = json.load(open(os.path.join(keys, sorted(os.listdir(keys))[0])))
 print(f"restic:  repo key scrypt N=2^{k['N'].bit_length() - 1} r={k['r']} p={k['p']} "
       f"({128 * k['N'] * k['r'] / 2**20:.0f} MiB); safepoint and age: N=2^18 r=8 p=1 (256 MiB)")
 PY
+}
+
+# Scale mode: the cost of one key derivation, measured as `age -d` of a 1-byte file (scrypt
+# N=2^18 r=8 p=1, the same work factor as safepoint's). The diff target is 1 s + this.
+kdf_bench() {
+  printf 'x' >"$work/kdf.txt"
+  python3 "$here/pty_run.py" --secrets "$secrets" --answers 2 "${pty_nice[@]}" -- \
+    bash -c 'age -p -o "$2" "$1"' _ "$work/kdf.txt" "$work/kdf.age" >/dev/null
+  for ((run = 1; run <= runs; run++)); do
+    python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
+      --latency-file "$work/latency.txt" -- \
+      /usr/bin/time -o "$t" -f "$time_fmt" bash -c 'age -d "$1" >/dev/null' _ "$work/kdf.age"
+    record kdf age kdf "$run" "$t" 0
+  done
+  rm -f "$work/kdf.txt" "$work/kdf.age"
+}
+
+# Scale mode, after a run's backups: `safepoint list` over the safety points kept so far, the
+# 5% update, `safepoint diff` of it and the three rollbacks.
+scale_ops_run() {  # run
+  local run="$1" items
+  /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" --json list >"$work/list.json" \
+    || die "$size run $run: safepoint list failed"
+  items="$(python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))' \
+    <"$work/list.json")"
+  record "$size" safepoint list "$run" "$t" 0 "$items"
+
+  mutate_tree "$run"
+  # diff exits 0 also when there are differences or the rollback would stop (docs/cli.md).
+  /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" --json diff "$sp_id" \
+    >"$work/diff.json" || die "$size run $run: safepoint diff exited $? (0 is documented)"
+  items="$(python3 -c 'import json,sys; s = json.load(sys.stdin)["data"]["summary"]
+print(sum(v for k, v in s.items() if k != "unchanged"))' <"$work/diff.json")"
+  record "$size" safepoint diff "$run" "$t" 0 "$items"
+
+  if [[ "$scale_rollback" == 1 ]]; then
+    rollback_once "$run" || scale_rollback=0
+  fi
+}
+
+t="$work/time.txt"
+for size in $sizes; do
+  dir="$work/$size"
+  prepare_tree --size "$size"
+  for ((run = 1; run <= runs; run++)); do
+    backup_verify_run "$run"
+  done
+  restic_params
   if [[ "$size" == large && "$rollback" == 1 ]]; then
     rollback_bench
   fi
+  unset RESTIC_PASSWORD
+  rm -rf "$dir" "$work/restic-repo" "$RESTIC_CACHE_DIR" "$work/out.age"
+done
+
+for n in $scale; do
+  size="n$n"
+  dir="$work/$size"
+  prepare_tree --files "$n"
+  if [[ -z "${kdf_done:-}" ]]; then kdf_bench && kdf_done=1; fi
+  pristine="$dir/pristine"
+  cp -a "$tree" "$pristine"
+  expected="$(python3 "$here/gen_tree.py" stats --no-mtime "$pristine")"
+  scale_rollback="$rollback"
+  for ((run = 1; run <= runs; run++)); do
+    if ((run > 1)) && [[ "$scale_rollback" != 1 ]]; then  # no rollback put the tree back
+      rm -rf "$tree"
+      cp -a "$pristine" "$tree"
+    fi
+    backup_verify_run "$run"
+    scale_ops_run "$run"
+  done
+  restic_params
   unset RESTIC_PASSWORD
   rm -rf "$dir" "$work/restic-repo" "$RESTIC_CACHE_DIR" "$work/out.age"
 done
