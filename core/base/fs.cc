@@ -189,6 +189,16 @@ Status PosixFileSystem::SyncDir(const std::string& path) {
   return {};
 }
 
+Status FileSystem::SyncFileSystem(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", path));
+  int rc = ::syncfs(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return tl::unexpected(ErrnoError(err, "syncfs", path));
+  return {};
+}
+
 Status PosixFileSystem::MakeDir(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0) return tl::unexpected(ErrnoError(errno, "mkdir", path));
   return {};

@@ -64,6 +64,10 @@ class FileSystem {
   [[nodiscard]] virtual Status Rename(const std::string& from, const std::string& to) = 0;
   // Opens the directory and fsyncs it, making renames and creations within it durable.
   [[nodiscard]] virtual Status SyncDir(const std::string& path) = 0;
+  // syncfs(2) of the file system holding the directory `path`: makes every file written there
+  // durable with one call, where an fsync per file would wait on the disk once per file. The
+  // default implementation is the real one.
+  [[nodiscard]] virtual Status SyncFileSystem(const std::string& path);
   // mkdir(2) of one level; fails with kIo if it exists.
   [[nodiscard]] virtual Status MakeDir(const std::string& path, mode_t mode) = 0;
   // unlink(2) of a file or symlink, rmdir(2) of an empty directory.

@@ -139,16 +139,20 @@ class Store {
   // from the encrypted index beside the payload (one scrypt; the payload is not read).
   // Errors: as Show, kWrongPassphrase, kCorrupt for an index that does not match the summary.
   // `fingerprint_key`, when given, receives the key of the safety point's keyed fingerprint
-  // (HKDF of its file key; empty for format 1), with no second scrypt.
+  // (HKDF of its file key; empty for format 1), with no second scrypt. `file_key`, when given,
+  // receives the file key itself (empty for format 1), for a later Read without scrypt.
   [[nodiscard]] Result<manifest::Manifest> Load(const std::string& id, const Secret& passphrase,
-                                                Secret* fingerprint_key = nullptr) const;
+                                                Secret* fingerprint_key = nullptr,
+                                                Secret* file_key = nullptr) const;
   // Decrypts everything and checks every entry against both manifests and the payload hash.
   [[nodiscard]] Result<VerifyReport> Verify(const std::string& id, const Secret& passphrase) const;
   // Like Verify, handing every entry to `visitor` as it is checked. Entries reach the visitor
   // before the end of the payload is authenticated: a visitor must stage, not publish, until
-  // Read returns success.
+  // Read returns success. With a non-empty `file_key` (what Load gave for the same id) the payload
+  // opens without scrypt; its header MAC and every chunk are still verified.
   [[nodiscard]] Result<VerifyReport> Read(const std::string& id, const Secret& passphrase,
-                                          EntryVisitor& visitor) const;
+                                          EntryVisitor& visitor,
+                                          const Secret* file_key = nullptr) const;
   // Writes the decrypted payload (a tar.zst) to `out`. The age layer authenticates every chunk;
   // a truncated or tampered payload fails before its end.
   [[nodiscard]] Status Decrypt(const std::string& id, const Secret& passphrase,

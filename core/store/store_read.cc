@@ -1,4 +1,4 @@
-// Reading safety points: List, Show, Load, Verify, Read, Decrypt, Extract.
+// Reading safety points: List, Show, Load, Verify, Read, Decrypt (Extract: store_extract.cc).
 #include "core/store/store.h"
 
 #include <dirent.h>
@@ -75,6 +75,15 @@ class StringSource final : public ByteSource {
   std::string_view data_;
   std::size_t pos_ = 0;
 };
+
+// Reads `in` to its end.
+Status Drain(ByteSource& in, std::vector<std::uint8_t>& buf) {
+  for (;;) {
+    auto n = in.Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) return {};
+  }
+}
 
 // Reads an age source to its verified end, at most `max` bytes.
 Result<std::string> ReadAll(ByteSource& in, std::uint64_t max, const std::string& what) {
@@ -178,22 +187,46 @@ Result<std::string> Store::ReadIndexCiphertext(const std::string& id,
 }
 
 Result<manifest::Manifest> Store::Load(const std::string& id, const Secret& passphrase,
-                                       Secret* fingerprint_key) const {
+                                       Secret* fingerprint_key, Secret* file_key) const {
   auto outer = Show(id);
   if (!outer) return tl::unexpected(outer.error());
   if (outer->entries_listed) return outer;  // format 1
   auto corrupt = [&](const std::string& what) {
     return Fail(ErrorCode::kCorrupt, "safety point " + id + ": " + what);
   };
-  auto bytes = ReadIndexCiphertext(id, *outer);
-  if (!bytes) return tl::unexpected(bytes.error());
-  StringSource src(*bytes);
-  auto dec = age::Decryptor::Open(src, passphrase, options_.max_work_factor);
-  if (!dec) return tl::unexpected(dec.error());
-  if ((*dec)->KeyId() != outer->key_id) return corrupt("index key identifier differs");
-  if (fingerprint_key) *fingerprint_key = (*dec)->DeriveSubkey(kFingerprintKeyInfo);
-  auto text = ReadAll(**dec, kMaxInnerManifest, "index");
-  if (!text) return corrupt("index: " + text.error().message);
+  // The index is decrypted as it is read from its file, never held as ciphertext (it would sit
+  // in memory beside scrypt's); its size is checked first, its hash when it has been read.
+  auto path = IndexPath(id, *outer);
+  if (!path) return tl::unexpected(path.error());
+  auto file = ReadOnlyFile::Open(*path);
+  if (!file) {
+    if (file.error().code == ErrorCode::kNotFound) return corrupt("index file is missing");
+    return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
+  }
+  const std::string replaced = "index differs from manifest.json (truncated or replaced)";
+  if (file->size() != outer->index->size) return corrupt(replaced);
+  FdSource raw(file->fd(), *path);
+  HashingSource hashing(raw);
+  std::optional<std::string> text;
+  Status opened = [&]() -> Status {
+    auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
+    if (!dec) return tl::unexpected(dec.error());
+    if ((*dec)->KeyId() != outer->key_id) return corrupt("index key identifier differs");
+    if ((*dec)->work_factor() != outer->kdf.work_factor) return corrupt("index work factor differs");
+    auto all = ReadAll(**dec, kMaxInnerManifest, "index");
+    if (!all) return corrupt("index: " + all.error().message);
+    if (fingerprint_key) *fingerprint_key = (*dec)->DeriveSubkey(kFingerprintKeyInfo);
+    if (file_key) *file_key = Secret((*dec)->file_key().view());
+    text = std::move(*all);
+    return {};
+  }();
+  // A replaced or truncated file is reported as such, whatever decrypting it said.
+  std::vector<std::uint8_t> buf(kBufferSize);
+  SP_RETURN_IF_ERROR(Drain(hashing, buf));
+  if (hashing.bytes() != outer->index->size || hashing.FinalHex() != outer->index->sha256) {
+    return corrupt(replaced);
+  }
+  if (!opened) return tl::unexpected(opened.error());
   auto full = manifest::Parse(*text);
   if (!full || !full->entries_listed) {
     return corrupt("index: " + (full ? std::string("no entries") : full.error().message));
@@ -245,9 +278,15 @@ Result<ReadOnlyFile> OpenPayload(const std::string& id, const std::string& path,
   return std::move(*file);
 }
 
+// The archive's MANIFEST.json, parsed, with the SHA-256 of its text.
+struct InnerManifest {
+  manifest::Manifest manifest;
+  std::string text_sha256;
+};
+
 // Reads the archive's first entry, which must be the authoritative MANIFEST.json.
-Result<manifest::Manifest> ReadInnerManifest(archive::TarZstdReader& reader, const std::string& id,
-                                             std::vector<std::uint8_t>& buf) {
+Result<InnerManifest> ReadInnerManifest(archive::TarZstdReader& reader, const std::string& id,
+                                        std::vector<std::uint8_t>& buf) {
   auto first = reader.Next();
   if (!first) return tl::unexpected(first.error());
   if (!*first || (*first)->path != manifest::kInnerName ||
@@ -263,13 +302,13 @@ Result<manifest::Manifest> ReadInnerManifest(archive::TarZstdReader& reader, con
   }
   auto inner = manifest::Parse(inner_text);
   if (!inner) return tl::unexpected(CorruptIn(id, "MANIFEST.json: " + inner.error().message));
-  return inner;
+  return InnerManifest{std::move(*inner), Sha256Hex(inner_text)};
 }
 
 // Format 2: the index (`ciphertext`), opened with the payload's file key, must list exactly what
 // the authoritative MANIFEST.json (`inner`) lists.
-Status CheckIndexLists(const std::string& id, const std::string& ciphertext, const Secret& file_key,
-                       const manifest::Manifest& inner) {
+Status CheckIndexParsesAsInner(const std::string& id, const std::string& ciphertext,
+                               const Secret& file_key, const manifest::Manifest& inner) {
   StringSource src(ciphertext);
   auto idx_dec = age::Decryptor::OpenWithFileKey(src, file_key);
   if (!idx_dec) return tl::unexpected(CorruptIn(id, "index: " + idx_dec.error().message));
@@ -322,13 +361,46 @@ Result<std::uint64_t> ReadEntry(archive::TarZstdReader& reader, const std::strin
   return size;
 }
 
-// Reads `in` to its end.
-Status Drain(ByteSource& in, std::vector<std::uint8_t>& buf) {
-  for (;;) {
-    auto n = in.Read(buf);
-    if (!n) return tl::unexpected(n.error());
-    if (*n == 0) return {};
+// Format 2: whether the index file at `path` (checked against `expected`, its size and SHA-256
+// in manifest.json) decrypts, under the payload's file key, to text whose SHA-256 is
+// `inner_sha256`. The writer encrypts MANIFEST.json's very bytes, so this is the usual answer;
+// the index is streamed, never held whole. false: it decrypts to other text (the caller then
+// compares what both list).
+Result<bool> IndexTextIs(const std::string& id, const std::string& path,
+                         const manifest::Payload& expected, const Secret& file_key,
+                         const std::string& inner_sha256, std::vector<std::uint8_t>& buf) {
+  auto file = ReadOnlyFile::Open(path);
+  if (!file) {
+    if (file.error().code == ErrorCode::kNotFound) {
+      return tl::unexpected(CorruptIn(id, "index file is missing"));
+    }
+    return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
   }
+  FdSource raw(file->fd(), path);
+  HashingSource cipher(raw);
+  Status read = [&]() -> Status {
+    auto dec = age::Decryptor::OpenWithFileKey(cipher, file_key);
+    if (!dec) return tl::unexpected(dec.error());
+    HashingSource plain(**dec);
+    for (;;) {
+      auto n = plain.Read(buf);
+      if (!n) return tl::unexpected(n.error());
+      if (*n == 0) break;
+      if (plain.bytes() > kMaxInnerManifest) return Fail(ErrorCode::kCorrupt, "too large");
+    }
+    if (plain.FinalHex() != inner_sha256) return Fail(ErrorCode::kNotFound, "other text");
+    return {};
+  }();
+  // The file against manifest.json first: a replaced or truncated index is reported as such,
+  // whatever decrypting it said.
+  SP_RETURN_IF_ERROR(Drain(cipher, buf));
+  if (cipher.bytes() != expected.size || cipher.FinalHex() != expected.sha256) {
+    return tl::unexpected(
+        CorruptIn(id, "index differs from manifest.json (truncated or replaced)"));
+  }
+  if (read) return true;
+  if (read.error().code == ErrorCode::kNotFound) return false;
+  return tl::unexpected(CorruptIn(id, "index: " + read.error().message));
 }
 
 }  // namespace
@@ -339,7 +411,7 @@ Result<VerifyReport> Store::Verify(const std::string& id, const Secret& passphra
 }
 
 Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase,
-                                 EntryVisitor& visitor) const {
+                                 EntryVisitor& visitor, const Secret* file_key) const {
   auto outer = Show(id);
   if (!outer) return tl::unexpected(outer.error());
   auto path = PayloadPath(id, *outer);
@@ -349,30 +421,41 @@ Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase
   auto corrupt = [&](const std::string& what) { return tl::unexpected(CorruptIn(id, what)); };
   FdSource raw(file->fd(), *path);
   HashingSource hashing(raw);
-  auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
+  const bool unlocked = file_key != nullptr && !file_key->empty();
+  auto dec = unlocked ? age::Decryptor::OpenWithFileKey(hashing, *file_key)
+                      : age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
   if (!dec) return tl::unexpected(dec.error());
   if (!outer->key_id.empty() && (*dec)->KeyId() != outer->key_id) {
     return corrupt("key identifier differs from manifest.json");
   }
-  if ((*dec)->work_factor() != outer->kdf.work_factor) {
+  // Opened with the file key, the work factor was checked when Load unwrapped that key.
+  if (!unlocked && (*dec)->work_factor() != outer->kdf.work_factor) {
     return corrupt("work factor differs from manifest.json");
   }
   auto reader = archive::TarZstdReader::Open(**dec);
   if (!reader) return tl::unexpected(reader.error());
 
   std::vector<std::uint8_t> buf(kBufferSize);
-  auto inner = ReadInnerManifest(**reader, id, buf);
-  if (!inner) return tl::unexpected(inner.error());
-  SP_RETURN_IF_ERROR(manifest::CheckConsistent(*inner, *outer));
+  auto read_inner = ReadInnerManifest(**reader, id, buf);
+  if (!read_inner) return tl::unexpected(read_inner.error());
+  const manifest::Manifest& inner = read_inner->manifest;
+  SP_RETURN_IF_ERROR(manifest::CheckConsistent(inner, *outer));
   if (!outer->entries_listed) {
-    auto bytes = ReadIndexCiphertext(id, *outer);
-    if (!bytes) return tl::unexpected(bytes.error());
-    SP_RETURN_IF_ERROR(CheckIndexLists(id, *bytes, (*dec)->file_key(), *inner));
+    auto index_path = IndexPath(id, *outer);
+    if (!index_path) return tl::unexpected(index_path.error());
+    auto same = IndexTextIs(id, *index_path, *outer->index, (*dec)->file_key(),
+                            read_inner->text_sha256, buf);
+    if (!same) return tl::unexpected(same.error());
+    if (!*same) {
+      auto bytes = ReadIndexCiphertext(id, *outer);
+      if (!bytes) return tl::unexpected(bytes.error());
+      SP_RETURN_IF_ERROR(CheckIndexParsesAsInner(id, *bytes, (*dec)->file_key(), inner));
+    }
   }
 
   VerifyReport report;
   report.id = id;
-  for (const auto& expected : inner->entries) {
+  for (const auto& expected : inner.entries) {
     auto bytes = ReadEntry(**reader, id, expected, visitor, buf);
     if (!bytes) return tl::unexpected(bytes.error());
     report.bytes += *bytes;
@@ -432,169 +515,6 @@ Status Store::Decrypt(const std::string& id, const Secret& passphrase, ByteSink&
     return Fail(ErrorCode::kCorrupt, "safety point " + id + ": payload SHA-256 differs");
   }
   return {};
-}
-
-namespace {
-
-bool Selected(const std::string& path, const std::vector<std::string>& paths) {
-  if (paths.empty()) return true;
-  for (const auto& p : paths) {
-    std::string_view want = p;
-    while (want.size() > 1 && want.back() == '/') want.remove_suffix(1);
-    if (path == want ||
-        (path.size() > want.size() && path.starts_with(want) && path[want.size()] == '/')) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// Creates the directories of `rel` below `root`, refusing any component that is not a real
-// directory (a symlink planted in the destination must not redirect the extraction).
-Status MakeParents(FileSystem& fs, const std::string& root, const std::string& rel) {
-  std::string cur = root;
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t slash = rel.find('/', start);
-    if (slash == std::string::npos) return {};
-    cur += "/" + rel.substr(start, slash - start);
-    struct stat st {};
-    if (::lstat(cur.c_str(), &st) == 0) {
-      if (!S_ISDIR(st.st_mode)) {
-        return Fail(ErrorCode::kBadInput, cur + " is not a directory (a symlink?); refusing");
-      }
-    } else if (errno == ENOENT) {
-      SP_RETURN_IF_ERROR(fs.MakeDir(cur, 0700));
-    } else {
-      return tl::unexpected(ErrnoError(errno, "stat", cur));
-    }
-    start = slash + 1;
-  }
-}
-
-// Writes selected entries into a staging dir; nothing is visible in the destination until the
-// whole safety point verified.
-class StagingVisitor final : public EntryVisitor {
- public:
-  StagingVisitor(FileSystem& fs, std::string staging, const std::vector<std::string>& paths)
-      : fs_(fs), staging_(std::move(staging)), paths_(paths) {}
-
-  Status Begin(const manifest::Entry& e) override {
-    active_ = Selected(e.path, paths_);
-    if (!active_) return {};
-    SP_RETURN_IF_ERROR(MakeParents(fs_, staging_, e.path));
-    const std::string path = staging_ + "/" + e.path;
-    switch (e.type) {
-      case manifest::EntryType::kFile: {
-        auto f = fs_.CreateFile(path, 0600);
-        if (!f) return tl::unexpected(f.error());
-        file_ = std::move(*f);
-        break;
-      }
-      case manifest::EntryType::kSymlink:
-        SP_RETURN_IF_ERROR(fs_.Symlink(e.link_target, path));
-        break;
-      case manifest::EntryType::kDirectory: {
-        struct stat st {};
-        if (::lstat(path.c_str(), &st) != 0) SP_RETURN_IF_ERROR(fs_.MakeDir(path, 0700));
-        break;
-      }
-    }
-    selected_.push_back(e);
-    return {};
-  }
-  Status Data(std::span<const std::uint8_t> data) override {
-    if (!active_ || !file_) return {};
-    return file_->Append(data);
-  }
-  Status End(const manifest::Entry& e) override {
-    if (!active_) return {};
-    const std::string path = staging_ + "/" + e.path;
-    if (file_) {
-      SP_RETURN_IF_ERROR(file_->Sync());
-      SP_RETURN_IF_ERROR(file_->Close());
-      file_.reset();
-    }
-    if (e.type != manifest::EntryType::kSymlink) {
-      SP_RETURN_IF_ERROR(fs_.Chmod(path, e.mode & 07777));
-      SP_RETURN_IF_ERROR(fs_.SetMtime(path, e.mtime));
-    }
-    return {};
-  }
-  [[nodiscard]] const std::vector<manifest::Entry>& selected() const { return selected_; }
-
- private:
-  FileSystem& fs_;
-  std::string staging_;
-  const std::vector<std::string>& paths_;
-  bool active_ = false;
-  std::unique_ptr<WritableFile> file_;
-  std::vector<manifest::Entry> selected_;
-};
-
-}  // namespace
-
-Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphrase,
-                                   const std::string& dest,
-                                   const std::vector<std::string>& paths) const {
-  SP_RETURN_IF_ERROR(CheckIdArg(id));
-  for (const auto& p : paths) {
-    std::string trimmed = p;
-    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
-    if (auto st = manifest::CheckArchivePath(trimmed); !st) {
-      return Fail(ErrorCode::kBadInput, st.error().message);
-    }
-  }
-  struct stat st {};
-  if (::lstat(dest.c_str(), &st) != 0) {
-    if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dest));
-    SP_RETURN_IF_ERROR(fs_.MakeDir(dest, 0700));
-  } else if (!S_ISDIR(st.st_mode)) {
-    return Fail(ErrorCode::kBadInput, "--to " + dest + " is not a directory");
-  }
-  std::string tmpl = dest + "/.safepoint-extract-XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) return tl::unexpected(ErrnoError(errno, "mkdtemp", dest));
-  const std::string staging = tmpl;
-  auto result = [&]() -> Result<std::size_t> {
-    StagingVisitor visitor(fs_, staging, paths);
-    auto report = Read(id, passphrase, visitor);
-    if (!report) return tl::unexpected(report.error());
-    if (visitor.selected().empty()) {
-      return Fail(ErrorCode::kNotFound, "no entry of safety point " + id + " matches the paths");
-    }
-    // Publish: files and links by rename, directories created.
-    std::size_t count = 0;
-    std::vector<const manifest::Entry*> made_dirs;
-    for (const auto& e : visitor.selected()) {
-      SP_RETURN_IF_ERROR(MakeParents(fs_, dest, e.path));
-      const std::string from = staging + "/" + e.path;
-      const std::string to = dest + "/" + e.path;
-      struct stat existing {};
-      bool exists = ::lstat(to.c_str(), &existing) == 0;
-      if (e.type == manifest::EntryType::kDirectory) {
-        if (exists && !S_ISDIR(existing.st_mode)) {
-          return Fail(ErrorCode::kBadInput, to + " exists and is not a directory");
-        }
-        if (!exists) {
-          // Writable while it is filled; its own mode (all 07777 bits) is set at the end.
-          SP_RETURN_IF_ERROR(fs_.MakeDir(to, 0700));
-          made_dirs.push_back(&e);
-        }
-        continue;
-      }
-      if (exists && S_ISDIR(existing.st_mode)) {
-        return Fail(ErrorCode::kBadInput, to + " exists and is a directory");
-      }
-      SP_RETURN_IF_ERROR(fs_.Rename(from, to));
-      ++count;
-    }
-    for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) {
-      SP_RETURN_IF_ERROR(fs_.Chmod(dest + "/" + (*it)->path, (*it)->mode & 07777));
-    }
-    return count;
-  }();
-  (void)fs_.RemoveTree(staging);
-  return result;
 }
 
 }  // namespace safepoint::store

@@ -163,26 +163,29 @@ class ReportingFile final : public WritableFile {
   std::uint64_t size_ = 0;
 };
 
-// Collects what an age writer produces, for the small index file.
-class MemoryFile final : public WritableFile {
+// Forwards appends to a file and hashes them, so the index (whose name holds its hash) is
+// streamed to disk instead of held in memory. Appends only.
+class HashingFile final : public WritableFile {
  public:
+  explicit HashingFile(WritableFile& file) : file_(file) {}
   Status Append(std::span<const std::uint8_t> data) override {
-    bytes_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    SP_RETURN_IF_ERROR(file_.Append(data));
+    sha_.Update(data);
+    size_ += data.size();
     return {};
   }
-  Status WriteAt(std::uint64_t offset, std::span<const std::uint8_t> data) override {
-    if (offset + data.size() > bytes_.size()) {
-      return Fail(ErrorCode::kInternal, "memory file: write past the end");
-    }
-    std::memcpy(bytes_.data() + offset, data.data(), data.size());
-    return {};
+  Status WriteAt(std::uint64_t /*offset*/, std::span<const std::uint8_t> /*data*/) override {
+    return Fail(ErrorCode::kInternal, "hashing file: only appends are hashed");
   }
-  Status Sync() override { return {}; }
-  Status Close() override { return {}; }
-  [[nodiscard]] const std::string& bytes() const { return bytes_; }
+  Status Sync() override { return file_.Sync(); }
+  Status Close() override { return file_.Close(); }
+  [[nodiscard]] std::string FinalHex() { return sha_.FinalHex(); }
+  [[nodiscard]] std::uint64_t size() const { return size_; }
 
  private:
-  std::string bytes_;
+  WritableFile& file_;
+  Sha256 sha_;
+  std::uint64_t size_ = 0;
 };
 
 bool Exists(const std::string& path) {
@@ -390,14 +393,20 @@ manifest::Manifest NewManifest(const std::string& id, const BackupRequest& reque
 // key and header, so show, diff and the rollback plan read it without the payload.
 Status WriteIndex(FileSystem& fs, age::Encryptor& enc, const std::string& inner,
                   const std::string& staging, manifest::Manifest& m) {
-  MemoryFile index_bytes;
-  SP_RETURN_IF_ERROR(enc.WriteSibling(index_bytes, Bytes(inner)));
+  // Written under a fixed name, renamed to its hash-bearing one; Commit syncs the directory.
+  const std::string partial = staging + "/index.partial";
+  auto file = fs.CreateFile(partial, 0600);
+  if (!file) return tl::unexpected(file.error());
+  HashingFile hashing(**file);
+  SP_RETURN_IF_ERROR(enc.WriteSibling(hashing, Bytes(inner)));
+  SP_RETURN_IF_ERROR(hashing.Sync());
+  SP_RETURN_IF_ERROR(hashing.Close());
   manifest::Payload index;
-  index.sha256 = Sha256Hex(index_bytes.bytes());
-  index.size = index_bytes.bytes().size();
+  index.sha256 = hashing.FinalHex();
+  index.size = hashing.size();
   index.name = "index_" + m.id + "_" + index.sha256.substr(0, 12) + ".enc";
   m.index = index;
-  return WriteSyncedFile(fs, staging + "/" + index.name, index_bytes.bytes());
+  return fs.Rename(partial, staging + "/" + index.name);
 }
 
 // Writes the summary manifest.json and moves the staging dir to `final_dir`, durably.

@@ -443,7 +443,7 @@ TEST_F(StoreTest, CrashAtEveryWriteLeavesOnlyCompleteSafetyPoints) {
   }
   // The figure docs/reliability.md quotes: a backup that gains or loses a step fails here until
   // the page is updated.
-  constexpr std::uint64_t kBackupPoints = 68;
+  constexpr std::uint64_t kBackupPoints = 71;
   const std::uint64_t points = counter.ops();
   ASSERT_EQ(points, kBackupPoints);
   for (std::uint64_t n = 1; n <= points; ++n) {

@@ -194,6 +194,10 @@ Status FaultInjectingFileSystem::SyncDir(const std::string& path) {
   SP_RETURN_IF_ERROR(Check("fsync", path, false));
   return real_.SyncDir(path);
 }
+Status FaultInjectingFileSystem::SyncFileSystem(const std::string& path) {
+  SP_RETURN_IF_ERROR(Check("syncfs", path, false));
+  return real_.SyncFileSystem(path);
+}
 Status FaultInjectingFileSystem::MakeDir(const std::string& path, mode_t mode) {
   SP_RETURN_IF_ERROR(Check("mkdir", path, false));
   return real_.MakeDir(path, mode);

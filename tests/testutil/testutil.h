@@ -58,9 +58,9 @@ enum class ReadChange {
 };
 
 // Wraps the real file system and fails from the N-th counted operation on (1-based). Counted
-// operations: CreateFile, Append, WriteAt, Sync, Close, Rename, SyncDir, MakeDir, Remove,
-// RemoveTree, Symlink, Chmod, Chown, SetMtime. With fail_at == 0 nothing fails and ops() counts,
-// so a test can first learn how many crash points a run has, then crash at each one.
+// operations: CreateFile, Append, WriteAt, Sync, Close, Rename, SyncDir, SyncFileSystem, MakeDir,
+// Remove, RemoveTree, Symlink, Chmod, Chown, SetMtime. With fail_at == 0 nothing fails and ops()
+// counts, so a test can first learn how many crash points a run has, then crash at each one.
 class FaultInjectingFileSystem final : public FileSystem {
  public:
   explicit FaultInjectingFileSystem(std::uint64_t fail_at = 0, FaultKind kind = FaultKind::kCrash)
@@ -73,6 +73,7 @@ class FaultInjectingFileSystem final : public FileSystem {
   Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& path, mode_t mode) override;
   Status Rename(const std::string& from, const std::string& to) override;
   Status SyncDir(const std::string& path) override;
+  Status SyncFileSystem(const std::string& path) override;
   Status MakeDir(const std::string& path, mode_t mode) override;
   Status Remove(const std::string& path) override;
   Status RemoveTree(const std::string& path) override;
