@@ -55,7 +55,7 @@ Op PlaceOp(const PlanEntry& e, const std::string& dest, std::size_t* staged) {
 
 // Turns a plan into journal operations: moves aside, directories (parents first), files and
 // links, then directory attributes (children first).
-BuiltOps BuildOps(const Plan& plan, const std::set<std::string>& collected) {
+BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected) {
   BuiltOps out;
   std::vector<Op> moves, dirs, places, attrs;
   std::vector<std::string> moved;  // top-most paths moved aside so far (sorted input order)
@@ -92,7 +92,7 @@ BuiltOps BuildOps(const Plan& plan, const std::set<std::string>& collected) {
         if (e.current) {
           // Kept in the record rather than lost: a type change involving a directory, or a
           // path the pre-rollback safety point does not hold (excluded, special, unsafe link).
-          if (want_dir != have_dir || (!want_dir && collected.count(e.path) == 0)) {
+          if (want_dir != have_dir || (!want_dir && !collected.Contains(e.path))) {
             move_aside(e.path);
           }
         }

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -54,7 +55,6 @@ bool IsTreeRoot(std::string_view top);
 // True when `path` equals `dir` or lies below it.
 bool IsWithin(const std::string& path, const std::string& dir);
 
-
 bool RunningAsRoot();
 
 Result<std::vector<std::string>> ListDir(const std::string& dir);
@@ -86,6 +86,20 @@ struct Roots {
 Status CheckRoot(const std::string& what, const std::string& root);
 
 bool SameAsTarget(const PlanEntry& e);
+
+// The archive paths below the two trees that a source collection holds: views into its entries
+// (which must outlive the set), sorted. One pointer-sized view per path, no copy of it.
+class CollectedPaths {
+ public:
+  explicit CollectedPaths(const store::BackupRequest& current);
+  [[nodiscard]] bool Contains(std::string_view path) const {
+    return std::binary_search(paths_.begin(), paths_.end(), path);
+  }
+  [[nodiscard]] const std::vector<std::string_view>& paths() const { return paths_; }
+
+ private:
+  std::vector<std::string_view> paths_;
+};
 
 // The plan, given the current source collection (so Rollback collects only once).
 Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& target,
@@ -126,7 +140,7 @@ Op MakeOp(OpKind kind, const std::string& path);
 
 // Turns a plan into journal operations: moves aside, directories (parents first), files and
 // links, then directory attributes (children first).
-BuiltOps BuildOps(const Plan& plan, const std::set<std::string>& collected);
+BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected);
 
 std::string TempBeside(const std::string& abs);
 

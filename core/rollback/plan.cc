@@ -51,11 +51,19 @@ bool SameAsTarget(const PlanEntry& e) {
   return *e.current == *e.target;
 }
 
+CollectedPaths::CollectedPaths(const store::BackupRequest& current) {
+  for (const auto& in : current.entries) {
+    if (IsTreeRoot(TopOf(in.header.path))) paths_.emplace_back(in.header.path);
+  }
+  std::sort(paths_.begin(), paths_.end());
+}
+
 namespace {
 
-// The safety point's tree entries, checked, by path.
+// The safety point's tree entries, checked, by path (views into the safety point's manifest).
+using WantedMap = std::map<std::string_view, const manifest::Entry*, std::less<>>;
 struct Wanted {
-  std::map<std::string, const manifest::Entry*> entries;
+  WantedMap entries;
   bool has_workspace = false;
 };
 
@@ -94,23 +102,22 @@ Result<Wanted> WantedEntries(const config::Config& config, const manifest::Manif
 }
 
 // Parents: an entry below a non-directory is refused; unlisted parents become implicit dirs.
-Result<std::set<std::string>> ImplicitParents(
-    const std::map<std::string, const manifest::Entry*>& wanted) {
-  std::set<std::string> implicit;
+Result<std::set<std::string, std::less<>>> ImplicitParents(const WantedMap& wanted) {
+  std::set<std::string, std::less<>> implicit;
   for (const auto& [path, entry] : wanted) {
     std::size_t slash = path.find('/');
     for (;;) {
       slash = path.find('/', slash + 1);
       if (slash == std::string::npos) break;
-      std::string parent = path.substr(0, slash);
+      const std::string_view parent = path.substr(0, slash);
       auto it = wanted.find(parent);
       if (it != wanted.end()) {
         if (it->second->type != EntryType::kDirectory) {
-          return Fail(ErrorCode::kCorrupt,
-                      "entry " + path + " lies below " + parent + ", which is not a directory");
+          return Fail(ErrorCode::kCorrupt, "entry " + std::string(path) + " lies below " +
+                                               std::string(parent) + ", which is not a directory");
         }
       } else {
-        implicit.insert(parent);
+        implicit.emplace(parent);
       }
     }
   }
@@ -118,26 +125,28 @@ Result<std::set<std::string>> ImplicitParents(
 }
 
 // One plan entry per path the safety point lists (`wanted`, `implicit`) or the trees hold now
-// (`collected`), with the path's current state; changes and actions are decided later.
-Result<std::map<std::string, PlanEntry>> EntriesWithCurrent(
-    const Roots& roots, const std::map<std::string, const manifest::Entry*>& wanted,
-    const std::set<std::string>& implicit, const std::set<std::string>& collected) {
-  std::map<std::string, PlanEntry> entries;
+// (`collected`), with the path's current state, in path order; changes and actions are decided
+// later.
+Result<std::vector<PlanEntry>> EntriesWithCurrent(
+    const Roots& roots, const WantedMap& wanted, const std::set<std::string, std::less<>>& implicit,
+    const CollectedPaths& collected) {
+  std::vector<PlanEntry> entries;
+  entries.reserve(wanted.size() + implicit.size());
   LiveTreeReader live;
   auto read_current = [&](const std::string& path) -> Result<std::optional<PathState>> {
     return live.Read(roots.For(TopOf(path)), RelOf(path));
   };
   for (const auto& [path, entry] : wanted) {
     PlanEntry p;
-    p.path = path;
+    p.path = std::string(path);
     p.target = StateOf(*entry);
     p.uid = entry->uid;
     p.gid = entry->gid;
     p.mtime = entry->mtime;
-    auto cur = read_current(path);
+    auto cur = read_current(p.path);
     if (!cur) return tl::unexpected(cur.error());
     p.current = std::move(*cur);
-    entries.emplace(path, std::move(p));
+    entries.push_back(std::move(p));
   }
   for (const auto& path : implicit) {
     PlanEntry p;
@@ -147,20 +156,22 @@ Result<std::map<std::string, PlanEntry>> EntriesWithCurrent(
     auto cur = read_current(path);
     if (!cur) return tl::unexpected(cur.error());
     p.current = std::move(*cur);
-    entries.emplace(path, std::move(p));
+    entries.push_back(std::move(p));
   }
-  for (const auto& path : collected) {
-    if (entries.count(path) != 0) continue;
+  for (const auto& path : collected.paths()) {
+    if (wanted.count(path) != 0 || implicit.count(path) != 0) continue;
     PlanEntry p;
-    p.path = path;
+    p.path = std::string(path);
     p.change = Change::kAdded;
     p.action = Action::kMoveAside;
-    auto cur = read_current(path);
+    auto cur = read_current(p.path);
     if (!cur) return tl::unexpected(cur.error());
     if (!*cur) continue;  // vanished since it was listed
     p.current = std::move(*cur);
-    entries.emplace(path, std::move(p));
+    entries.push_back(std::move(p));
   }
+  std::sort(entries.begin(), entries.end(),
+            [](const PlanEntry& a, const PlanEntry& b) { return a.path < b.path; });
   return entries;
 }
 
@@ -177,11 +188,10 @@ Change ChangeOf(const PlanEntry& p, const std::optional<Fingerprint>& fingerprin
 // The free path beside `path` where a merge writes the safety point's version: never over a
 // listed path, nor over something the pre-rollback point cannot hold.
 std::string BesidePath(const std::string& path, const std::string& id, const Roots& roots,
-                       const std::map<std::string, const manifest::Entry*>& wanted,
-                       const std::set<std::string>& collected) {
+                       const WantedMap& wanted, const CollectedPaths& collected) {
   auto taken = [&](const std::string& b) {
     if (wanted.count(b) != 0) return true;
-    if (collected.count(b) != 0) return false;  // added: moved aside first
+    if (collected.Contains(b)) return false;  // added: moved aside first
     auto st = ReadPathState(roots.For(TopOf(b)), RelOf(b));
     return !st || st->has_value();
   };
@@ -211,14 +221,12 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
   auto implicit = ImplicitParents(wanted->entries);
   if (!implicit) return tl::unexpected(implicit.error());
 
-  std::set<std::string> collected;
-  for (const auto& in : current.entries) {
-    if (IsTreeRoot(TopOf(in.header.path))) collected.insert(in.header.path);
-  }
+  const CollectedPaths collected(current);
   auto entries = EntriesWithCurrent(roots, wanted->entries, *implicit, collected);
   if (!entries) return tl::unexpected(entries.error());
 
-  for (auto& [path, p] : *entries) {
+  for (auto& p : *entries) {
+    const std::string& path = p.path;
     if (p.change == Change::kAdded) continue;
     p.change = ChangeOf(p, fingerprint);
     switch (p.change) {
@@ -244,7 +252,7 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
         break;
     }
   }
-  for (auto& [path, p] : *entries) plan.entries.push_back(std::move(p));
+  plan.entries = std::move(*entries);
   return plan;
 }
 
@@ -301,7 +309,9 @@ std::string_view ActionName(Action action) {
 
 std::size_t Plan::Count(Change change) const {
   return static_cast<std::size_t>(std::count_if(
-      entries.begin(), entries.end(), [&](const PlanEntry& e) { return e.change == change; }));
+             entries.begin(), entries.end(),
+             [&](const PlanEntry& e) { return e.change == change; })) +
+         (change == Change::kUnchanged ? dropped_unchanged : 0);
 }
 
 std::size_t Plan::Count(Action action) const {
@@ -315,6 +325,13 @@ std::vector<std::string> Plan::Conflicts() const {
     if (e.change == Change::kConflict) out.push_back(e.path);
   }
   return out;
+}
+
+void Plan::DropUnchanged() {
+  const std::size_t before = entries.size();
+  std::erase_if(entries, [](const PlanEntry& e) { return e.change == Change::kUnchanged; });
+  dropped_unchanged += before - entries.size();
+  entries.shrink_to_fit();
 }
 
 bool Plan::Empty() const {

@@ -1,6 +1,7 @@
 #include "core/rollback/rollback.h"
 
 #include <dirent.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,7 +34,8 @@ constexpr std::size_t kMaxCapturedBytes = 4u << 20;
 // Staging
 
 // Writes the files a rollback needs into the staging directory while the safety point is read
-// and verified; keeps the small reported parts (environment) in memory.
+// and verified (unsynced: the caller syncs their file system once, after the last); keeps the
+// small reported parts (environment) in memory.
 class StagingVisitor final : public store::EntryVisitor {
  public:
   StagingVisitor(FileSystem* fs, std::string staging_dir, std::map<std::string, Op> to_stage,
@@ -74,7 +76,6 @@ class StagingVisitor final : public store::EntryVisitor {
 
   Status End(const manifest::Entry& entry) override {
     if (file_) {
-      SP_RETURN_IF_ERROR(file_->Sync());
       SP_RETURN_IF_ERROR(file_->Close());
       file_.reset();
       const std::string path = staging_dir_ + "/" + current_->staged;
@@ -157,12 +158,6 @@ std::set<config::SourceRoot> RootsOf(const std::vector<std::string>& names) {
   return out;
 }
 
-std::set<std::string> CollectedPaths(const store::BackupRequest& current) {
-  std::set<std::string> out;
-  for (const auto& e : current.entries) out.insert(e.header.path);
-  return out;
-}
-
 // Stages and applies `plan` into the trees without a journal or a pre-rollback safety point: the
 // revert path, which restarts from scratch after an interruption.
 Status RestoreDirectly(const config::Config& config, const store::Store& store, FileSystem& fs,
@@ -184,6 +179,7 @@ Status RestoreDirectly(const config::Config& config, const store::Store& store, 
   StagingVisitor visitor(&fs, c.dirs.staging, std::move(to_stage));
   auto read = store.Read(plan.id, passphrase, visitor);
   if (!read) return tl::unexpected(read.error());
+  SP_RETURN_IF_ERROR(fs.SyncFileSystem(c.dirs.staging));
   SP_RETURN_IF_ERROR(fs.SyncDir(c.dirs.staging));
   SP_RETURN_IF_ERROR(ApplyOps(c, built.ops));
   return fs.RemoveTree(c.dirs.staging);
@@ -320,17 +316,20 @@ class StepProgress {
   std::uint64_t last_ = 0;
 };
 
-// What a rollback starts from: the target safety point, the trees as they are now, the plan.
+// What a rollback starts from: the target safety point, the trees now, the plan, and the
+// target's file key (empty for format 1: reading the payload then runs scrypt again).
 struct Start {
   manifest::Manifest target;
   store::BackupRequest current;
   Plan plan;
+  Secret file_key;
 };
 
 Result<Start> LoadAndPlan(const config::Config& config, const store::Store& store,
                           const Secret& passphrase, const std::string& id, Policy policy) {
   Secret key;
-  auto target = store.Load(id, passphrase, &key);
+  Secret file_key;
+  auto target = store.Load(id, passphrase, &key, &file_key);
   if (!target) return tl::unexpected(target.error());
   auto fingerprint = LoadFingerprint(store, id, std::move(key));
   if (!fingerprint) return tl::unexpected(fingerprint.error());
@@ -339,7 +338,7 @@ Result<Start> LoadAndPlan(const config::Config& config, const store::Store& stor
   if (!current) return tl::unexpected(current.error());
   auto plan = PlanWith(config, *target, *fingerprint, policy, *current);
   if (!plan) return tl::unexpected(plan.error());
-  return Start{std::move(*target), std::move(*current), std::move(*plan)};
+  return Start{std::move(*target), std::move(*current), std::move(*plan), std::move(file_key)};
 }
 
 Journal NewJournal(const config::Config& config, const Clock& clock, const std::string& id,
@@ -373,12 +372,11 @@ std::map<std::string, Op> FilesToStage(const Plan& plan, const std::vector<Op>& 
 // A dry run's check: decrypts and verifies the whole safety point `id` (nothing is written) and
 // returns how its reported parts differ from `current`.
 Result<std::vector<std::string>> Verify(const store::Store& store, const Secret& passphrase,
-                                        const std::string& id,
-                                        const store::BackupRequest& current) {
+                                        const std::string& id, const Start& start) {
   StagingVisitor visitor(nullptr, "", {});
-  auto read = store.Read(id, passphrase, visitor);
+  auto read = store.Read(id, passphrase, visitor, &start.file_key);
   if (!read) return tl::unexpected(read.error());
-  return Differences(visitor.captured(), current);
+  return Differences(visitor.captured(), start.current);
 }
 
 // Creates the record of a new rollback (<backup_dir>/.rollbacks/<rollback-id>, whose id goes to
@@ -399,23 +397,24 @@ Result<std::string> OpenRecord(FileSystem& fs, const store::Store& store, const 
   return record;
 }
 
-// Decrypts and verifies the whole safety point `id`, writing `to_stage` into `staging`, and
-// returns how the captured parts differ from `current`. Progress: 0-50% of `steps`.
+// Decrypts and verifies safety point `id`, writing `to_stage` into `staging` (durably), and
+// returns how the captured parts differ from the trees now. Progress: 0-50% of `steps`.
 Result<std::vector<std::string>> Stage(const store::Store& store, FileSystem& fs,
                                        const Secret& passphrase, const std::string& id,
                                        const std::string& staging,
-                                       std::map<std::string, Op> to_stage,
-                                       std::uint64_t target_bytes,
-                                       const store::BackupRequest& current, StepProgress& steps) {
+                                       std::map<std::string, Op> to_stage, const Start& start,
+                                       StepProgress& steps) {
+  const std::uint64_t target_bytes = std::max<std::uint64_t>(start.target.TotalBytes(), 1);
   std::uint64_t staged_bytes = 0;
   StagingVisitor visitor(&fs, staging, std::move(to_stage), [&](std::uint64_t n) {
     staged_bytes += n;
     steps.Report(0, 500, std::min(staged_bytes, target_bytes), target_bytes);
   });
-  auto read = store.Read(id, passphrase, visitor);
+  auto read = store.Read(id, passphrase, visitor, &start.file_key);
   if (!read) return tl::unexpected(read.error());
+  SP_RETURN_IF_ERROR(fs.SyncFileSystem(staging));
   SP_RETURN_IF_ERROR(fs.SyncDir(staging));
-  return Differences(visitor.captured(), current);
+  return Differences(visitor.captured(), start.current);
 }
 
 // Ends a rollback that changes nothing (stopped on conflicts under kAbort, or with nothing to
@@ -431,13 +430,12 @@ Report EndUnchanged(FileSystem& fs, const std::string& record, Plan plan, Report
   return report;
 }
 
-// Backs up the trees as they are (`current`) before a rollback to `id` changes them. Progress:
-// 50-90% of `steps`.
+// Backs up the trees as they are (`current`, taken over) before a rollback to `id` changes
+// them. Progress: 50-90% of `steps`.
 Result<manifest::Manifest> TakePreRollback(store::Store& store, const Secret& passphrase,
-                                           const std::string& id,
-                                           const store::BackupRequest& current,
+                                           const std::string& id, store::BackupRequest current,
                                            StepProgress& steps) {
-  store::BackupRequest pre_request = current;
+  store::BackupRequest pre_request = std::move(current);
   pre_request.reason = "pre-rollback to " + id;
   pre_request.update.reset();
   return store.Backup(pre_request, passphrase, [&](std::uint64_t done, std::uint64_t total) {
@@ -505,7 +503,7 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   report.dry_run = dry_run;
 
   if (dry_run) {
-    auto differences = Verify(store, passphrase, id, start->current);
+    auto differences = Verify(store, passphrase, id, *start);
     if (!differences) return tl::unexpected(differences.error());
     report.differences = std::move(*differences);
     report.plan = std::move(plan);
@@ -532,9 +530,8 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   // One scale for the three steps: staging (decrypting everything) 0-50%, the pre-rollback
   // safety point 50-90%, applying 90-100%.
   StepProgress steps(progress);
-  const std::uint64_t target_bytes = std::max<std::uint64_t>(start->target.TotalBytes(), 1);
-  auto differences = Stage(store, fs, passphrase, id, staging, FilesToStage(plan, built.ops),
-                           target_bytes, start->current, steps);
+  auto differences =
+      Stage(store, fs, passphrase, id, staging, FilesToStage(plan, built.ops), *start, steps);
   if (!differences) return discard(differences.error());
   report.differences = std::move(*differences);
 
@@ -543,8 +540,12 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
     return EndUnchanged(fs, record, std::move(plan), std::move(report));
   }
 
-  // 3. The pre-rollback safety point: `safepoint rollback <it>` undoes this rollback.
-  auto pre = TakePreRollback(store, passphrase, id, start->current, steps);
+  // 3. The pre-rollback safety point: `safepoint rollback <it>` undoes this rollback. What the
+  // plan was made from goes first (back to the system too), before scrypt takes its share.
+  std::vector<manifest::Entry>().swap(start->target.entries);
+  plan.DropUnchanged();
+  ::malloc_trim(0);
+  auto pre = TakePreRollback(store, passphrase, id, std::move(start->current), steps);
   if (!pre) return discard(pre.error());
   j.pre_rollback_id = pre->id;
   report.pre_rollback_id = pre->id;

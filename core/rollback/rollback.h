@@ -70,8 +70,11 @@ struct Plan {
   std::string id;
   Policy policy = Policy::kAbort;
   bool has_fingerprint = false;
-  // Every compared path in archive-path order (parents before children), unchanged included.
+  // Every compared path in archive-path order (parents before children), unchanged included
+  // until DropUnchanged.
   std::vector<PlanEntry> entries;
+  // Unchanged entries DropUnchanged removed; Count(Change::kUnchanged) includes them.
+  std::size_t dropped_unchanged = 0;
   // Parts of the safety point that are reported, never written back (state/, environment/,
   // logs/ entries).
   std::vector<std::string> not_restored;
@@ -85,6 +88,9 @@ struct Plan {
   [[nodiscard]] bool WouldStop() const { return Count(Action::kStop) != 0; }
   // True when nothing would change.
   [[nodiscard]] bool Empty() const;
+  // Removes the unchanged entries (most of a large tree's), keeping their count: what a report
+  // shows is the same, its memory is not.
+  void DropUnchanged();
 };
 
 // Plans a rollback of `target` (a manifest whose entries are not trusted: every path is checked)

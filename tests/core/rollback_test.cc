@@ -302,6 +302,30 @@ TEST_F(RollbackTest, DiffClassifiesEveryKindOfChange) {
             std::string::npos);
 }
 
+TEST_F(RollbackTest, DroppingUnchangedEntriesKeepsWhatThePlanReports) {
+  const std::string id = Backup();
+  Update(id);
+  auto plan = MakePlan(config_, *store_, pass_, id, Policy::kOverwrite);
+  ASSERT_TRUE(plan) << plan.error().message;
+  const std::size_t unchanged = plan->Count(Change::kUnchanged);
+  const std::size_t entries = plan->entries.size();
+  ASSERT_GT(unchanged, 0u);
+  const json as_json = ToJson(*plan);
+  const std::string as_text = Describe(*plan);
+  const bool empty = plan->Empty();
+  plan->DropUnchanged();
+  EXPECT_EQ(plan->entries.size(), entries - unchanged);
+  EXPECT_EQ(plan->dropped_unchanged, unchanged);
+  EXPECT_EQ(plan->Count(Change::kUnchanged), unchanged);
+  EXPECT_EQ(ToJson(*plan), as_json);
+  EXPECT_EQ(Describe(*plan), as_text);
+  EXPECT_EQ(plan->Empty(), empty);
+  for (const auto& e : plan->entries) EXPECT_NE(e.change, Change::kUnchanged) << e.path;
+  plan->DropUnchanged();  // a second time changes nothing
+  EXPECT_EQ(plan->Count(Change::kUnchanged), unchanged);
+  EXPECT_EQ(ToJson(*plan), as_json);
+}
+
 TEST_F(RollbackTest, WithoutFingerprintEveryDifferenceIsAConflict) {
   const std::string id = Backup();
   WriteFile(ha_ + "/configuration.yaml", "changed\n");
