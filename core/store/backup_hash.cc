@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -65,13 +66,13 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
     auto after = (*file)->Stat();
     if (!after) return tl::unexpected(after.error());
     if (!short_read && SameFile(*before, *after)) {
-      out.st = *before;
-      out.sha256 = hash.FinalHex();
+      out.st = KeptStat::Of(*before);
+      out.sha256 = hash.Final();
       return out;
     }
     if (!short_read && attempt == kReadAttempts) {
-      out.st = *before;
-      out.sha256 = hash.FinalHex();
+      out.st = KeptStat::Of(*before);
+      out.sha256 = hash.Final();
       out.warning = path + ": file changed as we read it (" + std::to_string(kReadAttempts) +
                     " attempts); recorded as it was when last opened, its first " +
                     std::to_string(before->st_size) + " bytes";
@@ -84,6 +85,18 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
 }
 
 }  // namespace
+
+KeptStat KeptStat::Of(const struct stat& st) {
+  KeptStat k;
+  k.dev = st.st_dev;
+  k.ino = st.st_ino;
+  k.size = static_cast<std::uint64_t>(st.st_size);
+  k.mtime = st.st_mtim.tv_sec;
+  k.mode = st.st_mode;
+  k.uid = st.st_uid;
+  k.gid = st.st_gid;
+  return k;
+}
 
 // Reads until `buf` is full or the file ends.
 Status ReadFull(ReadableFile& file, std::span<std::uint8_t> buf, std::size_t* got) {
@@ -104,16 +117,17 @@ Status ReadFull(ReadableFile& file, std::span<std::uint8_t> buf, std::size_t* go
 Pass1 HashInputs(FileSystem& fs, const std::vector<InputEntry>& in, const age::Encryptor& enc) {
   Pass1 out;
   out.hashed.resize(in.size());
-  out.errors.resize(in.size());
+  std::mutex error_mu;
   std::atomic<std::size_t> next{0};
   auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf) {
     if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
     auto h = HashStable(fs, in[i].abs_path, buf);
     if (h) {
       out.hashed[i] = std::move(*h);
-    } else {
-      out.errors[i] = h.error();
+      return;
     }
+    std::lock_guard lock(error_mu);
+    if (!out.first_error || i < out.first_error->first) out.first_error.emplace(i, h.error());
   };
   auto helper_work = [&] {
     std::vector<std::uint8_t> buf(kBufferSize);

@@ -5,11 +5,13 @@
 
 #include <sys/stat.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/base/fs.h"
@@ -22,18 +24,34 @@ namespace safepoint::store::internal {
 // Reads until `buf` is full or the file ends.
 [[nodiscard]] Status ReadFull(ReadableFile& file, std::span<std::uint8_t> buf, std::size_t* got);
 
+// What a backup keeps of a file's fstat when it was opened: its identity, for pass 2 to find
+// the same file again, and the attributes its manifest entry records. A fraction of a struct
+// stat, because one is kept for every file while scrypt holds its memory.
+struct KeptStat {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  std::uint64_t size = 0;  // what was hashed
+  std::int64_t mtime = 0;
+  std::uint32_t mode = 0;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+
+  static KeptStat Of(const struct stat& st);
+};
+
 // The result of reading a file until two fstat calls around the read agree.
 struct StableHash {
   bool vanished = false;  // deleted, or no longer a regular file: skipped with `warning`
-  struct stat st {};      // as it was when opened: size is what was hashed
-  std::string sha256;
+  KeptStat st;            // as it was when opened
+  std::array<std::uint8_t, 32> sha256{};
   std::string warning;  // set when the file is skipped or recorded while it kept changing
 };
 
-// Pass 1's outcome for every input entry: what reading it stable gave, or the error it gave.
+// Pass 1's outcome for every input entry: what reading it stable gave, or (for the first entry,
+// in input order, that failed) the error it gave.
 struct Pass1 {
   std::vector<StableHash> hashed;
-  std::vector<std::optional<safepoint::Error>> errors;
+  std::optional<std::pair<std::size_t, safepoint::Error>> first_error;
 };
 
 // Pass 1: hashes every file on disk until it reads stable. The scrypt derivation keeps one core

@@ -31,6 +31,7 @@ namespace safepoint::store {
 
 using internal::CheckIdArg;
 using internal::HashInputs;
+using internal::KeptStat;
 using internal::kBufferSize;
 using internal::kDelPrefix;
 using internal::kTmpPrefix;
@@ -213,13 +214,13 @@ std::optional<manifest::Entry> ManifestEntry(const InputEntry& src, const Stable
   }
   if (!hashed.warning.empty()) warnings.push_back(hashed.warning);
   if (hashed.vanished) return std::nullopt;
-  const struct stat& st = hashed.st;
-  e.size = static_cast<std::uint64_t>(st.st_size);
-  e.sha256 = hashed.sha256;
-  e.mode = st.st_mode & 07777;
-  e.mtime = st.st_mtim.tv_sec;
-  e.uid = st.st_uid;
-  e.gid = st.st_gid;
+  const KeptStat& st = hashed.st;
+  e.size = st.size;
+  e.sha256 = HexEncode(hashed.sha256);
+  e.mode = st.mode & 07777;
+  e.mtime = st.mtime;
+  e.uid = st.uid;
+  e.gid = st.gid;
   return e;
 }
 
@@ -227,9 +228,9 @@ std::optional<manifest::Entry> ManifestEntry(const InputEntry& src, const Stable
 // `in` that are archived, in manifest order.
 Result<std::vector<std::size_t>> AddEntries(const std::vector<InputEntry>& in, const Pass1& pass1,
                                             manifest::Manifest& m) {
+  if (pass1.first_error) return tl::unexpected(pass1.first_error->second);
   std::vector<std::size_t> order;
   for (std::size_t i = 0; i < in.size(); ++i) {
-    if (pass1.errors[i]) return tl::unexpected(*pass1.errors[i]);
     auto e = ManifestEntry(in[i], pass1.hashed[i], m.warnings);
     if (!e) continue;
     SP_RETURN_IF_ERROR(manifest::CheckArchivePath(e->path));
@@ -287,7 +288,7 @@ class PayloadStream {
 
   // Archives `e`; a file on disk is read again and must match `was`, its pass 1 stat, and the
   // hash pass 1 recorded (else `*retry`).
-  Status Add(const InputEntry& src, const manifest::Entry& e, const struct stat& was, bool* retry) {
+  Status Add(const InputEntry& src, const manifest::Entry& e, const KeptStat& was, bool* retry) {
     archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
     SP_RETURN_IF_ERROR(UseAllWorkers());
     SP_RETURN_IF_ERROR(tar_->BeginEntry(h));
@@ -322,13 +323,13 @@ class PayloadStream {
 
   // The bytes recorded in pass 1 are read again: the same file (inode) with at least that many
   // bytes, whose first e.size bytes hash the same. A file that only grew (a log) passes.
-  Status AddRecordedFile(const InputEntry& src, const manifest::Entry& e, const struct stat& was,
+  Status AddRecordedFile(const InputEntry& src, const manifest::Entry& e, const KeptStat& was,
                          bool* retry) {
     auto source = fs_.OpenRead(src.abs_path);
     bool same = false;
     if (source) {
       auto st = (*source)->OpenedStat();
-      same = st && st->st_dev == was.st_dev && st->st_ino == was.st_ino &&
+      same = st && st->st_dev == was.dev && st->st_ino == was.ino &&
              static_cast<std::uint64_t>(st->st_size) >= e.size;
     }
     Sha256 hash;
