@@ -179,24 +179,27 @@ Status PosixFileSystem::Rename(const std::string& from, const std::string& to) {
   return {};
 }
 
-Status PosixFileSystem::SyncDir(const std::string& path) {
+namespace {
+
+// Opens the directory `path` and calls `sync` (fsync or syncfs) on it.
+Status SyncThroughDir(const std::string& path, int (*sync)(int), const char* what) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", path));
-  int rc = ::fsync(fd);
+  int rc = sync(fd);
   int err = errno;
   ::close(fd);
-  if (rc != 0) return tl::unexpected(ErrnoError(err, "fsync", path));
+  if (rc != 0) return tl::unexpected(ErrnoError(err, what, path));
   return {};
 }
 
+}  // namespace
+
+Status PosixFileSystem::SyncDir(const std::string& path) {
+  return SyncThroughDir(path, ::fsync, "fsync");
+}
+
 Status FileSystem::SyncFileSystem(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", path));
-  int rc = ::syncfs(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return tl::unexpected(ErrnoError(err, "syncfs", path));
-  return {};
+  return SyncThroughDir(path, ::syncfs, "syncfs");
 }
 
 Status PosixFileSystem::MakeDir(const std::string& path, mode_t mode) {

@@ -308,9 +308,9 @@ std::string_view ActionName(Action action) {
 }
 
 std::size_t Plan::Count(Change change) const {
-  return static_cast<std::size_t>(std::count_if(
-             entries.begin(), entries.end(),
-             [&](const PlanEntry& e) { return e.change == change; })) +
+  return static_cast<std::size_t>(
+             std::count_if(entries.begin(), entries.end(),
+                           [&](const PlanEntry& e) { return e.change == change; })) +
          (change == Change::kUnchanged ? dropped_unchanged : 0);
 }
 

@@ -31,9 +31,9 @@ namespace safepoint::store {
 
 using internal::CheckIdArg;
 using internal::HashInputs;
-using internal::KeptStat;
 using internal::kBufferSize;
 using internal::kDelPrefix;
+using internal::KeptStat;
 using internal::kTmpPrefix;
 using internal::Pass1;
 using internal::ReadFull;

@@ -6,14 +6,8 @@
 //
 // Not built under the sanitizers (tests/CMakeLists.txt): their shadow memory and quarantine
 // multiply every allocation, so the bound only means something in the plain build.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
@@ -24,6 +18,7 @@
 #include <vector>
 
 #include "core/format/age.h"
+#include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::service {
@@ -31,7 +26,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-using safepoint::testing::ReadFile;
+using safepoint::testing::ProcessResult;
+using safepoint::testing::RunSafepoint;
+using safepoint::testing::SnapTree;
 using safepoint::testing::TempDir;
 using safepoint::testing::WriteFile;
 
@@ -40,47 +37,6 @@ constexpr std::size_t kFiles = 20000;
 // scrypt's memory at the work factor plus 64 MiB, in KiB (ru_maxrss's unit).
 constexpr long kBudgetKib =
     static_cast<long>((age::ScryptMemory(kWorkFactor) + (std::uint64_t{64} << 20)) / 1024);
-
-struct Measured {
-  int exit_code = -1;
-  long max_rss_kib = 0;
-  std::string out;
-  std::string err;
-};
-
-// Runs the binary with `args`, stdin from /dev/null, and returns its exit code and peak RSS.
-// vfork-free fork from this small process: the child's RSS before exec is this process's, which
-// stays far below the budget (the test holds no tree in memory, only names and hashes).
-Measured RunMeasured(const std::vector<std::string>& args, const std::string& dir) {
-  const std::string out_path = dir + "/out.txt";
-  const std::string err_path = dir + "/err.txt";
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int in = ::open("/dev/null", O_RDONLY);
-    int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(in, 0);
-    ::dup2(out, 1);
-    ::dup2(err, 2);
-    std::string bin = SAFEPOINT_BINARY;
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv{bin.data()};
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(bin.c_str(), argv.data());
-    ::_exit(127);
-  }
-  Measured r;
-  int status = 0;
-  struct rusage usage {};
-  while (::wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  r.max_rss_kib = usage.ru_maxrss;
-  r.out = ReadFile(out_path).value_or("");
-  r.err = ReadFile(err_path).value_or("");
-  return r;
-}
 
 std::string RandomText(std::mt19937_64& rng, std::size_t size, std::string_view alphabet) {
   std::string s(size, ' ');
@@ -101,8 +57,8 @@ std::string RandomBytes(std::mt19937_64& rng, std::size_t size) {
 void MakeTree(const std::string& root, std::mt19937_64& rng) {
   constexpr std::string_view kJs = "abcdefghijklmnopqrstuvwxyz(){};=.,+-*/ 0123456789\"'\n";
   constexpr std::string_view kYaml = "abcdefghijklmnopqrstuvwxyz_: -\n0123456789";
-  const std::vector<std::string> odd = {"küchenlicht", "salle-à-manger", "客厅", "🏠-home",
-                                        "Gäste WC", "éclairage"};
+  const std::vector<std::string> odd = {"küchenlicht", "salle-à-manger", "客厅",
+                                        "🏠-home",      "Gäste WC",       "éclairage"};
   std::size_t made = 0;
   auto add = [&](const std::string& rel, const std::string& content) {
     WriteFile(root + "/" + rel, content);
@@ -129,29 +85,11 @@ void MakeTree(const std::string& root, std::mt19937_64& rng) {
         RandomText(rng, 500 + rng() % 2500, kJs));
   }
   for (std::size_t i = 0; made < kFiles; ++i) {
-    std::string name = (i % 33 == 0 ? odd[i % odd.size()] + "-" : std::string("f")) +
-                       std::to_string(i) + ".js";
+    std::string name =
+        (i % 33 == 0 ? odd[i % odd.size()] + "-" : std::string("f")) + std::to_string(i) + ".js";
     add("www/community/card" + std::to_string(i % 60) + "/dist/" + name,
         RandomText(rng, 400 + rng() % 1200, kJs));
   }
-}
-
-// Every path below `root` with its type, mode and content hash.
-std::map<std::string, std::string> Snap(const std::string& root) {
-  std::map<std::string, std::string> s;
-  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
-       ++it) {
-    struct stat st {};
-    ::lstat(it->path().c_str(), &st);
-    std::string key = it->path().lexically_relative(root).string();
-    if (S_ISDIR(st.st_mode)) {
-      s[key] = "D " + std::to_string(st.st_mode & 07777);
-    } else {
-      s[key] = "F " + std::to_string(st.st_mode & 07777) + " " +
-               safepoint::testing::Sha256Hex(ReadFile(it->path().string()).value_or("?"));
-    }
-  }
-  return s;
 }
 
 TEST(MemoryBound, EveryWholePointCommandStaysWithinScryptPlus64MiBAt20kFiles) {
@@ -164,14 +102,15 @@ TEST(MemoryBound, EveryWholePointCommandStaysWithinScryptPlus64MiBAt20kFiles) {
                         "\n  backup_dir: " + dir.Sub("backups") +
                         "\nencryption:\n  scrypt_work_factor: " + std::to_string(kWorkFactor) +
                         "\nsources:\n  logs: []\n");
-  const auto pristine = Snap(ha);
+  const auto pristine = SnapTree(ha);
   std::size_t files = 0;
   for (const auto& [path, state] : pristine) files += state[0] == 'F' ? 1 : 0;
   ASSERT_EQ(files, kFiles);
 
   auto cli = [&](std::vector<std::string> args) {
     args.insert(args.begin(), {"--config", config, "--json"});
-    Measured r = RunMeasured(args, dir.path());
+    // The child's peak RSS includes this process's at the spawn: a few MiB of names and hashes.
+    ProcessResult r = RunSafepoint(args);
     std::cout << "memory bound: " << args[3] << " peak " << r.max_rss_kib << " KiB of "
               << kBudgetKib << "\n";
     EXPECT_LE(r.max_rss_kib, kBudgetKib)
@@ -180,7 +119,7 @@ TEST(MemoryBound, EveryWholePointCommandStaysWithinScryptPlus64MiBAt20kFiles) {
     return r;
   };
 
-  Measured r = cli({"backup", "--reason", "memory bound"});
+  ProcessResult r = cli({"backup", "--reason", "memory bound"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string id = json::parse(r.out)["data"]["id"].get<std::string>();
   r = cli({"verify", id});
@@ -192,7 +131,7 @@ TEST(MemoryBound, EveryWholePointCommandStaysWithinScryptPlus64MiBAt20kFiles) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = cli({"extract", id, "--to", dir.Sub("extracted")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(Snap(dir.Sub("extracted") + "/ha_config"), pristine);
+  EXPECT_EQ(SnapTree(dir.Sub("extracted") + "/ha_config"), pristine);
 
   // An update: 5 % of the files rewritten, 1 % added, a few removed.
   std::size_t changed = 0;
@@ -221,7 +160,7 @@ TEST(MemoryBound, EveryWholePointCommandStaysWithinScryptPlus64MiBAt20kFiles) {
 
   r = cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(Snap(ha), pristine);
+  EXPECT_EQ(SnapTree(ha), pristine);
 }
 
 }  // namespace

@@ -73,25 +73,7 @@ RunResult Finish(pid_t pid, const std::string& out_path, const std::string& err_
 
 using TreeSnap = std::map<std::string, std::string>;
 
-TreeSnap Snap(const std::string& root) {
-  TreeSnap s;
-  if (!fs::exists(root)) return s;
-  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
-       ++it) {
-    struct stat st {};
-    ::lstat(it->path().c_str(), &st);
-    std::string key = it->path().lexically_relative(root).string();
-    if (S_ISLNK(st.st_mode)) {
-      s[key] = "L " + fs::read_symlink(it->path()).string();
-    } else if (S_ISDIR(st.st_mode)) {
-      s[key] = "D " + std::to_string(st.st_mode & 07777);
-    } else {
-      s[key] = "F " + std::to_string(st.st_mode & 07777) + " " +
-               safepoint::testing::Sha256Hex(ReadFile(it->path().string()).value_or("?"));
-    }
-  }
-  return s;
-}
+TreeSnap Snap(const std::string& root) { return safepoint::testing::SnapTree(root); }
 
 class RollbackCliTest : public ::testing::Test {
  protected:

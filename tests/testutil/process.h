@@ -11,6 +11,9 @@ namespace safepoint::testing {
 struct ProcessResult {
   int exit_code = -1;  // -1 when killed by a signal
   int signal = 0;
+  // The child's peak resident set (wait4's ru_maxrss), in KiB. It includes this process's
+  // resident set at the spawn, so measure from a small test process.
+  long max_rss_kib = 0;
   std::string out;
   std::string err;
 };

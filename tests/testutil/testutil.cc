@@ -61,6 +61,27 @@ void WriteHomeAssistantTree(const std::string& ha, const std::string& passphrase
   std::filesystem::create_symlink("configuration.yaml", ha + "/link.yaml");
 }
 
+std::map<std::string, std::string> SnapTree(const std::string& root) {
+  namespace fs = std::filesystem;
+  std::map<std::string, std::string> s;
+  if (!fs::exists(root)) return s;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
+       ++it) {
+    struct stat st {};
+    ::lstat(it->path().c_str(), &st);
+    std::string key = it->path().lexically_relative(root).string();
+    if (S_ISLNK(st.st_mode)) {
+      s[key] = "L " + fs::read_symlink(it->path()).string();
+    } else if (S_ISDIR(st.st_mode)) {
+      s[key] = "D " + std::to_string(st.st_mode & 07777);
+    } else {
+      s[key] = "F " + std::to_string(st.st_mode & 07777) + " " +
+               Sha256Hex(ReadFile(it->path().string()).value_or("?"));
+    }
+  }
+  return s;
+}
+
 std::optional<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in.good()) return std::nullopt;

@@ -44,6 +44,9 @@ void WriteHomeAssistantTree(const std::string& ha, const std::string& passphrase
 std::optional<std::string> ReadFile(const std::string& path);
 // Lowercase hex SHA-256 of a string.
 std::string Sha256Hex(const std::string& data);
+// Every path below `root` (relative) with its type, mode bits and content hash or link target:
+// "F <mode> <sha256>", "D <mode>", "L <target>". Empty when `root` does not exist.
+std::map<std::string, std::string> SnapTree(const std::string& root);
 
 // Which operations a FaultInjectingFileSystem counts and fails.
 enum class FaultKind {
