@@ -212,7 +212,9 @@ Result<manifest::Manifest> Store::Load(const std::string& id, const Secret& pass
     auto dec = age::Decryptor::Open(hashing, passphrase, options_.max_work_factor);
     if (!dec) return tl::unexpected(dec.error());
     if ((*dec)->KeyId() != outer->key_id) return corrupt("index key identifier differs");
-    if ((*dec)->work_factor() != outer->kdf.work_factor) return corrupt("index work factor differs");
+    if ((*dec)->work_factor() != outer->kdf.work_factor) {
+      return corrupt("index work factor differs");
+    }
     auto all = ReadAll(**dec, kMaxInnerManifest, "index");
     if (!all) return corrupt("index: " + all.error().message);
     if (fingerprint_key) *fingerprint_key = (*dec)->DeriveSubkey(kFingerprintKeyInfo);
@@ -376,6 +378,8 @@ Result<bool> IndexTextIs(const std::string& id, const std::string& path,
     }
     return Fail(file.error().code, "safety point " + id + ": " + file.error().message);
   }
+  const std::string replaced = "index differs from manifest.json (truncated or replaced)";
+  if (file->size() != expected.size) return tl::unexpected(CorruptIn(id, replaced));
   FdSource raw(file->fd(), path);
   HashingSource cipher(raw);
   Status read = [&]() -> Status {
@@ -395,8 +399,7 @@ Result<bool> IndexTextIs(const std::string& id, const std::string& path,
   // whatever decrypting it said.
   SP_RETURN_IF_ERROR(Drain(cipher, buf));
   if (cipher.bytes() != expected.size || cipher.FinalHex() != expected.sha256) {
-    return tl::unexpected(
-        CorruptIn(id, "index differs from manifest.json (truncated or replaced)"));
+    return tl::unexpected(CorruptIn(id, replaced));
   }
   if (read) return true;
   if (read.error().code == ErrorCode::kNotFound) return false;
