@@ -21,6 +21,7 @@ the MQTT client below speaks the few MQTT 3.1.1 packets needed (QoS 0).
 
 import argparse
 import json
+import random
 import os
 import shutil
 import signal
@@ -221,13 +222,25 @@ def write_config(scratch, ha, port):
     return path
 
 
-def proc_stat(pid):
+def proc_stat(pid, key="VmRSS:"):
+    """CPU ticks used so far and the /proc status field `key` (VmRSS:, VmHWM:) in KiB."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
     with open("/proc/%d/status" % pid) as f:
-        rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return ticks, rss_kib
+        kib = next(int(line.split()[1]) for line in f if line.startswith(key))
+    return ticks, kib
+
+
+def device_payload(i, pad_bytes, rng):
+    """A Zigbee2MQTT-like state message; with pad_bytes, padded to a random size up to it."""
+    base = '{"linkquality":%d,"state":"ON"' % (i % 256)
+    if pad_bytes <= 0:
+        return base + "}"
+    size = rng.randint(pad_bytes // 2, pad_bytes)
+    pad = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(64))
+    pad = (pad * (size // 64 + 1))[:size]
+    return base + ',"attributes":"%s"}' % pad
 
 
 # ---- Measurements ------------------------------------------------------------------------------
@@ -267,6 +280,8 @@ def main():
     ap.add_argument("--presses", type=int, default=200)
     ap.add_argument("--idle-seconds", type=float, default=30)
     ap.add_argument("--topics", type=int, default=10000)
+    ap.add_argument("--payload-bytes", type=int, default=0,
+                    help="pad each mirrored message to a random size in [N/2, N] (0: ~30 bytes)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir")
     args = ap.parse_args()
     if not os.path.exists(args.binary):
@@ -311,15 +326,17 @@ def main():
         # 2. safety point with and without 10,000 mirrored topics.
         empty, _ = backup_time(c, "bench: empty mirror")
         pub = MiniMqtt(port, "bench-z2m")
+        rng = random.Random(4)
         for i in range(args.topics):
             pub.publish("zigbee2mqtt/device_%05d" % i,
-                        '{"linkquality":%d,"state":"ON"}' % (i % 256))
+                        device_payload(i, args.payload_bytes, rng))
         # A fence on the same connection: the service answers it after handling all of them.
         mark = c.mark()
         pub.publish("safepoint/cmd/list", '{"transaction":"fence"}')
         c.wait("safepoint/response/list", mark)
         full, full_id = backup_time(c, "bench: 10k mirror")
         _, rss_full = proc_stat(serve.pid)
+        _, hwm_full = proc_stat(serve.pid, "VmHWM:")
         rows.append(("safety point, empty mirror", "%.0f ms" % (empty * 1000), "", None))
         rows.append(("safety point, %d mirrored topics" % args.topics,
                      "%.0f ms" % (full * 1000), "", None))
@@ -328,6 +345,8 @@ def main():
                      (full - empty) * 1000 <= 50))
         rows.append(("RSS with %d mirrored topics" % args.topics, "%.1f MiB" % (rss_full / 1024.0),
                      "", None))
+        rows.append(("peak RSS (VmHWM) so far, messages padded to <= %d bytes" % args.payload_bytes,
+                     "%.1f MiB" % (hwm_full / 1024.0), "", None))
 
         # 4. Continue while 10,000 invalid messages arrive.
         mark = c.mark()
