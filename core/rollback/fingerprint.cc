@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/base/io.h"
+#include "core/base/json_int.h"
 #include "core/base/json_name.h"
 #include "core/base/sha256.h"
 #include "core/base/time_text.h"
@@ -180,20 +181,6 @@ Result<PathState> StateAt(const std::string& path, const struct stat& st) {
 
 }  // namespace
 
-// An unsigned integer field that fits T; anything else (a float such as 3e400, a negative or too
-// large number) throws json::type_error like the other field reads, never a conversion that
-// overflows.
-template <typename T>
-T UnsignedField(const nlohmann::json& obj, const char* key) {
-  const auto& v = obj.at(key);
-  if (!v.is_number_unsigned() || v.get<std::uint64_t>() > std::numeric_limits<T>::max()) {
-    throw nlohmann::json::type_error::create(302, std::string("field '") + key +
-                                                      "' is not an unsigned integer in range",
-                                             &v);
-  }
-  return static_cast<T>(v.get<std::uint64_t>());
-}
-
 Result<std::string> HashFile(const std::string& path) {
   auto hashed = HashCounted(path);
   if (!hashed) return tl::unexpected(hashed.error());
@@ -313,12 +300,12 @@ Result<Fingerprint> ParseFingerprint(std::string_view text) {
       SP_RETURN_IF_ERROR(manifest::CheckArchivePath(path));
       switch (s.type) {
         case manifest::EntryType::kFile:
-          s.size = UnsignedField<std::uint64_t>(e, "size");
+          s.size = IntegerField<std::uint64_t>(e, "size");
           s.sha256 = e.at("sha256").get<std::string>();
-          s.mode = UnsignedField<std::uint32_t>(e, "mode");
+          s.mode = IntegerField<std::uint32_t>(e, "mode");
           break;
         case manifest::EntryType::kDirectory:
-          s.mode = UnsignedField<std::uint32_t>(e, "mode");
+          s.mode = IntegerField<std::uint32_t>(e, "mode");
           break;
         case manifest::EntryType::kSymlink:
           if (auto t = GetName(e, "link_target", "fingerprint"); t) {

@@ -3,6 +3,7 @@
 #include <array>
 #include <utility>
 
+#include "core/base/json_int.h"
 #include "core/base/json_name.h"
 #include "core/format/manifest.h"
 
@@ -70,17 +71,17 @@ Result<Op> ParseOp(const json& o) {
     case OpKind::kMoveAside:
       break;
     case OpKind::kMakeDir:
-      op.mode = o.at("mode").get<std::uint32_t>();
+      op.mode = IntegerField<std::uint32_t>(o, "mode");
       break;
     case OpKind::kPlaceFile:
       op.staged = o.at("staged").get<std::string>();
       if (!IsStagedName(op.staged)) return Corrupt("bad staged name");
       op.sha256 = o.at("sha256").get<std::string>();
-      op.size = o.at("size").get<std::uint64_t>();
-      op.mode = o.at("mode").get<std::uint32_t>();
-      op.uid = o.at("uid").get<std::uint32_t>();
-      op.gid = o.at("gid").get<std::uint32_t>();
-      op.mtime = o.at("mtime").get<std::int64_t>();
+      op.size = IntegerField<std::uint64_t>(o, "size");
+      op.mode = IntegerField<std::uint32_t>(o, "mode");
+      op.uid = IntegerField<std::uint32_t>(o, "uid");
+      op.gid = IntegerField<std::uint32_t>(o, "gid");
+      op.mtime = IntegerField<std::int64_t>(o, "mtime");
       break;
     case OpKind::kPlaceLink:
       if (auto t = GetName(o, "link_target", "rollback journal"); t) {
@@ -89,13 +90,13 @@ Result<Op> ParseOp(const json& o) {
         return tl::unexpected(t.error());
       }
       SP_RETURN_IF_ERROR(manifest::CheckLinkTarget(op.path, op.link_target));
-      op.uid = o.at("uid").get<std::uint32_t>();
-      op.gid = o.at("gid").get<std::uint32_t>();
+      op.uid = IntegerField<std::uint32_t>(o, "uid");
+      op.gid = IntegerField<std::uint32_t>(o, "gid");
       break;
     case OpKind::kSetAttrs:
-      op.mode = o.at("mode").get<std::uint32_t>();
-      op.uid = o.at("uid").get<std::uint32_t>();
-      op.gid = o.at("gid").get<std::uint32_t>();
+      op.mode = IntegerField<std::uint32_t>(o, "mode");
+      op.uid = IntegerField<std::uint32_t>(o, "uid");
+      op.gid = IntegerField<std::uint32_t>(o, "gid");
       break;
   }
   return op;
@@ -161,7 +162,7 @@ json ToJson(const Journal& j) {
 Result<Journal> Parse(std::string_view text) {
   try {
     json in = json::parse(text);
-    if (in.at("format").get<int>() != kFormat) return Corrupt("unsupported format");
+    if (IntegerField<int>(in, "format") != kFormat) return Corrupt("unsupported format");
     Journal j;
     j.rollback_id = in.at("rollback_id").get<std::string>();
     j.id = in.at("id").get<std::string>();
@@ -183,7 +184,7 @@ Result<Journal> Parse(std::string_view text) {
     j.rename_workspace = in.at("rename").at("workspace").get<bool>();
     j.changed_roots = in.at("changed_roots").get<std::vector<std::string>>();
     j.error = in.at("error").get<std::string>();
-    j.revert_attempts = in.at("revert_attempts").get<int>();
+    j.revert_attempts = IntegerField<int>(in, "revert_attempts");
     if (!manifest::IsValidId(j.id) || !manifest::IsValidId(j.pre_rollback_id)) {
       return Corrupt("bad safety point id");
     }

@@ -847,6 +847,28 @@ TEST(Journal, RoundTripsAndRejectsUnsafePaths) {
   bad = journal::ToJson(j);
   bad["ops"][0]["staged"] = "../../x";
   EXPECT_EQ(journal::Parse(bad.dump()).error().code, ErrorCode::kCorrupt);
+  // Numbers that do not fit their field (a float beyond 2^64, a negative owner, a size past
+  // 2^64) are corrupt, never converted: the journal fuzzer's input "float-format" was one.
+  const std::string good = journal::ToJson(j).dump();
+  const std::string format = "\"format\":" + std::to_string(journal::kFormat);
+  ASSERT_NE(good.find(format), std::string::npos);
+  for (const char* number : {"2222222222222222222222222222222.0", "1e400", "3.5", "-1"}) {
+    std::string text = good;
+    text.replace(text.find(format), format.size(), "\"format\":" + std::string(number));
+    EXPECT_EQ(journal::Parse(text).error().code, ErrorCode::kCorrupt) << number;
+  }
+  bad = journal::ToJson(j);
+  bad["ops"][0]["uid"] = -1;
+  EXPECT_EQ(journal::Parse(bad.dump()).error().code, ErrorCode::kCorrupt);
+  bad = journal::ToJson(j);
+  bad["ops"][0]["mode"] = 4294967296u;
+  EXPECT_EQ(journal::Parse(bad.dump()).error().code, ErrorCode::kCorrupt);
+  bad = journal::ToJson(j);
+  bad["ops"][0]["size"] = 1.5e30;
+  EXPECT_EQ(journal::Parse(bad.dump()).error().code, ErrorCode::kCorrupt);
+  bad = journal::ToJson(j);
+  bad["ops"][0]["mtime"] = -5;  // a signed field takes a negative number
+  EXPECT_TRUE(journal::Parse(bad.dump())) << "negative mtime";
   EXPECT_EQ(journal::Parse("{").error().code, ErrorCode::kCorrupt);
 }
 
