@@ -266,7 +266,7 @@ json ToJson(const Fingerprint& f) {
 Result<Fingerprint> ParseFingerprint(std::string_view text) {
   try {
     json j = json::parse(text);
-    const int format = j.at("format").get<int>();
+    const int format = IntegerField<int>(j, "format");
     if (format != 1 && format != 2) {
       return Fail(ErrorCode::kCorrupt, "fingerprint: unsupported format");
     }

@@ -800,6 +800,15 @@ TEST_F(RollbackTest, FingerprintIsWrittenAtomicallyAndReadBack) {
   EXPECT_EQ(text.find("configuration"), std::string::npos);
   EXPECT_EQ(text.find(config_state.sha256), std::string::npos);
   EXPECT_EQ((*f)->size(), ParseFingerprint(text)->size());
+  // A format that is not an integer in range is corrupt, never converted.
+  const std::string format = "\"format\": 2";
+  ASSERT_NE(text.find(format), std::string::npos);
+  for (const char* number : {"22222222222222222222222222222.0", "2.0", "-2", "4294967298"}) {
+    std::string bad = text;
+    bad.replace(bad.find(format), format.size(), "\"format\":" + std::string(number));
+    ASSERT_FALSE(ParseFingerprint(bad)) << number;
+    EXPECT_EQ(ParseFingerprint(bad).error().code, ErrorCode::kCorrupt) << number;
+  }
   // A crash while writing leaves the old fingerprint or the new one, never a torn file.
   FaultInjectingFileSystem crash(3);
   EXPECT_FALSE(RecordFingerprint(config_, *store_, crash, clock_, pass_, id));
