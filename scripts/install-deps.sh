@@ -12,7 +12,7 @@ build=(
   build-essential cmake ninja-build pkg-config git
   libsodium-dev libpaho-mqttpp-dev libpaho-mqtt-dev nlohmann-json3-dev libyaml-cpp-dev
   libspdlog-dev libfmt-dev libarchive-dev libzstd-dev libcli11-dev libexpected-dev libssl-dev
-  libgtest-dev libgmock-dev googletest
+  libgtest-dev libgmock-dev googletest libdtl-dev
 )
 test=(
   mosquitto mosquitto-clients libmosquitto-dev age zstd tar restic openssl python3 python3-jinja2 time hyperfine

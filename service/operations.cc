@@ -158,6 +158,16 @@ Result<rollback::Plan> Operations::Plan(const std::string& id, rollback::Policy 
   return rollback::MakePlan(config_, store_, *passphrase, id, policy);
 }
 
+Result<diff::Report> Operations::ContentDiff(rollback::ContentDiffRequest request) {
+  auto lock = store_.Lock(store::LockMode::kShared);
+  if (!lock) return tl::unexpected(lock.error());
+  auto passphrase = config::LoadPassphrase(config_);
+  if (!passphrase) return tl::unexpected(passphrase.error());
+  request.sensitive_keys.insert(request.sensitive_keys.end(), config_.diff.sensitive_keys.begin(),
+                                config_.diff.sensitive_keys.end());
+  return rollback::ContentDiff(config_, store_, *passphrase, request);
+}
+
 Result<manifest::Manifest> Operations::Show(const std::string& id) {
   auto summary = store_.Show(id);
   if (!summary || summary->entries_listed) return summary;

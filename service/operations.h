@@ -10,6 +10,7 @@
 #include "core/base/clock.h"
 #include "core/base/fs.h"
 #include "core/config/config.h"
+#include "core/rollback/content_diff.h"
 #include "core/rollback/rollback.h"
 #include "core/sources/entities.h"
 #include "core/sources/snapshot.h"
@@ -71,6 +72,9 @@ class Operations {
       const std::function<bool(const rollback::Plan&)>& confirm = {});
   // What a rollback to `id` would do with `policy` (the `diff` command); changes nothing.
   [[nodiscard]] Result<rollback::Plan> Plan(const std::string& id, rollback::Policy policy);
+  // What changed in the files since safety point `id` (or between it and a second one), line by
+  // line with secrets masked (`diff --patch`, the `diff` command); changes nothing.
+  [[nodiscard]] Result<diff::Report> ContentDiff(rollback::ContentDiffRequest request);
   // The manifest of `id` with its entry list; format 2 keeps that list encrypted, so reading it
   // takes the passphrase (one scrypt). Takes no lock: writers replace a safety point's files
   // by renaming, so a reader sees the old or the new file whole.

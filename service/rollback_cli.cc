@@ -7,9 +7,11 @@
 #include <string>
 
 #include "core/base/io.h"
+#include "core/diff/patch.h"
 #include "core/rollback/fingerprint.h"
 #include "core/rollback/rollback.h"
 #include "service/cli_context.h"
+#include "service/commands.h"
 
 // `safepoint diff`, `fingerprint`, `rollback` and `recover` (docs/rollback.md).
 namespace safepoint::service {
@@ -20,6 +22,8 @@ using nlohmann::json;
 
 struct RollbackArgs {
   std::string id;
+  std::vector<std::string> diff_args;  // diff: ID [ID2] [PATH...]
+  bool patch = false;
   std::string on_conflict;
   bool dry_run = false;
   bool yes = false;
@@ -66,18 +70,38 @@ bool Confirm(const rollback::Plan& plan) {
   return answer == "y" || answer == "Y" || answer == "yes";
 }
 
-// `safepoint diff ID`: the plan of a rollback.
+// `safepoint diff ID [ID2] [--patch] [PATH...]`: what changed in the files since safety point
+// ID, line by line (--patch, a second id or paths), else the plan of a rollback to ID.
 void AddDiff(CLI::App& app, CliContext& cli, const std::shared_ptr<RollbackArgs>& args) {
-  auto* diff = app.add_subcommand("diff", "show what a rollback to a safety point would do");
-  diff->add_option("id", args->id, "safety point id")->required();
+  auto* diff = app.add_subcommand(
+      "diff",
+      "show what changed since a safety point (or between two) and what a rollback would do");
+  diff->add_option("id", args->diff_args,
+                   "safety point id, optionally a second one, then paths to limit the diff to")
+      ->required();
+  diff->add_flag("--patch", args->patch,
+                 "unified diffs of the changed files (secrets shown as ***)");
   diff->add_option("--on-conflict", args->on_conflict,
                    "policy to plan with: abort, overwrite or merge (default: config)");
   diff->callback(cli.Run([&cli, args](Operations& ops) {
-    auto policy = PolicyFrom(args->on_conflict, ops.config());
-    if (!policy) return cli.Failed(policy.error());
-    auto plan = ops.Plan(args->id, *policy);
-    if (!plan) return cli.Failed(plan.error());
-    return cli.Ok(rollback::ToJson(*plan), rollback::Describe(*plan));
+    const auto& a = args->diff_args;
+    rollback::ContentDiffRequest request;
+    request.id = a.front();
+    std::size_t next = 1;
+    if (a.size() > 1 && IsValidBackupId(a[1])) request.other_id = a[next++];
+    request.paths.assign(a.begin() + static_cast<std::ptrdiff_t>(next), a.end());
+    if (!args->patch && !request.other_id && request.paths.empty()) {
+      auto policy = PolicyFrom(args->on_conflict, ops.config());
+      if (!policy) return cli.Failed(policy.error());
+      auto plan = ops.Plan(request.id, *policy);
+      if (!plan) return cli.Failed(plan.error());
+      return cli.Ok(rollback::ToJson(*plan), rollback::Describe(*plan));
+    }
+    request.options.hunks = args->patch;
+    auto report = ops.ContentDiff(std::move(request));
+    if (!report) return cli.Failed(report.error());
+    return cli.Ok(diff::ToJson(*report, args->patch),
+                  args->patch ? diff::RenderPatch(*report) : diff::RenderSummary(*report));
   }));
 }
 

@@ -319,6 +319,15 @@ Status ParseRollback(const Ctx& c, const Item& item, Config& cfg) {
   return {};
 }
 
+// diff: what content diffs mask besides the built-in key names.
+Status ParseDiff(const Ctx& c, const Item& item, Config& cfg) {
+  auto d = Section::Open(c, item, {"sensitive_keys"});
+  if (!d) return tl::unexpected(d.error());
+  if (const Item* i = d->Get("sensitive_keys"))
+    SP_RETURN_IF_ERROR(Assign(cfg.diff.sensitive_keys, GetStringList(c, *i)));
+  return {};
+}
+
 // logging: the log level.
 Status ParseLogging(const Ctx& c, const Item& item, Config& cfg) {
   auto lg = Section::Open(c, item, {"level"});
@@ -378,7 +387,7 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
 
   auto top = Section::Open(c, Item{root, root.Mark(), ""},
                            {"paths", "encryption", "sources", "retention", "restart", "rollback",
-                            "mqtt", "service", "logging"});
+                            "diff", "mqtt", "service", "logging"});
   if (!top) return tl::unexpected(top.error());
 
   SP_RETURN_IF_ERROR(ParsePaths(c, top->Sub("paths"), cfg));
@@ -388,6 +397,7 @@ Result<Config> Parse(const YAML::Node& root, const std::string& path) {
   SP_RETURN_IF_ERROR(ParseRetention(c, top->Sub("retention"), cfg));
   if (const Item* i = top->Get("restart")) SP_RETURN_IF_ERROR(ParseRestart(c, *i, cfg.restart));
   SP_RETURN_IF_ERROR(ParseRollback(c, top->Sub("rollback"), cfg));
+  SP_RETURN_IF_ERROR(ParseDiff(c, top->Sub("diff"), cfg));
   if (const Item* i = top->Get("mqtt")) {
     cfg.mqtt.emplace();
     SP_RETURN_IF_ERROR(ParseMqtt(c, *i, *cfg.mqtt));
@@ -544,6 +554,7 @@ nlohmann::json ToJson(const Config& config) {
   }
   j["restart"] = restart;
   j["rollback"] = {{"on_conflict", ConflictPolicyName(config.rollback.on_conflict)}};
+  j["diff"] = {{"sensitive_keys", config.diff.sensitive_keys}};
   j["mqtt"] = config.mqtt ? MqttJson(*config.mqtt) : nlohmann::json(nullptr);
   j["service"] = ServiceJson(config.service);
   j["logging"] = {{"level", config.logging.level}};

@@ -139,6 +139,12 @@ struct RollbackConfig {
   ConflictPolicy on_conflict = ConflictPolicy::kAbort;
 };
 
+struct DiffConfig {
+  // diff.sensitive_keys [[]]: more key-name fragments whose values a content diff masks (beside
+  // password, token, api_key, passphrase, secret, ...; matched case-insensitively).
+  std::vector<std::string> sensitive_keys;
+};
+
 struct MqttTlsConfig {
   // mqtt.tls.ca_file / cert_file / key_file [unset]: PEM files, must be readable when set;
   // key_file requires cert_file and vice versa.
@@ -255,6 +261,7 @@ struct Config {
   // restart [[]]
   std::vector<RestartConfig> restart;
   RollbackConfig rollback;
+  DiffConfig diff;
   std::optional<MqttConfig> mqtt;
   ServiceConfig service;
   LoggingConfig logging;

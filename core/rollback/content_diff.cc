@@ -1,0 +1,253 @@
+#include "core/rollback/content_diff.h"
+
+#include <algorithm>
+#include <deque>
+#include <unordered_map>
+
+#include "core/base/io.h"
+#include "core/rollback/internal.h"
+#include "core/rollback/rollback.h"
+
+namespace safepoint::rollback {
+
+namespace {
+
+using manifest::EntryType;
+
+// A secrets file larger than this is not read for values to mask (its own lines are still
+// masked whole, as every secrets file's are).
+constexpr std::size_t kMaxSecretsBytes = 1u << 20;
+
+struct Item {
+  std::string path;
+  diff::Side before;
+  diff::Side after;
+};
+
+diff::Side SideOf(const std::optional<PathState>& state) {
+  diff::Side s;
+  if (!state) return s;
+  s.present = true;
+  s.type = state->type;
+  s.size = state->size;
+  s.mode = state->mode;
+  s.link_target = state->link_target;
+  return s;
+}
+
+bool Selected(std::string_view path, const std::vector<std::string>& filter) {
+  if (filter.empty()) return true;
+  return std::any_of(filter.begin(), filter.end(), [&](const std::string& f) {
+    return path == f || (path.size() > f.size() && path.starts_with(f) && path[f.size()] == '/');
+  });
+}
+
+// Keeps the contents of the wanted files of a safety point as it is read.
+class Capture final : public store::EntryVisitor {
+ public:
+  void Want(const std::string& path, std::optional<std::string>* into) { wanted_[path] = into; }
+  [[nodiscard]] bool Empty() const { return wanted_.empty(); }
+
+  Status Begin(const manifest::Entry& entry) override {
+    auto it = wanted_.find(entry.path);
+    into_ = it != wanted_.end() && entry.type == EntryType::kFile ? it->second : nullptr;
+    buffer_.clear();
+    if (into_) buffer_.reserve(entry.size);
+    return {};
+  }
+  Status Data(std::span<const std::uint8_t> data) override {
+    if (into_) buffer_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return {};
+  }
+  Status End(const manifest::Entry&) override {
+    if (into_) *into_ = std::move(buffer_);
+    into_ = nullptr;
+    buffer_ = std::string();
+    return {};
+  }
+
+ private:
+  std::unordered_map<std::string, std::optional<std::string>*> wanted_;
+  std::optional<std::string>* into_ = nullptr;
+  std::string buffer_;
+};
+
+// Marks which sides are read: both sides of a file within the per-file limit, while the
+// contents held stay within the total budget.
+void Budget(std::vector<Item>& items, const diff::Options& options, Capture* before,
+            Capture* after) {
+  std::uint64_t used = 0;
+  for (auto& item : items) {
+    const bool a_file = item.before.present && item.before.type == EntryType::kFile;
+    const bool b_file = item.after.present && item.after.type == EntryType::kFile;
+    if (!a_file && !b_file) continue;
+    if ((item.before.present && !a_file) || (item.after.present && !b_file)) continue;
+    const std::uint64_t a = a_file ? item.before.size : 0;
+    const std::uint64_t b = b_file ? item.after.size : 0;
+    if (a > options.max_file_bytes || b > options.max_file_bytes) continue;
+    if (used + a + b > options.max_total_bytes) continue;
+    used += a + b;
+    if (a_file) before->Want(item.path, &item.before.content);
+    if (b_file && after) after->Want(item.path, &item.after.content);
+    if (b_file && !after) item.after.content = std::string();  // read from the live tree
+  }
+}
+
+// The secrets files of a safety point, for their values.
+void WantSecrets(const manifest::Manifest& m, Capture& capture,
+                 std::deque<std::optional<std::string>>& texts) {
+  for (const auto& e : m.entries) {
+    if (e.type == EntryType::kFile && e.size <= kMaxSecretsBytes &&
+        diff::Masker::IsSecretsFile(e.path)) {
+      capture.Want(e.path, &texts.emplace_back());
+    }
+  }
+}
+
+Status ReadCaptured(const store::Store& store, const Secret& passphrase, const std::string& id,
+                    Capture& capture, const Secret& file_key) {
+  if (capture.Empty()) return {};
+  auto r = store.Read(id, passphrase, capture, &file_key);
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+// The changed paths between the entries of two safety points.
+std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Manifest& b,
+                                 const std::vector<std::string>& filter, std::size_t* unchanged) {
+  std::unordered_map<std::string_view, const manifest::Entry*> old_entries;
+  for (const auto& e : a.entries) old_entries.emplace(e.path, &e);
+  std::vector<Item> items;
+  for (const auto& e : b.entries) {
+    auto it = old_entries.find(e.path);
+    const bool same = it != old_entries.end() && StateOf(*it->second) == StateOf(e);
+    if (!Selected(e.path, filter)) {
+      if (it != old_entries.end()) old_entries.erase(it);
+      continue;
+    }
+    if (same) {
+      ++*unchanged;
+    } else {
+      items.push_back({e.path,
+                       it == old_entries.end() ? diff::Side{} : SideOf(StateOf(*it->second)),
+                       SideOf(StateOf(e))});
+    }
+    if (it != old_entries.end()) old_entries.erase(it);
+  }
+  for (const auto& [path, e] : old_entries) {
+    if (Selected(path, filter)) items.push_back({e->path, SideOf(StateOf(*e)), diff::Side{}});
+  }
+  return items;
+}
+
+// The changed paths between a safety point and the live trees, as a rollback plans them.
+Result<std::vector<Item>> ChangedLive(const config::Config& config, const manifest::Manifest& m,
+                                      const std::vector<std::string>& filter,
+                                      diff::Report& report) {
+  auto plan = PlanFor(config, m, std::nullopt, Policy::kOverwrite);
+  if (!plan) return tl::unexpected(plan.error());
+  report.warnings = plan->warnings;
+  std::vector<Item> items;
+  for (const auto& e : plan->entries) {
+    if (e.implicit_dir || !Selected(e.path, filter)) continue;
+    if (e.change == Change::kUnchanged) {
+      ++report.unchanged;
+      continue;
+    }
+    items.push_back({e.path, SideOf(e.target), SideOf(e.current)});
+  }
+  return items;
+}
+
+// Reads the live side of the files Budget chose.
+void ReadLive(const config::Config& config, std::vector<Item>& items,
+              const diff::Options& options) {
+  const internal::Roots roots{config.paths.ha_config, config.paths.workspace};
+  for (auto& item : items) {
+    if (!item.after.content) continue;
+    auto text = ReadFileBounded(roots.Abs(item.path), options.max_file_bytes);
+    if (text) {
+      item.after.content = std::move(*text);
+      item.after.size = item.after.content->size();
+    } else {
+      item.after.content.reset();
+      item.after.unread = "cannot read it: " + text.error().message;
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> ArchivePathsOf(const std::vector<std::string>& paths) {
+  std::vector<std::string> out;
+  for (std::string p : paths) {
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    if (p.empty() || p.front() == '/' || p == ".." || p.starts_with("../") ||
+        p.find("/../") != std::string::npos || p.ends_with("/..")) {
+      return Fail(ErrorCode::kBadInput,
+                  "a path to compare must be relative to the backed-up trees (\"ha_config/...\"): "
+                  "'" +
+                      p + "'");
+    }
+    const bool archive = p == "ha_config" || p == "workspace" || p.starts_with("ha_config/") ||
+                         p.starts_with("workspace/") || p == "state" || p.starts_with("state/");
+    out.push_back(archive ? p : "ha_config/" + p);
+  }
+  return out;
+}
+
+Result<diff::Report> ContentDiff(const config::Config& config, const store::Store& store,
+                                 const Secret& passphrase, const ContentDiffRequest& request) {
+  auto filter = ArchivePathsOf(request.paths);
+  if (!filter) return tl::unexpected(filter.error());
+  diff::Report report;
+  report.old_label = request.id;
+  report.new_label = request.other_id ? *request.other_id : "live";
+  Secret key_a;
+  auto a = store.Load(request.id, passphrase, nullptr, &key_a);
+  if (!a) return tl::unexpected(a.error());
+  Secret key_b;
+  std::optional<manifest::Manifest> b;
+  if (request.other_id) {
+    auto loaded = store.Load(*request.other_id, passphrase, nullptr, &key_b);
+    if (!loaded) return tl::unexpected(loaded.error());
+    b = std::move(*loaded);
+  }
+  std::vector<Item> items;
+  if (b) {
+    items = ChangedBetween(*a, *b, *filter, &report.unchanged);
+  } else {
+    auto live = ChangedLive(config, *a, *filter, report);
+    if (!live) return tl::unexpected(live.error());
+    items = std::move(*live);
+  }
+  std::sort(items.begin(), items.end(),
+            [](const Item& x, const Item& y) { return x.path < y.path; });
+
+  Capture before;
+  Capture after;
+  Budget(items, request.options, &before, b ? &after : nullptr);
+  std::deque<std::optional<std::string>> secrets;
+  WantSecrets(*a, before, secrets);
+  if (b) WantSecrets(*b, after, secrets);
+  SP_RETURN_IF_ERROR(ReadCaptured(store, passphrase, request.id, before, key_a));
+  if (b) SP_RETURN_IF_ERROR(ReadCaptured(store, passphrase, *request.other_id, after, key_b));
+  if (!b) {
+    ReadLive(config, items, request.options);
+    if (auto text = ReadFileBounded(config.encryption.secrets_file, kMaxSecretsBytes)) {
+      secrets.emplace_back(std::move(*text));
+    }
+  }
+
+  diff::Masker masker(request.sensitive_keys);
+  for (const auto& text : secrets) {
+    if (text) masker.AddSecretsText(*text);
+  }
+  for (const auto& item : items) {
+    report.files.push_back(
+        diff::DiffFile(item.path, item.before, item.after, masker, request.options));
+  }
+  return report;
+}
+
+}  // namespace safepoint::rollback
