@@ -16,7 +16,7 @@ build=(
 )
 test=(
   mosquitto mosquitto-clients libmosquitto-dev age zstd tar restic openssl python3 python3-jinja2 time hyperfine
-  clang-14 libclang-rt-14-dev systemd
+  clang-14 libclang-rt-14-dev systemd diffutils patch
 )
 # Node.js runs the test-only npm tools (age test vectors, Node-RED); any Node.js >= 18 will do.
 command -v npm >/dev/null 2>&1 || test+=(nodejs npm)

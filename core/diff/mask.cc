@@ -111,9 +111,10 @@ void MaskUrlPasswords(std::string& line) {
 
 const std::vector<std::string>& DefaultSensitiveKeys() {
   static const std::vector<std::string> keys = {
-      "password", "passwd",  "passphrase", "pass", "pwd",        "secret",    "token",
-      "api_key",  "apikey",  "_key",       "key",  "credential", "bearer",    "cookie",
-      "jwt",      "private", "psk",        "pin",  "webhook_id", "auth_code", "client_id"};
+      "password",   "passwd",    "passphrase", "pass",     "pwd",      "secret",
+      "token",      "api_key",   "apikey",     "_key",     "key",      "credential",
+      "bearer",     "cookie",    "jwt",        "private",  "psk",      "pin",
+      "webhook_id", "auth_code", "client_id",  "passwort", "kennwort", "mot_de_passe"};
   return keys;
 }
 
