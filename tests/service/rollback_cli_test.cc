@@ -133,6 +133,69 @@ TEST_F(RollbackCliTest, DiffShowsThePlanAsJsonAndText) {
   EXPECT_NE(r.out.find("missing: ha_config/automations.yaml (restore)"), std::string::npos);
 }
 
+// `diff --patch`: unified diffs with the safety point id and "live" in the headers, secrets
+// masked on both sides, binary files as one line, added and deleted files as whole hunks; a path
+// limits it; `diff ID1 ID2` compares two safety points.
+TEST_F(RollbackCliTest, DiffPatchShowsMaskedUnifiedDiffs) {
+  WriteFile(ha_ + "/configuration.yaml",
+            "homeassistant:\n  name: Home\n  unit_system: metric\nmqtt:\n  password: old-pw-1\n"
+            "  port: 1883\n");
+  WriteFile(ha_ + "/www/plan.png", std::string("\x89PNG\0\0\x01", 7));
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml",
+            "homeassistant:\n  name: Zuhause\n  unit_system: metric\nmqtt:\n"
+            "  password: new-pw-2\n  port: 8883\n");
+  WriteFile(ha_ + "/www/plan.png", std::string("\x89PNG\0\0\x01\x02", 8));
+  WriteFile(ha_ + "/packages/küche.yaml", "light: []\n");
+  fs::remove(ha_ + "/automations.yaml");
+  auto r = Cli({"diff", id, "--patch"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "--- " + id +
+                "/ha_config/automations.yaml\n+++ /dev/null\n@@ -1 +0,0 @@\n"
+                "-- id: a\n"
+                "--- " +
+                id +
+                "/ha_config/configuration.yaml\n+++ live/ha_config/configuration.yaml\n"
+                "@@ -1,6 +1,6 @@\n homeassistant:\n-  name: Home\n+  name: Zuhause\n"
+                "   unit_system: metric\n mqtt:\n   password: ***\n-  port: 1883\n+  port: 8883\n"
+                "--- /dev/null\n+++ live/ha_config/packages/küche.yaml\n@@ -0,0 +1 @@\n"
+                "+light: []\n"
+                "ha_config/www/plan.png: binary, 7 B -> 8 B\n");
+  EXPECT_EQ(r.out.find("pw-"), std::string::npos);
+
+  r = Cli({"--json", "diff", id, "--patch", "configuration.yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = json::parse(r.out)["data"];
+  ASSERT_EQ(j["files"].size(), 1u) << j.dump();
+  EXPECT_EQ(j["files"][0]["path"], "ha_config/configuration.yaml");
+  EXPECT_EQ(j["files"][0]["added"], 2);
+  EXPECT_EQ(j["files"][0]["removed"], 2);
+  EXPECT_EQ(j["files"][0]["hunks"][0]["header"], "@@ -1,6 +1,6 @@");
+  EXPECT_EQ(j["summary"]["modified"], 1);
+
+  const std::string later = Backup();
+  r = Cli({"--json", "diff", id, later, "ha_config"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = json::parse(r.out)["data"];
+  EXPECT_EQ(j["old"], id);
+  EXPECT_EQ(j["new"], later);
+  // Added: the directory "ha_config/packages" and the file in it.
+  EXPECT_EQ(j["summary"], json({{"modified", 2},
+                                {"added", 2},
+                                {"deleted", 1},
+                                {"lines_added", 3},
+                                {"lines_removed", 3}}))
+      << j.dump();
+  EXPECT_FALSE(j["files"][0].contains("hunks"));
+  r = Cli({"diff", id, later, "--patch", "ha_config/configuration.yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("+++ " + later + "/ha_config/configuration.yaml\n"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(Cli({"diff", id, "--patch", "/etc/passwd"}).exit_code, 2);
+  EXPECT_EQ(Cli({"diff", id, "--patch", "../x"}).exit_code, 2);
+}
+
 TEST_F(RollbackCliTest, ExitCodesForBadInput) {
   const std::string id = Backup();
   EXPECT_EQ(Cli({"diff", "2020-01-01_00-00-00"}).exit_code, 3);
