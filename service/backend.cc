@@ -42,6 +42,14 @@ class OperationsBackend final : public Backend {
   Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override {
     return ops_.EntitiesOf(id);
   }
+  Result<diff::Report> ContentDiff(const std::string& id, const std::optional<std::string>& path,
+                                   bool hunks) override {
+    rollback::ContentDiffRequest request;
+    request.id = id;
+    if (path) request.paths.push_back(*path);
+    request.options.hunks = hunks;
+    return ops_.ContentDiff(std::move(request));
+  }
   // Completes (or reverts) a rollback a crash interrupted; after a restart that is the one the
   // service was running.
   Status RecoverInterrupted() override {
@@ -129,6 +137,10 @@ class ExceptionSafeBackend final : public Backend {
   }
   Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override {
     return Guarded("entity states", [&] { return inner_->EntitiesOf(id); });
+  }
+  Result<diff::Report> ContentDiff(const std::string& id, const std::optional<std::string>& path,
+                                   bool hunks) override {
+    return Guarded("diff", [&] { return inner_->ContentDiff(id, path, hunks); });
   }
   Status RecoverInterrupted() override {
     return Guarded("recovery", [&] { return inner_->RecoverInterrupted(); });

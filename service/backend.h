@@ -39,6 +39,11 @@ class Backend {
   // nothing left to do or redoes what was reverted.
   [[nodiscard]] virtual RollbackOutcome Rollback(const std::string& id, ConflictPolicy policy,
                                                  const store::ProgressFn& progress) = 0;
+  // What changed in the files since safety point `id` (all, or `path` and below), with the
+  // hunks when `hunks` is set (secrets masked).
+  [[nodiscard]] virtual Result<diff::Report> ContentDiff(const std::string& id,
+                                                         const std::optional<std::string>& path,
+                                                         bool hunks) = 0;
   // The entity states stored in safety point `id` (decrypts it).
   [[nodiscard]] virtual Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) = 0;
   // Completes or reverts a rollback a crash interrupted (at service start).

@@ -82,6 +82,24 @@ Result<ConflictPolicy> PolicyField(const Fields& fields, std::string_view key, b
   return *policy;
 }
 
+// A path of the `diff` command: relative to the backed-up trees, no "..", not empty.
+Status CheckDiffPath(std::string_view path) {
+  SP_RETURN_IF_ERROR(CheckText("path", path, kMaxDiffPathLength, TextKind::kLine));
+  std::string_view rest = path;
+  bool dotdot = false;
+  while (!rest.empty()) {
+    const std::size_t slash = rest.find('/');
+    dotdot = dotdot || rest.substr(0, slash) == "..";
+    rest.remove_prefix(slash == std::string_view::npos ? rest.size() : slash + 1);
+  }
+  if (path.empty() || path.front() == '/' || dotdot) {
+    return Fail(ErrorCode::kBadInput,
+                "'path' must be relative to the backed-up trees, without '..' (e.g. "
+                "\"configuration.yaml\" or \"ha_config/.storage/core.config_entries\")");
+  }
+  return {};
+}
+
 // The arguments of a bare PRESS, or an error for commands that need arguments.
 Result<CommandArgs> PressArgs(std::string_view name) {
   if (name == "backup") return CommandArgs(BackupCommand{});
@@ -94,6 +112,7 @@ Result<CommandArgs> PressArgs(std::string_view name) {
     return Fail(ErrorCode::kBadInput, R"(resolve needs {"action": "overwrite|merge|abort"})");
   }
   if (name == "delete") return Fail(ErrorCode::kBadInput, R"(delete needs {"backup_id": ...})");
+  if (name == "diff") return Fail(ErrorCode::kBadInput, R"(diff needs {"backup_id": ...})");
   if (name == "select") return Fail(ErrorCode::kBadInput, "select needs a safety point id");
   return Fail(ErrorCode::kBadInput, "text needs a command such as \"/status\"");
 }
@@ -153,6 +172,16 @@ Result<CommandArgs> ObjectArgs(std::string_view name, const json& object) {
     if (!id) return tl::unexpected(std::move(id.error()));
     if (name == "delete") return CommandArgs(DeleteCommand{std::move(*id)});
     return CommandArgs(SelectCommand{std::move(*id)});
+  }
+  if (name == "diff") {
+    Fields fields(object, {"backup_id", "path", "transaction"});
+    SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
+    auto id = RequiredBackupId(fields);
+    if (!id) return tl::unexpected(std::move(id.error()));
+    auto path = fields.OptionalString("path", kMaxDiffPathLength);
+    if (!path) return tl::unexpected(std::move(path.error()));
+    if (*path) SP_RETURN_IF_ERROR(CheckDiffPath(**path));
+    return CommandArgs(DiffCommand{std::move(*id), std::move(*path)});
   }
   if (name == "list") {
     Fields fields(object, {"transaction"});
@@ -375,7 +404,7 @@ Result<UpdateResult> ParseUpdateResult(std::string_view payload, const ParseOpti
 const std::vector<std::string_view>& CommandNames() {
   static const std::vector<std::string_view> names = {"backup",  "continue", "cancel", "rollback",
                                                       "resolve", "verify",   "delete", "list",
-                                                      "text",    "select"};
+                                                      "text",    "select",   "diff"};
   return names;
 }
 
@@ -429,9 +458,21 @@ Result<CommandArgs> ParseTextCommand(std::string_view text) {
     }
     return CommandArgs(std::move(rollback));
   }
+  if (verb == "/diff") {
+    // "/diff <id> [path]": the path is the rest of the text (it may hold spaces).
+    if (args == 0) return Fail(ErrorCode::kBadInput, "usage: /diff <backup_id> [path]");
+    SP_RETURN_IF_ERROR(ValidateBackupId(words[1]));
+    DiffCommand diff{std::string(words[1]), std::nullopt};
+    if (args > 1) {
+      const auto start = static_cast<std::size_t>(words[2].data() - trimmed.data());
+      diff.path = std::string(trimmed.substr(start));
+      SP_RETURN_IF_ERROR(CheckDiffPath(*diff.path));
+    }
+    return CommandArgs(std::move(diff));
+  }
   return Fail(ErrorCode::kBadInput,
               "unknown text command '" + Excerpt(verb) +
-                  "' (known: /rollback, /backup, /status, /list, /continue, /cancel)");
+                  "' (known: /rollback, /backup, /status, /list, /continue, /cancel, /diff)");
 }
 
 Result<Command> ParseCommand(std::string_view name, std::string_view payload,

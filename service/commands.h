@@ -35,6 +35,7 @@ inline constexpr std::size_t kMaxReasonLength = 256;
 inline constexpr std::size_t kMaxDetailLength = 4096;
 inline constexpr std::size_t kMaxTextLength = 512;
 inline constexpr std::size_t kMaxTransactionLength = 128;
+inline constexpr std::size_t kMaxDiffPathLength = 1024;
 
 // The answer to an update request.
 enum class Decision { kContinue, kCancel, kExpired };
@@ -93,6 +94,12 @@ struct DeleteCommand {
   std::string backup_id;
 };
 struct ListCommand {};
+// What changed in the files since a safety point: the per-file summary, and for one path the
+// patch (bounded).
+struct DiffCommand {
+  std::string backup_id;
+  std::optional<std::string> path;  // relative, no ".." (archive form or below ha_config)
+};
 struct StatusCommand {};  // only via text "/status"
 struct SelectCommand {    // the HA select entity: choose the safety point "Roll back" uses
   std::string backup_id;
@@ -100,7 +107,8 @@ struct SelectCommand {    // the HA select entity: choose the safety point "Roll
 
 using CommandArgs =
     std::variant<BackupCommand, ContinueCommand, CancelCommand, RollbackCommand, ResolveCommand,
-                 VerifyCommand, DeleteCommand, ListCommand, StatusCommand, SelectCommand>;
+                 VerifyCommand, DeleteCommand, ListCommand, StatusCommand, SelectCommand,
+                 DiffCommand>;
 
 // A parsed command. `name` is the topic's command name (responses go to
 // `<base>/response/<name>`); for `text` the args hold the command the text stands for.
@@ -123,6 +131,7 @@ struct Command {
                                            const ParseOptions& options = {});
 
 // Parses the chat form: "/rollback safety_point <id> [abort|overwrite|merge]", "/rollback <id>",
+// "/diff <id> [path]",
 // "/backup [reason]", "/status", "/list", "/continue", "/cancel".
 [[nodiscard]] Result<CommandArgs> ParseTextCommand(std::string_view text);
 

@@ -12,6 +12,7 @@
 #include "core/base/utf8.h"
 #include "core/format/manifest.h"
 #include "service/controller_internal.h"
+#include "service/diff_answer.h"
 
 namespace safepoint::service {
 
@@ -228,6 +229,7 @@ void Controller::Execute(const Action& action) {
                  },
                  [&](const service::StartRollback& a) { StartRollback(a); },
                  [&](const service::RunHealthCheck& a) { RunHealthCheck(a.backup_id); },
+                 [&](const service::ReportChanges& a) { ReportChanges(a); },
                  [&](const PublishEvent& a) {
                    Publish(Topic("event"), Dump(config::RedactJson(config_, a.Payload())), false);
                  },
@@ -247,6 +249,35 @@ void Controller::Execute(const Action& action) {
                  },
              },
              action);
+}
+
+// The files an update changed, as the event `update_changes`: queued on the worker behind what
+// it does (never refused), so a rollback the health check starts next waits for it.
+void Controller::ReportChanges(const service::ReportChanges& action) {
+  Enqueue([this, action] {
+    auto report = backend_.ContentDiff(action.backup_id, std::nullopt, /*hunks=*/false);
+    return std::function<void()>([this, action, report] {
+      json data = {{"update_id", action.update_id},
+                   {"backup_id", action.backup_id},
+                   {"target", action.target}};
+      std::string message;
+      const std::string lead = "The update of " + action.target + " changed";
+      if (report) {
+        data["summary"] = diff::ToJson(*report, false)["summary"];
+        data["files"] = ChangedFilesJson(*report, kMaxDiffFilesListed);
+        data["files_total"] = report->files.size();
+        data["files_cut"] = report->files.size() > kMaxDiffFilesListed;
+        message = ChangesMessage(*report, lead);
+      } else {
+        spdlog::warn("cannot list the files update {} changed: {}", action.update_id,
+                     report.error().message);
+        data["error"] = report.error().message;
+        message = "The files the update of " + action.target +
+                  " changed cannot be listed: " + report.error().message;
+      }
+      Execute(Action(PublishEvent{EventType::kUpdateChanges, message, data, clock_.Now()}));
+    });
+  });
 }
 
 void Controller::StartBackup(const service::StartBackup& action) {

@@ -113,6 +113,8 @@ class Controller {
   void Verify(const VerifyCommand& command);
   void Delete(const DeleteCommand& command);
   void List();
+  void Diff(const DiffCommand& command);
+  void ReportChanges(const service::ReportChanges& action);
   void Select(const SelectCommand& command);
   // True when `message` must not act because it is a retained message: flagged retained (MQTT 5
   // Retain As Published, or sent on subscribing), or on MQTT 3.1.1 a live delivery whose topic

@@ -6,6 +6,7 @@
 #include "core/base/utf8.h"
 #include "service/controller.h"
 #include "service/controller_internal.h"
+#include "service/diff_answer.h"
 
 namespace safepoint::service {
 
@@ -142,6 +143,7 @@ void Controller::HandleCommand(const std::string& name, const mqtt::Message& m) 
             Respond(command_name_, std::nullopt, lifecycle_.StatusJson(), transaction_);
           },
           [&](const SelectCommand& c) { Select(c); },
+          [&](const DiffCommand& c) { Diff(c); },
       },
       cmd->args);
 }
@@ -175,6 +177,24 @@ void Controller::Verify(const VerifyCommand& c) {
       }
       const VerifyAnswer answer = VerifyAnswerOf(*r);
       Respond(name, answer.first_error, json{{"results", answer.results}}, tx);
+    });
+  });
+  if (!ok) {
+    Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"}, json::object(),
+            transaction_);
+  }
+}
+
+// The answer of `diff`: the per-file summary, and for one path the patch (bounded).
+void Controller::Diff(const DiffCommand& c) {
+  const bool ok = Submit([this, c, tx = transaction_, name = command_name_] {
+    auto r = backend_.ContentDiff(c.backup_id, c.path, /*hunks=*/c.path.has_value());
+    return std::function<void()>([this, c, r, tx, name] {
+      if (!r) {
+        Respond(name, r.error(), json::object(), tx);
+        return;
+      }
+      Respond(name, std::nullopt, DiffAnswer(*r, c.path), tx);
     });
   });
   if (!ok) {

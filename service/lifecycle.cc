@@ -362,6 +362,8 @@ std::vector<Action> Lifecycle::OnUpdateResult(const UpdateResult& result, TimePo
   current_.health_check_requested = home_assistant_online_;
   out.emplace_back(Persist{});
   if (current_.health_check_requested) out.emplace_back(RunHealthCheck{*current_.backup_id});
+  out.emplace_back(
+      ReportChanges{*current_.backup_id, current_.update->update_id, current_.update->target});
   out.emplace_back(StatusAction());
   return out;
 }

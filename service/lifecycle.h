@@ -78,6 +78,7 @@ enum class EventType {
   kRollbackConflicts,  // stopped: files changed locally; Overwrite / Merge / Abort
   kRollbackAborted,
   kRollbackFailed,
+  kUpdateChanges,  // after a successful result: the files the update changed, with line counts
 };
 [[nodiscard]] std::string_view EventTypeName(EventType type);
 [[nodiscard]] const std::vector<std::string_view>& EventTypeNames();
@@ -166,6 +167,13 @@ struct StartRollback {
   // A rollback to this id interrupted by a crash is journaled; the backend's recovery completes
   // or reverts it before any rollback starts, so a resumed one needs no flag of its own.
 };
+// List the files changed since the update's safety point and publish them as the event
+// `update_changes` (the driver does it on its worker; the lifecycle does not wait for it).
+struct ReportChanges {
+  std::string backup_id;
+  std::string update_id;
+  std::string target;
+};
 // Compare entity availability now with the safety point's; report with OnHealthReport.
 struct RunHealthCheck {
   std::string backup_id;
@@ -195,7 +203,7 @@ struct Respond {
 
 using Action =
     std::variant<PublishDecision, StartBackup, DeleteBackup, RecordFingerprint, StartRollback,
-                 RunHealthCheck, PublishEvent, PublishStatus, Persist, Respond>;
+                 RunHealthCheck, ReportChanges, PublishEvent, PublishStatus, Persist, Respond>;
 
 // A JSON rendering of an action ({"action": "<kind>", ...fields}) for logs and tests.
 [[nodiscard]] nlohmann::json ActionToJson(const Action& action);

@@ -256,6 +256,8 @@ std::string_view EventTypeName(EventType type) {
       return "rollback_aborted";
     case EventType::kRollbackFailed:
       return "rollback_failed";
+    case EventType::kUpdateChanges:
+      return "update_changes";
   }
   return "backup_failed";
 }
@@ -263,7 +265,7 @@ std::string_view EventTypeName(EventType type) {
 const std::vector<std::string_view>& EventTypeNames() {
   static const std::vector<std::string_view> names = [] {
     std::vector<std::string_view> list;
-    for (int i = 0; i <= static_cast<int>(EventType::kRollbackFailed); ++i) {
+    for (int i = 0; i <= static_cast<int>(EventType::kUpdateChanges); ++i) {
       list.push_back(EventTypeName(static_cast<EventType>(i)));
     }
     return list;
@@ -342,6 +344,12 @@ nlohmann::json ActionToJson(const Action& action) {
           },
           [](const RunHealthCheck& a) {
             return json{{"action", "run_health_check"}, {"backup_id", a.backup_id}};
+          },
+          [](const ReportChanges& a) {
+            return json{{"action", "report_changes"},
+                        {"backup_id", a.backup_id},
+                        {"update_id", a.update_id},
+                        {"target", a.target}};
           },
           [](const PublishEvent& a) {
             return json{{"action", "publish_event"}, {"payload", a.Payload()}};

@@ -315,7 +315,7 @@ TEST_F(ConfigFile, RejectsUnknownKeyWithLineAndColumn) {
   EXPECT_EQ(LoadError("backup:\n  dir: x\n"),
             path() +
                 ":2:1: key 'backup': unknown key (known here: paths, encryption, sources, "
-                "retention, restart, rollback, mqtt, service, logging)");
+                "retention, restart, rollback, diff, mqtt, service, logging)");
   EXPECT_EQ(LoadError("restart:\n  - name: a\n    command: [b]\n    shell: true\n"),
             path() +
                 ":5:5: key 'restart[0].shell': unknown key (known here: name, command, "

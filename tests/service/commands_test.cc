@@ -534,6 +534,10 @@ json Describe(const CommandArgs& args) {
           out["command"] = "list";
         } else if constexpr (std::is_same_v<T, StatusCommand>) {
           out["command"] = "status";
+        } else if constexpr (std::is_same_v<T, DiffCommand>) {
+          out["command"] = "diff";
+          out["backup_id"] = a.backup_id;
+          if (a.path) out["path"] = *a.path;
         } else {
           static_assert(std::is_same_v<T, SelectCommand>);
           out["command"] = "select";
@@ -568,6 +572,9 @@ json DocumentedText(const std::string& text, const std::string& same_as) {
     out["on_conflict"] = next + 1 < words.size() ? words[next + 1] : "abort";
   } else if (same_as == "backup" && words.size() > 1) {
     out["reason"] = text.substr(text.find(' ') + 1);
+  } else if (same_as == "diff") {
+    out["backup_id"] = words.at(1);
+    if (words.size() > 2) out["path"] = text.substr(text.find(' ', text.find(' ') + 1) + 1);
   }
   return out;
 }
@@ -676,7 +683,7 @@ TEST_F(DocumentedCommands, EveryDocumentedNameAndPayloadParsesAsDocumented) {
       EXPECT_EQ(Describe(pressed->args), DocumentedJson(name, json::object()));
     }
   }
-  EXPECT_EQ(payloads, 20);  // grows when the table documents more forms
+  EXPECT_EQ(payloads, 22);  // grows when the table documents more forms
 
   // Documented == known, both ways; an undocumented name is refused as unknown.
   std::set<std::string> known;
@@ -689,7 +696,7 @@ TEST_F(DocumentedCommands, EveryDocumentedNameAndPayloadParsesAsDocumented) {
 
   // Text commands: bare, as {"text": ...}, and through ParseTextCommand.
   const auto texts = Texts();
-  EXPECT_EQ(texts.size(), 14u);
+  EXPECT_EQ(texts.size(), 16u);
   for (const auto& [text, same_as] : texts) {
     SCOPED_TRACE("text '" + text + "'");
     const json want = DocumentedText(text, same_as);
@@ -740,7 +747,7 @@ TEST_F(DocumentedCommands, EveryDocumentedNameAndPayloadParsesAsDocumented) {
     }
     ++published;
   }
-  EXPECT_EQ(published, 4);
+  EXPECT_EQ(published, 5);
 }
 
 // ---- responses and topics ----

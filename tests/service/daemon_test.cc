@@ -180,6 +180,29 @@ class FakeBackend final : public Backend {
     ++recoveries;
     return {};
   }
+  // Two changed files; with `hunks`, a one-line change of configuration.yaml.
+  Result<diff::Report> ContentDiff(const std::string& id, const std::optional<std::string>& path,
+                                   bool hunks) override {
+    diffs.push_back(id + (path ? " " + *path : "") + (hunks ? " hunks" : ""));
+    if (Find(id) == points.end()) return Fail(ErrorCode::kNotFound, "no safety point " + id);
+    diff::Report r;
+    r.old_label = id;
+    r.new_label = "live";
+    r.unchanged = 7;
+    diff::FileDiff config;
+    config.path = "ha_config/configuration.yaml";
+    config.type = "file";
+    config.added = 1;
+    config.removed = 1;
+    if (hunks) config.hunks.push_back({1, 1, 1, 1, {"-name: Home", "+name: Zuhause"}});
+    diff::FileDiff png;
+    png.path = "ha_config/www/plan.png";
+    png.type = "file";
+    png.binary = true;
+    png.notes = {"binary, 7 B -> 8 B"};
+    r.files = {config, png};
+    return r;
+  }
 
   std::vector<manifest::Manifest>::iterator Find(const std::string& id) {
     return std::find_if(points.begin(), points.end(),
@@ -196,7 +219,7 @@ class FakeBackend final : public Backend {
   int recoveries = 0;
   snapshot::LiveState last_live;
   entities::EntitySnapshot last_entities;
-  std::vector<std::string> deleted, fingerprints, rollbacks;
+  std::vector<std::string> deleted, fingerprints, rollbacks, diffs;
 
  private:
   const Clock& clock_;
@@ -381,9 +404,23 @@ TEST_F(DaemonTest, UpdateFlowRequestBackupContinueSuccessHealthyIdle) {
   Message("sp/update/result", R"({"update_id":"u1","success":true})");
   Work();  // the health check compares the entities kept at backup time with now
   EXPECT_EQ(State(), "idle");
-  EXPECT_THAT(transport_.Events(),
-              ElementsAre("confirmation_requested", "update_continued", "update_succeeded"));
+  EXPECT_THAT(transport_.Events(), ElementsAre("confirmation_requested", "update_continued",
+                                               "update_succeeded", "update_changes"));
   EXPECT_THAT(backend_.rollbacks, IsEmpty());
+  // What the update changed, from the update's safety point, counts only.
+  EXPECT_THAT(backend_.diffs, ElementsAre("2026-12-02_10-00-01"));
+  const json changes = json::parse(transport_.On("sp/event").back());
+  EXPECT_EQ(changes["message"],
+            "The update of core changed 2 files: ha_config/configuration.yaml (+1 -1), "
+            "ha_config/www/plan.png (binary).");
+  EXPECT_EQ(changes["data"]["update_id"], "u1");
+  EXPECT_EQ(changes["data"]["backup_id"], "2026-12-02_10-00-01");
+  EXPECT_EQ(changes["data"]["target"], "core");
+  EXPECT_EQ(changes["data"]["files_total"], 2);
+  EXPECT_EQ(changes["data"]["files"][0],
+            json::parse(R"({"path":"ha_config/configuration.yaml","change":"modified",
+                            "type":"file","binary":false,"added":1,"removed":1,"notes":[]})"));
+  EXPECT_EQ(changes["data"]["summary"]["lines_added"], 1);
   // Progress was reported on the way (50 % and 100 %).
   bool saw_progress = false;
   for (const auto& p : transport_.On("sp/status")) {
@@ -536,6 +573,53 @@ TEST_F(DaemonTest, VerifyReportsEachSafetyPointAndIsRefusedWhileAJobRuns) {
   Command("backup", json::object());  // its job is pending
   Command("verify", {{"backup_id", "2026-12-02_10-00-01"}});
   EXPECT_EQ(Response("verify")["error"], "busy: another operation is running");
+  Work();
+}
+
+// `diff`: the per-file summary; with a path also the patch; the text form `/diff <id> [path]`
+// answers the same on response/text; unknown ids and a busy worker are errors.
+TEST_F(DaemonTest, DiffAnswersTheSummaryAndForOnePathThePatch) {
+  Make();
+  Command("backup", json::object());
+  Work();
+  Command("diff", {{"backup_id", "2026-12-02_10-00-01"}, {"transaction", 5}});
+  EXPECT_EQ(Response("diff"), json());  // answered when the job is done
+  Work();
+  json r = Response("diff");
+  EXPECT_EQ(r["status"], "ok");
+  EXPECT_EQ(r["transaction"], 5);
+  EXPECT_EQ(r["data"]["backup_id"], "2026-12-02_10-00-01");
+  EXPECT_EQ(r["data"]["against"], "live");
+  EXPECT_EQ(r["data"]["unchanged"], 7);
+  EXPECT_EQ(r["data"]["files_total"], 2);
+  EXPECT_EQ(r["data"]["files_cut"], false);
+  EXPECT_EQ(r["data"]["files"][1]["notes"], json({"binary, 7 B -> 8 B"}));
+  EXPECT_EQ(r["data"]["message"],
+            "Changed since safety point 2026-12-02_10-00-01: 2 files: ha_config/configuration.yaml "
+            "(+1 -1), ha_config/www/plan.png (binary).");
+  EXPECT_FALSE(r["data"].contains("patch"));
+
+  Command("text", json("/diff 2026-12-02_10-00-01 configuration.yaml"));
+  Work();
+  r = Response("text");
+  EXPECT_EQ(r["status"], "ok");
+  EXPECT_EQ(r["data"]["patch"],
+            "--- 2026-12-02_10-00-01/ha_config/configuration.yaml\n"
+            "+++ live/ha_config/configuration.yaml\n@@ -1 +1 @@\n-name: Home\n+name: Zuhause\n"
+            "ha_config/www/plan.png: binary, 7 B -> 8 B\n");
+  EXPECT_EQ(r["data"]["patch_cut"], false);
+  EXPECT_THAT(backend_.diffs, ElementsAre("2026-12-02_10-00-01",
+                                          "2026-12-02_10-00-01 configuration.yaml hunks"));
+
+  Command("diff", {{"backup_id", "2026-12-02_10-00-09"}});
+  Work();
+  EXPECT_EQ(Response("diff")["error"], "not_found: no safety point 2026-12-02_10-00-09");
+  Command("diff", {{"backup_id", "2026-12-02_10-00-01"}, {"path", "../etc/passwd"}});
+  EXPECT_EQ(Response("diff")["status"], "error");
+  EXPECT_TRUE(Response("diff")["error"].get<std::string>().starts_with("bad_input: 'path'"));
+  Command("backup", json::object());  // its job is pending
+  Command("diff", {{"backup_id", "2026-12-02_10-00-01"}});
+  EXPECT_EQ(Response("diff")["error"], "busy: another operation is running");
   Work();
 }
 

@@ -437,6 +437,10 @@ class ThrowingBackend final : public service::Backend {
     throw std::bad_alloc();
   }
   Status RecoverInterrupted() override { return {}; }
+  Result<diff::Report> ContentDiff(const std::string&, const std::optional<std::string>&,
+                                   bool) override {
+    throw std::bad_alloc();
+  }
 
   std::atomic<bool> list_throws{false};
 };

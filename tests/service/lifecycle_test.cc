@@ -393,7 +393,8 @@ TEST_F(LifecycleTest, SuccessWithHomeAssistantOnlineRunsTheHealthCheckAtOnce) {
   const auto actions = lc.OnUpdateResult(Outcome(true, 0), kT0 + minutes(5));
   EXPECT_EQ(ActionsToJson(actions)[1],
             json::parse(R"j({"action":"run_health_check","backup_id":"2026-02-11_13-10-54"})j"));
-  EXPECT_THAT(Kinds(actions), ElementsAre("persist", "run_health_check", "publish_status"));
+  EXPECT_THAT(Kinds(actions),
+              ElementsAre("persist", "run_health_check", "report_changes", "publish_status"));
   EXPECT_EQ(lc.state(), State::kHealthCheck);
   EXPECT_EQ(lc.Snapshot().deadline, kT0 + minutes(15));
 
@@ -412,7 +413,7 @@ TEST_F(LifecycleTest, HealthCheckWaitsForHomeAssistantToComeBackOnline) {
   ToUpdating(lc);
   EXPECT_TRUE(lc.OnHomeAssistantStatus("offline", kT0 + minutes(2)).empty());
   const auto result = lc.OnUpdateResult(Outcome(true), kT0 + minutes(4));
-  EXPECT_THAT(Kinds(result), ElementsAre("persist", "publish_status"));
+  EXPECT_THAT(Kinds(result), ElementsAre("persist", "report_changes", "publish_status"));
   EXPECT_TRUE(lc.OnHealthReport({}, kT0 + minutes(5)).empty());  // not requested yet
   EXPECT_EQ(lc.state(), State::kHealthCheck);
 
