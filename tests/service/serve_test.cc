@@ -411,6 +411,53 @@ TEST_F(Serve, ContinueReleasesTheUpdate) {
   EXPECT_EQ(json::parse(retained[0].payload)["state"], "idle");
 }
 
+// After a successful update result the event update_changes lists what the update changed;
+// the `diff` command answers the summary and, for one path, the patch; secrets stay masked.
+TEST_F(Serve, UpdateChangesEventAndDiffCommandShowWhatTheUpdateChanged) {
+  ASSERT_NO_FATAL_FAILURE(StartService());
+  std::size_t c = obs_->Mark();
+  RequestAndAwait("core-2026.2.1", &c);
+  const json decision = PressContinue(&c);
+  const std::string id = decision.value("backup_id", "");
+  ASSERT_TRUE(obs_->Next("safepoint/status", &c, kWait, StateIs("updating")));
+  // What the update does to the configuration (a password pasted under an innocent key too).
+  WriteFile(svc_.ha() + "/configuration.yaml",
+            "homeassistant:\n  name: Zuhause\n  unit_system: metric\nautomation: !include "
+            "automations.yaml\nscript: !include scripts.yaml\nbroker_note: " +
+                std::string(ServeHarness::kMqttPassword) + "\n");
+  fs::remove(svc_.ha() + "/scripts.yaml");
+  std::size_t e = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/update/result", {{"update_id", "core-2026.2.1"}, {"success", true}}));
+  const json changes = NextEvent("update_changes", &e);
+  EXPECT_EQ(changes["message"],
+            "The update of core changed 2 files: ha_config/configuration.yaml (+2 -1), "
+            "ha_config/scripts.yaml (+0 -2).");
+  EXPECT_EQ(changes["data"]["backup_id"], id);
+  EXPECT_EQ(changes["data"]["update_id"], "core-2026.2.1");
+  EXPECT_EQ(changes["data"]["summary"], (json{{"modified", 1}, {"added", 0}, {"deleted", 1},
+                                              {"lines_added", 2}, {"lines_removed", 3}}));
+  ASSERT_TRUE(obs_->Next("safepoint/status", &c, kWait, StateIs("idle")));
+
+  std::size_t r = obs_->Mark();
+  ASSERT_TRUE(Pub("safepoint/cmd/diff",
+                  {{"backup_id", id}, {"path", "configuration.yaml"}, {"transaction", "d1"}}));
+  const json answer = Response("diff", &r);
+  EXPECT_EQ(answer["status"], "ok") << answer.dump();
+  EXPECT_EQ(answer["transaction"], "d1");
+  EXPECT_EQ(answer["data"]["patch"],
+            "--- " + id + "/ha_config/configuration.yaml\n+++ live/ha_config/configuration.yaml\n"
+            "@@ -1,5 +1,6 @@\n homeassistant:\n-  name: Home\n+  name: Zuhause\n"
+            "   unit_system: metric\n automation: !include automations.yaml\n"
+            " script: !include scripts.yaml\n+broker_note: ***\n");
+  EXPECT_EQ(answer["data"]["files_total"], 1);
+  ASSERT_TRUE(obs_->Publish("safepoint/cmd/text", "/diff " + id));
+  const json text = Response("text", &r);
+  EXPECT_EQ(text["data"]["files_total"], 2) << text.dump();
+  for (const auto& m : obs_->Since(0)) {
+    EXPECT_EQ(m.payload.find(ServeHarness::kMqttPassword), std::string::npos) << m.topic;
+  }
+}
+
 TEST_F(Serve, StateIsSavedFromTheFirstRequestOnAFreshInstall) {
   // The backup dir does not exist yet: the first request must still be persisted (it is what
   // a restart resumes from).
