@@ -1169,6 +1169,46 @@ TEST(Examples, StartReportsOnlyTheCoreUpdateThatRestartedHomeAssistant) {
   EXPECT_EQ(run("health_check", core, "2026.12.1"), json()) << "the result was already given";
 }
 
+// The notification of what an update changed, rendered from update_changes events.
+TEST(Examples, UpdateChangesNotificationListsTheFilesWithTheirLineCounts) {
+  const YAML::Node a = Automation("automations.yaml", "safepoint_update_changes");
+  ASSERT_TRUE(a.IsMap());
+  const YAML::Node data = a["actions"][0]["data"];
+  const auto render = [&](const json& event) {
+    return Render(data["message"].as<std::string>(), json::object(),
+                  {{"trigger", {{"payload_json", event}}}});
+  };
+  json event = {{"event_type", "update_changes"},
+                {"message", "The update of core changed 3 files: ..."},
+                {"data",
+                 {{"update_id", "core-2026.12.1"},
+                  {"backup_id", "2026-12-02_05-00-00"},
+                  {"target", "core"},
+                  {"files_total", 3},
+                  {"files",
+                   {{{"path", "ha_config/.storage/core.config_entries"}, {"change", "modified"},
+                     {"binary", false}, {"added", 12}, {"removed", 3}},
+                    {{"path", "ha_config/www/plan.png"}, {"change", "modified"},
+                     {"binary", true}, {"added", 0}, {"removed", 0}},
+                    {{"path", "ha_config/packages/neu.yaml"}, {"change", "added"},
+                     {"binary", false}, {"added", 4}, {"removed", 0}}}}}}};
+  EXPECT_EQ(render(event),
+            "3 files changed since safety point 2026-12-02_05-00-00:\n"
+            "- ha_config/.storage/core.config_entries (+12 -3)\n"
+            "- ha_config/www/plan.png (binary)\n"
+            "- ha_config/packages/neu.yaml (+4 -0, added)\n"
+            "Details: /diff 2026-12-02_05-00-00 <path>");
+  event["data"]["files_total"] = 0;
+  event["data"]["files"] = json::array();
+  EXPECT_EQ(render(event), "The update changed no file since safety point 2026-12-02_05-00-00.");
+  event["data"] = {{"update_id", "u"}, {"backup_id", "b"}, {"target", "core"}, {"error", "x"}};
+  event["message"] = "The files the update of core changed cannot be listed: x";
+  EXPECT_EQ(render(event), "The files the update of core changed cannot be listed: x");
+  EXPECT_EQ(Render(data["title"].as<std::string>(), json::object(),
+                   {{"trigger", {{"payload_json", event}}}}),
+            "safepoint: what the update of core changed");
+}
+
 // Telegram actions: `chat_id`, never the deprecated `target`; inline keyboards as rows of
 // buttons, each a [text, callback_data] pair or a {text, callback_data} mapping, never a string.
 TEST(Examples, TelegramActionsUseChatIdAndStructuredKeyboards) {
