@@ -252,7 +252,7 @@ std::string Masker::MaskLines(std::string_view text, bool secrets_file) const {
       in_block = false;
       const std::size_t start = ItemStart(line, indent);
       const std::size_t colon = line.find(':', start);
-      if (line[start] == '#' || colon == std::string_view::npos) {
+      if (start >= line.size() || line[start] == '#' || colon == std::string_view::npos) {
         out.append(line.substr(0, start)).append(kMasked);
       } else {
         std::size_t key_begin = 0;

@@ -347,3 +347,16 @@ TEST(SecretMasking, DiffOfOnlyMaskedValuesShowsNoHunk) {
 
 }  // namespace
 }  // namespace safepoint::diff
+
+namespace safepoint::diff {
+namespace {
+
+// diff_fuzzer, first run: a secrets-file line of only a list marker ("-  ") was read one byte
+// past its end (ASan heap-buffer-overflow). Seed: tests/fuzz/corpus/diff/list-marker-only-line.
+TEST(Regression, SecretsFileLineOfOnlyAListMarker) {
+  const Masker masker;
+  EXPECT_EQ(masker.Mask("ha_config/secrets.yaml", "-  \nkey: v\n- "), "-  ***\nkey: ***\n- ***");
+}
+
+}  // namespace
+}  // namespace safepoint::diff
