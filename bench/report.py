@@ -16,6 +16,9 @@ cost per file count of each safepoint operation, and the targets
   rollback wall at 100k files <= 0.50 x age -d | zstd -d | tar -x
   peak RSS                    <= 256 + 64 MiB for backup, verify, diff and rollback at every N
   diff wall                   <= 1 s + one key derivation (the median `age -d` of a 1-byte file)
+  diff --patch wall           <= 1 s + one key derivation (issue "What did the update change?",
+                                 at 5,000 files; reported at every N, beside GNU diff -ruN of an
+                                 age extraction)
   list                        < 100 ms wall and < 32 MiB peak RSS at every N
 When 100k is not among the counts, the 100k targets are checked at the largest N (and say so).
 Standard library only.
@@ -39,9 +42,11 @@ TOOL_LABEL = {
     "rollback": {"safepoint": "safepoint rollback (5% changed)",
                  "age": "age -d \\| zstd -d \\| tar -x (empty dir)",
                  "restic": "restic restore (empty dir)"},
+    "patch": {"safepoint": "safepoint --json diff ID --patch (5% changed)",
+              "age": "age -d \\| zstd -d \\| tar -x, then diff -ruN"},
 }
 OPS = ("backup", "verify", "rollback")
-SCALE_OPS = ("backup", "verify", "list", "diff", "rollback")
+SCALE_OPS = ("backup", "verify", "list", "diff", "patch", "rollback")
 SCALE_LABEL = {"list": "safepoint --json list", "diff": "safepoint --json diff ID (5% changed)"}
 
 
@@ -119,6 +124,8 @@ def scale_report(rows, med, cpu, env_text: str, rss_limit: float) -> tuple[list[
                     label += f" (safety points: {items(key)})"
                 elif op == "diff":
                     label += f" (paths that differ: {items(key)})"
+                elif op == "patch" and tool == "safepoint":
+                    label += f" (files: {items(key)})"
                 outb = med(key, "out_bytes")
                 ratio = ("-" if tool == "safepoint" else
                          f"{med(base, 'wall_s') / med(key, 'wall_s'):.2f} | "
@@ -196,6 +203,12 @@ def scale_report(rows, med, cpu, env_text: str, rss_limit: float) -> tuple[list[
                 targets.append((f"{n:,} files: diff wall <= 1 s + KDF ({kdf:.2f} s, `age -d` "
                                 f"of 1 byte) = {1 + kdf:.2f} s", f"{wall:.2f} s",
                                 wall <= 1 + kdf))
+        if rows[(size, "safepoint", "patch")]:
+            wall = med((size, "safepoint", "patch"), "wall_s")
+            limit = 1 + kdf if kdf is not None else None
+            targets.append((f"{n:,} files: diff --patch wall <= 1 s + KDF"
+                            + (f" = {limit:.2f} s" if limit else " (KDF not measured)"),
+                            f"{wall:.2f} s", None if limit is None else wall <= limit))
         if rows[(size, "safepoint", "list")]:
             key = (size, "safepoint", "list")
             wall, rss = med(key, "wall_s"), peak(key)

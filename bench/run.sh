@@ -11,7 +11,8 @@
 #   SIZES          "small large" (default), any subset
 #   SCALE          file counts, e.g. "1000 10000 100000" (default empty): the scale mode runs
 #                  instead of SIZES, on `gen_tree.py tree --files N` trees: backup, verify, list,
-#                  diff and rollback after a 5% update, every run
+#                  diff, diff --patch (beside age extraction + diff -ruN) and rollback after a
+#                  5% update, every run
 #   SEED           generator seed (default 1)
 #   BENCH_DIR      parent of the scratch dir (default /tmp); must be a local disk
 #   SAFEPOINT_BIN  binary to measure (default: build-bench/service/safepoint, built when missing)
@@ -299,6 +300,23 @@ scale_ops_run() {  # run
   items="$(python3 -c 'import json,sys; s = json.load(sys.stdin)["data"]["summary"]
 print(sum(v for k, v in s.items() if k != "unchanged"))' <"$work/diff.json")"
   record "$size" safepoint diff "$run" "$t" 0 "$items"
+
+  # The content diff, beside its peer: extract the age pipeline's archive and `diff -ruN` it
+  # with the live tree (diff exits 1 when the trees differ).
+  /usr/bin/time -o "$t" -f "$time_fmt" "$sp" --config "$cfg" --json diff "$sp_id" --patch \
+    >"$work/patch.json" || die "$size run $run: safepoint diff --patch exited $?"
+  items="$(python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["files"]))' \
+    <"$work/patch.json")"
+  record "$size" safepoint patch "$run" "$t" 0 "$items"
+  rm -rf "$work/restore" && mkdir "$work/restore"
+  python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
+    --latency-file "$work/latency.txt" -- \
+    /usr/bin/time -o "$t" -f "$time_fmt" bash -c \
+    'set -o pipefail; age -d "$1" | zstd -d -q | tar -x -C "$2" &&
+     { diff -ruN "$2" "$3" >"$4"; [ $? -le 1 ]; }' _ \
+    "$work/out.age" "$work/restore" "$tree" "$work/patch.txt"
+  record "$size" age patch "$run" "$t" 0
+  rm -rf "$work/restore"
 
   if [[ "$scale_rollback" == 1 ]]; then
     rollback_once "$run" || scale_rollback=0
