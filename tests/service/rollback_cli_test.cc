@@ -14,10 +14,12 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::service {
@@ -194,6 +196,79 @@ TEST_F(RollbackCliTest, DiffPatchShowsMaskedUnifiedDiffs) {
       << r.out;
   EXPECT_EQ(Cli({"diff", id, "--patch", "/etc/passwd"}).exit_code, 2);
   EXPECT_EQ(Cli({"diff", id, "--patch", "../x"}).exit_code, 2);
+}
+
+// `diff --patch` end to end against GNU diff -u: generated YAML-like files (German, French,
+// Chinese and emoji text, lines unique within a file) edited at random; every file's hunks in
+// the CLI's output are exactly `diff -u`'s of the kept original and the live file.
+TEST_F(RollbackCliTest, DiffPatchHunksEqualGnuDiffOnGeneratedEdits) {
+  std::mt19937 rng(1312);
+  const std::vector<std::string> words = {"Küche",  "Wohnzimmer", "lumière", "salle de bain",
+                                          "客厅",   "灯",         "🏠",       "💡",
+                                          "sensor", "automation"};
+  int next = 0;
+  const auto line = [&] {
+    return "  item_" + std::to_string(next++) + ": " + words[rng() % words.size()] + " " +
+           std::to_string(rng() % 1000);
+  };
+  constexpr int kFiles = 12;
+  const std::string originals = dir_.Sub("originals");
+  for (int f = 0; f < kFiles; ++f) {
+    std::string text = "block_" + std::to_string(f) + ":\n";
+    const int n = 5 + static_cast<int>(rng() % 60);
+    for (int i = 0; i < n; ++i) text += line() + "\n";
+    WriteFile(ha_ + "/packages/p" + std::to_string(f) + ".yaml", text);
+    WriteFile(originals + "/p" + std::to_string(f) + ".yaml", text);
+  }
+  const std::string id = Backup();
+  for (int f = 0; f < kFiles; ++f) {
+    const std::string path = ha_ + "/packages/p" + std::to_string(f) + ".yaml";
+    std::vector<std::string> lines;
+    {
+      std::ifstream in(path);
+      for (std::string l; std::getline(in, l);) lines.push_back(l);
+    }
+    const int edits = static_cast<int>(rng() % 6);
+    for (int e = 0; e < edits; ++e) {
+      const auto at = static_cast<std::ptrdiff_t>(rng() % (lines.size() + 1));
+      const auto op = rng() % 3;
+      if (op == 0 && at < static_cast<std::ptrdiff_t>(lines.size())) {
+        lines.erase(lines.begin() + at);
+      } else if (op == 1 || at == static_cast<std::ptrdiff_t>(lines.size())) {
+        lines.insert(lines.begin() + at, line());
+      } else {
+        lines[static_cast<std::size_t>(at)] = line();
+      }
+    }
+    std::string text;
+    for (const auto& l : lines) text += l + "\n";
+    WriteFile(path, text);
+  }
+  auto r = Cli({"diff", id, "--patch", "packages"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  int compared = 0;
+  for (int f = 0; f < kFiles; ++f) {
+    const std::string rel = "ha_config/packages/p" + std::to_string(f) + ".yaml";
+    auto gnu =
+        testing::RunProcess({"/usr/bin/diff", "-u", originals + "/p" + std::to_string(f) + ".yaml",
+                             ha_ + "/packages/p" + std::to_string(f) + ".yaml"});
+    ASSERT_LE(gnu.exit_code, 1) << gnu.err;
+    std::string want;
+    if (!gnu.out.empty()) {
+      want = gnu.out.substr(gnu.out.find("\n@@") + 1);
+      want = "--- " + id + "/" + rel + "\n+++ live/" + rel + "\n" + want;
+    }
+    // This file's part of the output: from its header to the next file's.
+    const std::size_t begin = r.out.find("--- " + id + "/" + rel + "\n");
+    std::string got;
+    if (begin != std::string::npos) {
+      const std::size_t end = r.out.find("\n--- ", begin);
+      got = r.out.substr(begin, end == std::string::npos ? std::string::npos : end + 1 - begin);
+    }
+    EXPECT_EQ(got, want) << rel;
+    compared += want.empty() ? 0 : 1;
+  }
+  EXPECT_GE(compared, 8);
 }
 
 TEST_F(RollbackCliTest, ExitCodesForBadInput) {
