@@ -67,7 +67,7 @@ if [[ "${SAFEPOINT_SKIP_SANITIZERS:-0}" != 1 ]]; then
     SAFEPOINT_NOCRASH_SECONDS=${SAFEPOINT_NOCRASH_SECONDS:-45} \
     run_suite "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DSAFEPOINT_SANITIZE=address,undefined
   echo "== tests under ThreadSanitizer =="
-  single_threaded_tests='commands_test;config_test;daemon_test;discovery_test;glob_test;lifecycle_test;manifest_test;mirror_test;restart_test;sources_test'
+  single_threaded_tests='commands_test;config_test;daemon_test;diff_test;discovery_test;glob_test;lifecycle_test;manifest_test;mirror_test;restart_test;sources_test'
   # The one suppression covers Paho's C++ library, which is not built with TSan (tests/tsan.supp).
   # ThreadSanitizer looks for races, so it skips the four exhaustive rollback crash-point loops and
   # the kill -9 loop of the rollback CLI: each repeats one single-threaded rollback hundreds of
