@@ -91,6 +91,10 @@ FileDiff DiffFile(const std::string& path, const Side& before, const Side& after
   const bool a_file = !before.present || before.type == EntryType::kFile;
   const bool b_file = !after.present || after.type == EntryType::kFile;
   if (!a_file || !b_file) {
+    if (!before.present || !after.present) {  // "directory added", "symlink deleted"
+      const std::string kind = shown.type == EntryType::kDirectory ? "directory" : d.type;
+      d.notes.push_back(kind + " " + std::string(FileChangeName(d.change)));
+    }
     if (shown.type == EntryType::kSymlink || before.type == EntryType::kSymlink) {
       const std::string from = before.present ? before.link_target : "";
       const std::string to = after.present ? after.link_target : "";

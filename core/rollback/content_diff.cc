@@ -45,12 +45,15 @@ bool Selected(std::string_view path, const std::vector<std::string>& filter) {
 // Keeps the contents of the wanted files of a safety point as it is read.
 class Capture final : public store::EntryVisitor {
  public:
-  void Want(const std::string& path, std::optional<std::string>* into) { wanted_[path] = into; }
+  // Several places may want the same file (a changed secrets file is compared and learned).
+  void Want(const std::string& path, std::optional<std::string>* into) {
+    wanted_[path].push_back(into);
+  }
   [[nodiscard]] bool Empty() const { return wanted_.empty(); }
 
   Status Begin(const manifest::Entry& entry) override {
     auto it = wanted_.find(entry.path);
-    into_ = it != wanted_.end() && entry.type == EntryType::kFile ? it->second : nullptr;
+    into_ = it != wanted_.end() && entry.type == EntryType::kFile ? &it->second : nullptr;
     buffer_.clear();
     if (into_) buffer_.reserve(entry.size);
     return {};
@@ -60,15 +63,18 @@ class Capture final : public store::EntryVisitor {
     return {};
   }
   Status End(const manifest::Entry&) override {
-    if (into_) *into_ = std::move(buffer_);
+    if (into_) {
+      for (std::size_t i = 1; i < into_->size(); ++i) *(*into_)[i] = buffer_;
+      *into_->front() = std::move(buffer_);
+    }
     into_ = nullptr;
     buffer_ = std::string();
     return {};
   }
 
  private:
-  std::unordered_map<std::string, std::optional<std::string>*> wanted_;
-  std::optional<std::string>* into_ = nullptr;
+  std::unordered_map<std::string, std::vector<std::optional<std::string>*>> wanted_;
+  std::vector<std::optional<std::string>*>* into_ = nullptr;
   std::string buffer_;
 };
 

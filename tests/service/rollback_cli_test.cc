@@ -143,12 +143,19 @@ TEST_F(RollbackCliTest, DiffPatchShowsMaskedUnifiedDiffs) {
             "homeassistant:\n  name: Home\n  unit_system: metric\nmqtt:\n  password: old-pw-1\n"
             "  port: 1883\n");
   WriteFile(ha_ + "/www/plan.png", std::string("\x89PNG\0\0\x01", 7));
+  WriteFile(ha_ + "/secrets.yaml",
+            "backup_encryption_passphrase: \"cli test pass\"\napi_pw: old-secret-9\n", 0600);
   const std::string id = Backup();
+  // A secret changes and another is added; the old one is pasted into a package.
+  WriteFile(ha_ + "/secrets.yaml",
+            "backup_encryption_passphrase: \"cli test pass\"\napi_pw: new-secret-7\n"
+            "new_key: zz-secret-5\n",
+            0600);
   WriteFile(ha_ + "/configuration.yaml",
             "homeassistant:\n  name: Zuhause\n  unit_system: metric\nmqtt:\n"
             "  password: new-pw-2\n  port: 8883\n");
   WriteFile(ha_ + "/www/plan.png", std::string("\x89PNG\0\0\x01\x02", 8));
-  WriteFile(ha_ + "/packages/küche.yaml", "light: []\n");
+  WriteFile(ha_ + "/packages/küche.yaml", "light: []\nnote: old-secret-9\n");
   fs::remove(ha_ + "/automations.yaml");
   auto r = Cli({"diff", id, "--patch"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -161,10 +168,18 @@ TEST_F(RollbackCliTest, DiffPatchShowsMaskedUnifiedDiffs) {
                 "/ha_config/configuration.yaml\n+++ live/ha_config/configuration.yaml\n"
                 "@@ -1,6 +1,6 @@\n homeassistant:\n-  name: Home\n+  name: Zuhause\n"
                 "   unit_system: metric\n mqtt:\n   password: ***\n-  port: 1883\n+  port: 8883\n"
-                "--- /dev/null\n+++ live/ha_config/packages/küche.yaml\n@@ -0,0 +1 @@\n"
-                "+light: []\n"
+                "ha_config/packages: directory added\n"
+                "--- /dev/null\n+++ live/ha_config/packages/küche.yaml\n@@ -0,0 +1,2 @@\n"
+                "+light: []\n+note: ***\n"
+                "--- " +
+                id +
+                "/ha_config/secrets.yaml\n+++ live/ha_config/secrets.yaml\n"
+                "@@ -1,2 +1,3 @@\n backup_encryption_passphrase: ***\n api_pw: ***\n"
+                "+new_key: ***\n"
                 "ha_config/www/plan.png: binary, 7 B -> 8 B\n");
   EXPECT_EQ(r.out.find("pw-"), std::string::npos);
+  EXPECT_EQ(r.out.find("secret-"), std::string::npos);
+  EXPECT_EQ(r.out.find("cli test pass"), std::string::npos);
 
   r = Cli({"--json", "diff", id, "--patch", "configuration.yaml"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -182,11 +197,11 @@ TEST_F(RollbackCliTest, DiffPatchShowsMaskedUnifiedDiffs) {
   j = json::parse(r.out)["data"];
   EXPECT_EQ(j["old"], id);
   EXPECT_EQ(j["new"], later);
-  // Added: the directory "ha_config/packages" and the file in it.
-  EXPECT_EQ(j["summary"], json({{"modified", 2},
+  // Added: the directory "ha_config/packages" and the file in it; secrets.yaml gained a line.
+  EXPECT_EQ(j["summary"], json({{"modified", 3},
                                 {"added", 2},
                                 {"deleted", 1},
-                                {"lines_added", 3},
+                                {"lines_added", 5},
                                 {"lines_removed", 3}}))
       << j.dump();
   EXPECT_FALSE(j["files"][0].contains("hunks"));
