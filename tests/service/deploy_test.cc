@@ -32,10 +32,10 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-using testing::Payload;
 using testing::CliMessage;
 using testing::Mosquitto;
 using testing::MosquittoOptions;
+using testing::Payload;
 using testing::ReadFile;
 using testing::RunProcess;
 using testing::RunSafepoint;
@@ -1186,12 +1186,21 @@ TEST(Examples, UpdateChangesNotificationListsTheFilesWithTheirLineCounts) {
                   {"target", "core"},
                   {"files_total", 3},
                   {"files",
-                   {{{"path", "ha_config/.storage/core.config_entries"}, {"change", "modified"},
-                     {"binary", false}, {"added", 12}, {"removed", 3}},
-                    {{"path", "ha_config/www/plan.png"}, {"change", "modified"},
-                     {"binary", true}, {"added", 0}, {"removed", 0}},
-                    {{"path", "ha_config/packages/neu.yaml"}, {"change", "added"},
-                     {"binary", false}, {"added", 4}, {"removed", 0}}}}}}};
+                   {{{"path", "ha_config/.storage/core.config_entries"},
+                     {"change", "modified"},
+                     {"binary", false},
+                     {"added", 12},
+                     {"removed", 3}},
+                    {{"path", "ha_config/www/plan.png"},
+                     {"change", "modified"},
+                     {"binary", true},
+                     {"added", 0},
+                     {"removed", 0}},
+                    {{"path", "ha_config/packages/neu.yaml"},
+                     {"change", "added"},
+                     {"binary", false},
+                     {"added", 4},
+                     {"removed", 0}}}}}}};
   EXPECT_EQ(render(event),
             "3 files changed since safety point 2026-12-02_05-00-00:\n"
             "- ha_config/.storage/core.config_entries (+12 -3)\n"
@@ -1207,6 +1216,38 @@ TEST(Examples, UpdateChangesNotificationListsTheFilesWithTheirLineCounts) {
   EXPECT_EQ(Render(data["title"].as<std::string>(), json::object(),
                    {{"trigger", {{"payload_json", event}}}}),
             "safepoint: what the update of core changed");
+}
+
+// The Telegram answer to chat commands: a /diff answer as its message and patch, other answers
+// as before, errors as "Error: ...".
+TEST(Examples, TelegramAnswersShowDiffsAsText) {
+  const YAML::Node a = Automation("telegram.yaml", "safepoint_telegram_responses");
+  ASSERT_TRUE(a.IsMap());
+  const std::string tmpl = a["actions"][0]["data"]["message"].as<std::string>();
+  const auto render = [&](const json& response) {
+    return Render(tmpl, json::object(), {{"trigger", {{"payload_json", response}}}});
+  };
+  const std::string patch =
+      "--- 2026-12-02_05-00-00/ha_config/configuration.yaml\n"
+      "+++ live/ha_config/configuration.yaml\n@@ -1 +1 @@\n-a: 1\n+a: 2\n";
+  EXPECT_EQ(render({{"status", "ok"},
+                    {"data",
+                     {{"message",
+                       "Changed since safety point 2026-12-02_05-00-00: 1 file: "
+                       "ha_config/configuration.yaml (+1 -1)."},
+                      {"patch", patch}}}}),
+            "Changed since safety point 2026-12-02_05-00-00: 1 file: ha_config/configuration.yaml "
+            "(+1 -1).\n" +
+                patch.substr(0, patch.size() - 1));
+  EXPECT_EQ(render({{"status", "ok"}, {"data", {{"message", "Changed since x: no file."}}}}),
+            "Changed since x: no file.");
+  EXPECT_EQ(render({{"status", "error"}, {"error", "not_found: no safety point x"}}),
+            "Error: not_found: no safety point x");
+  EXPECT_EQ(render({{"status", "ok"}, {"data", {{"state", "idle"}}}}), "OK {\"state\": \"idle\"}");
+  const std::string long_patch(5000, 'x');
+  const std::string cut =
+      render({{"status", "ok"}, {"data", {{"message", "m"}, {"patch", long_patch}}}});
+  EXPECT_EQ(cut, "m\n" + std::string(3000, 'x') + "[cut]");
 }
 
 // Telegram actions: `chat_id`, never the deprecated `target`; inline keyboards as rows of
@@ -1319,7 +1360,6 @@ std::optional<CliMessage> WaitMessage(testing::CliSubscriber& sub,
     if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
   }
 }
-
 
 TEST(MosquittoAcl, OnlyNamedClientsReachTheService) {
   TempDir dir;
