@@ -10,6 +10,7 @@
 #include <set>
 #include <utility>
 
+#include "core/rollback/content_diff.h"
 #include "service/payload.h"
 
 namespace safepoint::service {
@@ -82,17 +83,11 @@ Result<ConflictPolicy> PolicyField(const Fields& fields, std::string_view key, b
   return *policy;
 }
 
-// A path of the `diff` command: relative to the backed-up trees, no "..", not empty.
+// A path of the `diff` command: one line, relative to the backed-up trees, no "..", not empty
+// (the rule of rollback::ArchivePathsOf, which the diff applies again).
 Status CheckDiffPath(std::string_view path) {
   SP_RETURN_IF_ERROR(CheckText("path", path, kMaxDiffPathLength, TextKind::kLine));
-  std::string_view rest = path;
-  bool dotdot = false;
-  while (!rest.empty()) {
-    const std::size_t slash = rest.find('/');
-    dotdot = dotdot || rest.substr(0, slash) == "..";
-    rest.remove_prefix(slash == std::string_view::npos ? rest.size() : slash + 1);
-  }
-  if (path.empty() || path.front() == '/' || dotdot) {
+  if (!rollback::ArchivePathsOf({std::string(path)})) {
     return Fail(ErrorCode::kBadInput,
                 "'path' must be relative to the backed-up trees, without '..' (e.g. "
                 "\"configuration.yaml\" or \"ha_config/.storage/core.config_entries\")");

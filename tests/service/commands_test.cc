@@ -257,6 +257,37 @@ TEST(Command, ContinueAndCancelTakeAnOptionalUpdateId) {
   ExpectBadInput(ParseCommand("continue", R"({"update":"u1"})"), "unknown field 'update'");
 }
 
+// `diff` and `/diff`: an id, and optionally a path relative to the backed-up trees (any
+// script, spaces allowed); absolute paths, "..", control characters and a bare PRESS are refused.
+TEST(Command, DiffTakesAnIdAndARelativePath) {
+  auto c =
+      ParseCommand("diff", R"({"backup_id":"2026-02-11_13-10-54","path":"packages/küche 💡.yaml"})");
+  ASSERT_TRUE(c) << c.error().message;
+  const auto& d = std::get<DiffCommand>(c->args);
+  EXPECT_EQ(d.backup_id, "2026-02-11_13-10-54");
+  EXPECT_EQ(d.path, "packages/küche 💡.yaml");
+  c = ParseCommand("diff", R"({"backup_id":"2026-02-11_13-10-54"})");
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(std::get<DiffCommand>(c->args).path.has_value());
+  auto t = ParseTextCommand("/diff 2026-02-11_13-10-54 ha_config/my file.yaml");
+  ASSERT_TRUE(t) << t.error().message;
+  EXPECT_EQ(std::get<DiffCommand>(*t).path, "ha_config/my file.yaml");
+  for (const char* bad : {"/etc/passwd", "..", "../x", "a/../b", "a/..", ""}) {
+    SCOPED_TRACE(bad);
+    ExpectBadInput(
+        ParseCommand("diff", json{{"backup_id", "2026-02-11_13-10-54"}, {"path", bad}}.dump()),
+        "'path'");
+  }
+  ExpectBadInput(
+      ParseCommand("diff", json{{"backup_id", "2026-02-11_13-10-54"}, {"path", "a\nb"}}.dump()),
+      "path");
+  ExpectBadInput(ParseCommand("diff", R"({"path":"x"})"), "backup_id");
+  ExpectBadInput(ParseCommand("diff", "PRESS"), "diff needs");
+  ExpectBadInput(ParseTextCommand("/diff"), "usage: /diff <backup_id> [path]");
+  ExpectBadInput(ParseTextCommand("/diff ../../etc"), "invalid safety point id");
+  ExpectBadInput(ParseTextCommand("/diff 2026-02-11_13-10-54 /etc/shadow"), "'path'");
+}
+
 TEST(Command, RollbackValidatesIdAndPolicy) {
   auto c = ParseCommand("rollback", R"({"backup_id":"2026-02-11_13-10-54","on_conflict":"merge"})");
   ASSERT_TRUE(c) << c.error().message;
