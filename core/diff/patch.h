@@ -18,8 +18,8 @@ namespace safepoint::diff {
 // Bounds of a content diff.
 struct Options {
   std::size_t context = 3;                      // lines of context around each change
-  std::uint64_t max_file_bytes = 8ull << 20;    // larger files are named, not compared
-  std::uint64_t max_total_bytes = 64ull << 20;  // contents held at once (both sides)
+  std::uint64_t max_file_bytes = 8'000'000;    // larger files are named, not compared
+  std::uint64_t max_total_bytes = 64'000'000;  // contents held at once (both sides)
   bool hunks = true;                            // false: counts only (no hunk text kept)
 };
 

@@ -340,6 +340,23 @@ TEST(SecretMasking, DiffOfOnlyMaskedValuesShowsNoHunk) {
   EXPECT_TRUE(d.hunks.empty());
   EXPECT_EQ(d.notes, (std::vector<std::string>{"mode 0644 -> 0600", "only masked values differ"}));
   const Side binary = side(0644, std::string("a\0b", 3));
+  // Too large to compare, and over the budget: named with the reason, never skipped.
+  Side huge;
+  huge.present = true;
+  huge.size = 9'000'000;
+  huge.mode = 0644;
+  EXPECT_EQ(DiffFile("ha_config/big.json", before, huge, masker, Options{}).notes,
+            (std::vector<std::string>{
+                "text or binary, 19 B -> 9.0 MB, too large to compare (9.0 MB; the limit is "
+                "8.0 MB)"}));
+  huge.size = 100;
+  EXPECT_EQ(DiffFile("ha_config/big.json", before, huge, masker, Options{}).notes,
+            (std::vector<std::string>{
+                "text or binary, 19 B -> 100 B, not compared: the diff's memory budget (64.0 MB) "
+                "is spent"}));
+  huge.unread = "cannot read it: a FIFO";
+  EXPECT_EQ(DiffFile("ha_config/big.json", before, huge, masker, Options{}).notes,
+            (std::vector<std::string>{"text or binary, 19 B -> 100 B, cannot read it: a FIFO"}));
   const FileDiff b = DiffFile("ha_config/x.png", before, binary, masker, Options{});
   EXPECT_TRUE(b.binary);
   EXPECT_EQ(b.notes, (std::vector<std::string>{"binary, 19 B -> 3 B"}));
