@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cctype>
+#include <limits>
 #include <unordered_map>
 
 #include "core/base/json_name.h"
@@ -87,6 +88,9 @@ json EntryToJson(const Entry& e) {
   if (e.type == EntryType::kFile) {
     j["size"] = e.size;
     j["sha256"] = e.sha256;
+    if (e.stamp) {
+      j["stamp"] = json::array({e.stamp->dev, e.stamp->ino, e.stamp->mtime_ns, e.stamp->ctime_ns});
+    }
   }
   if (e.type == EntryType::kSymlink) PutName(j, "link", e.link_target);
   return j;
@@ -176,6 +180,26 @@ void ReadWarnings(const json& j, Reader& r, Manifest& m) {
   }
 }
 
+// The optional "stamp" of a file entry: [dev, ino, mtime_ns, ctime_ns], integers in range.
+void ReadStamp(const json& je, Reader& r, Entry& e) {
+  auto it = je.find("stamp");
+  if (it == je.end()) return;
+  const auto in_range = [](const json& v, bool is_signed) {
+    if (v.is_number_unsigned()) {
+      return !is_signed || v.get<std::uint64_t>() <=
+                               static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    }
+    return is_signed && v.is_number_integer();
+  };
+  if (!it->is_array() || it->size() != 4 || !in_range((*it)[0], false) ||
+      !in_range((*it)[1], false) || !in_range((*it)[2], true) || !in_range((*it)[3], true)) {
+    r.Error("entry " + e.path + ": bad stamp (four integers expected)");
+    return;
+  }
+  e.stamp = Stamp{(*it)[0].get<std::uint64_t>(), (*it)[1].get<std::uint64_t>(),
+                  (*it)[2].get<std::int64_t>(), (*it)[3].get<std::int64_t>()};
+}
+
 // One of "entries". Empty when reading stops here (the error is in `r`); an entry returned may
 // still have set an error in `r`.
 std::optional<Entry> ReadEntry(const json& je, Reader& r) {
@@ -202,6 +226,7 @@ std::optional<Entry> ReadEntry(const json& je, Reader& r) {
     r.Get(je, "size", e.size);
     r.Get(je, "sha256", e.sha256);
     if (r.ok() && !IsHex64(e.sha256)) r.Error("entry " + e.path + ": bad sha256");
+    if (r.ok()) ReadStamp(je, r, e);
   } else if (type == "symlink") {
     e.type = EntryType::kSymlink;
     if (auto link = GetName(je, "link", "manifest entry " + e.path); link) {

@@ -24,9 +24,28 @@ enum class EntryType { kFile, kSymlink, kDirectory };
 
 [[nodiscard]] std::string_view EntryTypeName(EntryType type);
 
+// What pass 1 of a backup saw of a file it read stable: its identity and the nanosecond times the
+// kernel changes on every write. Recorded only for a file that had been quiet for
+// kStampQuietSeconds before the backup began, so that no later change can carry the same stamp
+// (a change within the same timestamp tick as the last one before the backup would). diff and
+// the rollback plan trust the recorded hash of a live file whose lstat(2) still shows this stamp
+// instead of reading it again, as git's index and restic do; any other file is hashed.
+struct Stamp {
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  std::int64_t mtime_ns = 0;  // since the epoch
+  std::int64_t ctime_ns = 0;
+
+  bool operator==(const Stamp&) const = default;
+};
+
+// How long a file must have been unchanged (mtime and ctime) before the backup began for its
+// stamp to be recorded: more than any file system's timestamp granularity (FAT: 2 s).
+inline constexpr std::int64_t kStampQuietSeconds = 3;
+
 // One archived path. `path` is the archive path ("ha_config/configuration.yaml"); `sha256` and
 // `size` describe file contents (empty/0 for links and directories); `link_target` is set for
-// symlinks only.
+// symlinks only; `stamp` (format 2, optional) for files pass 1 found quiet.
 struct Entry {
   std::string path;
   EntryType type = EntryType::kFile;
@@ -37,6 +56,7 @@ struct Entry {
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
   std::string link_target;
+  std::optional<Stamp> stamp;  // files only, when recorded
 
   bool operator==(const Entry&) const = default;
 };

@@ -191,8 +191,23 @@ Result<std::optional<PathState>> ReadPathState(const std::string& root, const st
   return LiveTreeReader().Read(root, rel);
 }
 
+bool StampHolds(const manifest::Entry& entry, const struct stat& st) {
+  if (!entry.stamp || entry.type != manifest::EntryType::kFile || !S_ISREG(st.st_mode)) {
+    return false;
+  }
+  const manifest::Stamp& s = *entry.stamp;
+  const auto nanos = [](const struct timespec& t) {
+    return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+  };
+  return static_cast<std::uint64_t>(st.st_dev) == s.dev &&
+         static_cast<std::uint64_t>(st.st_ino) == s.ino &&
+         static_cast<std::uint64_t>(st.st_size) == entry.size && nanos(st.st_mtim) == s.mtime_ns &&
+         nanos(st.st_ctim) == s.ctime_ns;
+}
+
 Result<std::optional<PathState>> LiveTreeReader::Read(const std::string& root,
-                                                      const std::string& rel) {
+                                                      const std::string& rel,
+                                                      const manifest::Entry* recorded) {
   std::string path = root;
   struct stat st {};
   std::size_t pos = 0;
@@ -214,6 +229,12 @@ Result<std::optional<PathState>> LiveTreeReader::Read(const std::string& root,
     path.append(rel, pos, next - pos);
     pos = next + 1;
   }
+  if (recorded != nullptr && StampHolds(*recorded, st)) {
+    ++files_trusted_;
+    return std::optional<PathState>(PathState{manifest::EntryType::kFile, recorded->size,
+                                              recorded->sha256, st.st_mode & 07777u, ""});
+  }
+  if (S_ISREG(st.st_mode)) ++files_hashed_;
   auto state = StateAt(path, st);
   if (!state) return tl::unexpected(state.error());
   return std::optional<PathState>(std::move(*state));
@@ -333,13 +354,26 @@ Status RecordFingerprint(const config::Config& config, const store::Store& store
   Fingerprint f;
   f.id = id;
   f.recorded_at = FormatUtcSecondsTime(clock.Now());
+  // The safety point's entries by path: a file still showing its recorded stamp is not read.
+  std::vector<const manifest::Entry*> recorded;
+  recorded.reserve(m->entries.size());
+  for (const auto& e : m->entries) recorded.push_back(&e);
+  std::sort(recorded.begin(), recorded.end(),
+            [](const manifest::Entry* a, const manifest::Entry* b) { return a->path < b->path; });
+  auto recorded_entry = [&](const std::string& path) -> const manifest::Entry* {
+    auto it = std::lower_bound(
+        recorded.begin(), recorded.end(), path,
+        [](const manifest::Entry* e, const std::string& p) { return e->path < p; });
+    return it != recorded.end() && (*it)->path == path ? *it : nullptr;
+  };
   LiveTreeReader live;
   for (const auto& e : files->entries) {
     auto local = LocalPathOf(config, e.archive_path);
     if (!local) continue;
     const bool ha = e.archive_path.starts_with("ha_config/");
     const std::string& root = ha ? config.paths.ha_config : config.paths.workspace;
-    auto state = live.Read(root, e.archive_path.substr(e.archive_path.find('/') + 1));
+    auto state = live.Read(root, e.archive_path.substr(e.archive_path.find('/') + 1),
+                           recorded_entry(e.archive_path));
     if (!state) return tl::unexpected(state.error());
     if (!*state) continue;  // gone since it was listed
     if (key.empty()) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -76,14 +77,28 @@ inline constexpr std::string_view kFingerprintName = "fingerprint.json";
 // again for each path below it (a diff of 100k files in 6-deep trees makes 100k, not 700k, calls).
 // For one plan or fingerprint only: a directory replaced by a link after it was seen is caught
 // when the change is applied, which reads every path again.
+//
+// Given the safety point's entry for the path (`recorded`), a regular file whose lstat(2) shows the
+// entry's stamp (manifest::Stamp: device, inode, size, nanosecond mtime and ctime) is taken to
+// hold the recorded contents and is not read.
 class LiveTreeReader {
  public:
   [[nodiscard]] Result<std::optional<PathState>> Read(const std::string& root,
-                                                      const std::string& rel);
+                                                      const std::string& rel,
+                                                      const manifest::Entry* recorded = nullptr);
+
+  // Regular files read and hashed, and files taken as recorded by their stamp, so far.
+  [[nodiscard]] std::size_t files_hashed() const { return files_hashed_; }
+  [[nodiscard]] std::size_t files_trusted() const { return files_trusted_; }
 
  private:
   std::set<std::string, std::less<>> real_dirs_;
+  std::size_t files_hashed_ = 0;
+  std::size_t files_trusted_ = 0;
 };
+
+// Whether lstat(2)'s `st` of a regular file shows the stamp `entry` recorded.
+[[nodiscard]] bool StampHolds(const manifest::Entry& entry, const struct stat& st);
 
 // SHA-256 (hex) of a regular file, opened without following a final symlink.
 [[nodiscard]] Result<std::string> HashFile(const std::string& path);

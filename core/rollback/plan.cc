@@ -1,6 +1,4 @@
 // Planning a rollback: what each path needs, the plan as JSON and as text.
-#include "core/rollback/rollback.h"
-
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +15,7 @@
 #include "core/base/sha256.h"
 #include "core/rollback/internal.h"
 #include "core/rollback/journal.h"
+#include "core/rollback/rollback.h"
 #include "core/sources/snapshot.h"
 
 namespace safepoint::rollback {
@@ -129,12 +128,13 @@ Result<std::set<std::string, std::less<>>> ImplicitParents(const WantedMap& want
 // later.
 Result<std::vector<PlanEntry>> EntriesWithCurrent(
     const Roots& roots, const WantedMap& wanted, const std::set<std::string, std::less<>>& implicit,
-    const CollectedPaths& collected) {
+    const CollectedPaths& collected, LiveTreeReader& live) {
   std::vector<PlanEntry> entries;
   entries.reserve(wanted.size() + implicit.size());
-  LiveTreeReader live;
-  auto read_current = [&](const std::string& path) -> Result<std::optional<PathState>> {
-    return live.Read(roots.For(TopOf(path)), RelOf(path));
+  auto read_current = [&](const std::string& path,
+                          const manifest::Entry* recorded =
+                              nullptr) -> Result<std::optional<PathState>> {
+    return live.Read(roots.For(TopOf(path)), RelOf(path), recorded);
   };
   for (const auto& [path, entry] : wanted) {
     PlanEntry p;
@@ -143,7 +143,7 @@ Result<std::vector<PlanEntry>> EntriesWithCurrent(
     p.uid = entry->uid;
     p.gid = entry->gid;
     p.mtime = entry->mtime;
-    auto cur = read_current(p.path);
+    auto cur = read_current(p.path, entry);
     if (!cur) return tl::unexpected(cur.error());
     p.current = std::move(*cur);
     entries.push_back(std::move(p));
@@ -222,8 +222,11 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
   if (!implicit) return tl::unexpected(implicit.error());
 
   const CollectedPaths collected(current);
-  auto entries = EntriesWithCurrent(roots, wanted->entries, *implicit, collected);
+  LiveTreeReader live;
+  auto entries = EntriesWithCurrent(roots, wanted->entries, *implicit, collected, live);
   if (!entries) return tl::unexpected(entries.error());
+  plan.files_hashed = live.files_hashed();
+  plan.files_trusted = live.files_trusted();
 
   for (auto& p : *entries) {
     const std::string& path = p.path;
@@ -367,20 +370,22 @@ json ToJson(const Plan& plan) {
     if (!e.beside.empty()) j["beside"] = e.beside;
     entries.push_back(std::move(j));
   }
-  return {{"id", plan.id},
-          {"policy", config::ConflictPolicyName(plan.policy)},
-          {"fingerprint", plan.has_fingerprint},
-          {"would_stop", plan.WouldStop()},
-          {"summary",
-           {{"unchanged", plan.Count(Change::kUnchanged)},
-            {"changed_by_update", plan.Count(Change::kChangedByUpdate)},
-            {"conflict", plan.Count(Change::kConflict)},
-            {"missing", plan.Count(Change::kMissing)},
-            {"added", plan.Count(Change::kAdded)}}},
-          {"entries", entries},
-          {"conflicts", plan.Conflicts()},
-          {"not_restored", plan.not_restored},
-          {"warnings", plan.warnings}};
+  return {
+      {"id", plan.id},
+      {"policy", config::ConflictPolicyName(plan.policy)},
+      {"fingerprint", plan.has_fingerprint},
+      {"would_stop", plan.WouldStop()},
+      {"summary",
+       {{"unchanged", plan.Count(Change::kUnchanged)},
+        {"changed_by_update", plan.Count(Change::kChangedByUpdate)},
+        {"conflict", plan.Count(Change::kConflict)},
+        {"missing", plan.Count(Change::kMissing)},
+        {"added", plan.Count(Change::kAdded)}}},
+      {"files_read", {{"hashed", plan.files_hashed}, {"unchanged_by_stamp", plan.files_trusted}}},
+      {"entries", entries},
+      {"conflicts", plan.Conflicts()},
+      {"not_restored", plan.not_restored},
+      {"warnings", plan.warnings}};
 }
 
 std::string Describe(const Plan& plan) {

@@ -80,6 +80,10 @@ struct Plan {
   std::vector<std::string> not_restored;
   // Entries skipped for safety (e.g. inside the backup directory), one line each.
   std::vector<std::string> warnings;
+  // Live regular files the plan read and hashed, and those it took as recorded because their
+  // lstat(2) still showed the safety point's stamp (manifest::Stamp).
+  std::size_t files_hashed = 0;
+  std::size_t files_trusted = 0;
 
   [[nodiscard]] std::size_t Count(Change change) const;
   [[nodiscard]] std::size_t Count(Action action) const;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <ctime>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -14,6 +15,18 @@
 namespace safepoint::store::internal {
 
 namespace {
+
+std::int64_t NanosOf(const struct timespec& t) {
+  return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
+// The wall-clock time, in the kernel's file-time terms, before which a file's last change must lie
+// for its stamp to be recorded (manifest::Stamp).
+std::int64_t QuietBefore() {
+  struct timespec now {};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return NanosOf(now) - manifest::kStampQuietSeconds * 1'000'000'000;
+}
 
 bool SameFile(const struct stat& a, const struct stat& b) {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
@@ -29,7 +42,7 @@ constexpr int kReadAttempts = 3;
 // reads is recorded as the last read saw it (its first st_size bytes), with a warning, as GNU
 // tar does. Pass 2 re-reads those bytes and checks them against this hash.
 Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
-                              std::vector<std::uint8_t>& buf) {
+                              std::vector<std::uint8_t>& buf, std::int64_t quiet_before_ns) {
   StableHash out;
   for (int attempt = 1; attempt <= kReadAttempts; ++attempt) {
     auto file = fs.OpenRead(path);
@@ -68,6 +81,7 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
     if (!short_read && SameFile(*before, *after)) {
       out.st = KeptStat::Of(*before);
       out.sha256 = hash.Final();
+      out.quiet = out.st.mtime_ns < quiet_before_ns && out.st.ctime_ns < quiet_before_ns;
       return out;
     }
     if (!short_read && attempt == kReadAttempts) {
@@ -95,6 +109,8 @@ KeptStat KeptStat::Of(const struct stat& st) {
   k.mode = st.st_mode;
   k.uid = st.st_uid;
   k.gid = st.st_gid;
+  k.mtime_ns = NanosOf(st.st_mtim);
+  k.ctime_ns = NanosOf(st.st_ctim);
   return k;
 }
 
@@ -119,9 +135,10 @@ Pass1 HashInputs(FileSystem& fs, const std::vector<InputEntry>& in, const age::E
   out.hashed.resize(in.size());
   std::mutex error_mu;
   std::atomic<std::size_t> next{0};
+  const std::int64_t quiet_before = QuietBefore();
   auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf) {
     if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
-    auto h = HashStable(fs, in[i].abs_path, buf);
+    auto h = HashStable(fs, in[i].abs_path, buf, quiet_before);
     if (h) {
       out.hashed[i] = std::move(*h);
       return;

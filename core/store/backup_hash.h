@@ -35,6 +35,8 @@ struct KeptStat {
   std::uint32_t mode = 0;
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
 
   static KeptStat Of(const struct stat& st);
 };
@@ -44,6 +46,9 @@ struct StableHash {
   bool vanished = false;  // deleted, or no longer a regular file: skipped with `warning`
   KeptStat st;            // as it was when opened
   std::array<std::uint8_t, 32> sha256{};
+  // Read stable, unchanged (mtime and ctime) since kStampQuietSeconds before pass 1 began: its
+  // manifest entry records `st` as its stamp.
+  bool quiet = false;
   std::string warning;  // set when the file is skipped or recorded while it kept changing
 };
 

@@ -221,6 +221,10 @@ std::optional<manifest::Entry> ManifestEntry(const InputEntry& src, const Stable
   e.mtime = st.mtime;
   e.uid = st.uid;
   e.gid = st.gid;
+  if (hashed.quiet) {
+    e.stamp = manifest::Stamp{static_cast<std::uint64_t>(st.dev),
+                              static_cast<std::uint64_t>(st.ino), st.mtime_ns, st.ctime_ns};
+  }
   return e;
 }
 

@@ -142,6 +142,10 @@ TEST(Manifest, StreamedTextEqualsTheTreeAndParsesBackOnRandomManifests) {
       e.mtime = static_cast<std::int64_t>(rng() >> 2) * (pick(2) == 0 ? -1 : 1);
       e.uid = static_cast<std::uint32_t>(rng());
       if (e.type == EntryType::kFile) e.size = rng();
+      if (e.type == EntryType::kFile && pick(2) == 0) {
+        e.stamp = Stamp{rng(), rng(), static_cast<std::int64_t>(rng() >> 1) * (pick(2) ? -1 : 1),
+                        static_cast<std::int64_t>(rng() >> 1)};
+      }
       m.entries.push_back(std::move(e));
     }
     for (std::size_t w = pick(3); w > 0; --w) m.warnings.push_back(pick(2) == 0 ? name() : text());
@@ -184,6 +188,42 @@ TEST(Manifest, AnEntryListOfOtherShapesIsCorrupt) {
   auto ok = Parse(good);
   ASSERT_TRUE(ok.has_value()) << ok.error().message;
   EXPECT_EQ(ok->entries.size(), 2u);
+}
+
+// A file's stamp is four integers in range or the manifest is corrupt; no stamp is fine.
+TEST(Manifest, AStampIsFourIntegersInRange) {
+  Entry f = File("ha_config/a");
+  f.stamp = Stamp{18446744073709551615u, 42, -1'000'000'001, 1'796'000'000'123'456'789};
+  const std::string good = Serialize(Sample({Dir("ha_config"), f}), true);
+  auto ok = Parse(good);
+  ASSERT_TRUE(ok.has_value()) << ok.error().message;
+  ASSERT_EQ(ok->entries.size(), 2u);
+  EXPECT_EQ(ok->entries[1].stamp, f.stamp);
+  EXPECT_FALSE(ok->entries[0].stamp.has_value());
+  const std::size_t at = good.find("\"stamp\": [");
+  ASSERT_NE(at, std::string::npos);
+  const std::size_t end = good.find(']', at) + 1;
+  for (const std::string& other :
+       {std::string("\"stamp\": [1, 2, 3]"), std::string("\"stamp\": [1, 2, 3, 4, 5]"),
+        std::string("\"stamp\": [-1, 2, 3, 4]"), std::string("\"stamp\": [1, -2, 3, 4]"),
+        std::string("\"stamp\": [1, 2, 3.5, 4]"), std::string("\"stamp\": [1, 2, 3, 1e30]"),
+        std::string("\"stamp\": [1, 2, 9223372036854775808, 4]"),
+        std::string("\"stamp\": [18446744073709551616, 2, 3, 4]"),
+        std::string("\"stamp\": [\"1\", 2, 3, 4]"), std::string("\"stamp\": {\"dev\": 1}"),
+        std::string("\"stamp\": null"), std::string("\"stamp\": 7")}) {
+    std::string text = good;
+    text.replace(at, end - at, other);
+    auto m = Parse(text);
+    ASSERT_FALSE(m.has_value()) << other;
+    EXPECT_EQ(m.error().code, ErrorCode::kCorrupt) << other;
+    EXPECT_NE(m.error().message.find("stamp"), std::string::npos) << m.error().message;
+  }
+  // Old readers ignore the field; this one keeps the entry as it was without it.
+  std::string without = good;
+  without.replace(at, end - at, "\"x\": 0");
+  auto plain = Parse(without);
+  ASSERT_TRUE(plain.has_value()) << plain.error().message;
+  EXPECT_FALSE(plain->entries[1].stamp.has_value());
 }
 
 }  // namespace
