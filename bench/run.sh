@@ -126,10 +126,16 @@ rollback_added="${ROLLBACK_ADDED:-0.01}"
 if [[ "$rollback" == auto ]]; then
   if "$sp" rollback --help >/dev/null 2>&1; then rollback=1; else rollback=0; fi
 fi
-# Resets the tree from the pristine copy and simulates an update (not timed).
+# Simulates an update (not timed): changes 5 % of the files in place, as an update does, so the
+# other 95 % keep their inodes and times (what a stat-based comparison sees in a real home). The
+# tree is reset from the pristine copy first only when no checked rollback has put it back
+# (tree_clean=1: as generated, or restored exactly).
 mutate_tree() {  # run
-  rm -rf "$tree"
-  cp -a "$pristine" "$tree"
+  if [[ "${tree_clean:-0}" != 1 ]]; then
+    rm -rf "$tree"
+    cp -a "$pristine" "$tree"
+  fi
+  tree_clean=0
   python3 "$here/gen_tree.py" mutate "$tree" --fraction 0.05 --seed "$1" \
     --add-fraction "$rollback_added" >"$work/mutate.json"
   sync  # the copy's dirty pages are not flushed during a timed command
@@ -149,6 +155,7 @@ rollback_once() {  # run
   record "$size" safepoint rollback "$1" "$t" 0
   got="$(python3 "$here/gen_tree.py" stats --no-mtime "$tree")"
   [[ "$got" == "$expected" ]] || die "$size rollback run $1 did not restore the tree exactly"
+  tree_clean=1
 
   rm -rf "$target" && mkdir "$target"
   python3 "$here/pty_run.py" --secrets "$secrets" --answers 1 "${pty_nice[@]}" \
@@ -169,6 +176,7 @@ rollback_once() {  # run
 rollback_bench() {
   pristine="$dir/pristine"
   cp -a "$tree" "$pristine"
+  tree_clean=1
   expected="$(python3 "$here/gen_tree.py" stats --no-mtime "$pristine")"
   for ((run = 1; run <= runs; run++)); do
     echo "bench: $size rollback run $run/$runs (load $(cut -d' ' -f1 /proc/loadavg))" >&2
@@ -345,12 +353,14 @@ for n in $scale; do
   if [[ -z "${kdf_done:-}" ]]; then kdf_bench && kdf_done=1; fi
   pristine="$dir/pristine"
   cp -a "$tree" "$pristine"
+  tree_clean=1
   expected="$(python3 "$here/gen_tree.py" stats --no-mtime "$pristine")"
   scale_rollback="$rollback"
   for ((run = 1; run <= runs; run++)); do
-    if ((run > 1)) && [[ "$scale_rollback" != 1 ]]; then  # no rollback put the tree back
+    if [[ "$tree_clean" != 1 ]]; then  # no rollback put the tree back
       rm -rf "$tree"
       cp -a "$pristine" "$tree"
+      tree_clean=1
     fi
     backup_verify_run "$run"
     scale_ops_run "$run"

@@ -124,15 +124,20 @@ void AddShow(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
              ")\npayload:    " + m->payload->name + " (" + HumanBytes(m->payload->size) +
              ")\nsha256:     " + m->payload->sha256 + "\nencryption: " + m->encryption +
              ", work factor " + std::to_string(m->kdf.work_factor) + ", key id " + m->key_id + "\n";
-    for (const auto& e : m->entries) {
-      human += "  " + std::string(manifest::EntryTypeName(e.type)) + "  " + e.path;
-      if (e.type == manifest::EntryType::kSymlink) human += " -> " + e.link_target;
-      if (e.type == manifest::EntryType::kFile) human += "  (" + std::to_string(e.size) + " B)";
-      human += "\n";
+    // One form only: at 100k entries each of them is tens of megabytes.
+    if (!cli.json_output) {
+      for (const auto& e : m->entries) {
+        human += "  " + std::string(manifest::EntryTypeName(e.type)) + "  " + e.path;
+        if (e.type == manifest::EntryType::kSymlink) human += " -> " + e.link_target;
+        if (e.type == manifest::EntryType::kFile) human += "  (" + std::to_string(e.size) + " B)";
+        human += "\n";
+      }
+      for (const auto& w : m->warnings) human += "warning: " + w + "\n";
+      return cli.Ok(json::object(), human);
     }
-    for (const auto& w : m->warnings) human += "warning: " + w + "\n";
     // The whole manifest: the entries (as in MANIFEST.json) and the outer fields.
     json j = manifest::ToJson(*m, /*inner=*/true);
+    std::vector<manifest::Entry>().swap(m->entries);  // printed from `j` now
     j["encryption"]["key_id"] = m->key_id;
     j["payload"] = {
         {"name", m->payload->name}, {"size", m->payload->size}, {"sha256", m->payload->sha256}};

@@ -349,8 +349,9 @@ std::string Serialize(const Manifest& m, bool inner) {
   // bytes and is replaced where it is not UTF-8.
   json head = HeaderJson(m, inner);
   if (!ListsEntries(m, inner)) return Dump(head, 1) + "\n";
-  // The same text as ToJson(m, inner).dump(1), without a JSON tree of every entry: the entries
-  // are written one by one into the place of an empty list.
+  // The value of ToJson(m, inner), without a JSON tree of every entry: the entries are written
+  // one by one into the place of an empty list, each on one line of its own (the header stays
+  // indented for people; entries without indentation are 40 % less text to read and parse).
   head["entries"] = json::array();
   head["warnings"] = m.warnings;
   const std::string text = Dump(head, 1);
@@ -358,16 +359,12 @@ std::string Serialize(const Manifest& m, bool inner) {
   const std::size_t slot = text.find(kSlot);
   if (slot == std::string::npos) return Dump(ToJson(m, inner), 1) + "\n";  // not reached
   std::string out;
-  out.reserve(text.size() + m.entries.size() * 320);
+  out.reserve(text.size() + m.entries.size() * 200);
   out.append(text, 0, slot);
   out += "\n \"entries\": [";
   for (std::size_t i = 0; i < m.entries.size(); ++i) {
     out += i == 0 ? "\n  " : ",\n  ";
-    // One entry, indented to its place (its strings hold no raw newline: JSON escapes them).
-    for (char c : Dump(EntryToJson(m.entries[i]), 1)) {
-      out += c;
-      if (c == '\n') out += "  ";
-    }
+    out += Dump(EntryToJson(m.entries[i]), -1);  // one line: JSON escapes newlines in strings
   }
   out += m.entries.empty() ? "]" : "\n ]";
   out.append(text, slot + kSlot.size());
