@@ -359,7 +359,11 @@ std::string Serialize(const Manifest& m, bool inner) {
   const std::size_t slot = text.find(kSlot);
   if (slot == std::string::npos) return Dump(ToJson(m, inner), 1) + "\n";  // not reached
   std::string out;
-  out.reserve(text.size() + m.entries.size() * 200);
+  // Enough for every entry (fields, a hash and a stamp; names up to 4/3 longer as base64), so
+  // that the text of 100k entries is not copied into a buffer twice its size while it grows.
+  std::size_t estimate = text.size();
+  for (const auto& e : m.entries) estimate += 256 + (e.path.size() + e.link_target.size()) * 4 / 3;
+  out.reserve(estimate);
   out.append(text, 0, slot);
   out += "\n \"entries\": [";
   for (std::size_t i = 0; i < m.entries.size(); ++i) {
