@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <ctime>
+#include <limits>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -16,8 +17,16 @@ namespace safepoint::store::internal {
 
 namespace {
 
+// Nanoseconds since the epoch; INT64_MAX for a time outside what 64 bits hold (before 1677 or
+// after 2262, which a file may be given): such a file is never quiet, so never stamped.
 std::int64_t NanosOf(const struct timespec& t) {
-  return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+  std::int64_t ns = 0;
+  if (__builtin_mul_overflow(static_cast<std::int64_t>(t.tv_sec), std::int64_t{1'000'000'000},
+                             &ns) ||
+      __builtin_add_overflow(ns, static_cast<std::int64_t>(t.tv_nsec), &ns)) {
+    return std::numeric_limits<std::int64_t>::max();
+  }
+  return ns;
 }
 
 // The wall-clock time, in the kernel's file-time terms, before which a file's last change must lie

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "core/config/config.h"
 #include "core/rollback/fingerprint.h"
@@ -33,6 +34,11 @@ constexpr char kPassphrase[] = "correct horse battery staple";
 
 std::int64_t Nanos(const struct timespec& t) {
   return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
+// Whether nanoseconds since the epoch of a time with these seconds fit in 64 bits.
+bool FitsInNanos(std::int64_t seconds) {
+  return seconds > -9'223'372'036 && seconds < 9'223'372'036;
 }
 
 struct stat LStat(const std::string& path) {
@@ -70,10 +76,19 @@ class StampTest : public ::testing::Test {
     o.work_factor = 15;
     o.max_work_factor = 18;
     store_ = std::make_unique<store::Store>(o, fs_, clock_);
-    // Every file above is older than the quiet time when the backup starts; this one is not.
+    // Times that nanoseconds since the epoch do not hold in 64 bits: never stamped, always read.
+    for (const auto& [name, seconds] : {std::pair{"far_future.yaml", 10'413'792'000LL},
+                                        std::pair{"far_past.yaml", -11'676'096'000LL}}) {
+      WriteFile(ha_ + "/" + name, "mtime: far away\n");
+      const struct timespec times[2] = {{seconds, 5}, {seconds, 5}};
+      ASSERT_EQ(::utimensat(AT_FDCWD, (ha_ + "/" + name).c_str(), times, 0), 0) << name;
+    }
+    // Every file above is older than the quiet time when the backup starts; this one is not,
+    // when the backup starts within the quiet time (Backup() says whether it did).
     std::this_thread::sleep_for(
         std::chrono::milliseconds(manifest::kStampQuietSeconds * 1000 + 300));
     WriteFile(ha_ + "/fresh.yaml", "written: just now\n");
+    fresh_written_ = std::chrono::steady_clock::now();
   }
 
   std::string Backup() {
@@ -83,6 +98,10 @@ class StampTest : public ::testing::Test {
     EXPECT_TRUE(lock);
     auto m = store_->Backup(*request, pass_);
     EXPECT_TRUE(m) << m.error().message;
+    // Returned within the quiet time of writing fresh.yaml: it began reading sooner, so the
+    // file cannot be quiet. (A stalled machine may take longer; then it may be stamped.)
+    fresh_is_busy_ = std::chrono::steady_clock::now() - fresh_written_ <
+                     std::chrono::seconds(manifest::kStampQuietSeconds);
     clock_.Advance(std::chrono::seconds(1));
     return m ? m->id : "";
   }
@@ -114,19 +133,30 @@ class StampTest : public ::testing::Test {
   FakeClock clock_;
   std::unique_ptr<store::Store> store_;
   Secret pass_{std::string_view(kPassphrase)};
+  std::chrono::steady_clock::time_point fresh_written_;
+  bool fresh_is_busy_ = false;
 };
 
 TEST_F(StampTest, RecordedForQuietFilesOnlyAndTrustedOnlyWhileTheyHold) {
   const std::string id = Backup();
   const manifest::Manifest m = Load(id);
 
-  // Every quiet file carries its lstat(2) identity and nanosecond times; the fresh one none.
+  // Every quiet file carries its lstat(2) identity and nanosecond times; the fresh one and the
+  // ones with far-away times none.
   std::size_t stamped = 0;
+  std::size_t unstamped = 0;
   for (const auto& e : m.entries) {
     if (e.type != manifest::EntryType::kFile || !e.path.starts_with("ha_config/")) continue;
     const std::string abs = ha_ + "/" + e.path.substr(std::string("ha_config/").size());
-    if (e.path == "ha_config/fresh.yaml") {
+    if (e.path == "ha_config/fresh.yaml" && (fresh_is_busy_ || !e.stamp)) {
       EXPECT_FALSE(e.stamp.has_value());
+      ++unstamped;
+      continue;
+    }
+    if ((e.path == "ha_config/far_future.yaml" || e.path == "ha_config/far_past.yaml") &&
+        !FitsInNanos(LStat(abs).st_mtim.tv_sec)) {
+      EXPECT_FALSE(e.stamp.has_value()) << e.path;
+      ++unstamped;
       continue;
     }
     ASSERT_TRUE(e.stamp.has_value()) << e.path;
@@ -138,10 +168,13 @@ TEST_F(StampTest, RecordedForQuietFilesOnlyAndTrustedOnlyWhileTheyHold) {
     ++stamped;
   }
   ASSERT_GE(stamped, 6u);
+  // ext4 keeps 2300 (it clamps 1600 to 1901): at least the far future is out of range.
+  EXPECT_FALSE(FitsInNanos(LStat(ha_ + "/far_future.yaml").st_mtim.tv_sec));
+  EXPECT_GE(unstamped, fresh_is_busy_ ? 2u : 1u);
 
-  // Nothing changed: only the fresh file is read.
+  // Nothing changed: only the unstamped files are read.
   Plan quiet = MakePlanFor(id);
-  EXPECT_EQ(quiet.files_hashed, 1u);
+  EXPECT_EQ(quiet.files_hashed, unstamped);
   EXPECT_EQ(quiet.files_trusted, stamped);
   EXPECT_TRUE(quiet.Empty());
 
@@ -166,7 +199,7 @@ TEST_F(StampTest, RecordedForQuietFilesOnlyAndTrustedOnlyWhileTheyHold) {
   WriteFile(ha_ + "/rewritten.yaml", *ReadFile(ha_ + "/rewritten.yaml"));  // same bytes again
 
   Plan after = MakePlanFor(id);
-  EXPECT_EQ(after.files_hashed, 6u);  // the fresh file and the five above
+  EXPECT_EQ(after.files_hashed, unstamped + 5);  // the unstamped files and the five above
   EXPECT_EQ(after.files_trusted, stamped - 5);
   EXPECT_EQ(ChangeAt(after, "ha_config/same_size.yaml"), "conflict");
   EXPECT_EQ(ChangeAt(after, "ha_config/chmod.yaml"), "conflict");
