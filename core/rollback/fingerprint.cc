@@ -13,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/base/file_time.h"
 #include "core/base/io.h"
 #include "core/base/json_int.h"
 #include "core/base/json_name.h"
@@ -196,18 +197,13 @@ bool StampHolds(const manifest::Entry& entry, const struct stat& st) {
     return false;
   }
   const manifest::Stamp& s = *entry.stamp;
-  // Nanoseconds since the epoch, false for a time that 64 bits do not hold (never stamped).
-  const auto nanos = [](const struct timespec& t, std::int64_t* ns) {
-    return !__builtin_mul_overflow(static_cast<std::int64_t>(t.tv_sec), std::int64_t{1'000'000'000},
-                                   ns) &&
-           !__builtin_add_overflow(*ns, static_cast<std::int64_t>(t.tv_nsec), ns);
-  };
-  std::int64_t mtime_ns = 0;
-  std::int64_t ctime_ns = 0;
+  // A time that 64-bit nanoseconds do not hold is never stamped, so never matches.
+  const auto mtime_ns = NanosSinceEpoch(st.st_mtim);
+  const auto ctime_ns = NanosSinceEpoch(st.st_ctim);
   return static_cast<std::uint64_t>(st.st_dev) == s.dev &&
          static_cast<std::uint64_t>(st.st_ino) == s.ino &&
-         static_cast<std::uint64_t>(st.st_size) == entry.size && nanos(st.st_mtim, &mtime_ns) &&
-         nanos(st.st_ctim, &ctime_ns) && mtime_ns == s.mtime_ns && ctime_ns == s.ctime_ns;
+         static_cast<std::uint64_t>(st.st_size) == entry.size && mtime_ns && ctime_ns &&
+         *mtime_ns == s.mtime_ns && *ctime_ns == s.ctime_ns;
 }
 
 Result<std::optional<PathState>> LiveTreeReader::Read(const std::string& root,

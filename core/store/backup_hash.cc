@@ -10,6 +10,7 @@
 #include <thread>
 #include <utility>
 
+#include "core/base/file_time.h"
 #include "core/base/sha256.h"
 #include "core/store/store_internal.h"
 
@@ -17,16 +18,10 @@ namespace safepoint::store::internal {
 
 namespace {
 
-// Nanoseconds since the epoch; INT64_MAX for a time outside what 64 bits hold (before 1677 or
-// after 2262, which a file may be given): such a file is never quiet, so never stamped.
+// Nanoseconds since the epoch; INT64_MAX for a time that 64 bits do not hold: such a file is
+// never quiet, so never stamped.
 std::int64_t NanosOf(const struct timespec& t) {
-  std::int64_t ns = 0;
-  if (__builtin_mul_overflow(static_cast<std::int64_t>(t.tv_sec), std::int64_t{1'000'000'000},
-                             &ns) ||
-      __builtin_add_overflow(ns, static_cast<std::int64_t>(t.tv_nsec), &ns)) {
-    return std::numeric_limits<std::int64_t>::max();
-  }
-  return ns;
+  return NanosSinceEpoch(t).value_or(std::numeric_limits<std::int64_t>::max());
 }
 
 // The wall-clock time, in the kernel's file-time terms, before which a file's last change must lie
