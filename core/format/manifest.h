@@ -29,7 +29,7 @@ enum class EntryType { kFile, kSymlink, kDirectory };
 // kStampQuietSeconds before the backup began, so that no later change can carry the same stamp
 // (a change within the same timestamp tick as the last one before the backup would). diff and
 // the rollback plan trust the recorded hash of a live file whose lstat(2) still shows this stamp
-// instead of reading it again, as git's index and restic do; any other file is hashed.
+// instead of reading it again; any other file is hashed.
 struct Stamp {
   std::uint64_t dev = 0;
   std::uint64_t ino = 0;
