@@ -308,6 +308,8 @@ void Controller::RunBackup(const service::StartBackup& action, entities::EntityS
   // verify): the lifecycle already allows one operation at a time.
   Enqueue([this, action, entities, live = std::move(live), progress = ProgressReporter()] {
     auto m = backend_.Backup(action.reason, action.update, progress, entities, live);
+    // Only the counts are reported: the entries go before retention may verify (scrypt again).
+    if (m) manifest::DropEntries(*m);
     // Retention in the same job, before the result is reported: when the lifecycle announces
     // the safety point, the store is unlocked again and the list is final.
     std::optional<Result<store::PruneReport>> pruned;

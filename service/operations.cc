@@ -1,5 +1,6 @@
 #include "service/operations.h"
 
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -220,6 +221,8 @@ Result<manifest::Manifest> Operations::Backup(
   for (auto& w : written.warnings) request->warnings.push_back(std::move(w));
   request->reason = reason;
   request->update = update;
+  // The walk's own lists are freed; their pages go back before scrypt takes its memory.
+  ::malloc_trim(0);
   return store_.Backup(*request, *passphrase, progress);
 }
 

@@ -70,6 +70,9 @@ void AddBackup(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
         "- Encryption: age v1, scrypt work factor " + std::to_string(m->kdf.work_factor) + "\n";
     for (const auto& w : m->warnings) human += "- warning: " + w + "\n";
     json summary = SummaryJson(*m, ops.store());
+    // Retention may verify the newest safety point (scrypt's memory again): the entries of this
+    // one are not needed any more.
+    manifest::DropEntries(*m);
     // Retention after every new safety point, never deleting one the service uses.
     auto pruned = ops.Prune([&](const std::string& id) { return UsedByService(*cli.config, id); });
     if (pruned) {

@@ -63,6 +63,7 @@ Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out, const Se
       self->scrypt_ok_ =
           Scrypt(self->passphrase_, self->salt_, self->work_factor_, self->wrap_key_);
       self->kdf_done_.store(true, std::memory_order_release);
+      self->kdf_done_.notify_all();
     });
   } catch (const std::system_error& e) {
     return Fail(ErrorCode::kInternal, std::string("cannot start the scrypt thread: ") + e.what());

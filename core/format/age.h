@@ -92,6 +92,8 @@ class Encryptor {
   // True once the scrypt derivation has finished (it runs on its own thread from Create on and
   // uses a whole core meanwhile: a caller may hold back its own parallel work until then).
   [[nodiscard]] bool KdfDone() const { return kdf_done_.load(std::memory_order_acquire); }
+  // Blocks until KdfDone(): scrypt's memory is freed by then.
+  void WaitKdf() const { kdf_done_.wait(false, std::memory_order_acquire); }
 
   // Writes `plaintext` as a second, complete age file to `out` under the same file key and the
   // same header (scrypt stanza and MAC) as this one, with its own fresh payload nonce: age

@@ -284,6 +284,16 @@ std::size_t Manifest::FileCount() const {
   return n;
 }
 
+void DropEntries(Manifest& m) {
+  if (!m.entries_listed) return;
+  m.listed_files = m.FileCount();
+  m.listed_bytes = m.TotalBytes();
+  m.listed_entries = m.EntryCount();
+  m.listed_warnings = m.WarningCount();
+  m.entries_listed = false;
+  std::vector<Entry>().swap(m.entries);
+}
+
 namespace {
 
 // The manifest without its entries and warnings: the fields every form shares.

@@ -121,6 +121,10 @@ struct Manifest {
   [[nodiscard]] std::size_t WarningCount() const;
 };
 
+// Frees `m`'s entries and keeps their counts, so it answers FileCount, TotalBytes, EntryCount
+// and WarningCount as before, like a format 2 manifest.json read from disk.
+void DropEntries(Manifest& m);
+
 // Serializes. `inner` (MANIFEST.json, and the encrypted index of format 2) omits `payload`,
 // `index` and `key_id`. The outer manifest of format 2 holds only the summary: no entry, no
 // warning text (docs/format.md).

@@ -30,13 +30,24 @@ Result<store::BackupRequest> Collect(const config::Config& config,
                                      const std::optional<std::string>& entities_file,
                                      const LiveState& live) {
   store::BackupRequest request;
+  request.roots = {{"ha_config", config.paths.ha_config}, {"workspace", config.paths.workspace}};
   for (const auto& w : live.warnings) request.warnings.push_back(SanitizeUtf8(w));
   auto files = sources::CollectFiles(config);
   if (!files) return tl::unexpected(files.error());
   for (const auto& w : files->warnings) request.warnings.push_back(SanitizeUtf8(w));
-  for (const auto& s : files->entries) {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  auto env = sources::CaptureEnvironment(config);
+  if (!env) return tl::unexpected(env.error());
+  auto logs = sources::CaptureLogs(config);
+  if (!logs) return tl::unexpected(logs.error());
+  // Exactly as many as are added below, not a vector grown to up to twice the tree's size.
+  request.entries.reserve(files->entries.size() + 1 + logs->logs.size() + (entities_file ? 1 : 0) +
+                          (live.zigbee2mqtt_backup ? 1 : 0));
+  for (auto& s : files->entries) {
     store::InputEntry e;
-    e.header.path = s.archive_path;
+    e.header.path = std::move(s.archive_path);
     switch (s.kind) {
       case sources::SourceEntry::Kind::kFile:
         e.header.type = manifest::EntryType::kFile;
@@ -53,30 +64,26 @@ Result<store::BackupRequest> Collect(const config::Config& config,
     e.header.mtime = s.mtime;
     e.header.uid = s.uid;
     e.header.gid = s.gid;
-    e.header.link_target = s.link_target;
-    e.abs_path = s.abs_path;
+    e.header.link_target = std::move(s.link_target);
+    // A file's path is kept only when it does not follow from its root (SourcePath).
+    if (e.header.type != manifest::EntryType::kFile || SourcePath(request, e) != s.abs_path) {
+      e.abs_path = std::move(s.abs_path);
+    }
     // A link whose target leaves its root is kept out: a restore could never write it safely.
     if (e.header.type == manifest::EntryType::kSymlink) {
       if (auto st = manifest::CheckLinkTarget(e.header.path, e.header.link_target); !st) {
         request.warnings.push_back(
-            SanitizeUtf8("skipped " + s.abs_path + ": " + st.error().message));
+            SanitizeUtf8("skipped " + e.abs_path + ": " + st.error().message));
         continue;
       }
     }
     request.entries.push_back(std::move(e));
   }
 
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
-  auto env = sources::CaptureEnvironment(config);
-  if (!env) return tl::unexpected(env.error());
   request.entries.push_back(
       Generated("environment/environment.json",
                 env->dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", now));
 
-  auto logs = sources::CaptureLogs(config);
-  if (!logs) return tl::unexpected(logs.error());
   for (auto& w : logs->warnings) request.warnings.push_back(SanitizeUtf8(w));
   for (auto& log : logs->logs) {
     request.entries.push_back(Generated(log.archive_path, std::move(log.text), now));

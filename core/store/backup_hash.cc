@@ -53,13 +53,14 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
     if (!file) {
       if (file.error().code == ErrorCode::kNotFound) {
         out.vanished = true;
-        out.warning = "skipped " + path + ": deleted while backing up";
+        out.warning =
+            std::make_unique<std::string>("skipped " + path + ": deleted while backing up");
         return out;
       }
       if (file.error().code == ErrorCode::kCorrupt) {  // replaced by a link, FIFO, directory
         out.vanished = true;
-        out.warning =
-            "skipped " + path + ": replaced while backing up (" + file.error().message + ")";
+        out.warning = std::make_unique<std::string>(
+            "skipped " + path + ": replaced while backing up (" + file.error().message + ")");
         return out;
       }
       return tl::unexpected(file.error());
@@ -91,9 +92,10 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
     if (!short_read && attempt == kReadAttempts) {
       out.st = KeptStat::Of(*before);
       out.sha256 = hash.Final();
-      out.warning = path + ": file changed as we read it (" + std::to_string(kReadAttempts) +
-                    " attempts); recorded as it was when last opened, its first " +
-                    std::to_string(before->st_size) + " bytes";
+      out.warning = std::make_unique<std::string>(
+          path + ": file changed as we read it (" + std::to_string(kReadAttempts) +
+          " attempts); recorded as it was when last opened, its first " +
+          std::to_string(before->st_size) + " bytes");
       return out;
     }
   }
@@ -134,7 +136,8 @@ Status ReadFull(ReadableFile& file, std::span<std::uint8_t> buf, std::size_t* go
 // busy for its first part. Until it is done, this runs on the calling thread alone (more threads
 // would only slow the derivation, which everything waits for at the end); then a second hashing
 // thread joins.
-Pass1 HashInputs(FileSystem& fs, const std::vector<InputEntry>& in, const age::Encryptor& enc) {
+Pass1 HashInputs(FileSystem& fs, const BackupRequest& request, const age::Encryptor& enc) {
+  const std::vector<InputEntry>& in = request.entries;
   Pass1 out;
   out.hashed.resize(in.size());
   std::mutex error_mu;
@@ -142,7 +145,7 @@ Pass1 HashInputs(FileSystem& fs, const std::vector<InputEntry>& in, const age::E
   const std::int64_t quiet_before = QuietBefore();
   auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf) {
     if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
-    auto h = HashStable(fs, in[i].abs_path, buf, quiet_before);
+    auto h = HashStable(fs, SourcePath(request, in[i]), buf, quiet_before);
     if (h) {
       out.hashed[i] = std::move(*h);
       return;

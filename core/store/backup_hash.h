@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -41,15 +42,18 @@ struct KeptStat {
   static KeptStat Of(const struct stat& st);
 };
 
-// The result of reading a file until two fstat calls around the read agree.
+// The result of reading a file until two fstat calls around the read agree. One is kept for
+// every input entry while scrypt holds its memory: 112 bytes.
 struct StableHash {
-  bool vanished = false;  // deleted, or no longer a regular file: skipped with `warning`
-  KeptStat st;            // as it was when opened
+  KeptStat st;  // as it was when opened
   std::array<std::uint8_t, 32> sha256{};
+  // Set when the file is skipped or recorded while it kept changing (seldom: a pointer, not a
+  // string in every record).
+  std::unique_ptr<std::string> warning;
+  bool vanished = false;  // deleted, or no longer a regular file: skipped with `warning`
   // Read stable, unchanged (mtime and ctime) since kStampQuietSeconds before pass 1 began: its
   // manifest entry records `st` as its stamp.
   bool quiet = false;
-  std::string warning;  // set when the file is skipped or recorded while it kept changing
 };
 
 // Pass 1's outcome for every input entry: what reading it stable gave, or (for the first entry,
@@ -63,7 +67,7 @@ struct Pass1 {
 // busy for its first part. Until it is done, this runs on the calling thread alone (more threads
 // would only slow the derivation, which everything waits for at the end); then a second hashing
 // thread joins.
-[[nodiscard]] Pass1 HashInputs(FileSystem& fs, const std::vector<InputEntry>& in,
+[[nodiscard]] Pass1 HashInputs(FileSystem& fs, const BackupRequest& request,
                                const age::Encryptor& enc);
 
 }  // namespace safepoint::store::internal

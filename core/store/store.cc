@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -82,6 +83,18 @@ StoreLock::~StoreLock() {
 
 Store::Store(Options options, FileSystem& fs, const Clock& clock)
     : options_(std::move(options)), fs_(fs), clock_(clock) {}
+
+std::string SourcePath(const BackupRequest& request, const InputEntry& entry) {
+  if (!entry.abs_path.empty()) return entry.abs_path;
+  const std::string& path = entry.header.path;
+  for (const SourceRoot& root : request.roots) {
+    if (path.size() > root.name.size() + 1 && path.compare(0, root.name.size(), root.name) == 0 &&
+        path[root.name.size()] == '/') {
+      return root.dir + path.substr(root.name.size());
+    }
+  }
+  return {};
+}
 
 std::string Store::DirOf(const std::string& id) const { return options_.backup_dir + "/" + id; }
 
@@ -206,6 +219,7 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
   // Finding the newest safety point that verifies costs a full decryption; it is needed only
   // when something would be deleted (retention runs after every new safety point).
   if (deletes_any(keep)) {
+    ::malloc_trim(0);  // what the backup before freed goes back to the system before scrypt
     for (const auto& l : items) {
       if (!l.manifest) continue;
       if (Verify(l.id, passphrase)) {

@@ -42,9 +42,18 @@ struct Retention {
 
 // One thing to archive: either a file/link/dir on disk (abs_path) or generated content.
 struct InputEntry {
-  archive::EntryHeader header;         // path, type, mode, mtime, owner, link target
-  std::string abs_path;                // files on disk: read at backup time
+  archive::EntryHeader header;  // path, type, mode, mtime, owner, link target
+  // Files on disk: read at backup time. Empty for a file found below one of the request's
+  // `roots`, whose path follows from its archive path (SourcePath): one string less per file
+  // of a tree while scrypt holds its memory.
+  std::string abs_path;
   std::optional<std::string> content;  // generated entries (state, environment, logs)
+};
+
+// A directory a tree of the request was collected from, and its top-level archive name.
+struct SourceRoot {
+  std::string name;  // "ha_config"
+  std::string dir;   // "/config"
 };
 
 struct BackupRequest {
@@ -52,7 +61,12 @@ struct BackupRequest {
   std::optional<manifest::UpdateRef> update;
   std::vector<InputEntry> entries;
   std::vector<std::string> warnings;  // from source collection; kept in the manifest
+  std::vector<SourceRoot> roots;
 };
+
+// Where a file on disk of `request` is read from: its abs_path, or the directory of the root
+// its archive path lies in joined with the rest of that path. Empty when neither is known.
+[[nodiscard]] std::string SourcePath(const BackupRequest& request, const InputEntry& entry);
 
 // Called with (bytes archived so far, total bytes); from the calling thread.
 using ProgressFn = std::function<void(std::uint64_t, std::uint64_t)>;

@@ -41,6 +41,9 @@ using internal::StableHash;
 
 namespace {
 
+// From this many entries on, a backup builds its manifest after the key derivation (BackupOnce).
+constexpr std::size_t kWaitForKdfEntries = 16384;
+
 // Feeds bytes to the age encryptor.
 class EncryptorSink final : public ByteSink {
  public:
@@ -212,7 +215,7 @@ std::optional<manifest::Entry> ManifestEntry(const InputEntry& src, const Stable
     e.sha256 = Sha256Hex(*src.content);
     return e;
   }
-  if (!hashed.warning.empty()) warnings.push_back(hashed.warning);
+  if (hashed.warning) warnings.push_back(*hashed.warning);
   if (hashed.vanished) return std::nullopt;
   const KeptStat& st = hashed.st;
   e.size = st.size;
@@ -291,8 +294,9 @@ class PayloadStream {
   }
 
   // Archives `e`; a file on disk is read again and must match `was`, its pass 1 stat, and the
-  // hash pass 1 recorded (else `*retry`).
-  Status Add(const InputEntry& src, const manifest::Entry& e, const KeptStat& was, bool* retry) {
+  // hash pass 1 recorded (else `*retry`). `path`: where a file on disk is read (SourcePath).
+  Status Add(const InputEntry& src, const std::string& path, const manifest::Entry& e,
+             const KeptStat& was, bool* retry) {
     archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
     SP_RETURN_IF_ERROR(UseAllWorkers());
     SP_RETURN_IF_ERROR(tar_->BeginEntry(h));
@@ -302,7 +306,7 @@ class PayloadStream {
       done_ += e.size;
       return {};
     }
-    return AddRecordedFile(src, e, was, retry);
+    return AddRecordedFile(path, e, was, retry);
   }
 
   // Ends the archive and the age file; the payload hasher has started.
@@ -327,9 +331,9 @@ class PayloadStream {
 
   // The bytes recorded in pass 1 are read again: the same file (inode) with at least that many
   // bytes, whose first e.size bytes hash the same. A file that only grew (a log) passes.
-  Status AddRecordedFile(const InputEntry& src, const manifest::Entry& e, const KeptStat& was,
+  Status AddRecordedFile(const std::string& path, const manifest::Entry& e, const KeptStat& was,
                          bool* retry) {
-    auto source = fs_.OpenRead(src.abs_path);
+    auto source = fs_.OpenRead(path);
     bool same = false;
     if (source) {
       auto st = (*source)->OpenedStat();
@@ -357,7 +361,7 @@ class PayloadStream {
     }
     if (!same || hash.FinalHex() != e.sha256) {
       *retry = true;
-      return Fail(ErrorCode::kIo, "file " + src.abs_path +
+      return Fail(ErrorCode::kIo, "file " + path +
                                       " changed while it was being backed up, twice; back up "
                                       "again when it is quiet");
     }
@@ -471,7 +475,11 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     auto enc = age::Encryptor::Create(reporting, passphrase, options_.work_factor);
     if (!enc) return tl::unexpected(enc.error());
 
-    const Pass1 pass1 = HashInputs(fs_, request.entries, **enc);
+    const Pass1 pass1 = HashInputs(fs_, request, **enc);
+    // A large tree's entries and inner manifest (about 0.7 kB per entry) are built only once
+    // scrypt has freed its memory, so the peak is scrypt's plus pass 1's, not all of them at
+    // once. A tree this large takes longer to hash than scrypt to derive, so this seldom waits.
+    if (request.entries.size() >= kWaitForKdfEntries) (**enc).WaitKdf();
     manifest::Manifest m = NewManifest(*id, request, clock_.Now(), options_);
     auto order = AddEntries(request.entries, pass1, m);
     if (!order) return tl::unexpected(order.error());
@@ -482,7 +490,9 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     SP_RETURN_IF_ERROR(stream.Begin(inner, m.created_unix));
     for (std::size_t k = 0; k < order->size(); ++k) {
       const std::size_t i = (*order)[k];
-      SP_RETURN_IF_ERROR(stream.Add(request.entries[i], m.entries[k], pass1.hashed[i].st, retry));
+      const InputEntry& src = request.entries[i];
+      SP_RETURN_IF_ERROR(
+          stream.Add(src, SourcePath(request, src), m.entries[k], pass1.hashed[i].st, retry));
     }
     SP_RETURN_IF_ERROR(stream.Finish());
     // The hash's tail runs while this thread waits for the fsync.

@@ -233,5 +233,24 @@ TEST(Manifest, AStampIsFourIntegersInRange) {
   EXPECT_FALSE(plain->entries[1].stamp.has_value());
 }
 
+TEST(Manifest, DroppedEntriesKeepTheirCounts) {
+  Entry f = File("ha_config/a");
+  f.size = 7;
+  Entry g = File("ha_config/b");
+  g.size = 5;
+  Manifest m = Sample({Dir("ha_config"), f, g});
+  m.warnings = {"one", "two"};
+  DropEntries(m);
+  EXPECT_TRUE(m.entries.empty());
+  EXPECT_FALSE(m.entries_listed);
+  EXPECT_EQ(m.FileCount(), 2u);
+  EXPECT_EQ(m.TotalBytes(), 12u);
+  EXPECT_EQ(m.EntryCount(), 3u);
+  EXPECT_EQ(m.WarningCount(), 2u);
+  DropEntries(m);  // once dropped, nothing changes
+  EXPECT_EQ(m.FileCount(), 2u);
+  EXPECT_EQ(m.EntryCount(), 3u);
+}
+
 }  // namespace
 }  // namespace safepoint::manifest

@@ -685,5 +685,38 @@ TEST_F(StoreTest, ExtractSelectedPathsOnlyAndRefusesEscapes) {
   EXPECT_TRUE(fs::is_empty(dir_.Sub("victim")));
 }
 
+// A file of a tree keeps no path of its own: it is read from its root joined with the rest of
+// its archive path, byte for byte, and backed up from there.
+TEST_F(StoreTest, FilesWithoutAPathAreReadBelowTheirRoot) {
+  BackupRequest r = RequestFor(src_);
+  r.roots = {{"workspace", "/nonexistent"}, {"ha_config", src_}};
+  for (auto& e : r.entries) {
+    if (e.header.type == manifest::EntryType::kFile && !e.content) {
+      EXPECT_EQ(SourcePath(r, e), e.abs_path);
+      const std::string was = e.abs_path;
+      e.abs_path.clear();
+      EXPECT_EQ(SourcePath(r, e), was) << e.header.path;
+    }
+  }
+  InputEntry outside;
+  outside.header.path = "ha_configx/a";
+  EXPECT_EQ(SourcePath(r, outside), "");
+  outside.header.path = "ha_config";
+  EXPECT_EQ(SourcePath(r, outside), "");
+  outside.header.path = "workspace/b c/ü";
+  EXPECT_EQ(SourcePath(r, outside), "/nonexistent/b c/ü");
+
+  Store store(options_, real_fs_, clock_);
+  auto m = store.Backup(r, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string out = dir_.Sub("out");
+  auto n = store.Extract(m->id, pass_, out, {});
+  ASSERT_TRUE(n) << n.error().message;
+  for (const char* rel : {"configuration.yaml", "secrets.yaml", ".storage/core.entity_registry",
+                          "empty.txt", "www/blob.bin"}) {
+    EXPECT_EQ(ReadFile(out + "/ha_config/" + rel), ReadFile(src_ + "/" + rel)) << rel;
+  }
+}
+
 }  // namespace
 }  // namespace safepoint::store
