@@ -19,6 +19,41 @@ namespace safepoint::age {
 
 using namespace internal;  // NOLINT(google-build-using-namespace): this module's own helpers
 
+namespace {
+
+// A header for a reader or writer that knows the file key: the key's size is checked, then the
+// header is parsed and must hold one scrypt stanza.
+struct KeyedHeader {
+  ParsedHeader header;
+  ScryptStanza stanza;
+};
+Result<KeyedHeader> ParseWithFileKey(ByteSource& in, const Secret& file_key) {
+  if (file_key.size() != kFileKeySize) {
+    return Fail(ErrorCode::kBadInput, "age: a file key is 16 bytes");
+  }
+  InitSodium();
+  auto header = ParseHeader(in);
+  if (!header) return tl::unexpected(std::move(header.error()));
+  auto stanza = RequireScryptStanza(*header);
+  if (!stanza) return tl::unexpected(std::move(stanza.error()));
+  return KeyedHeader{std::move(*header), std::move(*stanza)};
+}
+
+// kCorrupt unless `mac` is the header MAC of `mac_input` under `file_key`.
+Status CheckHeaderMac(const Secret& file_key, std::string_view mac_input,
+                      std::span<const std::uint8_t> expected_mac) {
+  const Secret mac_key = DeriveKey(file_key, {}, "header");
+  std::array<std::uint8_t, kMacSize> mac;
+  HmacSha256(mac_key.bytes(), {AsBytes(mac_input)}, mac);
+  if (expected_mac.size() != kMacSize ||
+      sodium_memcmp(mac.data(), expected_mac.data(), kMacSize) != 0) {
+    return Corrupt("header MAC mismatch (the header was modified)");
+  }
+  return {};
+}
+
+}  // namespace
+
 // =============================================================================================
 // Encryptor
 
@@ -68,6 +103,35 @@ Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out, const Se
   } catch (const std::system_error& e) {
     return Fail(ErrorCode::kInternal, std::string("cannot start the scrypt thread: ") + e.what());
   }
+  return enc;
+}
+
+Result<std::unique_ptr<Encryptor>> Encryptor::CreateSibling(WritableFile& out, ByteSource& existing,
+                                                            const Secret& file_key) {
+  auto parsed = ParseWithFileKey(existing, file_key);
+  if (!parsed) return tl::unexpected(std::move(parsed.error()));
+  const ParsedHeader& header = parsed->header;
+  SP_RETURN_IF_ERROR(CheckHeaderMac(file_key, header.mac_input, header.mac));
+  std::string text = header.mac_input + " " + Base64Encode(header.mac) + "\n";
+  const int work_factor = parsed->stanza.work_factor;
+  if (text.size() != header.size || text.size() != ScryptHeaderSize(work_factor)) {
+    return Corrupt("the header is not in its canonical form");
+  }
+  std::unique_ptr<Encryptor> enc(new Encryptor(out, Secret(), work_factor));
+  enc->file_key_ = Secret(file_key.view());
+  std::array<std::uint8_t, kNonceSize> nonce;
+  randombytes_buf(nonce.data(), nonce.size());
+  enc->payload_key_ = DeriveKey(enc->file_key_, nonce, "payload");
+  enc->plain_.reserve(kChunkSize);
+  enc->sealed_.resize(kSealedChunkSize);
+  SP_RETURN_IF_ERROR(out.Append(AsBytes(text)));
+  SP_RETURN_IF_ERROR(out.Append(nonce));
+  enc->size_ = text.size() + kNonceSize;
+  enc->pending_key_id_ = KeyIdFromMac(header.mac);
+  enc->header_ = std::move(text);
+  enc->header_written_ = true;
+  enc->scrypt_ok_ = true;
+  enc->kdf_done_.store(true, std::memory_order_release);
   return enc;
 }
 
@@ -223,18 +287,13 @@ Result<std::unique_ptr<Decryptor>> Decryptor::Open(ByteSource& in, const Secret&
 
 Result<std::unique_ptr<Decryptor>> Decryptor::OpenWithFileKey(ByteSource& in,
                                                               const Secret& file_key) {
-  if (file_key.size() != kFileKeySize) {
-    return Fail(ErrorCode::kBadInput, "age: a file key is 16 bytes");
-  }
-  InitSodium();
-  auto header = ParseHeader(in);
-  if (!header) return tl::unexpected(std::move(header.error()));
-  auto stanza = RequireScryptStanza(*header);
-  if (!stanza) return tl::unexpected(std::move(stanza.error()));
-  std::unique_ptr<Decryptor> dec(new Decryptor(in, std::move(header->leftover)));
-  dec->work_factor_ = stanza->work_factor;
-  dec->header_size_ = header->size;
-  SP_RETURN_IF_ERROR(dec->Start(file_key, header->mac_input, header->mac));
+  auto parsed = ParseWithFileKey(in, file_key);
+  if (!parsed) return tl::unexpected(std::move(parsed.error()));
+  ParsedHeader& header = parsed->header;
+  std::unique_ptr<Decryptor> dec(new Decryptor(in, std::move(header.leftover)));
+  dec->work_factor_ = parsed->stanza.work_factor;
+  dec->header_size_ = header.size;
+  SP_RETURN_IF_ERROR(dec->Start(file_key, header.mac_input, header.mac));
   return dec;
 }
 
@@ -260,13 +319,7 @@ Result<std::unique_ptr<Decryptor>> Decryptor::OpenWithFileKeyForTesting(ByteSour
 
 Status Decryptor::Start(const Secret& file_key, std::string_view mac_input,
                         std::span<const std::uint8_t> expected_mac) {
-  const Secret mac_key = DeriveKey(file_key, {}, "header");
-  std::array<std::uint8_t, kMacSize> mac;
-  HmacSha256(mac_key.bytes(), {AsBytes(mac_input)}, mac);
-  if (expected_mac.size() != kMacSize ||
-      sodium_memcmp(mac.data(), expected_mac.data(), kMacSize) != 0) {
-    return Corrupt("header MAC mismatch (the header was modified)");
-  }
+  SP_RETURN_IF_ERROR(CheckHeaderMac(file_key, mac_input, expected_mac));
   key_id_ = KeyIdFromMac(expected_mac);
   file_key_ = Secret(file_key.view());
   auto got = Fill(kNonceSize);

@@ -68,6 +68,15 @@ class Encryptor {
   [[nodiscard]] static Result<std::unique_ptr<Encryptor>> Create(WritableFile& out,
                                                                  const Secret& passphrase,
                                                                  int work_factor);
+  // Starts a new age file under the file key and the header of an existing one, read from
+  // `existing` (positioned at its start): the header is copied byte for byte, the payload gets
+  // its own fresh nonce (as WriteSibling), and no scrypt runs; KdfDone() from the start. The
+  // header's MAC must verify under `file_key`, which proves the header is the one that key was
+  // wrapped in. Errors: kBadInput for a file key that is not 16 bytes; kCorrupt for a header
+  // that is not a canonical passphrase header or whose MAC does not verify; errors of both files.
+  [[nodiscard]] static Result<std::unique_ptr<Encryptor>> CreateSibling(WritableFile& out,
+                                                                        ByteSource& existing,
+                                                                        const Secret& file_key);
   ~Encryptor();
   Encryptor(const Encryptor&) = delete;
   Encryptor& operator=(const Encryptor&) = delete;

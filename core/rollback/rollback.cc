@@ -430,17 +430,16 @@ Report EndUnchanged(FileSystem& fs, const std::string& record, Plan plan, Report
   return report;
 }
 
-// Backs up the trees as they are (`current`, taken over) before a rollback to `id` changes
-// them. Progress: 50-90% of `steps`.
+// Backs up the trees as they are (`request`) before a rollback to `id` changes them, under `id`'s
+// file key when loading it gave one (no second scrypt). Progress: 50-90% of `steps`.
 Result<manifest::Manifest> TakePreRollback(store::Store& store, const Secret& passphrase,
-                                           const std::string& id, store::BackupRequest current,
-                                           StepProgress& steps) {
-  store::BackupRequest pre_request = std::move(current);
-  pre_request.reason = "pre-rollback to " + id;
-  pre_request.update.reset();
-  return store.Backup(pre_request, passphrase, [&](std::uint64_t done, std::uint64_t total) {
-    steps.Report(500, 900, done, total);
-  });
+                                           const std::string& id, const Secret& file_key,
+                                           store::BackupRequest request, StepProgress& steps) {
+  request.reason = "pre-rollback to " + id;
+  request.update.reset();
+  const auto progress = [&](std::uint64_t d, std::uint64_t t) { steps.Report(500, 900, d, t); };
+  if (file_key.empty()) return store.Backup(request, passphrase, progress);
+  return store.BackupUnderKeyOf(id, file_key, request, progress);
 }
 
 // Applies the journaled ops (progress: 90-100% of `steps`); on failure reverts the trees to the
@@ -541,11 +540,12 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   }
 
   // 3. The pre-rollback safety point: `safepoint rollback <it>` undoes this rollback. What the
-  // plan was made from goes first (back to the system too), before scrypt takes its share.
+  // plan was made from goes first (back to the system too), before the backup's own memory.
   std::vector<manifest::Entry>().swap(start->target.entries);
   plan.DropUnchanged();
   ::malloc_trim(0);
-  auto pre = TakePreRollback(store, passphrase, id, std::move(start->current), steps);
+  auto pre =
+      TakePreRollback(store, passphrase, id, start->file_key, std::move(start->current), steps);
   if (!pre) return discard(pre.error());
   j.pre_rollback_id = pre->id;
   report.pre_rollback_id = pre->id;

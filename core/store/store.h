@@ -12,6 +12,7 @@
 #include "core/base/io.h"
 #include "core/base/result.h"
 #include "core/base/secret.h"
+#include "core/format/age.h"
 #include "core/format/archive.h"
 #include "core/format/manifest.h"
 
@@ -144,6 +145,15 @@ class Store {
   [[nodiscard]] Result<manifest::Manifest> Backup(const BackupRequest& request,
                                                   const Secret& passphrase,
                                                   const ProgressFn& progress = {});
+  // As Backup, under the file key of safety point `id` (`file_key`, as Load or Read unwrapped
+  // it) instead of a new one: the new payload and index copy the age header of `id`'s payload,
+  // so no scrypt runs (no time, no memory for it) and whatever passphrase opens `id` opens the
+  // new one. For the safety point a rollback to `id` takes just before it changes anything.
+  // Errors: as Backup; kCorrupt when `id`'s payload header does not belong to `file_key`.
+  [[nodiscard]] Result<manifest::Manifest> BackupUnderKeyOf(const std::string& id,
+                                                            const Secret& file_key,
+                                                            const BackupRequest& request,
+                                                            const ProgressFn& progress = {});
   // All safety points, oldest first.
   [[nodiscard]] Result<std::vector<Listing>> List() const;
   // The plaintext manifest of one safety point (kBadInput for a malformed id, kNotFound). For
@@ -186,7 +196,11 @@ class Store {
   [[nodiscard]] std::string DirOf(const std::string& id) const;
 
  private:
-  Result<manifest::Manifest> BackupOnce(const BackupRequest& request, const Secret& passphrase,
+  // Creates the age encryptor of a new payload file.
+  using MakeEncryptor = std::function<Result<std::unique_ptr<age::Encryptor>>(WritableFile&)>;
+  Result<manifest::Manifest> BackupWith(const BackupRequest& request, const MakeEncryptor& make,
+                                        const ProgressFn& progress);
+  Result<manifest::Manifest> BackupOnce(const BackupRequest& request, const MakeEncryptor& make,
                                         const ProgressFn& progress, bool* retry);
   Result<std::string> NewId() const;
   Result<std::string> PayloadPath(const std::string& id, const manifest::Manifest& m) const;

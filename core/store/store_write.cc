@@ -449,14 +449,50 @@ Result<std::string> Store::NewId() const {
 
 Result<manifest::Manifest> Store::Backup(const BackupRequest& request, const Secret& passphrase,
                                          const ProgressFn& progress) {
+  // Starts the scrypt derivation on its own thread; it runs while the backup hashes and streams.
+  return BackupWith(
+      request,
+      [&](WritableFile& out) {
+        return age::Encryptor::Create(out, passphrase, options_.work_factor);
+      },
+      progress);
+}
+
+Result<manifest::Manifest> Store::BackupUnderKeyOf(const std::string& id, const Secret& file_key,
+                                                   const BackupRequest& request,
+                                                   const ProgressFn& progress) {
+  SP_RETURN_IF_ERROR(internal::CheckIdArg(id));
+  auto outer = Show(id);
+  if (!outer) return tl::unexpected(outer.error());
+  auto path = PayloadPath(id, *outer);
+  if (!path) return tl::unexpected(path.error());
+  return BackupWith(
+      request,
+      [&](WritableFile& out) -> Result<std::unique_ptr<age::Encryptor>> {
+        auto file = ReadOnlyFile::Open(*path);
+        if (!file) return tl::unexpected(file.error());
+        FdSource source(file->fd(), *path);
+        auto enc = age::Encryptor::CreateSibling(out, source, file_key);
+        if (!enc) {
+          return Fail(enc.error().code, "safety point " + id + ": " + enc.error().message);
+        }
+        return enc;
+      },
+      progress);
+}
+
+Result<manifest::Manifest> Store::BackupWith(const BackupRequest& request,
+                                             const MakeEncryptor& make,
+                                             const ProgressFn& progress) {
   bool retry = false;
-  auto result = BackupOnce(request, passphrase, progress, &retry);
-  if (!result && retry) result = BackupOnce(request, passphrase, progress, &retry);
+  auto result = BackupOnce(request, make, progress, &retry);
+  if (!result && retry) result = BackupOnce(request, make, progress, &retry);
   return result;
 }
 
-Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const Secret& passphrase,
-                                             const ProgressFn& progress, bool* retry) {
+Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
+                                             const MakeEncryptor& make, const ProgressFn& progress,
+                                             bool* retry) {
   *retry = false;
   SP_RETURN_IF_ERROR(Prepare());
   auto id = NewId();
@@ -471,8 +507,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     if (!file) return tl::unexpected(file.error());
     TrailingHasher payload_hasher;
     ReportingFile reporting(**file, payload_hasher);
-    // Starts the scrypt derivation on its own thread; it runs while we hash and stream.
-    auto enc = age::Encryptor::Create(reporting, passphrase, options_.work_factor);
+    auto enc = make(reporting);
     if (!enc) return tl::unexpected(enc.error());
 
     const Pass1 pass1 = HashInputs(fs_, request, **enc);
@@ -481,6 +516,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request, const
     // once. A tree this large takes longer to hash than scrypt to derive, so this seldom waits.
     if (request.entries.size() >= kWaitForKdfEntries) (**enc).WaitKdf();
     manifest::Manifest m = NewManifest(*id, request, clock_.Now(), options_);
+    m.kdf.work_factor = (**enc).work_factor();  // a copied header keeps its own
     auto order = AddEntries(request.entries, pass1, m);
     if (!order) return tl::unexpected(order.error());
 

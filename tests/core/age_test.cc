@@ -691,6 +691,21 @@ PtyRun RunOnPty(const std::vector<std::string>& args, std::string_view passphras
   return run;
 }
 
+// `file` decrypts to `plain` with the passphrase, by our reader (naming `key_id`) and by age.
+void ExpectOursAndAgeDecrypt(const std::string& file, const std::string& plain,
+                             const std::string& key_id) {
+  const Decrypted ours = Decrypt(file);
+  ASSERT_FALSE(ours.error) << ErrorText(ours.error);
+  EXPECT_TRUE(ours.plain == plain);
+  EXPECT_EQ(ours.key_id, key_id);
+  TempDir dir;
+  safepoint::testing::WriteFile(dir.Sub("file.age"), file, 0600);
+  const PtyRun run =
+      RunOnPty({kAgeBinary, "-d", "-o", dir.Sub("out"), dir.Sub("file.age")}, kPassphrase, 1);
+  ASSERT_EQ(run.exit_status, 0) << run.transcript;
+  EXPECT_TRUE(safepoint::testing::ReadFile(dir.Sub("out")) == plain);
+}
+
 TEST(Age, AgeDecryptsOurFile) {
   ASSERT_TRUE(std::filesystem::exists(kAgeBinary)) << "install the Debian package age";
   TempDir dir;
@@ -709,6 +724,62 @@ TEST(Age, AgeDecryptsOurFile) {
   const PtyRun wrong = RunOnPty({kAgeBinary, "-d", "-o", dir.Sub("out2"), dir.Sub("ours.age")},
                                 "not the passphrase", 1);
   EXPECT_NE(wrong.exit_status, 0) << wrong.transcript;
+}
+
+// A file started with CreateSibling copies the existing file's header byte for byte, needs no
+// scrypt, and opens with the same passphrase: ours and age's. Only that file's key is accepted.
+TEST(Age, SiblingCopiesTheHeaderAndOpensWithTheSamePassphrase) {
+  ASSERT_TRUE(std::filesystem::exists(kAgeBinary)) << "install the Debian package age";
+  const Encrypted first = Encrypt(RandomBytes(2 * kChunkSize + 17, 12));
+  StringSource opened_from(first.file);
+  auto opened = Decryptor::Open(opened_from, Secret(kPassphrase), kDefaultWorkFactor);
+  ASSERT_TRUE(opened.has_value()) << opened.error().message;
+  const Secret file_key((*opened)->file_key().view());
+
+  const std::string plain = RandomBytes(3 * kChunkSize + 5, 13);
+  MemoryFile file;
+  StringSource existing(first.file);
+  auto enc = Encryptor::CreateSibling(file, existing, file_key);
+  ASSERT_TRUE(enc.has_value()) << enc.error().message;
+  EXPECT_TRUE((*enc)->KdfDone());
+  EXPECT_TRUE((*enc)->header_written());
+  EXPECT_EQ((*enc)->work_factor(), kFastWorkFactor);
+  ASSERT_TRUE((*enc)->Write(Bytes(plain)));
+  ASSERT_TRUE((*enc)->Finish());
+  EXPECT_EQ((*enc)->KeyId(), first.key_id);
+  ASSERT_GT(file.data().size(), first.header_size + 16);
+  EXPECT_EQ(file.data().substr(0, first.header_size), first.file.substr(0, first.header_size));
+  // Its own payload nonce, so its own payload key.
+  EXPECT_NE(file.data().substr(first.header_size, 16), first.file.substr(first.header_size, 16));
+  EXPECT_EQ((*enc)->size(), file.data().size());
+
+  ExpectOursAndAgeDecrypt(file.data(), plain, first.key_id);
+
+  // Another file's key, a modified header, a key of the wrong size: refused, nothing written.
+  const Encrypted other = Encrypt("x");
+  StringSource other_from(other.file);
+  auto other_opened = Decryptor::Open(other_from, Secret(kPassphrase), kDefaultWorkFactor);
+  ASSERT_TRUE(other_opened.has_value());
+  struct Case {
+    std::string file;
+    Secret key;
+    ErrorCode code;
+  };
+  std::string tampered = first.file;
+  tampered[40] = tampered[40] == 'A' ? 'B' : 'A';  // inside the salt
+  std::vector<Case> cases;
+  cases.push_back({first.file, Secret((*other_opened)->file_key().view()), ErrorCode::kCorrupt});
+  cases.push_back({tampered, Secret(file_key.view()), ErrorCode::kCorrupt});
+  cases.push_back({first.file, Secret(std::string_view("short")), ErrorCode::kBadInput});
+  cases.push_back({"not an age file", Secret(file_key.view()), ErrorCode::kCorrupt});
+  for (const Case& c : cases) {
+    MemoryFile none;
+    StringSource from(c.file);
+    auto refused = Encryptor::CreateSibling(none, from, c.key);
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_EQ(refused.error().code, c.code) << refused.error().message;
+    EXPECT_EQ(none.data(), "");
+  }
 }
 
 TEST(Age, HeaderWrittenMidStreamIsFinalAndAgeReadsTheFile) {
@@ -734,16 +805,7 @@ TEST(Age, HeaderWrittenMidStreamIsFinalAndAgeReadsTheFile) {
       << "the header changed after it was written";
   EXPECT_EQ((*enc)->size(), file.data().size());
 
-  const Decrypted ours = Decrypt(file.data());
-  ASSERT_FALSE(ours.error) << ErrorText(ours.error);
-  EXPECT_TRUE(ours.plain == plain);
-  EXPECT_EQ(ours.key_id, (*enc)->KeyId());
-  TempDir dir;
-  safepoint::testing::WriteFile(dir.Sub("mid.age"), file.data(), 0600);
-  const PtyRun run =
-      RunOnPty({kAgeBinary, "-d", "-o", dir.Sub("out"), dir.Sub("mid.age")}, kPassphrase, 1);
-  ASSERT_EQ(run.exit_status, 0) << run.transcript;
-  EXPECT_TRUE(safepoint::testing::ReadFile(dir.Sub("out")) == plain);
+  ExpectOursAndAgeDecrypt(file.data(), plain, (*enc)->KeyId());
 }
 
 TEST(Age, WeDecryptAgeFile) {

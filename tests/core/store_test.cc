@@ -90,6 +90,14 @@ class StoreTest : public ::testing::Test {
     options_.max_work_factor = 18;
   }
 
+  // The source tree's files are in `dir`, byte for byte.
+  void ExpectSourceFilesIn(const std::string& dir) {
+    for (const char* rel : {"configuration.yaml", "secrets.yaml", ".storage/core.entity_registry",
+                            "empty.txt", "www/blob.bin"}) {
+      EXPECT_EQ(ReadFile(dir + "/" + rel), ReadFile(src_ + "/" + rel)) << rel;
+    }
+  }
+
   Result<manifest::Manifest> Backup(Store& store, const Secret& pass) {
     return store.Backup(RequestFor(src_), pass);
   }
@@ -114,10 +122,7 @@ TEST_F(StoreTest, BackupVerifyExtractRestoresExactBytes) {
   const std::string out = dir_.Sub("out");
   auto n = store.Extract(m->id, pass_, out, {});
   ASSERT_TRUE(n) << n.error().message;
-  for (const char* rel : {"configuration.yaml", "secrets.yaml", ".storage/core.entity_registry",
-                          "empty.txt", "www/blob.bin"}) {
-    EXPECT_EQ(ReadFile(out + "/ha_config/" + rel), ReadFile(src_ + "/" + rel)) << rel;
-  }
+  ExpectSourceFilesIn(out + "/ha_config");
   EXPECT_EQ(fs::read_symlink(out + "/ha_config/link.yaml").string(), "configuration.yaml");
   EXPECT_TRUE(fs::is_directory(out + "/ha_config/blueprints/empty_dir"));
   struct stat st {};
@@ -712,9 +717,41 @@ TEST_F(StoreTest, FilesWithoutAPathAreReadBelowTheirRoot) {
   const std::string out = dir_.Sub("out");
   auto n = store.Extract(m->id, pass_, out, {});
   ASSERT_TRUE(n) << n.error().message;
-  for (const char* rel : {"configuration.yaml", "secrets.yaml", ".storage/core.entity_registry",
-                          "empty.txt", "www/blob.bin"}) {
-    EXPECT_EQ(ReadFile(out + "/ha_config/" + rel), ReadFile(src_ + "/" + rel)) << rel;
+  ExpectSourceFilesIn(out + "/ha_config");
+}
+
+// A safety point under another one's key: same header, no scrypt, opens with the passphrase;
+// a key that is not that point's leaves nothing behind.
+TEST_F(StoreTest, BackupUnderTheKeyOfAnotherPoint) {
+  Store store(options_, real_fs_, clock_);
+  auto first = Backup(store, pass_);
+  ASSERT_TRUE(first) << first.error().message;
+  Secret file_key;
+  ASSERT_TRUE(store.Load(first->id, pass_, nullptr, &file_key));
+  ASSERT_FALSE(file_key.empty());
+  clock_.Advance(std::chrono::seconds(1));
+  WriteFile(src_ + "/configuration.yaml", "changed: true\n");
+  auto second = store.BackupUnderKeyOf(first->id, file_key, RequestFor(src_));
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(second->key_id, first->key_id);
+  const std::string out = dir_.Sub("out");
+  auto n = store.Extract(second->id, pass_, out, {});
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(ReadFile(out + "/ha_config/configuration.yaml"), "changed: true\n");
+
+  auto listed = store.List();
+  ASSERT_TRUE(listed);
+  const std::size_t before = listed->size();
+  clock_.Advance(std::chrono::seconds(1));
+  Secret wrong(std::string(16, 'k'));
+  auto refused = store.BackupUnderKeyOf(first->id, wrong, RequestFor(src_));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kCorrupt) << refused.error().message;
+  listed = store.List();
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->size(), before);
+  for (const auto& e : fs::directory_iterator(options_.backup_dir)) {
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << e.path();
   }
 }
 
