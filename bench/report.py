@@ -89,6 +89,12 @@ def fixed_tables(sizes, rows, med, cpu) -> list[str]:
     return out
 
 
+def growth(big, small):
+    """big / small as "2.5x"; "-" when the small run took no measurable time (list at 1k files
+    takes under 10 ms, which /usr/bin/time reports as 0.00)."""
+    return f"{big / small:.1f}x" if small > 0 else "-"
+
+
 def scale_report(rows, med, cpu, env_text: str, rss_limit: float) -> tuple[list[str], list]:
     """Tables and targets for the scale rows (size nN)."""
     counts = sorted({int(k[0][1:]) for k in rows if k[0][1:].isdigit() and k[0][0] == "n"})
@@ -163,8 +169,8 @@ def scale_report(rows, med, cpu, env_text: str, rss_limit: float) -> tuple[list[
             if not rows[a] or not rows[b]:
                 continue
             added = (med(b, "wall_s") - med(a, "wall_s")) / (hi - lo) * 1e6
-            out.append(f"| {op} | {med(b, 'wall_s') / med(a, 'wall_s'):.1f}x | "
-                       f"{cpu(b) / cpu(a):.1f}x | {added:.1f} | {peak(a):.0f} | {peak(b):.0f} | "
+            out.append(f"| {op} | {growth(med(b, 'wall_s'), med(a, 'wall_s'))} | "
+                       f"{growth(cpu(b), cpu(a))} | {added:.1f} | {peak(a):.0f} | {peak(b):.0f} | "
                        f"{peak(b) - peak(a):+.0f} |")
 
     # Targets.

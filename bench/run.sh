@@ -371,9 +371,8 @@ for n in $scale; do
 done
 
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (at end)" | tee -a "$work/env.txt" >&2
+# The raw results are kept first, so a report that fails loses no measurement.
+[[ -z "${RESULTS:-}" ]] || cp "$results" "$RESULTS.tsv"
 python3 "$here/report.py" "$results" --env "$work/env.txt" --latency "$work/latency.txt" \
   | tee "$work/table.md"
-if [[ -n "${RESULTS:-}" ]]; then
-  cp "$results" "$RESULTS.tsv"
-  cp "$work/table.md" "$RESULTS.md"
-fi
+[[ -z "${RESULTS:-}" ]] || cp "$work/table.md" "$RESULTS.md"
