@@ -47,7 +47,10 @@ Result<store::BackupRequest> Collect(const config::Config& config,
                           (live.zigbee2mqtt_backup ? 1 : 0));
   for (auto& s : files->entries) {
     store::InputEntry e;
-    e.header.path = std::move(s.archive_path);
+    // Copied, not moved: the walk's strings are then all freed together and their pages can go
+    // back to the system before scrypt starts (moved, they would stay interleaved with the
+    // freed absolute paths).
+    e.header.path = s.archive_path;
     switch (s.kind) {
       case sources::SourceEntry::Kind::kFile:
         e.header.type = manifest::EntryType::kFile;
