@@ -55,8 +55,23 @@ class Reader {
         if (!it->is_boolean()) throw std::runtime_error("not a boolean");
       } else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) {
         if (!it->is_number_unsigned()) throw std::runtime_error("not an unsigned integer");
+        // Checked before the conversion, which would wrap (2^32 + 420 is no mode 0644).
+        if constexpr (sizeof(T) < sizeof(std::uint64_t)) {
+          if (it->get<std::uint64_t>() > std::numeric_limits<T>::max()) {
+            throw std::runtime_error("out of range");
+          }
+        }
       } else if constexpr (std::is_integral_v<T>) {
         if (!it->is_number_integer()) throw std::runtime_error("not an integer");
+        bool fits = true;
+        if (it->is_number_unsigned()) {
+          fits =
+              it->get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+        } else if constexpr (sizeof(T) < sizeof(std::int64_t)) {
+          const std::int64_t v = it->get<std::int64_t>();
+          fits = v >= std::numeric_limits<T>::min() && v <= std::numeric_limits<T>::max();
+        }
+        if (!fits) throw std::runtime_error("out of range");
       }
       out = it->get<T>();
       return true;

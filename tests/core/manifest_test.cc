@@ -197,6 +197,34 @@ TEST(Manifest, AnEntryListOfOtherShapesIsCorrupt) {
   EXPECT_EQ(ok->entries.size(), 2u);
 }
 
+// A number too large for its field is corrupt, not wrapped into range: 2^32 + 420 read as a
+// 32-bit mode would be 0644, 2^32 + 2 as the format would be 2.
+TEST(Manifest, ANumberBeyondItsFieldIsCorruptNotWrapped) {
+  Entry f = File("ha_config/a");
+  f.mode = 0644;
+  f.uid = 1000;
+  const std::string good = Serialize(Sample({Dir("ha_config"), f}), true);
+  ASSERT_TRUE(Parse(good).has_value());
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"\"mode\":420", "\"mode\":4294967716"},
+      {"\"uid\":1000", "\"uid\":4294968296"},
+      {"\"uid\":1000", "\"uid\":18446744073709551615"},
+      {"\"format\": 2", "\"format\": 4294967298"},
+      {"\"format\": 2", "\"format\": -4294967294"},
+      {"\"work_factor\": 18", "\"work_factor\": 9223372036854775808"},
+  };
+  for (const auto& [from, to] : cases) {
+    const std::size_t at = good.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    std::string text = good;
+    text.replace(at, from.size(), to);
+    auto m = Parse(text);
+    ASSERT_FALSE(m.has_value()) << to;
+    EXPECT_EQ(m.error().code, ErrorCode::kCorrupt) << to;
+    EXPECT_NE(m.error().message.find("out of range"), std::string::npos) << m.error().message;
+  }
+}
+
 // A file's stamp is four integers in range or the manifest is corrupt; no stamp is fine.
 TEST(Manifest, AStampIsFourIntegersInRange) {
   Entry f = File("ha_config/a");
