@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 #include <unordered_map>
 
 #include "core/base/io.h"
@@ -148,9 +149,12 @@ std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Ma
 
 // The changed paths between a safety point and the live trees, as a rollback plans them.
 Result<std::vector<Item>> ChangedLive(const config::Config& config, const manifest::Manifest& m,
+                                      internal::LiveCollection& live,
                                       const std::vector<std::string>& filter,
                                       diff::Report& report) {
-  auto plan = PlanFor(config, m, std::nullopt, Policy::kOverwrite);
+  auto current = live.Take();
+  if (!current) return tl::unexpected(current.error());
+  auto plan = internal::PlanWith(config, m, std::nullopt, Policy::kOverwrite, *current);
   if (!plan) return tl::unexpected(plan.error());
   report.warnings = plan->warnings;
   std::vector<Item> items;
@@ -209,6 +213,9 @@ Result<diff::Report> ContentDiff(const config::Config& config, const store::Stor
   diff::Report report;
   report.old_label = request.id;
   report.new_label = request.other_id ? *request.other_id : "live";
+  // Against the live trees, they are walked while the safety point loads.
+  std::optional<internal::LiveCollection> live;
+  if (!request.other_id) live.emplace(config);
   Secret key_a;
   auto a = store.Load(request.id, passphrase, nullptr, &key_a);
   if (!a) return tl::unexpected(a.error());
@@ -223,9 +230,9 @@ Result<diff::Report> ContentDiff(const config::Config& config, const store::Stor
   if (b) {
     items = ChangedBetween(*a, *b, *filter, &report.unchanged);
   } else {
-    auto live = ChangedLive(config, *a, *filter, report);
-    if (!live) return tl::unexpected(live.error());
-    items = std::move(*live);
+    auto changed = ChangedLive(config, *a, *live, *filter, report);
+    if (!changed) return tl::unexpected(changed.error());
+    items = std::move(*changed);
   }
   std::sort(items.begin(), items.end(),
             [](const Item& x, const Item& y) { return x.path < y.path; });

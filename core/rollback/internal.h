@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -20,6 +21,7 @@
 #include "core/config/config.h"
 #include "core/rollback/journal.h"
 #include "core/rollback/rollback.h"
+#include "core/sources/sources.h"
 #include "core/store/store.h"
 
 namespace safepoint::rollback::internal {
@@ -99,6 +101,27 @@ class CollectedPaths {
 
  private:
   std::vector<std::string_view> paths_;
+};
+
+// The live trees of `config` (snapshot::Collect), walked on a second thread from construction
+// on: loading a safety point keeps one core in scrypt for most of a second, the walk needs
+// another, and neither needs the other's result. Only the walk runs beside scrypt; the entries
+// a plan reads are made from it in Take, once the load has freed scrypt's memory. Destruction
+// waits for the walk.
+class LiveCollection {
+ public:
+  explicit LiveCollection(const config::Config& config);
+  LiveCollection(const LiveCollection&) = delete;
+  LiveCollection& operator=(const LiveCollection&) = delete;
+  ~LiveCollection();
+
+  // The walk's result, after CheckRoot of the configuration root (whose error comes first, as
+  // it did when the walk ran after it). Call once.
+  Result<store::BackupRequest> Take();
+
+ private:
+  const config::Config& config_;
+  std::future<Result<sources::Collection>> walk_;
 };
 
 // The plan, given the current source collection (so Rollback collects only once).

@@ -7,8 +7,10 @@
 #include <cerrno>
 #include <ctime>
 #include <functional>
+#include <future>
 #include <map>
 #include <set>
+#include <system_error>
 #include <utility>
 
 #include "core/base/io.h"
@@ -204,6 +206,27 @@ std::string BesidePath(const std::string& path, const std::string& id, const Roo
 
 }  // namespace
 
+LiveCollection::LiveCollection(const config::Config& config) : config_(config) {
+  auto walk = [&config] { return sources::CollectFiles(config); };
+  try {
+    walk_ = std::async(std::launch::async, walk);
+  } catch (const std::system_error&) {
+    // No thread to be had: the walk runs in Take, after the load, as it would without one.
+    walk_ = std::async(std::launch::deferred, walk);
+  }
+}
+
+LiveCollection::~LiveCollection() {
+  if (walk_.valid()) walk_.wait();
+}
+
+Result<store::BackupRequest> LiveCollection::Take() {
+  auto files = walk_.get();
+  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config_.paths.ha_config));
+  if (!files) return tl::unexpected(files.error());
+  return snapshot::CollectWalked(config_, std::move(*files), std::nullopt);
+}
+
 // The plan, given the current source collection (so Rollback collects only once).
 Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& target,
                       const std::optional<Fingerprint>& fingerprint, Policy policy,
@@ -352,12 +375,15 @@ Result<Plan> PlanFor(const config::Config& config, const manifest::Manifest& tar
 
 Result<Plan> MakePlan(const config::Config& config, const store::Store& store,
                       const Secret& passphrase, const std::string& id, Policy policy) {
+  internal::LiveCollection live(config);
   Secret key;
   auto m = store.Load(id, passphrase, &key);
   if (!m) return tl::unexpected(m.error());
   auto fp = LoadFingerprint(store, id, std::move(key));
   if (!fp) return tl::unexpected(fp.error());
-  return PlanFor(config, *m, *fp, policy);
+  auto current = live.Take();
+  if (!current) return tl::unexpected(current.error());
+  return internal::PlanWith(config, *m, *fp, policy, *current);
 }
 
 json ToJson(const Plan& plan) {

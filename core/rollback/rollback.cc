@@ -327,14 +327,14 @@ struct Start {
 
 Result<Start> LoadAndPlan(const config::Config& config, const store::Store& store,
                           const Secret& passphrase, const std::string& id, Policy policy) {
+  LiveCollection live(config);
   Secret key;
   Secret file_key;
   auto target = store.Load(id, passphrase, &key, &file_key);
   if (!target) return tl::unexpected(target.error());
   auto fingerprint = LoadFingerprint(store, id, std::move(key));
   if (!fingerprint) return tl::unexpected(fingerprint.error());
-  SP_RETURN_IF_ERROR(CheckRoot("Home Assistant configuration", config.paths.ha_config));
-  auto current = snapshot::Collect(config, std::nullopt);
+  auto current = live.Take();
   if (!current) return tl::unexpected(current.error());
   auto plan = PlanWith(config, *target, *fingerprint, policy, *current);
   if (!plan) return tl::unexpected(plan.error());

@@ -29,12 +29,18 @@ store::InputEntry Generated(const std::string& path, std::string content, std::i
 Result<store::BackupRequest> Collect(const config::Config& config,
                                      const std::optional<std::string>& entities_file,
                                      const LiveState& live) {
+  auto files = sources::CollectFiles(config);
+  if (!files) return tl::unexpected(files.error());
+  return CollectWalked(config, std::move(*files), entities_file, live);
+}
+
+Result<store::BackupRequest> CollectWalked(const config::Config& config, sources::Collection files,
+                                           const std::optional<std::string>& entities_file,
+                                           const LiveState& live) {
   store::BackupRequest request;
   request.roots = {{"ha_config", config.paths.ha_config}, {"workspace", config.paths.workspace}};
   for (const auto& w : live.warnings) request.warnings.push_back(SanitizeUtf8(w));
-  auto files = sources::CollectFiles(config);
-  if (!files) return tl::unexpected(files.error());
-  for (const auto& w : files->warnings) request.warnings.push_back(SanitizeUtf8(w));
+  for (const auto& w : files.warnings) request.warnings.push_back(SanitizeUtf8(w));
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
@@ -43,9 +49,9 @@ Result<store::BackupRequest> Collect(const config::Config& config,
   auto logs = sources::CaptureLogs(config);
   if (!logs) return tl::unexpected(logs.error());
   // Exactly as many as are added below, not a vector grown to up to twice the tree's size.
-  request.entries.reserve(files->entries.size() + 1 + logs->logs.size() + (entities_file ? 1 : 0) +
+  request.entries.reserve(files.entries.size() + 1 + logs->logs.size() + (entities_file ? 1 : 0) +
                           (live.zigbee2mqtt_backup ? 1 : 0));
-  for (auto& s : files->entries) {
+  for (auto& s : files.entries) {
     store::InputEntry e;
     // Copied, not moved: the walk's strings are then all freed together and their pages can go
     // back to the system before scrypt starts (moved, they would stay interleaved with the
@@ -69,8 +75,10 @@ Result<store::BackupRequest> Collect(const config::Config& config,
     e.header.gid = s.gid;
     e.header.link_target = std::move(s.link_target);
     // A file's path is kept only when it does not follow from its root (SourcePath).
-    if (e.header.type != manifest::EntryType::kFile || SourcePath(request, e) != s.abs_path) {
-      e.abs_path = std::move(s.abs_path);
+    if (e.header.type != manifest::EntryType::kFile) {
+      e.abs_path = files.AbsPathOf(s);
+    } else if (std::string abs = files.AbsPathOf(s); SourcePath(request, e) != abs) {
+      e.abs_path = std::move(abs);
     }
     // A link whose target leaves its root is kept out: a restore could never write it safely.
     if (e.header.type == manifest::EntryType::kSymlink) {

@@ -7,6 +7,7 @@
 
 #include "core/config/config.h"
 #include "core/sources/entities.h"
+#include "core/sources/sources.h"
 #include "core/store/store.h"
 
 namespace safepoint::snapshot {
@@ -34,5 +35,11 @@ inline constexpr std::string_view kZigbee2MqttBackupPath = "state/zigbee2mqtt_ba
 [[nodiscard]] Result<store::BackupRequest> Collect(const config::Config& config,
                                                    const std::optional<std::string>& entities_file,
                                                    const LiveState& live = {});
+
+// Collect, from a walk of the trees already made (sources::CollectFiles(config)), so that the
+// walk can run on another thread (rollback::internal::LiveCollection).
+[[nodiscard]] Result<store::BackupRequest> CollectWalked(
+    const config::Config& config, sources::Collection files,
+    const std::optional<std::string>& entities_file, const LiveState& live = {});
 
 }  // namespace safepoint::snapshot

@@ -543,6 +543,36 @@ TEST_F(RollbackTest, MissingOrSymlinkedRootIsRefused) {
   EXPECT_FALSE(fs::exists(dir_.Sub("config.real") + "/.rollbacks"));
 }
 
+// MakePlan walks the live trees on a second thread while the safety point loads: its plan is
+// the one made by walking after the load, and a load's error still comes before a root's.
+TEST_F(RollbackTest, PlanWalkedBesideTheLoadIsThePlanWalkedAfterIt) {
+  const std::string id = Backup();
+  Update(id);
+  WriteFile(ha_ + "/.storage/core.entity_registry", "edited by hand");
+  auto beside = MakePlan(config_, *store_, pass_, id, Policy::kMerge);
+  ASSERT_TRUE(beside) << beside.error().message;
+  Secret key;
+  auto m = store_->Load(id, pass_, &key);
+  ASSERT_TRUE(m);
+  auto fp = LoadFingerprint(*store_, id, std::move(key));
+  ASSERT_TRUE(fp);
+  auto after = PlanFor(config_, *m, *fp, Policy::kMerge);
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(ToJson(*beside), ToJson(*after));
+  EXPECT_EQ(Describe(*beside), Describe(*after));
+  EXPECT_EQ(beside->Count(Change::kConflict), 1u);
+
+  fs::rename(ha_, dir_.Sub("config.real"));
+  Secret wrong(std::string_view("not the passphrase"));
+  auto p = MakePlan(config_, *store_, wrong, id, Policy::kMerge);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error().code, ErrorCode::kWrongPassphrase) << p.error().message;
+  p = MakePlan(config_, *store_, pass_, id, Policy::kMerge);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error().code, ErrorCode::kBadInput);
+  EXPECT_NE(p.error().message.find("is missing"), std::string::npos) << p.error().message;
+}
+
 TEST_F(RollbackTest, ReadOnlyFileInTheWayIsReplacedByRename) {
   const std::string id = Backup();
   WriteFile(ha_ + "/readonly.yaml.new", "changed by update\n");

@@ -103,7 +103,10 @@ TEST(CollectFiles, AppliesDefaultExcludesAndWorkspaceGlobs) {
   EXPECT_TRUE(c->warnings.empty()) << c->warnings.front();
   const SourceEntry* e = Find(*c, "ha_config/configuration.yaml");
   ASSERT_NE(e, nullptr);
-  EXPECT_EQ(e->abs_path, ha + "/configuration.yaml");
+  EXPECT_EQ(c->AbsPathOf(*e), ha + "/configuration.yaml");
+  const SourceEntry* w = Find(*c, "workspace/sessions/empty");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(c->AbsPathOf(*w), ws + "/sessions/empty");
   EXPECT_EQ(e->kind, SourceEntry::Kind::kFile);
   EXPECT_EQ(e->size, 15u);
   EXPECT_EQ(e->mode, 0644u);
@@ -176,7 +179,7 @@ TEST(CollectFiles, LinksLeavingTheTreeAreNotBackedUpWithOneWarningEach) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(Paths(*c), (std::vector<std::string>{"ha_config/.openclaw", "ha_config/real.yaml"}));
   for (const SourceEntry& e : c->entries) {
-    EXPECT_EQ(e.abs_path.rfind(ha, 0), 0u) << e.abs_path;
+    EXPECT_EQ(c->AbsPathOf(e).rfind(ha, 0), 0u) << c->AbsPathOf(e);
     EXPECT_EQ(e.archive_path.find("passwd"), std::string::npos);
   }
   const std::string absolute = "; only relative links inside the tree are stored)";
