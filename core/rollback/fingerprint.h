@@ -90,6 +90,11 @@ class LiveTreeReader {
   // Regular files read and hashed, and files taken as recorded by their stamp, so far.
   [[nodiscard]] std::size_t files_hashed() const { return files_hashed_; }
   [[nodiscard]] std::size_t files_trusted() const { return files_trusted_; }
+  // Adds the counts of a reader that read other paths of the same plan.
+  void Count(const LiveTreeReader& other) {
+    files_hashed_ += other.files_hashed_;
+    files_trusted_ += other.files_trusted_;
+  }
 
  private:
   std::set<std::string, std::less<>> real_dirs_;

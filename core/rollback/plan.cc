@@ -8,8 +8,10 @@
 #include <ctime>
 #include <functional>
 #include <future>
+#include <iterator>
 #include <map>
 #include <set>
+#include <span>
 #include <system_error>
 #include <utility>
 
@@ -26,6 +28,8 @@ using nlohmann::json;
 
 namespace {
 constexpr std::size_t kConflictsInMessage = 20;
+// A plan reads the paths its safety point lists on two threads from this many on.
+constexpr std::size_t kReadOnTwoThreadsFrom = 2048;
 }  // namespace
 
 namespace internal {
@@ -128,6 +132,55 @@ Result<std::set<std::string, std::less<>>> ImplicitParents(const WantedMap& want
 // One plan entry per path the safety point lists (`wanted`, `implicit`) or the trees hold now
 // (`collected`), with the path's current state, in path order; changes and actions are decided
 // later.
+// The paths of `part`, each with its current state, appended to `out`.
+Status ReadWanted(const Roots& roots, std::span<const WantedMap::value_type* const> part,
+                  LiveTreeReader& live, std::vector<PlanEntry>& out) {
+  for (const auto* item : part) {
+    const manifest::Entry* entry = item->second;
+    PlanEntry p;
+    p.path = std::string(item->first);
+    p.target = StateOf(*entry);
+    p.uid = entry->uid;
+    p.gid = entry->gid;
+    p.mtime = entry->mtime;
+    auto cur = live.Read(roots.For(TopOf(p.path)), RelOf(p.path), entry);
+    if (!cur) return tl::unexpected(cur.error());
+    p.current = std::move(*cur);
+    out.push_back(std::move(p));
+  }
+  return {};
+}
+
+// ReadWanted of every path the safety point lists, the second half on another thread with a
+// reader of its own: the lstat of each path and the hashing of the changed files are most of a
+// large plan's time once the safety point is loaded. An error of the first half comes first.
+Status ReadAllWanted(const Roots& roots, const WantedMap& wanted, LiveTreeReader& live,
+                     std::vector<PlanEntry>& out) {
+  std::vector<const WantedMap::value_type*> items;
+  items.reserve(wanted.size());
+  for (const auto& item : wanted) items.push_back(&item);
+  const std::span<const WantedMap::value_type* const> all(items);
+  if (items.size() < kReadOnTwoThreadsFrom) return ReadWanted(roots, all, live, out);
+  const std::size_t half = items.size() / 2;
+  LiveTreeReader second_live;
+  std::vector<PlanEntry> second_out;
+  second_out.reserve(items.size() - half);
+  auto read_second = [&] { return ReadWanted(roots, all.subspan(half), second_live, second_out); };
+  std::future<Status> second;
+  try {
+    second = std::async(std::launch::async, read_second);
+  } catch (const std::system_error&) {
+    second = std::async(std::launch::deferred, read_second);  // no thread: one after the other
+  }
+  Status first = ReadWanted(roots, all.first(half), live, out);
+  Status rest = second.get();
+  SP_RETURN_IF_ERROR(first);
+  SP_RETURN_IF_ERROR(rest);
+  live.Count(second_live);
+  std::move(second_out.begin(), second_out.end(), std::back_inserter(out));
+  return {};
+}
+
 Result<std::vector<PlanEntry>> EntriesWithCurrent(
     const Roots& roots, const WantedMap& wanted, const std::set<std::string, std::less<>>& implicit,
     const CollectedPaths& collected, LiveTreeReader& live) {
@@ -138,18 +191,7 @@ Result<std::vector<PlanEntry>> EntriesWithCurrent(
                               nullptr) -> Result<std::optional<PathState>> {
     return live.Read(roots.For(TopOf(path)), RelOf(path), recorded);
   };
-  for (const auto& [path, entry] : wanted) {
-    PlanEntry p;
-    p.path = std::string(path);
-    p.target = StateOf(*entry);
-    p.uid = entry->uid;
-    p.gid = entry->gid;
-    p.mtime = entry->mtime;
-    auto cur = read_current(p.path, entry);
-    if (!cur) return tl::unexpected(cur.error());
-    p.current = std::move(*cur);
-    entries.push_back(std::move(p));
-  }
+  SP_RETURN_IF_ERROR(ReadAllWanted(roots, wanted, live, entries));
   for (const auto& path : implicit) {
     PlanEntry p;
     p.path = path;

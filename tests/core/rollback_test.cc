@@ -573,6 +573,40 @@ TEST_F(RollbackTest, PlanWalkedBesideTheLoadIsThePlanWalkedAfterIt) {
   EXPECT_NE(p.error().message.find("is missing"), std::string::npos) << p.error().message;
 }
 
+// A plan of more paths than one thread reads (2,048) reads the second half on another thread:
+// changes in either half are found, counted once, and rolled back exactly.
+TEST_F(RollbackTest, LargeTreeIsPlannedOnTwoThreadsAndRolledBackExactly) {
+  constexpr int kFiles = 3000;
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string dir = i < kFiles / 2 ? "/many/a/" : "/many/z/";
+    WriteFile(ha_ + dir + std::to_string(i) + ".yaml", "value: " + std::to_string(i) + "\n");
+  }
+  const TreeSnap before = Snap();
+  const std::string id = Backup();
+  for (int i = 0; i < kFiles; i += 100) {
+    const std::string dir = i < kFiles / 2 ? "/many/a/" : "/many/z/";
+    WriteFile(ha_ + dir + std::to_string(i) + ".yaml", "changed by the update\n");
+  }
+  fs::remove(ha_ + "/many/z/2999.yaml");
+  ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, id));
+  WriteFile(ha_ + "/many/z/2900.yaml", "edited by hand after the update\n");
+  WriteFile(ha_ + "/many/a/7.yaml", "edited by hand too\n");
+
+  auto plan = MakePlan(config_, *store_, pass_, id, Policy::kOverwrite);
+  ASSERT_TRUE(plan) << plan.error().message;
+  EXPECT_EQ(plan->Count(Change::kChangedByUpdate), 29u);  // 30 changed, 2900 edited again
+  EXPECT_EQ(plan->Count(Change::kConflict), 2u);
+  EXPECT_EQ(plan->Count(Change::kMissing), 1u);
+  EXPECT_EQ(plan->Count(Change::kAdded), 0u);
+  EXPECT_GE(plan->files_hashed + plan->files_trusted, static_cast<std::size_t>(kFiles - 1));
+  EXPECT_EQ(plan->Conflicts(),
+            (std::vector<std::string>{"ha_config/many/a/7.yaml", "ha_config/many/z/2900.yaml"}));
+
+  auto r = Run(id, Policy::kOverwrite);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(Diff(before, Snap()), "");
+}
+
 TEST_F(RollbackTest, ReadOnlyFileInTheWayIsReplacedByRename) {
   const std::string id = Backup();
   WriteFile(ha_ + "/readonly.yaml.new", "changed by update\n");
