@@ -23,7 +23,9 @@ bool EntityMirror::Offer(const std::string& topic, const std::string& payload, b
     it = topics_.emplace(topic, Value{}).first;
   }
   // A new string, never changed in place: snapshots taken earlier keep the one they share.
-  it->second.payload = std::make_shared<const std::string>(payload);
+  auto kept = entities::KeepPayload(payload);
+  it->second.payload = std::move(kept.bytes);
+  it->second.compressed = kept.compressed;
   it->second.retained = retained;
   it->second.received_at = now;
   return true;
@@ -38,7 +40,8 @@ entities::EntitySnapshot EntityMirror::Snapshot(std::chrono::system_clock::time_
   s.last_dropped_payload = last_dropped_payload_;
   s.records.reserve(topics_.size());
   for (const auto& [topic, v] : topics_) {
-    s.records.push_back(entities::EntityRecord{topic, v.payload, v.retained, v.received_at});
+    s.records.push_back(
+        entities::EntityRecord{topic, v.payload, v.retained, v.received_at, v.compressed});
   }
   return s;
 }

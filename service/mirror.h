@@ -17,9 +17,12 @@ namespace safepoint::service {
 // Not thread-safe: owned by the service's state thread.
 //
 // Memory: at most max_topics payloads of at most max_payload_bytes each, plus the topics (the
-// broker bounds their length); nothing is parsed on the way in. A snapshot shares the payloads
-// (a pointer per topic), so taking one copies no payload; a payload replaced while a backup
-// writes a snapshot lives until that backup ends. docs/format-entities.md, "Limits".
+// broker bounds their length); nothing is parsed on the way in. A payload of 512 bytes or more
+// is kept zstd-compressed when that saves an eighth (entities::KeepPayload), so typical JSON
+// states take a fraction of that bound; payloads that do not compress can still reach it. A
+// snapshot shares the payloads (a pointer per topic), so taking one copies no payload; a payload
+// replaced while a backup writes a snapshot lives until that backup ends. docs/format-entities.md,
+// "Limits".
 class EntityMirror {
  public:
   explicit EntityMirror(config::MirrorConfig config) : config_(std::move(config)) {}
@@ -39,9 +42,10 @@ class EntityMirror {
 
  private:
   struct Value {
-    std::shared_ptr<const std::string> payload;
+    std::shared_ptr<const std::string> payload;  // entities::KeepPayload
     bool retained = false;
     std::chrono::system_clock::time_point received_at;
+    bool compressed = false;
   };
   config::MirrorConfig config_;
   std::map<std::string, Value> topics_;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sodium.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -252,15 +253,19 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 // entity -> available, for the records that say something about availability.
 std::map<std::string, bool> Availability(const EntitySnapshot& snap) {
   std::map<std::string, bool> out;
+  std::string scratch;
+  auto state = [&scratch](const EntityRecord& r) {
+    auto bytes = PayloadBytes(r, scratch);
+    return bytes ? StateText(std::string(*bytes)) : std::string();
+  };
   for (const EntityRecord& r : snap.records) {
     if (EndsWith(r.topic, "/availability")) {
-      const std::string s = r.payload ? StateText(*r.payload) : std::string();
+      const std::string s = state(r);
       const std::string entity = r.topic.substr(0, r.topic.size() - 13);
       if (s == "online") out[entity] = true;
       if (s == "offline") out[entity] = false;
     } else if (EndsWith(r.topic, "/state")) {
-      out[r.topic.substr(0, r.topic.size() - 6)] =
-          (r.payload ? StateText(*r.payload) : std::string()) != "unavailable";
+      out[r.topic.substr(0, r.topic.size() - 6)] = state(r) != "unavailable";
     }
   }
   return out;
@@ -313,14 +318,16 @@ Result<WriteReport> WriteJson(const EntitySnapshot& snapshot, ByteSink& out) {
   std::uint64_t too_deep = 0;
   std::string first_too_large;
   std::string first_too_deep;
-  static const std::string kEmpty;
+  std::string scratch;
   for (const EntityRecord* r : sorted) {
     SP_RETURN_IF_ERROR(w.Put(report.entities == 0 ? "\n  {\"topic\":" : ",\n  {\"topic\":"));
     // Topics are UTF-8 by the MQTT spec; anything else is replaced rather than thrown on later.
     SP_RETURN_IF_ERROR(PutString(w, ValidUtf8(r->topic) ? r->topic : "\xEF\xBF\xBD"));
     SP_RETURN_IF_ERROR(w.Put(","));
     Unparsed unparsed = Unparsed::kNo;
-    SP_RETURN_IF_ERROR(PutPayload(w, r->payload ? *r->payload : kEmpty, &unparsed));
+    auto bytes = PayloadBytes(*r, scratch);
+    if (!bytes) return Fail(bytes.error().code, r->topic + ": " + bytes.error().message);
+    SP_RETURN_IF_ERROR(PutPayload(w, *bytes, &unparsed));
     if (unparsed == Unparsed::kTooLarge && too_large++ == 0) first_too_large = r->topic;
     if (unparsed == Unparsed::kTooDeep && too_deep++ == 0) first_too_deep = r->topic;
     SP_RETURN_IF_ERROR(w.Put(r->retained ? ",\"retained\":true" : ",\"retained\":false"));
@@ -375,6 +382,42 @@ json ToJson(const EntitySnapshot& snapshot) {
   auto report = WriteJson(snapshot, sink);
   if (!report) return json(json::value_t::discarded);  // a StringSink does not fail
   return json::parse(sink.text, nullptr, false);
+}
+
+KeptPayload KeepPayload(std::string_view payload) {
+  if (payload.size() >= kCompressFromBytes) {
+    struct FreeCctx {
+      void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+    };
+    // One context per thread: the mirror compresses on the service's state thread.
+    thread_local std::unique_ptr<ZSTD_CCtx, FreeCctx> cctx(ZSTD_createCCtx());
+    std::string frame(ZSTD_compressBound(payload.size()), '\0');
+    const std::size_t n = cctx ? ZSTD_compressCCtx(cctx.get(), frame.data(), frame.size(),
+                                                   payload.data(), payload.size(), 1)
+                               : 0;
+    if (cctx && !ZSTD_isError(n) && n <= payload.size() - payload.size() / 8) {
+      frame.resize(n);
+      frame.shrink_to_fit();
+      return {std::make_shared<const std::string>(std::move(frame)), true};
+    }
+  }
+  return {std::make_shared<const std::string>(payload), false};
+}
+
+Result<std::string_view> PayloadBytes(const EntityRecord& r, std::string& scratch) {
+  if (!r.payload) return std::string_view();
+  if (!r.compressed) return std::string_view(*r.payload);
+  const auto size = ZSTD_getFrameContentSize(r.payload->data(), r.payload->size());
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > (1ull << 30)) {
+    return Fail(ErrorCode::kInternal, "a mirrored payload's zstd frame has no valid size");
+  }
+  scratch.resize(static_cast<std::size_t>(size));
+  const std::size_t n =
+      ZSTD_decompress(scratch.data(), scratch.size(), r.payload->data(), r.payload->size());
+  if (ZSTD_isError(n) || n != scratch.size()) {
+    return Fail(ErrorCode::kInternal, "a mirrored payload does not decompress");
+  }
+  return std::string_view(scratch);
 }
 
 EntitySnapshot AvailabilityOnly(const EntitySnapshot& snapshot) {

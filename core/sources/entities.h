@@ -34,7 +34,26 @@ struct EntityRecord {
   std::shared_ptr<const std::string> payload;
   bool retained = false;
   std::chrono::system_clock::time_point received_at;
+  // `payload` holds a zstd frame of the bytes received (KeepPayload); read them with
+  // PayloadBytes.
+  bool compressed = false;
 };
+
+// How the mirror keeps a payload: compressed (zstd level 1) when it is at least
+// kCompressFromBytes long and that saves at least an eighth, else as received. Zigbee2MQTT's
+// larger messages are JSON whose keys repeat; a payload that does not compress costs no more
+// than before.
+inline constexpr std::size_t kCompressFromBytes = 512;
+struct KeptPayload {
+  std::shared_ptr<const std::string> bytes;
+  bool compressed = false;
+};
+[[nodiscard]] KeptPayload KeepPayload(std::string_view payload);
+
+// The bytes `r` received: its payload, or that decompressed into `scratch` (valid until
+// `scratch` or `r` changes). An absent payload reads as empty.
+// Errors: kInternal for a compressed payload that does not decompress to its recorded size.
+[[nodiscard]] Result<std::string_view> PayloadBytes(const EntityRecord& r, std::string& scratch);
 
 struct EntitySnapshot {
   std::chrono::system_clock::time_point captured_at;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -181,6 +182,75 @@ TEST(EntityMirror, SnapshotSharesPayloadsAndKeepsThemWhenTheTopicChanges) {
   ASSERT_TRUE(mirror.Offer("zigbee2mqtt/a", "two", false, kReceived));
   EXPECT_EQ(*first.records[0].payload, "one");
   EXPECT_EQ(*mirror.Snapshot(kCaptured).records[0].payload, "two");
+}
+
+// A Zigbee2MQTT-like state of `size` bytes: JSON whose keys repeat, as large devices send.
+std::string DeviceState(std::size_t size, unsigned seed) {
+  std::string s = "{\"state\":\"ON\",\"linkquality\":" + std::to_string(seed % 255);
+  for (unsigned i = 0; s.size() + 40 < size; ++i) {
+    s += ",\"endpoint_" + std::to_string(i) +
+         "\":{\"power\":" + std::to_string((seed * 7 + i) % 997) + "}";
+  }
+  s += ",\"pad\":\"" + std::string(size > s.size() + 10 ? size - s.size() - 10 : 0, 'x') + "\"}";
+  return s;
+}
+
+// Payloads of 512 bytes and more are kept compressed when that pays; what a safety point gets
+// is byte for byte what it would get from the payloads as received, and reading them back gives
+// the bytes received.
+TEST(EntityMirror, LargePayloadsAreKeptCompressedAndWrittenExactly) {
+  EntityMirror mirror{config::MirrorConfig{}};
+  entities::EntitySnapshot as_received;
+  as_received.captured_at = kCaptured;
+  std::size_t kept_bytes = 0;
+  std::size_t received_bytes = 0;
+  std::string incompressible(4096, '\0');
+  unsigned x = 12345;
+  for (char& c : incompressible) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  const std::vector<std::pair<std::string, std::string>> messages = {
+      {"zigbee2mqtt/small", "{\"state\":\"OFF\"}"},
+      {"zigbee2mqtt/edge", DeviceState(entities::kCompressFromBytes, 1)},
+      {"zigbee2mqtt/big", DeviceState(32 * 1024, 2)},
+      {"zigbee2mqtt/noise", incompressible},
+  };
+  for (const auto& [topic, payload] : messages) {
+    ASSERT_TRUE(mirror.Offer(topic, payload, false, kReceived)) << topic;
+    as_received.records.push_back(entities::EntityRecord{
+        topic, std::make_shared<const std::string>(payload), false, kReceived});
+    received_bytes += payload.size();
+  }
+  const auto snap = mirror.Snapshot(kCaptured);
+  std::string scratch;
+  for (const auto& r : snap.records) {
+    kept_bytes += r.payload->size();
+    const auto& expected = std::find_if(messages.begin(), messages.end(), [&](const auto& m) {
+                             return m.first == r.topic;
+                           })->second;
+    auto bytes = entities::PayloadBytes(r, scratch);
+    ASSERT_TRUE(bytes) << bytes.error().message;
+    EXPECT_EQ(*bytes, expected) << r.topic;
+    EXPECT_EQ(r.compressed, r.topic == "zigbee2mqtt/edge" || r.topic == "zigbee2mqtt/big")
+        << r.topic;
+  }
+  EXPECT_LT(kept_bytes, received_bytes / 2);
+  EXPECT_EQ(Write(snap).text, Write(as_received).text);
+  EXPECT_EQ(ReadBack(Write(snap).text, "zigbee2mqtt/noise"), incompressible);
+}
+
+TEST(EntityMirror, ACorruptCompressedPayloadFailsTheWriteNamingTheTopic) {
+  entities::EntitySnapshot snap;
+  snap.captured_at = kCaptured;
+  snap.records.push_back(entities::EntityRecord{
+      "zigbee2mqtt/broken", std::make_shared<const std::string>("not a zstd frame"), false,
+      kReceived, /*compressed=*/true});
+  StringSink sink;
+  auto r = entities::WriteJson(snap, sink);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kInternal);
+  EXPECT_NE(r.error().message.find("zigbee2mqtt/broken"), std::string::npos) << r.error().message;
 }
 
 TEST(EntityMirror, AvailabilityOnlyKeepsWhatTheHealthCheckReads) {
