@@ -129,9 +129,6 @@ Result<std::set<std::string, std::less<>>> ImplicitParents(const WantedMap& want
   return implicit;
 }
 
-// One plan entry per path the safety point lists (`wanted`, `implicit`) or the trees hold now
-// (`collected`), with the path's current state, in path order; changes and actions are decided
-// later.
 // The paths of `part`, each with its current state, appended to `out`.
 Status ReadWanted(const Roots& roots, std::span<const WantedMap::value_type* const> part,
                   LiveTreeReader& live, std::vector<PlanEntry>& out) {
@@ -181,6 +178,9 @@ Status ReadAllWanted(const Roots& roots, const WantedMap& wanted, LiveTreeReader
   return {};
 }
 
+// One plan entry per path the safety point lists (`wanted`, `implicit`) or the trees hold now
+// (`collected`), with the path's current state, in path order; changes and actions are decided
+// later.
 Result<std::vector<PlanEntry>> EntriesWithCurrent(
     const Roots& roots, const WantedMap& wanted, const std::set<std::string, std::less<>>& implicit,
     const CollectedPaths& collected, LiveTreeReader& live) {
