@@ -74,17 +74,13 @@ Result<store::BackupRequest> CollectWalked(const config::Config& config, sources
     e.header.uid = s.uid;
     e.header.gid = s.gid;
     e.header.link_target = std::move(s.link_target);
-    // A file's path is kept only when it does not follow from its root (SourcePath).
-    if (e.header.type != manifest::EntryType::kFile) {
-      e.abs_path = files.AbsPathOf(s);
-    } else if (std::string abs = files.AbsPathOf(s); SourcePath(request, e) != abs) {
-      e.abs_path = std::move(abs);
-    }
+    // No path of its own: it was found at its root joined with the rest of its archive path,
+    // which is where SourcePath reads it from (the walk's roots are request.roots).
     // A link whose target leaves its root is kept out: a restore could never write it safely.
     if (e.header.type == manifest::EntryType::kSymlink) {
       if (auto st = manifest::CheckLinkTarget(e.header.path, e.header.link_target); !st) {
         request.warnings.push_back(
-            SanitizeUtf8("skipped " + e.abs_path + ": " + st.error().message));
+            SanitizeUtf8("skipped " + SourcePath(request, e) + ": " + st.error().message));
         continue;
       }
     }

@@ -335,22 +335,8 @@ SiteScan ScanSitePackages(const std::string& site) {
 
 }  // namespace
 
-std::string Collection::AbsPathOf(const SourceEntry& e) const {
-  const std::string_view path = e.archive_path;
-  const std::size_t slash = path.find('/');
-  const std::string_view top = path.substr(0, slash);
-  const std::string& root = top == "workspace" ? workspace_root : ha_config_root;
-  if (slash == std::string_view::npos || slash + 1 == path.size()) return root;
-  std::string abs;
-  abs.reserve(root.size() + path.size() - slash);
-  abs.append(root).append(path.substr(slash));
-  return abs;
-}
-
 Result<Collection> CollectFiles(const config::Config& config) {
   Collection out;
-  out.ha_config_root = config.paths.ha_config;
-  out.workspace_root = config.paths.workspace;
   struct Root {
     const std::string& path;
     const char* name;

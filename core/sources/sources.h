@@ -18,8 +18,8 @@ struct SourceEntry {
   enum class Kind { kFile, kSymlink, kDirectory };
   // "ha_config/<rel>" or "workspace/<rel>" ('/'-separated, no "." or ".." segments).
   std::string archive_path;
-  // The absolute path it was found at is <root>/<rel>: Collection::AbsPathOf (not kept here: at
-  // 100k files that is 11 MB more while a rollback's load runs scrypt beside the walk).
+  // It was found at <root>/<rel> (store::SourcePath derives that; not kept here: at 100k files
+  // that is 11 MB more while a rollback's load runs scrypt beside the walk).
   Kind kind = Kind::kFile;
   // Regular file: bytes at collection time; symlink: length of the target; directory: 0.
   std::uint64_t size = 0;
@@ -39,12 +39,6 @@ struct Collection {
   std::vector<SourceEntry> entries;
   // Human-readable notes about what was skipped or is unusual (one line each, naming the path).
   std::vector<std::string> warnings;
-  // The roots walked, as configured (paths.ha_config, paths.workspace).
-  std::string ha_config_root;
-  std::string workspace_root;
-
-  // The absolute path `e` was found at: the root its archive path names, then the rest of it.
-  [[nodiscard]] std::string AbsPathOf(const SourceEntry& e) const;
 };
 
 // Walks paths.ha_config and paths.workspace and selects entries by the sources.* globs.

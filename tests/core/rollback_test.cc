@@ -578,19 +578,19 @@ TEST_F(RollbackTest, PlanWalkedBesideTheLoadIsThePlanWalkedAfterIt) {
 TEST_F(RollbackTest, LargeTreeIsPlannedOnTwoThreadsAndRolledBackExactly) {
   constexpr int kFiles = 3000;
   for (int i = 0; i < kFiles; ++i) {
-    const std::string dir = i < kFiles / 2 ? "/many/a/" : "/many/z/";
+    const std::string dir = i < kFiles / 2 ? "/many/küche/" : "/many/🌙 nacht/";
     WriteFile(ha_ + dir + std::to_string(i) + ".yaml", "value: " + std::to_string(i) + "\n");
   }
   const TreeSnap before = Snap();
   const std::string id = Backup();
   for (int i = 0; i < kFiles; i += 100) {
-    const std::string dir = i < kFiles / 2 ? "/many/a/" : "/many/z/";
+    const std::string dir = i < kFiles / 2 ? "/many/küche/" : "/many/🌙 nacht/";
     WriteFile(ha_ + dir + std::to_string(i) + ".yaml", "changed by the update\n");
   }
-  fs::remove(ha_ + "/many/z/2999.yaml");
+  fs::remove(ha_ + "/many/🌙 nacht/2999.yaml");
   ASSERT_TRUE(RecordFingerprint(config_, *store_, real_fs_, clock_, pass_, id));
-  WriteFile(ha_ + "/many/z/2900.yaml", "edited by hand after the update\n");
-  WriteFile(ha_ + "/many/a/7.yaml", "edited by hand too\n");
+  WriteFile(ha_ + "/many/🌙 nacht/2900.yaml", "edited by hand after the update\n");
+  WriteFile(ha_ + "/many/küche/7.yaml", "edited by hand too\n");
 
   auto plan = MakePlan(config_, *store_, pass_, id, Policy::kOverwrite);
   ASSERT_TRUE(plan) << plan.error().message;
@@ -599,8 +599,8 @@ TEST_F(RollbackTest, LargeTreeIsPlannedOnTwoThreadsAndRolledBackExactly) {
   EXPECT_EQ(plan->Count(Change::kMissing), 1u);
   EXPECT_EQ(plan->Count(Change::kAdded), 0u);
   EXPECT_GE(plan->files_hashed + plan->files_trusted, static_cast<std::size_t>(kFiles - 1));
-  EXPECT_EQ(plan->Conflicts(),
-            (std::vector<std::string>{"ha_config/many/a/7.yaml", "ha_config/many/z/2900.yaml"}));
+  EXPECT_EQ(plan->Conflicts(), (std::vector<std::string>{"ha_config/many/küche/7.yaml",
+                                                         "ha_config/many/🌙 nacht/2900.yaml"}));
 
   auto r = Run(id, Policy::kOverwrite);
   ASSERT_TRUE(r) << r.error().message;

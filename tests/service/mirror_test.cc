@@ -186,7 +186,8 @@ TEST(EntityMirror, SnapshotSharesPayloadsAndKeepsThemWhenTheTopicChanges) {
 
 // A Zigbee2MQTT-like state of `size` bytes: JSON whose keys repeat, as large devices send.
 std::string DeviceState(std::size_t size, unsigned seed) {
-  std::string s = "{\"state\":\"ON\",\"linkquality\":" + std::to_string(seed % 255);
+  std::string s = "{\"friendly_name\":\"Küchenlicht 🌙 厨房\",\"state\":\"ON\",\"linkquality\":" +
+                  std::to_string(seed % 255);
   for (unsigned i = 0; s.size() + 40 < size; ++i) {
     s += ",\"endpoint_" + std::to_string(i) +
          "\":{\"power\":" + std::to_string((seed * 7 + i) % 997) + "}";
