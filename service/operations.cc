@@ -201,6 +201,10 @@ Result<manifest::Manifest> Operations::Backup(
   if (!lock) return tl::unexpected(lock.error());
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return tl::unexpected(passphrase.error());
+  // scrypt takes one core from here on; the entity states are written and the trees walked on
+  // the other meanwhile.
+  auto kdf = store_.StartKeyDerivation(*passphrase);
+  if (!kdf) return tl::unexpected(kdf.error());
   // state/entities.json can be as large as the mirror: it is written streaming to a private
   // temp dir in the backup dir (0700; a crash leaves it to CleanLeftovers like any .tmp-*),
   // then archived from there, so the backup holds no copy of it in memory.
@@ -221,9 +225,10 @@ Result<manifest::Manifest> Operations::Backup(
   for (auto& w : written.warnings) request->warnings.push_back(std::move(w));
   request->reason = reason;
   request->update = update;
-  // The walk's own lists are freed; their pages go back before scrypt takes its memory.
+  // The walk's own lists are freed; their pages go back to the system while scrypt holds its
+  // memory.
   ::malloc_trim(0);
-  return store_.Backup(*request, *passphrase, progress);
+  return store_.Backup(*request, *passphrase, progress, std::move(*kdf));
 }
 
 Result<std::vector<Operations::VerifyResult>> Operations::Verify(

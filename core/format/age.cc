@@ -57,18 +57,17 @@ Status CheckHeaderMac(const Secret& file_key, std::string_view mac_input,
 // =============================================================================================
 // Encryptor
 
-Encryptor::Encryptor(WritableFile& out, Secret passphrase, int work_factor)
-    : out_(out),
-      work_factor_(work_factor),
-      header_size_(ScryptHeaderSize(work_factor)),
-      passphrase_(std::move(passphrase)) {}
+// =============================================================================================
+// ScryptJob
 
-Encryptor::~Encryptor() {
-  if (scrypt_thread_.joinable()) scrypt_thread_.join();
+ScryptJob::ScryptJob(Secret passphrase, int work_factor)
+    : work_factor_(work_factor), passphrase_(std::move(passphrase)) {}
+
+ScryptJob::~ScryptJob() {
+  if (thread_.joinable()) thread_.join();
 }
 
-Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out, const Secret& passphrase,
-                                                     int work_factor) {
+Result<std::unique_ptr<ScryptJob>> ScryptJob::Start(const Secret& passphrase, int work_factor) {
   if (work_factor < kMinWorkFactor || work_factor > kMaxWorkFactor) {
     return Fail(ErrorCode::kBadInput, "scrypt work factor " + std::to_string(work_factor) +
                                           " outside " + std::to_string(kMinWorkFactor) + ".." +
@@ -76,10 +75,49 @@ Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out, const Se
   }
   if (passphrase.empty()) return Fail(ErrorCode::kBadInput, "the passphrase is empty");
   InitSodium();
-  std::unique_ptr<Encryptor> enc(new Encryptor(out, Secret(passphrase.view()), work_factor));
+  std::unique_ptr<ScryptJob> job(new ScryptJob(Secret(passphrase.view()), work_factor));
+  randombytes_buf(job->salt_, kSaltSize);
+  ScryptJob* self = job.get();
+  try {
+    job->thread_ = std::thread([self] {
+      self->ok_ = Scrypt(self->passphrase_, self->salt_, self->work_factor_, self->wrap_key_);
+      self->passphrase_ = Secret();
+      self->done_.store(true, std::memory_order_release);
+      self->done_.notify_all();
+    });
+  } catch (const std::system_error& e) {
+    return Fail(ErrorCode::kInternal, std::string("cannot start the scrypt thread: ") + e.what());
+  }
+  return job;
+}
+
+bool ScryptJob::Join() {
+  if (thread_.joinable()) thread_.join();
+  return ok_;
+}
+
+// =============================================================================================
+// Encryptor
+
+Encryptor::Encryptor(WritableFile& out, int work_factor)
+    : out_(out), work_factor_(work_factor), header_size_(ScryptHeaderSize(work_factor)) {}
+
+Encryptor::~Encryptor() = default;
+
+Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out, const Secret& passphrase,
+                                                     int work_factor) {
+  auto job = ScryptJob::Start(passphrase, work_factor);
+  if (!job) return tl::unexpected(std::move(job.error()));
+  return Create(out, std::move(*job));
+}
+
+Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out,
+                                                     std::unique_ptr<ScryptJob> job) {
+  if (!job) return Fail(ErrorCode::kInternal, "age: no scrypt derivation for a new file");
+  std::unique_ptr<Encryptor> enc(new Encryptor(out, job->work_factor()));
+  enc->kdf_ = std::move(job);
   enc->file_key_ = Secret(kFileKeySize);
   randombytes_buf(enc->file_key_.bytes().data(), kFileKeySize);
-  randombytes_buf(enc->salt_, kSaltSize);
   std::array<std::uint8_t, kNonceSize> nonce;
   randombytes_buf(nonce.data(), nonce.size());
   enc->payload_key_ = DeriveKey(enc->file_key_, nonce, "payload");
@@ -91,18 +129,6 @@ Result<std::unique_ptr<Encryptor>> Encryptor::Create(WritableFile& out, const Se
   SP_RETURN_IF_ERROR(out.Append(placeholder));
   SP_RETURN_IF_ERROR(out.Append(nonce));
   enc->size_ = enc->header_size_ + kNonceSize;
-
-  Encryptor* self = enc.get();
-  try {
-    enc->scrypt_thread_ = std::thread([self] {
-      self->scrypt_ok_ =
-          Scrypt(self->passphrase_, self->salt_, self->work_factor_, self->wrap_key_);
-      self->kdf_done_.store(true, std::memory_order_release);
-      self->kdf_done_.notify_all();
-    });
-  } catch (const std::system_error& e) {
-    return Fail(ErrorCode::kInternal, std::string("cannot start the scrypt thread: ") + e.what());
-  }
   return enc;
 }
 
@@ -117,7 +143,7 @@ Result<std::unique_ptr<Encryptor>> Encryptor::CreateSibling(WritableFile& out, B
   if (text.size() != header.size || text.size() != ScryptHeaderSize(work_factor)) {
     return Corrupt("the header is not in its canonical form");
   }
-  std::unique_ptr<Encryptor> enc(new Encryptor(out, Secret(), work_factor));
+  std::unique_ptr<Encryptor> enc(new Encryptor(out, work_factor));
   enc->file_key_ = Secret(file_key.view());
   std::array<std::uint8_t, kNonceSize> nonce;
   randombytes_buf(nonce.data(), nonce.size());
@@ -130,8 +156,6 @@ Result<std::unique_ptr<Encryptor>> Encryptor::CreateSibling(WritableFile& out, B
   enc->pending_key_id_ = KeyIdFromMac(header.mac);
   enc->header_ = std::move(text);
   enc->header_written_ = true;
-  enc->scrypt_ok_ = true;
-  enc->kdf_done_.store(true, std::memory_order_release);
   return enc;
 }
 
@@ -183,19 +207,17 @@ Status Encryptor::WriteHeaderNow() {
 }
 
 Status Encryptor::WriteHeader() {
-  scrypt_thread_.join();
-  passphrase_ = Secret();
-  if (!scrypt_ok_) {
+  if (!kdf_ || !kdf_->Join()) {
     return Poison({ErrorCode::kInternal, "age: scrypt failed (out of memory?)"});
   }
   std::array<std::uint8_t, kStanzaBodySize> body;
   const std::array<std::uint8_t, crypto_aead_chacha20poly1305_ietf_NPUBBYTES> zero_nonce{};
-  AeadSeal(body, file_key_.bytes(), zero_nonce, wrap_key_);
-  wrap_key_ = Secret();
+  AeadSeal(body, file_key_.bytes(), zero_nonce, kdf_->wrap_key_);
+  kdf_->wrap_key_ = Secret();
 
   std::string header(kVersionLine);
   header += "\n-> scrypt ";
-  header += Base64Encode(salt_);
+  header += Base64Encode(kdf_->salt_);
   header += ' ';
   header += std::to_string(work_factor_);
   header += '\n';

@@ -48,6 +48,41 @@ constexpr std::size_t kChunkSize = std::size_t{64} * 1024;
   return std::uint64_t{128} * 8 * (std::uint64_t{1} << work_factor);
 }
 
+// The scrypt derivation of a new file's wrap key, started ahead of the file: a backup starts it
+// before it walks the trees, so the walk runs on the other core while scrypt holds this one.
+// The job owns a fresh salt and a copy of the passphrase (wiped once the key is derived); an
+// Encryptor made from it (Encryptor::Create with a job) writes that salt into its header.
+// Thread-safety: Done and Wait from any thread; the rest from the owning thread.
+class ScryptJob {
+ public:
+  // Errors: kBadInput for an empty passphrase or a work factor outside
+  // [kMinWorkFactor, kMaxWorkFactor]; kInternal if no thread can start.
+  [[nodiscard]] static Result<std::unique_ptr<ScryptJob>> Start(const Secret& passphrase,
+                                                                int work_factor);
+  ~ScryptJob();  // waits for the derivation
+  ScryptJob(const ScryptJob&) = delete;
+  ScryptJob& operator=(const ScryptJob&) = delete;
+
+  [[nodiscard]] int work_factor() const { return work_factor_; }
+  // True once the derivation has finished and freed its memory.
+  [[nodiscard]] bool Done() const { return done_.load(std::memory_order_acquire); }
+  void Wait() const { done_.wait(false, std::memory_order_acquire); }
+
+ private:
+  friend class Encryptor;
+  ScryptJob(Secret passphrase, int work_factor);
+  // Joins the thread; false when scrypt failed (out of memory). Then salt_ and wrap_key_ hold.
+  bool Join();
+
+  const int work_factor_;
+  Secret passphrase_;
+  std::uint8_t salt_[16] = {};
+  Secret wrap_key_;                // written by the thread; read only after joining it
+  bool ok_ = false;                // written by the thread
+  std::atomic<bool> done_{false};  // set by the thread when it is done
+  std::thread thread_;
+};
+
 // Streams plaintext into an age file with one scrypt stanza.
 //
 // The header of such a file has a fixed length (HeaderSize()), so the payload is appended from
@@ -68,6 +103,9 @@ class Encryptor {
   [[nodiscard]] static Result<std::unique_ptr<Encryptor>> Create(WritableFile& out,
                                                                  const Secret& passphrase,
                                                                  int work_factor);
+  // As Create, with the derivation already started (`job`, not null).
+  [[nodiscard]] static Result<std::unique_ptr<Encryptor>> Create(WritableFile& out,
+                                                                 std::unique_ptr<ScryptJob> job);
   // Starts a new age file under the file key and the header of an existing one, read from
   // `existing` (positioned at its start): the header is copied byte for byte, the payload gets
   // its own fresh nonce (as WriteSibling), and no scrypt runs; KdfDone() from the start. The
@@ -100,9 +138,11 @@ class Encryptor {
   [[nodiscard]] int work_factor() const { return work_factor_; }
   // True once the scrypt derivation has finished (it runs on its own thread from Create on and
   // uses a whole core meanwhile: a caller may hold back its own parallel work until then).
-  [[nodiscard]] bool KdfDone() const { return kdf_done_.load(std::memory_order_acquire); }
+  [[nodiscard]] bool KdfDone() const { return !kdf_ || kdf_->Done(); }
   // Blocks until KdfDone(): scrypt's memory is freed by then.
-  void WaitKdf() const { kdf_done_.wait(false, std::memory_order_acquire); }
+  void WaitKdf() const {
+    if (kdf_) kdf_->Wait();
+  }
 
   // Writes `plaintext` as a second, complete age file to `out` under the same file key and the
   // same header (scrypt stanza and MAC) as this one, with its own fresh payload nonce: age
@@ -117,7 +157,7 @@ class Encryptor {
   [[nodiscard]] Secret DeriveSubkey(std::string_view info) const;
 
  private:
-  Encryptor(WritableFile& out, Secret passphrase, int work_factor);
+  Encryptor(WritableFile& out, int work_factor);
   Status EncryptChunk(bool last);
   Status WriteHeader();
   Status Poison(Error error);
@@ -125,16 +165,11 @@ class Encryptor {
   WritableFile& out_;
   const int work_factor_;
   const std::size_t header_size_;
-  Secret passphrase_;
+  std::unique_ptr<ScryptJob> kdf_;  // null for a sibling, which copies its header
   Secret file_key_;
   Secret payload_key_;
-  Secret wrap_key_;  // written by the scrypt thread; read only after joining it
-  std::uint8_t salt_[16] = {};
-  bool scrypt_ok_ = false;             // written by the scrypt thread
-  std::atomic<bool> kdf_done_{false};  // set by the scrypt thread when it is done
   bool header_written_ = false;
-  std::string pending_key_id_;  // from the header MAC; published by Finish
-  std::thread scrypt_thread_;
+  std::string pending_key_id_;        // from the header MAC; published by Finish
   std::vector<std::uint8_t> plain_;   // the pending chunk, at most kChunkSize bytes
   std::vector<std::uint8_t> sealed_;  // scratch for one encrypted chunk
   std::uint64_t counter_ = 0;

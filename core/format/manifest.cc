@@ -92,25 +92,6 @@ class Reader {
   std::string error_;
 };
 
-json EntryToJson(const Entry& e) {
-  json j = json::object();
-  PutName(j, "path", e.path);
-  j["type"] = EntryTypeName(e.type);
-  j["mode"] = e.mode;
-  j["mtime"] = e.mtime;
-  j["uid"] = e.uid;
-  j["gid"] = e.gid;
-  if (e.type == EntryType::kFile) {
-    j["size"] = e.size;
-    j["sha256"] = e.sha256;
-    if (e.stamp) {
-      j["stamp"] = json::array({e.stamp->dev, e.stamp->ino, e.stamp->mtime_ns, e.stamp->ctime_ns});
-    }
-  }
-  if (e.type == EntryType::kSymlink) PutName(j, "link", e.link_target);
-  return j;
-}
-
 // The optional "update" object: the update a safety point was taken before.
 void ReadUpdate(const json& j, Reader& r, Manifest& m) {
   auto it = j.find("update");
@@ -307,98 +288,6 @@ void DropEntries(Manifest& m) {
   m.listed_warnings = m.WarningCount();
   m.entries_listed = false;
   std::vector<Entry>().swap(m.entries);
-}
-
-namespace {
-
-// The manifest without its entries and warnings: the fields every form shares.
-json HeaderJson(const Manifest& m, bool inner) {
-  json j;
-  j["format"] = m.format;
-  j["id"] = m.id;
-  j["created_at"] = m.created_at;
-  j["created_unix"] = m.created_unix;
-  j["reason"] = m.reason;
-  if (m.update) {
-    j["update"] = {{"update_id", m.update->update_id},
-                   {"target", m.update->target},
-                   {"from_version", m.update->from_version},
-                   {"to_version", m.update->to_version}};
-  } else {
-    j["update"] = nullptr;
-  }
-  j["producer"] = m.producer;
-  j["encryption"] = {
-      {"scheme", m.encryption},
-      {"kdf",
-       {{"name", m.kdf.name}, {"work_factor", m.kdf.work_factor}, {"r", m.kdf.r}, {"p", m.kdf.p}}}};
-  if (!inner) {
-    j["encryption"]["key_id"] = m.key_id;
-    if (m.payload) {
-      j["payload"] = {
-          {"name", m.payload->name}, {"size", m.payload->size}, {"sha256", m.payload->sha256}};
-    }
-    if (m.index) {
-      j["index"] = {{"name", m.index->name}, {"size", m.index->size}, {"sha256", m.index->sha256}};
-    }
-  }
-  j["summary"] = {{"files", m.FileCount()}, {"bytes", m.TotalBytes()}};
-  if (!inner && m.format >= 2) {
-    // Only counts: every path, size, time and hash stays inside the encryption.
-    j["summary"]["entries"] = m.EntryCount();
-    j["summary"]["warnings"] = m.WarningCount();
-  }
-  return j;
-}
-
-bool ListsEntries(const Manifest& m, bool inner) { return inner || m.format < 2; }
-
-std::string Dump(const json& j, int indent) {
-  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-}  // namespace
-
-json ToJson(const Manifest& m, bool inner) {
-  json j = HeaderJson(m, inner);
-  if (!ListsEntries(m, inner)) return j;
-  json entries = json::array();
-  for (const auto& e : m.entries) entries.push_back(EntryToJson(e));
-  j["entries"] = std::move(entries);
-  j["warnings"] = m.warnings;
-  return j;
-}
-
-std::string Serialize(const Manifest& m, bool inner) {
-  // Names that are not UTF-8 are base64 (PutName); free text such as a warning may hold any
-  // bytes and is replaced where it is not UTF-8.
-  json head = HeaderJson(m, inner);
-  if (!ListsEntries(m, inner)) return Dump(head, 1) + "\n";
-  // The value of ToJson(m, inner), without a JSON tree of every entry: the entries are written
-  // one by one into the place of an empty list, each on one line of its own (the header stays
-  // indented for people; entries without indentation are 40 % less text to read and parse).
-  head["entries"] = json::array();
-  head["warnings"] = m.warnings;
-  const std::string text = Dump(head, 1);
-  constexpr std::string_view kSlot = "\n \"entries\": []";
-  const std::size_t slot = text.find(kSlot);
-  if (slot == std::string::npos) return Dump(ToJson(m, inner), 1) + "\n";  // not reached
-  std::string out;
-  // Enough for every entry (fields, a hash and a stamp; names up to 4/3 longer as base64), so
-  // that the text of 100k entries is not copied into a buffer twice its size while it grows.
-  std::size_t estimate = text.size();
-  for (const auto& e : m.entries) estimate += 256 + (e.path.size() + e.link_target.size()) * 4 / 3;
-  out.reserve(estimate);
-  out.append(text, 0, slot);
-  out += "\n \"entries\": [";
-  for (std::size_t i = 0; i < m.entries.size(); ++i) {
-    out += i == 0 ? "\n  " : ",\n  ";
-    out += Dump(EntryToJson(m.entries[i]), -1);  // one line: JSON escapes newlines in strings
-  }
-  out += m.entries.empty() ? "]" : "\n ]";
-  out.append(text, slot + kSlot.size());
-  out += "\n";
-  return out;
 }
 
 Result<Manifest> Parse(std::string_view text) {

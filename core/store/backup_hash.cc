@@ -1,8 +1,11 @@
 // Pass 1 of a backup: every file on disk read until it reads stable, and hashed.
 #include "core/store/backup_hash.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <ctime>
 #include <limits>
 #include <mutex>
@@ -45,8 +48,11 @@ constexpr int kReadAttempts = 3;
 // fstat after the read equals fstat before; a file that changes on every one of kReadAttempts
 // reads is recorded as the last read saw it (its first st_size bytes), with a warning, as GNU
 // tar does. Pass 2 re-reads those bytes and checks them against this hash.
+// A file of at most buf.size() bytes is read whole into `buf`; with `keep`, a stable read of it is
+// kept there too.
 Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
-                              std::vector<std::uint8_t>& buf, std::int64_t quiet_before_ns) {
+                              std::vector<std::uint8_t>& buf, std::int64_t quiet_before_ns,
+                              KeptBytes* keep) {
   StableHash out;
   for (int attempt = 1; attempt <= kReadAttempts; ++attempt) {
     auto file = fs.OpenRead(path);
@@ -87,6 +93,14 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
       out.st = KeptStat::Of(*before);
       out.sha256 = hash.Final();
       out.quiet = out.st.mtime_ns < quiet_before_ns && out.st.ctime_ns < quiet_before_ns;
+      const auto size = static_cast<std::size_t>(out.st.size);
+      if (keep != nullptr && size > 0 && size <= buf.size()) {
+        std::uint8_t* room = keep->Allocate(size);
+        if (room != nullptr) {
+          std::memcpy(room, buf.data(), size);
+          out.kept = room;
+        }
+      }
       return out;
     }
     if (!short_read && attempt == kReadAttempts) {
@@ -105,6 +119,36 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
 }
 
 }  // namespace
+
+// Blocks of 4 MiB: a kept file (at most kBufferSize) always fits in a fresh one.
+constexpr std::size_t kKeptBlockSize = std::size_t{4} << 20;
+static_assert(kBufferSize <= kKeptBlockSize);
+
+KeptBytes::~KeptBytes() {
+  for (const auto& block : blocks_) ::munmap(block.data(), block.size());
+}
+
+std::uint8_t* KeptBytes::Allocate(std::size_t size) {
+  if (size == 0 || size > kKeptBlockSize) return nullptr;
+  std::lock_guard lock(mu_);
+  if (blocks_.empty() || blocks_.back().size() - used_ < size) {
+    if (mapped_ + kKeptBlockSize > budget_) return nullptr;
+    void* p =
+        ::mmap(nullptr, kKeptBlockSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return nullptr;  // not kept: pass 2 reads the file again
+    blocks_.emplace_back(static_cast<std::uint8_t*>(p), kKeptBlockSize);
+    mapped_ += kKeptBlockSize;
+    used_ = 0;
+  }
+  std::uint8_t* room = blocks_.back().data() + used_;
+  used_ += size;
+  return room;
+}
+
+std::size_t KeptBytes::mapped() const {
+  std::lock_guard lock(mu_);
+  return mapped_;
+}
 
 KeptStat KeptStat::Of(const struct stat& st) {
   KeptStat k;
@@ -135,17 +179,21 @@ Status ReadFull(ReadableFile& file, std::span<std::uint8_t> buf, std::size_t* go
 // Pass 1: hashes every file on disk until it reads stable. The scrypt derivation keeps one core
 // busy for its first part. Until it is done, this runs on the calling thread alone (more threads
 // would only slow the derivation, which everything waits for at the end); then a second hashing
-// thread joins.
+// thread joins, and small files are kept.
 Pass1 HashInputs(FileSystem& fs, const BackupRequest& request, const age::Encryptor& enc) {
   const std::vector<InputEntry>& in = request.entries;
   Pass1 out;
   out.hashed.resize(in.size());
+  out.kept = std::make_unique<KeptBytes>(static_cast<std::size_t>(
+      std::min<std::uint64_t>(age::ScryptMemory(enc.work_factor()) / 2, kMaxKeptBytes)));
   std::mutex error_mu;
   std::atomic<std::size_t> next{0};
   const std::int64_t quiet_before = QuietBefore();
-  auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf) {
+  // Nothing is kept while scrypt holds its memory.
+  auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf, bool keep) {
     if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
-    auto h = HashStable(fs, SourcePath(request, in[i]), buf, quiet_before);
+    auto h = HashStable(fs, SourcePath(request, in[i]), buf, quiet_before,
+                        keep ? out.kept.get() : nullptr);
     if (h) {
       out.hashed[i] = std::move(*h);
       return;
@@ -155,13 +203,14 @@ Pass1 HashInputs(FileSystem& fs, const BackupRequest& request, const age::Encryp
   };
   auto helper_work = [&] {
     std::vector<std::uint8_t> buf(kBufferSize);
-    for (std::size_t i = next++; i < in.size(); i = next++) hash_one(i, buf);
+    for (std::size_t i = next++; i < in.size(); i = next++) hash_one(i, buf, true);
   };
   std::thread helper;
   bool helper_tried = false;
   std::vector<std::uint8_t> buf(kBufferSize);
   for (std::size_t i = next++; i < in.size(); i = next++) {
-    if (!helper_tried && enc.KdfDone()) {
+    const bool kdf_done = helper_tried || enc.KdfDone();
+    if (!helper_tried && kdf_done) {
       helper_tried = true;
       try {
         helper = std::thread(helper_work);
@@ -169,7 +218,7 @@ Pass1 HashInputs(FileSystem& fs, const BackupRequest& request, const age::Encryp
         // No second thread: this one does it all.
       }
     }
-    hash_one(i, buf);
+    hash_one(i, buf, kdf_done);
   }
   if (helper.joinable()) helper.join();
   return out;

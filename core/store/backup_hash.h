@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -42,6 +43,35 @@ struct KeptStat {
   static KeptStat Of(const struct stat& st);
 };
 
+// The most pass 1 keeps (KeptBytes), whatever scrypt's memory.
+inline constexpr std::uint64_t kMaxKeptBytes = std::uint64_t{128} << 20;
+
+// What pass 1 keeps of the files it reads once scrypt's memory is freed: the bytes of each file
+// of at most kBufferSize, exactly as hashed, so that pass 2 archives them without opening and
+// hashing the file again. Bounded by `budget` (a share of the memory scrypt gave back); held in
+// blocks of their own mapping, so the memory goes back to the system when the backup ends.
+// Thread-safety: Allocate from any thread.
+class KeptBytes {
+ public:
+  explicit KeptBytes(std::size_t budget) : budget_(budget) {}
+  ~KeptBytes();
+  KeptBytes(const KeptBytes&) = delete;
+  KeptBytes& operator=(const KeptBytes&) = delete;
+
+  // Room for `size` bytes (0 < size <= kBufferSize) that stays until destruction; null when
+  // the budget is spent or no memory is left.
+  [[nodiscard]] std::uint8_t* Allocate(std::size_t size);
+  // Bytes of blocks mapped so far.
+  [[nodiscard]] std::size_t mapped() const;
+
+ private:
+  const std::size_t budget_;
+  mutable std::mutex mu_;
+  std::vector<std::span<std::uint8_t>> blocks_;  // guarded by mu_
+  std::size_t used_ = 0;                         // of the last block; guarded by mu_
+  std::size_t mapped_ = 0;                       // guarded by mu_
+};
+
 // The result of reading a file until two fstat calls around the read agree. One is kept for
 // every input entry while scrypt holds its memory: 112 bytes.
 struct StableHash {
@@ -54,19 +84,24 @@ struct StableHash {
   // Read stable, unchanged (mtime and ctime) since kStampQuietSeconds before pass 1 began: its
   // manifest entry records `st` as its stamp.
   bool quiet = false;
+  // The file's st.size bytes as hashed, when pass 1 kept them (KeptBytes); else pass 2 reads
+  // the file again and checks it against `sha256`.
+  const std::uint8_t* kept = nullptr;
 };
 
 // Pass 1's outcome for every input entry: what reading it stable gave, or (for the first entry,
 // in input order, that failed) the error it gave.
 struct Pass1 {
   std::vector<StableHash> hashed;
+  std::unique_ptr<KeptBytes> kept;  // what the entries' `kept` point into
   std::optional<std::pair<std::size_t, safepoint::Error>> first_error;
 };
 
 // Pass 1: hashes every file on disk until it reads stable. The scrypt derivation keeps one core
 // busy for its first part. Until it is done, this runs on the calling thread alone (more threads
 // would only slow the derivation, which everything waits for at the end); then a second hashing
-// thread joins.
+// thread joins, and small files are kept (KeptBytes) up to half of scrypt's memory (at most
+// kMaxKeptBytes): the peak stays scrypt's, since nothing is kept while scrypt holds its memory.
 [[nodiscard]] Pass1 HashInputs(FileSystem& fs, const BackupRequest& request,
                                const age::Encryptor& enc);
 

@@ -27,7 +27,7 @@ struct Options {
   int work_factor = 18;      // scrypt log2(N) for new safety points (15..22)
   int max_work_factor = 22;  // readers refuse payloads above this before deriving
   int zstd_level = 3;
-  int zstd_workers = 1;  // zstd compression threads beside the archiving thread
+  int zstd_workers = 2;  // zstd compression threads beside the archiving thread
   std::string producer = "safepoint";
 };
 
@@ -141,10 +141,18 @@ class Store {
   // Removes leftovers of interrupted writers (.tmp-*, .del-*). REQUIRES: exclusive lock.
   [[nodiscard]] Status CleanLeftovers();
 
-  // Writes a new safety point. REQUIRES: exclusive lock.
+  // Starts the scrypt derivation of the next safety point's key (at options().work_factor) on
+  // its own thread, for Backup: a caller collecting its inputs meanwhile has the other core.
+  // Errors: as age::ScryptJob::Start.
+  [[nodiscard]] Result<std::unique_ptr<age::ScryptJob>> StartKeyDerivation(
+      const Secret& passphrase) const;
+  // Writes a new safety point. With `started` (from StartKeyDerivation, same passphrase) the
+  // first attempt uses that derivation; a second attempt (a file changed while it was read)
+  // derives anew. REQUIRES: exclusive lock.
   [[nodiscard]] Result<manifest::Manifest> Backup(const BackupRequest& request,
                                                   const Secret& passphrase,
-                                                  const ProgressFn& progress = {});
+                                                  const ProgressFn& progress = {},
+                                                  std::unique_ptr<age::ScryptJob> started = {});
   // As Backup, under the file key of safety point `id` (`file_key`, as Load or Read unwrapped
   // it) instead of a new one: the new payload and index copy the age header of `id`'s payload,
   // so no scrypt runs (no time, no memory for it) and whatever passphrase opens `id` opens the

@@ -279,9 +279,11 @@ class PayloadStream {
         sink_(enc),
         buf_(kBufferSize) {}
 
-  // Starts the archive with the inner manifest `inner`.
+  // Starts the archive with the inner manifest `inner`; on all workers when the KDF is done.
   Status Begin(const std::string& inner, std::int64_t mtime) {
-    auto tar = archive::TarZstdWriter::Create(sink_, options_.zstd_level, 0);
+    if (enc_.KdfDone()) SP_RETURN_IF_ERROR(StartPayloadHash());
+    auto tar = archive::TarZstdWriter::Create(sink_, options_.zstd_level,
+                                              all_workers_ ? options_.zstd_workers : 0);
     if (!tar) return tl::unexpected(tar.error());
     tar_ = std::move(*tar);
     archive::EntryHeader mh;
@@ -293,20 +295,26 @@ class PayloadStream {
     return tar_->WriteData(Bytes(inner));
   }
 
-  // Archives `e`; a file on disk is read again and must match `was`, its pass 1 stat, and the
-  // hash pass 1 recorded (else `*retry`). `path`: where a file on disk is read (SourcePath).
+  // Archives `e`. A file on disk comes from what pass 1 kept of it (`hashed.kept`: the bytes it
+  // hashed), or is read again and must match its pass 1 stat and hash (else `*retry`). `path`:
+  // where a file on disk is read (SourcePath).
   Status Add(const InputEntry& src, const std::string& path, const manifest::Entry& e,
-             const KeptStat& was, bool* retry) {
+             const StableHash& hashed, bool* retry) {
     archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
     SP_RETURN_IF_ERROR(UseAllWorkers());
     SP_RETURN_IF_ERROR(tar_->BeginEntry(h));
     if (e.type != manifest::EntryType::kFile) return {};
-    if (src.content) {
-      SP_RETURN_IF_ERROR(tar_->WriteData(Bytes(*src.content)));
+    if (src.content || hashed.kept != nullptr) {
+      const std::span<const std::uint8_t> bytes =
+          src.content
+              ? Bytes(*src.content)
+              : std::span<const std::uint8_t>(hashed.kept, static_cast<std::size_t>(e.size));
+      SP_RETURN_IF_ERROR(tar_->WriteData(bytes));
       done_ += e.size;
+      if (progress_ && !src.content) progress_(done_, total_);
       return {};
     }
-    return AddRecordedFile(path, e, was, retry);
+    return AddRecordedFile(path, e, hashed.st, retry);
   }
 
   // Ends the archive and the age file; the payload hasher has started.
@@ -323,10 +331,15 @@ class PayloadStream {
   // Once the KDF is done: the header goes in, the payload hasher starts, zstd's workers join.
   Status UseAllWorkers() {
     if (all_workers_ || !enc_.KdfDone()) return {};
+    SP_RETURN_IF_ERROR(StartPayloadHash());
+    return tar_->SetWorkers(options_.zstd_workers);
+  }
+
+  // The KDF is done: the header goes in, and the payload hasher starts.
+  Status StartPayloadHash() {
     all_workers_ = true;
     SP_RETURN_IF_ERROR(enc_.WriteHeaderNow());
-    SP_RETURN_IF_ERROR(hasher_.Start(partial_, reporting_.size()));
-    return tar_->SetWorkers(options_.zstd_workers);
+    return hasher_.Start(partial_, reporting_.size());
   }
 
   // The bytes recorded in pass 1 are read again: the same file (inode) with at least that many
@@ -447,12 +460,19 @@ Result<std::string> Store::NewId() const {
   return id_for(highest + 1);
 }
 
+Result<std::unique_ptr<age::ScryptJob>> Store::StartKeyDerivation(const Secret& passphrase) const {
+  return age::ScryptJob::Start(passphrase, options_.work_factor);
+}
+
 Result<manifest::Manifest> Store::Backup(const BackupRequest& request, const Secret& passphrase,
-                                         const ProgressFn& progress) {
-  // Starts the scrypt derivation on its own thread; it runs while the backup hashes and streams.
+                                         const ProgressFn& progress,
+                                         std::unique_ptr<age::ScryptJob> started) {
+  // The scrypt derivation runs on its own thread (started here unless the caller started it
+  // earlier) while the backup hashes and streams.
   return BackupWith(
       request,
       [&](WritableFile& out) {
+        if (started) return age::Encryptor::Create(out, std::move(started));
         return age::Encryptor::Create(out, passphrase, options_.work_factor);
       },
       progress);
@@ -528,7 +548,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
       const std::size_t i = (*order)[k];
       const InputEntry& src = request.entries[i];
       SP_RETURN_IF_ERROR(
-          stream.Add(src, SourcePath(request, src), m.entries[k], pass1.hashed[i].st, retry));
+          stream.Add(src, SourcePath(request, src), m.entries[k], pass1.hashed[i], retry));
     }
     SP_RETURN_IF_ERROR(stream.Finish());
     // The hash's tail runs while this thread waits for the fsync.

@@ -808,6 +808,56 @@ TEST(Age, HeaderWrittenMidStreamIsFinalAndAgeReadsTheFile) {
   ExpectOursAndAgeDecrypt(file.data(), plain, (*enc)->KeyId());
 }
 
+// A derivation started before its file (as a backup starts it before it walks the trees): the
+// file it makes is an ordinary age file, the job's salt is in its header, and a job is used once.
+TEST(Age, ADerivationStartedAheadMakesAFileAgeReads) {
+  ASSERT_TRUE(std::filesystem::exists(kAgeBinary)) << "install the Debian package age";
+  auto job = ScryptJob::Start(Secret(kPassphrase), kFastWorkFactor);
+  ASSERT_TRUE(job.has_value()) << job.error().message;
+  EXPECT_EQ((*job)->work_factor(), kFastWorkFactor);
+  (*job)->Wait();
+  EXPECT_TRUE((*job)->Done());
+  const std::string plain = RandomBytes(3 * kChunkSize + 17, 12);
+  MemoryFile file;
+  auto enc = Encryptor::Create(file, std::move(*job));
+  ASSERT_TRUE(enc.has_value()) << enc.error().message;
+  EXPECT_TRUE((*enc)->KdfDone());
+  EXPECT_EQ((*enc)->work_factor(), kFastWorkFactor);
+  ASSERT_TRUE((*enc)->Write(Bytes(plain)));
+  ASSERT_TRUE((*enc)->Finish());
+  ExpectOursAndAgeDecrypt(file.data(), plain, (*enc)->KeyId());
+
+  // Two jobs, two salts: the stanza line differs.
+  auto other = ScryptJob::Start(Secret(kPassphrase), kFastWorkFactor);
+  ASSERT_TRUE(other.has_value());
+  MemoryFile second;
+  auto enc2 = Encryptor::Create(second, std::move(*other));
+  ASSERT_TRUE(enc2.has_value());
+  ASSERT_TRUE((*enc2)->Write(Bytes(plain)));
+  ASSERT_TRUE((*enc2)->Finish());
+  const auto stanza = [](const std::string& f) { return f.substr(0, f.find('\n', 23)); };
+  EXPECT_NE(stanza(file.data()), stanza(second.data()));
+  const Decrypted wrong = Decrypt(second.data(), "correct horse battery staple 43");
+  ASSERT_TRUE(wrong.error);
+  EXPECT_EQ(wrong.error->code, ErrorCode::kWrongPassphrase);
+}
+
+TEST(Age, ADerivationRefusesWhatCreateRefuses) {
+  for (int wf : {kMinWorkFactor - 1, kMaxWorkFactor + 1}) {
+    auto job = ScryptJob::Start(Secret(kPassphrase), wf);
+    ASSERT_FALSE(job.has_value());
+    EXPECT_EQ(job.error().code, ErrorCode::kBadInput);
+  }
+  auto empty = ScryptJob::Start(Secret(""), kFastWorkFactor);
+  ASSERT_FALSE(empty.has_value());
+  EXPECT_EQ(empty.error().code, ErrorCode::kBadInput);
+  MemoryFile file;
+  auto none = Encryptor::Create(file, std::unique_ptr<ScryptJob>());
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code, ErrorCode::kInternal);
+  EXPECT_TRUE(file.data().empty());
+}
+
 TEST(Age, WeDecryptAgeFile) {
   ASSERT_TRUE(std::filesystem::exists(kAgeBinary)) << "install the Debian package age";
   TempDir dir;

@@ -172,6 +172,40 @@ TEST(Manifest, StreamedTextEqualsTheTreeAndParsesBackOnRandomManifests) {
   }
 }
 
+// A list this long is written in two halves on two threads: the text is still every entry's
+// own line, in order, and parses back to the same entries.
+TEST(Manifest, ALongEntryListIsWrittenInOrderOnTwoThreads) {
+  std::mt19937_64 rng(20261205);
+  static const std::vector<std::string> kNames = {"küchenlicht.png", "café", "客厅", "🏠", "a\nb",
+                                                  "\xff\xfe",        "x"};
+  Manifest m = Sample({Dir("ha_config")});
+  for (std::size_t i = 0; m.entries.size() < 20'001; ++i) {
+    Entry e = File("ha_config/" + std::to_string(i) + kNames[rng() % kNames.size()]);
+    e.size = rng() >> 8;
+    e.mtime = static_cast<std::int64_t>(rng() >> 2);
+    if (i % 3 == 0) e.stamp = Stamp{rng(), rng(), 5, 7};
+    m.entries.push_back(std::move(e));
+  }
+  const std::string written = Serialize(m, /*inner=*/true);
+  const nlohmann::json tree = ToJson(m, /*inner=*/true);
+  ASSERT_EQ(nlohmann::json::parse(written), tree);
+  const std::string_view key = "\n \"entries\": ";
+  std::size_t at = written.find(key);
+  ASSERT_NE(at, std::string::npos);
+  at += key.size();
+  for (std::size_t i = 0; i < m.entries.size(); ++i) {
+    const std::string line =
+        tree["entries"][i].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    const std::string expected = (i == 0 ? "[\n  " : ",\n  ") + line;
+    ASSERT_EQ(written.compare(at, expected.size(), expected), 0) << "entry " << i;
+    at += expected.size();
+  }
+  EXPECT_EQ(written.compare(at, 3, "\n ]"), 0);
+  auto back = Parse(written);
+  ASSERT_TRUE(back.has_value()) << back.error().message;
+  EXPECT_EQ(back->entries, m.entries);
+}
+
 // Entry lists that are not lists of entry objects are corrupt, whatever shape they take.
 TEST(Manifest, AnEntryListOfOtherShapesIsCorrupt) {
   const std::string good = Serialize(Sample({Dir("ha_config"), File("ha_config/a")}), true);

@@ -8,6 +8,9 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "core/base/sha256.h"
@@ -753,6 +756,126 @@ TEST_F(StoreTest, BackupUnderTheKeyOfAnotherPoint) {
   for (const auto& e : fs::directory_iterator(options_.backup_dir)) {
     EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << e.path();
   }
+}
+
+// The real file system, counting OpenRead per path and calling `on_open` (when set) first.
+class CountingFileSystem final : public FileSystem {
+ public:
+  Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& path, mode_t mode) override {
+    return real_.CreateFile(path, mode);
+  }
+  Status Rename(const std::string& from, const std::string& to) override {
+    return real_.Rename(from, to);
+  }
+  Status SyncDir(const std::string& path) override { return real_.SyncDir(path); }
+  Status MakeDir(const std::string& path, mode_t mode) override {
+    return real_.MakeDir(path, mode);
+  }
+  Status Remove(const std::string& path) override { return real_.Remove(path); }
+  Status RemoveTree(const std::string& path) override { return real_.RemoveTree(path); }
+  Status Symlink(const std::string& target, const std::string& path) override {
+    return real_.Symlink(target, path);
+  }
+  Status Chmod(const std::string& path, mode_t mode) override { return real_.Chmod(path, mode); }
+  Status Chown(const std::string& path, uid_t uid, gid_t gid) override {
+    return real_.Chown(path, uid, gid);
+  }
+  Status SetMtime(const std::string& path, std::int64_t mtime) override {
+    return real_.SetMtime(path, mtime);
+  }
+  Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path) override {
+    {
+      std::lock_guard lock(mu_);
+      ++opens_[path];
+      if (on_open) on_open(path);
+    }
+    return real_.OpenRead(path);
+  }
+  int opens(const std::string& path) {
+    std::lock_guard lock(mu_);
+    return opens_[path];
+  }
+
+  std::function<void(const std::string&)> on_open;  // set before use; called under a lock
+
+ private:
+  PosixFileSystem real_;
+  std::mutex mu_;
+  std::map<std::string, int> opens_;
+};
+
+// Once scrypt is done, pass 1 keeps every file of up to 256 KiB as it hashed it, and pass 2
+// archives those bytes without opening the file again; larger files are read a second time.
+// Either way every byte comes back, whatever the name.
+TEST_F(StoreTest, FilesKeptByTheFirstReadAreArchivedExactlyWithoutASecondRead) {
+  const std::size_t kKeptMost = 256 * 1024;
+  const std::vector<std::pair<std::string, std::size_t>> files = {
+      {"küchenlicht.png", 1},           {"客厅/灯.yaml", 4095},
+      {"🏠/card.js", kKeptMost - 1},     {"café\xff.bin", kKeptMost},
+      {"large/one.bin", kKeptMost + 1}, {"large/two.bin", 3 * kKeptMost}};
+  for (const auto& [name, size] : files)
+    WriteFile(src_ + "/" + name, BigBinary(size + 7).substr(7));
+  CountingFileSystem counting;
+  Store store(options_, counting, clock_);
+  auto job = store.StartKeyDerivation(pass_);
+  ASSERT_TRUE(job) << job.error().message;
+  (*job)->Wait();  // scrypt's memory is free before pass 1: every small file is kept
+  auto m = store.Backup(RequestFor(src_), pass_, {}, std::move(*job));
+  ASSERT_TRUE(m) << m.error().message;
+  for (const auto& [name, size] : files) {
+    EXPECT_EQ(counting.opens(src_ + "/" + name), size <= kKeptMost ? 1 : 2) << name;
+  }
+  EXPECT_EQ(counting.opens(src_ + "/empty.txt"), 2);  // nothing to keep: checked again
+  EXPECT_EQ(counting.opens(src_ + "/www/blob.bin"), 2);
+
+  auto v = store.Verify(m->id, pass_);
+  ASSERT_TRUE(v) << v.error().message;
+  const std::string out = dir_.Sub("out");
+  auto n = store.Extract(m->id, pass_, out, {});
+  ASSERT_TRUE(n) << n.error().message;
+  ExpectSourceFilesIn(out + "/ha_config");
+  for (const auto& [name, size] : files) {
+    const auto got = ReadFile(out + "/ha_config/" + name);
+    ASSERT_TRUE(got.has_value()) << name;
+    EXPECT_EQ(got->size(), size) << name;
+    EXPECT_TRUE(got == ReadFile(src_ + "/" + name)) << name;
+  }
+}
+
+// A kept file that changes after pass 1 read it is archived as pass 1 saw it: its bytes and its
+// recorded hash agree, so the safety point verifies and restores that version.
+TEST_F(StoreTest, AKeptFileChangedAfterItsFirstReadIsArchivedAsThatReadSawIt) {
+  const std::string early = src_ + "/a_early.yaml";
+  const std::string later = src_ + "/z_later.yaml";
+  WriteFile(early, "mode: before\n");
+  WriteFile(later, "later\n");
+  CountingFileSystem counting;
+  bool changed = false;
+  counting.on_open = [&](const std::string& path) {
+    if (path == later && !changed) {
+      changed = true;
+      WriteFile(early, "mode: after the first read, longer\n");
+    }
+  };
+  Store store(options_, counting, clock_);
+  auto job = store.StartKeyDerivation(pass_);
+  ASSERT_TRUE(job) << job.error().message;
+  (*job)->Wait();
+  auto m = store.Backup(RequestFor(src_), pass_, {}, std::move(*job));
+  ASSERT_TRUE(m) << m.error().message;
+  ASSERT_TRUE(changed);
+  for (const auto& e : m->entries) {
+    if (e.path != "ha_config/a_early.yaml") continue;
+    EXPECT_EQ(e.size, 13u);
+    EXPECT_EQ(e.sha256, Sha256Hex("mode: before\n"));
+  }
+  EXPECT_EQ(counting.opens(early), 1);
+  auto v = store.Verify(m->id, pass_);
+  ASSERT_TRUE(v) << v.error().message;
+  const std::string out = dir_.Sub("out");
+  auto n = store.Extract(m->id, pass_, out, {"ha_config/a_early.yaml"});
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(ReadFile(out + "/ha_config/a_early.yaml"), "mode: before\n");
 }
 
 }  // namespace
