@@ -136,6 +136,9 @@ class Encryptor {
   // Length of the header written by this Encryptor.
   [[nodiscard]] std::size_t HeaderSize() const { return header_size_; }
   [[nodiscard]] int work_factor() const { return work_factor_; }
+  // True for a file with a header of its own (Create), whose scrypt derivation frees its memory
+  // when done; false for a sibling (CreateSibling), for which no scrypt runs.
+  [[nodiscard]] bool derives_key() const { return kdf_ != nullptr; }
   // True once the scrypt derivation has finished (it runs on its own thread from Create on and
   // uses a whole core meanwhile: a caller may hold back its own parallel work until then).
   [[nodiscard]] bool KdfDone() const { return !kdf_ || kdf_->Done(); }

@@ -184,8 +184,13 @@ Pass1 HashInputs(FileSystem& fs, const BackupRequest& request, const age::Encryp
   const std::vector<InputEntry>& in = request.entries;
   Pass1 out;
   out.hashed.resize(in.size());
-  out.kept = std::make_unique<KeptBytes>(static_cast<std::size_t>(
-      std::min<std::uint64_t>(age::ScryptMemory(enc.work_factor()) / 2, kMaxKeptBytes)));
+  // Kept in the memory this backup's own scrypt gives back; none under a copied header (the
+  // safety point a rollback takes, whose caller holds the rollback's own structures).
+  const std::uint64_t budget =
+      enc.derives_key()
+          ? std::min<std::uint64_t>(age::ScryptMemory(enc.work_factor()) / 2, kMaxKeptBytes)
+          : 0;
+  out.kept = std::make_unique<KeptBytes>(static_cast<std::size_t>(budget));
   std::mutex error_mu;
   std::atomic<std::size_t> next{0};
   const std::int64_t quiet_before = QuietBefore();

@@ -102,6 +102,7 @@ struct Pass1 {
 // would only slow the derivation, which everything waits for at the end); then a second hashing
 // thread joins, and small files are kept (KeptBytes) up to half of scrypt's memory (at most
 // kMaxKeptBytes): the peak stays scrypt's, since nothing is kept while scrypt holds its memory.
+// Under a copied header (no scrypt of its own, as a rollback's safety point) nothing is kept.
 [[nodiscard]] Pass1 HashInputs(FileSystem& fs, const BackupRequest& request,
                                const age::Encryptor& enc);
 

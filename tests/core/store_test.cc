@@ -842,6 +842,27 @@ TEST_F(StoreTest, FilesKeptByTheFirstReadAreArchivedExactlyWithoutASecondRead) {
   }
 }
 
+// Under a copied header (the safety point a rollback takes) no scrypt frees memory, so nothing
+// is kept: every file is read twice, and still comes back exactly.
+TEST_F(StoreTest, UnderAnotherPointsKeyNothingIsKept) {
+  Store plain(options_, real_fs_, clock_);
+  auto first = Backup(plain, pass_);
+  ASSERT_TRUE(first) << first.error().message;
+  Secret file_key;
+  ASSERT_TRUE(plain.Load(first->id, pass_, nullptr, &file_key));
+  clock_.Advance(std::chrono::seconds(1));
+  CountingFileSystem counting;
+  Store store(options_, counting, clock_);
+  auto second = store.BackupUnderKeyOf(first->id, file_key, RequestFor(src_));
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(counting.opens(src_ + "/configuration.yaml"), 2);
+  EXPECT_EQ(counting.opens(src_ + "/.storage/core.entity_registry"), 2);
+  const std::string out = dir_.Sub("out");
+  auto n = store.Extract(second->id, pass_, out, {});
+  ASSERT_TRUE(n) << n.error().message;
+  ExpectSourceFilesIn(out + "/ha_config");
+}
+
 // A kept file that changes after pass 1 read it is archived as pass 1 saw it: its bytes and its
 // recorded hash agree, so the safety point verifies and restores that version.
 TEST_F(StoreTest, AKeptFileChangedAfterItsFirstReadIsArchivedAsThatReadSawIt) {
