@@ -243,9 +243,10 @@ class WriterImpl final : public TarZstdWriter {
     workers_ = std::max(workers, 0);
     ZSTD_CCtx_setParameter(cctx_, ZSTD_c_nbWorkers, workers_);
     if (workers_ > 0) {
-      // Small jobs keep zstd's input round buffer at a few MiB instead of 4x the window per
-      // worker (33 MiB at level 3): peak memory stays near scrypt's own.
-      ZSTD_CCtx_setParameter(cctx_, ZSTD_c_jobSize, 1 << 20);
+      // Jobs of 4 MiB keep zstd's buffers near 20 MiB with two workers (8 MiB, zstd's own size
+      // at level 3, takes 46 MiB more; 1 MiB costs 6 % of the backup's time at 100k files and
+      // 4 % of its ratio). Workers start only once scrypt's memory is freed.
+      ZSTD_CCtx_setParameter(cctx_, ZSTD_c_jobSize, 4 << 20);
     }
   }
 
