@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "core/base/sha256.h"
+#include "core/store/backup_hash.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::store {
@@ -814,6 +816,33 @@ TEST_F(StoreTest, BackupUnderTheKeyOfAnotherPoint) {
   for (const auto& e : fs::directory_iterator(options_.backup_dir)) {
     EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << e.path();
   }
+}
+
+// What pass 1 keeps stays within its budget, in whole blocks, and what it hands out does not
+// overlap.
+TEST(KeptBytes, StayWithinTheirBudget) {
+  constexpr std::size_t kBlock = std::size_t{4} << 20;
+  internal::KeptBytes kept(2 * kBlock + 1);
+  EXPECT_EQ(kept.Allocate(0), nullptr);
+  EXPECT_EQ(kept.Allocate(kBlock + 1), nullptr);
+  EXPECT_EQ(kept.mapped(), 0u);
+  std::vector<std::uint8_t*> rooms;
+  for (;;) {
+    std::uint8_t* room = kept.Allocate(256 * 1024 - 3);
+    if (room == nullptr) break;
+    std::memset(room, static_cast<int>(rooms.size()), 256 * 1024 - 3);
+    rooms.push_back(room);
+  }
+  // Two blocks of 4 MiB hold 16 rooms of just under 256 KiB each; a third block is over budget.
+  EXPECT_EQ(rooms.size(), 32u);
+  EXPECT_EQ(kept.mapped(), 2 * kBlock);
+  for (std::size_t i = 0; i < rooms.size(); ++i) {
+    EXPECT_EQ(rooms[i][0], static_cast<std::uint8_t>(i));
+    EXPECT_EQ(rooms[i][256 * 1024 - 4], static_cast<std::uint8_t>(i));
+  }
+  EXPECT_NE(kept.Allocate(3), nullptr);  // what is left of the last block is still handed out
+  internal::KeptBytes none(0);
+  EXPECT_EQ(none.Allocate(1), nullptr);
 }
 
 // Once scrypt is done, pass 1 keeps every file of up to 256 KiB as it hashed it, and pass 2
