@@ -295,10 +295,10 @@ class PayloadStream {
     return tar_->WriteData(Bytes(inner));
   }
 
-  // Archives `e`. A file on disk comes from what pass 1 kept of it (`hashed.kept`: the bytes it
-  // hashed), or is read again and must match its pass 1 stat and hash (else `*retry`). `path`:
-  // where a file on disk is read (SourcePath).
-  Status Add(const InputEntry& src, const std::string& path, const manifest::Entry& e,
+  // Archives `e`, the entry of `src` in `request`. A file on disk comes from what pass 1 kept of
+  // it (`hashed.kept`: the bytes it hashed), or is read again from its SourcePath and must match
+  // its pass 1 stat and hash (else `*retry`).
+  Status Add(const BackupRequest& request, const InputEntry& src, const manifest::Entry& e,
              const StableHash& hashed, bool* retry) {
     archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
     SP_RETURN_IF_ERROR(UseAllWorkers());
@@ -314,7 +314,7 @@ class PayloadStream {
       if (progress_ && !src.content) progress_(done_, total_);
       return {};
     }
-    return AddRecordedFile(path, e, hashed.st, retry);
+    return AddRecordedFile(SourcePath(request, src), e, hashed.st, retry);
   }
 
   // Ends the archive and the age file; the payload hasher has started.
@@ -547,8 +547,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     for (std::size_t k = 0; k < order->size(); ++k) {
       const std::size_t i = (*order)[k];
       const InputEntry& src = request.entries[i];
-      SP_RETURN_IF_ERROR(
-          stream.Add(src, SourcePath(request, src), m.entries[k], pass1.hashed[i], retry));
+      SP_RETURN_IF_ERROR(stream.Add(request, src, m.entries[k], pass1.hashed[i], retry));
     }
     SP_RETURN_IF_ERROR(stream.Finish());
     // The hash's tail runs while this thread waits for the fsync.
