@@ -132,12 +132,11 @@ std::uint8_t* KeptBytes::Allocate(std::size_t size) {
   if (size == 0 || size > kKeptBlockSize) return nullptr;
   std::lock_guard lock(mu_);
   if (blocks_.empty() || blocks_.back().size() - used_ < size) {
-    if (mapped_ + kKeptBlockSize > budget_) return nullptr;
+    if ((blocks_.size() + 1) * kKeptBlockSize > budget_) return nullptr;
     void* p =
         ::mmap(nullptr, kKeptBlockSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return nullptr;  // not kept: pass 2 reads the file again
     blocks_.emplace_back(static_cast<std::uint8_t*>(p), kKeptBlockSize);
-    mapped_ += kKeptBlockSize;
     used_ = 0;
   }
   std::uint8_t* room = blocks_.back().data() + used_;
@@ -147,7 +146,7 @@ std::uint8_t* KeptBytes::Allocate(std::size_t size) {
 
 std::size_t KeptBytes::mapped() const {
   std::lock_guard lock(mu_);
-  return mapped_;
+  return blocks_.size() * kKeptBlockSize;
 }
 
 KeptStat KeptStat::Of(const struct stat& st) {

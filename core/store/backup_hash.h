@@ -69,7 +69,6 @@ class KeptBytes {
   mutable std::mutex mu_;
   std::vector<std::span<std::uint8_t>> blocks_;  // guarded by mu_
   std::size_t used_ = 0;                         // of the last block; guarded by mu_
-  std::size_t mapped_ = 0;                       // guarded by mu_
 };
 
 // The result of reading a file until two fstat calls around the read agree. One is kept for
