@@ -160,6 +160,23 @@ class WriterImpl final : public TarZstdWriter {
     return {};
   }
 
+  Status WriteDataInOwnFrame(std::span<const std::uint8_t> data,
+                             std::vector<std::uint8_t>& frame) override {
+    if (data.empty() || data.size() != left_) {
+      return Fail(ErrorCode::kInternal, "tar: a frame of its own holds an entry's whole data");
+    }
+    SP_RETURN_IF_ERROR(Flush());
+    SP_RETURN_IF_ERROR(EndFrame());
+    copy_ = &frame;
+    tar_bytes_ += data.size();
+    Status written = Compress(data);
+    if (written) written = EndFrame();
+    copy_ = nullptr;
+    SP_RETURN_IF_ERROR(written);
+    left_ = 0;
+    return Pad(entry_size_);
+  }
+
   Status SetWorkers(int workers) override {
     if (workers == workers_) return {};
     SP_RETURN_IF_ERROR(Flush());
@@ -234,7 +251,7 @@ class WriterImpl final : public TarZstdWriter {
       if (ZSTD_isError(rc)) {
         return Fail(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(rc));
       }
-      if (out.pos > 0) SP_RETURN_IF_ERROR(out_.Write({out_buf_.data(), out.pos}));
+      SP_RETURN_IF_ERROR(Output(out.pos));
     }
     return {};
   }
@@ -250,6 +267,14 @@ class WriterImpl final : public TarZstdWriter {
     }
   }
 
+  // Hands zstd's first `n` output bytes to the sink (and to the copy of a frame of its own).
+  Status Output(std::size_t n) {
+    if (n == 0) return {};
+    SP_RETURN_IF_ERROR(out_.Write({out_buf_.data(), n}));
+    if (copy_ != nullptr) copy_->insert(copy_->end(), out_buf_.data(), out_buf_.data() + n);
+    return {};
+  }
+
   // Flushes and ends the current zstd frame.
   Status EndFrame() {
     for (;;) {
@@ -259,13 +284,14 @@ class WriterImpl final : public TarZstdWriter {
       if (ZSTD_isError(left)) {
         return Fail(ErrorCode::kInternal, std::string("zstd: ") + ZSTD_getErrorName(left));
       }
-      if (out.pos > 0) SP_RETURN_IF_ERROR(out_.Write({out_buf_.data(), out.pos}));
+      SP_RETURN_IF_ERROR(Output(out.pos));
       if (left == 0) return {};
     }
   }
 
   ByteSink& out_;
   ZSTD_CCtx* cctx_ = nullptr;
+  std::vector<std::uint8_t>* copy_ = nullptr;  // WriteDataInOwnFrame's copy, while it runs
   int workers_ = 0;
   std::vector<std::uint8_t> out_buf_;
   std::vector<std::uint8_t> pending_;

@@ -5,6 +5,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "core/base/io.h"
 #include "core/base/result.h"
@@ -34,6 +35,11 @@ class TarZstdWriter {
   virtual ~TarZstdWriter() = default;
   [[nodiscard]] virtual Status BeginEntry(const EntryHeader& header) = 0;
   [[nodiscard]] virtual Status WriteData(std::span<const std::uint8_t> data) = 0;
+  // Writes all of the current entry's data (exactly its size, at least one byte) in a zstd
+  // frame of its own and appends that frame's bytes to `frame` as well: decompressed alone, it
+  // gives `data` exactly. The entry's header and padding lie in the frames before and after.
+  [[nodiscard]] virtual Status WriteDataInOwnFrame(std::span<const std::uint8_t> data,
+                                                   std::vector<std::uint8_t>& frame) = 0;
   // Ends the current zstd frame and compresses what follows in a new frame with `workers`
   // threads (0: on the calling thread). Readers see one continuous tar: zstd decoders, ours and
   // `zstd -d`, read concatenated frames as one stream.
@@ -58,5 +64,11 @@ class TarZstdReader {
   // Reads the current entry's data; 0 at its end.
   [[nodiscard]] virtual Result<std::size_t> ReadData(std::span<std::uint8_t> out) = 0;
 };
+
+// The text of a safety point's index (docs/format.md, "The index"), read from its decrypted
+// bytes `in`: one zstd frame, decompressed, as the writer makes it; or, from writers before it
+// was compressed, the text itself (a JSON object: never the zstd magic). Reads `in` to its end:
+// a damaged or unfinished frame, or any byte after it, is kCorrupt; errors of `in` pass through.
+[[nodiscard]] std::unique_ptr<ByteSource> IndexText(ByteSource& in);
 
 }  // namespace safepoint::archive

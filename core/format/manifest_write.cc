@@ -1,10 +1,14 @@
 // Writing manifests: ToJson and Serialize (reading them is manifest.cc).
+#include <array>
+#include <charconv>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <vector>
 
 #include "core/base/json_name.h"
+#include "core/base/utf8.h"
 #include "core/format/manifest.h"
 
 namespace safepoint::manifest {
@@ -106,13 +110,128 @@ std::size_t TextEstimate(const std::vector<Entry>& entries, std::size_t begin, s
   return estimate;
 }
 
+// Appends UTF-8 text `s` as a JSON string, as Dump writes it: as it is, with '"', '\\' and
+// control characters escaped.
+void AppendUtf8String(std::string_view s, std::string& out) {
+  out += '"';
+  std::size_t plain = 0;  // start of the bytes not yet appended
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s, plain, i - plain);
+    plain = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default: {
+        static constexpr char kHex[] = "0123456789abcdef";
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+      }
+    }
+  }
+  out.append(s, plain);
+  out += '"';
+}
+
+// Appends `s` as a JSON string, as Dump writes it; text that is not UTF-8 (never a name, which
+// PutName gives as base64) goes through the JSON library, which replaces it.
+void AppendString(std::string_view s, std::string& out) {
+  if (IsValidUtf8(s)) {
+    AppendUtf8String(s, out);
+  } else {
+    out += Dump(json(std::string(s)), -1);
+  }
+}
+
+template <typename Int>
+void AppendInt(Int value, std::string& out) {
+  std::array<char, 24> buf{};
+  const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), value);
+  out.append(buf.data(), end);
+}
+
+// Appends `,"key":value` for a name (PutName: text, or base64 under key_b64).
+void AppendName(std::string_view key, const std::string& name, std::string& out) {
+  if (IsValidUtf8(name)) {
+    out += ",\"";
+    out += key;
+    out += "\":";
+    AppendUtf8String(name, out);
+    return;
+  }
+  json j = json::object();
+  PutName(j, std::string(key), name);
+  for (const auto& [k, v] : j.items()) {
+    out += ',';
+    AppendString(k, out);
+    out += ':';
+    out += Dump(v, -1);
+  }
+}
+
+// Appends Dump(EntryToJson(e), -1) without building the JSON object: the members in the
+// object's (sorted) key order. The text of a long list is most of a backup's manifest time.
+void AppendEntry(const Entry& e, std::string& out) {
+  out += "{\"gid\":";
+  AppendInt(e.gid, out);
+  if (e.type == EntryType::kSymlink) AppendName("link", e.link_target, out);
+  out += ",\"mode\":";
+  AppendInt(e.mode, out);
+  out += ",\"mtime\":";
+  AppendInt(e.mtime, out);
+  AppendName("path", e.path, out);
+  if (e.type == EntryType::kFile) {
+    out += ",\"sha256\":";
+    AppendString(e.sha256, out);
+    out += ",\"size\":";
+    AppendInt(e.size, out);
+    if (e.stamp) {
+      out += ",\"stamp\":[";
+      AppendInt(e.stamp->dev, out);
+      out += ',';
+      AppendInt(e.stamp->ino, out);
+      out += ',';
+      AppendInt(e.stamp->mtime_ns, out);
+      out += ',';
+      AppendInt(e.stamp->ctime_ns, out);
+      out += ']';
+    }
+  }
+  out += ",\"type\":";
+  AppendString(EntryTypeName(e.type), out);
+  out += ",\"uid\":";
+  AppendInt(e.uid, out);
+  out += '}';
+}
+
 // Appends entries [begin, end) of the list, each on one line (JSON escapes newlines in strings)
 // after its separator.
 void AppendEntries(const std::vector<Entry>& entries, std::size_t begin, std::size_t end,
                    std::string& out) {
   for (std::size_t i = begin; i < end; ++i) {
     out += i == 0 ? "\n  " : ",\n  ";
-    out += Dump(EntryToJson(entries[i]), -1);
+    AppendEntry(entries[i], out);
   }
 }
 

@@ -1,6 +1,4 @@
 // Reading safety points: List, Show, Load, Verify, Read, Decrypt (Extract: store_extract.cc).
-#include "core/store/store.h"
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -24,6 +22,8 @@
 
 #include "core/base/sha256.h"
 #include "core/format/age.h"
+#include "core/format/archive.h"
+#include "core/store/store.h"
 #include "core/store/store_internal.h"
 
 namespace safepoint::store {
@@ -215,7 +215,7 @@ Result<manifest::Manifest> Store::Load(const std::string& id, const Secret& pass
     if ((*dec)->work_factor() != outer->kdf.work_factor) {
       return corrupt("index work factor differs");
     }
-    auto all = ReadAll(**dec, kMaxInnerManifest, "index");
+    auto all = ReadAll(*archive::IndexText(**dec), kMaxInnerManifest, "index");
     if (!all) return corrupt("index: " + all.error().message);
     if (fingerprint_key) *fingerprint_key = (*dec)->DeriveSubkey(kFingerprintKeyInfo);
     if (file_key) *file_key = Secret((*dec)->file_key().view());
@@ -314,7 +314,7 @@ Status CheckIndexParsesAsInner(const std::string& id, const std::string& ciphert
   StringSource src(ciphertext);
   auto idx_dec = age::Decryptor::OpenWithFileKey(src, file_key);
   if (!idx_dec) return tl::unexpected(CorruptIn(id, "index: " + idx_dec.error().message));
-  auto text = ReadAll(**idx_dec, kMaxInnerManifest, "index");
+  auto text = ReadAll(*archive::IndexText(**idx_dec), kMaxInnerManifest, "index");
   if (!text) return tl::unexpected(CorruptIn(id, "index: " + text.error().message));
   auto listed = manifest::Parse(*text);
   if (!listed) return tl::unexpected(CorruptIn(id, "index: " + listed.error().message));
@@ -385,7 +385,8 @@ Result<bool> IndexTextIs(const std::string& id, const std::string& path,
   Status read = [&]() -> Status {
     auto dec = age::Decryptor::OpenWithFileKey(cipher, file_key);
     if (!dec) return tl::unexpected(dec.error());
-    HashingSource plain(**dec);
+    auto text = archive::IndexText(**dec);
+    HashingSource plain(*text);
     for (;;) {
       auto n = plain.Read(buf);
       if (!n) return tl::unexpected(n.error());

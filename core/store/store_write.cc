@@ -279,8 +279,10 @@ class PayloadStream {
         sink_(enc),
         buf_(kBufferSize) {}
 
-  // Starts the archive with the inner manifest `inner`; on all workers when the KDF is done.
-  Status Begin(const std::string& inner, std::int64_t mtime) {
+  // Starts the archive with the inner manifest `inner`, in a zstd frame of its own that is also
+  // the index's text (`index_frame`); on all workers when the KDF is done.
+  Status Begin(const std::string& inner, std::int64_t mtime,
+               std::vector<std::uint8_t>& index_frame) {
     if (enc_.KdfDone()) SP_RETURN_IF_ERROR(StartPayloadHash());
     auto tar = archive::TarZstdWriter::Create(sink_, options_.zstd_level,
                                               all_workers_ ? options_.zstd_workers : 0);
@@ -292,7 +294,7 @@ class PayloadStream {
     mh.mode = 0600;
     mh.mtime = mtime;
     SP_RETURN_IF_ERROR(tar_->BeginEntry(mh));
-    return tar_->WriteData(Bytes(inner));
+    return tar_->WriteDataInOwnFrame(Bytes(inner), index_frame);
   }
 
   // Archives `e`, the entry of `src` in `request`. A file on disk comes from what pass 1 kept of
@@ -411,16 +413,17 @@ manifest::Manifest NewManifest(const std::string& id, const BackupRequest& reque
   return m;
 }
 
-// The encrypted index: the same MANIFEST.json, as a second age file under the payload's file
-// key and header, so show, diff and the rollback plan read it without the payload.
-Status WriteIndex(FileSystem& fs, age::Encryptor& enc, const std::string& inner,
+// The encrypted index: MANIFEST.json's zstd frame from the payload (`frame`), as a second age
+// file under the payload's file key and header, so show, diff and the rollback plan read it
+// without the payload.
+Status WriteIndex(FileSystem& fs, age::Encryptor& enc, std::span<const std::uint8_t> frame,
                   const std::string& staging, manifest::Manifest& m) {
   // Written under a fixed name, renamed to its hash-bearing one; Commit syncs the directory.
   const std::string partial = staging + "/index.partial";
   auto file = fs.CreateFile(partial, 0600);
   if (!file) return tl::unexpected(file.error());
   HashingFile hashing(**file);
-  SP_RETURN_IF_ERROR(enc.WriteSibling(hashing, Bytes(inner)));
+  SP_RETURN_IF_ERROR(enc.WriteSibling(hashing, frame));
   SP_RETURN_IF_ERROR(hashing.Sync());
   SP_RETURN_IF_ERROR(hashing.Close());
   manifest::Payload index;
@@ -540,10 +543,12 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     auto order = AddEntries(request.entries, pass1, m);
     if (!order) return tl::unexpected(order.error());
 
-    const std::string inner = manifest::Serialize(m, /*inner=*/true);
+    std::string inner = manifest::Serialize(m, /*inner=*/true);
     const std::uint64_t total = m.TotalBytes();
     PayloadStream stream(fs_, **enc, payload_hasher, reporting, partial, options_, progress, total);
-    SP_RETURN_IF_ERROR(stream.Begin(inner, m.created_unix));
+    std::vector<std::uint8_t> index_frame;  // the text again, compressed: 4-5x smaller
+    SP_RETURN_IF_ERROR(stream.Begin(inner, m.created_unix, index_frame));
+    std::string().swap(inner);
     for (std::size_t k = 0; k < order->size(); ++k) {
       const std::size_t i = (*order)[k];
       const InputEntry& src = request.entries[i];
@@ -564,7 +569,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     m.payload = payload;
     m.key_id = (*enc)->KeyId();
     SP_RETURN_IF_ERROR(fs_.Rename(partial, staging + "/" + payload.name));
-    SP_RETURN_IF_ERROR(WriteIndex(fs_, **enc, inner, staging, m));
+    SP_RETURN_IF_ERROR(WriteIndex(fs_, **enc, index_frame, staging, m));
     SP_RETURN_IF_ERROR(Commit(fs_, staging, DirOf(*id), options_.backup_dir, m));
     return m;
   }();

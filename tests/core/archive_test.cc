@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/base/io.h"
+#include "core/base/sha256.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
 
@@ -312,6 +313,135 @@ TEST(TarZstdRefuses, PaxSparseEntriesOfEveryVersion) {
     TempDir dir;
     ExpectRefused(GnuSparseTar(dir, "pax", {"--format=pax", "--sparse-version=" + version}),
                   "tar: sparse entry ha_config/bad refused");
+  }
+}
+
+// --- the index's text ---------------------------------------------------------------------------
+
+// Everything IndexText gives for `in`, or its error.
+Result<std::string> ReadIndexText(const std::string& in) {
+  StringSource src(in);
+  auto text = IndexText(src);
+  std::string out;
+  std::vector<std::uint8_t> buf(1000);  // smaller than zstd's blocks: output in many reads
+  for (;;) {
+    auto n = text->Read(buf);
+    if (!n) return tl::unexpected(n.error());
+    if (*n == 0) return out;
+    out.append(reinterpret_cast<const char*>(buf.data()), *n);
+  }
+}
+
+// `text` compressed by the zstd CLI (one frame, with its content checksum).
+std::string ZstdCli(TempDir& dir, const std::string& text) {
+  WriteFile(dir.Sub("in"), text);
+  auto z = RunProcess({"/usr/bin/zstd", "-q", "-c", "-3", dir.Sub("in")});
+  EXPECT_EQ(z.exit_code, 0) << z.err;
+  return z.out;
+}
+
+TEST(IndexText, PlainTextAsOlderWritersStoredItIsReadAsItIs) {
+  for (const std::string& text :
+       {std::string(), std::string("{"), std::string("{\n \"a\": 1\n}\n"), Text(300'000, 7)}) {
+    auto got = ReadIndexText(text);
+    ASSERT_TRUE(got) << got.error().message;
+    EXPECT_EQ(*got, text);
+  }
+}
+
+TEST(IndexText, AFrameOfTheZstdCliIsDecompressedExactly) {
+  TempDir dir;
+  for (const std::size_t size : {std::size_t{1}, std::size_t{5000}, std::size_t{3'000'000}}) {
+    const std::string text = "{" + Text(size, 9);
+    auto got = ReadIndexText(ZstdCli(dir, text));
+    ASSERT_TRUE(got) << got.error().message;
+    EXPECT_EQ(*got, text) << size;
+  }
+}
+
+TEST(IndexText, ADamagedUnfinishedOrFollowedFrameIsCorrupt) {
+  TempDir dir;
+  const std::string frame = ZstdCli(dir, "{" + Text(200'000, 3));
+  std::string flipped = frame;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x10);
+  for (const auto& [what, bad] : std::vector<std::pair<std::string, std::string>>{
+           {"truncated", frame.substr(0, frame.size() - 1)},
+           {"magic only", frame.substr(0, 4)},
+           {"one byte after", frame + "x"},
+           {"two frames", frame + frame},
+           {"a flipped byte", flipped}}) {
+    auto got = ReadIndexText(bad);
+    ASSERT_FALSE(got) << what;
+    EXPECT_EQ(got.error().code, ErrorCode::kCorrupt) << what << ": " << got.error().message;
+  }
+}
+
+// An error of the source below (the age reader's, for a tampered chunk) is passed on unchanged.
+TEST(IndexText, AnErrorOfItsSourcePassesThrough) {
+  class Failing final : public ByteSource {
+   public:
+    explicit Failing(std::string head) : head_(std::move(head)) {}
+    Result<std::size_t> Read(std::span<std::uint8_t> out) override {
+      if (head_.empty()) return Fail(ErrorCode::kWrongPassphrase, "below");
+      const std::size_t n = std::min(out.size(), head_.size());
+      std::copy_n(head_.data(), n, reinterpret_cast<char*>(out.data()));
+      head_.erase(0, n);
+      return n;
+    }
+
+   private:
+    std::string head_;
+  };
+  TempDir dir;
+  const std::string frame = ZstdCli(dir, "{" + Text(100'000, 5));
+  for (const std::string& head : {std::string(), std::string("{\"a\""), frame.substr(0, 100)}) {
+    Failing src(head);
+    auto text = IndexText(src);
+    std::vector<std::uint8_t> buf(1 << 20);
+    Result<std::size_t> n = std::size_t{1};
+    while (n && *n > 0) n = text->Read(buf);
+    ASSERT_FALSE(n) << head.size();
+    EXPECT_EQ(n.error().code, ErrorCode::kWrongPassphrase);
+  }
+}
+
+// MANIFEST.json's data in a frame of its own: that frame alone is what the zstd CLI decompresses
+// to the data, it lies in the payload byte for byte, and GNU tar still reads one archive.
+TEST(TarZstdWriter, AnEntryInAFrameOfItsOwnIsThatFrameAloneAndTheArchiveStaysWhole) {
+  for (const int workers : {0, 2}) {
+    TempDir dir;
+    StringSink sink;
+    auto w = TarZstdWriter::Create(sink, 3, workers);
+    ASSERT_TRUE(w);
+    const std::string first = Text(5'000'000, 1);
+    const std::string second = Text(1'234, 2);
+    ASSERT_TRUE((*w)->BeginEntry(File("ha_config/before", second.size())));
+    ASSERT_TRUE((*w)->WriteData(Bytes(second)));
+    ASSERT_TRUE((*w)->BeginEntry(File("MANIFEST.json", first.size())));
+    std::vector<std::uint8_t> frame;
+    // Only the entry's whole data goes in a frame of its own; a part is refused, changing nothing.
+    auto part = (*w)->WriteDataInOwnFrame(Bytes(first).first(10), frame);
+    ASSERT_FALSE(part);
+    EXPECT_EQ(part.error().code, ErrorCode::kInternal);
+    EXPECT_TRUE(frame.empty());
+    ASSERT_TRUE((*w)->WriteDataInOwnFrame(Bytes(first), frame));
+    ASSERT_TRUE((*w)->BeginEntry(File("ha_config/after", second.size())));
+    ASSERT_TRUE((*w)->WriteData(Bytes(second)));
+    ASSERT_TRUE((*w)->Finish());
+    const std::string framed(frame.begin(), frame.end());
+    EXPECT_NE(sink.text.find(framed), std::string::npos) << "workers " << workers;
+    WriteFile(dir.Sub("frame.zst"), framed);
+    auto alone = RunProcess({"/usr/bin/zstd", "-q", "-d", "-c", dir.Sub("frame.zst")});
+    ASSERT_EQ(alone.exit_code, 0) << alone.err;
+    EXPECT_TRUE(alone.out == first) << "workers " << workers;
+    WriteFile(dir.Sub("p.tar.zst"), sink.text);
+    auto listed = RunProcess({"/bin/bash", "-c",
+                              "zstd -dc '" + dir.Sub("p.tar.zst") +
+                                  "' | tar -xOf - MANIFEST.json | sha256sum; zstd -dc '" +
+                                  dir.Sub("p.tar.zst") + "' | tar -tf -"});
+    ASSERT_EQ(listed.exit_code, 0) << listed.err;
+    EXPECT_EQ(listed.out,
+              Sha256Hex(first) + "  -\nha_config/before\nMANIFEST.json\nha_config/after\n");
   }
 }
 

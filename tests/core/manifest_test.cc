@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -204,6 +205,69 @@ TEST(Manifest, ALongEntryListIsWrittenInOrderOnTwoThreads) {
   auto back = Parse(written);
   ASSERT_TRUE(back.has_value()) << back.error().message;
   EXPECT_EQ(back->entries, m.entries);
+}
+
+// Entry lines are written without the JSON library; on seeded random entries (every byte in
+// names, link targets and hash text, every type, numbers at the ends of their ranges, stamps
+// absent and present) each line is exactly the library's text of the same entry, on one thread
+// and on two.
+TEST(Manifest, EntryLinesAreTheJsonLibrarysTextForAnyBytes) {
+  std::mt19937_64 rng(20261206);
+  auto pick = [&](std::uint64_t n) { return rng() % n; };
+  auto bytes = [&](std::size_t max, bool slash) {
+    std::string s;
+    for (std::size_t len = 1 + pick(max); s.size() < len;) {
+      const char c = static_cast<char>(1 + pick(255));
+      if (c != '/' || slash) s += c;
+    }
+    return s;
+  };
+  auto number = [&]() -> std::uint64_t {
+    switch (pick(4)) {
+      case 0:
+        return 0;
+      case 1:
+        return std::numeric_limits<std::uint64_t>::max() - pick(2);
+      case 2:
+        return pick(1000);
+      default:
+        return rng();
+    }
+  };
+  for (const std::size_t count : {std::size_t{3000}, std::size_t{9000}}) {
+    Manifest m = Sample({Dir("ha_config")});
+    for (std::size_t i = 0; m.entries.size() < count; ++i) {
+      const std::string path = "ha_config/" + std::to_string(i) + bytes(16, false);
+      Entry e = pick(3) == 0 ? Link(path, bytes(16, true)) : pick(4) == 0 ? Dir(path) : File(path);
+      e.mode = static_cast<std::uint32_t>(number());
+      e.mtime = static_cast<std::int64_t>(number());
+      e.uid = static_cast<std::uint32_t>(number());
+      e.gid = static_cast<std::uint32_t>(number());
+      if (e.type == EntryType::kFile) {
+        e.size = number();
+        e.sha256 = pick(4) == 0 ? bytes(70, true) : std::string(64, "0123456789abcdef"[pick(16)]);
+        if (pick(2) == 0) {
+          e.stamp = Stamp{number(), number(), static_cast<std::int64_t>(number()),
+                          static_cast<std::int64_t>(number())};
+        }
+      }
+      m.entries.push_back(std::move(e));
+    }
+    const std::string written = Serialize(m, /*inner=*/true);
+    const nlohmann::json tree = ToJson(m, /*inner=*/true);
+    const std::string_view key = "\n \"entries\": ";
+    std::size_t at = written.find(key);
+    ASSERT_NE(at, std::string::npos);
+    at += key.size();
+    for (std::size_t i = 0; i < m.entries.size(); ++i) {
+      const std::string line =
+          tree["entries"][i].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      const std::string expected = (i == 0 ? "[\n  " : ",\n  ") + line;
+      ASSERT_EQ(written.substr(at, expected.size()), expected) << "entry " << i;
+      at += expected.size();
+    }
+    EXPECT_EQ(written.substr(at, 3), "\n ]");
+  }
 }
 
 // Entry lists that are not lists of entry objects are corrupt, whatever shape they take.

@@ -16,6 +16,7 @@
 
 #include "core/base/sha256.h"
 #include "core/store/backup_hash.h"
+#include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
 
 namespace safepoint::store {
@@ -841,6 +842,102 @@ TEST_F(StoreTest, BackupUnderTheKeyOfAnotherPoint) {
   for (const auto& e : fs::directory_iterator(options_.backup_dir)) {
     EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << e.path();
   }
+}
+
+// The plaintext of the age file at `path`, opened with `file_key` (no scrypt).
+std::string DecryptWithKey(const std::string& path, const Secret& file_key) {
+  auto file = ReadOnlyFile::Open(path);
+  EXPECT_TRUE(file) << path;
+  if (!file) return "";
+  FdSource src(file->fd(), path);
+  auto dec = age::Decryptor::OpenWithFileKey(src, file_key);
+  EXPECT_TRUE(dec) << path << ": " << dec.error().message;
+  if (!dec) return "";
+  std::string out;
+  std::vector<std::uint8_t> buf(1 << 16);
+  for (;;) {
+    auto n = (*dec)->Read(buf);
+    EXPECT_TRUE(n) << path << ": " << n.error().message;
+    if (!n || *n == 0) return out;
+    out.append(reinterpret_cast<const char*>(buf.data()), *n);
+  }
+}
+
+// The index holds MANIFEST.json's own zstd frame of the payload: the zstd CLI decompresses it
+// alone to the very MANIFEST.json GNU tar extracts from the payload.
+TEST_F(StoreTest, TheIndexIsManifestJsonsOwnFrameOfThePayload) {
+  Store store(options_, real_fs_, clock_);
+  Secret file_key;
+  auto m = BackupAndUnwrap(store, &file_key);
+  ASSERT_TRUE(m) << m.error().message;
+  ASSERT_FALSE(file_key.empty());
+  const std::string dir = store.DirOf(m->id);
+  const std::string index = DecryptWithKey(dir + "/" + m->index->name, file_key);
+  const std::string payload = DecryptWithKey(dir + "/" + m->payload->name, file_key);
+  ASSERT_EQ(index.substr(0, 4), "\x28\xb5\x2f\xfd");
+  EXPECT_NE(payload.find(index), std::string::npos);
+  WriteFile(dir_.Sub("index.zst"), index);
+  WriteFile(dir_.Sub("payload.tar.zst"), payload);
+  auto text = testing::RunProcess({"/usr/bin/zstd", "-q", "-d", "-c", dir_.Sub("index.zst")});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  auto inner = testing::RunProcess(
+      {"/bin/bash", "-c",
+       "zstd -dc '" + dir_.Sub("payload.tar.zst") + "' | tar -xOf - MANIFEST.json"});
+  ASSERT_EQ(inner.exit_code, 0) << inner.err;
+  EXPECT_EQ(text.out, inner.out);
+  auto parsed = manifest::Parse(text.out);
+  ASSERT_TRUE(parsed) << parsed.error().message;
+  EXPECT_EQ(parsed->entries, m->entries);
+}
+
+// Safety points already on disk keep their plain-text index (as writers before the compressed
+// index made it): every reader still reads them.
+TEST_F(StoreTest, AnIndexOfPlainTextAsOlderWritersMadeItStillReads) {
+  Store store(options_, real_fs_, clock_);
+  Secret file_key;
+  auto m = BackupAndUnwrap(store, &file_key);
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string dir = store.DirOf(m->id);
+  WriteFile(dir_.Sub("index.zst"), DecryptWithKey(dir + "/" + m->index->name, file_key));
+  auto text = testing::RunProcess({"/usr/bin/zstd", "-q", "-d", "-c", dir_.Sub("index.zst")});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  ASSERT_EQ(text.out.substr(0, 2), "{\n");
+  // The plain index, under the payload's header and file key, as the older writer made it.
+  {
+    auto payload = ReadOnlyFile::Open(dir + "/" + m->payload->name);
+    ASSERT_TRUE(payload);
+    FdSource header(payload->fd(), m->payload->name);
+    auto out = real_fs_.CreateFile(dir_.Sub("plain.enc"), 0600);
+    ASSERT_TRUE(out);
+    auto enc = age::Encryptor::CreateSibling(**out, header, file_key);
+    ASSERT_TRUE(enc) << enc.error().message;
+    ASSERT_TRUE(
+        (*enc)->Write({reinterpret_cast<const std::uint8_t*>(text.out.data()), text.out.size()}));
+    ASSERT_TRUE((*enc)->Finish());
+    ASSERT_TRUE((*out)->Close());
+  }
+  const std::string plain = *ReadFile(dir_.Sub("plain.enc"));
+  manifest::Manifest outer = *manifest::Parse(*ReadFile(dir + "/manifest.json"));
+  fs::remove(dir + "/" + m->index->name);
+  outer.index->size = plain.size();
+  outer.index->sha256 = Sha256Hex(plain);
+  outer.index->name = "index_" + m->id + "_" + outer.index->sha256.substr(0, 12) + ".enc";
+  WriteFile(dir + "/" + outer.index->name, plain, 0600);
+  WriteFile(dir + "/manifest.json", manifest::Serialize(outer, /*inner=*/false), 0600);
+
+  auto loaded = store.Load(m->id, pass_);
+  ASSERT_TRUE(loaded) << loaded.error().message;
+  EXPECT_EQ(loaded->entries, m->entries);
+  auto verified = store.Verify(m->id, pass_);
+  ASSERT_TRUE(verified) << verified.error().message;
+  EXPECT_EQ(verified->entries, m->entries.size());
+  // A byte of it changed is still caught.
+  std::string flipped = plain;
+  flipped[flipped.size() - 20] = static_cast<char>(flipped[flipped.size() - 20] ^ 1);
+  WriteFile(dir + "/" + outer.index->name, flipped, 0600);
+  auto damaged = store.Load(m->id, pass_);
+  ASSERT_FALSE(damaged);
+  EXPECT_EQ(damaged.error().code, ErrorCode::kCorrupt) << damaged.error().message;
 }
 
 // What pass 1 keeps stays within its budget, in whole blocks, and what it hands out does not
