@@ -1,6 +1,8 @@
 #include "core/base/glob.h"
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace safepoint::sources {
@@ -18,6 +20,19 @@ std::vector<std::string_view> Split(std::string_view s) {
       return out;
     }
     out.push_back(s.substr(start, slash - start));
+    start = slash + 1;
+  }
+}
+
+// Calls `fn` on each segment of `s` in order until it returns false; false then.
+template <typename Fn>
+bool EachSegment(std::string_view s, Fn&& fn) {
+  if (s.empty()) return true;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t slash = s.find('/', start);
+    if (slash == std::string_view::npos) return fn(s.substr(start));
+    if (!fn(s.substr(start, slash - start))) return false;
     start = slash + 1;
   }
 }
@@ -99,34 +114,108 @@ class SegmentNfa {
   std::vector<bool> on_;
 };
 
+// SegmentNfa for a pattern of at most kMaxSegments segments, without allocating: the segments
+// on the stack, the state set in one word. The walk matches every path against every exclude
+// pattern, so this is the common case and runs once per file and pattern.
+class SmallNfa {
+ public:
+  static constexpr std::size_t kMaxSegments = 63;
+
+  // False when `pattern` has more than kMaxSegments segments (SegmentNfa then).
+  bool Init(std::string_view pattern) {
+    const bool fits = EachSegment(pattern, [&](std::string_view seg) {
+      if (n_ == kMaxSegments) return false;
+      if (seg == "**") globstar_ |= Bit(n_);
+      pat_[n_++] = seg;
+      return true;
+    });
+    on_ = Close(Bit(0));
+    return fits;
+  }
+
+  void Step(std::string_view seg) {
+    std::uint64_t next = 0;
+    for (std::size_t i = 0; i < n_; ++i) {
+      if ((on_ & Bit(i)) == 0) continue;
+      if ((globstar_ & Bit(i)) != 0) {
+        next |= Bit(i);
+      } else if (SegmentMatch(pat_[i], seg)) {
+        next |= Bit(i + 1);
+      }
+    }
+    on_ = Close(next);
+  }
+
+  [[nodiscard]] bool Accepts() const { return (on_ & Bit(n_)) != 0; }
+  [[nodiscard]] bool Dead() const { return on_ == 0; }
+  [[nodiscard]] bool CanContinue() const { return (on_ & (Bit(n_) - 1)) != 0; }
+
+ private:
+  static constexpr std::uint64_t Bit(std::size_t i) { return std::uint64_t{1} << i; }
+  // As SegmentNfa::Close; in rising order, so a run of `**` segments is crossed in one pass.
+  [[nodiscard]] std::uint64_t Close(std::uint64_t on) const {
+    for (std::size_t i = 0; i < n_; ++i) {
+      if ((on & Bit(i)) != 0 && (globstar_ & Bit(i)) != 0) on |= Bit(i + 1);
+    }
+    return on;
+  }
+
+  std::array<std::string_view, kMaxSegments> pat_;
+  std::size_t n_ = 0;
+  std::uint64_t globstar_ = 0;
+  std::uint64_t on_ = 0;
+};
+
+template <typename Nfa>
+bool Match(Nfa& nfa, std::string_view path) {
+  const bool alive = EachSegment(path, [&](std::string_view seg) {
+    nfa.Step(seg);
+    return !nfa.Dead();
+  });
+  return alive && nfa.Accepts();
+}
+
+template <typename Nfa>
+bool MatchSelfOrParent(Nfa& nfa, std::string_view path) {
+  bool accepted = false;
+  EachSegment(path, [&](std::string_view seg) {
+    nfa.Step(seg);
+    accepted = nfa.Accepts();
+    return !accepted && !nfa.Dead();
+  });
+  return accepted;
+}
+
+template <typename Nfa>
+bool CouldMatchBelow(Nfa& nfa, std::string_view dir) {
+  const bool alive = EachSegment(dir, [&](std::string_view seg) {
+    nfa.Step(seg);
+    return !nfa.Dead();
+  });
+  return alive && nfa.CanContinue();
+}
+
+// Runs `fn` on the NFA of `pattern`: SmallNfa when it fits.
+template <typename Fn>
+bool WithNfa(std::string_view pattern, Fn&& fn) {
+  SmallNfa small;
+  if (small.Init(pattern)) return fn(small);
+  SegmentNfa nfa(pattern);
+  return fn(nfa);
+}
+
 }  // namespace
 
 bool GlobMatch(std::string_view pattern, std::string_view path) {
-  SegmentNfa nfa(pattern);
-  for (std::string_view seg : Split(path)) {
-    nfa.Step(seg);
-    if (nfa.Dead()) return false;
-  }
-  return nfa.Accepts();
+  return WithNfa(pattern, [&](auto& nfa) { return Match(nfa, path); });
 }
 
 bool GlobMatchSelfOrParent(std::string_view pattern, std::string_view path) {
-  SegmentNfa nfa(pattern);
-  for (std::string_view seg : Split(path)) {
-    nfa.Step(seg);
-    if (nfa.Accepts()) return true;
-    if (nfa.Dead()) return false;
-  }
-  return false;
+  return WithNfa(pattern, [&](auto& nfa) { return MatchSelfOrParent(nfa, path); });
 }
 
 bool GlobCouldMatchBelow(std::string_view pattern, std::string_view dir) {
-  SegmentNfa nfa(pattern);
-  for (std::string_view seg : Split(dir)) {
-    nfa.Step(seg);
-    if (nfa.Dead()) return false;
-  }
-  return nfa.CanContinue();
+  return WithNfa(pattern, [&](auto& nfa) { return CouldMatchBelow(nfa, dir); });
 }
 
 std::string GlobPatternProblem(std::string_view pattern) {

@@ -16,7 +16,8 @@ namespace safepoint::sources {
 //         segment ("a**b") it behaves like `*`.
 // Every other character matches itself; there are no character classes or escapes.
 //
-// Cost: O(len(pattern) * len(path)), no recursion and no allocation beyond two small vectors.
+// Cost: O(len(pattern) * len(path)), no recursion, and no allocation for patterns of up to 63
+// segments.
 
 // True when `pattern` matches the whole of `path`.
 [[nodiscard]] bool GlobMatch(std::string_view pattern, std::string_view path);

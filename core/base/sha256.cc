@@ -6,15 +6,31 @@
 
 namespace safepoint {
 
+namespace {
+
+// SHA-256 fetched from libcrypto's provider once: an init with EVP_sha256() fetches it anew each
+// time, under a lock, which costs more than hashing a small file (a backup hashes every file).
+const EVP_MD* FetchedSha256() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA2-256", nullptr);
+  return md;
+}
+
+void Init(EVP_MD_CTX* ctx) {
+  const EVP_MD* md = FetchedSha256();
+  if (ctx == nullptr || md == nullptr || EVP_DigestInit_ex2(ctx, md, nullptr) != 1) {
+    std::abort();  // out of memory or a broken libcrypto: nothing sensible to continue with
+  }
+}
+
+}  // namespace
+
 struct Sha256::Impl {
   EVP_MD_CTX* ctx = nullptr;
 };
 
 Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
   impl_->ctx = EVP_MD_CTX_new();
-  if (impl_->ctx == nullptr || EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) != 1) {
-    std::abort();  // out of memory or a broken libcrypto: nothing sensible to continue with
-  }
+  Init(impl_->ctx);
 }
 
 Sha256::~Sha256() {
@@ -42,7 +58,7 @@ std::array<std::uint8_t, 32> Sha256::Final() {
   std::array<std::uint8_t, 32> out{};
   unsigned int len = 0;
   EVP_DigestFinal_ex(impl_->ctx, out.data(), &len);
-  EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr);
+  Init(impl_->ctx);
   return out;
 }
 

@@ -1,8 +1,11 @@
 #include "core/base/glob.h"
 
+#include <fnmatch.h>
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
+#include <vector>
 
 namespace safepoint::sources {
 namespace {
@@ -108,6 +111,84 @@ TEST(Glob, LongPathsAndPatternsStayFast) {
   std::string stars(500, '*');
   EXPECT_FALSE(GlobMatch(stars + "b", std::string(5000, 'a')));
   EXPECT_TRUE(GlobMatch(stars + "b", std::string(5000, 'a') + "b"));
+}
+
+// An independent reading of the rules: whole segments, `**` as zero or more of them (memoized
+// recursion), and each other segment by fnmatch(3) (no escapes; the alphabet has no '[').
+class Oracle {
+ public:
+  Oracle(std::vector<std::string> pat, std::vector<std::string> path)
+      : pat_(std::move(pat)),
+        path_(std::move(path)),
+        memo_((pat_.size() + 1) * (path_.size() + 1), -1) {}
+
+  // Segments [p, ...) of the pattern match segments [s, ...) of the path exactly.
+  bool Match(std::size_t p, std::size_t s) {
+    int& m = memo_[p * (path_.size() + 1) + s];
+    if (m >= 0) return m == 1;
+    bool r = false;
+    if (p == pat_.size()) {
+      r = s == path_.size();
+    } else if (pat_[p] == "**") {
+      r = Match(p + 1, s) || (s < path_.size() && Match(p, s + 1));
+    } else {
+      r = s < path_.size() && ::fnmatch(pat_[p].c_str(), path_[s].c_str(), FNM_NOESCAPE) == 0 &&
+          Match(p + 1, s + 1);
+    }
+    m = r ? 1 : 0;
+    return r;
+  }
+
+ private:
+  std::vector<std::string> pat_;
+  std::vector<std::string> path_;
+  std::vector<int> memo_;
+};
+
+std::string Join(const std::vector<std::string>& segs) {
+  std::string out;
+  for (const auto& s : segs) out += (out.empty() ? "" : "/") + s;
+  return out;
+}
+
+// Seeded random patterns (short ones, and ones over 63 segments, which take the other matcher)
+// against random paths and their prefixes: the three functions agree with the oracle.
+TEST(Glob, AgreesWithAnIndependentMatcherOnRandomPatterns) {
+  std::mt19937_64 rng(20261207);
+  auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+  static const std::vector<std::string> kPatternSegs = {"**", "*",     "a*", "*b",   "?", "a?b",
+                                                        "ab", "*a*b*", "b",  "a**b", "??"};
+  static const std::vector<std::string> kPathSegs = {"a", "b", "ab", "aab", "ba", "abb", "x", "ä"};
+  for (int round = 0; round < 4000; ++round) {
+    std::vector<std::string> pat;
+    const std::size_t np = round % 10 == 0 ? 60 + pick(20) : 1 + pick(6);
+    for (std::size_t i = 0; i < np; ++i) pat.push_back(kPatternSegs[pick(kPatternSegs.size())]);
+    std::vector<std::string> path;
+    const std::size_t ns = round % 10 == 0 ? 50 + pick(40) : pick(7);
+    for (std::size_t i = 0; i < ns; ++i) path.push_back(kPathSegs[pick(kPathSegs.size())]);
+    const std::string pattern = Join(pat);
+    const std::string text = Join(path);
+    Oracle oracle(pat, path);
+    ASSERT_EQ(GlobMatch(pattern, text), oracle.Match(0, 0)) << pattern << " vs " << text;
+    // Self or parent: the oracle on each non-empty prefix of the path.
+    bool any = false;
+    for (std::size_t k = 1; k <= path.size() && !any; ++k) {
+      any = Oracle(pat, {path.begin(), path.begin() + static_cast<std::ptrdiff_t>(k)}).Match(0, 0);
+    }
+    ASSERT_EQ(GlobMatchSelfOrParent(pattern, text), any) << pattern << " vs " << text;
+    // Could match below: some longer path (one to three more segments of any kind) matches.
+    bool below = false;
+    for (std::size_t more = 1; more <= 3 && !below; ++more) {
+      for (const auto& seg : kPathSegs) {
+        std::vector<std::string> longer = path;
+        for (std::size_t j = 0; j < more; ++j) longer.push_back(j == 0 ? seg : kPathSegs[j]);
+        if (Oracle(pat, longer).Match(0, 0)) below = true;
+      }
+    }
+    if (below) {
+      EXPECT_TRUE(GlobCouldMatchBelow(pattern, text)) << pattern << " vs " << text;
+    }
+  }
 }
 
 TEST(Glob, ReportsUnusablePatterns) {
