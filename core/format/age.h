@@ -136,6 +136,9 @@ class Encryptor {
   // Length of the header written by this Encryptor.
   [[nodiscard]] std::size_t HeaderSize() const { return header_size_; }
   [[nodiscard]] int work_factor() const { return work_factor_; }
+  // The file key (16 bytes, in sodium_malloc memory): what reads this file back without scrypt
+  // (Decryptor::OpenWithFileKey).
+  [[nodiscard]] const Secret& file_key() const { return file_key_; }
   // True for a file with a header of its own (Create), whose scrypt derivation frees its memory
   // when done; false for a sibling (CreateSibling), for which no scrypt runs.
   [[nodiscard]] bool derives_key() const { return kdf_ != nullptr; }

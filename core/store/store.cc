@@ -173,6 +173,20 @@ Status Store::Delete(const std::string& id) {
   return {};
 }
 
+void Store::RememberWritten(const std::string& id, const Secret& file_key) {
+  std::lock_guard lock(written_mu_);
+  written_id_ = id;
+  written_key_ = Secret(file_key.view());
+}
+
+std::pair<std::string, Secret> Store::TakeWritten() {
+  std::lock_guard lock(written_mu_);
+  std::pair<std::string, Secret> out(std::move(written_id_), std::move(written_key_));
+  written_id_.clear();
+  written_key_ = Secret();
+  return out;
+}
+
 Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passphrase) {
   auto all = List();
   if (!all) return tl::unexpected(all.error());
@@ -215,6 +229,7 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
   };
 
   PruneReport report;
+  const auto [written_id, written_key] = TakeWritten();
   std::set<std::string> keep = keep_set("");
   // Finding the newest safety point that verifies costs a full decryption; it is needed only
   // when something would be deleted (retention runs after every new safety point).
@@ -222,7 +237,8 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
     ::malloc_trim(0);  // what the backup before freed goes back to the system before scrypt
     for (const auto& l : items) {
       if (!l.manifest) continue;
-      if (Verify(l.id, passphrase)) {
+      const bool written = l.id == written_id && !written_key.empty();
+      if (Verify(l.id, passphrase, written ? &written_key : nullptr)) {
         report.protected_id = l.id;
         break;
       }

@@ -3,8 +3,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/base/clock.h"
@@ -177,7 +179,9 @@ class Store {
                                                 Secret* fingerprint_key = nullptr,
                                                 Secret* file_key = nullptr) const;
   // Decrypts everything and checks every entry against both manifests and the payload hash.
-  [[nodiscard]] Result<VerifyReport> Verify(const std::string& id, const Secret& passphrase) const;
+  // With a non-empty `file_key` (the safety point's own), as Read: no scrypt runs.
+  [[nodiscard]] Result<VerifyReport> Verify(const std::string& id, const Secret& passphrase,
+                                            const Secret* file_key = nullptr) const;
   // Like Verify, handing every entry to `visitor` as it is checked. Entries reach the visitor
   // before the end of the payload is authenticated: a visitor must stage, not publish, until
   // Read returns success. With a non-empty `file_key` (what Load gave for the same id) the payload
@@ -196,8 +200,10 @@ class Store {
                                             const std::vector<std::string>& paths) const;
   // Removes a safety point atomically (rename, then delete). REQUIRES: exclusive lock.
   [[nodiscard]] Status Delete(const std::string& id);
-  // Applies retention; never deletes the newest safety point that verifies.
-  // REQUIRES: exclusive lock.
+  // Applies retention; never deletes the newest safety point that verifies. The safety point
+  // this Store's last Backup wrote is verified under the file key it was written with (its
+  // header MAC, which covers the scrypt stanza, every chunk, entry and the index), without a
+  // second scrypt; Prune forgets that key. REQUIRES: exclusive lock.
   [[nodiscard]] Result<PruneReport> Prune(const Retention& retention, const Secret& passphrase);
 
   // Directory of a safety point (no checks).
@@ -218,9 +224,17 @@ class Store {
   Result<std::string> ReadIndexCiphertext(const std::string& id,
                                           const manifest::Manifest& outer) const;
 
+  // The safety point the last Backup wrote (a header of its own) and its file key, until the
+  // next Prune takes them.
+  void RememberWritten(const std::string& id, const Secret& file_key);
+  std::pair<std::string, Secret> TakeWritten();
+
   Options options_;
   FileSystem& fs_;
   const Clock& clock_;
+  std::mutex written_mu_;
+  std::string written_id_;  // guarded by written_mu_
+  Secret written_key_;      // guarded by written_mu_
 };
 
 // Sorts ids chronologically (the -N suffix counts numerically).

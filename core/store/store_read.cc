@@ -409,9 +409,10 @@ Result<bool> IndexTextIs(const std::string& id, const std::string& path,
 
 }  // namespace
 
-Result<VerifyReport> Store::Verify(const std::string& id, const Secret& passphrase) const {
+Result<VerifyReport> Store::Verify(const std::string& id, const Secret& passphrase,
+                                   const Secret* file_key) const {
   NullVisitor visitor;
-  return Read(id, passphrase, visitor);
+  return Read(id, passphrase, visitor, file_key);
 }
 
 Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase,

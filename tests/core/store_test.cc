@@ -699,6 +699,44 @@ TEST_F(StoreTest, PruneKeepsNewestVerifiedEvenWhenNewestIsDamaged) {
   EXPECT_EQ((*list)[1].id, ids[3]);
 }
 
+// Retention right after a backup verifies the safety point that backup wrote under the file key
+// it was written with, not through scrypt: with a passphrase that opens nothing, that point
+// alone still verifies. The key is used once; a Store that wrote nothing verifies by passphrase.
+TEST_F(StoreTest, PruneVerifiesThePointItsBackupWroteUnderItsFileKeyOnce) {
+  Store store(options_, real_fs_, clock_);
+  auto first = Backup(store, pass_);
+  ASSERT_TRUE(first) << first.error().message;
+  clock_.Advance(std::chrono::seconds(1));
+  auto second = Backup(store, pass_);
+  ASSERT_TRUE(second) << second.error().message;
+  Retention r;
+  r.keep_last = 1;
+  r.keep_daily = 0;
+  const Secret wrong(std::string_view("not the passphrase"));
+  auto report = store.Prune(r, wrong);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->protected_id, second->id);
+  EXPECT_EQ(report->deleted, (std::vector<std::string>{first->id}));
+
+  // Another Store (another process) writes the next one; this Store's key was used up.
+  clock_.Advance(std::chrono::seconds(1));
+  Store other(options_, real_fs_, clock_);
+  auto third = Backup(other, pass_);
+  ASSERT_TRUE(third) << third.error().message;
+  report = store.Prune(r, wrong);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->protected_id, "");
+  EXPECT_EQ(report->deleted, (std::vector<std::string>{second->id}));
+  // With the passphrase, the newest verifies as always.
+  clock_.Advance(std::chrono::seconds(1));
+  auto fourth = Backup(other, pass_);
+  ASSERT_TRUE(fourth);
+  report = store.Prune(r, pass_);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->protected_id, fourth->id);
+  EXPECT_EQ(report->deleted, (std::vector<std::string>{third->id}));
+}
+
 // Issue 9, finding 10: retention after every safety point must never delete the one a pending
 // update or a rollback uses.
 TEST_F(StoreTest, PruneNeverDeletesASafetyPointInUse) {
