@@ -70,6 +70,7 @@ class WriterImpl final : public TarZstdWriter {
   Status Init(int level, int workers) {
     cctx_ = ZSTD_createCCtx();
     if (cctx_ == nullptr) return Fail(ErrorCode::kInternal, "zstd: out of memory");
+    level_ = level;
     ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(cctx_, ZSTD_c_checksumFlag, 1);
     ApplyWorkers(workers);
@@ -160,18 +161,20 @@ class WriterImpl final : public TarZstdWriter {
     return {};
   }
 
-  Status WriteDataInOwnFrame(std::span<const std::uint8_t> data,
+  Status WriteDataInOwnFrame(std::span<const std::uint8_t> data, int level,
                              std::vector<std::uint8_t>& frame) override {
     if (data.empty() || data.size() != left_) {
       return Fail(ErrorCode::kInternal, "tar: a frame of its own holds an entry's whole data");
     }
     SP_RETURN_IF_ERROR(Flush());
     SP_RETURN_IF_ERROR(EndFrame());
+    ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
     copy_ = &frame;
     tar_bytes_ += data.size();
     Status written = Compress(data);
     if (written) written = EndFrame();
     copy_ = nullptr;
+    ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level_);
     SP_RETURN_IF_ERROR(written);
     left_ = 0;
     return Pad(entry_size_);
@@ -291,6 +294,7 @@ class WriterImpl final : public TarZstdWriter {
 
   ByteSink& out_;
   ZSTD_CCtx* cctx_ = nullptr;
+  int level_ = 0;                              // the writer's compression level
   std::vector<std::uint8_t>* copy_ = nullptr;  // WriteDataInOwnFrame's copy, while it runs
   int workers_ = 0;
   std::vector<std::uint8_t> out_buf_;

@@ -36,9 +36,10 @@ class TarZstdWriter {
   [[nodiscard]] virtual Status BeginEntry(const EntryHeader& header) = 0;
   [[nodiscard]] virtual Status WriteData(std::span<const std::uint8_t> data) = 0;
   // Writes all of the current entry's data (exactly its size, at least one byte) in a zstd
-  // frame of its own and appends that frame's bytes to `frame` as well: decompressed alone, it
-  // gives `data` exactly. The entry's header and padding lie in the frames before and after.
-  [[nodiscard]] virtual Status WriteDataInOwnFrame(std::span<const std::uint8_t> data,
+  // frame of its own, at compression `level`, and appends that frame's bytes to `frame` as well:
+  // decompressed alone, it gives `data` exactly. The entry's header and padding lie in the
+  // frames before and after, at the writer's own level.
+  [[nodiscard]] virtual Status WriteDataInOwnFrame(std::span<const std::uint8_t> data, int level,
                                                    std::vector<std::uint8_t>& frame) = 0;
   // Ends the current zstd frame and compresses what follows in a new frame with `workers`
   // threads (0: on the calling thread). Readers see one continuous tar: zstd decoders, ours and

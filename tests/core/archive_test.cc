@@ -420,11 +420,11 @@ TEST(TarZstdWriter, AnEntryInAFrameOfItsOwnIsThatFrameAloneAndTheArchiveStaysWho
     ASSERT_TRUE((*w)->BeginEntry(File("MANIFEST.json", first.size())));
     std::vector<std::uint8_t> frame;
     // Only the entry's whole data goes in a frame of its own; a part is refused, changing nothing.
-    auto part = (*w)->WriteDataInOwnFrame(Bytes(first).first(10), frame);
+    auto part = (*w)->WriteDataInOwnFrame(Bytes(first).first(10), 1, frame);
     ASSERT_FALSE(part);
     EXPECT_EQ(part.error().code, ErrorCode::kInternal);
     EXPECT_TRUE(frame.empty());
-    ASSERT_TRUE((*w)->WriteDataInOwnFrame(Bytes(first), frame));
+    ASSERT_TRUE((*w)->WriteDataInOwnFrame(Bytes(first), 1, frame));
     ASSERT_TRUE((*w)->BeginEntry(File("ha_config/after", second.size())));
     ASSERT_TRUE((*w)->WriteData(Bytes(second)));
     ASSERT_TRUE((*w)->Finish());
