@@ -166,13 +166,13 @@ class SmallNfa {
   std::uint64_t on_ = 0;
 };
 
+// Feeds every segment of `path` to `nfa`; false as soon as no state is left.
 template <typename Nfa>
-bool Match(Nfa& nfa, std::string_view path) {
-  const bool alive = EachSegment(path, [&](std::string_view seg) {
+bool Consume(Nfa& nfa, std::string_view path) {
+  return EachSegment(path, [&](std::string_view seg) {
     nfa.Step(seg);
     return !nfa.Dead();
   });
-  return alive && nfa.Accepts();
 }
 
 template <typename Nfa>
@@ -184,15 +184,6 @@ bool MatchSelfOrParent(Nfa& nfa, std::string_view path) {
     return !accepted && !nfa.Dead();
   });
   return accepted;
-}
-
-template <typename Nfa>
-bool CouldMatchBelow(Nfa& nfa, std::string_view dir) {
-  const bool alive = EachSegment(dir, [&](std::string_view seg) {
-    nfa.Step(seg);
-    return !nfa.Dead();
-  });
-  return alive && nfa.CanContinue();
 }
 
 // Runs `fn` on the NFA of `pattern`: SmallNfa when it fits.
@@ -207,7 +198,7 @@ bool WithNfa(std::string_view pattern, Fn&& fn) {
 }  // namespace
 
 bool GlobMatch(std::string_view pattern, std::string_view path) {
-  return WithNfa(pattern, [&](auto& nfa) { return Match(nfa, path); });
+  return WithNfa(pattern, [&](auto& nfa) { return Consume(nfa, path) && nfa.Accepts(); });
 }
 
 bool GlobMatchSelfOrParent(std::string_view pattern, std::string_view path) {
@@ -215,7 +206,7 @@ bool GlobMatchSelfOrParent(std::string_view pattern, std::string_view path) {
 }
 
 bool GlobCouldMatchBelow(std::string_view pattern, std::string_view dir) {
-  return WithNfa(pattern, [&](auto& nfa) { return CouldMatchBelow(nfa, dir); });
+  return WithNfa(pattern, [&](auto& nfa) { return Consume(nfa, dir) && nfa.CanContinue(); });
 }
 
 std::string GlobPatternProblem(std::string_view pattern) {

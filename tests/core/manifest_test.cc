@@ -173,6 +173,25 @@ TEST(Manifest, StreamedTextEqualsTheTreeAndParsesBackOnRandomManifests) {
   }
 }
 
+// `written` (Serialize(m, true)) holds each entry of `m` on a line of its own, exactly as the JSON
+// library writes that entry of ToJson(m, true), in order.
+void ExpectEachEntryOnItsOwnLineAsTheLibraryWritesIt(const Manifest& m,
+                                                     const std::string& written) {
+  const nlohmann::json tree = ToJson(m, /*inner=*/true);
+  const std::string_view key = "\n \"entries\": ";
+  std::size_t at = written.find(key);
+  ASSERT_NE(at, std::string::npos);
+  at += key.size();
+  for (std::size_t i = 0; i < m.entries.size(); ++i) {
+    const std::string line =
+        tree["entries"][i].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    const std::string expected = (i == 0 ? "[\n  " : ",\n  ") + line;
+    ASSERT_EQ(written.substr(at, expected.size()), expected) << "entry " << i;
+    at += expected.size();
+  }
+  EXPECT_EQ(written.substr(at, 3), "\n ]");
+}
+
 // A list this long is written in two halves on two threads: the text is still every entry's
 // own line, in order, and parses back to the same entries.
 TEST(Manifest, ALongEntryListIsWrittenInOrderOnTwoThreads) {
@@ -188,20 +207,8 @@ TEST(Manifest, ALongEntryListIsWrittenInOrderOnTwoThreads) {
     m.entries.push_back(std::move(e));
   }
   const std::string written = Serialize(m, /*inner=*/true);
-  const nlohmann::json tree = ToJson(m, /*inner=*/true);
-  ASSERT_EQ(nlohmann::json::parse(written), tree);
-  const std::string_view key = "\n \"entries\": ";
-  std::size_t at = written.find(key);
-  ASSERT_NE(at, std::string::npos);
-  at += key.size();
-  for (std::size_t i = 0; i < m.entries.size(); ++i) {
-    const std::string line =
-        tree["entries"][i].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    const std::string expected = (i == 0 ? "[\n  " : ",\n  ") + line;
-    ASSERT_EQ(written.compare(at, expected.size(), expected), 0) << "entry " << i;
-    at += expected.size();
-  }
-  EXPECT_EQ(written.compare(at, 3, "\n ]"), 0);
+  ASSERT_EQ(nlohmann::json::parse(written), ToJson(m, /*inner=*/true));
+  ExpectEachEntryOnItsOwnLineAsTheLibraryWritesIt(m, written);
   auto back = Parse(written);
   ASSERT_TRUE(back.has_value()) << back.error().message;
   EXPECT_EQ(back->entries, m.entries);
@@ -253,20 +260,7 @@ TEST(Manifest, EntryLinesAreTheJsonLibrarysTextForAnyBytes) {
       }
       m.entries.push_back(std::move(e));
     }
-    const std::string written = Serialize(m, /*inner=*/true);
-    const nlohmann::json tree = ToJson(m, /*inner=*/true);
-    const std::string_view key = "\n \"entries\": ";
-    std::size_t at = written.find(key);
-    ASSERT_NE(at, std::string::npos);
-    at += key.size();
-    for (std::size_t i = 0; i < m.entries.size(); ++i) {
-      const std::string line =
-          tree["entries"][i].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      const std::string expected = (i == 0 ? "[\n  " : ",\n  ") + line;
-      ASSERT_EQ(written.substr(at, expected.size()), expected) << "entry " << i;
-      at += expected.size();
-    }
-    EXPECT_EQ(written.substr(at, 3), "\n ]");
+    ExpectEachEntryOnItsOwnLineAsTheLibraryWritesIt(m, Serialize(m, /*inner=*/true));
   }
 }
 
