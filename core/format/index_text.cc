@@ -14,8 +14,8 @@ namespace safepoint::archive {
 
 namespace {
 
-// Frames are written at level 3 (a window of 2 MiB); a window beyond this is refused rather
-// than allocated.
+// The index's frame is written at level 1 (a window of at most 2 MiB at the levels safepoint
+// uses); a window beyond this is refused rather than allocated.
 constexpr int kMaxWindowLog = 25;
 
 constexpr std::array<std::uint8_t, 4> kZstdMagic = {0x28, 0xB5, 0x2F, 0xFD};
@@ -77,11 +77,9 @@ class IndexTextSource final : public ByteSource {
 
   Result<std::size_t> ReadFrame(std::span<std::uint8_t> out) {
     while (!frame_done_) {
-      if (have_.pos == have_.size) {
-        auto n = Fill();
-        if (!n) return tl::unexpected(n.error());
-        if (*n == 0) return Fail(ErrorCode::kCorrupt, "index ends inside its zstd frame");
-      }
+      // zstd may still hold output for bytes it has already consumed: it is asked first, and
+      // more input is read only when nothing came out.
+      const std::size_t consumed = have_.pos;
       ZSTD_outBuffer o{out.data(), out.size(), 0};
       const std::size_t rc = ZSTD_decompressStream(dctx_, &o, &have_);
       if (ZSTD_isError(rc)) {
@@ -89,6 +87,11 @@ class IndexTextSource final : public ByteSource {
       }
       frame_done_ = rc == 0;
       if (o.pos > 0) return o.pos;
+      if (frame_done_ || have_.pos != consumed) continue;
+      if (have_.pos < have_.size) return Fail(ErrorCode::kCorrupt, "index: zstd made no progress");
+      auto n = Fill();
+      if (!n) return tl::unexpected(n.error());
+      if (*n == 0) return Fail(ErrorCode::kCorrupt, "index ends inside its zstd frame");
     }
     // One frame and nothing after it; `in` read to its end (the age reader's last chunk).
     if (have_.pos < have_.size) return Fail(ErrorCode::kCorrupt, "index: bytes after its frame");
