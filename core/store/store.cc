@@ -167,6 +167,14 @@ Status Store::Delete(const std::string& id) {
     return Fail(ErrorCode::kNotFound, "no safety point " + id);
   }
   const std::string gone = options_.backup_dir + "/" + std::string(kDelPrefix) + id;
+  {
+    // Its id may be given to a new safety point within the same second.
+    std::lock_guard lock(written_mu_);
+    if (written_id_ == id) {
+      written_id_.clear();
+      written_key_ = Secret();
+    }
+  }
   SP_RETURN_IF_ERROR(fs_.Rename(dir, gone));
   SP_RETURN_IF_ERROR(fs_.SyncDir(options_.backup_dir));
   SP_RETURN_IF_ERROR(fs_.RemoveTree(gone));
@@ -188,6 +196,8 @@ std::pair<std::string, Secret> Store::TakeWritten() {
 }
 
 Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passphrase) {
+  // Taken first: whatever happens below, the key is not kept for later.
+  const auto [written_id, written_key] = TakeWritten();
   auto all = List();
   if (!all) return tl::unexpected(all.error());
   // Newest first.
@@ -229,7 +239,6 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
   };
 
   PruneReport report;
-  const auto [written_id, written_key] = TakeWritten();
   std::set<std::string> keep = keep_set("");
   // Finding the newest safety point that verifies costs a full decryption; it is needed only
   // when something would be deleted (retention runs after every new safety point).
@@ -238,7 +247,9 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
     for (const auto& l : items) {
       if (!l.manifest) continue;
       const bool written = l.id == written_id && !written_key.empty();
-      if (Verify(l.id, passphrase, written ? &written_key : nullptr)) {
+      // A remembered key that does not open the point (another process deleted it and wrote
+      // another under the same id) proves nothing: the passphrase decides, as for any other.
+      if ((written && Verify(l.id, passphrase, &written_key)) || Verify(l.id, passphrase)) {
         report.protected_id = l.id;
         break;
       }

@@ -203,7 +203,9 @@ class Store {
   // Applies retention; never deletes the newest safety point that verifies. The safety point
   // this Store's last Backup wrote is verified under the file key it was written with (its
   // header MAC, which covers the scrypt stanza, every chunk, entry and the index), without a
-  // second scrypt; Prune forgets that key. REQUIRES: exclusive lock.
+  // second scrypt, unless that key does not open it (another process deleted it and wrote
+  // another under its id): then the passphrase decides. Prune forgets that key, whatever it
+  // returns. REQUIRES: exclusive lock.
   [[nodiscard]] Result<PruneReport> Prune(const Retention& retention, const Secret& passphrase);
 
   // Directory of a safety point (no checks).
@@ -224,8 +226,8 @@ class Store {
   Result<std::string> ReadIndexCiphertext(const std::string& id,
                                           const manifest::Manifest& outer) const;
 
-  // The safety point the last Backup wrote (a header of its own) and its file key, until the
-  // next Prune takes them.
+  // The safety point the last successful Backup wrote (a header of its own) and its file key,
+  // until the next Prune takes them or Delete removes that safety point.
   void RememberWritten(const std::string& id, const Secret& file_key);
   std::pair<std::string, Secret> TakeWritten();
 

@@ -433,8 +433,8 @@ Result<VerifyReport> Store::Read(const std::string& id, const Secret& passphrase
   if (!outer->key_id.empty() && (*dec)->KeyId() != outer->key_id) {
     return corrupt("key identifier differs from manifest.json");
   }
-  // Opened with the file key, the work factor was checked when Load unwrapped that key.
-  if (!unlocked && (*dec)->work_factor() != outer->kdf.work_factor) {
+  // Opened with the file key, the work factor is still the header's own (its MAC covers it).
+  if ((*dec)->work_factor() != outer->kdf.work_factor) {
     return corrupt("work factor differs from manifest.json");
   }
   auto reader = archive::TarZstdReader::Open(**dec);

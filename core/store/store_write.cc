@@ -572,10 +572,11 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     payload.name = "state_" + *id + "_" + payload.sha256.substr(0, 12) + ".enc";
     m.payload = payload;
     m.key_id = (*enc)->KeyId();
-    if ((*enc)->derives_key()) RememberWritten(*id, (*enc)->file_key());
     SP_RETURN_IF_ERROR(fs_.Rename(partial, staging + "/" + payload.name));
     SP_RETURN_IF_ERROR(WriteIndex(fs_, **enc, index_frame, staging, m));
     SP_RETURN_IF_ERROR(Commit(fs_, staging, DirOf(*id), options_.backup_dir, m));
+    // Only a safety point that exists is remembered: a failed one's id is free again.
+    if ((*enc)->derives_key()) RememberWritten(*id, (*enc)->file_key());
     return m;
   }();
   if (!result && Exists(staging)) {
