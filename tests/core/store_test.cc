@@ -103,9 +103,39 @@ class HookedFile final : public ReadableFile {
   std::function<void(const std::string&)> closed_;
 };
 
+// The real file system; subclasses change what they test.
+class ForwardingFileSystem : public FileSystem {
+ public:
+  Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& path, mode_t mode) override {
+    return real_.CreateFile(path, mode);
+  }
+  Status Rename(const std::string& from, const std::string& to) override {
+    return real_.Rename(from, to);
+  }
+  Status SyncDir(const std::string& path) override { return real_.SyncDir(path); }
+  Status MakeDir(const std::string& path, mode_t mode) override {
+    return real_.MakeDir(path, mode);
+  }
+  Status Remove(const std::string& path) override { return real_.Remove(path); }
+  Status RemoveTree(const std::string& path) override { return real_.RemoveTree(path); }
+  Status Symlink(const std::string& target, const std::string& path) override {
+    return real_.Symlink(target, path);
+  }
+  Status Chmod(const std::string& path, mode_t mode) override { return real_.Chmod(path, mode); }
+  Status Chown(const std::string& path, uid_t uid, gid_t gid) override {
+    return real_.Chown(path, uid, gid);
+  }
+  Status SetMtime(const std::string& path, std::int64_t mtime) override {
+    return real_.SetMtime(path, mtime);
+  }
+
+ protected:
+  PosixFileSystem real_;
+};
+
 // The real file system, except that creating a file whose path ends in `refused` fails as a full
 // disk does.
-class RefusingFileSystem final : public FileSystem {
+class RefusingFileSystem final : public ForwardingFileSystem {
  public:
   std::string refused;  // no file is refused while empty
 
@@ -115,56 +145,12 @@ class RefusingFileSystem final : public FileSystem {
     }
     return real_.CreateFile(path, mode);
   }
-  Status Rename(const std::string& from, const std::string& to) override {
-    return real_.Rename(from, to);
-  }
-  Status SyncDir(const std::string& path) override { return real_.SyncDir(path); }
-  Status MakeDir(const std::string& path, mode_t mode) override {
-    return real_.MakeDir(path, mode);
-  }
-  Status Remove(const std::string& path) override { return real_.Remove(path); }
-  Status RemoveTree(const std::string& path) override { return real_.RemoveTree(path); }
-  Status Symlink(const std::string& target, const std::string& path) override {
-    return real_.Symlink(target, path);
-  }
-  Status Chmod(const std::string& path, mode_t mode) override { return real_.Chmod(path, mode); }
-  Status Chown(const std::string& path, uid_t uid, gid_t gid) override {
-    return real_.Chown(path, uid, gid);
-  }
-  Status SetMtime(const std::string& path, std::int64_t mtime) override {
-    return real_.SetMtime(path, mtime);
-  }
-
- private:
-  PosixFileSystem real_;
 };
 
 // The real file system, counting OpenRead per path; `on_close` (when set) is called with the path
 // of each file read through it once its reader is done with it.
-class CountingFileSystem final : public FileSystem {
+class CountingFileSystem final : public ForwardingFileSystem {
  public:
-  Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& path, mode_t mode) override {
-    return real_.CreateFile(path, mode);
-  }
-  Status Rename(const std::string& from, const std::string& to) override {
-    return real_.Rename(from, to);
-  }
-  Status SyncDir(const std::string& path) override { return real_.SyncDir(path); }
-  Status MakeDir(const std::string& path, mode_t mode) override {
-    return real_.MakeDir(path, mode);
-  }
-  Status Remove(const std::string& path) override { return real_.Remove(path); }
-  Status RemoveTree(const std::string& path) override { return real_.RemoveTree(path); }
-  Status Symlink(const std::string& target, const std::string& path) override {
-    return real_.Symlink(target, path);
-  }
-  Status Chmod(const std::string& path, mode_t mode) override { return real_.Chmod(path, mode); }
-  Status Chown(const std::string& path, uid_t uid, gid_t gid) override {
-    return real_.Chown(path, uid, gid);
-  }
-  Status SetMtime(const std::string& path, std::int64_t mtime) override {
-    return real_.SetMtime(path, mtime);
-  }
   Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path) override {
     {
       std::lock_guard lock(mu_);
@@ -182,7 +168,6 @@ class CountingFileSystem final : public FileSystem {
   std::function<void(const std::string&)> on_close;  // set before use; from any thread
 
  private:
-  PosixFileSystem real_;
   std::mutex mu_;
   std::map<std::string, int> opens_;
 };
@@ -213,6 +198,20 @@ class StoreTest : public ::testing::Test {
 
   Result<manifest::Manifest> Backup(Store& store, const Secret& pass) {
     return store.Backup(RequestFor(src_), pass);
+  }
+
+  // Retention with room for the protected safety point only (keep_last 1, max_total_bytes 1)
+  // must protect and keep `newest` and delete `older`, the only other one.
+  void ExpectPruneKeepsOnly(Store& store, const std::string& newest, const std::string& older) {
+    Retention r;
+    r.keep_last = 1;
+    r.keep_daily = 0;
+    r.max_total_bytes = 1;
+    auto report = store.Prune(r, pass_);
+    ASSERT_TRUE(report) << report.error().message;
+    EXPECT_EQ(report->protected_id, newest);
+    EXPECT_EQ(report->deleted, (std::vector<std::string>{older}));
+    EXPECT_EQ(report->kept, (std::vector<std::string>{newest}));
   }
 
   // A safety point of the source tree and its file key, as Load unwraps it (empty when either
@@ -794,15 +793,7 @@ TEST_F(StoreTest, ABackupThatFailsLeavesNoKeyForTheNextPointOfItsId) {
   // The id the failed backup had: its staging dir is named in the error.
   ASSERT_NE(failed.error().message.find("/.tmp-" + b->id + "/index.partial"), std::string::npos)
       << failed.error().message;
-  Retention r;
-  r.keep_last = 1;
-  r.keep_daily = 0;
-  r.max_total_bytes = 1;  // room for the protected point only
-  auto report = store.Prune(r, pass_);
-  ASSERT_TRUE(report) << report.error().message;
-  EXPECT_EQ(report->protected_id, b->id);
-  EXPECT_EQ(report->deleted, (std::vector<std::string>{p0->id}));
-  EXPECT_EQ(report->kept, (std::vector<std::string>{b->id}));
+  ExpectPruneKeepsOnly(store, b->id, p0->id);
 }
 
 // Another process may delete the point a Store's last backup wrote and write another under its
@@ -819,15 +810,7 @@ TEST_F(StoreTest, PruneTrustsTheRememberedKeyOnlyForThePointItOpens) {
   auto y = Backup(other, pass_);
   ASSERT_TRUE(y) << y.error().message;
   ASSERT_EQ(y->id, x->id);
-  Retention r;
-  r.keep_last = 1;
-  r.keep_daily = 0;
-  r.max_total_bytes = 1;
-  auto report = store.Prune(r, pass_);
-  ASSERT_TRUE(report) << report.error().message;
-  EXPECT_EQ(report->protected_id, y->id);
-  EXPECT_EQ(report->deleted, (std::vector<std::string>{old->id}));
-  EXPECT_EQ(report->kept, (std::vector<std::string>{y->id}));
+  ExpectPruneKeepsOnly(store, y->id, old->id);
 }
 
 // Issue 9, finding 10: retention after every safety point must never delete the one a pending
