@@ -66,7 +66,12 @@ RollbackOutcome OperationsBackend::Rollback(const std::string& id, ConflictPolic
                                             const store::ProgressFn& progress) {
   auto report = ops_.Rollback(id, policy, /*dry_run=*/false, progress);
   if (!report) return RollbackOutcome::Failed(report.error());
-  if (report->stopped) return RollbackOutcome::Conflicts(report->plan.Conflicts());
+  if (report->stopped) {
+    // Shown in the status and events as text: a name that is not plain text is quoted.
+    std::vector<std::string> conflicts = report->plan.Conflicts();
+    for (auto& c : conflicts) c = QuoteName(c);
+    return RollbackOutcome::Conflicts(std::move(conflicts));
+  }
   for (const auto& e : report->errors) spdlog::error("after the rollback to {}: {}", id, e);
   for (const auto& d : report->differences) spdlog::info("rollback to {}: {}", id, d);
   return RollbackOutcome::Ok(report->restored + report->written_beside,

@@ -8,9 +8,11 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "core/base/utf8.h"
 #include "service/cli_context.h"
 #include "service/operations.h"
 
@@ -42,6 +44,33 @@ std::string DefaultConfigPath() {
   return "/etc/safepoint/safepoint.yaml";
 }
 
+// The first word of the command line that is neither an option nor an option's value, when it
+// names no command: CLI11 would report only that a command is required.
+std::optional<std::string> UnknownCommand(CLI::App& app, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "-c" || arg == "--config") {
+      ++i;  // its value
+      continue;
+    }
+    if (arg.starts_with("-")) continue;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      if (sub->check_name(std::string(arg))) return std::nullopt;
+    }
+    return std::string(arg);
+  }
+  return std::nullopt;
+}
+
+// The names of the commands, for the message about an unknown one.
+std::string CommandNames(CLI::App& app) {
+  std::string out;
+  for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    out += (out.empty() ? "" : ", ") + sub->get_name();
+  }
+  return out;
+}
+
 }  // namespace
 
 int RunCli(int argc, char** argv) {
@@ -65,25 +94,34 @@ int RunCli(int argc, char** argv) {
   AddRollbackCommands(app, cli);
   AddServeCommand(app, cli);
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    if (code == 0) return 0;  // --help, --version
-    // An argument error is bad input like any other: with --json it is answered in JSON too
-    // (the flag may come after the argument that failed, so look at argv itself).
-    bool json_output = cli.json_output;
+  // An argument error is bad input like any other: with --json it is answered in JSON too (the
+  // flag may come after the argument that failed, so look at argv itself).
+  const auto argument_error = [&](const std::string& message) {
+    bool json_output = false;
     for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i) {
       if (std::string_view(argv[i]) == "--json") json_output = true;
     }
     if (json_output) {
       std::cout << json{{"status", "error"},
                         {"error",
-                         {{"code", ErrorCodeName(ErrorCode::kBadInput)}, {"message", e.what()}}}}
+                         {{"code", ErrorCodeName(ErrorCode::kBadInput)}, {"message", message}}}}
                        .dump(-1, ' ', false, json::error_handler_t::replace)
                 << "\n";
     }
     return ExitCodeFor(ErrorCode::kBadInput);
+  };
+  if (const auto unknown = UnknownCommand(app, argc, argv)) {
+    const std::string message = "unknown command '" + QuoteName(*unknown) + "'" +
+                                " (commands: " + CommandNames(app) + "; see --help)";
+    std::cerr << "safepoint: " << PrintableText(message) << "\n";
+    return argument_error(message);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    if (code == 0) return 0;  // --help, --version
+    return argument_error(e.what());
   } catch (const std::exception& e) {
     // A bug, not the user's fault: say so instead of aborting.
     std::cerr << "safepoint: internal error: " << e.what() << "\n";

@@ -12,6 +12,7 @@
 #include "core/base/fs.h"
 #include "core/base/human.h"
 #include "core/base/result.h"
+#include "core/base/utf8.h"
 #include "core/config/config.h"
 #include "service/log_redaction.h"
 #include "service/operations.h"
@@ -28,15 +29,16 @@ struct CliContext {
   int rc = 0;
 
   // Prints a success result: `data` as JSON with --json, else `human`. Returns 0.
-  // Values that came from `!secret` are masked (config::Redact) in both.
-  int Ok(const nlohmann::json& data, const std::string& raw_human) const {
+  // Values that came from `!secret` are masked (config::Redact) in both. `human` is made safe
+  // for a terminal (PrintableText) unless `verbatim` (a patch, whose lines are file contents).
+  int Ok(const nlohmann::json& data, const std::string& raw_human, bool verbatim = false) const {
     if (json_output) {
       std::cout << nlohmann::json{{"status", "ok"}, {"data", RedactJson(data)}}.dump(
                        -1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << "\n";
       return 0;
     }
-    const std::string human = Redact(raw_human);
+    const std::string human = verbatim ? Redact(raw_human) : PrintableText(Redact(raw_human));
     if (!human.empty()) {
       std::cout << human;
       if (human.back() != '\n') std::cout << "\n";
@@ -46,7 +48,7 @@ struct CliContext {
 
   // Prints an error (JSON on stdout with --json; always a line on stderr). Returns the exit code.
   int Failed(const Error& error) const {
-    const std::string message = Redact(error.message);
+    const std::string message = PrintableText(Redact(error.message));
     if (json_output) {
       std::cout << nlohmann::json{{"status", "error"},
                                   {"error",
@@ -62,7 +64,7 @@ struct CliContext {
   // `human` (when given) goes to stdout first. Masked as Ok and Failed are.
   int FailedWith(const Error& error, const nlohmann::json& data,
                  const std::string& human = "") const {
-    const std::string message = Redact(error.message);
+    const std::string message = PrintableText(Redact(error.message));
     if (json_output) {
       std::cout << nlohmann::json{{"status", "error"},
                                   {"error",
@@ -71,7 +73,7 @@ struct CliContext {
                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << "\n";
     } else if (!human.empty()) {
-      std::cout << Redact(human);
+      std::cout << PrintableText(Redact(human));
     }
     std::cerr << "safepoint: " << message << "\n";
     return ExitCodeFor(error.code);

@@ -149,14 +149,22 @@ void Controller::Stop() {
   Publish(Topic("availability"), "offline", true);
 }
 
-bool Controller::Submit(JobRunner::Job job) {
+bool Controller::Submit(std::string what, JobRunner::Job job) {
   if (pending_jobs_ > 0) return false;
-  Enqueue(std::move(job));
+  Enqueue(std::move(what), std::move(job));
   return true;
 }
 
-void Controller::Enqueue(JobRunner::Job job) {
+std::string Controller::WorkerBusyMessage() const {
+  // The lifecycle's operation says the most (an update's id, its state); else the job that runs.
+  if (lifecycle_.Busy()) return lifecycle_.BusyMessage();
+  return "busy: " + (job_names_.empty() ? std::string("another operation") : job_names_.front()) +
+         " is in progress";
+}
+
+void Controller::Enqueue(std::string what, JobRunner::Job job) {
   ++pending_jobs_;
+  job_names_.push_back(std::move(what));
   jobs_.Run([this, job = std::move(job)] {
     std::function<void()> done;
     try {
@@ -171,6 +179,7 @@ void Controller::Enqueue(JobRunner::Job job) {
     }
     return std::function<void()>([this, done = std::move(done)] {
       --pending_jobs_;
+      job_names_.pop_front();  // the runner runs jobs in the order they were queued
       done();
     });
   });
@@ -203,7 +212,7 @@ void Controller::Execute(const Action& action) {
                  [&](const DeleteBackup& a) {
                    // Queued, never refused: a request that follows at once waits for it.
                    std::string id = a.backup_id;
-                   Enqueue([this, id] {
+                   Enqueue("the deletion of safety point " + id, [this, id] {
                      auto st = backend_.Delete(id);
                      return std::function<void()>([this, id, st] {
                        if (!st)
@@ -217,7 +226,7 @@ void Controller::Execute(const Action& action) {
                    // Runs before the rollback the lifecycle starts next (the worker is sequential).
                    std::string id = a.backup_id;
                    const bool keep = a.keep_existing;
-                   Enqueue([this, id, keep] {
+                   Enqueue("recording the fingerprint of " + id, [this, id, keep] {
                      auto st = backend_.RecordFingerprint(id, keep);
                      return std::function<void()>([id, st] {
                        if (!st) {
@@ -254,7 +263,7 @@ void Controller::Execute(const Action& action) {
 // The files an update changed, as the event `update_changes`: queued on the worker behind what
 // it does (never refused), so a rollback the health check starts next waits for it.
 void Controller::ReportChanges(const service::ReportChanges& action) {
-  Enqueue([this, action] {
+  Enqueue("the report of the update's changes", [this, action] {
     auto report = backend_.ContentDiff(action.backup_id, std::nullopt, /*hunks=*/false);
     return std::function<void()>([this, action, report] {
       json data = {{"update_id", action.update_id},
@@ -306,7 +315,8 @@ void Controller::RunBackup(const service::StartBackup& action, entities::EntityS
                            snapshot::LiveState live) {
   // Queued behind what the worker still does (the deletion of a cancelled safety point, a
   // verify): the lifecycle already allows one operation at a time.
-  Enqueue([this, action, entities, live = std::move(live), progress = ProgressReporter()] {
+  Enqueue("a safety point", [this, action, entities, live = std::move(live),
+                             progress = ProgressReporter()] {
     auto m = backend_.Backup(action.reason, action.update, progress, entities, live);
     // Only the counts are reported: the entries go before retention may verify (scrypt again).
     if (m) manifest::DropEntries(*m);
@@ -363,7 +373,7 @@ void Controller::ReportRetention(const Result<store::PruneReport>& report) {
 
 void Controller::StartRollback(const service::StartRollback& action) {
   // Queued behind a fingerprint job when one is pending; the lifecycle allows one rollback.
-  Enqueue([this, action, progress = ProgressReporter()] {
+  Enqueue("a rollback to " + action.backup_id, [this, action, progress = ProgressReporter()] {
     auto outcome = backend_.Rollback(action.backup_id, action.on_conflict, progress);
     return std::function<void()>([this, outcome] {
       Execute(lifecycle_.OnRollbackDone(outcome, clock_.Now()));
@@ -383,7 +393,7 @@ void Controller::RunHealthCheck(const std::string& backup_id) {
     return;
   }
   // After a restart the states at backup time come from the safety point itself.
-  Enqueue([this, id = backup_id, now_snapshot] {
+  Enqueue("the health check", [this, id = backup_id, now_snapshot] {
     auto before = backend_.EntitiesOf(id);
     return std::function<void()>([this, before, now_snapshot] {
       std::vector<std::string> unavailable;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -97,11 +98,13 @@ class Controller {
 
  private:
   // Runs `job` when no job is pending (false when one is). For the commands outside the
-  // lifecycle (verify, delete).
-  bool Submit(JobRunner::Job job);
+  // lifecycle (verify, delete). `what` names it in a busy answer ("a verify").
+  bool Submit(std::string what, JobRunner::Job job);
   // Queues `job` behind the pending ones, never refusing. For the lifecycle's actions: it
   // allows one operation at a time, and the runner keeps their order.
-  void Enqueue(JobRunner::Job job);
+  void Enqueue(std::string what, JobRunner::Job job);
+  // The answer to a command refused because the worker is busy: names what it does.
+  [[nodiscard]] std::string WorkerBusyMessage() const;
   // A progress callback for a job: posts the lifecycle's progress every 5 %.
   store::ProgressFn ProgressReporter();
 
@@ -183,6 +186,8 @@ class Controller {
   std::mutex in_use_mu_;
   std::optional<std::string> in_use_;
   int pending_jobs_ = 0;
+  // What each queued or running job does, oldest (the running one) first.
+  std::deque<std::string> job_names_;
   std::mt19937 rng_{std::random_device{}()};
   DailySchedule schedule_;
   // Shared by error answers and the log lines about invalid messages: an invalid message takes

@@ -168,7 +168,7 @@ void Controller::Rollback(const RollbackCommand& c) {
 void Controller::Verify(const VerifyCommand& c) {
   std::vector<std::string> ids;
   if (c.backup_id) ids.push_back(*c.backup_id);
-  const bool ok = Submit([this, ids, tx = transaction_, name = command_name_] {
+  const bool ok = Submit("a verify", [this, ids, tx = transaction_, name = command_name_] {
     auto r = backend_.Verify(ids);
     return std::function<void()>([this, r, tx, name] {
       if (!r) {
@@ -180,14 +180,14 @@ void Controller::Verify(const VerifyCommand& c) {
     });
   });
   if (!ok) {
-    Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"}, json::object(),
+    Respond(command_name_, Error{ErrorCode::kBusy, WorkerBusyMessage()}, json::object(),
             transaction_);
   }
 }
 
 // The answer of `diff`: the per-file summary, and for one path the patch (bounded).
 void Controller::Diff(const DiffCommand& c) {
-  const bool ok = Submit([this, c, tx = transaction_, name = command_name_] {
+  const bool ok = Submit("a diff", [this, c, tx = transaction_, name = command_name_] {
     auto r = backend_.ContentDiff(c.backup_id, c.path, /*hunks=*/c.path.has_value());
     return std::function<void()>([this, c, r, tx, name] {
       if (!r) {
@@ -198,7 +198,7 @@ void Controller::Diff(const DiffCommand& c) {
     });
   });
   if (!ok) {
-    Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"}, json::object(),
+    Respond(command_name_, Error{ErrorCode::kBusy, WorkerBusyMessage()}, json::object(),
             transaction_);
   }
 }
@@ -212,7 +212,8 @@ void Controller::Delete(const DeleteCommand& c) {
             json::object(), transaction_);
     return;
   }
-  const bool ok = Submit([this, id = c.backup_id, tx = transaction_, name = command_name_] {
+  const bool ok = Submit("the deletion of safety point " + c.backup_id,
+                         [this, id = c.backup_id, tx = transaction_, name = command_name_] {
     auto st = backend_.Delete(id);
     return std::function<void()>([this, id, st, tx, name] {
       if (!st) {
@@ -227,7 +228,7 @@ void Controller::Delete(const DeleteCommand& c) {
     });
   });
   if (!ok) {
-    Respond(command_name_, Error{ErrorCode::kBusy, "another operation is running"}, json::object(),
+    Respond(command_name_, Error{ErrorCode::kBusy, WorkerBusyMessage()}, json::object(),
             transaction_);
   }
 }

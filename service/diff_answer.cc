@@ -1,5 +1,8 @@
 #include "service/diff_answer.h"
 
+#include "core/base/json_name.h"
+#include "core/base/utf8.h"
+
 namespace safepoint::service {
 
 namespace {
@@ -21,13 +24,15 @@ json ChangedFilesJson(const diff::Report& report, std::size_t max) {
   json files = json::array();
   for (const auto& f : report.files) {
     if (files.size() >= max) break;
-    files.push_back({{"path", f.path},
-                     {"change", diff::FileChangeName(f.change)},
-                     {"type", f.type},
-                     {"binary", f.binary},
-                     {"added", f.added},
-                     {"removed", f.removed},
-                     {"notes", f.notes}});
+    json file = json::object();
+    PutName(file, "path", f.path);  // "path_b64" when the name is not UTF-8
+    file.update({{"change", diff::FileChangeName(f.change)},
+                 {"type", f.type},
+                 {"binary", f.binary},
+                 {"added", f.added},
+                 {"removed", f.removed},
+                 {"notes", f.notes}});
+    files.push_back(std::move(file));
   }
   return files;
 }
@@ -39,7 +44,7 @@ std::string ChangesMessage(const diff::Report& report, std::string_view lead,
   std::string out = std::string(lead) + " " + std::to_string(n) + (n == 1 ? " file: " : " files: ");
   for (std::size_t i = 0; i < n && i < max_named; ++i) {
     if (i) out += ", ";
-    out += report.files[i].path + " (" + Counts(report.files[i]) + ")";
+    out += QuoteName(report.files[i].path) + " (" + Counts(report.files[i]) + ")";
   }
   if (n > max_named) out += " and " + std::to_string(n - max_named) + " more";
   return out + ".";

@@ -302,13 +302,15 @@ class Lifecycle {
   [[nodiscard]] State state() const { return current_.state; }
   // True while an operation runs (every state but idle and error).
   [[nodiscard]] bool Busy() const;
+  // Why a command is refused while an operation runs: "busy: update 'X' is in progress
+  // (updating)".
+  [[nodiscard]] std::string BusyMessage() const;
   // The `<base>/status` payload: {state, operation, progress, pending, last_backup, last_error}.
   [[nodiscard]] nlohmann::json StatusJson() const;
 
  private:
   void Reset(State state);
   void FinishUpdate(std::string outcome);
-  [[nodiscard]] std::string BusyMessage() const;
   [[nodiscard]] std::string FormatTime(TimePoint time) const;
   [[nodiscard]] std::string BackupSummaryText(const BackupSummary& summary) const;
   [[nodiscard]] PublishEvent Event(EventType type, std::string message, nlohmann::json data,

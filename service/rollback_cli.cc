@@ -100,8 +100,10 @@ void AddDiff(CLI::App& app, CliContext& cli, const std::shared_ptr<RollbackArgs>
     request.options.hunks = args->patch;
     auto report = ops.ContentDiff(std::move(request));
     if (!report) return cli.Failed(report.error());
+    // A patch is printed as it is: its lines are the files' own (names are quoted in it).
     return cli.Ok(diff::ToJson(*report, args->patch),
-                  args->patch ? diff::RenderPatch(*report) : diff::RenderSummary(*report));
+                  args->patch ? diff::RenderPatch(*report) : diff::RenderSummary(*report),
+                  /*verbatim=*/args->patch);
   }));
 }
 

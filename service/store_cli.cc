@@ -12,13 +12,16 @@
 #include <vector>
 
 #include "core/base/fs.h"
+#include "core/base/utf8.h"
 #include "core/config/config.h"
 #include "core/sources/snapshot.h"
 #include "core/store/store.h"
 #include "service/cli_context.h"
 #include "service/collect.h"
+#include "service/commands.h"
 #include "service/lifecycle.h"
 #include "service/operations.h"
+#include "service/payload.h"
 #include "service/state_file.h"
 
 namespace safepoint::service {
@@ -50,6 +53,14 @@ void AddBackup(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
   backup->add_option("--reason", a->reason, "why (shown in list and in the manifest)");
   backup->callback(cli.Run([&cli, a](Operations& ops) {
     const std::string& reason = a->reason;
+    // The same rule as the MQTT `backup` command's: one line of at most 256 bytes.
+    if (auto st = payload::CheckText("--reason", reason, kMaxReasonLength, payload::TextKind::kLine);
+        !st) {
+      return cli.Failed(st.error());
+    }
+    if (!IsValidUtf8(reason)) {
+      return cli.Failed({ErrorCode::kBadInput, "'--reason' is not valid UTF-8"});
+    }
     std::optional<entities::EntitySnapshot> entities;
     if (cli.config->mqtt) {
       auto collected = CollectRetainedStates(*cli.config, cli.clock);
@@ -94,16 +105,16 @@ void AddList(CLI::App& app, CliContext& cli) {
     std::string human;
     for (const auto& l : *all) {
       arr.push_back(ListingJson(l));
-      char line[512];
+      // The columns have a fixed width; the reason (any length, quoted) and the problem follow.
+      char columns[96];
       if (l.manifest) {
-        std::snprintf(line, sizeof line, "%-22s %6zu files %10s  %s\n", l.id.c_str(),
-                      l.manifest->FileCount(), HumanBytes(l.manifest->TotalBytes()).c_str(),
-                      l.manifest->reason.c_str());
+        std::snprintf(columns, sizeof columns, "%-22s %6zu files %10s  ", l.id.c_str(),
+                      l.manifest->FileCount(), HumanBytes(l.manifest->TotalBytes()).c_str());
+        human += columns + QuoteName(l.manifest->reason) + "\n";
       } else {
-        std::snprintf(line, sizeof line, "%-22s (unreadable: %s)\n", l.id.c_str(),
-                      l.problem.c_str());
+        std::snprintf(columns, sizeof columns, "%-22s ", l.id.c_str());
+        human += columns + ("(unreadable: " + l.problem + ")\n");
       }
-      human += line;
     }
     if (all->empty()) human = "no safety points yet\n";
     return cli.Ok(arr, human);
@@ -118,7 +129,7 @@ void AddShow(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
     if (!m) return cli.Failed(m.error());
     std::string human = "id:         " + m->id + "\nformat:     " + std::to_string(m->format) +
                         (m->format == 1 ? " (entry list in plaintext manifest.json)" : "") +
-                        "\ncreated:    " + m->created_at + "\nreason:     " + m->reason + "\n";
+                        "\ncreated:    " + m->created_at + "\nreason:     " + QuoteName(m->reason) + "\n";
     if (m->update) {
       human += "update:     " + m->update->update_id + " (" + m->update->target + " " +
                m->update->from_version + " -> " + m->update->to_version + ")\n";
@@ -130,8 +141,8 @@ void AddShow(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
     // One form only: at 100k entries each of them is tens of megabytes.
     if (!cli.json_output) {
       for (const auto& e : m->entries) {
-        human += "  " + std::string(manifest::EntryTypeName(e.type)) + "  " + e.path;
-        if (e.type == manifest::EntryType::kSymlink) human += " -> " + e.link_target;
+        human += "  " + std::string(manifest::EntryTypeName(e.type)) + "  " + QuoteName(e.path);
+        if (e.type == manifest::EntryType::kSymlink) human += " -> " + QuoteName(e.link_target);
         if (e.type == manifest::EntryType::kFile) human += "  (" + std::to_string(e.size) + " B)";
         human += "\n";
       }

@@ -3,6 +3,8 @@
 #include <cstdio>
 
 #include "core/base/human.h"
+#include "core/base/json_name.h"
+#include "core/base/utf8.h"
 
 namespace safepoint::diff {
 
@@ -98,7 +100,7 @@ FileDiff DiffFile(const std::string& path, const Side& before, const Side& after
     if (shown.type == EntryType::kSymlink || before.type == EntryType::kSymlink) {
       const std::string from = before.present ? before.link_target : "";
       const std::string to = after.present ? after.link_target : "";
-      if (from != to) d.notes.push_back("link " + from + " -> " + to);
+      if (from != to) d.notes.push_back("link " + QuoteName(from) + " -> " + QuoteName(to));
     }
     return d;
   }
@@ -120,14 +122,18 @@ FileDiff DiffFile(const std::string& path, const Side& before, const Side& after
 std::string RenderFile(const Report& report, const FileDiff& f) {
   std::string out;
   if (!f.notes.empty()) {
-    out += f.path + ":";
+    out += QuoteName(f.path) + ":";
     for (std::size_t i = 0; i < f.notes.size(); ++i) out += (i ? "; " : " ") + f.notes[i];
     out += "\n";
   }
   if (f.hunks.empty()) return out;
-  out += "--- " + (f.change == FileChange::kAdded ? "/dev/null" : report.old_label + "/" + f.path);
+  // Names as git writes them (quoted when they must be), which patch(1) and git apply read.
+  out += "--- " +
+         (f.change == FileChange::kAdded ? "/dev/null" : QuoteName(report.old_label + "/" + f.path));
   out += "\n+++ " +
-         (f.change == FileChange::kDeleted ? "/dev/null" : report.new_label + "/" + f.path) + "\n";
+         (f.change == FileChange::kDeleted ? "/dev/null"
+                                           : QuoteName(report.new_label + "/" + f.path)) +
+         "\n";
   for (const auto& h : f.hunks) {
     out += HunkHeader(h) + "\n";
     for (const auto& line : h.lines) out += line + "\n";
@@ -146,7 +152,7 @@ std::string RenderSummary(const Report& report) {
   std::size_t added = 0;
   std::size_t removed = 0;
   for (const auto& f : report.files) {
-    out += std::string(FileChangeName(f.change)) + " " + f.path;
+    out += std::string(FileChangeName(f.change)) + " " + QuoteName(f.path);
     if (f.added || f.removed) {
       out += " (+" + std::to_string(f.added) + " -" + std::to_string(f.removed) + ")";
     }
@@ -171,11 +177,16 @@ json ToJson(const Report& report, bool with_hunks) {
     ++counts[static_cast<int>(f.change)];
     added += f.added;
     removed += f.removed;
-    json j = {{"path", f.path},         {"change", FileChangeName(f.change)},
-              {"type", f.type},         {"binary", f.binary},
-              {"old_size", f.old_size}, {"new_size", f.new_size},
-              {"added", f.added},       {"removed", f.removed},
-              {"notes", f.notes}};
+    json j = json::object();
+    PutName(j, "path", f.path);  // "path_b64" when the name is not UTF-8
+    j.update({{"change", FileChangeName(f.change)},
+              {"type", f.type},
+              {"binary", f.binary},
+              {"old_size", f.old_size},
+              {"new_size", f.new_size},
+              {"added", f.added},
+              {"removed", f.removed},
+              {"notes", f.notes}});
     if (with_hunks) {
       json hunks = json::array();
       for (const auto& h : f.hunks) {

@@ -16,6 +16,8 @@
 #include <utility>
 
 #include "core/base/io.h"
+#include "core/base/json_name.h"
+#include "core/base/utf8.h"
 #include "core/base/sha256.h"
 #include "core/rollback/internal.h"
 #include "core/rollback/journal.h"
@@ -334,7 +336,7 @@ std::string ConflictMessage(const Plan& plan) {
                     (conflicts.size() == 1 ? " file was" : " files were") +
                     " changed locally since safety point " + plan.id + ": ";
   for (std::size_t i = 0; i < conflicts.size() && i < kConflictsInMessage; ++i) {
-    msg += (i == 0 ? "" : ", ") + conflicts[i];
+    msg += (i == 0 ? "" : ", ") + QuoteName(conflicts[i]);
   }
   if (conflicts.size() > kConflictsInMessage) {
     msg += " and " + std::to_string(conflicts.size() - kConflictsInMessage) + " more";
@@ -428,14 +430,29 @@ Result<Plan> MakePlan(const config::Config& config, const store::Store& store,
   return internal::PlanWith(config, *m, *fp, policy, *current);
 }
 
+namespace {
+
+// Names in a list of strings, as text (QuoteName): exact ones are in `entries`.
+std::vector<std::string> Quoted(const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  out.reserve(names.size());
+  for (const auto& n : names) out.push_back(QuoteName(n));
+  return out;
+}
+
+}  // namespace
+
 json ToJson(const Plan& plan) {
   json entries = json::array();
   for (const auto& e : plan.entries) {
     if (e.change == Change::kUnchanged) continue;
-    json j = {{"path", e.path}, {"change", ChangeName(e.change)}, {"action", ActionName(e.action)}};
+    json j = json::object();
+    PutName(j, "path", e.path);  // "path_b64" when the name is not UTF-8
+    j["change"] = ChangeName(e.change);
+    j["action"] = ActionName(e.action);
     const auto& shown = e.target ? e.target : e.current;
     if (shown) j["type"] = manifest::EntryTypeName(shown->type);
-    if (!e.beside.empty()) j["beside"] = e.beside;
+    if (!e.beside.empty()) PutName(j, "beside", e.beside);
     entries.push_back(std::move(j));
   }
   return {
@@ -451,8 +468,8 @@ json ToJson(const Plan& plan) {
         {"added", plan.Count(Change::kAdded)}}},
       {"files_read", {{"hashed", plan.files_hashed}, {"unchanged_by_stamp", plan.files_trusted}}},
       {"entries", entries},
-      {"conflicts", plan.Conflicts()},
-      {"not_restored", plan.not_restored},
+      {"conflicts", Quoted(plan.Conflicts())},
+      {"not_restored", Quoted(plan.not_restored)},
       {"warnings", plan.warnings}};
 }
 
@@ -460,13 +477,13 @@ std::string Describe(const Plan& plan) {
   std::string out;
   for (const auto& e : plan.entries) {
     if (e.change == Change::kUnchanged || e.implicit_dir) continue;
-    std::string line = "  " + std::string(ChangeName(e.change)) + ": " + e.path;
+    std::string line = "  " + std::string(ChangeName(e.change)) + ": " + QuoteName(e.path);
     switch (e.action) {
       case Action::kRestore:
         line += " (restore)";
         break;
       case Action::kRestoreBeside:
-        line += " (keep local, restore beside as " + e.beside + ")";
+        line += " (keep local, restore beside as " + QuoteName(e.beside) + ")";
         break;
       case Action::kMoveAside:
         line += " (move aside)";
@@ -490,7 +507,7 @@ std::string Describe(const Plan& plan) {
   if (!plan.not_restored.empty()) {
     out += "not written back (reported only): ";
     for (std::size_t i = 0; i < plan.not_restored.size(); ++i) {
-      out += (i == 0 ? "" : ", ") + plan.not_restored[i];
+      out += (i == 0 ? "" : ", ") + QuoteName(plan.not_restored[i]);
     }
     out += "\n";
   }

@@ -98,7 +98,7 @@ std::string SourcePath(const BackupRequest& request, const InputEntry& entry) {
 
 std::string Store::DirOf(const std::string& id) const { return options_.backup_dir + "/" + id; }
 
-Status Store::Prepare() {
+Status Store::Prepare(bool read_only) {
   const std::string& dir = options_.backup_dir;
   if (dir.empty()) return Fail(ErrorCode::kBadInput, "backup dir is not set");
   struct stat st {};
@@ -109,7 +109,8 @@ Status Store::Prepare() {
     if (!S_ISDIR(st.st_mode)) {
       return Fail(ErrorCode::kBadInput, "backup dir " + dir + " is not a directory");
     }
-    if ((st.st_mode & 07777) != 0700) SP_RETURN_IF_ERROR(fs_.Chmod(dir, 0700));
+    // A reader changes nothing (the store may be a read-only mount); a writer fixes the mode.
+    if (!read_only && (st.st_mode & 07777) != 0700) SP_RETURN_IF_ERROR(fs_.Chmod(dir, 0700));
     return {};
   }
   if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dir));
@@ -121,9 +122,19 @@ Status Store::Prepare() {
 }
 
 Result<StoreLock> Store::Lock(LockMode mode) {
-  SP_RETURN_IF_ERROR(Prepare());
+  const bool shared = mode == LockMode::kShared;
+  SP_RETURN_IF_ERROR(Prepare(/*read_only=*/shared));
   std::string path = options_.backup_dir + "/.lock";
-  int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  // flock(2) takes a shared lock through a read-only descriptor too, so a reader needs no
+  // write access to an existing lock file.
+  int fd = shared ? ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+  if (fd < 0 && (!shared || errno == ENOENT)) {
+    fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    // No lock file, and none can be made (a read-only mount, a directory the reader may not
+    // write): no safepoint has written here since the directory was made, and none can on a
+    // read-only mount, so a reader goes on without one.
+    if (fd < 0 && shared && (errno == EROFS || errno == EACCES)) return StoreLock(-1, mode);
+  }
   if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", path));
   int op = (mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
   if (::flock(fd, op) != 0) {

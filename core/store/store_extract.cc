@@ -126,14 +126,20 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
     }
   }
   struct stat st {};
+  bool made_dest = false;
   if (::lstat(dest.c_str(), &st) != 0) {
     if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dest));
     SP_RETURN_IF_ERROR(fs_.MakeDir(dest, 0700));
+    made_dest = true;
   } else if (!S_ISDIR(st.st_mode)) {
     return Fail(ErrorCode::kBadInput, "--to " + dest + " is not a directory");
   }
   std::string tmpl = dest + "/.safepoint-extract-XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) return tl::unexpected(ErrnoError(errno, "mkdtemp", dest));
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    const int err = errno;
+    if (made_dest) (void)::rmdir(dest.c_str());
+    return tl::unexpected(ErrnoError(err, "mkdtemp", dest));
+  }
   const std::string staging = tmpl;
   auto result = [&]() -> Result<std::size_t> {
     StagingVisitor visitor(fs_, staging, paths);
@@ -175,6 +181,9 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
     return count;
   }();
   (void)fs_.RemoveTree(staging);
+  // A failed extract (a wrong passphrase, a damaged safety point) leaves no trace: the directory
+  // it made is removed again while nothing was published into it.
+  if (!result && made_dest) (void)::rmdir(dest.c_str());
   return result;
 }
 

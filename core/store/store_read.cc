@@ -497,10 +497,18 @@ Status Store::Decrypt(const std::string& id, const Secret& passphrase, ByteSink&
       if (!n) return tl::unexpected(n.error());
       if (*n == 0) break;
     }
-    if (hashing.bytes() != outer->payload->size || hashing.FinalHex() != outer->payload->sha256) {
+    if (hashing.bytes() != outer->payload->size) {
       return Fail(ErrorCode::kCorrupt,
-                  "safety point " + id + ": payload differs from manifest.json (" +
-                      std::to_string(hashing.bytes()) + " bytes; truncated or replaced)");
+                  "safety point " + id + ": the payload has " + std::to_string(hashing.bytes()) +
+                      " bytes, manifest.json says " + std::to_string(outer->payload->size) +
+                      " (truncated or replaced); nothing was written");
+    }
+    if (hashing.FinalHex() != outer->payload->sha256) {
+      return Fail(ErrorCode::kCorrupt,
+                  "safety point " + id +
+                      ": the payload is damaged (its size is right, its SHA-256 differs from "
+                      "manifest.json); nothing was written. `safepoint verify " +
+                      id + "` names the damaged part");
     }
     if (::lseek(file->fd(), 0, SEEK_SET) != 0) {
       return Fail(ErrorCode::kIo, "seek " + *path + ": " + std::strerror(errno));

@@ -144,10 +144,63 @@ TEST_F(Cli, WrongPassphraseHasItsOwnExitCodeAndLeavesNoOutput) {
   const std::string out = dir_.Sub("out");
   auto x = Run({"extract", id, "--to", out});
   EXPECT_EQ(x.exit_code, 4);
-  EXPECT_TRUE(!fs::exists(out) || fs::is_empty(out));
+  EXPECT_FALSE(fs::exists(out));
   auto d = Run({"decrypt", id});
   EXPECT_EQ(d.exit_code, 4);
   EXPECT_TRUE(d.out.empty());
+}
+
+// Found by a new-user walkthrough: on a backup dir mounted read-only (the disk of a dead machine,
+// at restore time) every reading command failed with `open .lock: Read-only file system`. As
+// root the store is bind-mounted read-only in a private mount namespace; otherwise it is made
+// unwritable (chmod 0500). With and without a lock file, every reading command answers, and
+// the store is left byte for byte as it was.
+TEST_F(Cli, ReadingCommandsWorkOnAReadOnlyBackupDir) {
+  const std::string id = BackupId();
+  WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: Changed\n");
+  const bool root = ::geteuid() == 0;
+  if (root && RunProcess({"/usr/bin/unshare", "-m", "/bin/true"}).exit_code != 0) {
+    GTEST_SKIP() << "root without the right to make a mount namespace (CAP_SYS_ADMIN)";
+  }
+  const auto run_read_only = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {SAFEPOINT_BINARY, "--config", config_, "--json"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    if (!root) {
+      ::chmod(backups_.c_str(), 0500);
+      auto r = RunProcess(argv);
+      ::chmod(backups_.c_str(), 0700);
+      return r;
+    }
+    std::vector<std::string> sh = {"/usr/bin/unshare", "-m", "/bin/sh", "-c",
+                                   "mount --bind -o ro \"$0\" \"$0\" && exec \"$@\"", backups_};
+    sh.insert(sh.end(), argv.begin(), argv.end());
+    return RunProcess(sh);
+  };
+  for (const bool with_lock : {true, false}) {
+    if (!with_lock) {
+      ASSERT_TRUE(fs::remove(backups_ + "/.lock"));
+    }
+    const auto before = testing::SnapTree(backups_);
+    const std::string out = dir_.Sub(with_lock ? "out-locked" : "out-unlocked");
+    for (const std::vector<std::string>& args :
+         std::vector<std::vector<std::string>>{{"list"},
+                                               {"show", id},
+                                               {"verify", id},
+                                               {"verify", "--all"},
+                                               {"diff", id},
+                                               {"diff", id, "--patch"},
+                                               {"extract", id, "--to", out}}) {
+      auto r = run_read_only(args);
+      EXPECT_EQ(r.exit_code, 0) << args[0] << " (lock file: " << with_lock << "): " << r.out
+                                << r.err;
+      EXPECT_EQ(json::parse(r.out, nullptr, false).value("status", ""), "ok") << r.out;
+    }
+    EXPECT_EQ(ReadFile(out + "/ha_config/configuration.yaml"), "homeassistant:\n  name: Test\n");
+    auto decrypted = run_read_only({"decrypt", id});
+    EXPECT_EQ(decrypted.exit_code, 0) << decrypted.err;
+    EXPECT_EQ(decrypted.out.substr(0, 4), "\x28\xb5\x2f\xfd");  // a zstd frame
+    EXPECT_EQ(testing::SnapTree(backups_), before);
+  }
 }
 
 TEST_F(Cli, MissingPassphraseKeyIsBadInputNamingTheKey) {

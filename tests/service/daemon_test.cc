@@ -563,6 +563,9 @@ TEST_F(DaemonTest, VerifyReportsEachSafetyPointAndIsRefusedWhileAJobRuns) {
   backend_.corrupt = "2026-12-02_10-00-02";
   Command("verify", json::object());
   EXPECT_EQ(Response("verify"), json());  // answered when the job is done
+  // A command refused meanwhile is told what runs (mqtt-api.md, "busy").
+  Command("diff", {{"backup_id", "2026-12-02_10-00-01"}});
+  EXPECT_EQ(Response("diff")["error"], "busy: a verify is in progress");
   Work();
   EXPECT_EQ(Response("verify"), json::parse(R"({"status":"error",
     "error":"corrupt: payload hash mismatch",
@@ -572,7 +575,7 @@ TEST_F(DaemonTest, VerifyReportsEachSafetyPointAndIsRefusedWhileAJobRuns) {
 
   Command("backup", json::object());  // its job is pending
   Command("verify", {{"backup_id", "2026-12-02_10-00-01"}});
-  EXPECT_EQ(Response("verify")["error"], "busy: another operation is running");
+  EXPECT_EQ(Response("verify")["error"], "busy: a safety point is in progress (backing_up)");
   Work();
 }
 
@@ -619,7 +622,7 @@ TEST_F(DaemonTest, DiffAnswersTheSummaryAndForOnePathThePatch) {
   EXPECT_TRUE(Response("diff")["error"].get<std::string>().starts_with("bad_input: 'path'"));
   Command("backup", json::object());  // its job is pending
   Command("diff", {{"backup_id", "2026-12-02_10-00-01"}});
-  EXPECT_EQ(Response("diff")["error"], "busy: another operation is running");
+  EXPECT_EQ(Response("diff")["error"], "busy: a safety point is in progress (backing_up)");
   Work();
 }
 
