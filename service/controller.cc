@@ -94,7 +94,9 @@ void Controller::Start() {
   }
   LoadPersisted();
   RefreshSafetyPoints();
-  if (!lifecycle_.Snapshot().last_backup) Execute(lifecycle_.SetLastBackup(Newest()));
+  // The store decides, not the state file: the CLI may have taken or rolled back (a new
+  // pre-rollback point) or deleted safety points while the service was stopped.
+  Execute(lifecycle_.SetLastBackup(Newest()));
   started_ = true;
   spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
                mqtt_config_.base_topic);
@@ -378,6 +380,8 @@ void Controller::StartRollback(const service::StartRollback& action) {
     return std::function<void()>([this, outcome] {
       Execute(lifecycle_.OnRollbackDone(outcome, clock_.Now()));
       RefreshSafetyPoints();
+      // A rollback takes a pre-rollback safety point first: the newest one now.
+      Execute(lifecycle_.SetLastBackup(Newest()));
     });
   });
 }

@@ -103,17 +103,8 @@ class FakeBackend final : public Backend {
       progress(100, 100);
     }
     if (backup_error) return tl::unexpected(*backup_error);
-    manifest::Manifest m;
-    m.created_unix = std::chrono::system_clock::to_time_t(clock_.Now());
-    m.id = "2026-12-02_10-00-" + std::string(next_ < 10 ? "0" : "") + std::to_string(next_);
-    ++next_;
-    m.created_at = "2026-12-02T10:00:00+00:00";
-    m.reason = reason;
+    manifest::Manifest m = NewPoint(reason);
     m.update = update;
-    m.payload = manifest::Payload{"payload.tar.zst.age", 1000, std::string(64, 'a')};
-    m.entries_listed = false;
-    m.listed_files = 3;
-    m.listed_bytes = 1000;
     points.push_back(m);
     stored_entities[m.id] = entities;
     return m;
@@ -169,7 +160,10 @@ class FakeBackend final : public Backend {
     if (!conflicts.empty() && policy == ConflictPolicy::kAbort) {
       return RollbackOutcome::Conflicts(conflicts);
     }
-    return RollbackOutcome::Ok(3, "pre-rollback");
+    // As the real one: the files as they were before are a new safety point, the newest.
+    manifest::Manifest pre = NewPoint("pre-rollback to " + id);
+    points.push_back(pre);
+    return RollbackOutcome::Ok(3, pre.id);
   }
   Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) override {
     auto it = stored_entities.find(id);
@@ -202,6 +196,21 @@ class FakeBackend final : public Backend {
     png.notes = {"binary, 7 B -> 8 B"};
     r.files = {config, png};
     return r;
+  }
+
+  // The next safety point's manifest: ids count up by the second from 10:00:01.
+  manifest::Manifest NewPoint(const std::string& reason) {
+    manifest::Manifest m;
+    m.created_unix = std::chrono::system_clock::to_time_t(clock_.Now());
+    m.id = "2026-12-02_10-00-" + std::string(next_ < 10 ? "0" : "") + std::to_string(next_);
+    ++next_;
+    m.created_at = "2026-12-02T10:00:00+00:00";
+    m.reason = reason;
+    m.payload = manifest::Payload{"payload.tar.zst.age", 1000, std::string(64, 'a')};
+    m.entries_listed = false;
+    m.listed_files = 3;
+    m.listed_bytes = 1000;
+    return m;
   }
 
   std::vector<manifest::Manifest>::iterator Find(const std::string& id) {
@@ -374,6 +383,34 @@ TEST_F(DaemonTest, ABrokenStateFileStartsIdleAndAValidOneIsResumed) {
   second->RunSafely([&] { second->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
   EXPECT_EQ(State(), "awaiting_confirmation");
   EXPECT_EQ(second->lifecycle().Snapshot().update->update_id, "u1");
+}
+
+// Found by a review: after a rollback `status.last_backup` stayed on the safety point before it,
+// though the rollback's pre-rollback safety point is the newest; and a restart kept whatever the
+// state file said, so points the CLI made while the service was stopped never showed there.
+TEST_F(DaemonTest, LastBackupIsTheNewestSafetyPointAfterARollbackAndAfterARestart) {
+  Make();
+  Command("backup", json::object());
+  Work();
+  Command("backup", json::object());
+  Work();
+  EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-02");
+  Command("rollback", {{"backup_id", "2026-12-02_10-00-01"}});
+  Work();
+  EXPECT_EQ(State(), "idle");
+  EXPECT_EQ(transport_.Last("sp/safety_points")["ids"][0], "2026-12-02_10-00-03");
+  EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-03");
+  // Stopped; a CLI rollback adds its pre-rollback point; the next start reports it.
+  controller_->Stop();
+  backend_.points.push_back(backend_.NewPoint("pre-rollback by the CLI"));
+  auto second = std::make_unique<Controller>(
+      *config_, fs_, clock_, backend_, transport_, jobs_,
+      [this] { return std::make_unique<FakeRetainedCheck>(&retained_); });
+  ASSERT_TRUE(second->Prepare());
+  second->Start();
+  second->RunSafely([&] { second->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
+  EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-04");
+  EXPECT_EQ(transport_.Last("sp/safety_points")["ids"][0], "2026-12-02_10-00-04");
 }
 
 // ---- The update flow ----
