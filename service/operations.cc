@@ -288,9 +288,12 @@ Status Operations::Delete(const std::string& id) {
 
 Result<store::PruneReport> Operations::Prune(std::function<bool(const std::string& id)> in_use) {
   auto lock = LockExclusive();
-  if (!lock) return tl::unexpected(lock.error());
-  auto passphrase = config::LoadPassphrase(config_);
-  if (!passphrase) return tl::unexpected(passphrase.error());
+  auto passphrase = lock ? config::LoadPassphrase(config_) : Result<Secret>(Secret());
+  if (!lock || !passphrase) {
+    // No retention now: the last backup's file key is not kept for a later one either.
+    store_.ForgetWritten();
+    return tl::unexpected(!lock ? lock.error() : passphrase.error());
+  }
   store::Retention r;
   r.keep_last = static_cast<int>(config_.retention.keep_last);
   r.keep_daily = static_cast<int>(config_.retention.keep_daily);

@@ -210,6 +210,9 @@ class Store {
   // another under its id): then the passphrase decides. Prune forgets that key, whatever it
   // returns. REQUIRES: exclusive lock.
   [[nodiscard]] Result<PruneReport> Prune(const Retention& retention, const Secret& passphrase);
+  // Forgets the file key of the last Backup without a Prune: for a caller whose retention
+  // fails before it reaches Prune, so the key is not kept until the next backup.
+  void ForgetWritten() { (void)TakeWritten(); }
 
   // Directory of a safety point (no checks).
   [[nodiscard]] std::string DirOf(const std::string& id) const;

@@ -758,10 +758,14 @@ TEST_F(StoreTest, PruneVerifiesThePointItsBackupWroteUnderItsFileKeyOnce) {
   Store other(options_, real_fs_, clock_);
   auto third = Backup(other, pass_);
   ASSERT_TRUE(third) << third.error().message;
+  // Only the wrong passphrase is left, and no safety point verifies with it: retention deletes
+  // nothing (it used to delete by count alone, possibly the only points that still open).
   report = store.Prune(r, wrong);
-  ASSERT_TRUE(report) << report.error().message;
-  EXPECT_EQ(report->protected_id, "");
-  EXPECT_EQ(report->deleted, (std::vector<std::string>{second->id}));
+  ASSERT_FALSE(report);
+  EXPECT_EQ(report.error().code, ErrorCode::kWrongPassphrase);
+  auto listed = store.List();
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->size(), 2u);
   // With the passphrase, the newest verifies as always.
   clock_.Advance(std::chrono::seconds(1));
   auto fourth = Backup(other, pass_);
@@ -769,7 +773,7 @@ TEST_F(StoreTest, PruneVerifiesThePointItsBackupWroteUnderItsFileKeyOnce) {
   report = store.Prune(r, pass_);
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_EQ(report->protected_id, fourth->id);
-  EXPECT_EQ(report->deleted, (std::vector<std::string>{third->id}));
+  EXPECT_EQ(report->deleted, (std::vector<std::string>{second->id, third->id}));
 }
 
 // A review finding: a backup that failed after its key was derived left that key remembered, so
@@ -811,6 +815,44 @@ TEST_F(StoreTest, PruneTrustsTheRememberedKeyOnlyForThePointItOpens) {
   ASSERT_TRUE(y) << y.error().message;
   ASSERT_EQ(y->id, x->id);
   ExpectPruneKeepsOnly(store, y->id, old->id);
+}
+
+// A caller whose retention fails before Prune (the lock busy, the secrets file unreadable)
+// forgets the key: the next Prune has only the passphrase, and when no safety point verifies
+// with it, retention deletes nothing (those it would delete may be the only ones that open).
+// With the key still remembered, the newest verifies under it and the older point goes.
+TEST_F(StoreTest, ForgetWrittenLeavesPruneOnlyThePassphrase) {
+  Secret wrong(std::string_view("not the passphrase"));
+  Retention r;
+  r.keep_last = 1;
+  r.keep_daily = 0;
+  for (const bool forget : {true, false}) {
+    Store store(options_, real_fs_, clock_);
+    auto old = Backup(store, pass_);
+    ASSERT_TRUE(old) << old.error().message;
+    clock_.Advance(std::chrono::seconds(60));
+    auto newest = Backup(store, pass_);
+    ASSERT_TRUE(newest) << newest.error().message;
+    clock_.Advance(std::chrono::seconds(60));
+    if (forget) store.ForgetWritten();
+    auto report = store.Prune(r, wrong);
+    if (forget) {
+      ASSERT_FALSE(report);
+      EXPECT_EQ(report.error().code, ErrorCode::kWrongPassphrase);
+      EXPECT_EQ(report.error().message.rfind("retention deleted nothing: no safety point verifies",
+                                             0),
+                0u)
+          << report.error().message;
+      auto listed = store.List();
+      ASSERT_TRUE(listed);
+      EXPECT_EQ(listed->size(), 2u);
+      ASSERT_TRUE(store.Delete(old->id));
+      ASSERT_TRUE(store.Delete(newest->id));
+    } else {
+      ASSERT_TRUE(report) << report.error().message;
+      EXPECT_EQ(report->deleted, (std::vector<std::string>{old->id}));
+    }
+  }
 }
 
 // Issue 9, finding 10: retention after every safety point must never delete the one a pending
