@@ -80,7 +80,7 @@ Result<store::BackupRequest> CollectWalked(const config::Config& config, sources
     if (e.header.type == manifest::EntryType::kSymlink) {
       if (auto st = manifest::CheckLinkTarget(e.header.path, e.header.link_target); !st) {
         request.warnings.push_back(
-            SanitizeUtf8("skipped " + SourcePath(request, e) + ": " + st.error().message));
+            "skipped " + QuoteName(SourcePath(request, e)) + ": " + SanitizeUtf8(st.error().message));
         continue;
       }
     }

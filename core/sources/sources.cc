@@ -21,6 +21,7 @@
 #include "core/base/fs.h"
 #include "core/base/glob.h"
 #include "core/base/io.h"
+#include "core/base/utf8.h"
 
 namespace safepoint::sources {
 namespace {
@@ -139,7 +140,7 @@ class TreeWalker {
         // A link leaving the tree could never be restored safely (rollback refuses it), so
         // it is left out here, with the one warning about it.
         if (const std::string problem = LinkProblem(child, target); !problem.empty()) {
-          out_->warnings.push_back(prefix_ + "/" + child + ": " + problem);
+          out_->warnings.push_back(QuoteName(prefix_ + "/" + child) + ": " + problem);
           continue;
         }
         Add(child, st, SourceEntry::Kind::kSymlink, std::move(target));
@@ -148,7 +149,7 @@ class TreeWalker {
       if (S_ISREG(st.st_mode)) {
         const auto size = static_cast<std::uint64_t>(st.st_size);
         if (size > tree_.max_file_size) {
-          out_->warnings.push_back(prefix_ + "/" + child + ": skipped, " + std::to_string(size) +
+          out_->warnings.push_back(QuoteName(prefix_ + "/" + child) + ": skipped, " + std::to_string(size) +
                                    " bytes is over sources." + key_ + ".max_file_size (" +
                                    std::to_string(tree_.max_file_size) + " bytes)");
           continue;
@@ -156,7 +157,7 @@ class TreeWalker {
         Add(child, st, SourceEntry::Kind::kFile, "");
         continue;
       }
-      out_->warnings.push_back(prefix_ + "/" + child + ": skipped, " + SpecialKind(st.st_mode) +
+      out_->warnings.push_back(QuoteName(prefix_ + "/" + child) + ": skipped, " + SpecialKind(st.st_mode) +
                                " (only files, directories and symlinks are backed up)");
     }
     return {};

@@ -212,6 +212,25 @@ TEST(CollectFiles, LinksLeavingTheTreeAreNotBackedUpWithOneWarningEach) {
                 "('../../outside')"}));
 }
 
+// A warning names the file it skipped exactly and on one line: a name that is not plain text
+// is quoted (QuoteName), not replaced by '?' (two such names were indistinguishable).
+TEST(CollectFiles, WarningsQuoteNamesThatAreNotPlainText) {
+  TempDir dir;
+  config::Config cfg = MakeConfig(dir);
+  const std::string ha = dir.Sub("ha");
+  fs::create_directories(ha + "/.openclaw/workspace");
+  ASSERT_EQ(::mkfifo((ha + "/pi\npe\xe9").c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo((ha + "/pipe\xe8").c_str(), 0600), 0);
+  auto c = CollectFiles(cfg);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->warnings,
+            (std::vector<std::string>{
+                "\"ha_config/pi\\npe\\351\": skipped, fifo (only files, directories and symlinks "
+                "are backed up)",
+                "\"ha_config/pipe\\350\": skipped, fifo (only files, directories and symlinks are "
+                "backed up)"}));
+}
+
 TEST(CollectFiles, SkipsSpecialFilesAndBigFilesWithWarnings) {
   TempDir dir;
   config::Config cfg = MakeConfig(dir);
