@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/base/utf8.h"
 #include "service/cli_context.h"
@@ -44,20 +46,34 @@ std::string DefaultConfigPath() {
   return "/etc/safepoint/safepoint.yaml";
 }
 
-// The first word of the command line that is neither an option nor an option's value, when it
-// names no command: CLI11 would report only that a command is required.
-std::optional<std::string> UnknownCommand(CLI::App& app, int argc, char** argv) {
+std::vector<CLI::App*> Subcommands(CLI::App& app) {
+  return app.get_subcommands([](CLI::App*) { return true; });
+}
+
+// The command words that name nothing ("frob", or "config frob"), when there are such: a word
+// that is neither an option nor an option's value where a command is expected. CLI11 itself
+// would report only that a command is required.
+// Returns those words and the command whose subcommands were expected.
+std::optional<std::pair<std::string, CLI::App*>> UnknownCommand(CLI::App& app, int argc,
+                                                                char** argv) {
+  CLI::App* at = &app;
+  std::string words;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
+    if (arg == "--") return std::nullopt;
     if (arg == "-c" || arg == "--config") {
       ++i;  // its value
       continue;
     }
     if (arg.starts_with("-")) continue;
-    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
-      if (sub->check_name(std::string(arg))) return std::nullopt;
+    words += (words.empty() ? "" : " ") + std::string(arg);
+    CLI::App* next = nullptr;
+    for (CLI::App* sub : Subcommands(*at)) {
+      if (sub->check_name(std::string(arg))) next = sub;
     }
-    return std::string(arg);
+    if (next == nullptr) return std::pair(words, at);
+    if (Subcommands(*next).empty()) return std::nullopt;  // the rest are its arguments
+    at = next;
   }
   return std::nullopt;
 }
@@ -65,7 +81,7 @@ std::optional<std::string> UnknownCommand(CLI::App& app, int argc, char** argv) 
 // The names of the commands, for the message about an unknown one.
 std::string CommandNames(CLI::App& app) {
   std::string out;
-  for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+  for (const CLI::App* sub : Subcommands(app)) {
     out += (out.empty() ? "" : ", ") + sub->get_name();
   }
   return out;
@@ -111,8 +127,8 @@ int RunCli(int argc, char** argv) {
     return ExitCodeFor(ErrorCode::kBadInput);
   };
   if (const auto unknown = UnknownCommand(app, argc, argv)) {
-    const std::string message = "unknown command '" + QuoteName(*unknown) + "'" +
-                                " (commands: " + CommandNames(app) + "; see --help)";
+    const std::string message = "unknown command '" + QuoteName(unknown->first) +
+                                "' (commands: " + CommandNames(*unknown->second) + "; see --help)";
     std::cerr << "safepoint: " << PrintableText(message) << "\n";
     return argument_error(message);
   }

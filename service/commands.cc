@@ -65,7 +65,9 @@ Result<std::optional<std::string>> OptionalUpdateId(const Fields& fields) {
   return std::move(*id);
 }
 
-Result<ConflictPolicy> PolicyField(const Fields& fields, std::string_view key, bool required) {
+// The policy under `key`; nullopt when it is absent and not `required`.
+Result<std::optional<ConflictPolicy>> PolicyField(const Fields& fields, std::string_view key,
+                                                  bool required) {
   auto name = fields.OptionalString(key, 16);
   if (!name) return tl::unexpected(std::move(name.error()));
   if (!name->has_value()) {
@@ -73,7 +75,7 @@ Result<ConflictPolicy> PolicyField(const Fields& fields, std::string_view key, b
       return Fail(ErrorCode::kBadInput,
                   "missing required field '" + std::string(key) + "' (overwrite, merge or abort)");
     }
-    return ConflictPolicy::kAbort;
+    return std::nullopt;
   }
   const auto policy = ParseConflictPolicy(**name);
   if (!policy) {
@@ -143,7 +145,7 @@ Result<CommandArgs> ObjectArgs(std::string_view name, const json& object) {
     SP_RETURN_IF_ERROR(fields.CheckNoUnknown());
     auto policy = PolicyField(fields, "action", /*required=*/true);
     if (!policy) return tl::unexpected(std::move(policy.error()));
-    return CommandArgs(ResolveCommand{*policy});
+    return CommandArgs(ResolveCommand{**policy});
   }
   if (name == "verify") {
     Fields fields(object, {"backup_id", "all", "transaction"});

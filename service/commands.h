@@ -82,7 +82,8 @@ struct RollbackCommand {
   // Absent after a bare PRESS (the HA "Roll back" button): the driver uses the safety point
   // selected in the HA select entity.
   std::optional<std::string> backup_id;
-  ConflictPolicy on_conflict = ConflictPolicy::kAbort;
+  // Absent: the configuration's rollback.on_conflict, as for the CLI and automatic rollbacks.
+  std::optional<ConflictPolicy> on_conflict;
 };
 struct ResolveCommand {
   ConflictPolicy action = ConflictPolicy::kAbort;  // overwrite | merge | abort

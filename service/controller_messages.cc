@@ -161,7 +161,8 @@ void Controller::Rollback(const RollbackCommand& c) {
             transaction_);
     return;
   }
-  Execute(lifecycle_.OnManualRollbackRequest(*id, c.on_conflict, clock_.Now()));
+  Execute(lifecycle_.OnManualRollbackRequest(*id, c.on_conflict.value_or(config_.rollback.on_conflict),
+                                             clock_.Now()));
 }
 
 // The answer of `verify`: one result per safety point; the first failure is the error.

@@ -163,7 +163,13 @@ TEST_F(CliText, AnUnknownCommandIsNamed) {
   json j = RunJson({"roll-back", "x"}, 2);
   EXPECT_EQ(j["error"]["code"], "bad_input");
   EXPECT_EQ(j["error"]["message"].get<std::string>().rfind("unknown command 'roll-back'", 0), 0u);
-  // An option's value is not taken for a command.
+  auto nested = Run({"config", "chek"});
+  EXPECT_EQ(nested.exit_code, 2);
+  EXPECT_EQ(nested.err, "safepoint: unknown command 'config chek' (commands: check; see --help)\n");
+  // An option's value is not taken for a command, nor a command's argument.
+  EXPECT_EQ(Run({"config", "check"}).exit_code, 0);
+  EXPECT_EQ(Run({"show", "frobnicate"}).exit_code, 2);
+  EXPECT_NE(Run({"show", "frobnicate"}).err.find("not a safety point id"), std::string::npos);
   EXPECT_EQ(RunSafepoint({"-c", config_, "list"}).exit_code, 0);
 }
 

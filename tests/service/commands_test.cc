@@ -237,7 +237,8 @@ TEST(Command, BarePressFromHomeAssistantButtons) {
   ASSERT_TRUE(rollback);
   // The driver substitutes the safety point selected in Home Assistant.
   EXPECT_FALSE(std::get<RollbackCommand>(rollback->args).backup_id);
-  EXPECT_EQ(std::get<RollbackCommand>(rollback->args).on_conflict, ConflictPolicy::kAbort);
+  // And the configuration's rollback.on_conflict.
+  EXPECT_FALSE(std::get<RollbackCommand>(rollback->args).on_conflict);
   EXPECT_FALSE(std::get<VerifyCommand>(ParseCommand("verify", "PRESS")->args).backup_id);
 
   ExpectBadInput(ParseCommand("resolve", "PRESS"), "resolve needs");
@@ -297,7 +298,7 @@ TEST(Command, RollbackValidatesIdAndPolicy) {
 
   auto d = ParseCommand("rollback", R"({"backup_id":"2026-02-11_13-10-54-3"})");
   ASSERT_TRUE(d);
-  EXPECT_EQ(std::get<RollbackCommand>(d->args).on_conflict, ConflictPolicy::kAbort);
+  EXPECT_FALSE(std::get<RollbackCommand>(d->args).on_conflict);
 
   ExpectBadInput(ParseCommand("rollback", R"({"backup_id":"../../etc"})"),
                  "invalid safety point id '../../etc'");
@@ -551,7 +552,7 @@ json Describe(const CommandArgs& args) {
         } else if constexpr (std::is_same_v<T, RollbackCommand>) {
           out["command"] = "rollback";
           if (a.backup_id) out["backup_id"] = *a.backup_id;
-          out["on_conflict"] = ConflictPolicyName(a.on_conflict);
+          if (a.on_conflict) out["on_conflict"] = ConflictPolicyName(*a.on_conflict);
         } else if constexpr (std::is_same_v<T, ResolveCommand>) {
           out["command"] = "resolve";
           out["action"] = ConflictPolicyName(a.action);
@@ -580,13 +581,12 @@ json Describe(const CommandArgs& args) {
 }
 
 // What the documented JSON payload of command `name` must parse to: its fields (without
-// `transaction`), `all: true` meaning no id, and `on_conflict` defaulting to `abort` (the
-// documented bare-PRESS policy). `text` payloads are described by DocumentedText.
+// `transaction`), `all: true` meaning no id, and no `on_conflict` when none is given (the
+// configuration's then). `text` payloads are described by DocumentedText.
 json DocumentedJson(const std::string& name, json payload) {
   payload.erase("transaction");
   payload.erase("all");
   payload["command"] = name;
-  if (name == "rollback" && !payload.contains("on_conflict")) payload["on_conflict"] = "abort";
   return payload;
 }
 
@@ -600,7 +600,7 @@ json DocumentedText(const std::string& text, const std::string& same_as) {
   if (same_as == "rollback") {
     std::size_t next = words.size() > 1 && words[1] == "safety_point" ? 2 : 1;
     out["backup_id"] = words.at(next);
-    out["on_conflict"] = next + 1 < words.size() ? words[next + 1] : "abort";
+    if (next + 1 < words.size()) out["on_conflict"] = words[next + 1];
   } else if (same_as == "backup" && words.size() > 1) {
     out["reason"] = text.substr(text.find(' ') + 1);
   } else if (same_as == "diff") {

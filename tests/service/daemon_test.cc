@@ -572,6 +572,23 @@ TEST_F(DaemonTest, RollbackButtonUsesTheSelectedSafetyPointAndTheCommandTheGiven
   EXPECT_EQ(transport_.Events().back(), "rollback_completed");
 }
 
+// Found by a review: a rollback over MQTT without `on_conflict` (the HA button's PRESS) used
+// `abort` whatever rollback.on_conflict said, unlike the CLI and the automatic rollback.
+TEST_F(DaemonTest, AManualRollbackWithoutAPolicyTakesTheConfiguredOne) {
+  Make("", "rollback:\n  on_conflict: merge\n");
+  Command("backup", json::object());
+  Work();
+  Message("sp/cmd/rollback", "PRESS");
+  Work();
+  Command("rollback", {{"backup_id", "2026-12-02_10-00-01"}});
+  Work();
+  Command("rollback", {{"backup_id", "2026-12-02_10-00-01"}, {"on_conflict", "abort"}});
+  Work();
+  EXPECT_THAT(backend_.rollbacks,
+              ElementsAre("2026-12-02_10-00-01 merge", "2026-12-02_10-00-01 merge",
+                          "2026-12-02_10-00-01 abort"));
+}
+
 TEST_F(DaemonTest, ConflictsWaitForResolveAndOverwriteFinishesTheRollback) {
   Make();
   backend_.conflicts = {"configuration.yaml"};
