@@ -206,6 +206,29 @@ std::pair<std::string, Secret> Store::TakeWritten() {
   return out;
 }
 
+Result<std::string> Store::NewestThatVerifies(const std::vector<Listing>& newest_first,
+                                              const std::string& written_id,
+                                              const Secret& written_key,
+                                              const Secret& passphrase) const {
+  std::optional<Error> first_error;
+  for (const auto& l : newest_first) {
+    if (!l.manifest) continue;
+    // A remembered key that does not open the point (another process deleted it and wrote
+    // another under the same id) proves nothing: the passphrase decides, as for any other.
+    if (l.id == written_id && !written_key.empty() && Verify(l.id, passphrase, &written_key)) {
+      return l.id;
+    }
+    auto verified = Verify(l.id, passphrase);
+    if (verified) return l.id;
+    if (!first_error) first_error = verified.error();
+  }
+  // None verifies (a passphrase that changed in the secrets file, damage to every one): the
+  // ones retention would delete may be the only ones that can still be opened.
+  const ErrorCode code = first_error ? first_error->code : ErrorCode::kCorrupt;
+  return Fail(code, "retention deleted nothing: no safety point verifies" +
+                        (first_error ? " (newest: " + first_error->message + ")" : ""));
+}
+
 Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passphrase) {
   // Taken first: whatever happens below, the key is not kept for later.
   const auto [written_id, written_key] = TakeWritten();
@@ -255,30 +278,9 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
   // when something would be deleted (retention runs after every new safety point).
   if (deletes_any(keep)) {
     ::malloc_trim(0);  // what the backup before freed goes back to the system before scrypt
-    std::optional<Error> first_error;
-    for (const auto& l : items) {
-      if (!l.manifest) continue;
-      const bool written = l.id == written_id && !written_key.empty();
-      // A remembered key that does not open the point (another process deleted it and wrote
-      // another under the same id) proves nothing: the passphrase decides, as for any other.
-      if (written && Verify(l.id, passphrase, &written_key)) {
-        report.protected_id = l.id;
-        break;
-      }
-      auto verified = Verify(l.id, passphrase);
-      if (verified) {
-        report.protected_id = l.id;
-        break;
-      }
-      if (!first_error) first_error = verified.error();
-    }
-    // None verifies (a passphrase that changed in the secrets file, damage to every one): the
-    // ones retention would delete may be the only ones that can still be opened.
-    if (report.protected_id.empty()) {
-      const ErrorCode code = first_error ? first_error->code : ErrorCode::kCorrupt;
-      return Fail(code, "retention deleted nothing: no safety point verifies" +
-                            (first_error ? " (newest: " + first_error->message + ")" : ""));
-    }
+    auto newest = NewestThatVerifies(items, written_id, written_key, passphrase);
+    if (!newest) return tl::unexpected(newest.error());
+    report.protected_id = std::move(*newest);
     keep = keep_set(report.protected_id);
   }
   // Oldest first, so an interruption leaves the newest history.

@@ -235,6 +235,12 @@ class Store {
   // The safety point the last successful Backup wrote (a header of its own) and its file key,
   // until the next Prune takes them or Delete removes that safety point.
   void RememberWritten(const std::string& id, const Secret& file_key);
+  // For Prune: the first of `newest_first` that verifies (`written_id` under `written_key`
+  // first, then the passphrase); an error when none does, with the first failure's code.
+  [[nodiscard]] Result<std::string> NewestThatVerifies(const std::vector<Listing>& newest_first,
+                                                       const std::string& written_id,
+                                                       const Secret& written_key,
+                                                       const Secret& passphrase) const;
   std::pair<std::string, Secret> TakeWritten();
 
   Options options_;

@@ -794,7 +794,9 @@ std::string RunSeed(std::uint64_t seed) {
   // Nothing is skipped silently: each skipped entry is named by exactly one warning, and no
   // other warning appears.
   for (const auto& rel : g.skipped) {
-    const std::string shown = SanitizeUtf8(rel);
+    // Named exactly: as it is, or escaped inside the quotes QuoteName puts around the path.
+    std::string shown = QuoteName(rel);
+    if (shown != rel) shown = shown.substr(1, shown.size() - 2);
     std::size_t naming = 0;
     for (const auto& w : warnings) naming += w.find(shown) != std::string::npos ? 1 : 0;
     if (naming == 0) problems += "no warning names skipped " + Shown(rel) + "\n";
