@@ -96,7 +96,7 @@ void Controller::Start() {
   RefreshSafetyPoints();
   // The store decides, not the state file: the CLI may have taken or rolled back (a new
   // pre-rollback point) or deleted safety points while the service was stopped.
-  Execute(lifecycle_.SetLastBackup(Newest()));
+  RefreshLastBackup();
   started_ = true;
   spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
                mqtt_config_.base_topic);
@@ -381,7 +381,7 @@ void Controller::StartRollback(const service::StartRollback& action) {
       Execute(lifecycle_.OnRollbackDone(outcome, clock_.Now()));
       RefreshSafetyPoints();
       // A rollback takes a pre-rollback safety point first: the newest one now.
-      Execute(lifecycle_.SetLastBackup(Newest()));
+      RefreshLastBackup();
     });
   });
 }

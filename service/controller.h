@@ -144,8 +144,9 @@ class Controller {
   [[nodiscard]] discovery::DiscoveryState DiscoveryStateNow() const;
   [[nodiscard]] BackupSummary SummaryOf(const manifest::Manifest& m) const;
   void RefreshSafetyPoints();
-  // The newest readable safety point, for the status and the last-backup sensors.
-  std::optional<BackupSummary> Newest();
+  // Sets last_backup (the status and the last-backup sensors) to the newest readable safety
+  // point, none when there is none; unchanged when the store cannot be listed.
+  void RefreshLastBackup();
   void Persist();
   void LoadPersisted();
   void Respond(const std::string& command, const std::optional<Error>& error,

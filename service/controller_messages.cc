@@ -224,7 +224,7 @@ void Controller::Delete(const DeleteCommand& c) {
       entity_snapshots_.erase(id);
       RefreshSafetyPoints();
       const auto& last = lifecycle_.Snapshot().last_backup;
-      if (last && last->backup_id == id) Execute(lifecycle_.SetLastBackup(Newest()));
+      if (last && last->backup_id == id) RefreshLastBackup();
       Respond(name, std::nullopt, json{{"deleted", id}}, tx);
     });
   });

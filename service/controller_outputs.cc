@@ -71,13 +71,18 @@ void Controller::RefreshSafetyPoints() {
   if (safety_points_.Update(std::move(ids))) PublishDiscovery();
 }
 
-std::optional<BackupSummary> Controller::Newest() {
+void Controller::RefreshLastBackup() {
   auto list = backend_.List();
-  if (!list) return std::nullopt;
-  for (auto it = list->rbegin(); it != list->rend(); ++it) {
-    if (it->manifest) return SummaryOf(*it->manifest);
+  if (!list) {
+    // Not "none": the store may only be unreadable for now (a mount not ready yet).
+    spdlog::warn("cannot list the safety points: {}", list.error().message);
+    return;
   }
-  return std::nullopt;
+  std::optional<BackupSummary> newest;
+  for (auto it = list->rbegin(); it != list->rend() && !newest; ++it) {
+    if (it->manifest) newest = SummaryOf(*it->manifest);
+  }
+  Execute(lifecycle_.SetLastBackup(std::move(newest)));
 }
 
 void Controller::Persist() {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/base/fs.h"
+#include "core/base/json_name.h"
 #include "core/base/utf8.h"
 #include "core/config/config.h"
 #include "core/sources/snapshot.h"
@@ -110,7 +111,8 @@ void AddList(CLI::App& app, CliContext& cli) {
       if (l.manifest) {
         std::snprintf(columns, sizeof columns, "%-22s %6zu files %10s  ", l.id.c_str(),
                       l.manifest->FileCount(), HumanBytes(l.manifest->TotalBytes()).c_str());
-        human += columns + QuoteName(l.manifest->reason) + "\n";
+        // Masked before it is quoted: a secret's quoted form would not be recognised.
+        human += columns + QuoteName(cli.Redact(l.manifest->reason)) + "\n";
       } else {
         std::snprintf(columns, sizeof columns, "%-22s ", l.id.c_str());
         human += columns + ("(unreadable: " + l.problem + ")\n");
@@ -129,7 +131,7 @@ void AddShow(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) {
     if (!m) return cli.Failed(m.error());
     std::string human = "id:         " + m->id + "\nformat:     " + std::to_string(m->format) +
                         (m->format == 1 ? " (entry list in plaintext manifest.json)" : "") +
-                        "\ncreated:    " + m->created_at + "\nreason:     " + QuoteName(m->reason) + "\n";
+                        "\ncreated:    " + m->created_at + "\nreason:     " + QuoteName(cli.Redact(m->reason)) + "\n";
     if (m->update) {
       human += "update:     " + m->update->update_id + " (" + m->update->target + " " +
                m->update->from_version + " -> " + m->update->to_version + ")\n";
@@ -200,8 +202,10 @@ void AddExtract(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) 
     if (to.empty()) return cli.Failed({ErrorCode::kBadInput, "--to needs a directory"});
     auto n = ops.Extract(id, to, paths);
     if (!n) return cli.Failed(n.error());
-    return cli.Ok(json{{"id", id}, {"to", to}, {"extracted", *n}},
-                  "extracted " + std::to_string(*n) + " entries of " + id + " into " + to);
+    json data = {{"id", id}, {"extracted", *n}};
+    PutName(data, "to", to);  // "to_b64" when the directory's name is not UTF-8
+    return cli.Ok(data, "extracted " + std::to_string(*n) + " entries of " + id + " into " +
+                            QuoteName(to));
   }));
 }
 

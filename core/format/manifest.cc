@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "core/base/json_name.h"
+#include "core/base/utf8.h"
 
 namespace safepoint::manifest {
 
@@ -463,8 +464,8 @@ Status CheckArchivePath(std::string_view path) {
 
 Status CheckLinkTarget(std::string_view path, std::string_view target) {
   auto bad = [&](const char* why) {
-    return Fail(ErrorCode::kCorrupt, "link " + std::string(path.substr(0, 200)) + " -> " +
-                                         std::string(target.substr(0, 200)) + ": " + why);
+    return Fail(ErrorCode::kCorrupt, "link " + QuoteName(path.substr(0, 200)) + " -> " +
+                                         QuoteName(target.substr(0, 200)) + ": " + why);
   };
   if (target.empty()) return bad("empty target");
   if (target.front() == '/') return bad("absolute target leaves the root");

@@ -97,7 +97,7 @@ Result<Wanted> WantedEntries(const config::Config& config, const manifest::Manif
     }
     const std::string abs = roots.Abs(e.path);
     if (IsWithin(abs, config.paths.backup_dir)) {
-      plan.warnings.push_back(e.path + ": inside the backup directory; not restored");
+      plan.warnings.push_back(QuoteName(e.path) + ": inside the backup directory; not restored");
       continue;
     }
     if (!wanted.entries.emplace(e.path, &e).second) {

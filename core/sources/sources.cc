@@ -76,13 +76,13 @@ const char* SpecialKind(mode_t mode) {
 std::string LinkProblem(const std::string& rel, const std::string& target) {
   if (target.empty()) return "not backed up: the link target is empty";
   if (target.front() == '/') {
-    return "not backed up: link target leaves the backed-up tree (absolute target '" + target +
-           "'; only relative links inside the tree are stored)";
+    return "not backed up: link target leaves the backed-up tree (absolute target '" +
+           QuoteName(target) + "'; only relative links inside the tree are stored)";
   }
   const fs::path joined = (fs::path(rel).parent_path() / target).lexically_normal();
   const std::string s = joined.string();
   if (s == ".." || s.rfind("../", 0) == 0) {
-    return "not backed up: link target leaves the backed-up tree ('" + target + "')";
+    return "not backed up: link target leaves the backed-up tree ('" + QuoteName(target) + "')";
   }
   return "";
 }

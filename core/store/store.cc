@@ -127,15 +127,22 @@ Result<StoreLock> Store::Lock(LockMode mode) {
   std::string path = options_.backup_dir + "/.lock";
   // flock(2) takes a shared lock through a read-only descriptor too, so a reader needs no
   // write access to an existing lock file.
-  int fd = shared ? ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+  // O_NONBLOCK: a FIFO in its place must not make a command wait (it is refused below).
+  constexpr int kFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+  int fd = shared ? ::open(path.c_str(), O_RDONLY | kFlags) : -1;
   if (fd < 0 && (!shared || errno == ENOENT)) {
-    fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    fd = ::open(path.c_str(), O_CREAT | O_RDWR | kFlags, 0600);
     // No lock file, and none can be made (a read-only mount, a directory the reader may not
     // write): no safepoint has written here since the directory was made, and none can on a
     // read-only mount, so a reader goes on without one.
     if (fd < 0 && shared && (errno == EROFS || errno == EACCES)) return StoreLock(-1, mode);
   }
   if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", path));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Fail(ErrorCode::kBadInput, path + " is not a regular file; remove it");
+  }
   int op = (mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
   if (::flock(fd, op) != 0) {
     int err = errno;

@@ -508,7 +508,7 @@ Status Store::Decrypt(const std::string& id, const Secret& passphrase, ByteSink&
                   "safety point " + id +
                       ": the payload is damaged (its size is right, its SHA-256 differs from "
                       "manifest.json); nothing was written. `safepoint verify " +
-                      id + "` names the damaged part");
+                      id + "` checks it part by part");
     }
     if (::lseek(file->fd(), 0, SEEK_SET) != 0) {
       return Fail(ErrorCode::kIo, "seek " + *path + ": " + std::strerror(errno));

@@ -221,10 +221,14 @@ TEST(CollectFiles, WarningsQuoteNamesThatAreNotPlainText) {
   fs::create_directories(ha + "/.openclaw/workspace");
   ASSERT_EQ(::mkfifo((ha + "/pi\npe\xe9").c_str(), 0600), 0);
   ASSERT_EQ(::mkfifo((ha + "/pipe\xe8").c_str(), 0600), 0);
+  fs::create_symlink("/x\x1b[2J\xff\nY", ha + "/lnk");
   auto c = CollectFiles(cfg);
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->warnings,
             (std::vector<std::string>{
+                "ha_config/lnk: not backed up: link target leaves the backed-up tree (absolute "
+                "target '\"/x\\033[2J\\377\\nY\"'; only relative links inside the tree are "
+                "stored)",
                 "\"ha_config/pi\\npe\\351\": skipped, fifo (only files, directories and symlinks "
                 "are backed up)",
                 "\"ha_config/pipe\\350\": skipped, fifo (only files, directories and symlinks are "

@@ -481,6 +481,21 @@ TEST_F(StoreTest, SecondWriterIsBusy) {
   EXPECT_EQ(reader.error().code, ErrorCode::kBusy);
 }
 
+// Found by a review: a reader opened .lock read-only without O_NONBLOCK, so a FIFO in its
+// place made `verify` wait forever. Every command answers at once, and names the file.
+TEST_F(StoreTest, ALockFileThatIsNotARegularFileIsRefusedAtOnce) {
+  fs::create_directories(options_.backup_dir);
+  ASSERT_EQ(::mkfifo((options_.backup_dir + "/.lock").c_str(), 0600), 0);
+  Store store(options_, real_fs_, clock_);
+  for (const LockMode mode : {LockMode::kShared, LockMode::kExclusive}) {
+    auto lock = store.Lock(mode);
+    ASSERT_FALSE(lock);
+    EXPECT_EQ(lock.error().code, ErrorCode::kBadInput);
+    EXPECT_EQ(lock.error().message,
+              options_.backup_dir + "/.lock is not a regular file; remove it");
+  }
+}
+
 TEST_F(StoreTest, SymlinkedBackupDirIsRefused) {
   fs::create_directories(dir_.Sub("elsewhere"));
   fs::create_directory_symlink(dir_.Sub("elsewhere"), options_.backup_dir);

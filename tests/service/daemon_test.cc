@@ -117,6 +117,7 @@ class FakeBackend final : public Backend {
     return {};
   }
   Result<std::vector<store::Listing>> List() override {
+    if (list_error) return tl::unexpected(*list_error);
     std::vector<store::Listing> out;
     for (const auto& m : points) out.push_back({m.id, "/backups/" + m.id, m, ""});
     return out;
@@ -221,6 +222,7 @@ class FakeBackend final : public Backend {
   std::vector<manifest::Manifest> points;  // oldest first
   std::map<std::string, entities::EntitySnapshot> stored_entities;
   std::optional<Error> backup_error;
+  std::optional<Error> list_error;
   std::string corrupt;
   std::size_t keep_last = 100;
   std::vector<std::string> conflicts;
@@ -411,6 +413,17 @@ TEST_F(DaemonTest, LastBackupIsTheNewestSafetyPointAfterARollbackAndAfterARestar
   second->RunSafely([&] { second->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
   EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-04");
   EXPECT_EQ(transport_.Last("sp/safety_points")["ids"][0], "2026-12-02_10-00-04");
+  // A store that cannot be listed at the next start (a mount not ready) is not "no safety
+  // point": the state file's last_backup stands.
+  second->Stop();
+  backend_.list_error = Error{ErrorCode::kIo, "open /backups: Input/output error"};
+  auto third = std::make_unique<Controller>(
+      *config_, fs_, clock_, backend_, transport_, jobs_,
+      [this] { return std::make_unique<FakeRetainedCheck>(&retained_); });
+  ASSERT_TRUE(third->Prepare());
+  third->Start();
+  third->RunSafely([&] { third->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
+  EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-04");
 }
 
 // ---- The update flow ----

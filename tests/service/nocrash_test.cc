@@ -40,6 +40,7 @@
 #include "core/base/fs.h"
 #include "core/base/result.h"
 #include "core/base/secret.h"
+#include "core/base/utf8.h"
 #include "core/format/age.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
@@ -1151,6 +1152,19 @@ std::string JsonProblem(const std::string& name, int exit_code, const std::strin
   return "undocumented error code " + e["code"].dump();
 }
 
+bool IsPatch(const Command& c) {
+  return std::find(c.args.begin(), c.args.end(), "--patch") != c.args.end();
+}
+
+// True when `text` is UTF-8 without control bytes other than line feed and tab.
+bool TerminalSafe(const std::string& text) {
+  if (!IsValidUtf8(text)) return false;
+  return std::none_of(text.begin(), text.end(), [](char ch) {
+    const auto u = static_cast<unsigned char>(ch);
+    return (u < 0x20 && ch != '\n' && ch != '\t') || u == 0x7f;
+  });
+}
+
 class Runner {
  public:
   Runner(int seed, const World& w, std::map<int, int>& exit_codes)
@@ -1184,6 +1198,10 @@ class Runner {
       problem = JsonProblem(c.name, r.exit_code, r.out);
     } else if (r.exit_code != 0 && r.err.empty()) {
       problem = "failed without a message on stderr";
+    } else if (c.name != "decrypt" && !IsPatch(c) && !TerminalSafe(r.out)) {
+      // Names and text from the inputs are quoted or escaped (docs/cli.md, "Names"); only a
+      // patch's lines and decrypt's payload are printed as they are.
+      problem = "stdout holds a control byte or bytes that are not UTF-8";
     }
     // The passphrase never appears in what a command prints (decrypt's stdout is the payload,
     // whose compressed secrets.yaml may hold it literally).
