@@ -190,7 +190,7 @@ void ReadStamp(const json& je, Reader& r, Entry& e) {
   };
   if (!it->is_array() || it->size() != 4 || !in_range((*it)[0], false) ||
       !in_range((*it)[1], false) || !in_range((*it)[2], true) || !in_range((*it)[3], true)) {
-    r.Error("entry " + e.path + ": bad stamp (four integers expected)");
+    r.Error("entry " + QuoteName(e.path) + ": bad stamp (four integers expected)");
     return;
   }
   e.stamp = Stamp{(*it)[0].get<std::uint64_t>(), (*it)[1].get<std::uint64_t>(),
@@ -222,7 +222,7 @@ std::optional<Entry> ReadEntry(const json& je, Reader& r) {
     e.type = EntryType::kFile;
     r.Get(je, "size", e.size);
     r.Get(je, "sha256", e.sha256);
-    if (r.ok() && !IsHex64(e.sha256)) r.Error("entry " + e.path + ": bad sha256");
+    if (r.ok() && !IsHex64(e.sha256)) r.Error("entry " + QuoteName(e.path) + ": bad sha256");
     if (r.ok()) ReadStamp(je, r, e);
   } else if (type == "symlink") {
     e.type = EntryType::kSymlink;
@@ -234,10 +234,10 @@ std::optional<Entry> ReadEntry(const json& je, Reader& r) {
   } else if (type == "dir") {
     e.type = EntryType::kDirectory;
   } else {
-    r.Error("entry " + e.path + ": unknown type '" + type + "'");
+    r.Error("entry " + QuoteName(e.path) + ": unknown type '" + type + "'");
   }
   if (!r.ok()) return std::nullopt;
-  if (e.mode > 07777) r.Error("entry " + e.path + ": mode out of range");
+  if (e.mode > 07777) r.Error("entry " + QuoteName(e.path) + ": mode out of range");
   if (auto st = CheckArchivePath(e.path); !st) r.Error(st.error().message);
   if (r.ok() && e.type == EntryType::kSymlink) {
     if (auto st = CheckLinkTarget(e.path, e.link_target); !st) r.Error(st.error().message);
@@ -356,7 +356,7 @@ Status CheckEntries(const std::vector<Entry>& entries) {
     SP_RETURN_IF_ERROR(CheckArchivePath(e.path));
     if (e.type == EntryType::kSymlink) SP_RETURN_IF_ERROR(CheckLinkTarget(e.path, e.link_target));
     if (!types.emplace(e.path, e.type).second) {
-      return Fail(ErrorCode::kCorrupt, "manifest: entry " + e.path + " appears twice");
+      return Fail(ErrorCode::kCorrupt, "manifest: entry " + QuoteName(e.path) + " appears twice");
     }
   }
   for (const auto& e : entries) {
@@ -365,7 +365,7 @@ Status CheckEntries(const std::vector<Entry>& entries) {
          slash = path.find('/', slash + 1)) {
       auto it = types.find(path.substr(0, slash));
       if (it != types.end() && it->second != EntryType::kDirectory) {
-        return Fail(ErrorCode::kCorrupt, "manifest: entry " + e.path + " lies below " +
+        return Fail(ErrorCode::kCorrupt, "manifest: entry " + QuoteName(e.path) + " lies below " +
                                              std::string(path.substr(0, slash)) +
                                              ", which is not a directory");
       }

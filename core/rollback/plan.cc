@@ -88,7 +88,7 @@ Result<Wanted> WantedEntries(const config::Config& config, const manifest::Manif
     }
     if (e.path == top) {
       if (e.type != EntryType::kDirectory) {
-        return Fail(ErrorCode::kCorrupt, "entry " + e.path + " must be a directory");
+        return Fail(ErrorCode::kCorrupt, "entry " + QuoteName(e.path) + " must be a directory");
       }
       continue;
     }
@@ -101,7 +101,7 @@ Result<Wanted> WantedEntries(const config::Config& config, const manifest::Manif
       continue;
     }
     if (!wanted.entries.emplace(e.path, &e).second) {
-      return Fail(ErrorCode::kCorrupt, "entry " + e.path + " appears twice");
+      return Fail(ErrorCode::kCorrupt, "entry " + QuoteName(e.path) + " appears twice");
     }
     if (top == "workspace") wanted.has_workspace = true;
   }

@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "core/base/sha256.h"
+#include "core/base/utf8.h"
 #include "core/format/age.h"
 #include "core/format/archive.h"
 #include "core/store/store.h"
@@ -332,14 +333,15 @@ Result<std::uint64_t> ReadEntry(archive::TarZstdReader& reader, const std::strin
                                 std::vector<std::uint8_t>& buf) {
   auto h = reader.Next();
   if (!h) return tl::unexpected(h.error());
-  if (!*h) return tl::unexpected(CorruptIn(id, "archive ends before entry " + expected.path));
+  if (!*h) return tl::unexpected(CorruptIn(id, "archive ends before entry " + QuoteName(expected.path)));
   const auto& got = **h;
   if (got.path != expected.path || got.type != expected.type ||
       (expected.type == manifest::EntryType::kFile && got.size != expected.size) ||
       got.mode != expected.mode || got.mtime != expected.mtime || got.uid != expected.uid ||
       got.gid != expected.gid || got.link_target != expected.link_target) {
     return tl::unexpected(CorruptIn(
-        id, "archive entry " + got.path + " does not match the manifest entry " + expected.path));
+        id, "archive entry " + QuoteName(got.path) + " does not match the manifest entry " +
+                QuoteName(expected.path)));
   }
   SP_RETURN_IF_ERROR(visitor.Begin(expected));
   std::uint64_t size = 0;
@@ -356,7 +358,7 @@ Result<std::uint64_t> ReadEntry(archive::TarZstdReader& reader, const std::strin
     }
     if (size != expected.size || hash.FinalHex() != expected.sha256) {
       return tl::unexpected(
-          CorruptIn(id, "entry " + expected.path + " does not match its SHA-256"));
+          CorruptIn(id, "entry " + QuoteName(expected.path) + " does not match its SHA-256"));
     }
   }
   SP_RETURN_IF_ERROR(visitor.End(expected));
