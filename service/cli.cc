@@ -50,10 +50,9 @@ std::vector<CLI::App*> Subcommands(CLI::App& app) {
   return app.get_subcommands([](CLI::App*) { return true; });
 }
 
-// The command words that name nothing ("frob", or "config frob"), when there are such: a word
-// that is neither an option nor an option's value where a command is expected. CLI11 itself
-// would report only that a command is required.
-// Returns those words and the command whose subcommands were expected.
+// The command words that name nothing ("frob", or "config frob") and the command whose
+// subcommands were expected there, when a word that is neither an option nor an option's value
+// stands where a command is expected. CLI11 itself would report only that one is required.
 std::optional<std::pair<std::string, CLI::App*>> UnknownCommand(CLI::App& app, int argc,
                                                                 char** argv) {
   CLI::App* at = &app;
