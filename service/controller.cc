@@ -93,10 +93,9 @@ void Controller::Start() {
     spdlog::error("subscribe failed: {}", st.error().message);
   }
   LoadPersisted();
-  RefreshSafetyPoints();
-  // The store decides, not the state file: the CLI may have taken or rolled back (a new
-  // pre-rollback point) or deleted safety points while the service was stopped.
-  RefreshLastBackup();
+  // The store decides last_backup, not the state file: the CLI may have taken or rolled back
+  // (a new pre-rollback point) or deleted safety points while the service was stopped.
+  RefreshSafetyPoints(/*last_backup=*/true);
   started_ = true;
   spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
                mqtt_config_.base_topic);
@@ -379,9 +378,8 @@ void Controller::StartRollback(const service::StartRollback& action) {
     auto outcome = backend_.Rollback(action.backup_id, action.on_conflict, progress);
     return std::function<void()>([this, outcome] {
       Execute(lifecycle_.OnRollbackDone(outcome, clock_.Now()));
-      RefreshSafetyPoints();
       // A rollback takes a pre-rollback safety point first: the newest one now.
-      RefreshLastBackup();
+      RefreshSafetyPoints(/*last_backup=*/true);
     });
   });
 }

@@ -143,10 +143,11 @@ class Controller {
   void PublishStateTopics();
   [[nodiscard]] discovery::DiscoveryState DiscoveryStateNow() const;
   [[nodiscard]] BackupSummary SummaryOf(const manifest::Manifest& m) const;
-  void RefreshSafetyPoints();
-  // Sets last_backup (the status and the last-backup sensors) to the newest readable safety
-  // point, none when there is none; unchanged when the store cannot be listed.
-  void RefreshLastBackup();
+  // Lists the store once and updates the rollback select's options from it; with
+  // `last_backup`, also sets last_backup (the status and the last-backup sensors) to the newest
+  // readable safety point, none when there is none. Nothing changes when the store cannot be
+  // listed (a mount not ready yet is not "no safety points").
+  void RefreshSafetyPoints(bool last_backup = false);
   void Persist();
   void LoadPersisted();
   void Respond(const std::string& command, const std::optional<Error>& error,

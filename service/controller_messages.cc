@@ -222,9 +222,8 @@ void Controller::Delete(const DeleteCommand& c) {
         return;
       }
       entity_snapshots_.erase(id);
-      RefreshSafetyPoints();
       const auto& last = lifecycle_.Snapshot().last_backup;
-      if (last && last->backup_id == id) RefreshLastBackup();
+      RefreshSafetyPoints(/*last_backup=*/last && last->backup_id == id);
       Respond(name, std::nullopt, json{{"deleted", id}}, tx);
     });
   });

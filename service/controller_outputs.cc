@@ -60,24 +60,16 @@ void Controller::PublishStateTopics() {
   }
 }
 
-void Controller::RefreshSafetyPoints() {
+void Controller::RefreshSafetyPoints(bool last_backup) {
   auto list = backend_.List();
   if (!list) {
-    spdlog::warn("cannot list safety points: {}", list.error().message);
+    spdlog::warn("cannot list the safety points: {}", list.error().message);
     return;
   }
   std::vector<std::string> ids;
   for (auto it = list->rbegin(); it != list->rend(); ++it) ids.push_back(it->id);
   if (safety_points_.Update(std::move(ids))) PublishDiscovery();
-}
-
-void Controller::RefreshLastBackup() {
-  auto list = backend_.List();
-  if (!list) {
-    // Not "none": the store may only be unreadable for now (a mount not ready yet).
-    spdlog::warn("cannot list the safety points: {}", list.error().message);
-    return;
-  }
+  if (!last_backup) return;
   std::optional<BackupSummary> newest;
   for (auto it = list->rbegin(); it != list->rend() && !newest; ++it) {
     if (it->manifest) newest = SummaryOf(*it->manifest);

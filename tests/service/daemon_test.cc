@@ -117,6 +117,7 @@ class FakeBackend final : public Backend {
     return {};
   }
   Result<std::vector<store::Listing>> List() override {
+    ++lists;
     if (list_error) return tl::unexpected(*list_error);
     std::vector<store::Listing> out;
     for (const auto& m : points) out.push_back({m.id, "/backups/" + m.id, m, ""});
@@ -227,6 +228,7 @@ class FakeBackend final : public Backend {
   std::size_t keep_last = 100;
   std::vector<std::string> conflicts;
   int backups = 0;
+  int lists = 0;
   int recoveries = 0;
   snapshot::LiveState last_live;
   entities::EntitySnapshot last_entities;
@@ -397,32 +399,36 @@ TEST_F(DaemonTest, LastBackupIsTheNewestSafetyPointAfterARollbackAndAfterARestar
   Command("backup", json::object());
   Work();
   EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-02");
+  const int lists_before = backend_.lists;
   Command("rollback", {{"backup_id", "2026-12-02_10-00-01"}});
   Work();
   EXPECT_EQ(State(), "idle");
   EXPECT_EQ(transport_.Last("sp/safety_points")["ids"][0], "2026-12-02_10-00-03");
   EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-03");
+  EXPECT_EQ(backend_.lists - lists_before, 1) << "one listing serves the select and last_backup";
+  // A new controller on the same store, as after a restart of the service.
+  auto restart = [this] {
+    auto next = std::make_unique<Controller>(
+        *config_, fs_, clock_, backend_, transport_, jobs_,
+        [this] { return std::make_unique<FakeRetainedCheck>(&retained_); });
+    EXPECT_TRUE(next->Prepare());
+    const int lists_at_start = backend_.lists;
+    next->Start();
+    next->RunSafely([&] { next->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
+    EXPECT_EQ(backend_.lists - lists_at_start, 1);
+    return next;
+  };
   // Stopped; a CLI rollback adds its pre-rollback point; the next start reports it.
   controller_->Stop();
   backend_.points.push_back(backend_.NewPoint("pre-rollback by the CLI"));
-  auto second = std::make_unique<Controller>(
-      *config_, fs_, clock_, backend_, transport_, jobs_,
-      [this] { return std::make_unique<FakeRetainedCheck>(&retained_); });
-  ASSERT_TRUE(second->Prepare());
-  second->Start();
-  second->RunSafely([&] { second->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
+  auto second = restart();
   EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-04");
   EXPECT_EQ(transport_.Last("sp/safety_points")["ids"][0], "2026-12-02_10-00-04");
   // A store that cannot be listed at the next start (a mount not ready) is not "no safety
   // point": the state file's last_backup stands.
   second->Stop();
   backend_.list_error = Error{ErrorCode::kIo, "open /backups: Input/output error"};
-  auto third = std::make_unique<Controller>(
-      *config_, fs_, clock_, backend_, transport_, jobs_,
-      [this] { return std::make_unique<FakeRetainedCheck>(&retained_); });
-  ASSERT_TRUE(third->Prepare());
-  third->Start();
-  third->RunSafely([&] { third->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
+  auto third = restart();
   EXPECT_EQ(transport_.Last("sp/status")["last_backup"]["id"], "2026-12-02_10-00-04");
 }
 
