@@ -8,8 +8,10 @@ namespace safepoint::service {
 bool SafetyPointChoice::Update(std::vector<std::string> ids_newest_first) {
   const bool changed = ids_newest_first != ids_;
   ids_ = std::move(ids_newest_first);
-  if (selected_ && !Known(*selected_)) selected_.reset();
-  if (!selected_ && !ids_.empty()) selected_ = ids_.front();
+  if (chosen_ && selected_ && Known(*selected_)) return changed;
+  chosen_ = false;
+  selected_.reset();
+  if (!ids_.empty()) selected_ = ids_.front();
   return changed;
 }
 
@@ -20,6 +22,7 @@ bool SafetyPointChoice::Known(const std::string& id) const {
 Status SafetyPointChoice::Select(const std::string& id) {
   if (!Known(id)) return Fail(ErrorCode::kNotFound, "no safety point " + id);
   selected_ = id;
+  chosen_ = true;
   return {};
 }
 

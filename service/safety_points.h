@@ -9,11 +9,14 @@
 namespace safepoint::service {
 
 // The safety points the service knows (newest first) and the one the "Roll back" button uses:
-// the `select` command and the discovery select entity choose it, the list refreshes it. Pure.
+// the newest until the user chooses one (the `select` command, the discovery select entity);
+// the list refreshes it. Pure.
 class SafetyPointChoice {
  public:
-  // A new list, newest first. The selection stays while its safety point is listed; otherwise
-  // (or when nothing was selected) it becomes the newest. True when the list changed.
+  // A new list, newest first. The user's choice stays while its safety point is listed;
+  // otherwise, or when the user chose none, the selection is the newest: after a backup before
+  // an update, a bare "Roll back" returns to that backup, not to whichever safety point was
+  // the newest when the service started. True when the list changed.
   bool Update(std::vector<std::string> ids_newest_first);
   [[nodiscard]] bool Known(const std::string& id) const;
   // The `select` command: kNotFound for a safety point not in the list.
@@ -28,6 +31,7 @@ class SafetyPointChoice {
  private:
   std::vector<std::string> ids_;
   std::optional<std::string> selected_;
+  bool chosen_ = false;  // selected_ is the user's choice, not the newest by default
 };
 
 }  // namespace safepoint::service

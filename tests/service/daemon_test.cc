@@ -591,6 +591,30 @@ TEST_F(DaemonTest, RollbackButtonUsesTheSelectedSafetyPointAndTheCommandTheGiven
   EXPECT_EQ(transport_.Events().back(), "rollback_completed");
 }
 
+// Before: the first safety point listed stayed selected as if the user had chosen it,
+// so a press after the backup before an update went back to an older safety point.
+TEST_F(DaemonTest, TheRollbackButtonTakesTheNewestSafetyPointUntilTheUserChooses) {
+  Make();
+  Command("backup", json::object());
+  Work();
+  Command("backup", json::object());
+  Work();
+  EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-02");
+  Message("sp/cmd/rollback", "PRESS");
+  Work();
+  // The rollback's pre-rollback point is the newest now: a second press would undo it.
+  EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-03");
+  Command("select", {{"backup_id", "2026-12-02_10-00-01"}});
+  Command("backup", json::object());
+  Work();
+  // The user's choice stays while it exists.
+  EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-01");
+  Message("sp/cmd/rollback", "PRESS");
+  Work();
+  EXPECT_THAT(backend_.rollbacks,
+              ElementsAre("2026-12-02_10-00-02 abort", "2026-12-02_10-00-01 abort"));
+}
+
 // Found by a review: a rollback over MQTT without `on_conflict` (the HA button's PRESS) used
 // `abort` whatever rollback.on_conflict said, unlike the CLI and the automatic rollback.
 TEST_F(DaemonTest, AManualRollbackWithoutAPolicyTakesTheConfiguredOne) {

@@ -14,8 +14,13 @@ TEST(SafetyPointChoice, TheNewestIsSelectedUntilTheUserChooses) {
   SafetyPointChoice choice;
   EXPECT_FALSE(choice.selected().has_value());
   EXPECT_EQ(choice.RollbackTarget(std::nullopt).error().message, "no safety point selected");
+  EXPECT_TRUE(choice.Update({"2026-12-02_04-00-00"}));
+  EXPECT_EQ(choice.selected(), "2026-12-02_04-00-00");
+  // Before: the newest at the first listing stayed selected as if the user had
+  // chosen it, so after a backup before an update "Roll back" went to an older point.
   EXPECT_TRUE(choice.Update({"2026-12-03_04-00-00", "2026-12-02_04-00-00"}));
   EXPECT_EQ(choice.selected(), "2026-12-03_04-00-00");
+  EXPECT_EQ(choice.RollbackTarget(std::nullopt).value(), "2026-12-03_04-00-00");
   ASSERT_TRUE(choice.Select("2026-12-02_04-00-00"));
   EXPECT_EQ(choice.RollbackTarget(std::nullopt).value(), "2026-12-02_04-00-00");
   EXPECT_EQ(choice.RollbackTarget(std::string("other")).value(), "other");
@@ -32,6 +37,9 @@ TEST(SafetyPointChoice, ADeletedSelectionFallsBackToTheNewest) {
   ASSERT_TRUE(choice.Select("a"));
   EXPECT_TRUE(choice.Update({"c", "b"}));
   EXPECT_EQ(choice.selected(), "c");
+  // Back to the default: the newest, whichever that is next.
+  EXPECT_TRUE(choice.Update({"d", "c", "b"}));
+  EXPECT_EQ(choice.selected(), "d");
   EXPECT_TRUE(choice.Update({}));
   EXPECT_FALSE(choice.selected().has_value());
   EXPECT_THAT(choice.ids(), ElementsAre());
