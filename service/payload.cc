@@ -54,11 +54,15 @@ Status CheckSize(std::string_view payload, std::size_t max_bytes) {
 
 Result<json> ParseJson(std::string_view payload) {
   SP_RETURN_IF_ERROR(CheckNesting(payload));
-  json doc = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) {
+  try {
+    return json::parse(payload.begin(), payload.end());
+  } catch (const json::out_of_range&) {
+    // Well-formed JSON with a number no double holds (1e400): not "invalid JSON".
+    return Fail(ErrorCode::kBadInput,
+                "payload holds a number out of range: '" + Excerpt(payload) + "'");
+  } catch (const json::exception&) {
     return Fail(ErrorCode::kBadInput, "payload is not valid JSON: '" + Excerpt(payload) + "'");
   }
-  return doc;
 }
 
 Result<json> ParseObject(std::string_view payload) {

@@ -405,6 +405,11 @@ TEST(Command, RejectsUnknownNamesAndBadPayloads) {
   ExpectBadInput(ParseCommand("list", ""), "empty payload");
   ExpectBadInput(ParseCommand("list", "[]"), "must be a JSON object");
   ExpectBadInput(ParseCommand("list", "{oops"), "not valid JSON");
+  // Well formed, but no double holds the number: said so, not "invalid JSON".
+  ExpectBadInput(ParseCommand("backup", R"({"transaction":1e400})"),
+                 "payload holds a number out of range: '{\"transaction\":1e400}'");
+  ExpectBadInput(ParseCommand("backup", R"({"reason":"x","transaction":-1e400})"),
+                 "number out of range");
   ExpectBadInput(ParseCommand("list", R"({"all":true})"), "unknown field 'all'");
   ExpectBadInput(ParseCommand("backup", R"({"reason":5})"), "'reason' must be a string");
   ParseOptions small;
