@@ -114,6 +114,9 @@ Status Store::Prepare(bool read_only) {
     return {};
   }
   if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dir));
+  // A reader finds no safety points in a directory that does not exist; it makes none (a
+  // mistyped path, a read-only mount).
+  if (read_only) return {};
   const auto parent = std::filesystem::path(dir).parent_path();
   if (!parent.empty()) SP_RETURN_IF_ERROR(MakeDirs(fs_, parent.string(), 0755));
   SP_RETURN_IF_ERROR(fs_.MakeDir(dir, 0700));
@@ -135,7 +138,10 @@ Result<StoreLock> Store::Lock(LockMode mode) {
     // No lock file, and none can be made (a read-only mount, a directory the reader may not
     // write): no safepoint has written here since the directory was made, and none can on a
     // read-only mount, so a reader goes on without one.
-    if (fd < 0 && shared && (errno == EROFS || errno == EACCES)) return StoreLock(-1, mode);
+    // Nor when the backup dir does not exist: there is nothing to read.
+    if (fd < 0 && shared && (errno == EROFS || errno == EACCES || errno == ENOENT)) {
+      return StoreLock(-1, mode);
+    }
   }
   if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", path));
   struct stat st {};

@@ -136,12 +136,13 @@ class Store {
 
   [[nodiscard]] const Options& options() const { return options_; }
 
-  // Creates the backup dir (0700) when missing; refuses a symlinked backup dir. Unless
-  // `read_only`, an existing one is given mode 0700.
+  // Creates the backup dir (0700) when missing; refuses a symlinked backup dir. With
+  // `read_only`, changes nothing: a missing dir stays missing and an existing one keeps its mode.
   [[nodiscard]] Status Prepare(bool read_only = false);
   // Takes the store lock without waiting; kBusy when another process holds it. A shared lock
   // needs no write access to an existing lock file, and is held without one when there is no
-  // lock file and none can be made (a read-only mount): nothing writes such a store.
+  // lock file and none can be made (a read-only mount, a missing backup dir): nothing writes
+  // such a store.
   [[nodiscard]] Result<StoreLock> Lock(LockMode mode);
   // Removes leftovers of interrupted writers (.tmp-*, .del-*). REQUIRES: exclusive lock.
   [[nodiscard]] Status CleanLeftovers();

@@ -205,6 +205,26 @@ TEST_F(Cli, ReadingCommandsWorkOnAReadOnlyBackupDir) {
   }
 }
 
+// Before: a reader made the backup dir it was pointed at (a mistyped path grew a directory), and
+// failed with an io error where it could not (a read-only mount).
+TEST_F(Cli, ReadingCommandsDoNotMakeAMissingBackupDir) {
+  ASSERT_FALSE(fs::exists(backups_));
+  json j = RunJson({"list"}, 0);
+  EXPECT_EQ(j["data"], json::array()) << j.dump();
+  const std::string id = "2026-12-02_04-00-00";
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"show", id}, {"verify", id}, {"diff", id}, {"extract", id, "--to", dir_.path() + "/x"},
+           {"decrypt", id}}) {
+    json r = RunJson(args, 3);
+    EXPECT_EQ(r["error"]["code"], "not_found") << args[0] << ": " << r.dump();
+  }
+  EXPECT_FALSE(fs::exists(backups_));
+  EXPECT_FALSE(fs::exists(dir_.path() + "/x"));
+  // The first writer makes it, 0700.
+  ASSERT_EQ(Run({"backup"}).exit_code, 0);
+  EXPECT_EQ(fs::status(backups_).permissions(), fs::perms::owner_all);
+}
+
 TEST_F(Cli, MissingPassphraseKeyIsBadInputNamingTheKey) {
   WriteFile(ha_ + "/secrets.yaml", "other_secret: hunter2\n", 0600);
   auto r = Run({"backup"});
