@@ -49,12 +49,15 @@ constexpr int kReadAttempts = 3;
 // reads is recorded as the last read saw it (its first st_size bytes), with a warning, as GNU
 // tar does. Pass 2 re-reads those bytes and checks them against this hash.
 // A file of at most buf.size() bytes is read whole into `buf`; with `keep`, a stable read of it is
-// kept there too.
+// kept there too. With `whole`, the bytes hashed (of a file of at most `whole_limit` bytes when
+// opened) are collected there, whatever the file's size.
 Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
                               std::vector<std::uint8_t>& buf, std::int64_t quiet_before_ns,
-                              KeptBytes* keep) {
+                              KeptBytes* keep, std::vector<std::uint8_t>* whole = nullptr,
+                              std::uint64_t whole_limit = 0) {
   StableHash out;
   for (int attempt = 1; attempt <= kReadAttempts; ++attempt) {
+    if (whole != nullptr) whole->clear();
     auto file = fs.OpenRead(path);
     if (!file) {
       if (file.error().code == ErrorCode::kNotFound) {
@@ -75,12 +78,15 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
     if (!before) return tl::unexpected(before.error());
     Sha256 hash;
     auto left = static_cast<std::uint64_t>(before->st_size);
+    const bool collect = whole != nullptr && left <= whole_limit;
+    if (collect) whole->reserve(static_cast<std::size_t>(left));
     bool short_read = false;
     while (left > 0) {
       const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
       std::size_t got = 0;
       SP_RETURN_IF_ERROR(ReadFull(**file, {buf.data(), want}, &got));
       hash.Update(std::span<const std::uint8_t>(buf.data(), got));
+      if (collect) whole->insert(whole->end(), buf.data(), buf.data() + got);
       left -= got;
       if (got < want) {
         short_read = true;  // shrank while read
@@ -226,6 +232,27 @@ Pass1 HashInputs(FileSystem& fs, const BackupRequest& request, const age::Encryp
   }
   if (helper.joinable()) helper.join();
   return out;
+}
+
+Status HashAgainAndKeep(FileSystem& fs, const BackupRequest& request,
+                        const std::vector<std::size_t>& indices, Pass1& pass1) {
+  std::vector<std::uint8_t> buf(kBufferSize);
+  std::uint64_t left = kMaxKeptAgainBytes;
+  pass1.kept_again.reserve(pass1.kept_again.size() + indices.size());
+  for (const std::size_t i : indices) {
+    const InputEntry& in = request.entries[i];
+    if (in.header.type != manifest::EntryType::kFile || in.content) continue;
+    std::vector<std::uint8_t> whole;
+    auto h = HashStable(fs, SourcePath(request, in), buf, QuietBefore(), nullptr, &whole, left);
+    if (!h) return tl::unexpected(h.error());
+    if (!h->vanished && whole.size() == h->st.size && h->st.size > 0) {
+      left -= h->st.size;
+      pass1.kept_again.push_back(std::move(whole));  // moving keeps the bytes where they are
+      h->kept = pass1.kept_again.back().data();
+    }
+    pass1.hashed[i] = std::move(*h);
+  }
+  return {};
 }
 
 }  // namespace safepoint::store::internal

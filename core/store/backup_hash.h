@@ -88,11 +88,16 @@ struct StableHash {
   const std::uint8_t* kept = nullptr;
 };
 
+// The most a backup's later attempt keeps of the files that changed under an earlier one
+// (HashAgainAndKeep).
+inline constexpr std::uint64_t kMaxKeptAgainBytes = std::uint64_t{32} << 20;
+
 // Pass 1's outcome for every input entry: what reading it stable gave, or (for the first entry,
 // in input order, that failed) the error it gave.
 struct Pass1 {
   std::vector<StableHash> hashed;
   std::unique_ptr<KeptBytes> kept;  // what the entries' `kept` point into
+  std::vector<std::vector<std::uint8_t>> kept_again;  // and HashAgainAndKeep's files
   std::optional<std::pair<std::size_t, safepoint::Error>> first_error;
 };
 
@@ -104,5 +109,14 @@ struct Pass1 {
 // Under a copied header (no scrypt of its own, as a rollback's safety point) nothing is kept.
 [[nodiscard]] Pass1 HashInputs(FileSystem& fs, const BackupRequest& request,
                                const age::Encryptor& enc);
+
+// For a backup's next attempt after files changed between pass 1 and pass 2 of the one before
+// (replaced by a rename, as Home Assistant writes `.storage`; deleted and made again; written
+// through a mapping, which leaves fstat alone, as SQLite's `-shm`): reads the entries
+// `indices` again until they read stable and keeps each one's bytes whole, up to
+// kMaxKeptAgainBytes in all, so that pass 2 archives exactly what was hashed instead of reading
+// the file a second time. Call once scrypt has freed its memory.
+[[nodiscard]] Status HashAgainAndKeep(FileSystem& fs, const BackupRequest& request,
+                                      const std::vector<std::size_t>& indices, Pass1& pass1);
 
 }  // namespace safepoint::store::internal

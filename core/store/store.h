@@ -223,8 +223,12 @@ class Store {
   using MakeEncryptor = std::function<Result<std::unique_ptr<age::Encryptor>>(WritableFile&)>;
   Result<manifest::Manifest> BackupWith(const BackupRequest& request, const MakeEncryptor& make,
                                         const ProgressFn& progress);
+  // One attempt. The entries `keep_again` are read again and kept once scrypt is done; an
+  // attempt that fails because a file changed between its passes sets `changed` to its entry.
   Result<manifest::Manifest> BackupOnce(const BackupRequest& request, const MakeEncryptor& make,
-                                        const ProgressFn& progress, bool* retry);
+                                        const ProgressFn& progress,
+                                        const std::vector<std::size_t>& keep_again,
+                                        std::optional<std::size_t>* changed);
   Result<std::string> NewId() const;
   Result<std::string> PayloadPath(const std::string& id, const manifest::Manifest& m) const;
   Result<std::string> IndexPath(const std::string& id, const manifest::Manifest& m) const;

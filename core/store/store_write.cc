@@ -309,7 +309,8 @@ class PayloadStream {
     archive::EntryHeader h{e.path, e.type, e.size, e.mode, e.mtime, e.uid, e.gid, e.link_target};
     SP_RETURN_IF_ERROR(UseAllWorkers());
     SP_RETURN_IF_ERROR(tar_->BeginEntry(h));
-    if (e.type != manifest::EntryType::kFile) return {};
+    // An empty file has no bytes to check: it is recorded empty, as pass 1 found it.
+    if (e.type != manifest::EntryType::kFile || e.size == 0) return {};
     if (src.content || hashed.kept != nullptr) {
       const std::span<const std::uint8_t> bytes =
           src.content
@@ -380,9 +381,7 @@ class PayloadStream {
     }
     if (!same || hash.FinalHex() != e.sha256) {
       *retry = true;
-      return Fail(ErrorCode::kIo, "file " + path +
-                                      " changed while it was being backed up, twice; back up "
-                                      "again when it is quiet");
+      return Fail(ErrorCode::kIo, "file " + path + " changed while it was being backed up");
     }
     return {};
   }
@@ -511,16 +510,33 @@ Result<manifest::Manifest> Store::BackupUnderKeyOf(const std::string& id, const 
 Result<manifest::Manifest> Store::BackupWith(const BackupRequest& request,
                                              const MakeEncryptor& make,
                                              const ProgressFn& progress) {
-  bool retry = false;
-  auto result = BackupOnce(request, make, progress, &retry);
-  if (!result && retry) result = BackupOnce(request, make, progress, &retry);
-  return result;
+  // A file that changes between pass 1 and pass 2 fails an attempt. The next attempt reads it
+  // again and keeps its bytes (HashAgainAndKeep): pass 2 then archives what it hashed, and a
+  // file replaced by a rename every few seconds (Home Assistant's `.storage`) is recorded as
+  // one of its versions. Only a file too large to keep, or more such files, can fail again.
+  constexpr int kAttempts = 3;
+  std::vector<std::size_t> keep_again;
+  for (int attempt = 1;; ++attempt) {
+    std::optional<std::size_t> changed;
+    auto result = BackupOnce(request, make, progress, keep_again, &changed);
+    if (result || !changed) return result;
+    const bool kept_before =
+        std::find(keep_again.begin(), keep_again.end(), *changed) != keep_again.end();
+    if (attempt == kAttempts || kept_before) {
+      result.error().message += kept_before ? ", again, and is too large to hold in memory"
+                                            : ", on " + std::to_string(kAttempts) + " attempts";
+      result.error().message += "; back up again when it is quiet, or exclude it";
+      return result;
+    }
+    keep_again.push_back(*changed);
+  }
 }
 
 Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
                                              const MakeEncryptor& make, const ProgressFn& progress,
-                                             bool* retry) {
-  *retry = false;
+                                             const std::vector<std::size_t>& keep_again,
+                                             std::optional<std::size_t>* changed) {
+  changed->reset();
   SP_RETURN_IF_ERROR(Prepare());
   auto id = NewId();
   if (!id) return tl::unexpected(id.error());
@@ -537,11 +553,14 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     auto enc = make(reporting);
     if (!enc) return tl::unexpected(enc.error());
 
-    const Pass1 pass1 = HashInputs(fs_, request, **enc);
+    Pass1 pass1 = HashInputs(fs_, request, **enc);
     // A large tree's entries and inner manifest (about 0.7 kB per entry) are built only once
     // scrypt has freed its memory, so the peak is scrypt's plus pass 1's, not all of them at
     // once. A tree this large takes longer to hash than scrypt to derive, so this seldom waits.
-    if (request.entries.size() >= kWaitForKdfEntries) (**enc).WaitKdf();
+    if (request.entries.size() >= kWaitForKdfEntries || !keep_again.empty()) (**enc).WaitKdf();
+    if (!keep_again.empty()) {
+      SP_RETURN_IF_ERROR(HashAgainAndKeep(fs_, request, keep_again, pass1));
+    }
     manifest::Manifest m = NewManifest(*id, request, clock_.Now(), options_);
     m.kdf.work_factor = (**enc).work_factor();  // a copied header keeps its own
     auto order = AddEntries(request.entries, pass1, m);
@@ -556,7 +575,11 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     for (std::size_t k = 0; k < order->size(); ++k) {
       const std::size_t i = (*order)[k];
       const InputEntry& src = request.entries[i];
-      SP_RETURN_IF_ERROR(stream.Add(request, src, m.entries[k], pass1.hashed[i], retry));
+      bool retry = false;
+      if (auto st = stream.Add(request, src, m.entries[k], pass1.hashed[i], &retry); !st) {
+        if (retry) *changed = i;
+        return tl::unexpected(st.error());
+      }
     }
     SP_RETURN_IF_ERROR(stream.Finish());
     // The hash's tail runs while this thread waits for the fsync.

@@ -178,9 +178,19 @@ class ChangingFile final : public ReadableFile {
 }  // namespace
 
 Result<std::unique_ptr<ReadableFile>> FaultInjectingFileSystem::OpenRead(const std::string& path) {
+  auto it = changing_.find(path);
+  if (it != changing_.end() && it->second == ReadChange::kReplace) {
+    std::lock_guard lock(opens_mu_);
+    if (opens_[path]++ > 0) {
+      const std::string next = path + ".replacing";
+      std::filesystem::copy_file(path, next, std::filesystem::copy_options::overwrite_existing);
+      std::ofstream(next, std::ios::app) << '+';
+      std::filesystem::rename(next, path);
+    }
+    return real_.OpenRead(path);
+  }
   auto real = real_.OpenRead(path);
   if (!real) return tl::unexpected(real.error());
-  auto it = changing_.find(path);
   if (it == changing_.end()) return real;
   return std::make_unique<ChangingFile>(std::move(*real), path, it->second);
 }

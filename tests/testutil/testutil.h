@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -58,6 +59,9 @@ enum class FaultKind {
 enum class ReadChange {
   kAppend,   // one byte is appended after every read that returned data (a growing log)
   kRewrite,  // its first byte is flipped after every read that returned data (same size)
+  // Before every open but the first, it is replaced by a new file (a rename over it) one byte
+  // longer, as Home Assistant writes `.storage`: each open finds a new inode that reads stable.
+  kReplace,
 };
 
 // Wraps the real file system and fails from the N-th counted operation on (1-based). Counted
@@ -96,6 +100,8 @@ class FaultInjectingFileSystem final : public FileSystem {
 
  private:
   std::map<std::string, ReadChange> changing_;
+  std::mutex opens_mu_;
+  std::map<std::string, int> opens_;  // of kReplace files; guarded by opens_mu_
   PosixFileSystem real_;
   std::atomic<std::uint64_t> ops_{0};
   std::atomic<bool> tripped_{false};
