@@ -192,11 +192,16 @@ Status ApplyPlaceFile(ApplyContext& c, const Op& op) {
   const std::string abs = c.roots.Abs(op.path);
   const std::string staged = c.dirs.staging + "/" + op.staged;
   if (!LExists(staged)) {
-    // Renamed into place before an interruption, or staging is gone.
+    // Renamed into place before an interruption: the file then has the op's content, mode and
+    // owner (staging set them). Otherwise staging is gone, and the file may differ in its mode
+    // or owner alone: not done, so not taken for done.
     auto state = ReadPathState(c.roots.For(TopOf(op.path)), RelOf(op.path));
-    if (state && *state && (*state)->type == EntryType::kFile && (*state)->sha256 == op.sha256) {
-      return {};
-    }
+    struct stat st {};
+    const bool placed = state && *state && (*state)->type == EntryType::kFile &&
+                        (*state)->sha256 == op.sha256 && (*state)->mode == (op.mode & 07777) &&
+                        (!RunningAsRoot() || (::lstat(abs.c_str(), &st) == 0 &&
+                                              st.st_uid == op.uid && st.st_gid == op.gid));
+    if (placed) return {};
     return Fail(ErrorCode::kCorrupt, "staged copy of " + op.path + " is missing");
   }
   if (c.recovering) {

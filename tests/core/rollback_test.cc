@@ -13,6 +13,7 @@
 
 #include "core/config/config.h"
 #include "core/rollback/fingerprint.h"
+#include "core/rollback/internal.h"
 #include "core/rollback/journal.h"
 #include "core/sources/snapshot.h"
 #include "core/store/store.h"
@@ -1139,6 +1140,42 @@ TEST_P(RollbackCrashTest, LostStagingIsRevertedFromThePreRollbackSafetyPoint) {
   ASSERT_TRUE(found);
   EXPECT_FALSE(RecoverAndCheck("staging removed"));
   EXPECT_EQ(Snap(), original_);
+}
+
+// Found by a campaign of real kills: recovery took a file op whose staged copy was gone for done
+// when the live file had the op's content, though its mode (or owner) still differed, and
+// "completed" the rollback with the old mode. Such an op is now not done: recovery reverts.
+TEST(ApplyRecovery, AFileWithTheRightContentButNotItsModeIsNotTakenForPlaced) {
+  TempDir dir;
+  const std::string ha = dir.Sub("ha");
+  const std::string staging = dir.Sub("staging");
+  const std::string moved = dir.Sub("moved");
+  WriteFile(ha + "/zz_mode_only.yaml", "same: true\n", 0600);
+  journal::Op op;
+  op.kind = journal::OpKind::kPlaceFile;
+  op.path = "ha_config/zz_mode_only.yaml";
+  op.staged = "1";  // not in staging: lost
+  op.sha256 = safepoint::testing::Sha256Hex("same: true\n");
+  op.size = 11;
+  op.mode = 0644;
+  op.uid = ::geteuid();
+  op.gid = ::getegid();
+  PosixFileSystem fs;
+  internal::ApplyContext c{fs, internal::Roots{ha, dir.Sub("ws")}};
+  c.dirs = {staging, moved};
+  c.recovering = true;
+  auto applied = internal::ApplyOps(c, {op});
+  ASSERT_FALSE(applied);
+  EXPECT_EQ(applied.error().code, ErrorCode::kCorrupt);
+  EXPECT_EQ(applied.error().message, "staged copy of ha_config/zz_mode_only.yaml is missing");
+  // With the op's mode too, it was renamed into place before the interruption: done.
+  ASSERT_EQ(::chmod((ha + "/zz_mode_only.yaml").c_str(), 0644), 0);
+  EXPECT_TRUE(internal::ApplyOps(c, {op}));
+  if (::geteuid() == 0) {
+    // As root the owner counts as well.
+    ASSERT_EQ(::chown((ha + "/zz_mode_only.yaml").c_str(), 1001, 2002), 0);
+    EXPECT_FALSE(internal::ApplyOps(c, {op}));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, RollbackCrashTest, ::testing::Values(false, true),
