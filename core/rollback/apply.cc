@@ -169,7 +169,10 @@ Status ApplyMoveAside(ApplyContext& c, const Op& op) {
   SP_RETURN_IF_ERROR(MakeDirsBelow(c.fs, c.dirs.moved, ParentOf("./" + op.path).substr(2)));
   const std::string partial = dest + ".partial";
   SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, partial));
-  SP_RETURN_IF_ERROR(CopyTree(c.fs, moving, partial));
+  if (auto st = CopyTree(c.fs, moving, partial); !st) {
+    (void)RemoveIfPresent(c.fs, partial);  // give its space back to the revert (best effort)
+    return st;
+  }
   SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(partial)));
   SP_RETURN_IF_ERROR(c.fs.Rename(partial, dest));
   SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(dest)));

@@ -1,6 +1,7 @@
 #include "core/rollback/rollback.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -120,6 +121,39 @@ Status WriteJournal(FileSystem& fs, const std::string& record, const Journal& j)
                              journal::ToJson(j).dump(1) + "\n", 0600);
 }
 
+// Room a rollback keeps on the backup dir's file system while it applies: the size of its
+// journal, and this much more. A rollback that fails for want of space (ENOSPC) must still be
+// able to write "reverting" into its journal, or the next command would complete a rollback it
+// was told had failed; the reserve is given back for that first.
+constexpr std::uint64_t kReserveExtra = std::uint64_t{64} << 10;
+constexpr std::string_view kReserveName = "reserve";
+
+// Allocates the reserve beside the journal (fallocate: no bytes written, no memory). Outside the
+// FileSystem seam: it holds no data, and a crash leaves a file recovery removes.
+Status MakeReserve(const std::string& record) {
+  const std::string journal_path = record + "/" + std::string(journal::kFileName);
+  struct stat st {};
+  if (::stat(journal_path.c_str(), &st) != 0) {
+    return tl::unexpected(ErrnoError(errno, "stat", journal_path));
+  }
+  const std::string path = record + "/" + std::string(kReserveName);
+  const int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return tl::unexpected(ErrnoError(errno, "create", path));
+  const int err = ::posix_fallocate(
+      fd, 0, static_cast<off_t>(static_cast<std::uint64_t>(st.st_size) + kReserveExtra));
+  ::close(fd);
+  if (err != 0) {
+    ::unlink(path.c_str());
+    return tl::unexpected(ErrnoError(err, "reserve space for the rollback's journal in", record));
+  }
+  return {};
+}
+
+// Gives the reserve back (best effort: a missing one is fine).
+void FreeReserve(const std::string& record) {
+  (void)::unlink((record + "/" + std::string(kReserveName)).c_str());
+}
+
 Status EnsureRecordsDir(FileSystem& fs, const store::Store& store) {
   const std::string dir = RecordsDir(store);
   if (IsRealDir(dir)) return {};
@@ -189,9 +223,15 @@ Status RestoreDirectly(const config::Config& config, const store::Store& store, 
 Status Revert(const config::Config& base_config, store::Store& store, FileSystem& fs,
               const Secret& passphrase, const std::string& record, Journal& j) {
   const config::Config config = WithRoots(base_config, j);
+  FreeReserve(record);  // room for the journal below, when the disk is full
+  const Phase was = j.phase;
   j.phase = Phase::kReverting;
   ++j.revert_attempts;
-  SP_RETURN_IF_ERROR(WriteJournal(fs, record, j));
+  if (auto st = WriteJournal(fs, record, j); !st) {
+    j.phase = was;  // what the journal on disk still says
+    --j.revert_attempts;
+    return st;
+  }
   const std::string work = record + "/revert-" + std::to_string(j.revert_attempts);
   SP_RETURN_IF_ERROR(RemoveIfPresent(fs, work));
   SP_RETURN_IF_ERROR(fs.MakeDir(work, 0700));
@@ -251,6 +291,7 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
     auto j = journal::Parse(*text);
     if (!j) return Fail(ErrorCode::kCorrupt, journal_path + ": " + j.error().message);
     if (j->phase == Phase::kDone || j->phase == Phase::kReverted) {
+      FreeReserve(record);
       SP_RETURN_IF_ERROR(RemoveIfPresent(fs, record + "/staging"));
       for (int n = 1; n <= j->revert_attempts; ++n) {
         SP_RETURN_IF_ERROR(
@@ -267,6 +308,7 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
       auto applied = ApplyOps(c, j->ops);
       if (applied) {
         j->phase = Phase::kDone;
+        FreeReserve(record);
         SP_RETURN_IF_ERROR(WriteJournal(fs, record, *j));
         SP_RETURN_IF_ERROR(RemoveIfPresent(fs, record + "/staging"));
         notes.push_back("completed the interrupted rollback " + name + " to " + j->id +
@@ -461,7 +503,9 @@ Status ApplyOrRevert(const config::Config& config, store::Store& store, FileSyst
     error.message += "; the rollback was reverted, the trees are as before";
   } else {
     error.message += "; reverting failed too (" + reverted.error().message +
-                     "); the next safepoint command finishes it";
+                     (j.phase == Phase::kReverting
+                          ? "); the next safepoint command reverts it"
+                          : "); the next safepoint command finishes it");
   }
   return tl::unexpected(std::move(error));
 }
@@ -553,8 +597,11 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   // 4. From the journal on, a crash is completed or reverted by Recover.
   j.phase = Phase::kApplying;
   if (auto st = WriteJournal(fs, record, j); !st) return discard(st.error());
+  // Nothing changed yet: no room for the reserve fails the rollback here, untouched.
+  if (auto st = MakeReserve(record); !st) return discard(st.error());
   SP_RETURN_IF_ERROR(ApplyOrRevert(config, store, fs, passphrase, record, staging, j, steps));
   j.phase = Phase::kDone;
+  FreeReserve(record);
   SP_RETURN_IF_ERROR(WriteJournal(fs, record, j));
   SP_RETURN_IF_ERROR(RemoveIfPresent(fs, staging));
   steps.Report(900, 1000, 1, 1);

@@ -124,18 +124,27 @@ Status CopyFile(FileSystem& fs, const std::string& from, const std::string& to, 
   if (!in) return tl::unexpected(in.error());
   auto out = fs.CreateFile(to, 0600);
   if (!out) return tl::unexpected(out.error());
-  std::vector<std::uint8_t> buf(kCopyBuffer);
-  for (;;) {
-    ssize_t n = ::read(in->fd(), buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return tl::unexpected(ErrnoError(errno, "read", from));
+  auto copied = [&]() -> Status {
+    std::vector<std::uint8_t> buf(kCopyBuffer);
+    for (;;) {
+      ssize_t n = ::read(in->fd(), buf.data(), buf.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return tl::unexpected(ErrnoError(errno, "read", from));
+      }
+      if (n == 0) break;
+      SP_RETURN_IF_ERROR((*out)->Append({buf.data(), static_cast<std::size_t>(n)}));
     }
-    if (n == 0) break;
-    SP_RETURN_IF_ERROR((*out)->Append({buf.data(), static_cast<std::size_t>(n)}));
+    SP_RETURN_IF_ERROR((*out)->Sync());
+    return (*out)->Close();
+  }();
+  if (!copied) {
+    // A partial copy (the disk filled up) would only hold on to the space: best effort, the
+    // caller's next attempt removes it otherwise.
+    out->reset();
+    (void)fs.Remove(to);
+    return copied;
   }
-  SP_RETURN_IF_ERROR((*out)->Sync());
-  SP_RETURN_IF_ERROR((*out)->Close());
   return fs.Chmod(to, mode);
 }
 

@@ -3,13 +3,17 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -492,6 +496,101 @@ TEST_F(RollbackCliTest, KillNineDuringRollbackThenRecoverGivesOneOfTheTwoStates)
       kRuns, static_cast<long long>(took_ms), killed, rolled_back);
   EXPECT_GE(killed, kRuns / 2);
   EXPECT_GT(rolled_back, 0);  // some kills hit the apply phase, which recovery completes
+}
+
+// Found by a campaign on real full disks: a rollback whose apply ran out of space (or inodes) on
+// the backup dir's file system could not write "reverting" into its journal either. It reported
+// "reverting failed too", left the trees half rolled back, and the next command, once there was
+// space, completed the rollback it had reported failed. A rollback now keeps room for its journal
+// (a reserve it gives back first): it fails untouched when there is no room for the reserve;
+// otherwise a failure is reverted, at once or by the next command, never completed.
+// A small tmpfs per level, in a mount namespace of this test's own (root only).
+TEST(RollbackDiskFull, AFailedRollbackIsRevertedNeverCompletedLater) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  if (::unshare(CLONE_NEWNS) != 0) GTEST_SKIP() << "no mount namespace: " << std::strerror(errno);
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
+  TempDir dir;
+  const std::string mnt = dir.Sub("fs");
+  fs::create_directories(mnt);
+  const std::string config = dir.Sub("safepoint.yaml");
+  const std::string ha = mnt + "/ha";
+  const auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--config", config});
+    return Finish(Start(args, dir.Sub("out.txt"), dir.Sub("err.txt")), dir.Sub("out.txt"),
+                  dir.Sub("err.txt"));
+  };
+  int failed = 0, rolled_back = 0;
+  for (const bool by_inodes : {true, false}) {
+    for (int k = 0; k <= (by_inodes ? 24 : 20); ++k) {
+      const std::string what = (by_inodes ? "free inodes " : "free pages ") + std::to_string(k);
+      const std::string opts = by_inodes ? "size=8m,nr_inodes=400" : "size=4m";
+      ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", 0, opts.c_str()), 0) << std::strerror(errno);
+      WriteFile(ha + "/secrets.yaml", "backup_encryption_passphrase: \"full disk\"\n", 0600);
+      WriteFile(ha + "/configuration.yaml", "homeassistant: {}\n");
+      WriteFile(ha + "/packages/a.yaml", "light: []\n");
+      WriteFile(ha + "/www/plan.png", std::string(20000, 'p'));
+      WriteFile(config, "paths:\n  ha_config: " + ha + "\n  workspace: " + mnt +
+                            "/ws\n  backup_dir: " + mnt +
+                            "/backups\nencryption:\n  scrypt_work_factor: 15\n"
+                            "sources:\n  logs: []\n");
+      fs::create_directories(mnt + "/ws");
+      auto b = cli({"--json", "backup"});
+      ASSERT_EQ(b.exit_code, 0) << b.err;
+      const std::string id = json::parse(b.out)["data"]["id"];
+      const TreeSnap at_point = Snap(ha);
+      WriteFile(ha + "/packages/a.yaml", "light: [edited]\n");
+      WriteFile(ha + "/packages/new.yaml", "switch: []\n");
+      WriteFile(ha + "/www/new.png", std::string(30000, 'n'));
+      const TreeSnap before = Snap(ha);
+      // Fill the file system, then give back k inodes or k pages.
+      fs::create_directories(mnt + "/fill");
+      if (by_inodes) {
+        int n = 0;
+        for (;; ++n) {
+          const int fd = ::open((mnt + "/fill/" + std::to_string(n)).c_str(),
+                                O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+          if (fd < 0) break;
+          ::close(fd);
+        }
+        for (int i = 0; i < k && i < n; ++i) fs::remove(mnt + "/fill/" + std::to_string(i));
+      } else {
+        struct statvfs v {};
+        ASSERT_EQ(::statvfs(mnt.c_str(), &v), 0);
+        const auto free_bytes = static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize;
+        const std::uint64_t leave = static_cast<std::uint64_t>(k) * 4096;
+        if (free_bytes > leave) {
+          const int fd = ::open((mnt + "/fill/bytes").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+          ASSERT_GE(fd, 0);
+          (void)::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - leave));
+          ::close(fd);
+        }
+      }
+      auto r = cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
+      EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 8) << what << ": " << r.exit_code << r.err;
+      EXPECT_EQ(r.err.find("finishes it"), std::string::npos) << what << ": " << r.err;
+      if (r.exit_code == 0) {
+        ++rolled_back;
+        EXPECT_EQ(ReadFile(ha + "/packages/a.yaml"), "light: []\n") << what;
+        EXPECT_FALSE(fs::exists(ha + "/packages/new.yaml")) << what;
+      } else {
+        ++failed;
+      }
+      // Space returns; the next command leaves the trees as a failed rollback said.
+      fs::remove_all(mnt + "/fill");
+      auto rec = cli({"recover"});
+      EXPECT_EQ(rec.exit_code, 0) << what << ": " << rec.err;
+      if (r.exit_code != 0) {
+        EXPECT_EQ(Snap(ha), before) << what << ": " << r.err << rec.err;
+      }
+      EXPECT_EQ(cli({"verify", "--all"}).exit_code, 0) << what;
+      ASSERT_EQ(::umount(mnt.c_str()), 0) << std::strerror(errno);
+      if (HasFailure()) return;
+    }
+  }
+  std::printf("[ disk full ] rollback: %d levels failed untouched or reverted, %d rolled back\n",
+              failed, rolled_back);
+  EXPECT_GT(failed, 0);
+  EXPECT_GT(rolled_back, 0);
 }
 
 }  // namespace
