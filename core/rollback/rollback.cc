@@ -28,7 +28,6 @@ namespace {
 using namespace internal;  // NOLINT(google-build-using-namespace): this module's own helpers
 using nlohmann::json;
 
-constexpr std::string_view kRecordsDir = ".rollbacks";
 constexpr std::size_t kMaxCapturedBytes = 4u << 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -100,76 +99,6 @@ class StagingVisitor final : public store::EntryVisitor {
   std::map<std::string, std::string> captured_;
   std::string* capture_ = nullptr;
 };
-
-// ---------------------------------------------------------------------------------------------
-// Records and journals
-
-std::string RecordsDir(const store::Store& store) {
-  return store.options().backup_dir + "/" + std::string(kRecordsDir);
-}
-
-Status WriteJournal(FileSystem& fs, const std::string& record, const Journal& j) {
-  if (j.phase == Phase::kDone || j.phase == Phase::kReverted) {
-    // Finished: no recovery checks a staged file again, so the SHA-256 of the safety point's
-    // plaintext (which would confirm a guessed secrets.yaml without scrypt) is not kept.
-    Journal finished = j;
-    for (auto& op : finished.ops) op.sha256.clear();
-    return WriteFileAtomically(fs, record + "/" + std::string(journal::kFileName),
-                               journal::ToJson(finished).dump(1) + "\n", 0600);
-  }
-  return WriteFileAtomically(fs, record + "/" + std::string(journal::kFileName),
-                             journal::ToJson(j).dump(1) + "\n", 0600);
-}
-
-// Room a rollback keeps on the backup dir's file system while it applies: the size of its
-// journal, and this much more. A rollback that fails for want of space (ENOSPC) must still be
-// able to write "reverting" into its journal, or the next command would complete a rollback it
-// was told had failed; the reserve is given back for that first.
-constexpr std::uint64_t kReserveExtra = std::uint64_t{64} << 10;
-constexpr std::string_view kReserveName = "reserve";
-
-// Allocates the reserve beside the journal (fallocate: no bytes written, no memory). Outside the
-// FileSystem seam: it holds no data, and a crash leaves a file recovery removes.
-Status MakeReserve(const std::string& record) {
-  const std::string journal_path = record + "/" + std::string(journal::kFileName);
-  struct stat st {};
-  if (::stat(journal_path.c_str(), &st) != 0) {
-    return tl::unexpected(ErrnoError(errno, "stat", journal_path));
-  }
-  const std::string path = record + "/" + std::string(kReserveName);
-  const int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return tl::unexpected(ErrnoError(errno, "create", path));
-  const int err = ::posix_fallocate(
-      fd, 0, static_cast<off_t>(static_cast<std::uint64_t>(st.st_size) + kReserveExtra));
-  ::close(fd);
-  if (err != 0) {
-    ::unlink(path.c_str());
-    return tl::unexpected(ErrnoError(err, "reserve space for the rollback's journal in", record));
-  }
-  return {};
-}
-
-// Gives the reserve back (best effort: a missing one is fine).
-void FreeReserve(const std::string& record) {
-  (void)::unlink((record + "/" + std::string(kReserveName)).c_str());
-}
-
-Status EnsureRecordsDir(FileSystem& fs, const store::Store& store) {
-  const std::string dir = RecordsDir(store);
-  if (IsRealDir(dir)) return {};
-  if (LExists(dir)) return Fail(ErrorCode::kIo, dir + " is not a directory");
-  SP_RETURN_IF_ERROR(fs.MakeDir(dir, 0700));
-  return fs.SyncDir(store.options().backup_dir);
-}
-
-Result<std::string> NewRollbackId(const store::Store& store, const Clock& clock) {
-  const std::string base = FormatLocalStamp(clock.Now());
-  for (int n = 1; n <= 999; ++n) {
-    std::string id = n == 1 ? base : base + "-" + std::to_string(n);
-    if (!LExists(RecordsDir(store) + "/" + id)) return id;
-  }
-  return Fail(ErrorCode::kBusy, "more than 999 rollbacks in one second");
-}
 
 bool SameDevice(const std::string& a, const std::string& b) {
   struct stat sa {
@@ -594,10 +523,9 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   j.pre_rollback_id = pre->id;
   report.pre_rollback_id = pre->id;
 
-  // 4. From the journal on, a crash is completed or reverted by Recover.
+  // 4. From the journal on, Recover completes or reverts a crash; no reserve: fails untouched.
   j.phase = Phase::kApplying;
   if (auto st = WriteJournal(fs, record, j); !st) return discard(st.error());
-  // Nothing changed yet: no room for the reserve fails the rollback here, untouched.
   if (auto st = MakeReserve(record); !st) return discard(st.error());
   SP_RETURN_IF_ERROR(ApplyOrRevert(config, store, fs, passphrase, record, staging, j, steps));
   j.phase = Phase::kDone;

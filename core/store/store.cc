@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "core/base/sha256.h"
+#include "core/base/time_text.h"
 #include "core/format/age.h"
 #include "core/store/store_internal.h"
 
@@ -306,6 +307,27 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
     report.deleted.push_back(it->id);
   }
   return report;
+}
+
+Result<std::string> Store::NewId() const {
+  const std::string base = FormatLocalStamp(clock_.Now());
+  auto id_for = [&](int n) { return n == 1 ? base : base + "-" + std::to_string(n); };
+  auto exists = [](const std::string& path) {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0;
+  };
+  // A new id sorts after every id of the same second still in use: a free slot below one in
+  // use (its safety point deleted by retention a moment ago) would make the newest safety point
+  // look like the oldest of that second.
+  int highest = 0;
+  for (int n = 1; n <= 999; ++n) {
+    const std::string id = id_for(n);
+    if (exists(DirOf(id)) || exists(options_.backup_dir + "/" + std::string(kTmpPrefix) + id)) {
+      highest = n;
+    }
+  }
+  if (highest >= 999) return Fail(ErrorCode::kBusy, "more than 999 safety points in one second");
+  return id_for(highest + 1);
 }
 
 }  // namespace safepoint::store

@@ -449,23 +449,6 @@ Status Commit(FileSystem& fs, const std::string& staging, const std::string& fin
 
 }  // namespace
 
-Result<std::string> Store::NewId() const {
-  const std::string base = FormatLocalStamp(clock_.Now());
-  auto id_for = [&](int n) { return n == 1 ? base : base + "-" + std::to_string(n); };
-  // A new id sorts after every id of the same second still in use: a free slot below one in
-  // use (its safety point deleted by retention a moment ago) would make the newest safety point
-  // look like the oldest of that second.
-  int highest = 0;
-  for (int n = 1; n <= 999; ++n) {
-    const std::string id = id_for(n);
-    if (Exists(DirOf(id)) || Exists(options_.backup_dir + "/" + std::string(kTmpPrefix) + id)) {
-      highest = n;
-    }
-  }
-  if (highest >= 999) return Fail(ErrorCode::kBusy, "more than 999 safety points in one second");
-  return id_for(highest + 1);
-}
-
 Result<std::unique_ptr<age::ScryptJob>> Store::StartKeyDerivation(const Secret& passphrase) const {
   return age::ScryptJob::Start(passphrase, options_.work_factor);
 }
