@@ -3,8 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <set>
 
 #include "core/base/io.h"
+#include "core/rollback/rollback.h"
 #include "service/controller.h"
 #include "service/controller_internal.h"
 #include "service/state_file.h"
@@ -67,8 +69,14 @@ void Controller::RefreshSafetyPoints(bool last_backup) {
     return;
   }
   std::vector<std::string> ids;
-  for (auto it = list->rbegin(); it != list->rend(); ++it) ids.push_back(it->id);
-  if (safety_points_.Update(std::move(ids))) PublishDiscovery();
+  std::set<std::string> pre_rollback;
+  for (auto it = list->rbegin(); it != list->rend(); ++it) {
+    ids.push_back(it->id);
+    if (it->manifest && it->manifest->reason.starts_with(rollback::kPreRollbackReason)) {
+      pre_rollback.insert(it->id);
+    }
+  }
+  if (safety_points_.Update(std::move(ids), pre_rollback)) PublishDiscovery();
   if (!last_backup) return;
   std::optional<BackupSummary> newest;
   for (auto it = list->rbegin(); it != list->rend() && !newest; ++it) {

@@ -57,7 +57,8 @@ Result<json> ParseJson(std::string_view payload) {
   try {
     return json::parse(payload.begin(), payload.end());
   } catch (const json::out_of_range&) {
-    // Well-formed JSON with a number no double holds (1e400): not "invalid JSON".
+    // A number no double holds (1e400): said so, not "invalid JSON" (what follows it is not
+    // checked: parsing stops there).
     return Fail(ErrorCode::kBadInput,
                 "payload holds a number out of range: '" + Excerpt(payload) + "'");
   } catch (const json::exception&) {

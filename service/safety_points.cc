@@ -5,13 +5,20 @@
 
 namespace safepoint::service {
 
-bool SafetyPointChoice::Update(std::vector<std::string> ids_newest_first) {
+bool SafetyPointChoice::Update(std::vector<std::string> ids_newest_first,
+                               const std::set<std::string>& pre_rollback) {
   const bool changed = ids_newest_first != ids_;
   ids_ = std::move(ids_newest_first);
   if (chosen_ && selected_ && Known(*selected_)) return changed;
   chosen_ = false;
   selected_.reset();
-  if (!ids_.empty()) selected_ = ids_.front();
+  auto it = std::find_if(ids_.begin(), ids_.end(),
+                         [&](const std::string& id) { return !pre_rollback.contains(id); });
+  if (it != ids_.end()) {
+    selected_ = *it;
+  } else if (!ids_.empty()) {
+    selected_ = ids_.front();
+  }
   return changed;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,11 +14,14 @@ namespace safepoint::service {
 // the list refreshes it. Pure.
 class SafetyPointChoice {
  public:
-  // A new list, newest first. The user's choice stays while its safety point is listed;
-  // otherwise, or when the user chose none, the selection is the newest: after a backup before
-  // an update, a bare "Roll back" returns to that backup, not to whichever safety point was
-  // the newest when the service started. True when the list changed.
-  bool Update(std::vector<std::string> ids_newest_first);
+  // A new list, newest first, and which of them are a rollback's pre-rollback safety point.
+  // The user's choice stays while its safety point is listed; otherwise, or when the user chose
+  // none, the selection is the newest that is not a pre-rollback point (the newest if all are):
+  // after a backup before an update, a bare "Roll back" returns to that backup, not to whichever
+  // safety point was the newest when the service started; pressed again after a rollback, it
+  // repeats that rollback instead of undoing it. True when the list changed.
+  bool Update(std::vector<std::string> ids_newest_first,
+              const std::set<std::string>& pre_rollback = {});
   [[nodiscard]] bool Known(const std::string& id) const;
   // The `select` command: kNotFound for a safety point not in the list.
   [[nodiscard]] Status Select(const std::string& id);

@@ -198,11 +198,11 @@ std::vector<std::string> Differences(const std::map<std::string, std::string>& c
 std::string RecordsDir(const store::Store& store);
 // Writes the record's journal atomically; a finished one without the staged files' SHA-256.
 Status WriteJournal(FileSystem& fs, const std::string& record, const Journal& j);
-// The reserve: room for the journal (its size now and 64 KiB more) allocated beside it before
-// a rollback changes anything. A rollback that fails for want of space must still be able to
+// The reserve: room for the journal `j` (its size and 64 KiB more) allocated beside it before
+// the journal is first written. A rollback that fails for want of space must still be able to
 // write "reverting" into its journal, or the next command would complete a rollback it was
 // told had failed; FreeReserve gives the room back for that first (a missing reserve is fine).
-Status MakeReserve(const std::string& record);
+Status MakeReserve(const std::string& record, const Journal& j);
 void FreeReserve(const std::string& record);
 Status EnsureRecordsDir(FileSystem& fs, const store::Store& store);
 // A new record id: the local time, with -2, -3 ... on a clash.

@@ -45,17 +45,14 @@ Status WriteJournal(FileSystem& fs, const std::string& record, const Journal& j)
 
 // Outside the FileSystem seam: the reserve holds no data, and a crash leaves a file that
 // recovery removes.
-Status MakeReserve(const std::string& record) {
-  const std::string journal_path = record + "/" + std::string(journal::kFileName);
-  struct stat st {};
-  if (::stat(journal_path.c_str(), &st) != 0) {
-    return tl::unexpected(ErrnoError(errno, "stat", journal_path));
-  }
+Status MakeReserve(const std::string& record, const Journal& j) {
+  // Made before the journal: a rollback that finds no room for it leaves no journal behind
+  // that a crash could bring back for recovery to complete.
+  const std::uint64_t size = journal::ToJson(j).dump(1).size() + 1 + kReserveExtra;
   const std::string path = record + "/" + std::string(kReserveName);
   const int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return tl::unexpected(ErrnoError(errno, "create", path));
-  const int err = ::posix_fallocate(
-      fd, 0, static_cast<off_t>(static_cast<std::uint64_t>(st.st_size) + kReserveExtra));
+  const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
   ::close(fd);
   if (err != 0) {
     ::unlink(path.c_str());

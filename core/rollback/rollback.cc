@@ -161,6 +161,8 @@ Status Revert(const config::Config& base_config, store::Store& store, FileSystem
     --j.revert_attempts;
     return st;
   }
+  // A reverting journal never completes: the forward staging only holds space the revert needs.
+  SP_RETURN_IF_ERROR(RemoveIfPresent(fs, record + "/staging"));
   const std::string work = record + "/revert-" + std::to_string(j.revert_attempts);
   SP_RETURN_IF_ERROR(RemoveIfPresent(fs, work));
   SP_RETURN_IF_ERROR(fs.MakeDir(work, 0700));
@@ -173,8 +175,11 @@ Status Revert(const config::Config& base_config, store::Store& store, FileSystem
   if (!plan) return tl::unexpected(plan.error());
   SP_RETURN_IF_ERROR(RestoreDirectly(config, store, fs, passphrase, *plan, *current, work));
   j.phase = Phase::kReverted;
-  SP_RETURN_IF_ERROR(WriteJournal(fs, record, j));
-  return RemoveIfPresent(fs, record + "/staging");
+  if (auto st = WriteJournal(fs, record, j); !st) {
+    j.phase = Phase::kReverting;  // the next command reverts again, and finds nothing to do
+    return st;
+  }
+  return {};
 }
 
 struct RecoverState {
@@ -406,11 +411,24 @@ Report EndUnchanged(FileSystem& fs, const std::string& record, Plan plan, Report
 Result<manifest::Manifest> TakePreRollback(store::Store& store, const Secret& passphrase,
                                            const std::string& id, const Secret& file_key,
                                            store::BackupRequest request, StepProgress& steps) {
-  request.reason = "pre-rollback to " + id;
+  request.reason = std::string(kPreRollbackReason) + id;
   request.update.reset();
   const auto progress = [&](std::uint64_t d, std::uint64_t t) { steps.Report(500, 900, d, t); };
   if (file_key.empty()) return store.Backup(request, passphrase, progress);
   return store.BackupUnderKeyOf(id, file_key, request, progress);
+}
+
+// Marks an applied rollback done and removes its staging.
+Status MarkDone(FileSystem& fs, const std::string& record, const std::string& staging,
+                Journal& j) {
+  j.phase = Phase::kDone;
+  FreeReserve(record);
+  if (auto st = WriteJournal(fs, record, j); !st) {
+    return Fail(st.error().code, "the rollback was applied, but recording that failed (" +
+                                     st.error().message +
+                                     "); the next safepoint command records it");
+  }
+  return RemoveIfPresent(fs, staging);
 }
 
 // Applies the journaled ops (progress: 90-100% of `steps`); on failure reverts the trees to the
@@ -433,7 +451,8 @@ Status ApplyOrRevert(const config::Config& config, store::Store& store, FileSyst
   } else {
     error.message += "; reverting failed too (" + reverted.error().message +
                      (j.phase == Phase::kReverting
-                          ? "); the next safepoint command reverts it"
+                          ? "); the next safepoint command reverts it (`safepoint recover` "
+                            "does only that)"
                           : "); the next safepoint command finishes it");
   }
   return tl::unexpected(std::move(error));
@@ -525,13 +544,10 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
 
   // 4. From the journal on, Recover completes or reverts a crash; no reserve: fails untouched.
   j.phase = Phase::kApplying;
+  if (auto st = MakeReserve(record, j); !st) return discard(st.error());
   if (auto st = WriteJournal(fs, record, j); !st) return discard(st.error());
-  if (auto st = MakeReserve(record); !st) return discard(st.error());
   SP_RETURN_IF_ERROR(ApplyOrRevert(config, store, fs, passphrase, record, staging, j, steps));
-  j.phase = Phase::kDone;
-  FreeReserve(record);
-  SP_RETURN_IF_ERROR(WriteJournal(fs, record, j));
-  SP_RETURN_IF_ERROR(RemoveIfPresent(fs, staging));
+  SP_RETURN_IF_ERROR(MarkDone(fs, record, staging, j));
   steps.Report(900, 1000, 1, 1);
 
   // 5. Restarts.

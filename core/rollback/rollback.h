@@ -147,6 +147,9 @@ enum class Recovery {
   kDoneByCaller,  // the caller ran Recover under the lock it holds for this rollback
 };
 
+// The reason of a rollback's pre-rollback safety point starts with this, then the target id.
+inline constexpr std::string_view kPreRollbackReason = "pre-rollback to ";
+
 // Rolls the trees back to safety point `id`:
 //  1. refuses a missing or symlinked root (kBadInput) and unsafe entries (kCorrupt);
 //  2. decrypts and verifies the whole safety point, staging the files to write in

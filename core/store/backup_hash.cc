@@ -155,6 +155,11 @@ std::size_t KeptBytes::mapped() const {
   return blocks_.size() * kKeptBlockSize;
 }
 
+std::size_t KeptBytes::room() const {
+  const std::size_t used = mapped();
+  return budget_ > used ? budget_ - used : 0;
+}
+
 KeptStat KeptStat::Of(const struct stat& st) {
   KeptStat k;
   k.dev = st.st_dev;
@@ -237,7 +242,8 @@ Pass1 HashInputs(FileSystem& fs, const BackupRequest& request, const age::Encryp
 Status HashAgainAndKeep(FileSystem& fs, const BackupRequest& request,
                         const std::vector<std::size_t>& indices, Pass1& pass1) {
   std::vector<std::uint8_t> buf(kBufferSize);
-  std::uint64_t left = kMaxKeptAgainBytes;
+  std::uint64_t left =
+      std::clamp<std::uint64_t>(pass1.kept->room(), kMinKeptAgainBytes, kMaxKeptAgainBytes);
   pass1.kept_again.reserve(pass1.kept_again.size() + indices.size());
   for (const std::size_t i : indices) {
     const InputEntry& in = request.entries[i];

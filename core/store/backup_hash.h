@@ -63,6 +63,8 @@ class KeptBytes {
   [[nodiscard]] std::uint8_t* Allocate(std::size_t size);
   // Bytes of blocks mapped so far.
   [[nodiscard]] std::size_t mapped() const;
+  // What the budget still allows.
+  [[nodiscard]] std::size_t room() const;
 
  private:
   const std::size_t budget_;
@@ -88,8 +90,11 @@ struct StableHash {
   const std::uint8_t* kept = nullptr;
 };
 
-// The most a backup's later attempt keeps of the files that changed under an earlier one
-// (HashAgainAndKeep).
+// What a backup's later attempt keeps of the files that changed under an earlier one
+// (HashAgainAndKeep): what pass 1's budget leaves, within these bounds. The least is kept even
+// under a copied header (a rollback's pre-rollback point, which keeps nothing in pass 1): a
+// few `.storage` files that Home Assistant keeps replacing must not block a rollback.
+inline constexpr std::uint64_t kMinKeptAgainBytes = std::uint64_t{8} << 20;
 inline constexpr std::uint64_t kMaxKeptAgainBytes = std::uint64_t{32} << 20;
 
 // Pass 1's outcome for every input entry: what reading it stable gave, or (for the first entry,
@@ -113,8 +118,8 @@ struct Pass1 {
 // For a backup's next attempt after files changed between pass 1 and pass 2 of the one before
 // (replaced by a rename, as Home Assistant writes `.storage`; deleted and made again; written
 // through a mapping, which leaves fstat alone, as SQLite's `-shm`): reads the entries
-// `indices` again until they read stable and keeps each one's bytes whole, up to
-// kMaxKeptAgainBytes in all, so that pass 2 archives exactly what was hashed instead of reading
+// `indices` again until they read stable and keeps each one's bytes whole (within the bounds
+// above), so that pass 2 archives exactly what was hashed instead of reading
 // the file a second time. Call once scrypt has freed its memory.
 [[nodiscard]] Status HashAgainAndKeep(FileSystem& fs, const BackupRequest& request,
                                       const std::vector<std::size_t>& indices, Pass1& pass1);

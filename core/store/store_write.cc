@@ -1,6 +1,7 @@
 // Writing a safety point: Store::NewId and Store::Backup (hash, archive, encrypt, commit).
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -512,6 +513,7 @@ Result<manifest::Manifest> Store::BackupWith(const BackupRequest& request,
       return result;
     }
     keep_again.push_back(*changed);
+    ::malloc_trim(0);  // the failed attempt's memory back to the system before the next scrypt
   }
 }
 

@@ -576,13 +576,13 @@ TEST_F(StoreTest, FileRewrittenOnEveryReadIsKeptOnTheNextAttemptWithAWarning) {
   EXPECT_EQ(ReadFile(busy), "0123456789");
 }
 
-// One too large to keep (over kMaxKeptAgainBytes) cannot be recorded consistently: the backup
-// fails with kIo naming the file, and leaves nothing behind.
-TEST_F(StoreTest, ALargeFileRewrittenOnEveryReadFailsNamingIt) {
+// One too large to keep (over kMaxKeptAgainBytes), replaced before every read, cannot be
+// recorded consistently: the backup fails with kIo naming the file, and leaves nothing behind.
+TEST_F(StoreTest, ALargeFileReplacedBeforeEveryReadFailsNamingIt) {
   const std::string busy = src_ + "/busy.bin";
   WriteFile(busy, std::string(static_cast<std::size_t>(internal::kMaxKeptAgainBytes) + 1, 'x'));
   FaultInjectingFileSystem fs;
-  fs.ChangeOnEveryRead(busy, testing::ReadChange::kRewrite);
+  fs.ChangeOnEveryRead(busy, testing::ReadChange::kReplace);
   Store store(options_, fs, clock_);
   auto m = Backup(store, pass_);
   ASSERT_FALSE(m);

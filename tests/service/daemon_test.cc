@@ -602,8 +602,10 @@ TEST_F(DaemonTest, TheRollbackButtonTakesTheNewestSafetyPointUntilTheUserChooses
   EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-02");
   Message("sp/cmd/rollback", "PRESS");
   Work();
-  // The rollback's pre-rollback point is the newest now: a second press would undo it.
-  EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-03");
+  // The rollback's pre-rollback point (10-00-03) is the newest now, but not the default: a
+  // second press repeats the rollback instead of undoing it.
+  EXPECT_EQ(transport_.Last("sp/safety_points")["ids"][0], "2026-12-02_10-00-03");
+  EXPECT_EQ(transport_.Last("sp/safety_points")["selected"], "2026-12-02_10-00-02");
   Command("select", {{"backup_id", "2026-12-02_10-00-01"}});
   Command("backup", json::object());
   Work();

@@ -45,6 +45,25 @@ TEST(SafetyPointChoice, ADeletedSelectionFallsBackToTheNewest) {
   EXPECT_THAT(choice.ids(), ElementsAre());
 }
 
+TEST(SafetyPointChoice, APreRollbackPointIsNotTheDefault) {
+  SafetyPointChoice choice;
+  choice.Update({"b", "a"});
+  EXPECT_EQ(choice.selected(), "b");
+  // A rollback to b took pre-rollback point c: b stays the default.
+  EXPECT_TRUE(choice.Update({"c", "b", "a"}, {"c"}));
+  EXPECT_EQ(choice.selected(), "b");
+  // A new backup d is the default again.
+  EXPECT_TRUE(choice.Update({"d", "c", "b", "a"}, {"c"}));
+  EXPECT_EQ(choice.selected(), "d");
+  // Only pre-rollback points: the newest of them.
+  EXPECT_TRUE(choice.Update({"f", "e"}, {"f", "e"}));
+  EXPECT_EQ(choice.selected(), "f");
+  // The user may choose one.
+  ASSERT_TRUE(choice.Select("e"));
+  EXPECT_FALSE(choice.Update({"f", "e"}, {"f", "e"}));
+  EXPECT_EQ(choice.selected(), "e");
+}
+
 TEST(SafetyPointChoice, OnlyAListedSafetyPointCanBeSelected) {
   SafetyPointChoice choice;
   choice.Update({"b", "a"});
