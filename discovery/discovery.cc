@@ -257,7 +257,8 @@ const std::vector<std::string_view>& EventTypes() {
       "backup_completed",   "backup_failed",       "confirmation_requested", "update_continued",
       "update_cancelled",   "update_expired",      "update_succeeded",       "update_failed",
       "update_timed_out",   "health_check_failed", "rollback_started",       "rollback_completed",
-      "rollback_conflicts", "rollback_aborted",    "rollback_failed",        "update_changes"};
+      "rollback_conflicts", "rollback_aborted",    "rollback_failed",        "update_changes",
+      "rollback_recovered"};
   return types;
 }
 

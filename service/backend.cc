@@ -57,6 +57,7 @@ class OperationsBackend final : public Backend {
     if (!notes) return tl::unexpected(notes.error());
     return {};
   }
+  std::vector<std::string> TakeRecoveryNotes() override { return ops_.TakeRecovered(); }
 
  private:
   Operations ops_;
@@ -149,6 +150,13 @@ class ExceptionSafeBackend final : public Backend {
   }
   Status RecoverInterrupted() override {
     return Guarded("recovery", [&] { return inner_->RecoverInterrupted(); });
+  }
+  std::vector<std::string> TakeRecoveryNotes() override {
+    try {
+      return inner_->TakeRecoveryNotes();
+    } catch (const std::exception&) {
+      return {};  // only moves a vector out; the log already holds every line
+    }
   }
 
  private:

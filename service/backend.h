@@ -48,6 +48,9 @@ class Backend {
   [[nodiscard]] virtual Result<entities::EntitySnapshot> EntitiesOf(const std::string& id) = 0;
   // Completes or reverts a rollback a crash interrupted (at service start).
   [[nodiscard]] virtual Status RecoverInterrupted() = 0;
+  // What recovery did since the last call, one line per action: at start, and in any operation
+  // that writes (each finishes interrupted rollbacks first). Empty when there was nothing.
+  [[nodiscard]] virtual std::vector<std::string> TakeRecoveryNotes() = 0;
 };
 
 // `backend` with every exception it throws (std::bad_alloc above all) turned into an error of

@@ -67,6 +67,8 @@ Status Controller::Prepare() {
   if (auto st = backend_.RecoverInterrupted(); !st) {
     spdlog::error("recovering an interrupted rollback failed: {}", st.error().message);
   }
+  // Reported once connected (Start): nothing is published before.
+  recovered_at_start_ = backend_.TakeRecoveryNotes();
   return {};
 }
 
@@ -97,6 +99,7 @@ void Controller::Start() {
   // (a new pre-rollback point) or deleted safety points while the service was stopped.
   RefreshSafetyPoints(/*last_backup=*/true);
   started_ = true;
+  ReportRecovery(std::exchange(recovered_at_start_, {}));
   spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
                mqtt_config_.base_topic);
 }
@@ -168,8 +171,10 @@ void Controller::Enqueue(std::string what, JobRunner::Job job) {
   job_names_.push_back(std::move(what));
   jobs_.Run([this, job = std::move(job)] {
     std::function<void()> done;
+    std::vector<std::string> recovered;
     try {
       done = job();
+      recovered = backend_.TakeRecoveryNotes();  // still on the worker, as every backend call
     } catch (const std::exception& e) {
       // The backend turns exceptions into errors; anything else still must not end the
       // service: the job is counted as an internal error and its slot is freed.
@@ -178,9 +183,10 @@ void Controller::Enqueue(std::string what, JobRunner::Job job) {
         spdlog::error("internal error in an operation: {}", what);
       };
     }
-    return std::function<void()>([this, done = std::move(done)] {
+    return std::function<void()>([this, done = std::move(done), recovered = std::move(recovered)] {
       --pending_jobs_;
       job_names_.pop_front();  // the runner runs jobs in the order they were queued
+      ReportRecovery(recovered);  // before the job's own result: it happened first
       done();
     });
   });
@@ -259,6 +265,14 @@ void Controller::Execute(const Action& action) {
                  },
              },
              action);
+}
+
+void Controller::ReportRecovery(const std::vector<std::string>& actions) {
+  if (actions.empty()) return;
+  std::string message = "An interrupted rollback was recovered: ";
+  for (std::size_t i = 0; i < actions.size(); ++i) message += (i ? "; " : "") + actions[i];
+  Execute(Action(PublishEvent{EventType::kRollbackRecovered, message, {{"actions", actions}},
+                              clock_.Now()}));
 }
 
 // The files an update changed, as the event `update_changes`: queued on the worker behind what

@@ -118,6 +118,8 @@ class Controller {
   void List();
   void Diff(const DiffCommand& command);
   void ReportChanges(const service::ReportChanges& action);
+  // The event `rollback_recovered` for what recovery did (nothing when `actions` is empty).
+  void ReportRecovery(const std::vector<std::string>& actions);
   void Select(const SelectCommand& command);
   // True when `message` must not act because it is a retained message: flagged retained (MQTT 5
   // Retain As Published, or sent on subscribing), or on MQTT 3.1.1 a live delivery whose topic
@@ -170,6 +172,7 @@ class Controller {
   // (status, discovery, state topics) is published before, so no subscriber ever sees a state
   // the service has not computed (such as `safety_points {"count":0}`).
   bool started_ = false;
+  std::vector<std::string> recovered_at_start_;  // Prepare's recovery, reported by Start
   Lifecycle lifecycle_;
   EntityMirror mirror_;
   discovery::Options discovery_options_;

@@ -79,6 +79,7 @@ enum class EventType {
   kRollbackAborted,
   kRollbackFailed,
   kUpdateChanges,  // after a successful result: the files the update changed, with line counts
+  kRollbackRecovered,  // a rollback a crash interrupted was completed or reverted
 };
 [[nodiscard]] std::string_view EventTypeName(EventType type);
 [[nodiscard]] const std::vector<std::string_view>& EventTypeNames();

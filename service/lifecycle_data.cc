@@ -258,6 +258,8 @@ std::string_view EventTypeName(EventType type) {
       return "rollback_failed";
     case EventType::kUpdateChanges:
       return "update_changes";
+    case EventType::kRollbackRecovered:
+      return "rollback_recovered";
   }
   return "backup_failed";
 }
@@ -265,7 +267,7 @@ std::string_view EventTypeName(EventType type) {
 const std::vector<std::string_view>& EventTypeNames() {
   static const std::vector<std::string_view> names = [] {
     std::vector<std::string_view> list;
-    for (int i = 0; i <= static_cast<int>(EventType::kUpdateChanges); ++i) {
+    for (int i = 0; i <= static_cast<int>(EventType::kRollbackRecovered); ++i) {
       list.push_back(EventTypeName(static_cast<EventType>(i)));
     }
     return list;

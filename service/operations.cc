@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "core/rollback/fingerprint.h"
 #include "core/rollback/rollback.h"
@@ -83,6 +84,7 @@ Result<Operations::ExclusiveLock> Operations::LockExclusive() {
   auto notes = rollback::Recover(config_, store_, fs_, PassphraseSource());
   if (!notes) return tl::unexpected(notes.error());
   for (const auto& n : *notes) spdlog::warn("recovered an interrupted rollback: {}", n);
+  recovered_.insert(recovered_.end(), notes->begin(), notes->end());
   SP_RETURN_IF_ERROR(store_.CleanLeftovers());
   return ExclusiveLock{std::move(*lock), std::move(*notes)};
 }
@@ -124,6 +126,8 @@ Result<std::vector<std::string>> Operations::Recover() {
   if (!lock) return tl::unexpected(lock.error());
   return std::move(lock->recovered);
 }
+
+std::vector<std::string> Operations::TakeRecovered() { return std::exchange(recovered_, {}); }
 
 namespace {
 

@@ -81,6 +81,9 @@ class Operations {
   [[nodiscard]] Result<manifest::Manifest> Show(const std::string& id);
   // Finishes every rollback a crash interrupted; one line per action.
   [[nodiscard]] Result<std::vector<std::string>> Recover();
+  // What every LockExclusive since the last call recovered, one line per action (the service
+  // reports it as an event, whatever operation happened to run the recovery).
+  [[nodiscard]] std::vector<std::string> TakeRecovered();
   // The entity states stored in safety point `id` (decrypts it).
   [[nodiscard]] Result<entities::EntitySnapshot> EntitiesOf(const std::string& id);
 
@@ -98,6 +101,7 @@ class Operations {
   FileSystem& fs_;
   const Clock& clock_;
   store::Store store_;
+  std::vector<std::string> recovered_;  // see TakeRecovered
 };
 
 // One result of Operations::Verify as the CLI and the MQTT `verify` command answer it:

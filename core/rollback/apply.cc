@@ -51,13 +51,41 @@ Op PlaceOp(const PlanEntry& e, const std::string& dest, std::size_t* staged) {
   return op;
 }
 
+// A place operation with what it needs on the trees' file system while it runs (the copy of the
+// new file beside the old one) and what it gives back when it is done (the file it replaces).
+struct Placing {
+  Op op;
+  std::uint64_t needs = 0;
+  std::uint64_t frees = 0;
+};
+
+// Orders file and link placements so that a nearly full file system can take them: first the
+// ones that free space (the new file no larger than the one it replaces), the smallest first;
+// then the ones that take space, those replacing the largest files first. For steps that each
+// need some room while they run and leave a gain or a loss, this order gets through whenever
+// any order would. It matters when the new files are copied in (the record on another file
+// system); renamed in from staging, they need no room of their own. Ties keep path order.
+std::vector<Op> OrderForSpace(std::vector<Placing> places) {
+  std::stable_sort(places.begin(), places.end(), [](const Placing& a, const Placing& b) {
+    const bool a_frees = a.needs <= a.frees;
+    const bool b_frees = b.needs <= b.frees;
+    if (a_frees != b_frees) return a_frees;
+    return a_frees ? a.needs < b.needs : a.frees > b.frees;
+  });
+  std::vector<Op> out;
+  out.reserve(places.size());
+  for (auto& p : places) out.push_back(std::move(p.op));
+  return out;
+}
+
 }  // namespace
 
 // Turns a plan into journal operations: moves aside, directories (parents first), files and
-// links, then directory attributes (children first).
+// links (ordered for space: OrderForSpace), then directory attributes (children first).
 BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected) {
   BuiltOps out;
-  std::vector<Op> moves, dirs, places, attrs;
+  std::vector<Op> moves, dirs, attrs;
+  std::vector<Placing> places;
   std::vector<std::string> moved;  // top-most paths moved aside so far (sorted input order)
   auto under_moved = [&](const std::string& path) {
     return std::any_of(moved.begin(), moved.end(), [&](const std::string& m) {
@@ -71,8 +99,12 @@ BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected) {
     out.changed_roots.insert(TopOf(path));
   };
   std::size_t staged = 0;
-  auto place = [&](const PlanEntry& e, const std::string& dest) {
-    places.push_back(PlaceOp(e, dest, &staged));
+  // `replaces`: the live file at `dest` stays until the new one is renamed over it.
+  auto place = [&](const PlanEntry& e, const std::string& dest, bool replaces) {
+    Placing p{PlaceOp(e, dest, &staged), 0, 0};
+    if (p.op.kind == OpKind::kPlaceFile) p.needs = p.op.size;
+    if (replaces && e.current && e.current->type == EntryType::kFile) p.frees = e.current->size;
+    places.push_back(std::move(p));
     out.changed_roots.insert(TopOf(dest));
   };
   for (const auto& e : plan.entries) {
@@ -84,16 +116,18 @@ BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected) {
         move_aside(e.path);
         break;
       case Action::kRestoreBeside:
-        place(e, e.beside);
+        place(e, e.beside, false);
         break;
       case Action::kRestore: {
         const bool want_dir = e.target->type == EntryType::kDirectory;
         const bool have_dir = e.current && e.current->type == EntryType::kDirectory;
+        bool moved_aside = false;
         if (e.current) {
           // Kept in the record rather than lost: a type change involving a directory, or a
           // path the pre-rollback safety point does not hold (excluded, special, unsafe link).
           if (want_dir != have_dir || (!want_dir && !collected.Contains(e.path))) {
             move_aside(e.path);
+            moved_aside = true;
           }
         }
         if (want_dir) {
@@ -112,14 +146,15 @@ BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected) {
             out.changed_roots.insert(TopOf(e.path));
           }
         } else {
-          place(e, e.path);
+          place(e, e.path, !moved_aside);
         }
         break;
       }
     }
   }
   std::reverse(attrs.begin(), attrs.end());
-  for (auto* list : {&moves, &dirs, &places, &attrs}) {
+  std::vector<Op> placed = OrderForSpace(std::move(places));
+  for (auto* list : {&moves, &dirs, &placed, &attrs}) {
     for (auto& op : *list) out.ops.push_back(std::move(op));
   }
   return out;

@@ -176,6 +176,9 @@ class FakeBackend final : public Backend {
     ++recoveries;
     return {};
   }
+  std::vector<std::string> TakeRecoveryNotes() override {
+    return std::exchange(recovery_notes, {});
+  }
   // Two changed files; with `hunks`, a one-line change of configuration.yaml.
   Result<diff::Report> ContentDiff(const std::string& id, const std::optional<std::string>& path,
                                    bool hunks) override {
@@ -230,6 +233,7 @@ class FakeBackend final : public Backend {
   int backups = 0;
   int lists = 0;
   int recoveries = 0;
+  std::vector<std::string> recovery_notes;  // what the next TakeRecoveryNotes returns
   snapshot::LiveState last_live;
   entities::EntitySnapshot last_entities;
   std::vector<std::string> deleted, fingerprints, rollbacks, diffs;
@@ -387,6 +391,40 @@ TEST_F(DaemonTest, ABrokenStateFileStartsIdleAndAValidOneIsResumed) {
   second->RunSafely([&] { second->HandleEvent({mqtt::Event::Kind::kConnected, {}, ""}); });
   EXPECT_EQ(State(), "awaiting_confirmation");
   EXPECT_EQ(second->lifecycle().Snapshot().update->update_id, "u1");
+}
+
+// Recovery finishes a rollback a crash interrupted at the service's start and at the start of
+// any operation that writes (a CLI rollback killed while the service runs). Before, only the
+// log said so; now an event does, before the operation's own result.
+TEST_F(DaemonTest, WhatRecoveryDidIsAnEventAtStartAndBeforeTheOperationThatRanIt) {
+  const std::string reverted =
+      "reverted the interrupted rollback 2026-12-02_09-00-00-r1 to 2026-12-01_10-00-00: the "
+      "trees are back at safety point 2026-12-02_08-59-59";
+  backend_.recovery_notes = {reverted};
+  Make();
+  auto events = transport_.On("sp/event");
+  ASSERT_EQ(events.size(), 1u);
+  json e = json::parse(events[0]);
+  EXPECT_EQ(e["event_type"], "rollback_recovered");
+  EXPECT_EQ(e["message"], "An interrupted rollback was recovered: " + reverted);
+  EXPECT_EQ(e["data"], json({{"actions", {reverted}}}));
+  const std::string completed =
+      "completed the interrupted rollback 2026-12-02_09-30-00-r2 to 2026-12-01_10-00-00 (undo: "
+      "safepoint rollback 2026-12-02_09-29-58)";
+  backend_.recovery_notes = {completed, "restart core: ok"};
+  Command("backup", json::object());
+  Work();
+  EXPECT_THAT(transport_.Events(),
+              ElementsAre("rollback_recovered", "rollback_recovered", "backup_completed"));
+  e = json::parse(transport_.On("sp/event")[1]);
+  EXPECT_EQ(e["message"],
+            "An interrupted rollback was recovered: " + completed + "; restart core: ok");
+  EXPECT_EQ(e["data"], json({{"actions", {completed, "restart core: ok"}}}));
+  // Nothing recovered, no event.
+  Command("backup", json::object());
+  Work();
+  EXPECT_THAT(transport_.Events(), ElementsAre("rollback_recovered", "rollback_recovered",
+                                               "backup_completed", "backup_completed"));
 }
 
 // Found by a review: after a rollback `status.last_backup` stayed on the safety point before it,

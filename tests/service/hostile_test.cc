@@ -437,6 +437,7 @@ class ThrowingBackend final : public service::Backend {
     throw std::bad_alloc();
   }
   Status RecoverInterrupted() override { return {}; }
+  std::vector<std::string> TakeRecoveryNotes() override { return {}; }
   Result<diff::Report> ContentDiff(const std::string&, const std::optional<std::string>&,
                                    bool) override {
     throw std::bad_alloc();

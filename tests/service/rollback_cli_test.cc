@@ -597,5 +597,61 @@ TEST(RollbackDiskFull, AFailedRollbackIsRevertedNeverCompletedLater) {
   EXPECT_GT(rolled_back, 0);
 }
 
+// Found by the disk-full campaign: files were put back in path order, so on a nearly full
+// configuration file system a file that grows back was copied in before one that shrinks back
+// had given its room, and the rollback failed (reverted) although the end state fitted. Here
+// big.bin comes back at 1 MiB and small.bin shrinks from 1 MiB to 8 KiB, with about 600 KiB
+// free: only "small.bin first" fits. The backups live on another file system, so every file is
+// copied in (the case where the order matters).
+TEST(RollbackDiskFull, FilesThatGiveRoomBackArePutBackFirst) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  if (::unshare(CLONE_NEWNS) != 0) GTEST_SKIP() << "no mount namespace: " << std::strerror(errno);
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
+  TempDir dir;
+  const std::string mnt = dir.Sub("fs");
+  fs::create_directories(mnt);
+  ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m"), 0) << std::strerror(errno);
+  const std::string config = dir.Sub("safepoint.yaml");
+  const std::string ha = mnt + "/ha";
+  WriteFile(ha + "/secrets.yaml", "backup_encryption_passphrase: \"full disk\"\n", 0600);
+  WriteFile(ha + "/configuration.yaml", "homeassistant: {}\n");
+  const std::string big(1u << 20, 'B');
+  const std::string small(8192, 's');
+  WriteFile(ha + "/www/big.bin", big);
+  WriteFile(ha + "/www/small.bin", small);
+  WriteFile(config, "paths:\n  ha_config: " + ha + "\n  workspace: " + dir.Sub("ws") +
+                        "\n  backup_dir: " + dir.Sub("backups") +
+                        "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n");
+  fs::create_directories(dir.Sub("ws"));
+  const auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--config", config});
+    return Finish(Start(args, dir.Sub("out.txt"), dir.Sub("err.txt")), dir.Sub("out.txt"),
+                  dir.Sub("err.txt"));
+  };
+  auto b = cli({"--json", "backup"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const std::string id = json::parse(b.out)["data"]["id"];
+  const TreeSnap at_point = Snap(ha);
+  // The update swaps the sizes.
+  WriteFile(ha + "/www/big.bin", small);
+  WriteFile(ha + "/www/small.bin", big);
+  // Leave about 600 KiB: enough for either copy once small.bin's megabyte is given back, not
+  // for big.bin's megabyte while it is still there.
+  struct statvfs v {};
+  ASSERT_EQ(::statvfs(mnt.c_str(), &v), 0);
+  const auto free_bytes = static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize;
+  const std::uint64_t leave = 600u << 10;
+  ASSERT_GT(free_bytes, leave);
+  const int fd = ::open((mnt + "/fill").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - leave)), 0);
+  ::close(fd);
+  auto r = cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  fs::remove(mnt + "/fill");
+  EXPECT_EQ(Snap(ha), at_point);  // each file's type, mode and SHA-256
+  ASSERT_EQ(::umount(mnt.c_str()), 0) << std::strerror(errno);
+}
+
 }  // namespace
 }  // namespace safepoint::service

@@ -1133,7 +1133,7 @@ TEST_F(Serve, DiscoveryPayloadHasTheDocumentedComponents) {
   EXPECT_EQ(cont["availability_mode"], "all");
   EXPECT_EQ(d["cmps"]["merge"]["availability"][1],
             (json{{"topic", "safepoint/availability/conflict"}}));
-  EXPECT_EQ(d["cmps"]["event"]["event_types"].size(), 16u);
+  EXPECT_EQ(d["cmps"]["event"]["event_types"].size(), 17u);
   EXPECT_EQ(d["cmps"]["status"]["options"],
             json::array({"idle", "backing_up", "awaiting_confirmation", "updating", "health_check",
                          "rolling_back", "awaiting_conflict_resolution", "error"}));
