@@ -964,7 +964,7 @@ TEST_F(Serve, KillDuringARollbackCompletesOrRevertsNeverAMix) {
   const auto target = svc_.Tree();
   std::size_t c = obs_->Mark();
   (void)RequestAndAwait("core-big", &c);
-  (void)PressContinue(&c);
+  const std::string id = PressContinue(&c).value("backup_id", "");
   std::map<std::string, std::string> updated;
   for (const auto& [rel, content] : target) {
     if (rel == "secrets.yaml") {
@@ -992,6 +992,7 @@ TEST_F(Serve, KillDuringARollbackCompletesOrRevertsNeverAMix) {
   svc_.Kill();
 
   std::size_t s = obs_->Mark();
+  std::size_t r = s;
   ASSERT_NO_FATAL_FAILURE(Launch());
   auto end = obs_->Next("safepoint/status", &s, seconds(120), [](const json& j) {
     return j["state"] == "idle" || j["state"] == "error";
@@ -1012,6 +1013,13 @@ TEST_F(Serve, KillDuringARollbackCompletesOrRevertsNeverAMix) {
   // The lifecycle resumes the rollback, so it ends at the safety point.
   EXPECT_EQ(end->Json()["state"], "idle");
   EXPECT_TRUE(now == target);
+  // Recovery at start completed the rollback the kill interrupted, and said so as an event.
+  const json recovered = NextEvent("rollback_recovered", &r);
+  ASSERT_FALSE(recovered["data"]["actions"].empty()) << recovered.dump();
+  const std::string action = recovered["data"]["actions"][0];
+  EXPECT_TRUE(action.starts_with("completed the interrupted rollback ")) << action;
+  EXPECT_NE(action.find(" to " + id + " (undo: safepoint rollback "), std::string::npos) << action;
+  EXPECT_EQ(recovered["message"], "An interrupted rollback was recovered: " + action);
 }
 
 // ---- Transport --------------------------------------------------------------------------------
