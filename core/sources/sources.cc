@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -108,6 +109,7 @@ class TreeWalker {
       const std::string child = rel.empty() ? name : rel + "/" + name;
       if (Excluded(child)) continue;
       const bool child_included = included || Included(child);
+      if (child_included) SP_RETURN_IF_ERROR(CheckPathLength(child));
       struct stat st {};
       if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) continue;  // vanished while walking
@@ -166,6 +168,19 @@ class TreeWalker {
  private:
   [[nodiscard]] std::string Abs(const std::string& rel) const {
     return rel.empty() ? root_ : root_ + "/" + rel;
+  }
+  // The walk itself goes by directory descriptors, but a file is read, verified and put back by
+  // its whole path, which the kernel takes only below PATH_MAX bytes: a longer one fails here,
+  // with a way out, rather than as "File name too long" in the middle of the backup.
+  [[nodiscard]] Status CheckPathLength(const std::string& rel) const {
+    const std::size_t length = Abs(rel).size();
+    if (length < PATH_MAX) return {};
+    return Fail(ErrorCode::kBadInput,
+                Abs(rel) + ": its path is " + std::to_string(length) + " bytes long, over the " +
+                    std::to_string(PATH_MAX - 1) +
+                    " bytes a path may have on this system, so it cannot be backed up or "
+                    "restored; exclude it (or a directory above it) in sources." +
+                    key_ + ".exclude, or shorten its name");
   }
   [[nodiscard]] bool Excluded(const std::string& rel) const {
     for (const auto* list : {&tree_.builtin_exclude, &tree_.exclude}) {

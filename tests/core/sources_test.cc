@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -365,6 +367,53 @@ TEST(CollectFiles, UnreadableDirectoryIsAnErrorNamingIt) {
   // The same collection succeeds once the directory is readable: the error above is that
   // directory's, not the unprivileged user's in general.
   EXPECT_EQ(CollectFilesUnprivileged(cfg), "ok");
+}
+
+// Found by a campaign: a path over PATH_MAX failed the whole backup half-way with "File name too
+// long" and no hint. The walk goes by descriptors, but files are read and restored by path: the
+// first such path is now bad input, named, with the exclude that gets past it.
+TEST(CollectFiles, APathOverPathMaxIsBadInputNamingItAndAnExcludeGetsPastIt) {
+  TempDir dir;
+  config::Config cfg = MakeConfig(dir);
+  const std::string ha = dir.Sub("ha");
+  WriteFile(ha + "/configuration.yaml", "homeassistant:\n");
+  // deep/ then 20 levels of 250-byte names, made by descriptor (the paths outgrow PATH_MAX).
+  const std::string name(250, 'd');
+  int fd = ::open(ha.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::string abs = ha;
+  std::string too_long;
+  for (int level = 0; level <= 20; ++level) {
+    const std::string part = level == 0 ? "deep" : name;
+    ASSERT_EQ(::mkdirat(fd, part.c_str(), 0755), 0) << std::strerror(errno);
+    const int next = ::openat(fd, part.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ::close(fd);
+    ASSERT_GE(next, 0);
+    fd = next;
+    abs += "/" + part;
+    if (too_long.empty() && abs.size() >= PATH_MAX) too_long = abs;
+  }
+  const int file = ::openat(fd, "automations.yaml", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(file, 0);
+  ::close(file);
+  ::close(fd);
+  ASSERT_FALSE(too_long.empty());
+  auto c = CollectFiles(cfg);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, ErrorCode::kBadInput);
+  EXPECT_EQ(c.error().message,
+            too_long + ": its path is " + std::to_string(too_long.size()) +
+                " bytes long, over the " + std::to_string(PATH_MAX - 1) +
+                " bytes a path may have on this system, so it cannot be backed up or restored; "
+                "exclude it (or a directory above it) in sources.ha_config.exclude, or shorten "
+                "its name");
+  cfg.sources.ha_config.exclude = {"deep"};
+  c = CollectFiles(cfg);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_NE(Find(*c, "ha_config/configuration.yaml"), nullptr);
+  EXPECT_EQ(Find(*c, "ha_config/deep"), nullptr);
+  // std::filesystem cannot remove what is past PATH_MAX; rm(1) works by descriptor.
+  EXPECT_EQ(std::system(("rm -rf '" + ha + "/deep'").c_str()), 0);
 }
 
 TEST(CollectFiles, SocketIsSkippedWithWarning) {
