@@ -1,7 +1,12 @@
 #include "core/diff/mask.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
 
 namespace safepoint::diff {
 
@@ -107,6 +112,132 @@ void MaskUrlPasswords(std::string& line) {
   }
 }
 
+// Appends code point `cp` as JSON writes it in ASCII-only output: \uXXXX, a surrogate pair
+// above U+FFFF, in lower or upper case hex.
+void AppendUnicodeEscape(std::string& out, std::uint32_t cp, bool upper) {
+  const auto unit = [&](std::uint32_t u) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, upper ? "\\u%04X" : "\\u%04x", static_cast<unsigned>(u));
+    out += buf;
+  };
+  if (cp >= 0x10000) {
+    cp -= 0x10000;
+    unit(0xD800 + (cp >> 10));
+    unit(0xDC00 + (cp & 0x3FF));
+  } else {
+    unit(cp);
+  }
+}
+
+// The length of the UTF-8 sequence at `at` and its code point; 0 when it is not valid UTF-8.
+std::size_t DecodeUtf8(std::string_view v, std::size_t at, std::uint32_t* cp) {
+  const auto c = static_cast<unsigned char>(v[at]);
+  const std::size_t len = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+  if (len == 0 || c >= 0xF5 || at + len > v.size()) return 0;
+  std::uint32_t out = c & (0x7F >> len);
+  for (std::size_t i = 1; i < len; ++i) {
+    const auto b = static_cast<unsigned char>(v[at + i]);
+    if ((b & 0xC0) != 0x80) return 0;
+    out = (out << 6) | (b & 0x3F);
+  }
+  const std::uint32_t min = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+  if (out < min || out > 0x10FFFF || (out >= 0xD800 && out <= 0xDFFF)) return 0;
+  *cp = out;
+  return len;
+}
+
+// How other files may hold the secret value `v`: as it is; as a JSON string holds it (quotes,
+// backslashes and control characters escaped: a `.storage` file); and as ASCII-only JSON holds
+// it (every non-ASCII character as \uXXXX, Python's json.dump default), in both hex cases.
+std::vector<std::string> WrittenForms(std::string_view v) {
+  std::string json, ascii_lower, ascii_upper;
+  bool non_ascii = false;
+  for (std::size_t i = 0; i < v.size();) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    std::uint32_t cp = 0;
+    const std::size_t len = c >= 0x80 ? DecodeUtf8(v, i, &cp) : 0;
+    if (len > 0) {
+      json.append(v.substr(i, len));
+      AppendUnicodeEscape(ascii_lower, cp, false);
+      AppendUnicodeEscape(ascii_upper, cp, true);
+      non_ascii = true;
+      i += len;
+      continue;
+    }
+    std::string e;
+    switch (c) {
+      case '"': e = "\\\""; break;
+      case '\\': e = "\\\\"; break;
+      case '\n': e = "\\n"; break;
+      case '\t': e = "\\t"; break;
+      case '\r': e = "\\r"; break;
+      default:
+        if (c < 0x20) {
+          AppendUnicodeEscape(e, c, false);
+        } else {
+          e.assign(1, static_cast<char>(c));  // ASCII, or a byte that is not UTF-8
+        }
+    }
+    json += e;
+    ascii_lower += e;
+    ascii_upper += e;
+    ++i;
+  }
+  std::vector<std::string> out{std::string(v)};
+  for (auto* form : {&json, &ascii_lower, &ascii_upper}) {
+    if ((form == &json || non_ascii) &&
+        std::find(out.begin(), out.end(), *form) == out.end()) {
+      out.push_back(std::move(*form));
+    }
+  }
+  return out;
+}
+
+// Every scalar value below `node` (map values, sequence items, at any depth up to 64).
+void LearnScalars(const YAML::Node& node, int depth,
+                  const std::function<void(std::string_view)>& learn) {
+  if (depth > 64) return;
+  if (node.IsScalar()) {
+    learn(node.Scalar());
+  } else if (node.IsSequence()) {
+    for (const auto& item : node) LearnScalars(item, depth + 1, learn);
+  } else if (node.IsMap()) {
+    for (const auto& kv : node) LearnScalars(kv.second, depth + 1, learn);
+  }
+}
+
+// A YAML value as written on one line, without its quotes ('' and \" undone) or, unquoted,
+// without a trailing comment (" #...").
+std::string WithoutQuotesOrComment(std::string_view v) {
+  while (!v.empty() && IsSpace(v.front())) v.remove_prefix(1);
+  std::string out;
+  if (!v.empty() && (v.front() == '"' || v.front() == '\'')) {
+    const char q = v.front();
+    for (std::size_t i = 1; i < v.size(); ++i) {
+      if (q == '\'' && v[i] == '\'') {
+        if (i + 1 < v.size() && v[i + 1] == '\'') {
+          out.push_back('\'');
+          ++i;
+          continue;
+        }
+        break;
+      }
+      if (q == '"' && v[i] == '\\' && i + 1 < v.size()) {
+        out.push_back(v[++i]);
+        continue;
+      }
+      if (q == '"' && v[i] == '"') break;
+      out.push_back(v[i]);
+    }
+    return out;
+  }
+  const std::size_t comment = v.find(" #");
+  const std::size_t tab_comment = v.find("\t#");
+  out = std::string(v.substr(0, std::min(comment, tab_comment)));
+  while (!out.empty() && IsSpace(out.back())) out.pop_back();
+  return out;
+}
+
 }  // namespace
 
 const std::vector<std::string>& DefaultSensitiveKeys() {
@@ -114,7 +245,8 @@ const std::vector<std::string>& DefaultSensitiveKeys() {
       "password",   "passwd",    "passphrase", "pass",     "pwd",      "secret",
       "token",      "api_key",   "apikey",     "_key",     "key",      "credential",
       "bearer",     "cookie",    "jwt",        "private",  "psk",      "pin",
-      "webhook_id", "auth_code", "client_id",  "passwort", "kennwort", "mot_de_passe"};
+      "webhook_id", "auth_code", "client_id",  "passwort", "kennwort", "mot_de_passe",
+      "authorization"};
   return keys;
 }
 
@@ -152,20 +284,24 @@ bool Masker::IsSecretsFile(std::string_view path) {
 
 void Masker::AddSecretsText(std::string_view text) {
   const auto add = [this](std::string_view v) {
-    while (!v.empty() && IsSpace(v.front())) v.remove_prefix(1);
-    while (!v.empty() && IsSpace(v.back())) v.remove_suffix(1);
-    if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) {
-      v = v.substr(1, v.size() - 2);
-    }
+    // A block scalar ends with its newline.
+    while (!v.empty() && (IsSpace(v.front()) || v.front() == '\n')) v.remove_prefix(1);
+    while (!v.empty() && (IsSpace(v.back()) || v.back() == '\n')) v.remove_suffix(1);
     if (v.size() < 4 || v.starts_with("!secret")) return;
-    values_.emplace_back(v);
-    // How JSON (a .storage file) would write it.
-    std::string escaped;
-    for (const char c : v) {
-      if (c == '"' || c == '\\') escaped.push_back('\\');
-      escaped.push_back(c);
-    }
-    if (escaped != v) values_.push_back(std::move(escaped));
+    for (auto& form : WrittenForms(v)) values_.push_back(std::move(form));
+  };
+  // What YAML makes of the file (comments, quotes and escapes undone, block scalars joined): the
+  // values as Home Assistant and the passphrase loader read them.
+  try {
+    LearnScalars(YAML::Load(std::string(text)), 0, add);
+  } catch (const std::exception&) {
+    // Not valid YAML: the lines below still learn what they can.
+  }
+  // Line by line, for a file YAML cannot read: each value as written, and without its quotes or
+  // a trailing comment.
+  const auto add_written = [&](std::string_view v) {
+    add(v);
+    add(WithoutQuotesOrComment(v));
   };
   while (!text.empty()) {
     const std::size_t nl = text.find('\n');
@@ -176,9 +312,9 @@ void Masker::AddSecretsText(std::string_view text) {
     const std::size_t colon = line.find(": ", start);
     const bool keyed = colon != std::string_view::npos || line.back() == ':';
     if (!keyed) {
-      add(line.substr(start));  // a continuation line or a list item
+      add_written(line.substr(start));  // a continuation line or a list item
     } else if (colon != std::string_view::npos && !BlockOpener(line.substr(colon + 2))) {
-      add(line.substr(colon + 2));
+      add_written(line.substr(colon + 2));
     }
   }
   std::sort(values_.begin(), values_.end(),

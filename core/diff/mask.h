@@ -13,7 +13,8 @@
 //    reference;
 //  - the password of a URL (`mqtt://user:***@host`);
 //  - every value the secrets files hold, wherever else it appears (a password pasted into
-//    configuration.yaml under an innocent key).
+//    configuration.yaml under an innocent key): as YAML reads it, and in the forms JSON writes
+//    it (escaped; ASCII-only with \uXXXX).
 // Both sides of a diff are masked the same way before they are compared.
 namespace safepoint::diff {
 

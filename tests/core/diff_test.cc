@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -322,6 +324,119 @@ TEST(SecretMasking, GeneratedSensitiveLinesNeverShowTheirValue) {
     ASSERT_EQ(masked.find(value), std::string::npos) << "round " << round << ": " << line;
     ASSERT_NE(masked.find("before: 1\n"), std::string::npos);
   }
+}
+
+// Found by a campaign on real configurations: a secrets.yaml value with a trailing comment, with
+// '' or \u escapes in its quotes, or non-ASCII and held elsewhere as ASCII-only JSON (Python's
+// json.dump), was not recognised where it appeared outside a sensitive key, and `diff --patch`
+// printed it, the backup passphrase included. The values are now learned as YAML reads them
+// and looked for in every form JSON writes them. Generated values (quotes, backslashes, '#',
+// non-ASCII up to emoji) in five YAML spellings, found in a script and in two JSON files.
+TEST(SecretMasking, SecretsAreLearnedAsYamlReadsThemAndFoundAsJsonWritesThem) {
+  std::mt19937 rng(4711);
+  const std::vector<std::string> pieces = {"a", "Z", "7", "-", " ", "'", "\"", "\\", "#", "é",
+                                           "ß", "客", "🎄", ":", "x", "%", "q", "Ä", "/", "!"};
+  // Independent of the product: code points as \uXXXX (surrogate pairs), as Python writes them.
+  // With `yaml`, a code point above U+FFFF is one \UXXXXXXXX escape, as YAML writes it.
+  const auto ascii_json = [](const std::string& v, bool upper, bool yaml = false) {
+    std::string out;
+    for (std::size_t i = 0; i < v.size();) {
+      const auto c = static_cast<unsigned char>(v[i]);
+      if (c < 0x80) {
+        if (c == '"' || c == '\\') out += '\\';
+        out += static_cast<char>(c);
+        ++i;
+        continue;
+      }
+      const int len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+      std::uint32_t cp = c & (0x7F >> len);
+      for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(v[i + k]) & 0x3F);
+      i += static_cast<std::size_t>(len);
+      std::vector<std::uint32_t> units;
+      if (yaml && cp >= 0x10000) {
+        char buf[12];
+        std::snprintf(buf, sizeof buf, "\\U%08X", cp);
+        out += buf;
+        continue;
+      }
+      if (cp >= 0x10000) {
+        units = {0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF)};
+      } else {
+        units = {cp};
+      }
+      for (const auto u : units) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, upper ? "\\u%04X" : "\\u%04x", u);
+        out += buf;
+      }
+    }
+    return out;
+  };
+  for (int round = 0; round < 400; ++round) {
+    std::string value = "S" + std::to_string(round);
+    for (int i = 0; i < 8; ++i) value += pieces[rng() % pieces.size()];
+    value += "z";  // no trailing space: YAML would drop it
+    std::string yaml;
+    switch (round % 5) {
+      case 0: {  // plain, with a comment (a plain scalar cannot hold " #", ": " or a leading quote)
+        std::string plain = value;
+        for (auto& c : plain) {
+          if (c == '#' || c == ':' || c == '\'' || c == '"') c = '_';
+        }
+        value = plain;
+        yaml = "wifi: " + value + "  # the router's\n";
+        break;
+      }
+      case 1: {  // single-quoted, '' for a quote
+        std::string q;
+        for (char c : value) q += c == '\'' ? std::string("''") : std::string(1, c);
+        yaml = "wifi: '" + q + "' # set 2026\n";
+        break;
+      }
+      case 2:  // double-quoted, every non-ASCII character escaped
+        yaml = "wifi: \"" + ascii_json(value, round % 2 == 0, true) + "\"\n";
+        break;
+      case 3: {  // a block scalar under a list item
+        std::string plain = value;
+        yaml = "keys:\n  - |\n    " + plain + "\n";
+        value = plain;
+        break;
+      }
+      default: {  // double-quoted with \" and \\ only
+        std::string q;
+        for (char c : value) q += (c == '"' || c == '\\') ? "\\" + std::string(1, c) : std::string(1, c);
+        yaml = "wifi: \"" + q + "\"\n";
+        break;
+      }
+    }
+    Masker masker;
+    masker.AddSecretsText("other: value-one\n" + yaml + "last: value-two\n");
+    std::string utf8_json;
+    for (char c : value) utf8_json += (c == '"' || c == '\\') ? "\\" + std::string(1, c) : std::string(1, c);
+    const std::vector<std::pair<std::string, std::string>> uses = {
+        {"ha_config/python_scripts/use.py", "note = \"\"\"" + value + "\"\"\"\n"},
+        {"ha_config/.storage/a", "{\"data\": {\"note\": \"" + utf8_json + "\"}}\n"},
+        {"ha_config/.storage/b", "{\"note\": \"" + ascii_json(value, false) + "\", \"n\": 1}\n"},
+        {"ha_config/.storage/c", "{\"note\": \"" + ascii_json(value, true) + "\"}\n"}};
+    for (const auto& [path, text] : uses) {
+      const std::string masked = masker.Mask(path, text);
+      ASSERT_EQ(masked.find(value), std::string::npos) << "round " << round << "\n" << yaml << masked;
+      ASSERT_EQ(masked.find(utf8_json), std::string::npos) << "round " << round << "\n" << yaml << masked;
+      ASSERT_EQ(masked.find(ascii_json(value, false)), std::string::npos) << "round " << round;
+      ASSERT_EQ(masked.find(ascii_json(value, true)), std::string::npos) << "round " << round;
+    }
+  }
+}
+
+// A long-lived access token goes in an HTTP header: `Authorization: Bearer ...`.
+TEST(SecretMasking, AnAuthorizationHeaderIsMasked) {
+  const Masker masker;
+  EXPECT_EQ(masker.Mask("ha_config/configuration.yaml",
+                        "rest_command:\n  lights:\n    headers:\n"
+                        "      authorization: \"Bearer eyJ0eXAiOiJKV1QiLCJhbGciOi\"\n"
+                        "      content-type: application/json\n"),
+            "rest_command:\n  lights:\n    headers:\n      authorization: \"***\"\n"
+            "      content-type: application/json\n");
 }
 
 TEST(SecretMasking, DiffOfOnlyMaskedValuesShowsNoHunk) {
