@@ -127,13 +127,15 @@ std::string RenderFile(const Report& report, const FileDiff& f) {
     out += "\n";
   }
   if (f.hunks.empty()) return out;
-  // Names as git writes them (quoted when they must be), which patch(1) and git apply read.
-  out += "--- " +
-         (f.change == FileChange::kAdded ? "/dev/null" : QuoteName(report.old_label + "/" + f.path));
+  // Names as git writes them (quoted when they must be), which patch(1) and git apply read; as
+  // git does, a name with a space ends with a tab, where patch(1) expects a date after it.
+  const auto name = [](const std::string& label, const std::string& path) {
+    const std::string full = label + "/" + path;
+    return QuoteName(full) + (full.find(' ') != std::string::npos ? "\t" : "");
+  };
+  out += "--- " + (f.change == FileChange::kAdded ? "/dev/null" : name(report.old_label, f.path));
   out += "\n+++ " +
-         (f.change == FileChange::kDeleted ? "/dev/null"
-                                           : QuoteName(report.new_label + "/" + f.path)) +
-         "\n";
+         (f.change == FileChange::kDeleted ? "/dev/null" : name(report.new_label, f.path)) + "\n";
   for (const auto& h : f.hunks) {
     out += HunkHeader(h) + "\n";
     for (const auto& line : h.lines) out += line + "\n";
