@@ -48,7 +48,8 @@ std::string DescribeReport(const rollback::Report& r) {
         "Rolled back to safety point " + r.id + "\n- restored: " + std::to_string(r.restored) +
         "\n- kept local, safety-point version written beside: " + std::to_string(r.written_beside) +
         "\n- moved aside: " + std::to_string(r.moved_aside) + " (into " + r.record_dir +
-        "/moved)\n- undo with: safepoint rollback " + r.pre_rollback_id + "\n";
+        "/moved)\n- undo with: safepoint rollback " + r.pre_rollback_id +
+        " --on-conflict overwrite\n";
   }
   for (const auto& d : r.differences) out += "- not restored: " + d + "\n";
   for (const auto& o : r.restarts) {

@@ -93,6 +93,7 @@ BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected) {
     });
   };
   auto move_aside = [&](const std::string& path) {
+    ++out.moved_aside;
     if (under_moved(path)) return;
     moves.push_back(MakeOp(OpKind::kMoveAside, path));
     moved.push_back(path);

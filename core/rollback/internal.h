@@ -134,6 +134,9 @@ Result<Plan> PlanWith(const config::Config& config, const manifest::Manifest& ta
 struct BuiltOps {
   std::vector<Op> ops;
   std::set<std::string> changed_roots;
+  // Paths whose live version goes into the record: added ones, and those in the way of a type
+  // change (a directory that becomes a file...), each path below them included.
+  std::size_t moved_aside = 0;
 };
 
 // Where an apply takes staged files from and puts moved-aside paths.

@@ -246,7 +246,8 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
         SP_RETURN_IF_ERROR(WriteJournal(fs, record, *j));
         SP_RETURN_IF_ERROR(RemoveIfPresent(fs, record + "/staging"));
         notes.push_back("completed the interrupted rollback " + name + " to " + j->id +
-                        " (undo: safepoint rollback " + j->pre_rollback_id + ")");
+                        " (undo: safepoint rollback " + j->pre_rollback_id +
+                        " --on-conflict overwrite)");
         for (const auto& o : restart::RunAffected(config.restart, RootsOf(j->changed_roots))) {
           notes.push_back("restart " + o.name + ": " + (o.ok ? "ok" : o.error));
         }
@@ -460,11 +461,12 @@ Status ApplyOrRevert(const config::Config& config, store::Store& store, FileSyst
 
 // Fills the counts of a rollback that was applied, and runs its restarts: a failure is
 // reported, never undone.
-void Complete(const config::Config& config, const Journal& j, Plan plan, Report& report) {
+void Complete(const config::Config& config, const Journal& j, const BuiltOps& built, Plan plan,
+              Report& report) {
   report.plan = std::move(plan);
   report.restored = report.plan.Count(Action::kRestore);
   report.written_beside = report.plan.Count(Action::kRestoreBeside);
-  report.moved_aside = report.plan.Count(Action::kMoveAside);
+  report.moved_aside = built.moved_aside;
   report.changed_roots = j.changed_roots;
   report.restarts = restart::RunAffected(config.restart, RootsOf(j.changed_roots));
   for (const auto& o : report.restarts) {
@@ -551,7 +553,7 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   steps.Report(900, 1000, 1, 1);
 
   // 5. Restarts.
-  Complete(config, j, std::move(plan), report);
+  Complete(config, j, built, std::move(plan), report);
   return report;
 }
 

@@ -409,8 +409,9 @@ TEST_F(RollbackTest, OverwriteRestoresExactStateAndMovesAddedFilesAside) {
   EXPECT_EQ(text->find(safepoint::testing::Sha256Hex("homeassistant:\n  name: Home\n")),
             std::string::npos);
 
-  // bar, bar/__init__.py, memory/update.md, link.yaml/sub, link.yaml/sub/x
-  EXPECT_EQ(r->moved_aside, 5u);
+  // bar, bar/__init__.py, memory/update.md, and link.yaml (a directory where the safety point
+  // has a link) with link.yaml/sub and link.yaml/sub/x
+  EXPECT_EQ(r->moved_aside, 6u);
   EXPECT_EQ(r->changed_roots, (std::vector<std::string>{"ha_config", "workspace"}));
   auto m = store_->Show(r->pre_rollback_id);
   ASSERT_TRUE(m);

@@ -19,6 +19,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -387,6 +388,19 @@ TEST_F(RollbackCliTest, ConflictExitsSixWithTheListAndFingerprintResolvesIt) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("Rolled back to safety point " + pre), std::string::npos) << r.out;
   EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "changed by the update\n");
+  // The undo it prints runs as printed (it used to stop on conflicts, exit 6: the files the
+  // rollback wrote differ from its pre-rollback point, and nothing says the rollback wrote them).
+  const std::string lead = "- undo with: safepoint ";
+  const std::size_t at = r.out.find(lead);
+  ASSERT_NE(at, std::string::npos) << r.out;
+  std::vector<std::string> args;
+  std::istringstream words(r.out.substr(at + lead.size(), r.out.find('\n', at) - at - lead.size()));
+  for (std::string w; words >> w;) args.push_back(w);
+  ASSERT_EQ(args.size(), 4u) << r.out;
+  args.push_back("--yes");
+  r = Cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadFile(ha_ + "/configuration.yaml"), "homeassistant:\n  name: Home\n");
 }
 
 TEST_F(RollbackCliTest, MergeWritesBeside) {
