@@ -198,7 +198,8 @@ class Store {
   [[nodiscard]] Status Decrypt(const std::string& id, const Secret& passphrase,
                                ByteSink& out) const;
   // Extracts entries (all, or those equal to or below `paths`) into `dest` after the whole
-  // safety point verified; never writes outside `dest`, never follows links in it.
+  // safety point verified; never writes outside `dest`, never follows links in it. Returns how
+  // many entries (files, links, directories) it wrote or found there.
   [[nodiscard]] Result<std::size_t> Extract(const std::string& id, const Secret& passphrase,
                                             const std::string& dest,
                                             const std::vector<std::string>& paths) const;

@@ -53,6 +53,15 @@ Status MakeParents(FileSystem& fs, const std::string& root, const std::string& r
   }
 }
 
+// What `e` records beyond its content: the owner (when running as root, as GNU tar does), all
+// twelve mode bits (links have none) and the mtime (a link's own, not its target's). The owner
+// goes first: chown clears setuid and setgid.
+Status SetOwnerModeAndTime(FileSystem& fs, const std::string& path, const manifest::Entry& e) {
+  if (::geteuid() == 0) SP_RETURN_IF_ERROR(fs.Chown(path, e.uid, e.gid));
+  if (e.type != manifest::EntryType::kSymlink) SP_RETURN_IF_ERROR(fs.Chmod(path, e.mode & 07777));
+  return fs.SetMtime(path, e.mtime);
+}
+
 // Writes selected entries into a staging dir; nothing is visible in the destination until the
 // whole safety point verified.
 class StagingVisitor final : public EntryVisitor {
@@ -95,11 +104,9 @@ class StagingVisitor final : public EntryVisitor {
       SP_RETURN_IF_ERROR(file_->Close());
       file_.reset();
     }
-    if (e.type != manifest::EntryType::kSymlink) {
-      SP_RETURN_IF_ERROR(fs_.Chmod(path, e.mode & 07777));
-      SP_RETURN_IF_ERROR(fs_.SetMtime(path, e.mtime));
-    }
-    return {};
+    // A directory's own attributes are set once it is filled in the destination (Extract).
+    if (e.type == manifest::EntryType::kDirectory) return {};
+    return SetOwnerModeAndTime(fs_, path, e);
   }
   [[nodiscard]] const std::vector<manifest::Entry>& selected() const { return selected_; }
 
@@ -150,7 +157,6 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
     }
     SP_RETURN_IF_ERROR(fs_.SyncFileSystem(staging));
     // Publish: files and links by rename, directories created.
-    std::size_t count = 0;
     std::vector<const manifest::Entry*> made_dirs;
     for (const auto& e : visitor.selected()) {
       SP_RETURN_IF_ERROR(MakeParents(fs_, dest, e.path));
@@ -163,7 +169,8 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
           return Fail(ErrorCode::kBadInput, to + " exists and is not a directory");
         }
         if (!exists) {
-          // Writable while it is filled; its own mode (all 07777 bits) is set at the end.
+          // Writable while it is filled; its owner, mode (all 07777 bits) and mtime are set at
+          // the end.
           SP_RETURN_IF_ERROR(fs_.MakeDir(to, 0700));
           made_dirs.push_back(&e);
         }
@@ -173,12 +180,12 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
         return Fail(ErrorCode::kBadInput, to + " exists and is a directory");
       }
       SP_RETURN_IF_ERROR(fs_.Rename(from, to));
-      ++count;
     }
+    // Children first: filling a directory changes its mtime, setting a child's does not.
     for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) {
-      SP_RETURN_IF_ERROR(fs_.Chmod(dest + "/" + (*it)->path, (*it)->mode & 07777));
+      SP_RETURN_IF_ERROR(SetOwnerModeAndTime(fs_, dest + "/" + (*it)->path, **it));
     }
-    return count;
+    return visitor.selected().size();
   }();
   (void)fs_.RemoveTree(staging);
   // A failed extract (a wrong passphrase, a damaged safety point) leaves no trace: the directory

@@ -973,6 +973,54 @@ TEST_F(StoreTest, PruneKeepsOnePerDayAndRespectsTotalSize) {
   EXPECT_EQ(report->kept, (std::vector<std::string>{ids[5]}));
 }
 
+// Found by a campaign on real configurations, with GNU tar -xp as the oracle: extract gave every
+// directory and link the time of the extract, and as root never set an owner. Now each entry
+// gets its recorded mtime (a directory's once it is filled), and as root its owner.
+TEST_F(StoreTest, ExtractRestoresTheMtimeOfDirectoriesAndLinksAndAsRootTheOwner) {
+  const auto set_mtime = [](const std::string& path, std::time_t t) {
+    struct timespec times[2] = {{0, UTIME_OMIT}, {t, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW), 0) << path;
+  };
+  const bool root = ::geteuid() == 0;
+  if (root) {
+    ASSERT_EQ(::lchown((src_ + "/www/blob.bin").c_str(), 1234, 5678), 0);
+    ASSERT_EQ(::lchown((src_ + "/link.yaml").c_str(), 4321, 8765), 0);
+    ASSERT_EQ(::chmod((src_ + "/www/blob.bin").c_str(), 02750), 0);  // chown cleared nothing
+  }
+  set_mtime(src_ + "/link.yaml", 1'500'000'000);
+  set_mtime(src_ + "/blueprints/empty_dir", 1'400'000'000);
+  set_mtime(src_ + "/blueprints", 1'300'000'000);
+  set_mtime(src_ + "/www", 1'200'000'000);
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string out = dir_.Sub("out");
+  auto n = store.Extract(m->id, pass_, out, {});
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(*n, m->entries.size());
+  for (const auto& e : m->entries) {
+    struct stat st {};
+    ASSERT_EQ(::lstat((out + "/" + e.path).c_str(), &st), 0) << e.path;
+    EXPECT_EQ(st.st_mtim.tv_sec, e.mtime) << e.path;
+    if (e.type != manifest::EntryType::kSymlink) {
+      EXPECT_EQ(st.st_mode & 07777, e.mode) << e.path;
+    }
+    if (root) {
+      EXPECT_EQ(st.st_uid, e.uid) << e.path;
+      EXPECT_EQ(st.st_gid, e.gid) << e.path;
+    }
+  }
+  struct stat blob {};
+  ASSERT_EQ(::lstat((out + "/ha_config/www/blob.bin").c_str(), &blob), 0);
+  if (root) {
+    EXPECT_EQ(blob.st_uid, 1234u);
+    EXPECT_EQ(blob.st_mode & 07777, 02750u);  // the owner first: chown clears setgid
+  }
+  struct stat dir {};
+  ASSERT_EQ(::lstat((out + "/ha_config/www").c_str(), &dir), 0);
+  EXPECT_EQ(dir.st_mtim.tv_sec, 1'200'000'000);
+}
+
 TEST_F(StoreTest, ExtractSelectedPathsOnlyAndRefusesEscapes) {
   Store store(options_, real_fs_, clock_);
   auto m = Backup(store, pass_);
@@ -980,7 +1028,7 @@ TEST_F(StoreTest, ExtractSelectedPathsOnlyAndRefusesEscapes) {
   const std::string out = dir_.Sub("out");
   auto n = store.Extract(m->id, pass_, out, {"ha_config/.storage"});
   ASSERT_TRUE(n) << n.error().message;
-  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(*n, 2u);  // the directory and its file
   EXPECT_TRUE(fs::exists(out + "/ha_config/.storage/core.entity_registry"));
   EXPECT_FALSE(fs::exists(out + "/ha_config/configuration.yaml"));
   for (const char* bad : {"../etc/passwd", "/etc/passwd", "ha_config/../../x"}) {
