@@ -150,6 +150,11 @@ void Controller::Tick() {
 void Controller::Stop() {
   spdlog::info("stopping: {} messages, {} invalid, {} retained commands ignored", stats_.messages,
                stats_.invalid_messages, stats_.retained_commands_ignored);
+  FlushOutbox(/*log_failure=*/false);
+  if (!outbox_.empty()) {
+    spdlog::warn("{} messages held while not connected were never sent (the first to {})",
+                 outbox_.size(), outbox_.front().topic);
+  }
   Publish(Topic("availability"), "offline", true);
 }
 

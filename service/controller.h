@@ -35,6 +35,7 @@ struct DaemonStats {
   std::uint64_t retained_commands_ignored = 0;
   std::uint64_t responses_suppressed = 0;  // error responses over the rate limit
   std::uint64_t publish_failures = 0;
+  std::uint64_t messages_dropped = 0;  // held while not connected, past the outbox's bound
   std::uint64_t internal_errors = 0;  // exceptions caught on the state thread
 };
 
@@ -154,7 +155,13 @@ class Controller {
   void LoadPersisted();
   void Respond(const std::string& command, const std::optional<Error>& error,
                const nlohmann::json& data, const std::optional<nlohmann::json>& transaction);
+  // Publishes; a message that is not retained and cannot be sent now (no connection) is held,
+  // with whatever is published after it, until it can be (each later Publish and every connect
+  // try again, in order). Retained topics are published again on every connect instead.
   void Publish(const std::string& topic, const std::string& payload, bool retain, int qos = 1);
+  void Hold(const std::string& topic, const std::string& payload, int qos);
+  // Sends held messages until one fails (it stays first).
+  void FlushOutbox(bool log_failure);
   void CheckSchedule(TimePoint now);
   [[nodiscard]] std::string Topic(const std::string& suffix) const;
   [[nodiscard]] bool RateLimitError();
@@ -195,6 +202,17 @@ class Controller {
   std::deque<std::string> job_names_;
   std::mt19937 rng_{std::random_device{}()};
   DailySchedule schedule_;
+  // Messages held while not connected (Publish), oldest first: at most kOutboxMessages and
+  // kOutboxBytes (topics and payloads); past that the oldest are dropped with an error each.
+  struct Held {
+    std::string topic;
+    std::string payload;
+    int qos = 1;
+  };
+  static constexpr std::size_t kOutboxMessages = 256;
+  static constexpr std::size_t kOutboxBytes = 2u << 20;
+  std::deque<Held> outbox_;
+  std::size_t outbox_bytes_ = 0;
   // Shared by error answers and the log lines about invalid messages: an invalid message takes
   // two (its log line and its answer), so 50 of them are answered at once and 25 per second
   // after that (docs/security.md).

@@ -22,9 +22,51 @@ std::string Controller::Topic(const std::string& suffix) const {
 
 void Controller::Publish(const std::string& topic, const std::string& payload, bool retain,
                          int qos) {
+  // Behind what waits already: a subscriber sees answers, events and decisions in order.
+  if (!retain && !outbox_.empty()) {
+    FlushOutbox(/*log_failure=*/false);
+    if (!outbox_.empty()) {
+      Hold(topic, payload, qos);
+      return;
+    }
+  }
   if (auto st = transport_.Publish(topic, payload, qos, retain); !st) {
     ++stats_.publish_failures;
-    spdlog::warn("publish to {} failed: {}", topic, st.error().message);
+    // Retained topics are published again on every connect (OnConnected) as they are then; a
+    // message the broker would never take (kBadInput: too large, a bad topic) is not held.
+    const bool hold = !retain && st.error().code == ErrorCode::kIo;
+    spdlog::warn("publish to {} failed: {}{}", topic, st.error().message,
+                 hold ? "; sent once connected again" : "");
+    if (hold) Hold(topic, payload, qos);
+  }
+}
+
+void Controller::Hold(const std::string& topic, const std::string& payload, int qos) {
+  outbox_.push_back({topic, payload, qos});
+  outbox_bytes_ += topic.size() + payload.size();
+  while (outbox_.size() > kOutboxMessages || outbox_bytes_ > kOutboxBytes) {
+    const Held& oldest = outbox_.front();
+    ++stats_.messages_dropped;
+    spdlog::error("not connected to the broker for too long: dropped a message to {} ({} "
+                  "held, at most {} or {} bytes)",
+                  oldest.topic, outbox_.size() - 1, kOutboxMessages, kOutboxBytes);
+    outbox_bytes_ -= oldest.topic.size() + oldest.payload.size();
+    outbox_.pop_front();
+  }
+}
+
+void Controller::FlushOutbox(bool log_failure) {
+  while (!outbox_.empty()) {
+    const Held& next = outbox_.front();
+    if (auto st = transport_.Publish(next.topic, next.payload, next.qos, false); !st) {
+      if (log_failure) {
+        spdlog::warn("publish to {} failed again: {}; kept for the next connect", next.topic,
+                     st.error().message);
+      }
+      return;
+    }
+    outbox_bytes_ -= next.topic.size() + next.payload.size();
+    outbox_.pop_front();
   }
 }
 
@@ -33,6 +75,9 @@ void Controller::OnConnected() {
   Publish(Topic("availability"), "online", true);
   PublishDiscovery();
   Execute(std::vector<Action>{PublishStatus{lifecycle_.StatusJson()}});
+  // What fell due while the connection was down, oldest first, after the state it led to.
+  if (!outbox_.empty()) spdlog::info("sending {} messages held while not connected", outbox_.size());
+  FlushOutbox(/*log_failure=*/true);
 }
 
 discovery::DiscoveryState Controller::DiscoveryStateNow() const {

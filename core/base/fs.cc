@@ -258,11 +258,19 @@ Status WriteFileAtomically(FileSystem& fs, const std::string& path, std::string_
   if (::lstat(tmp.c_str(), &st) == 0) SP_RETURN_IF_ERROR(fs.Remove(tmp));
   auto file = fs.CreateFile(tmp, mode);
   if (!file) return tl::unexpected(file.error());
-  SP_RETURN_IF_ERROR((*file)->Append(std::span<const std::uint8_t>(
-      reinterpret_cast<const std::uint8_t*>(content.data()), content.size())));
-  SP_RETURN_IF_ERROR((*file)->Sync());
-  SP_RETURN_IF_ERROR((*file)->Close());
-  SP_RETURN_IF_ERROR(fs.Rename(tmp, path));
+  auto written = [&]() -> Status {
+    SP_RETURN_IF_ERROR((*file)->Append(std::span<const std::uint8_t>(
+        reinterpret_cast<const std::uint8_t*>(content.data()), content.size())));
+    SP_RETURN_IF_ERROR((*file)->Sync());
+    SP_RETURN_IF_ERROR((*file)->Close());
+    return fs.Rename(tmp, path);
+  }();
+  if (!written) {
+    // Not left behind, nor its space kept from whatever must be written next (best effort).
+    file->reset();
+    (void)fs.Remove(tmp);
+    return written;
+  }
   auto slash = path.rfind('/');
   return fs.SyncDir(slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash));
 }

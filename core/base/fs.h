@@ -107,7 +107,8 @@ class PosixFileSystem final : public FileSystem {
 [[nodiscard]] Error ErrnoError(int err, std::string_view op, std::string_view path);
 
 // Writes `content` to `path` atomically through `fs`: "<path>.tmp" is written, fsynced and
-// renamed over `path`, then the directory is fsynced. A stale "<path>.tmp" is replaced.
+// renamed over `path`, then the directory is fsynced. A stale "<path>.tmp" is replaced; a failed
+// write removes its own (a crash can still leave one, which the next write replaces).
 [[nodiscard]] Status WriteFileAtomically(FileSystem& fs, const std::string& path,
                                          std::string_view content, mode_t mode);
 

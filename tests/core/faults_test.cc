@@ -380,6 +380,8 @@ TEST_F(Faults, DiskFullWhileWritingTheFingerprintKeepsTheOldOne) {
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().code, ErrorCode::kNoSpace);
   EXPECT_EQ(ReadFile(path), old_text);
+  // The partial new one is not left behind to hold space (it was, until the next fingerprint).
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
 }
 
 }  // namespace

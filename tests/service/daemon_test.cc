@@ -41,7 +41,7 @@ class FakeTransport final : public mqtt::Transport {
   }
   Status Publish(const std::string& topic, std::string_view payload, int qos,
                  bool retain) override {
-    if (fail_publishing) return Fail(ErrorCode::kIo, "not connected");
+    if (fail_publishing) return Fail(fail_code, "not connected");
     published.push_back({topic, std::string(payload), qos, retain});
     return {};
   }
@@ -83,6 +83,7 @@ class FakeTransport final : public mqtt::Transport {
   std::vector<std::string> cleared;
   int protocol_version = 5;
   bool fail_publishing = false;
+  ErrorCode fail_code = ErrorCode::kIo;  // of a failed publish
   bool disconnected = false;
 };
 
@@ -1012,6 +1013,70 @@ TEST_F(DaemonTest, AReconnectRepublishesTheRetainedStateTopics) {
   Deliver(mqtt::Event{mqtt::Event::Kind::kConnected, {}, ""});
   EXPECT_EQ(transport_.On("sp/safety_points").size(), before + 1);
   EXPECT_THAT(transport_.On("sp/availability"), ElementsAre("online", "online"));
+}
+
+// Found by a campaign that killed the broker at random moments: answers, events and decisions
+// that fell due while the connection was down were dropped with a log line (an expired decision,
+// a rollback_completed event, a list answer). They are now held and sent, in order, once
+// connected: after the retained state on a reconnect, or before the next message.
+TEST_F(DaemonTest, WhatFallsDueWhileDisconnectedIsSentInOrderOnceConnected) {
+  Make();
+  Deliver(mqtt::Event{mqtt::Event::Kind::kConnectionLost, {}, "gone"});
+  transport_.fail_publishing = true;
+  Command("list", {{"transaction", "t1"}});
+  Command("backup", {{"transaction", "t2"}});
+  Work();
+  transport_.fail_publishing = false;
+  const std::size_t at = transport_.published.size();
+  Deliver(mqtt::Event{mqtt::Event::Kind::kConnected, {}, ""});
+  std::vector<std::string> after;
+  for (std::size_t i = at; i < transport_.published.size(); ++i) {
+    const auto& p = transport_.published[i];
+    if (!p.retain) after.push_back(p.topic + " " + json::parse(p.payload).value("event_type", ""));
+  }
+  EXPECT_EQ(transport_.published[at].topic, "sp/availability");  // the retained state first
+  // The backup's answer comes when it was accepted (before the job ran), then its event.
+  EXPECT_THAT(after, ElementsAre("sp/response/list ", "sp/response/backup ",
+                                 "sp/event backup_completed"));
+  EXPECT_EQ(transport_.Last("sp/response/list")["transaction"], "t1");
+  EXPECT_EQ(transport_.Last("sp/response/backup")["transaction"], "t2");
+  // Sent once: a second connect sends nothing held.
+  const std::size_t held_sent = transport_.published.size();
+  Deliver(mqtt::Event{mqtt::Event::Kind::kConnected, {}, ""});
+  for (std::size_t i = held_sent; i < transport_.published.size(); ++i) {
+    EXPECT_TRUE(transport_.published[i].retain) << transport_.published[i].topic;
+  }
+
+  // A failure without a reconnect event: the next message sends what is held first.
+  transport_.fail_publishing = true;
+  Command("list", {{"transaction", "t3"}});
+  transport_.fail_publishing = false;
+  Command("list", {{"transaction", "t4"}});
+  auto lists = transport_.On("sp/response/list");
+  ASSERT_GE(lists.size(), 2u);
+  EXPECT_EQ(json::parse(lists[lists.size() - 2])["transaction"], "t3");
+  EXPECT_EQ(json::parse(lists.back())["transaction"], "t4");
+
+  // Bounded: past 256 held messages the oldest go, each counted.
+  transport_.fail_publishing = true;
+  for (int i = 0; i < 300; ++i) Command("list", {{"transaction", i}});
+  transport_.fail_publishing = false;
+  const std::size_t before_flood = transport_.On("sp/response/list").size();
+  Deliver(mqtt::Event{mqtt::Event::Kind::kConnected, {}, ""});
+  lists = transport_.On("sp/response/list");
+  ASSERT_EQ(lists.size() - before_flood, 256u);
+  EXPECT_EQ(json::parse(lists[before_flood])["transaction"], 44);
+  EXPECT_EQ(json::parse(lists.back())["transaction"], 299);
+  EXPECT_EQ(controller_->stats().messages_dropped, 44u);
+
+  // What the broker would never take (too large, a bad topic) is not held.
+  transport_.fail_publishing = true;
+  transport_.fail_code = ErrorCode::kBadInput;
+  Command("list", {{"transaction", "refused"}});
+  transport_.fail_publishing = false;
+  Command("list", {{"transaction", "next"}});
+  EXPECT_EQ(transport_.Last("sp/response/list")["transaction"], "next");
+  EXPECT_NE(json::parse(transport_.On("sp/response/list").rbegin()[1])["transaction"], "refused");
 }
 
 TEST_F(DaemonTest, AnExceptionInAJobIsCountedAndTheServiceGoesOn) {
