@@ -327,6 +327,40 @@ void Masker::AddSecretsText(std::string_view text) {
 // sensitive key whose value follows on the next, more indented lines.
 namespace {
 
+// `NAME=value` with a sensitive name, as `.env` files, shell scripts and URL queries hold them
+// (`API_TOKEN=x`, `export MQTT_PASSWORD="x"`, `?access_token=x&units=metric`): the value, up to
+// its closing quote or the next space, `&`, `;` or `,`. A comparison (`==`, `!=`, `<=`) or a
+// value after a space (`{% set pin = 4 %}`) is not an assignment.
+void MaskAssignments(const Masker& masker, std::string& line) {
+  for (std::size_t eq = line.find('='); eq != std::string::npos; eq = line.find('=', eq + 1)) {
+    if (eq == 0 || eq + 1 >= line.size() || line[eq + 1] == '=') continue;
+    const char before = line[eq - 1];
+    if (before == '=' || before == '!' || before == '<' || before == '>' || IsSpace(before)) {
+      continue;
+    }
+    std::size_t key_begin = 0;
+    const std::string_view key = KeyBefore(line, eq, &key_begin);
+    if (key.empty() || !masker.SensitiveKey(key)) continue;
+    const std::size_t at = eq + 1;
+    const char q = line[at];
+    std::size_t end = at;
+    if (q == '"' || q == '\'') {
+      end = ValueEnd(line, at, false);
+      if (end - at < 2 || line[end - 1] != q) continue;  // no closing quote on this line
+      line.replace(at + 1, end - at - 2, kMasked);
+      eq = at + 1 + kMasked.size();
+      continue;
+    }
+    while (end < line.size() && !IsSpace(line[end]) && line[end] != '&' && line[end] != ';' &&
+           line[end] != ',' && line[end] != '"' && line[end] != '\'') {
+      ++end;
+    }
+    if (end == at) continue;
+    line.replace(at, end - at, kMasked);
+    eq = at + kMasked.size() - 1;
+  }
+}
+
 std::string MaskLine(const Masker& masker, std::string_view in, bool* opens_block) {
   std::string line(in);
   *opens_block = false;
@@ -361,6 +395,7 @@ std::string MaskLine(const Masker& masker, std::string_view in, bool* opens_bloc
     }
     colon = end - 1;
   }
+  MaskAssignments(masker, line);
   MaskUrlPasswords(line);
   return line;
 }

@@ -11,6 +11,7 @@
 //    `diff.sensitive_keys`), in YAML (`password: x`, `- token: "x"`, block scalars and nested
 //    blocks below such a key) and JSON (`"access_token": "x"`, also inline), and any `!secret`
 //    reference;
+//  - `NAME=value` with a sensitive name (`.env`, shell scripts, URL queries);
 //  - the password of a URL (`mqtt://user:***@host`);
 //  - every value the secrets files hold, wherever else it appears (a password pasted into
 //    configuration.yaml under an innocent key): as YAML reads it, and in the forms JSON writes

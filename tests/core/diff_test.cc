@@ -439,6 +439,23 @@ TEST(SecretMasking, AnAuthorizationHeaderIsMasked) {
             "      content-type: application/json\n");
 }
 
+// `.env` files, shell scripts and URL queries name secrets as NAME=value (found by the campaign
+// on real configurations, where they were shown).
+TEST(SecretMasking, AssignmentsToSensitiveNamesAreMasked) {
+  const Masker masker;
+  EXPECT_EQ(masker.Mask("ha_config/.env",
+                        "API_TOKEN=abc123def\nexport MQTT_PASSWORD=\"two words\"\nTZ=Europe/Berlin\n"
+                        "DB_PASS='x;y'\n"),
+            "API_TOKEN=***\nexport MQTT_PASSWORD=\"***\"\nTZ=Europe/Berlin\nDB_PASS='***'\n");
+  EXPECT_EQ(masker.Mask("ha_config/configuration.yaml",
+                        "  resource: https://api.example.com/v1?access_token=tok42&units=metric\n"),
+            "  resource: https://api.example.com/v1?access_token=***&units=metric\n");
+  // Comparisons, template assignments with spaces and padding are left alone.
+  const std::string kept =
+      "  value_template: \"{{ pin==4 or token != 'x' }}\"\n  {% set pin = 4 %}\n  data: dGVzdA==\n";
+  EXPECT_EQ(masker.Mask("ha_config/automations.yaml", kept), kept);
+}
+
 TEST(SecretMasking, DiffOfOnlyMaskedValuesShowsNoHunk) {
   Masker masker;
   const auto side = [](std::uint32_t mode, std::string content) {
