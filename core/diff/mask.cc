@@ -193,16 +193,19 @@ std::vector<std::string> WrittenForms(std::string_view v) {
   return out;
 }
 
-// Every scalar value below `node` (map values, sequence items, at any depth up to 64).
-void LearnScalars(const YAML::Node& node, int depth,
+// Every scalar value below `node` (map values, sequence items, at any depth up to 64). Aliases
+// share nodes, so a small document can name a huge tree (`*a` ten times, each ten times...):
+// `*budget` bounds the nodes visited (what a secrets file holds is far below it).
+void LearnScalars(const YAML::Node& node, int depth, std::size_t* budget,
                   const std::function<void(std::string_view)>& learn) {
-  if (depth > 64) return;
+  if (depth > 64 || *budget == 0) return;
+  --*budget;
   if (node.IsScalar()) {
     learn(node.Scalar());
   } else if (node.IsSequence()) {
-    for (const auto& item : node) LearnScalars(item, depth + 1, learn);
+    for (const auto& item : node) LearnScalars(item, depth + 1, budget, learn);
   } else if (node.IsMap()) {
-    for (const auto& kv : node) LearnScalars(kv.second, depth + 1, learn);
+    for (const auto& kv : node) LearnScalars(kv.second, depth + 1, budget, learn);
   }
 }
 
@@ -293,7 +296,8 @@ void Masker::AddSecretsText(std::string_view text) {
   // What YAML makes of the file (comments, quotes and escapes undone, block scalars joined): the
   // values as Home Assistant and the passphrase loader read them.
   try {
-    LearnScalars(YAML::Load(std::string(text)), 0, add);
+    std::size_t budget = 100'000;
+    LearnScalars(YAML::Load(std::string(text)), 0, &budget, add);
   } catch (const std::exception&) {
     // Not valid YAML: the lines below still learn what they can.
   }

@@ -428,6 +428,22 @@ TEST(SecretMasking, SecretsAreLearnedAsYamlReadsThemAndFoundAsJsonWritesThem) {
   }
 }
 
+// Aliases share nodes: ten levels of ten aliases name 10^10 values in under 1 kB. Learning stops
+// at a bound instead of walking them all, and a later value is still learned from its line.
+TEST(SecretMasking, AnAliasBombInASecretsFileIsBounded) {
+  std::string yaml = "l0: &l0 [Wert-0001, Wert-0002]\n";
+  for (int level = 1; level <= 10; ++level) {
+    yaml += "l" + std::to_string(level) + ": &l" + std::to_string(level) + " [";
+    for (int i = 0; i < 10; ++i) yaml += std::string(i ? ", " : "") + "*l" + std::to_string(level - 1);
+    yaml += "]\n";
+  }
+  yaml += "wifi: Sekret-After-The-Bomb\n";
+  Masker masker;
+  masker.AddSecretsText(yaml);  // unbounded, this would not return (ctest's timeout would fail it)
+  EXPECT_EQ(masker.Mask("ha_config/notes.md", "psk Sekret-After-The-Bomb and Wert-0001\n"),
+            "psk *** and ***\n");
+}
+
 // A long-lived access token goes in an HTTP header: `Authorization: Bearer ...`.
 TEST(SecretMasking, AnAuthorizationHeaderIsMasked) {
   const Masker masker;
