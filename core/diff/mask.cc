@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <unordered_set>
 
 namespace safepoint::diff {
 
@@ -286,11 +287,13 @@ bool Masker::IsSecretsFile(std::string_view path) {
 }
 
 void Masker::AddSecretsText(std::string_view text) {
-  const auto add = [this](std::string_view v) {
+  // Each value once: an alias names the same (possibly large) scalar again and again.
+  std::unordered_set<std::string> seen;
+  const auto add = [this, &seen](std::string_view v) {
     // A block scalar ends with its newline.
     while (!v.empty() && (IsSpace(v.front()) || v.front() == '\n')) v.remove_prefix(1);
     while (!v.empty() && (IsSpace(v.back()) || v.back() == '\n')) v.remove_suffix(1);
-    if (v.size() < 4 || v.starts_with("!secret")) return;
+    if (v.size() < 4 || v.starts_with("!secret") || !seen.emplace(v).second) return;
     for (auto& form : WrittenForms(v)) values_.push_back(std::move(form));
   };
   // What YAML makes of the file (comments, quotes and escapes undone, block scalars joined): the
