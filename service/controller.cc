@@ -67,7 +67,7 @@ Status Controller::Prepare() {
   if (auto st = backend_.RecoverInterrupted(); !st) {
     spdlog::error("recovering an interrupted rollback failed: {}", st.error().message);
   }
-  // Reported once connected (Start): nothing is published before.
+  // Reported at the first connect (OnConnected), after availability and the status.
   recovered_at_start_ = backend_.TakeRecoveryNotes();
   return {};
 }
@@ -99,7 +99,6 @@ void Controller::Start() {
   // (a new pre-rollback point) or deleted safety points while the service was stopped.
   RefreshSafetyPoints(/*last_backup=*/true);
   started_ = true;
-  ReportRecovery(std::exchange(recovered_at_start_, {}));
   spdlog::info("safepoint {} serving on {} (base topic {})", kVersion, mqtt_config_.url,
                mqtt_config_.base_topic);
 }

@@ -179,7 +179,7 @@ class Controller {
   // (status, discovery, state topics) is published before, so no subscriber ever sees a state
   // the service has not computed (such as `safety_points {"count":0}`).
   bool started_ = false;
-  std::vector<std::string> recovered_at_start_;  // Prepare's recovery, reported by Start
+  std::vector<std::string> recovered_at_start_;  // Prepare's recovery, reported by OnConnected
   Lifecycle lifecycle_;
   EntityMirror mirror_;
   discovery::Options discovery_options_;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <set>
+#include <utility>
 
 #include "core/base/io.h"
 #include "core/rollback/rollback.h"
@@ -75,6 +76,8 @@ void Controller::OnConnected() {
   Publish(Topic("availability"), "online", true);
   PublishDiscovery();
   Execute(std::vector<Action>{PublishStatus{lifecycle_.StatusJson()}});
+  // What recovery did at start, once Home Assistant sees the service online.
+  ReportRecovery(std::exchange(recovered_at_start_, {}));
   // What fell due while the connection was down, oldest first, after the state it led to.
   if (!outbox_.empty()) spdlog::info("sending {} messages held while not connected", outbox_.size());
   FlushOutbox(/*log_failure=*/true);

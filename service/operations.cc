@@ -268,12 +268,13 @@ Result<std::vector<Operations::VerifyResult>> Operations::Verify(
 }
 
 Result<std::size_t> Operations::Extract(const std::string& id, const std::string& dest,
-                                        const std::vector<std::string>& paths) {
+                                        const std::vector<std::string>& paths,
+                                        std::vector<std::string>* warnings) {
   auto lock = store_.Lock(store::LockMode::kShared);
   if (!lock) return tl::unexpected(lock.error());
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return tl::unexpected(passphrase.error());
-  return store_.Extract(id, *passphrase, dest, paths);
+  return store_.Extract(id, *passphrase, dest, paths, warnings);
 }
 
 Status Operations::Decrypt(const std::string& id, ByteSink& out) {

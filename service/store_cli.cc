@@ -200,12 +200,15 @@ void AddExtract(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) 
     const std::string& to = a->to;
     const std::vector<std::string>& paths = a->paths;
     if (to.empty()) return cli.Failed({ErrorCode::kBadInput, "--to needs a directory"});
-    auto n = ops.Extract(id, to, paths);
+    std::vector<std::string> warnings;
+    auto n = ops.Extract(id, to, paths, &warnings);
     if (!n) return cli.Failed(n.error());
-    json data = {{"id", id}, {"extracted", *n}};
+    json data = {{"id", id}, {"extracted", *n}, {"warnings", warnings}};
     PutName(data, "to", to);  // "to_b64" when the directory's name is not UTF-8
-    return cli.Ok(data, "extracted " + std::to_string(*n) + " entries of " + id + " into " +
-                            QuoteName(to));
+    std::string human =
+        "extracted " + std::to_string(*n) + " entries of " + id + " into " + QuoteName(to) + "\n";
+    for (const auto& w : warnings) human += "warning: " + w + "\n";
+    return cli.Ok(data, human);
   }));
 }
 

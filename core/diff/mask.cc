@@ -147,9 +147,10 @@ std::size_t DecodeUtf8(std::string_view v, std::size_t at, std::uint32_t* cp) {
   return len;
 }
 
-// How other files may hold the secret value `v`: as it is; as a JSON string holds it (quotes,
-// backslashes and control characters escaped: a `.storage` file); and as ASCII-only JSON holds
-// it (every non-ASCII character as \uXXXX, Python's json.dump default), in both hex cases.
+// How other files may hold the secret value `v`: as it is; as a YAML single-quoted string holds
+// it (`''`); as a JSON string holds it (quotes, backslashes and control characters escaped: a
+// `.storage` file); and as ASCII-only JSON holds it (every non-ASCII character as \uXXXX,
+// Python's json.dump default), in both hex cases.
 std::vector<std::string> WrittenForms(std::string_view v) {
   std::string json, ascii_lower, ascii_upper;
   bool non_ascii = false;
@@ -185,6 +186,12 @@ std::vector<std::string> WrittenForms(std::string_view v) {
     ++i;
   }
   std::vector<std::string> out{std::string(v)};
+  // As a YAML single-quoted string holds it ('it''s').
+  if (v.find('\'') != std::string_view::npos) {
+    std::string yaml_single;
+    for (const char c : v) yaml_single += c == '\'' ? std::string("''") : std::string(1, c);
+    out.push_back(std::move(yaml_single));
+  }
   for (auto* form : {&json, &ascii_lower, &ascii_upper}) {
     if ((form == &json || non_ascii) &&
         std::find(out.begin(), out.end(), *form) == out.end()) {
@@ -289,12 +296,23 @@ bool Masker::IsSecretsFile(std::string_view path) {
 void Masker::AddSecretsText(std::string_view text) {
   // Each value once: an alias names the same (possibly large) scalar again and again.
   std::unordered_set<std::string> seen;
-  const auto add = [this, &seen](std::string_view v) {
+  std::function<void(std::string_view)> add = [&](std::string_view v) {
     // A block scalar ends with its newline.
     while (!v.empty() && (IsSpace(v.front()) || v.front() == '\n')) v.remove_prefix(1);
     while (!v.empty() && (IsSpace(v.back()) || v.back() == '\n')) v.remove_suffix(1);
     if (v.size() < 4 || v.starts_with("!secret") || !seen.emplace(v).second) return;
-    for (auto& form : WrittenForms(v)) values_.push_back(std::move(form));
+    for (auto& form : WrittenForms(v)) {
+      // Masking works line by line (a diff keeps its line numbers): a value of several lines
+      // (a PEM key) is looked for line by line, and whole only where it stays on one line.
+      if (form.find('\n') == std::string::npos) values_.push_back(std::move(form));
+    }
+    if (v.find('\n') != std::string_view::npos) {
+      for (std::size_t at = 0; at <= v.size();) {
+        const std::size_t nl = std::min(v.find('\n', at), v.size());
+        add(v.substr(at, nl - at));
+        at = nl + 1;
+      }
+    }
   };
   // What YAML makes of the file (comments, quotes and escapes undone, block scalars joined): the
   // values as Home Assistant and the passphrase loader read them.
@@ -324,8 +342,10 @@ void Masker::AddSecretsText(std::string_view text) {
       add_written(line.substr(colon + 2));
     }
   }
-  std::sort(values_.begin(), values_.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  // Longest first (a value inside a longer one must not cut it); equal ones side by side.
+  std::sort(values_.begin(), values_.end(), [](const std::string& a, const std::string& b) {
+    return a.size() != b.size() ? a.size() > b.size() : a < b;
+  });
   values_.erase(std::unique(values_.begin(), values_.end()), values_.end());
 }
 

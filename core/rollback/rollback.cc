@@ -533,7 +533,8 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
     return EndUnchanged(fs, record, std::move(plan), std::move(report));
   }
 
-  // 3. The pre-rollback safety point: `safepoint rollback <it>` undoes this rollback. What the
+  // 3. The pre-rollback safety point: `safepoint rollback <it> --on-conflict overwrite` undoes
+  // this rollback (the files it writes are not recorded as its own, so they would conflict). What the
   // plan was made from goes first (back to the system too), before the backup's own memory.
   std::vector<manifest::Entry>().swap(start->target.entries);
   plan.DropUnchanged();

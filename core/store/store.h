@@ -199,10 +199,13 @@ class Store {
                                ByteSink& out) const;
   // Extracts entries (all, or those equal to or below `paths`) into `dest` after the whole
   // safety point verified; never writes outside `dest`, never follows links in it. Returns how
-  // many entries (files, links, directories) it wrote or found there.
+  // many entries (files, links, directories) it wrote or found there. As root it sets owners;
+  // where the file system refuses one (vfat, NFS root_squash, an unmapped id), the entry keeps
+  // the extract's owner and `warnings` (when given) says so, as tar -xp does.
   [[nodiscard]] Result<std::size_t> Extract(const std::string& id, const Secret& passphrase,
                                             const std::string& dest,
-                                            const std::vector<std::string>& paths) const;
+                                            const std::vector<std::string>& paths,
+                                            std::vector<std::string>* warnings = nullptr) const;
   // Removes a safety point atomically (rename, then delete). REQUIRES: exclusive lock.
   [[nodiscard]] Status Delete(const std::string& id);
   // Applies retention; never deletes the newest safety point that verifies. The safety point

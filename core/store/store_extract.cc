@@ -56,8 +56,16 @@ Status MakeParents(FileSystem& fs, const std::string& root, const std::string& r
 // What `e` records beyond its content: the owner (when running as root, as GNU tar does), all
 // twelve mode bits (links have none) and the mtime (a link's own, not its target's). The owner
 // goes first: chown clears setuid and setgid.
-Status SetOwnerModeAndTime(FileSystem& fs, const std::string& path, const manifest::Entry& e) {
-  if (::geteuid() == 0) SP_RETURN_IF_ERROR(fs.Chown(path, e.uid, e.gid));
+// An owner the file system refuses (vfat, NFS root_squash, an id a container does not map) is a
+// warning, as in tar -xp: the entry keeps the extract's owner, and its mode and mtime are set.
+Status SetOwnerModeAndTime(FileSystem& fs, const std::string& path, const manifest::Entry& e,
+                           std::vector<std::string>& warnings) {
+  if (::geteuid() == 0) {
+    if (auto st = fs.Chown(path, e.uid, e.gid); !st) {
+      warnings.push_back(e.path + ": owner " + std::to_string(e.uid) + ":" +
+                         std::to_string(e.gid) + " not set: " + st.error().message);
+    }
+  }
   if (e.type != manifest::EntryType::kSymlink) SP_RETURN_IF_ERROR(fs.Chmod(path, e.mode & 07777));
   return fs.SetMtime(path, e.mtime);
 }
@@ -66,8 +74,9 @@ Status SetOwnerModeAndTime(FileSystem& fs, const std::string& path, const manife
 // whole safety point verified.
 class StagingVisitor final : public EntryVisitor {
  public:
-  StagingVisitor(FileSystem& fs, std::string staging, const std::vector<std::string>& paths)
-      : fs_(fs), staging_(std::move(staging)), paths_(paths) {}
+  StagingVisitor(FileSystem& fs, std::string staging, const std::vector<std::string>& paths,
+                 std::vector<std::string>& warnings)
+      : fs_(fs), staging_(std::move(staging)), paths_(paths), warnings_(warnings) {}
 
   Status Begin(const manifest::Entry& e) override {
     active_ = Selected(e.path, paths_);
@@ -106,7 +115,7 @@ class StagingVisitor final : public EntryVisitor {
     }
     // A directory's own attributes are set once it is filled in the destination (Extract).
     if (e.type == manifest::EntryType::kDirectory) return {};
-    return SetOwnerModeAndTime(fs_, path, e);
+    return SetOwnerModeAndTime(fs_, path, e, warnings_);
   }
   [[nodiscard]] const std::vector<manifest::Entry>& selected() const { return selected_; }
 
@@ -114,6 +123,7 @@ class StagingVisitor final : public EntryVisitor {
   FileSystem& fs_;
   std::string staging_;
   const std::vector<std::string>& paths_;
+  std::vector<std::string>& warnings_;
   bool active_ = false;
   std::unique_ptr<WritableFile> file_;
   std::vector<manifest::Entry> selected_;
@@ -122,8 +132,8 @@ class StagingVisitor final : public EntryVisitor {
 }  // namespace
 
 Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphrase,
-                                   const std::string& dest,
-                                   const std::vector<std::string>& paths) const {
+                                   const std::string& dest, const std::vector<std::string>& paths,
+                                   std::vector<std::string>* warnings) const {
   SP_RETURN_IF_ERROR(CheckIdArg(id));
   for (const auto& p : paths) {
     std::string trimmed = p;
@@ -149,7 +159,8 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
   }
   const std::string staging = tmpl;
   auto result = [&]() -> Result<std::size_t> {
-    StagingVisitor visitor(fs_, staging, paths);
+    std::vector<std::string> ignored;
+    StagingVisitor visitor(fs_, staging, paths, warnings != nullptr ? *warnings : ignored);
     auto report = Read(id, passphrase, visitor);
     if (!report) return tl::unexpected(report.error());
     if (visitor.selected().empty()) {
@@ -183,7 +194,8 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
     }
     // Children first: filling a directory changes its mtime, setting a child's does not.
     for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) {
-      SP_RETURN_IF_ERROR(SetOwnerModeAndTime(fs_, dest + "/" + (*it)->path, **it));
+      SP_RETURN_IF_ERROR(SetOwnerModeAndTime(fs_, dest + "/" + (*it)->path, **it,
+                                             warnings != nullptr ? *warnings : ignored));
     }
     return visitor.selected().size();
   }();

@@ -413,8 +413,11 @@ TEST(SecretMasking, SecretsAreLearnedAsYamlReadsThemAndFoundAsJsonWritesThem) {
     masker.AddSecretsText("other: value-one\n" + yaml + "last: value-two\n");
     std::string utf8_json;
     for (char c : value) utf8_json += (c == '"' || c == '\\') ? "\\" + std::string(1, c) : std::string(1, c);
+    std::string yaml_single;  // as YAML writes it single-quoted (a review found this one shown)
+    for (char c : value) yaml_single += c == '\'' ? std::string("''") : std::string(1, c);
     const std::vector<std::pair<std::string, std::string>> uses = {
         {"ha_config/python_scripts/use.py", "note = \"\"\"" + value + "\"\"\"\n"},
+        {"ha_config/packages/use.yaml", "note: '" + yaml_single + "'\n"},
         {"ha_config/.storage/a", "{\"data\": {\"note\": \"" + utf8_json + "\"}}\n"},
         {"ha_config/.storage/b", "{\"note\": \"" + ascii_json(value, false) + "\", \"n\": 1}\n"},
         {"ha_config/.storage/c", "{\"note\": \"" + ascii_json(value, true) + "\"}\n"}};
@@ -424,6 +427,7 @@ TEST(SecretMasking, SecretsAreLearnedAsYamlReadsThemAndFoundAsJsonWritesThem) {
       ASSERT_EQ(masked.find(utf8_json), std::string::npos) << "round " << round << "\n" << yaml << masked;
       ASSERT_EQ(masked.find(ascii_json(value, false)), std::string::npos) << "round " << round;
       ASSERT_EQ(masked.find(ascii_json(value, true)), std::string::npos) << "round " << round;
+      ASSERT_EQ(masked.find(yaml_single), std::string::npos) << "round " << round << "\n" << masked;
     }
   }
 }
@@ -442,6 +446,15 @@ TEST(SecretMasking, AnAliasBombInASecretsFileIsBounded) {
   masker.AddSecretsText(yaml);  // unbounded, this would not return (ctest's timeout would fail it)
   EXPECT_EQ(masker.Mask("ha_config/notes.md", "psk Sekret-After-The-Bomb and Wert-0001\n"),
             "psk *** and ***\n");
+}
+
+// A value of several lines (a PEM key in secrets.yaml, also under ssl/) is masked line by line:
+// masking never joins lines (the diff fuzzer's invariant; found by a review).
+TEST(SecretMasking, ASecretOfSeveralLinesIsMaskedLineByLine) {
+  Masker masker;
+  masker.AddSecretsText("k: \"abcd\\nefgh\"\nkey: |\n  -----BEGIN KEY-----\n  MIIEvQIBADAN\n");
+  EXPECT_EQ(masker.Mask("ha_config/ssl/notes.txt", "abcd\nefgh\n-----BEGIN KEY-----\nMIIEvQIBADAN\n"),
+            "***\n***\n***\n***\n");
 }
 
 // A long-lived access token goes in an HTTP header: `Authorization: Bearer ...`.

@@ -1021,6 +1021,45 @@ TEST_F(StoreTest, ExtractRestoresTheMtimeOfDirectoriesAndLinksAndAsRootTheOwner)
   EXPECT_EQ(dir.st_mtim.tv_sec, 1'200'000'000);
 }
 
+// Refuses every owner, as vfat or NFS with root_squash do.
+class ChownRefusingFileSystem final : public ForwardingFileSystem {
+ public:
+  Status Chown(const std::string& path, uid_t, gid_t) override {
+    return Fail(ErrorCode::kIo, "chown " + path + ": Operation not permitted");
+  }
+};
+
+// Found by a review: as root, an owner the destination's file system refuses failed the whole
+// extract. It is a warning per entry, as in tar -xp, and everything else is set.
+TEST_F(StoreTest, AnOwnerTheDestinationRefusesIsAWarningNotAFailure) {
+  if (::geteuid() != 0) GTEST_SKIP() << "owners are set only as root";
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  ChownRefusingFileSystem refusing;
+  Store on_vfat(options_, refusing, clock_);
+  std::vector<std::string> warnings;
+  const std::string out = dir_.Sub("out");
+  auto n = on_vfat.Extract(m->id, pass_, out, {}, &warnings);
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(*n, m->entries.size());
+  ASSERT_EQ(warnings.size(), m->entries.size());
+  for (const auto& e : m->entries) {  // one each, files in staging and directories at the end
+    const std::string lead = e.path + ": owner " + std::to_string(e.uid) + ":" +
+                             std::to_string(e.gid) + " not set: chown ";
+    EXPECT_EQ(std::count_if(warnings.begin(), warnings.end(),
+                            [&](const std::string& w) { return w.rfind(lead, 0) == 0; }),
+              1)
+        << lead;
+  }
+  ExpectSourceFilesIn(out + "/ha_config");
+  for (const auto& e : m->entries) {
+    struct stat st {};
+    ASSERT_EQ(::lstat((out + "/" + e.path).c_str(), &st), 0) << e.path;
+    EXPECT_EQ(st.st_mtim.tv_sec, e.mtime) << e.path;
+  }
+}
+
 TEST_F(StoreTest, ExtractSelectedPathsOnlyAndRefusesEscapes) {
   Store store(options_, real_fs_, clock_);
   auto m = Backup(store, pass_);

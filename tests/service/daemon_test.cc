@@ -409,6 +409,15 @@ TEST_F(DaemonTest, WhatRecoveryDidIsAnEventAtStartAndBeforeTheOperationThatRanIt
   EXPECT_EQ(e["event_type"], "rollback_recovered");
   EXPECT_EQ(e["message"], "An interrupted rollback was recovered: " + reverted);
   EXPECT_EQ(e["data"], json({{"actions", {reverted}}}));
+  // Once Home Assistant sees the service online (a review found it sent before, while the
+  // retained availability still said offline after the crash).
+  std::size_t online = 0, event = 0;
+  for (std::size_t i = 0; i < transport_.published.size(); ++i) {
+    if (transport_.published[i].topic == "sp/availability" && !online) online = i + 1;
+    if (transport_.published[i].topic == "sp/event" && !event) event = i + 1;
+  }
+  EXPECT_LT(online, event);
+  EXPECT_GT(online, 0u);
   const std::string completed =
       "completed the interrupted rollback 2026-12-02_09-30-00-r2 to 2026-12-01_10-00-00 (undo: "
       "safepoint rollback 2026-12-02_09-29-58)";
