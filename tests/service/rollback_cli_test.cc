@@ -549,80 +549,90 @@ TEST_F(RollbackCliTest, KillNineDuringRollbackThenRecoverGivesOneOfTheTwoStates)
   EXPECT_GT(rolled_back, 0);  // some kills hit the apply phase, which recovery completes
 }
 
+// A small tmpfs per test (or per level), in a mount namespace of the test's own (root only).
+class RollbackDiskFull : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+    if (::unshare(CLONE_NEWNS) != 0) {
+      GTEST_SKIP() << "no mount namespace: " << std::strerror(errno);
+    }
+    ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
+    fs::create_directories(mnt_);
+  }
+  // The CLI with this test's configuration.
+  RunResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--config", config_});
+    return Finish(Start(args, dir_.Sub("out.txt"), dir_.Sub("err.txt")), dir_.Sub("out.txt"),
+                  dir_.Sub("err.txt"));
+  }
+
+  TempDir dir_;
+  const std::string mnt_ = dir_.Sub("fs");  // the small file system is mounted here
+  const std::string config_ = dir_.Sub("safepoint.yaml");
+  const std::string ha_ = mnt_ + "/ha";
+};
+
 // Found by a campaign on real full disks: a rollback whose apply ran out of space (or inodes) on
 // the backup dir's file system could not write "reverting" into its journal either. It reported
 // "reverting failed too", left the trees half rolled back, and the next command, once there was
 // space, completed the rollback it had reported failed. A rollback now keeps room for its journal
 // (a reserve it gives back first): it fails untouched when there is no room for the reserve;
 // otherwise a failure is reverted, at once or by the next command, never completed.
-// A small tmpfs per level, in a mount namespace of this test's own (root only).
-TEST(RollbackDiskFull, AFailedRollbackIsRevertedNeverCompletedLater) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
-  if (::unshare(CLONE_NEWNS) != 0) GTEST_SKIP() << "no mount namespace: " << std::strerror(errno);
-  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
-  TempDir dir;
-  const std::string mnt = dir.Sub("fs");
-  fs::create_directories(mnt);
-  const std::string config = dir.Sub("safepoint.yaml");
-  const std::string ha = mnt + "/ha";
-  const auto cli = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), {"--config", config});
-    return Finish(Start(args, dir.Sub("out.txt"), dir.Sub("err.txt")), dir.Sub("out.txt"),
-                  dir.Sub("err.txt"));
-  };
+TEST_F(RollbackDiskFull, AFailedRollbackIsRevertedNeverCompletedLater) {
   int failed = 0, reverted = 0, rolled_back = 0;
   for (const bool by_inodes : {true, false}) {
     for (int k = 0; k <= (by_inodes ? 24 : 20); ++k) {
       const std::string what = (by_inodes ? "free inodes " : "free pages ") + std::to_string(k);
       const std::string opts = by_inodes ? "size=8m,nr_inodes=400" : "size=4m";
-      ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", 0, opts.c_str()), 0) << std::strerror(errno);
-      WriteFile(ha + "/secrets.yaml", "backup_encryption_passphrase: \"full disk\"\n", 0600);
-      WriteFile(ha + "/configuration.yaml", "homeassistant: {}\n");
-      WriteFile(ha + "/packages/a.yaml", "light: []\n");
-      WriteFile(ha + "/www/plan.png", std::string(20000, 'p'));
-      WriteFile(config, "paths:\n  ha_config: " + ha + "\n  workspace: " + mnt +
-                            "/ws\n  backup_dir: " + mnt +
+      ASSERT_EQ(::mount("tmpfs", mnt_.c_str(), "tmpfs", 0, opts.c_str()), 0) << std::strerror(errno);
+      WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \"full disk\"\n", 0600);
+      WriteFile(ha_ + "/configuration.yaml", "homeassistant: {}\n");
+      WriteFile(ha_ + "/packages/a.yaml", "light: []\n");
+      WriteFile(ha_ + "/www/plan.png", std::string(20000, 'p'));
+      WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + mnt_ +
+                            "/ws\n  backup_dir: " + mnt_ +
                             "/backups\nencryption:\n  scrypt_work_factor: 15\n"
                             "sources:\n  logs: []\n");
-      fs::create_directories(mnt + "/ws");
-      auto b = cli({"--json", "backup"});
+      fs::create_directories(mnt_ + "/ws");
+      auto b = Cli({"--json", "backup"});
       ASSERT_EQ(b.exit_code, 0) << b.err;
       const std::string id = json::parse(b.out)["data"]["id"];
-      const TreeSnap at_point = Snap(ha);
-      WriteFile(ha + "/packages/a.yaml", "light: [edited]\n");
-      WriteFile(ha + "/packages/new.yaml", "switch: []\n");
-      WriteFile(ha + "/www/new.png", std::string(30000, 'n'));
-      const TreeSnap before = Snap(ha);
+      const TreeSnap at_point = Snap(ha_);
+      WriteFile(ha_ + "/packages/a.yaml", "light: [edited]\n");
+      WriteFile(ha_ + "/packages/new.yaml", "switch: []\n");
+      WriteFile(ha_ + "/www/new.png", std::string(30000, 'n'));
+      const TreeSnap before = Snap(ha_);
       // Fill the file system, then give back k inodes or k pages.
-      fs::create_directories(mnt + "/fill");
+      fs::create_directories(mnt_ + "/fill");
       if (by_inodes) {
         int n = 0;
         for (;; ++n) {
-          const int fd = ::open((mnt + "/fill/" + std::to_string(n)).c_str(),
+          const int fd = ::open((mnt_ + "/fill/" + std::to_string(n)).c_str(),
                                 O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
           if (fd < 0) break;
           ::close(fd);
         }
-        for (int i = 0; i < k && i < n; ++i) fs::remove(mnt + "/fill/" + std::to_string(i));
+        for (int i = 0; i < k && i < n; ++i) fs::remove(mnt_ + "/fill/" + std::to_string(i));
       } else {
         struct statvfs v {};
-        ASSERT_EQ(::statvfs(mnt.c_str(), &v), 0);
+        ASSERT_EQ(::statvfs(mnt_.c_str(), &v), 0);
         const auto free_bytes = static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize;
         const std::uint64_t leave = static_cast<std::uint64_t>(k) * 4096;
         if (free_bytes > leave) {
-          const int fd = ::open((mnt + "/fill/bytes").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+          const int fd = ::open((mnt_ + "/fill/bytes").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
           ASSERT_GE(fd, 0);
           (void)::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - leave));
           ::close(fd);
         }
       }
-      auto r = cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
+      auto r = Cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
       EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 8) << what << ": " << r.exit_code << r.err;
       EXPECT_EQ(r.err.find("finishes it"), std::string::npos) << what << ": " << r.err;
       if (r.exit_code == 0) {
         ++rolled_back;
-        EXPECT_EQ(ReadFile(ha + "/packages/a.yaml"), "light: []\n") << what;
-        EXPECT_FALSE(fs::exists(ha + "/packages/new.yaml")) << what;
+        EXPECT_EQ(ReadFile(ha_ + "/packages/a.yaml"), "light: []\n") << what;
+        EXPECT_FALSE(fs::exists(ha_ + "/packages/new.yaml")) << what;
       } else {
         ++failed;
         if (r.err.find("the rollback was reverted") != std::string::npos ||
@@ -631,14 +641,14 @@ TEST(RollbackDiskFull, AFailedRollbackIsRevertedNeverCompletedLater) {
         }
       }
       // Space returns; the next command leaves the trees as a failed rollback said.
-      fs::remove_all(mnt + "/fill");
-      auto rec = cli({"recover"});
+      fs::remove_all(mnt_ + "/fill");
+      auto rec = Cli({"recover"});
       EXPECT_EQ(rec.exit_code, 0) << what << ": " << rec.err;
       if (r.exit_code != 0) {
-        EXPECT_EQ(Snap(ha), before) << what << ": " << r.err << rec.err;
+        EXPECT_EQ(Snap(ha_), before) << what << ": " << r.err << rec.err;
       }
-      EXPECT_EQ(cli({"verify", "--all"}).exit_code, 0) << what;
-      ASSERT_EQ(::umount(mnt.c_str()), 0) << std::strerror(errno);
+      EXPECT_EQ(Cli({"verify", "--all"}).exit_code, 0) << what;
+      ASSERT_EQ(::umount(mnt_.c_str()), 0) << std::strerror(errno);
       if (HasFailure()) return;
     }
   }
@@ -654,54 +664,41 @@ TEST(RollbackDiskFull, AFailedRollbackIsRevertedNeverCompletedLater) {
 // big.bin comes back at 1 MiB and small.bin shrinks from 1 MiB to 8 KiB, with about 600 KiB
 // free: only "small.bin first" fits. The backups live on another file system, so every file is
 // copied in (the case where the order matters).
-TEST(RollbackDiskFull, FilesThatGiveRoomBackArePutBackFirst) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
-  if (::unshare(CLONE_NEWNS) != 0) GTEST_SKIP() << "no mount namespace: " << std::strerror(errno);
-  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0);
-  TempDir dir;
-  const std::string mnt = dir.Sub("fs");
-  fs::create_directories(mnt);
-  ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m"), 0) << std::strerror(errno);
-  const std::string config = dir.Sub("safepoint.yaml");
-  const std::string ha = mnt + "/ha";
-  WriteFile(ha + "/secrets.yaml", "backup_encryption_passphrase: \"full disk\"\n", 0600);
-  WriteFile(ha + "/configuration.yaml", "homeassistant: {}\n");
+TEST_F(RollbackDiskFull, FilesThatGiveRoomBackArePutBackFirst) {
+  ASSERT_EQ(::mount("tmpfs", mnt_.c_str(), "tmpfs", 0, "size=4m"), 0) << std::strerror(errno);
+  WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \"full disk\"\n", 0600);
+  WriteFile(ha_ + "/configuration.yaml", "homeassistant: {}\n");
   const std::string big(1u << 20, 'B');
   const std::string small(8192, 's');
-  WriteFile(ha + "/www/big.bin", big);
-  WriteFile(ha + "/www/small.bin", small);
-  WriteFile(config, "paths:\n  ha_config: " + ha + "\n  workspace: " + dir.Sub("ws") +
-                        "\n  backup_dir: " + dir.Sub("backups") +
+  WriteFile(ha_ + "/www/big.bin", big);
+  WriteFile(ha_ + "/www/small.bin", small);
+  WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +
+                        "\n  backup_dir: " + dir_.Sub("backups") +
                         "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n");
-  fs::create_directories(dir.Sub("ws"));
-  const auto cli = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), {"--config", config});
-    return Finish(Start(args, dir.Sub("out.txt"), dir.Sub("err.txt")), dir.Sub("out.txt"),
-                  dir.Sub("err.txt"));
-  };
-  auto b = cli({"--json", "backup"});
+  fs::create_directories(dir_.Sub("ws"));
+  auto b = Cli({"--json", "backup"});
   ASSERT_EQ(b.exit_code, 0) << b.err;
   const std::string id = json::parse(b.out)["data"]["id"];
-  const TreeSnap at_point = Snap(ha);
+  const TreeSnap at_point = Snap(ha_);
   // The update swaps the sizes.
-  WriteFile(ha + "/www/big.bin", small);
-  WriteFile(ha + "/www/small.bin", big);
+  WriteFile(ha_ + "/www/big.bin", small);
+  WriteFile(ha_ + "/www/small.bin", big);
   // Leave about 600 KiB: enough for either copy once small.bin's megabyte is given back, not
   // for big.bin's megabyte while it is still there.
   struct statvfs v {};
-  ASSERT_EQ(::statvfs(mnt.c_str(), &v), 0);
+  ASSERT_EQ(::statvfs(mnt_.c_str(), &v), 0);
   const auto free_bytes = static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize;
   const std::uint64_t leave = 600u << 10;
   ASSERT_GT(free_bytes, leave);
-  const int fd = ::open((mnt + "/fill").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  const int fd = ::open((mnt_ + "/fill").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - leave)), 0);
   ::close(fd);
-  auto r = cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
+  auto r = Cli({"rollback", id, "--yes", "--on-conflict", "overwrite"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  fs::remove(mnt + "/fill");
-  EXPECT_EQ(Snap(ha), at_point);  // each file's type, mode and SHA-256
-  ASSERT_EQ(::umount(mnt.c_str()), 0) << std::strerror(errno);
+  fs::remove(mnt_ + "/fill");
+  EXPECT_EQ(Snap(ha_), at_point);  // each file's type, mode and SHA-256
+  ASSERT_EQ(::umount(mnt_.c_str()), 0) << std::strerror(errno);
 }
 
 }  // namespace
