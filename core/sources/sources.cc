@@ -109,7 +109,6 @@ class TreeWalker {
       const std::string child = rel.empty() ? name : rel + "/" + name;
       if (Excluded(child)) continue;
       const bool child_included = included || Included(child);
-      if (child_included) SP_RETURN_IF_ERROR(CheckPathLength(child));
       struct stat st {};
       if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) continue;  // vanished while walking
@@ -117,7 +116,10 @@ class TreeWalker {
       }
       if (S_ISDIR(st.st_mode)) {
         if (!child_included && !CouldIncludeBelow(child)) continue;
-        if (child_included) Add(child, st, SourceEntry::Kind::kDirectory, "");
+        if (child_included) {
+          SP_RETURN_IF_ERROR(CheckPathLength(child));
+          Add(child, st, SourceEntry::Kind::kDirectory, "");
+        }
         const int fd =
             ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
@@ -145,6 +147,7 @@ class TreeWalker {
           out_->warnings.push_back(QuoteName(prefix_ + "/" + child) + ": " + problem);
           continue;
         }
+        SP_RETURN_IF_ERROR(CheckPathLength(child));
         Add(child, st, SourceEntry::Kind::kSymlink, std::move(target));
         continue;
       }
@@ -156,6 +159,7 @@ class TreeWalker {
                                    std::to_string(tree_.max_file_size) + " bytes)");
           continue;
         }
+        SP_RETURN_IF_ERROR(CheckPathLength(child));
         Add(child, st, SourceEntry::Kind::kFile, "");
         continue;
       }
@@ -170,8 +174,9 @@ class TreeWalker {
     return rel.empty() ? root_ : root_ + "/" + rel;
   }
   // The walk itself goes by directory descriptors, but a file is read, verified and put back by
-  // its whole path, which the kernel takes only below PATH_MAX bytes: a longer one fails here,
-  // with a way out, rather than as "File name too long" in the middle of the backup.
+  // its whole path, which the kernel takes only below PATH_MAX bytes: an entry that would be
+  // backed up with a longer one fails here, with a way out, rather than as "File name too long"
+  // in the middle of the backup. (What is skipped anyway, with its warning, is not checked.)
   [[nodiscard]] Status CheckPathLength(const std::string& rel) const {
     const std::size_t length = Abs(rel).size();
     if (length < PATH_MAX) return {};
