@@ -534,8 +534,9 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   }
 
   // 3. The pre-rollback safety point: `safepoint rollback <it> --on-conflict overwrite` undoes
-  // this rollback (the files it writes are not recorded as its own, so they would conflict). What the
-  // plan was made from goes first (back to the system too), before the backup's own memory.
+  // this rollback (the files it writes are not recorded as its own, so they would conflict).
+  // What the plan was made from goes first (back to the system too), before the backup's own
+  // memory.
   std::vector<manifest::Entry>().swap(start->target.entries);
   plan.DropUnchanged();
   ::malloc_trim(0);
