@@ -275,8 +275,8 @@ void Controller::ReportRecovery(const std::vector<std::string>& actions) {
   if (actions.empty()) return;
   std::string message = "An interrupted rollback was recovered: ";
   for (std::size_t i = 0; i < actions.size(); ++i) message += (i ? "; " : "") + actions[i];
-  Execute(Action(PublishEvent{EventType::kRollbackRecovered, message, {{"actions", actions}},
-                              clock_.Now()}));
+  Execute(Action(
+      PublishEvent{EventType::kRollbackRecovered, message, {{"actions", actions}}, clock_.Now()}));
 }
 
 // The files an update changed, as the event `update_changes`: queued on the worker behind what

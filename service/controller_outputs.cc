@@ -48,9 +48,10 @@ void Controller::Hold(const std::string& topic, const std::string& payload, int 
   while (outbox_.size() > kOutboxMessages || outbox_bytes_ > kOutboxBytes) {
     const Held& oldest = outbox_.front();
     ++stats_.messages_dropped;
-    spdlog::error("not connected to the broker for too long: dropped a message to {} ({} "
-                  "held, at most {} or {} bytes)",
-                  oldest.topic, outbox_.size() - 1, kOutboxMessages, kOutboxBytes);
+    spdlog::error(
+        "not connected to the broker for too long: dropped a message to {} ({} "
+        "held, at most {} or {} bytes)",
+        oldest.topic, outbox_.size() - 1, kOutboxMessages, kOutboxBytes);
     outbox_bytes_ -= oldest.topic.size() + oldest.payload.size();
     outbox_.pop_front();
   }
@@ -79,7 +80,8 @@ void Controller::OnConnected() {
   // What recovery did at start, once Home Assistant sees the service online.
   ReportRecovery(std::exchange(recovered_at_start_, {}));
   // What fell due while the connection was down, oldest first, after the state it led to.
-  if (!outbox_.empty()) spdlog::info("sending {} messages held while not connected", outbox_.size());
+  if (!outbox_.empty())
+    spdlog::info("sending {} messages held while not connected", outbox_.size());
   FlushOutbox(/*log_failure=*/true);
 }
 

@@ -78,7 +78,7 @@ enum class EventType {
   kRollbackConflicts,  // stopped: files changed locally; Overwrite / Merge / Abort
   kRollbackAborted,
   kRollbackFailed,
-  kUpdateChanges,  // after a successful result: the files the update changed, with line counts
+  kUpdateChanges,      // after a successful result: the files the update changed, with line counts
   kRollbackRecovered,  // a rollback a crash interrupted was completed or reverted
 };
 [[nodiscard]] std::string_view EventTypeName(EventType type);

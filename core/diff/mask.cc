@@ -168,11 +168,21 @@ std::vector<std::string> WrittenForms(std::string_view v) {
     }
     std::string e;
     switch (c) {
-      case '"': e = "\\\""; break;
-      case '\\': e = "\\\\"; break;
-      case '\n': e = "\\n"; break;
-      case '\t': e = "\\t"; break;
-      case '\r': e = "\\r"; break;
+      case '"':
+        e = "\\\"";
+        break;
+      case '\\':
+        e = "\\\\";
+        break;
+      case '\n':
+        e = "\\n";
+        break;
+      case '\t':
+        e = "\\t";
+        break;
+      case '\r':
+        e = "\\r";
+        break;
       default:
         if (c < 0x20) {
           AppendUnicodeEscape(e, c, false);
@@ -193,8 +203,7 @@ std::vector<std::string> WrittenForms(std::string_view v) {
     out.push_back(std::move(yaml_single));
   }
   for (auto* form : {&json, &ascii_lower, &ascii_upper}) {
-    if ((form == &json || non_ascii) &&
-        std::find(out.begin(), out.end(), *form) == out.end()) {
+    if ((form == &json || non_ascii) && std::find(out.begin(), out.end(), *form) == out.end()) {
       out.push_back(std::move(*form));
     }
   }
@@ -253,11 +262,11 @@ std::string WithoutQuotesOrComment(std::string_view v) {
 
 const std::vector<std::string>& DefaultSensitiveKeys() {
   static const std::vector<std::string> keys = {
-      "password",   "passwd",    "passphrase", "pass",     "pwd",      "secret",
-      "token",      "api_key",   "apikey",     "_key",     "key",      "credential",
-      "bearer",     "cookie",    "jwt",        "private",  "psk",      "pin",
-      "webhook_id", "auth_code", "client_id",  "passwort", "kennwort", "mot_de_passe",
-      "authorization"};
+      "password",  "passwd",     "passphrase", "pass",         "pwd",
+      "secret",    "token",      "api_key",    "apikey",       "_key",
+      "key",       "credential", "bearer",     "cookie",       "jwt",
+      "private",   "psk",        "pin",        "webhook_id",   "auth_code",
+      "client_id", "passwort",   "kennwort",   "mot_de_passe", "authorization"};
   return keys;
 }
 

@@ -62,8 +62,8 @@ Status SetOwnerModeAndTime(FileSystem& fs, const std::string& path, const manife
                            std::vector<std::string>& warnings) {
   if (::geteuid() == 0) {
     if (auto st = fs.Chown(path, e.uid, e.gid); !st) {
-      warnings.push_back(e.path + ": owner " + std::to_string(e.uid) + ":" +
-                         std::to_string(e.gid) + " not set: " + st.error().message);
+      warnings.push_back(e.path + ": owner " + std::to_string(e.uid) + ":" + std::to_string(e.gid) +
+                         " not set: " + st.error().message);
     }
   }
   if (e.type != manifest::EntryType::kSymlink) SP_RETURN_IF_ERROR(fs.Chmod(path, e.mode & 07777));

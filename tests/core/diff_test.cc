@@ -334,8 +334,8 @@ TEST(SecretMasking, GeneratedSensitiveLinesNeverShowTheirValue) {
 // non-ASCII up to emoji) in five YAML spellings, found in a script and in two JSON files.
 TEST(SecretMasking, SecretsAreLearnedAsYamlReadsThemAndFoundAsJsonWritesThem) {
   std::mt19937 rng(4711);
-  const std::vector<std::string> pieces = {"a", "Z", "7", "-", " ", "'", "\"", "\\", "#", "é",
-                                           "ß", "客", "🎄", ":", "x", "%", "q", "Ä", "/", "!"};
+  const std::vector<std::string> pieces = {"a", "Z",  "7", "-", " ", "'", "\"", "\\", "#", "é",
+                                           "ß", "客", "🎄", ":", "x", "%", "q",  "Ä",  "/", "!"};
   // Independent of the product: code points as \uXXXX (surrogate pairs), as Python writes them.
   // With `yaml`, a code point above U+FFFF is one \UXXXXXXXX escape, as YAML writes it.
   const auto ascii_json = [](const std::string& v, bool upper, bool yaml = false) {
@@ -404,7 +404,8 @@ TEST(SecretMasking, SecretsAreLearnedAsYamlReadsThemAndFoundAsJsonWritesThem) {
       }
       default: {  // double-quoted with \" and \\ only
         std::string q;
-        for (char c : value) q += (c == '"' || c == '\\') ? "\\" + std::string(1, c) : std::string(1, c);
+        for (char c : value)
+          q += (c == '"' || c == '\\') ? "\\" + std::string(1, c) : std::string(1, c);
         yaml = "wifi: \"" + q + "\"\n";
         break;
       }
@@ -412,7 +413,8 @@ TEST(SecretMasking, SecretsAreLearnedAsYamlReadsThemAndFoundAsJsonWritesThem) {
     Masker masker;
     masker.AddSecretsText("other: value-one\n" + yaml + "last: value-two\n");
     std::string utf8_json;
-    for (char c : value) utf8_json += (c == '"' || c == '\\') ? "\\" + std::string(1, c) : std::string(1, c);
+    for (char c : value)
+      utf8_json += (c == '"' || c == '\\') ? "\\" + std::string(1, c) : std::string(1, c);
     std::string yaml_single;  // as YAML writes it single-quoted (a review found this one shown)
     for (char c : value) yaml_single += c == '\'' ? std::string("''") : std::string(1, c);
     const std::vector<std::pair<std::string, std::string>> uses = {
@@ -423,8 +425,10 @@ TEST(SecretMasking, SecretsAreLearnedAsYamlReadsThemAndFoundAsJsonWritesThem) {
         {"ha_config/.storage/c", "{\"note\": \"" + ascii_json(value, true) + "\"}\n"}};
     for (const auto& [path, text] : uses) {
       const std::string masked = masker.Mask(path, text);
-      ASSERT_EQ(masked.find(value), std::string::npos) << "round " << round << "\n" << yaml << masked;
-      ASSERT_EQ(masked.find(utf8_json), std::string::npos) << "round " << round << "\n" << yaml << masked;
+      ASSERT_EQ(masked.find(value), std::string::npos) << "round " << round << "\n"
+                                                       << yaml << masked;
+      ASSERT_EQ(masked.find(utf8_json), std::string::npos) << "round " << round << "\n"
+                                                           << yaml << masked;
       ASSERT_EQ(masked.find(ascii_json(value, false)), std::string::npos) << "round " << round;
       ASSERT_EQ(masked.find(ascii_json(value, true)), std::string::npos) << "round " << round;
       ASSERT_EQ(masked.find(yaml_single), std::string::npos) << "round " << round << "\n" << masked;
@@ -438,7 +442,8 @@ TEST(SecretMasking, AnAliasBombInASecretsFileIsBounded) {
   std::string yaml = "l0: &l0 [Wert-0001, Wert-0002]\n";
   for (int level = 1; level <= 10; ++level) {
     yaml += "l" + std::to_string(level) + ": &l" + std::to_string(level) + " [";
-    for (int i = 0; i < 10; ++i) yaml += std::string(i ? ", " : "") + "*l" + std::to_string(level - 1);
+    for (int i = 0; i < 10; ++i)
+      yaml += std::string(i ? ", " : "") + "*l" + std::to_string(level - 1);
     yaml += "]\n";
   }
   yaml += "wifi: Sekret-After-The-Bomb\n";
@@ -453,8 +458,9 @@ TEST(SecretMasking, AnAliasBombInASecretsFileIsBounded) {
 TEST(SecretMasking, ASecretOfSeveralLinesIsMaskedLineByLine) {
   Masker masker;
   masker.AddSecretsText("k: \"abcd\\nefgh\"\nkey: |\n  -----BEGIN KEY-----\n  MIIEvQIBADAN\n");
-  EXPECT_EQ(masker.Mask("ha_config/ssl/notes.txt", "abcd\nefgh\n-----BEGIN KEY-----\nMIIEvQIBADAN\n"),
-            "***\n***\n***\n***\n");
+  EXPECT_EQ(
+      masker.Mask("ha_config/ssl/notes.txt", "abcd\nefgh\n-----BEGIN KEY-----\nMIIEvQIBADAN\n"),
+      "***\n***\n***\n***\n");
 }
 
 // A long-lived access token goes in an HTTP header: `Authorization: Bearer ...`.
@@ -472,10 +478,11 @@ TEST(SecretMasking, AnAuthorizationHeaderIsMasked) {
 // on real configurations, where they were shown).
 TEST(SecretMasking, AssignmentsToSensitiveNamesAreMasked) {
   const Masker masker;
-  EXPECT_EQ(masker.Mask("ha_config/.env",
-                        "API_TOKEN=abc123def\nexport MQTT_PASSWORD=\"two words\"\nTZ=Europe/Berlin\n"
-                        "DB_PASS='x;y'\n"),
-            "API_TOKEN=***\nexport MQTT_PASSWORD=\"***\"\nTZ=Europe/Berlin\nDB_PASS='***'\n");
+  EXPECT_EQ(
+      masker.Mask("ha_config/.env",
+                  "API_TOKEN=abc123def\nexport MQTT_PASSWORD=\"two words\"\nTZ=Europe/Berlin\n"
+                  "DB_PASS='x;y'\n"),
+      "API_TOKEN=***\nexport MQTT_PASSWORD=\"***\"\nTZ=Europe/Berlin\nDB_PASS='***'\n");
   EXPECT_EQ(masker.Mask("ha_config/configuration.yaml",
                         "  resource: https://api.example.com/v1?access_token=tok42&units=metric\n"),
             "  resource: https://api.example.com/v1?access_token=***&units=metric\n");

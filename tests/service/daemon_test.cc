@@ -1045,8 +1045,8 @@ TEST_F(DaemonTest, WhatFallsDueWhileDisconnectedIsSentInOrderOnceConnected) {
   }
   EXPECT_EQ(transport_.published[at].topic, "sp/availability");  // the retained state first
   // The backup's answer comes when it was accepted (before the job ran), then its event.
-  EXPECT_THAT(after, ElementsAre("sp/response/list ", "sp/response/backup ",
-                                 "sp/event backup_completed"));
+  EXPECT_THAT(after,
+              ElementsAre("sp/response/list ", "sp/response/backup ", "sp/event backup_completed"));
   EXPECT_EQ(transport_.Last("sp/response/list")["transaction"], "t1");
   EXPECT_EQ(transport_.Last("sp/response/backup")["transaction"], "t2");
   // Sent once: a second connect sends nothing held.

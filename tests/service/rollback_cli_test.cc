@@ -2,12 +2,12 @@
 // confirmation rules, a held lock, and kill -9 in the middle of a rollback.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/mount.h>
-#include <sys/statvfs.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -304,9 +304,10 @@ TEST_F(RollbackCliTest, DiffPatchAppliesWithGnuPatchAndGitApplyToNamesWithSpaces
   }
   const std::string id = Backup();
   const std::string before = dir_.Sub("before");
-  ASSERT_EQ(std::system(("mkdir -p '" + before + "' && cp -a '" + ha_ + "' '" + before +
-                         "/ha_config'").c_str()),
-            0);
+  ASSERT_EQ(
+      std::system(
+          ("mkdir -p '" + before + "' && cp -a '" + ha_ + "' '" + before + "/ha_config'").c_str()),
+      0);
   for (const auto& n : names) {
     WriteFile(ha_ + "/" + n, "a: 1\nb: two  words\nc: 3\nd: 4\ne: 5\nf: added line\n");
   }
@@ -320,9 +321,8 @@ TEST_F(RollbackCliTest, DiffPatchAppliesWithGnuPatchAndGitApplyToNamesWithSpaces
     const std::string copy = dir_.Sub("applied-" + tool);
     ASSERT_EQ(std::system(("cp -a '" + before + "' '" + copy + "'").c_str()), 0);
     const std::string cmd =
-        tool == "patch"
-            ? "patch -s -p1 -d '" + copy + "' -i '" + dir_.Sub("changes.patch") + "'"
-            : "cd '" + copy + "' && git apply -p1 '" + dir_.Sub("changes.patch") + "'";
+        tool == "patch" ? "patch -s -p1 -d '" + copy + "' -i '" + dir_.Sub("changes.patch") + "'"
+                        : "cd '" + copy + "' && git apply -p1 '" + dir_.Sub("changes.patch") + "'";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << tool << "\n" << r.out;
     EXPECT_EQ(Snap(copy + "/ha_config/packages"), live) << tool << "\n" << r.out;
   }
@@ -585,15 +585,16 @@ TEST_F(RollbackDiskFull, AFailedRollbackIsRevertedNeverCompletedLater) {
     for (int k = 0; k <= (by_inodes ? 24 : 20); ++k) {
       const std::string what = (by_inodes ? "free inodes " : "free pages ") + std::to_string(k);
       const std::string opts = by_inodes ? "size=8m,nr_inodes=400" : "size=4m";
-      ASSERT_EQ(::mount("tmpfs", mnt_.c_str(), "tmpfs", 0, opts.c_str()), 0) << std::strerror(errno);
+      ASSERT_EQ(::mount("tmpfs", mnt_.c_str(), "tmpfs", 0, opts.c_str()), 0)
+          << std::strerror(errno);
       WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \"full disk\"\n", 0600);
       WriteFile(ha_ + "/configuration.yaml", "homeassistant: {}\n");
       WriteFile(ha_ + "/packages/a.yaml", "light: []\n");
       WriteFile(ha_ + "/www/plan.png", std::string(20000, 'p'));
       WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + mnt_ +
-                            "/ws\n  backup_dir: " + mnt_ +
-                            "/backups\nencryption:\n  scrypt_work_factor: 15\n"
-                            "sources:\n  logs: []\n");
+                             "/ws\n  backup_dir: " + mnt_ +
+                             "/backups\nencryption:\n  scrypt_work_factor: 15\n"
+                             "sources:\n  logs: []\n");
       fs::create_directories(mnt_ + "/ws");
       auto b = Cli({"--json", "backup"});
       ASSERT_EQ(b.exit_code, 0) << b.err;
@@ -620,7 +621,8 @@ TEST_F(RollbackDiskFull, AFailedRollbackIsRevertedNeverCompletedLater) {
         const auto free_bytes = static_cast<std::uint64_t>(v.f_bavail) * v.f_frsize;
         const std::uint64_t leave = static_cast<std::uint64_t>(k) * 4096;
         if (free_bytes > leave) {
-          const int fd = ::open((mnt_ + "/fill/bytes").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+          const int fd =
+              ::open((mnt_ + "/fill/bytes").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
           ASSERT_GE(fd, 0);
           (void)::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes - leave));
           ::close(fd);
@@ -673,8 +675,8 @@ TEST_F(RollbackDiskFull, FilesThatGiveRoomBackArePutBackFirst) {
   WriteFile(ha_ + "/www/big.bin", big);
   WriteFile(ha_ + "/www/small.bin", small);
   WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +
-                        "\n  backup_dir: " + dir_.Sub("backups") +
-                        "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n");
+                         "\n  backup_dir: " + dir_.Sub("backups") +
+                         "\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n");
   fs::create_directories(dir_.Sub("ws"));
   auto b = Cli({"--json", "backup"});
   ASSERT_EQ(b.exit_code, 0) << b.err;
