@@ -97,7 +97,7 @@ class PosixWritableFile final : public WritableFile {
   std::uint64_t flushed_ = 0;   // of which writeback was started
 };
 
-Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& display) {
+Status RemoveTreeIn(int parent_fd, const std::string& name, const std::string& display) {
   struct stat st {};
   if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT) return {};
@@ -124,13 +124,28 @@ Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& d
   }
   Status status;
   for (const auto& n : names) {
-    status = RemoveTreeAt(::dirfd(dir), n, display + "/" + n);
+    status = RemoveTreeIn(::dirfd(dir), n, display + "/" + n);
     if (!status) break;
   }
   ::closedir(dir);
   if (!status) return status;
   if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     return tl::unexpected(ErrnoError(errno, "rmdir", display));
+  }
+  return {};
+}
+
+// Sets the mtime (whole seconds; the access time is left) of `path` in `dir_fd`, never through
+// a final symlink.
+Status SetMtimeIn(int dir_fd, const std::string& path, const std::string& display,
+                  std::int64_t mtime) {
+  struct timespec times[2];
+  times[0].tv_sec = 0;
+  times[0].tv_nsec = UTIME_OMIT;
+  times[1].tv_sec = static_cast<time_t>(mtime);
+  times[1].tv_nsec = 0;
+  if (::utimensat(dir_fd, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+    return tl::unexpected(ErrnoError(errno, "utimensat", display));
   }
   return {};
 }
@@ -216,7 +231,7 @@ Status PosixFileSystem::Remove(const std::string& path) {
 }
 
 Status PosixFileSystem::RemoveTree(const std::string& path) {
-  return RemoveTreeAt(AT_FDCWD, path, path);
+  return RemoveTreeIn(AT_FDCWD, path, path);
 }
 
 Status PosixFileSystem::Symlink(const std::string& target, const std::string& path) {
@@ -240,15 +255,106 @@ Status PosixFileSystem::Chown(const std::string& path, uid_t uid, gid_t gid) {
 }
 
 Status PosixFileSystem::SetMtime(const std::string& path, std::int64_t mtime) {
-  struct timespec times[2];
-  times[0].tv_sec = 0;
-  times[0].tv_nsec = UTIME_OMIT;
-  times[1].tv_sec = static_cast<time_t>(mtime);
-  times[1].tv_nsec = 0;
-  if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-    return tl::unexpected(ErrnoError(errno, "utimensat", path));
+  return SetMtimeIn(AT_FDCWD, path, path, mtime);
+}
+
+Result<Dir> Dir::Open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) return Dir(fd, path);
+  const int err = errno;
+  if (err == ENOENT) return Fail(ErrorCode::kNotFound, path + " does not exist");
+  if (err == ENOTDIR || err == ELOOP) {
+    return Fail(ErrorCode::kBadInput, path + " is not a directory (a symlink?); refusing");
+  }
+  return tl::unexpected(ErrnoError(err, "open", path));
+}
+
+Result<Dir> Dir::OpenIn(const Dir& parent, const std::string& name) {
+  const std::string path = parent.PathOf(name);
+  const int fd =
+      ::openat(parent.fd(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) return Dir(fd, path);
+  const int err = errno;
+  if (err == ENOENT) return Fail(ErrorCode::kNotFound, path + " does not exist");
+  if (err == ENOTDIR || err == ELOOP) {
+    return Fail(ErrorCode::kBadInput, path + " is not a directory (a symlink?); refusing");
+  }
+  return tl::unexpected(ErrnoError(err, "open", path));
+}
+
+Dir::Dir(Dir&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) { other.fd_ = -1; }
+
+Dir& Dir::operator=(Dir&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    path_ = std::move(other.path_);
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+Dir::~Dir() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string Dir::PathOf(const std::string& rel) const {
+  return rel == "." ? path_ : path_ + "/" + rel;
+}
+
+Result<std::unique_ptr<WritableFile>> FileSystem::CreateFileAt(const Dir& dir,
+                                                               const std::string& rel,
+                                                               mode_t mode) {
+  const std::string path = dir.PathOf(rel);
+  const int fd =
+      ::openat(dir.fd(), rel.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0) return tl::unexpected(ErrnoError(errno, "create", path));
+  return std::make_unique<PosixWritableFile>(fd, path);
+}
+
+Status FileSystem::MakeDirAt(const Dir& dir, const std::string& rel, mode_t mode) {
+  if (::mkdirat(dir.fd(), rel.c_str(), mode) != 0) {
+    return tl::unexpected(ErrnoError(errno, "mkdir", dir.PathOf(rel)));
   }
   return {};
+}
+
+Status FileSystem::SymlinkAt(const std::string& target, const Dir& dir, const std::string& rel) {
+  if (::symlinkat(target.c_str(), dir.fd(), rel.c_str()) != 0) {
+    return tl::unexpected(ErrnoError(errno, "symlink", dir.PathOf(rel)));
+  }
+  return {};
+}
+
+Status FileSystem::RenameAt(const Dir& from_dir, const std::string& from, const Dir& to_dir,
+                            const std::string& to) {
+  if (::renameat(from_dir.fd(), from.c_str(), to_dir.fd(), to.c_str()) != 0) {
+    return tl::unexpected(
+        ErrnoError(errno, "rename", from_dir.PathOf(from) + " -> " + to_dir.PathOf(to)));
+  }
+  return {};
+}
+
+Status FileSystem::ChownAt(const Dir& dir, const std::string& rel, uid_t uid, gid_t gid) {
+  if (::fchownat(dir.fd(), rel.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    return tl::unexpected(ErrnoError(errno, "chown", dir.PathOf(rel)));
+  }
+  return {};
+}
+
+Status FileSystem::ChmodAt(const Dir& dir, const std::string& rel, mode_t mode) {
+  if (::fchmodat(dir.fd(), rel.c_str(), mode, 0) != 0) {
+    return tl::unexpected(ErrnoError(errno, "chmod", dir.PathOf(rel)));
+  }
+  return {};
+}
+
+Status FileSystem::SetMtimeAt(const Dir& dir, const std::string& rel, std::int64_t mtime) {
+  return SetMtimeIn(dir.fd(), rel, dir.PathOf(rel), mtime);
+}
+
+Status FileSystem::RemoveTreeAt(const Dir& dir, const std::string& rel) {
+  return RemoveTreeIn(dir.fd(), rel, dir.PathOf(rel));
 }
 
 Status WriteFileAtomically(FileSystem& fs, const std::string& path, std::string_view content,

@@ -45,6 +45,34 @@ class ReadableFile {
   [[nodiscard]] virtual Result<struct stat> OpenedStat() { return Stat(); }
 };
 
+// A directory held open (O_DIRECTORY | O_NOFOLLOW). Names resolved against it later stay inside
+// it even if, meanwhile, it is renamed or a path to it is swapped for a symlink: what extract uses
+// in a destination other users can write to. Move-only; closes on destruction.
+class Dir {
+ public:
+  // Opens `path`, whose last component must be a directory itself, not a symlink to one.
+  // Errors: kNotFound when missing, kBadInput when not a directory (a symlink?), kIo otherwise.
+  [[nodiscard]] static Result<Dir> Open(const std::string& path);
+  // Opens `name`, one component, in `parent`; errors as Open.
+  [[nodiscard]] static Result<Dir> OpenIn(const Dir& parent, const std::string& name);
+  Dir(Dir&& other) noexcept;
+  Dir& operator=(Dir&& other) noexcept;
+  Dir(const Dir&) = delete;
+  Dir& operator=(const Dir&) = delete;
+  ~Dir();
+
+  [[nodiscard]] int fd() const { return fd_; }
+  // The path it was opened as, for messages only.
+  [[nodiscard]] const std::string& path() const { return path_; }
+  // path() + "/" + rel, or path() for ".".
+  [[nodiscard]] std::string PathOf(const std::string& rel) const;
+
+ private:
+  Dir(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_ = -1;
+  std::string path_;
+};
+
 // Every mutating file-system operation of safepoint goes through this seam, so crash and
 // disk-full tests can fail the N-th write, fsync or rename in-process (tests/testutil's
 // FaultInjectingFileSystem). So does reading the files being backed up (OpenRead), so tests can
@@ -86,6 +114,26 @@ class FileSystem {
   // FIFO, never follows a final symlink. Errors: kNotFound when missing, kCorrupt when not a
   // regular file, kIo otherwise. The default implementation is the real one.
   [[nodiscard]] virtual Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path);
+
+  // The same operations relative to an open directory: `rel` (a relative path; "." is `dir`
+  // itself) is resolved against `dir`, never through a symlink in its last component (ChmodAt:
+  // callers pass only files and directories they made). Errors name dir.PathOf(rel). The
+  // default implementations are the real ones.
+  [[nodiscard]] virtual Result<std::unique_ptr<WritableFile>> CreateFileAt(const Dir& dir,
+                                                                           const std::string& rel,
+                                                                           mode_t mode);
+  [[nodiscard]] virtual Status MakeDirAt(const Dir& dir, const std::string& rel, mode_t mode);
+  [[nodiscard]] virtual Status SymlinkAt(const std::string& target, const Dir& dir,
+                                         const std::string& rel);
+  [[nodiscard]] virtual Status RenameAt(const Dir& from_dir, const std::string& from,
+                                        const Dir& to_dir, const std::string& to);
+  [[nodiscard]] virtual Status ChownAt(const Dir& dir, const std::string& rel, uid_t uid,
+                                       gid_t gid);
+  [[nodiscard]] virtual Status ChmodAt(const Dir& dir, const std::string& rel, mode_t mode);
+  [[nodiscard]] virtual Status SetMtimeAt(const Dir& dir, const std::string& rel,
+                                          std::int64_t mtime);
+  // Removes `rel` and, when it is a directory, everything in it, without following symlinks.
+  [[nodiscard]] virtual Status RemoveTreeAt(const Dir& dir, const std::string& rel);
 };
 
 // The real file system.

@@ -1,11 +1,15 @@
 // Extracting entries of a safety point into a directory, after all of it verified.
+#include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/store/store.h"
@@ -30,27 +34,63 @@ bool Selected(const std::string& path, const std::vector<std::string>& paths) {
   return false;
 }
 
-// Creates the directories of `rel` below `root`, refusing any component that is not a real
-// directory (a symlink planted in the destination must not redirect the extraction).
-Status MakeParents(FileSystem& fs, const std::string& root, const std::string& rel) {
-  std::string cur = root;
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t slash = rel.find('/', start);
-    if (slash == std::string::npos) return {};
-    cur += "/" + rel.substr(start, slash - start);
+// Everything below works on directories held open (Dir), never on paths through `--to`: a
+// local user who can write to the destination could otherwise rename the staging directory or
+// swap a directory for a symlink between a check and a write, and make a root extract write,
+// chown or chmod outside it.
+
+std::string ParentOf(const std::string& rel) {
+  const auto slash = rel.rfind('/');
+  return slash == std::string::npos ? std::string() : rel.substr(0, slash);
+}
+
+std::string LeafOf(const std::string& rel) {
+  const auto slash = rel.rfind('/');
+  return slash == std::string::npos ? rel : rel.substr(slash + 1);
+}
+
+// Creates the missing directories of `rel`'s parent in the staging directory. It is ours alone
+// (0700, held open), so its parts are reached by relative path.
+Status MakeStagingParents(FileSystem& fs, const Dir& staging, const std::string& rel) {
+  for (std::size_t slash = rel.find('/'); slash != std::string::npos;
+       slash = rel.find('/', slash + 1)) {
+    const std::string part = rel.substr(0, slash);
     struct stat st {};
-    if (::lstat(cur.c_str(), &st) == 0) {
+    if (::fstatat(staging.fd(), part.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (!S_ISDIR(st.st_mode)) {
-        return Fail(ErrorCode::kBadInput, cur + " is not a directory (a symlink?); refusing");
+        return Fail(ErrorCode::kBadInput, staging.PathOf(part) + " is not a directory; refusing");
       }
     } else if (errno == ENOENT) {
-      SP_RETURN_IF_ERROR(fs.MakeDir(cur, 0700));
+      SP_RETURN_IF_ERROR(fs.MakeDirAt(staging, part, 0700));
     } else {
-      return tl::unexpected(ErrnoError(errno, "stat", cur));
+      return tl::unexpected(ErrnoError(errno, "stat", staging.PathOf(part)));
     }
+  }
+  return {};
+}
+
+// Opens the directory `parent` (a relative path, "" for `root`) below `root` one component at a
+// time, creating missing ones (0700) when `create`. A component that is not a real directory (a
+// symlink planted in the destination) is refused; one swapped for a symlink after it was opened
+// changes nothing, since what follows is done in the directory opened.
+Result<Dir> OpenBelow(FileSystem& fs, const Dir& root, const std::string& parent, bool create) {
+  auto cur = Dir::OpenIn(root, ".");
+  if (!cur) return cur;
+  std::size_t start = 0;
+  while (start < parent.size()) {
+    std::size_t slash = parent.find('/', start);
+    if (slash == std::string::npos) slash = parent.size();
+    const std::string name = parent.substr(start, slash - start);
+    auto next = Dir::OpenIn(*cur, name);
+    if (!next && next.error().code == ErrorCode::kNotFound && create) {
+      SP_RETURN_IF_ERROR(fs.MakeDirAt(*cur, name, 0700));
+      next = Dir::OpenIn(*cur, name);
+    }
+    if (!next) return next;
+    cur = std::move(next);
     start = slash + 1;
   }
+  return cur;
 }
 
 // What `e` records beyond its content: the owner (when running as root, as GNU tar does), all
@@ -58,44 +98,46 @@ Status MakeParents(FileSystem& fs, const std::string& root, const std::string& r
 // goes first: chown clears setuid and setgid.
 // An owner the file system refuses (vfat, NFS root_squash, an id a container does not map) is a
 // warning, as in tar -xp: the entry keeps the extract's owner, and its mode and mtime are set.
-Status SetOwnerModeAndTime(FileSystem& fs, const std::string& path, const manifest::Entry& e,
-                           std::vector<std::string>& warnings) {
+Status SetOwnerModeAndTime(FileSystem& fs, const Dir& dir, const std::string& rel,
+                           const manifest::Entry& e, std::vector<std::string>& warnings) {
   if (::geteuid() == 0) {
-    if (auto st = fs.Chown(path, e.uid, e.gid); !st) {
+    if (auto st = fs.ChownAt(dir, rel, e.uid, e.gid); !st) {
       warnings.push_back(e.path + ": owner " + std::to_string(e.uid) + ":" + std::to_string(e.gid) +
                          " not set: " + st.error().message);
     }
   }
-  if (e.type != manifest::EntryType::kSymlink) SP_RETURN_IF_ERROR(fs.Chmod(path, e.mode & 07777));
-  return fs.SetMtime(path, e.mtime);
+  if (e.type != manifest::EntryType::kSymlink)
+    SP_RETURN_IF_ERROR(fs.ChmodAt(dir, rel, e.mode & 07777));
+  return fs.SetMtimeAt(dir, rel, e.mtime);
 }
 
 // Writes selected entries into a staging dir; nothing is visible in the destination until the
 // whole safety point verified.
 class StagingVisitor final : public EntryVisitor {
  public:
-  StagingVisitor(FileSystem& fs, std::string staging, const std::vector<std::string>& paths,
+  StagingVisitor(FileSystem& fs, const Dir& staging, const std::vector<std::string>& paths,
                  std::vector<std::string>& warnings)
-      : fs_(fs), staging_(std::move(staging)), paths_(paths), warnings_(warnings) {}
+      : fs_(fs), staging_(staging), paths_(paths), warnings_(warnings) {}
 
   Status Begin(const manifest::Entry& e) override {
     active_ = Selected(e.path, paths_);
     if (!active_) return {};
-    SP_RETURN_IF_ERROR(MakeParents(fs_, staging_, e.path));
-    const std::string path = staging_ + "/" + e.path;
+    SP_RETURN_IF_ERROR(MakeStagingParents(fs_, staging_, e.path));
     switch (e.type) {
       case manifest::EntryType::kFile: {
-        auto f = fs_.CreateFile(path, 0600);
+        auto f = fs_.CreateFileAt(staging_, e.path, 0600);
         if (!f) return tl::unexpected(f.error());
         file_ = std::move(*f);
         break;
       }
       case manifest::EntryType::kSymlink:
-        SP_RETURN_IF_ERROR(fs_.Symlink(e.link_target, path));
+        SP_RETURN_IF_ERROR(fs_.SymlinkAt(e.link_target, staging_, e.path));
         break;
       case manifest::EntryType::kDirectory: {
         struct stat st {};
-        if (::lstat(path.c_str(), &st) != 0) SP_RETURN_IF_ERROR(fs_.MakeDir(path, 0700));
+        if (::fstatat(staging_.fd(), e.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+          SP_RETURN_IF_ERROR(fs_.MakeDirAt(staging_, e.path, 0700));
+        }
         break;
       }
     }
@@ -108,26 +150,112 @@ class StagingVisitor final : public EntryVisitor {
   }
   Status End(const manifest::Entry& e) override {
     if (!active_) return {};
-    const std::string path = staging_ + "/" + e.path;
     if (file_) {  // synced with all the others by one syncfs before they are published
       SP_RETURN_IF_ERROR(file_->Close());
       file_.reset();
     }
     // A directory's own attributes are set once it is filled in the destination (Extract).
     if (e.type == manifest::EntryType::kDirectory) return {};
-    return SetOwnerModeAndTime(fs_, path, e, warnings_);
+    return SetOwnerModeAndTime(fs_, staging_, e.path, e, warnings_);
   }
   [[nodiscard]] const std::vector<manifest::Entry>& selected() const { return selected_; }
 
  private:
   FileSystem& fs_;
-  std::string staging_;
+  const Dir& staging_;
   const std::vector<std::string>& paths_;
   std::vector<std::string>& warnings_;
   bool active_ = false;
   std::unique_ptr<WritableFile> file_;
   std::vector<manifest::Entry> selected_;
 };
+
+// Makes the staging directory in `dest`, as mkdtemp would, and opens it. One that is not ours
+// once opened (replaced in between by another user who can write to `dest`) is refused.
+Result<std::pair<std::string, Dir>> MakeStaging(FileSystem& fs, const Dir& dest) {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::uint8_t random[6];
+    if (::getrandom(random, sizeof random, 0) != static_cast<ssize_t>(sizeof random)) {
+      return tl::unexpected(ErrnoError(errno, "getrandom", dest.path()));
+    }
+    std::string name = ".safepoint-extract-";
+    for (std::uint8_t r : random) name += kChars[r % (sizeof kChars - 1)];
+    if (auto made = fs.MakeDirAt(dest, name, 0700); !made) {
+      struct stat st {};
+      if (::fstatat(dest.fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) continue;  // taken
+      return tl::unexpected(made.error());
+    }
+    auto staging = Dir::OpenIn(dest, name);
+    if (!staging) return tl::unexpected(staging.error());
+    struct stat st {};
+    if (::fstat(staging->fd(), &st) != 0 || st.st_uid != ::geteuid()) {
+      return Fail(ErrorCode::kIo, dest.PathOf(name) + " was replaced as it was made; refusing");
+    }
+    return std::make_pair(std::move(name), std::move(*staging));
+  }
+  return Fail(ErrorCode::kIo, "no free staging directory name in " + dest.path());
+}
+
+// Moves what was staged into `dest`: files and links by rename, directories made (0700, writable
+// while they are filled). Returns the directories made, whose attributes are set at the end.
+Result<std::vector<const manifest::Entry*>> Publish(FileSystem& fs, const Dir& staging,
+                                                    const Dir& dest,
+                                                    const std::vector<manifest::Entry>& selected) {
+  std::vector<const manifest::Entry*> made_dirs;
+  std::string parent_rel;
+  std::optional<Dir> parent;  // entries come in tar order: most share the previous one's parent
+  for (const auto& e : selected) {
+    if (!parent || ParentOf(e.path) != parent_rel) {
+      parent_rel = ParentOf(e.path);
+      auto opened = OpenBelow(fs, dest, parent_rel, /*create=*/true);
+      if (!opened) return tl::unexpected(opened.error());
+      parent = std::move(*opened);
+    }
+    const std::string leaf = LeafOf(e.path);
+    struct stat existing {};
+    const bool exists = ::fstatat(parent->fd(), leaf.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0;
+    if (e.type == manifest::EntryType::kDirectory) {
+      if (exists && !S_ISDIR(existing.st_mode)) {
+        return Fail(ErrorCode::kBadInput, parent->PathOf(leaf) + " exists and is not a directory");
+      }
+      if (!exists) {
+        SP_RETURN_IF_ERROR(fs.MakeDirAt(*parent, leaf, 0700));
+        made_dirs.push_back(&e);
+      }
+      continue;
+    }
+    if (exists && S_ISDIR(existing.st_mode)) {
+      return Fail(ErrorCode::kBadInput, parent->PathOf(leaf) + " exists and is a directory");
+    }
+    SP_RETURN_IF_ERROR(fs.RenameAt(staging, e.path, *parent, leaf));
+  }
+  return made_dirs;
+}
+
+// Sets the owner, mode and mtime of the directories the extract made, children first (filling a
+// directory changes its mtime, setting a child's does not). Each is opened and must still be the
+// one made: owned by this process (another user cannot make one so), or it is left alone.
+Status SetDirectoryAttributes(FileSystem& fs, const Dir& dest,
+                              const std::vector<const manifest::Entry*>& made_dirs,
+                              std::vector<std::string>& warnings) {
+  for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) {
+    const manifest::Entry& e = **it;
+    auto parent = OpenBelow(fs, dest, ParentOf(e.path), /*create=*/false);
+    if (!parent) return tl::unexpected(parent.error());
+    auto dir = Dir::OpenIn(*parent, LeafOf(e.path));
+    if (!dir) return tl::unexpected(dir.error());
+    struct stat st {};
+    if (::fstat(dir->fd(), &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", dir->path()));
+    if (st.st_uid != ::geteuid()) {
+      return Fail(ErrorCode::kIo, dir->path() +
+                                      " was replaced during the extract; its owner, mode and "
+                                      "time are not set");
+    }
+    SP_RETURN_IF_ERROR(SetOwnerModeAndTime(fs, *dir, ".", e, warnings));
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -151,55 +279,33 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
   } else if (!S_ISDIR(st.st_mode)) {
     return Fail(ErrorCode::kBadInput, "--to " + dest + " is not a directory");
   }
-  std::string tmpl = dest + "/.safepoint-extract-XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    const int err = errno;
-    if (made_dest) (void)::rmdir(dest.c_str());
-    return tl::unexpected(ErrnoError(err, "mkdtemp", dest));
-  }
-  const std::string staging = tmpl;
   auto result = [&]() -> Result<std::size_t> {
-    std::vector<std::string> ignored;
-    StagingVisitor visitor(fs_, staging, paths, warnings != nullptr ? *warnings : ignored);
-    auto report = Read(id, passphrase, visitor);
-    if (!report) return tl::unexpected(report.error());
-    if (visitor.selected().empty()) {
-      return Fail(ErrorCode::kNotFound, "no entry of safety point " + id + " matches the paths");
+    auto dest_dir = Dir::Open(dest);
+    if (!dest_dir) return tl::unexpected(dest_dir.error());
+    if (made_dest && (::fstat(dest_dir->fd(), &st) != 0 || st.st_uid != ::geteuid())) {
+      return Fail(ErrorCode::kIo, "--to " + dest + " was replaced as it was made; refusing");
     }
-    SP_RETURN_IF_ERROR(fs_.SyncFileSystem(staging));
-    // Publish: files and links by rename, directories created.
-    std::vector<const manifest::Entry*> made_dirs;
-    for (const auto& e : visitor.selected()) {
-      SP_RETURN_IF_ERROR(MakeParents(fs_, dest, e.path));
-      const std::string from = staging + "/" + e.path;
-      const std::string to = dest + "/" + e.path;
-      struct stat existing {};
-      bool exists = ::lstat(to.c_str(), &existing) == 0;
-      if (e.type == manifest::EntryType::kDirectory) {
-        if (exists && !S_ISDIR(existing.st_mode)) {
-          return Fail(ErrorCode::kBadInput, to + " exists and is not a directory");
-        }
-        if (!exists) {
-          // Writable while it is filled; its owner, mode (all 07777 bits) and mtime are set at
-          // the end.
-          SP_RETURN_IF_ERROR(fs_.MakeDir(to, 0700));
-          made_dirs.push_back(&e);
-        }
-        continue;
+    auto staging = MakeStaging(fs_, *dest_dir);
+    if (!staging) return tl::unexpected(staging.error());
+    const auto& [staging_name, staging_dir] = *staging;
+    auto extracted = [&]() -> Result<std::size_t> {
+      std::vector<std::string> ignored;
+      std::vector<std::string>& warn = warnings != nullptr ? *warnings : ignored;
+      StagingVisitor visitor(fs_, staging_dir, paths, warn);
+      auto report = Read(id, passphrase, visitor);
+      if (!report) return tl::unexpected(report.error());
+      if (visitor.selected().empty()) {
+        return Fail(ErrorCode::kNotFound, "no entry of safety point " + id + " matches the paths");
       }
-      if (exists && S_ISDIR(existing.st_mode)) {
-        return Fail(ErrorCode::kBadInput, to + " exists and is a directory");
-      }
-      SP_RETURN_IF_ERROR(fs_.Rename(from, to));
-    }
-    // Children first: filling a directory changes its mtime, setting a child's does not.
-    for (auto it = made_dirs.rbegin(); it != made_dirs.rend(); ++it) {
-      SP_RETURN_IF_ERROR(SetOwnerModeAndTime(fs_, dest + "/" + (*it)->path, **it,
-                                             warnings != nullptr ? *warnings : ignored));
-    }
-    return visitor.selected().size();
+      SP_RETURN_IF_ERROR(fs_.SyncFileSystem(dest));
+      auto made_dirs = Publish(fs_, staging_dir, *dest_dir, visitor.selected());
+      if (!made_dirs) return tl::unexpected(made_dirs.error());
+      SP_RETURN_IF_ERROR(SetDirectoryAttributes(fs_, *dest_dir, *made_dirs, warn));
+      return visitor.selected().size();
+    }();
+    (void)fs_.RemoveTreeAt(*dest_dir, staging_name);
+    return extracted;
   }();
-  (void)fs_.RemoveTree(staging);
   // A failed extract (a wrong passphrase, a damaged safety point) leaves no trace: the directory
   // it made is removed again while nothing was published into it.
   if (!result && made_dest) (void)::rmdir(dest.c_str());

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -1024,8 +1025,8 @@ TEST_F(StoreTest, ExtractRestoresTheMtimeOfDirectoriesAndLinksAndAsRootTheOwner)
 // Refuses every owner, as vfat or NFS with root_squash do.
 class ChownRefusingFileSystem final : public ForwardingFileSystem {
  public:
-  Status Chown(const std::string& path, uid_t, gid_t) override {
-    return Fail(ErrorCode::kIo, "chown " + path + ": Operation not permitted");
+  Status ChownAt(const Dir& dir, const std::string& rel, uid_t, gid_t) override {
+    return Fail(ErrorCode::kIo, "chown " + dir.PathOf(rel) + ": Operation not permitted");
   }
 };
 
@@ -1085,6 +1086,116 @@ TEST_F(StoreTest, ExtractSelectedPathsOnlyAndRefusesEscapes) {
   EXPECT_NE(x.error().message.find("refusing"), std::string::npos) << x.error().message;
   EXPECT_EQ(x.error().code, ErrorCode::kBadInput);
   EXPECT_TRUE(fs::is_empty(dir_.Sub("victim")));
+}
+
+// Another local user who can write to --to swaps a directory for a symlink while a root extract
+// runs (here at the first call of `Op`, so the race is won every time).
+class SwappingFileSystem final : public ForwardingFileSystem {
+ public:
+  enum class Op { kCreateFile, kRename, kChmod };
+  SwappingFileSystem(Op op, std::function<void(const Dir&)> swap)
+      : op_(op), swap_(std::move(swap)) {}
+
+  Result<std::unique_ptr<WritableFile>> CreateFileAt(const Dir& dir, const std::string& rel,
+                                                     mode_t mode) override {
+    SwapOnce(Op::kCreateFile, dir);
+    return FileSystem::CreateFileAt(dir, rel, mode);
+  }
+  Status RenameAt(const Dir& from_dir, const std::string& from, const Dir& to_dir,
+                  const std::string& to) override {
+    SwapOnce(Op::kRename, to_dir);
+    return FileSystem::RenameAt(from_dir, from, to_dir, to);
+  }
+  Status ChmodAt(const Dir& dir, const std::string& rel, mode_t mode) override {
+    if (rel == ".") SwapOnce(Op::kChmod, dir);  // the directories' attributes, at the end
+    return FileSystem::ChmodAt(dir, rel, mode);
+  }
+
+ private:
+  void SwapOnce(Op op, const Dir& dir) {
+    if (op != op_ || swapped_) return;
+    swapped_ = true;
+    swap_(dir);
+  }
+  Op op_;
+  std::function<void(const Dir&)> swap_;
+  bool swapped_ = false;
+};
+
+// Found by a review: extract reached --to and its staging directory by path, so a swap between a
+// check and a write redirected it. Now every step works in directories held open.
+TEST_F(StoreTest, AStagingDirectorySwappedForASymlinkDoesNotRedirectTheExtract) {
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string outside = dir_.Sub("outside");
+  fs::create_directories(outside);
+  SwappingFileSystem swapping(SwappingFileSystem::Op::kCreateFile, [&](const Dir& staging) {
+    fs::rename(staging.path(), staging.path() + "-moved");
+    fs::create_directory_symlink(outside, staging.path());
+  });
+  Store attacked(options_, swapping, clock_);
+  const std::string out = dir_.Sub("out");
+  auto n = attacked.Extract(m->id, pass_, out, {});
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(*n, m->entries.size());
+  ExpectSourceFilesIn(out + "/ha_config");
+  EXPECT_TRUE(fs::is_empty(outside));
+}
+
+TEST_F(StoreTest, ADestinationDirectorySwappedForASymlinkIsRefusedNotFollowed) {
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string out = dir_.Sub("out");
+  const std::string outside = dir_.Sub("outside");
+  fs::create_directories(outside);
+  SwappingFileSystem swapping(SwappingFileSystem::Op::kRename, [&](const Dir&) {
+    fs::rename(out + "/ha_config", out + "/ha_config-moved");
+    fs::create_directory_symlink(outside, out + "/ha_config");
+  });
+  Store attacked(options_, swapping, clock_);
+  auto n = attacked.Extract(m->id, pass_, out, {});
+  ASSERT_FALSE(n);
+  EXPECT_EQ(n.error().code, ErrorCode::kBadInput);
+  EXPECT_EQ(
+      n.error().message.rfind(out + "/ha_config is not a directory (a symlink?); refusing", 0), 0u)
+      << n.error().message;
+  EXPECT_TRUE(fs::is_empty(outside));
+  // What was published before the swap went where it belonged, and no staging directory is left.
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(out)) left.push_back(e.path().filename());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"ha_config", "ha_config-moved"}));
+}
+
+TEST_F(StoreTest, ADirectoryReplacedBeforeItsAttributesAreSetIsLeftAlone) {
+  if (::geteuid() != 0) GTEST_SKIP() << "another user's directory needs root to make";
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string out = dir_.Sub("out");
+  const std::string planted = dir_.Sub("planted");
+  // Directories get their attributes children first: www, then blueprints/empty_dir, ...
+  const std::string next = out + "/ha_config/blueprints/empty_dir";
+  SwappingFileSystem swapping(SwappingFileSystem::Op::kChmod, [&](const Dir& dir) {
+    ASSERT_EQ(dir.path(), out + "/ha_config/www");
+    fs::rename(next, out + "/moved");
+    fs::create_directories(planted);
+    ASSERT_EQ(::chown(planted.c_str(), 1234, 1234), 0);
+    ASSERT_EQ(::chmod(planted.c_str(), 0777), 0);
+    fs::rename(planted, next);
+  });
+  Store attacked(options_, swapping, clock_);
+  auto n = attacked.Extract(m->id, pass_, out, {});
+  ASSERT_FALSE(n);
+  EXPECT_EQ(n.error().code, ErrorCode::kIo);
+  EXPECT_EQ(n.error().message,
+            next + " was replaced during the extract; its owner, mode and time are not set");
+  struct stat st {};
+  ASSERT_EQ(::lstat(next.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1234u);
+  EXPECT_EQ(st.st_mode & 07777, 0777u);
 }
 
 // A file of a tree keeps no path of its own: it is read from its root joined with the rest of
