@@ -161,8 +161,12 @@ BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected) {
   return out;
 }
 
-std::string TempBeside(const std::string& abs) {
-  return WithNameAffixes(abs, ".", ".safepoint-tmp");
+std::string TempBeside(const std::string& abs, const std::string& token) {
+  return ParentOf(abs) + "/.safepoint-tmp-" + token;
+}
+
+std::string MovingBeside(const std::string& abs, const std::string& token) {
+  return ParentOf(abs) + "/.safepoint-moving-" + token;
 }
 
 Status RemoveIfPresent(FileSystem& fs, const std::string& path) {
@@ -182,23 +186,20 @@ Result<bool> StagedIsIntact(const std::string& staged, const Op& op) {
 Status ApplyMoveAside(ApplyContext& c, const Op& op) {
   const std::string abs = c.roots.Abs(op.path);
   const std::string dest = c.dirs.moved + "/" + op.path;
-  // Across file systems the source is first renamed beside itself, so a replay can tell a
-  // half-removed source from a path restored after the move.
-  const std::string moving = WithNameAffixes(abs, ".", ".safepoint-moving");
-  if (LExists(dest)) {
-    if (!c.RenameFor(op.path)) SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, moving));
-    return {};
-  }
-  if (c.RenameFor(op.path)) {
-    if (!LExists(abs)) return {};
-    SP_RETURN_IF_ERROR(MakeDirsBelow(c.fs, c.dirs.moved, ParentOf("./" + op.path).substr(2)));
-    SP_RETURN_IF_ERROR(c.fs.Rename(abs, dest));
-    c.touched_dirs.insert(ParentOf(abs));
-    c.touched_dirs.insert(ParentOf(dest));
-    return {};
-  }
+  // Across mounts the source is first renamed beside itself, so a replay can tell a
+  // half-removed source from a path restored after the move. The checks hold whichever way the
+  // move started (mounts can change between an interruption and the replay).
+  const std::string moving = MovingBeside(abs, c.token);
+  if (LExists(dest)) return RemoveIfPresent(c.fs, moving);
   if (!LExists(moving)) {
     if (!LExists(abs)) return {};
+    SP_RETURN_IF_ERROR(MakeDirsBelow(c.fs, c.dirs.moved, ParentOf("./" + op.path).substr(2)));
+    if (c.RenameFor(op.path, ParentOf(abs), c.dirs.moved)) {
+      SP_RETURN_IF_ERROR(c.fs.Rename(abs, dest));
+      c.touched_dirs.insert(ParentOf(abs));
+      c.touched_dirs.insert(ParentOf(dest));
+      return {};
+    }
     SP_RETURN_IF_ERROR(c.fs.Rename(abs, moving));
     SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(abs)));
   }
@@ -249,10 +250,10 @@ Status ApplyPlaceFile(ApplyContext& c, const Op& op) {
       return Fail(ErrorCode::kCorrupt, "staged copy of " + op.path + " is damaged");
     }
   }
-  if (c.RenameFor(op.path)) {
+  if (c.RenameFor(op.path, ParentOf(abs), ParentOf(staged))) {
     SP_RETURN_IF_ERROR(c.fs.Rename(staged, abs));
   } else {
-    const std::string tmp = TempBeside(abs);
+    const std::string tmp = TempBeside(abs, c.token);
     SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, tmp));
     SP_RETURN_IF_ERROR(CopyFile(c.fs, staged, tmp, op.mode));
     if (RunningAsRoot()) {
@@ -274,7 +275,7 @@ Status ApplyPlaceLink(ApplyContext& c, const Op& op) {
       (*state)->link_target == op.link_target) {
     return {};
   }
-  const std::string tmp = TempBeside(abs);
+  const std::string tmp = TempBeside(abs, c.token);
   SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, tmp));
   SP_RETURN_IF_ERROR(c.fs.Symlink(op.link_target, tmp));
   if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.Chown(tmp, op.uid, op.gid));

@@ -37,6 +37,10 @@ using manifest::EntryType;
 bool LExists(const std::string& path);
 
 bool IsRealDir(const std::string& path);
+// Whether rename(2) can move an entry of directory `a` into directory `b`: both on the same
+// mount (statx's mount id; two bind mounts of one file system share st_dev but not a mount, and
+// rename between them fails with EXDEV). False when either cannot be examined.
+bool SameMount(const std::string& a, const std::string& b);
 
 std::string ParentOf(const std::string& path);
 
@@ -152,13 +156,19 @@ struct ApplyContext {
   bool rename_ha_config = true;
   bool rename_workspace = true;
   ApplyDirs dirs;
+  std::string token;  // the rollback's id: names what TempBeside and MovingBeside make
   bool recovering = false;
   std::set<std::string> touched_dirs;
   // Called after each applied op with (ops done, ops total); may be empty.
   std::function<void(std::size_t, std::size_t)> on_op;
 
-  [[nodiscard]] bool RenameFor(const std::string& archive_path) const {
-    return TopOf(archive_path) == "workspace" ? rename_workspace : rename_ha_config;
+  // Whether `archive_path` (in directory `abs_dir` of its tree) moves to or from `record_dir` by
+  // rename: its tree's root is on the record's mount, and so is the directory itself (a file
+  // system mounted inside the tree, a bind mount of the same disk among them, is not).
+  [[nodiscard]] bool RenameFor(const std::string& archive_path, const std::string& abs_dir,
+                               const std::string& record_dir) const {
+    const bool root = TopOf(archive_path) == "workspace" ? rename_workspace : rename_ha_config;
+    return root && SameMount(record_dir, abs_dir);
   }
 };
 
@@ -168,7 +178,11 @@ Op MakeOp(OpKind kind, const std::string& path);
 // links, then directory attributes (children first).
 BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected);
 
-std::string TempBeside(const std::string& abs);
+// Where an apply writes a file or link before renaming it over `abs`, and (across mounts) where
+// it renames a path it moves aside before copying it: beside `abs`, named with `token` (the
+// rollback's id), so that no file of the user's is ever taken for one.
+std::string TempBeside(const std::string& abs, const std::string& token);
+std::string MovingBeside(const std::string& abs, const std::string& token);
 
 Status RemoveIfPresent(FileSystem& fs, const std::string& path);
 

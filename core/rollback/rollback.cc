@@ -100,12 +100,6 @@ class StagingVisitor final : public store::EntryVisitor {
   std::string* capture_ = nullptr;
 };
 
-bool SameDevice(const std::string& a, const std::string& b) {
-  struct stat sa {
-  }, sb{};
-  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev;
-}
-
 config::Config WithRoots(const config::Config& config, const Journal& j) {
   config::Config c = config;
   c.paths.ha_config = j.ha_config_root;
@@ -129,8 +123,9 @@ Status RestoreDirectly(const config::Config& config, const store::Store& store, 
   BuiltOps built = BuildOps(plan, CollectedPaths(current));
   ApplyContext c{fs, Roots{config.paths.ha_config, config.paths.workspace}};
   c.dirs = {work_dir + "/staging", work_dir + "/moved"};
-  c.rename_ha_config = SameDevice(work_dir, config.paths.ha_config);
-  c.rename_workspace = SameDevice(work_dir, config.paths.workspace);
+  c.token = BaseName(ParentOf(work_dir));  // the record's name, the rollback's id
+  c.rename_ha_config = SameMount(work_dir, config.paths.ha_config);
+  c.rename_workspace = SameMount(work_dir, config.paths.workspace);
   SP_RETURN_IF_ERROR(fs.MakeDir(c.dirs.staging, 0700));
   SP_RETURN_IF_ERROR(fs.MakeDir(c.dirs.moved, 0700));
   std::map<std::string, Op> to_stage;
@@ -238,6 +233,7 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
       c.rename_ha_config = j->rename_ha_config;
       c.rename_workspace = j->rename_workspace;
       c.dirs = {record + "/staging", record + "/moved"};
+      c.token = j->rollback_id;
       c.recovering = true;
       auto applied = ApplyOps(c, j->ops);
       if (applied) {
@@ -441,6 +437,7 @@ Status ApplyOrRevert(const config::Config& config, store::Store& store, FileSyst
   c.rename_ha_config = j.rename_ha_config;
   c.rename_workspace = j.rename_workspace;
   c.dirs = {staging, record + "/moved"};
+  c.token = j.rollback_id;
   c.on_op = [&](std::size_t done, std::size_t total) { steps.Report(900, 1000, done, total); };
   auto applied = ApplyOps(c, j.ops);
   if (applied) return {};
@@ -518,8 +515,8 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
     (void)fs.RemoveTree(record);
     return tl::unexpected(std::move(e));
   };
-  j.rename_ha_config = SameDevice(staging, config.paths.ha_config);
-  j.rename_workspace = SameDevice(staging, config.paths.workspace);
+  j.rename_ha_config = SameMount(staging, config.paths.ha_config);
+  j.rename_workspace = SameMount(staging, config.paths.workspace);
   // One scale for the three steps: staging (decrypting everything) 0-50%, the pre-rollback
   // safety point 50-90%, applying 90-100%.
   StepProgress steps(progress);

@@ -1,5 +1,6 @@
 // Path and file helpers of the rollback engine.
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,6 +33,19 @@ bool LExists(const std::string& path) {
 bool IsRealDir(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool SameMount(const std::string& a, const std::string& b) {
+  struct statx sa {
+  }, sb{};
+  const unsigned mask = STATX_INO | STATX_MNT_ID;
+  if (::statx(AT_FDCWD, a.c_str(), 0, mask, &sa) != 0 ||
+      ::statx(AT_FDCWD, b.c_str(), 0, mask, &sb) != 0) {
+    return false;
+  }
+  if (sa.stx_dev_major != sb.stx_dev_major || sa.stx_dev_minor != sb.stx_dev_minor) return false;
+  // Kernels before 5.8 report no mount id: the device is all they tell.
+  return (sa.stx_mask & sb.stx_mask & STATX_MNT_ID) == 0 || sa.stx_mnt_id == sb.stx_mnt_id;
 }
 
 std::string ParentOf(const std::string& path) {

@@ -703,5 +703,63 @@ TEST_F(RollbackDiskFull, FilesThatGiveRoomBackArePutBackFirst) {
   ASSERT_EQ(::umount(mnt_.c_str()), 0) << std::strerror(errno);
 }
 
+// Found by a campaign on hostile trees: the rollback decided "rename or copy" by comparing the
+// device of the record and of ha_config. Two bind mounts of one disk (the Docker Compose example
+// in deployment.md) share the device, rename(2) between them fails with EXDEV, and every
+// rollback failed (reverted, exit 9); so did one touching a file system mounted inside
+// ha_config. The same campaign found that a file of the user's named like the rollback's
+// temporary file (`.<name>.safepoint-tmp`) was replaced or removed. Now the mount decides, per
+// directory, and the temporary names carry the rollback's id.
+TEST_F(RollbackDiskFull, BindMountsOfOneDiskAndAMountInsideTheTreeRollBack) {
+  const std::string host = dir_.Sub("host");
+  fs::create_directories(host + "/ha");
+  fs::create_directories(host + "/backups");
+  fs::create_directories(ha_);
+  fs::create_directories(mnt_ + "/backups");
+  ASSERT_EQ(::mount((host + "/ha").c_str(), ha_.c_str(), nullptr, MS_BIND, nullptr), 0)
+      << std::strerror(errno);
+  ASSERT_EQ(::mount((host + "/backups").c_str(), (mnt_ + "/backups").c_str(), nullptr, MS_BIND,
+                    nullptr),
+            0)
+      << std::strerror(errno);
+  fs::create_directories(ha_ + "/media");
+  ASSERT_EQ(::mount("tmpfs", (ha_ + "/media").c_str(), "tmpfs", 0, "size=4m"), 0)
+      << std::strerror(errno);
+  WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: \"two mounts\"\n", 0600);
+  WriteFile(ha_ + "/configuration.yaml", "homeassistant: {}\n");
+  WriteFile(ha_ + "/.configuration.yaml.safepoint-tmp", "the user's own file\n");
+  WriteFile(ha_ + "/packages/a.yaml", "light: []\n");
+  WriteFile(ha_ + "/media/playlist.yaml", "- one\n");
+  fs::create_symlink("playlist.yaml", ha_ + "/media/current.yaml");
+  WriteFile(config_, "paths:\n  ha_config: " + ha_ + "\n  workspace: " + dir_.Sub("ws") +
+                         "\n  backup_dir: " + mnt_ +
+                         "/backups\nencryption:\n  scrypt_work_factor: 15\nsources:\n  logs: []\n");
+  fs::create_directories(dir_.Sub("ws"));
+  auto b = Cli({"--json", "backup"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const std::string id = json::parse(b.out)["data"]["id"];
+  const TreeSnap at_point = Snap(ha_);
+  // The update: files changed and added on both mounts of the tree, a link retargeted.
+  WriteFile(ha_ + "/configuration.yaml", "homeassistant: {broken: true}\n");
+  WriteFile(ha_ + "/packages/a.yaml", "light: [edited]\n");
+  WriteFile(ha_ + "/packages/new.yaml", "switch: []\n");
+  WriteFile(ha_ + "/media/playlist.yaml", "- two\n");
+  WriteFile(ha_ + "/media/new.yaml", "- three\n");
+  fs::remove(ha_ + "/media/current.yaml");
+  fs::create_symlink("new.yaml", ha_ + "/media/current.yaml");
+  const TreeSnap updated = Snap(ha_);
+  auto r = Cli({"--json", "rollback", id, "--yes", "--on-conflict", "overwrite"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Snap(ha_), at_point);  // no temporary name left behind either
+  EXPECT_EQ(ReadFile(ha_ + "/.configuration.yaml.safepoint-tmp"), "the user's own file\n");
+  // The added files went into the record, and the undo brings the update back exactly.
+  const std::string pre = json::parse(r.out)["data"]["pre_rollback_id"];
+  auto undo = Cli({"rollback", pre, "--yes", "--on-conflict", "overwrite"});
+  ASSERT_EQ(undo.exit_code, 0) << undo.err;
+  EXPECT_EQ(Snap(ha_), updated);
+  EXPECT_EQ(Cli({"verify", "--all"}).exit_code, 0);
+  ASSERT_EQ(::umount((ha_ + "/media").c_str()), 0) << std::strerror(errno);
+}
+
 }  // namespace
 }  // namespace safepoint::service
