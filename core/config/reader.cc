@@ -282,7 +282,24 @@ Result<std::string> GetPath(const Ctx& c, const Item& item, bool allow_secret) {
 }
 
 // `child` equals `parent` or lies below it (lexically; both normalized and absolute).
-bool IsWithin(const std::string& child, const std::string& parent) {
+namespace {
+
+// `p` with the symlinks of its existing part resolved, so that two spellings of one directory
+// (one through a symlink) compare equal; `p` itself when that fails.
+std::string Resolved(const std::string& p) {
+  std::error_code ec;
+  fs::path r = fs::weakly_canonical(p, ec);
+  if (ec || r.empty()) return p;
+  std::string out = r.lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+bool IsWithin(const std::string& child_path, const std::string& parent_path) {
+  const std::string child = Resolved(child_path);
+  const std::string parent = Resolved(parent_path);
   if (child == parent) return true;
   if (parent == "/") return true;
   return child.size() > parent.size() && child.compare(0, parent.size(), parent) == 0 &&
@@ -290,7 +307,7 @@ bool IsWithin(const std::string& child, const std::string& parent) {
 }
 
 std::string RelativeTo(const std::string& child, const std::string& parent) {
-  return fs::path(child).lexically_relative(parent).string();
+  return fs::path(Resolved(child)).lexically_relative(Resolved(parent)).string();
 }
 
 Result<std::vector<std::string>> GetGlobList(const Ctx& c, const Item& item) {

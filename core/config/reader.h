@@ -148,9 +148,12 @@ struct Str {
 
 [[nodiscard]] Result<std::string> GetPath(const Ctx& c, const Item& item, bool allow_secret = true);
 
-// `child` equals `parent` or lies below it (lexically; both normalized and absolute).
+// `child` equals `parent` or lies below it (both normalized and absolute). The symlinks in the
+// existing part of each are resolved first: a backup dir reached through a symlink into
+// ha_config is inside ha_config.
 [[nodiscard]] bool IsWithin(const std::string& child, const std::string& parent);
 
+// `child` relative to `parent` (IsWithin holds), symlinks resolved as there.
 [[nodiscard]] std::string RelativeTo(const std::string& child, const std::string& parent);
 
 // Assigns the value of a Result to `out`, or returns its error.

@@ -446,6 +446,28 @@ TEST_F(ConfigFile, RejectsOverlappingRoots) {
                                    "paths.ha_config or paths.workspace");
 }
 
+// Found by a configuration campaign: the roots were compared as text. A backup dir reached
+// through a symlink into ha_config was taken for one outside it: every backup archived the
+// store, and a rollback moved the store's safety points (its own target among them) aside as
+// "added". One equal to ha_config through a symlink was accepted, and its chmod 0700 hit the
+// Home Assistant configuration. Both are now compared where they point.
+TEST_F(ConfigFile, RootsReachedThroughSymlinksAreComparedWhereTheyPoint) {
+  const std::string alias = dir_.Sub("ha_alias");
+  std::filesystem::create_directory_symlink(ha(), alias);
+  WriteFile(path(), "paths:\n  ha_config: " + ha() + "\n  workspace: " + dir_.Sub("ws") +
+                        "\n  backup_dir: " + alias + "/safepoint_store\n");
+  auto c = LoadConfig(path());
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->sources.ha_config.builtin_exclude.back(), "safepoint_store/**");
+  WriteFile(path(), "paths:\n  ha_config: " + alias + "\n  workspace: " + dir_.Sub("ws") +
+                        "\n  backup_dir: " + ha() + "\n");
+  c = LoadConfig(path());
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().message, path() +
+                                   ":4:15: key 'paths.backup_dir': must not be or contain "
+                                   "paths.ha_config or paths.workspace");
+}
+
 TEST_F(ConfigFile, ReportsUnreadableConfigFileAndSyntaxErrors) {
   auto c = LoadConfig(dir_.Sub("nope.yaml"));
   ASSERT_FALSE(c);
