@@ -174,6 +174,10 @@ Status Revert(const config::Config& base_config, store::Store& store, FileSystem
     j.phase = Phase::kReverting;  // the next command reverts again, and finds nothing to do
     return st;
   }
+  // The trees are what the pre-rollback safety point holds, so it saves nothing any more; kept,
+  // every failed attempt would push an older safety point (the one being restored, most likely)
+  // out of retention. A failure to delete it only leaves it to retention.
+  (void)store.Delete(j.pre_rollback_id);
   return {};
 }
 
@@ -257,7 +261,7 @@ Result<std::vector<std::string>> RecoverImpl(const config::Config& config, store
     if (!pass) return tl::unexpected(pass.error());
     SP_RETURN_IF_ERROR(Revert(config, store, fs, **pass, record, *j));
     notes.push_back("reverted the interrupted rollback " + name + " to " + j->id +
-                    ": the trees are back at safety point " + j->pre_rollback_id);
+                    ": the trees are as they were before it");
   }
   if (removed_any) SP_RETURN_IF_ERROR(fs.SyncDir(records));
   return notes;

@@ -665,6 +665,12 @@ TEST_F(RollbackTest, UnwritableDirectoryFailsClearlyAndReverts) {
   EXPECT_NE(r.error().message.find("the rollback was reverted"), std::string::npos)
       << r.error().message;
   EXPECT_EQ(Diff(before, Snap()), "");
+  // Its pre-rollback safety point, the trees as they are again, is deleted: kept, each failed
+  // attempt would push an older one (the target) out of retention.
+  auto listed = store_->List();
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().id, id);
   // The journal says so, and a later recovery has nothing to do.
   auto records = fs::directory_iterator(backups_ + "/.rollbacks");
   const std::string record = records->path().string();
