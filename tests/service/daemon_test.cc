@@ -400,7 +400,7 @@ TEST_F(DaemonTest, ABrokenStateFileStartsIdleAndAValidOneIsResumed) {
 TEST_F(DaemonTest, WhatRecoveryDidIsAnEventAtStartAndBeforeTheOperationThatRanIt) {
   const std::string reverted =
       "reverted the interrupted rollback 2026-12-02_09-00-00-r1 to 2026-12-01_10-00-00: the "
-      "trees are back at safety point 2026-12-02_08-59-59";
+      "trees are as they were before it";
   backend_.recovery_notes = {reverted};
   Make();
   auto events = transport_.On("sp/event");
