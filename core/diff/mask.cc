@@ -371,12 +371,26 @@ void MaskAssignments(const Masker& masker, std::string& line) {
   for (std::size_t eq = line.find('='); eq != std::string::npos; eq = line.find('=', eq + 1)) {
     if (eq == 0 || eq + 1 >= line.size() || line[eq + 1] == '=') continue;
     const char before = line[eq - 1];
-    if (before == '=' || before == '!' || before == '<' || before == '>' || IsSpace(before)) {
-      continue;
-    }
+    if (before == '=' || before == '!' || before == '<' || before == '>') continue;
     std::size_t key_begin = 0;
     const std::string_view key = KeyBefore(line, eq, &key_begin);
     if (key.empty() || !masker.SensitiveKey(key)) continue;
+    if (IsSpace(before) || IsSpace(line[eq + 1])) {
+      // `password = value` as INI files write it: only a key that starts its line, so that a
+      // template's `{% set token = x %}` stays as it is. The value runs to the end of the line.
+      if (key_begin != Indent(line)) continue;
+      std::size_t at = eq + 1;
+      while (at < line.size() && IsSpace(line[at])) ++at;
+      if (at == line.size()) continue;
+      const std::size_t end = ValueEnd(line, at, true);
+      const char q = line[at];
+      if ((q == '"' || q == '\'') && end - at >= 2 && line[end - 1] == q) {
+        line.replace(at + 1, end - at - 2, kMasked);
+      } else {
+        line.replace(at, end - at, kMasked);
+      }
+      return;
+    }
     const std::size_t at = eq + 1;
     const char q = line[at];
     std::size_t end = at;
@@ -394,6 +408,32 @@ void MaskAssignments(const Masker& masker, std::string& line) {
     if (end == at) continue;
     line.replace(at, end - at, kMasked);
     eq = at + kMasked.size() - 1;
+  }
+}
+
+constexpr std::string_view kKeyBegin = "-----BEGIN ";
+constexpr std::string_view kKeyEnd = "-----END ";
+constexpr std::string_view kPrivateKeyDashes = "PRIVATE KEY-----";
+
+// Whether `line` opens a PEM private key ("-----BEGIN [RSA |EC |OPENSSH ]PRIVATE KEY-----").
+bool OpensPrivateKey(std::string_view line) {
+  const std::size_t begin = line.find(kKeyBegin);
+  return begin != std::string_view::npos &&
+         line.find(kPrivateKeyDashes, begin) != std::string_view::npos &&
+         line.find(kKeyEnd, begin) == std::string_view::npos;
+}
+
+// A private key written on one line, as JSON holds it ("-----BEGIN PRIVATE KEY-----\nMII...\n
+// -----END PRIVATE KEY-----"): what lies between its BEGIN and END lines.
+void MaskInlinePrivateKeys(std::string& line) {
+  for (std::size_t begin = line.find(kKeyBegin); begin != std::string::npos;
+       begin = line.find(kKeyBegin, begin + 1)) {
+    const std::size_t dashes = line.find(kPrivateKeyDashes, begin);
+    if (dashes == std::string::npos) return;
+    const std::size_t body = dashes + kPrivateKeyDashes.size();
+    const std::size_t end = line.find(kKeyEnd, body);
+    if (end == std::string::npos) return;
+    line.replace(body, end - body, kMasked);
   }
 }
 
@@ -433,6 +473,7 @@ std::string MaskLine(const Masker& masker, std::string_view in, bool* opens_bloc
   }
   MaskAssignments(masker, line);
   MaskUrlPasswords(line);
+  MaskInlinePrivateKeys(line);
   return line;
 }
 
@@ -442,6 +483,7 @@ std::string Masker::MaskLines(std::string_view text, bool secrets_file) const {
   std::string out;
   out.reserve(text.size());
   bool in_block = false;
+  bool in_key = false;  // between the BEGIN and END lines of a PEM private key
   std::size_t block_indent = 0;
   while (!text.empty()) {
     const std::size_t nl = text.find('\n');
@@ -450,7 +492,17 @@ std::string Masker::MaskLines(std::string_view text, bool secrets_file) const {
     text.remove_prefix(has_nl ? nl + 1 : text.size());
     const std::size_t indent = Indent(line);
     const bool blank = indent == line.size();
-    if (blank) {
+    if (in_key) {
+      in_key = line.find(kKeyEnd) == std::string_view::npos;
+      if (in_key && !blank) {
+        out.append(line.substr(0, indent)).append(kMasked);
+      } else {
+        out.append(line);
+      }
+    } else if (blank) {
+      out.append(line);
+    } else if (OpensPrivateKey(line)) {  // kept, to show which key changed, not what it is
+      in_key = true;
       out.append(line);
     } else if (in_block && (indent > block_indent ||
                             (indent == block_indent && line.substr(indent).starts_with("- ")))) {

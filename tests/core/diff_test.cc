@@ -492,6 +492,30 @@ TEST(SecretMasking, AssignmentsToSensitiveNamesAreMasked) {
   EXPECT_EQ(masker.Mask("ha_config/automations.yaml", kept), kept);
 }
 
+// Found by a campaign on hostile trees: `password = x` (INI files, spaces around `=`) and a whole
+// OpenSSH private key under ha_config/.ssh were shown in full by diff --patch.
+TEST(SecretMasking, SpacedAssignmentsAndPrivateKeysAreMasked) {
+  const Masker masker;
+  EXPECT_EQ(masker.Mask("ha_config/app.ini",
+                        "[db]\npassword = INI-PASSWORD-LEAK\n  api_key =\"quoted value\"\n"
+                        "user = admin\n"),
+            "[db]\npassword = ***\n  api_key =\"***\"\nuser = admin\n");
+  const std::string key =
+      "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n\nQyNTUxOQAAACD+\n"
+      "-----END OPENSSH PRIVATE KEY-----\nafter: 1\n";
+  EXPECT_EQ(masker.Mask("ha_config/.ssh/id_ed25519", key),
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n***\n\n***\n-----END OPENSSH PRIVATE KEY-----\n"
+            "after: 1\n");
+  EXPECT_EQ(masker.Mask("ha_config/.storage/x",
+                        "{\"k\": \"-----BEGIN RSA PRIVATE KEY-----\\nMIIEpA\\n-----END RSA PRIVATE "
+                        "KEY-----\\n\"}\n"),
+            "{\"k\": \"-----BEGIN RSA PRIVATE KEY-----***-----END RSA PRIVATE KEY-----\\n\"}\n");
+  // A public key or certificate is not a secret; a template's spaced set is not an assignment.
+  const std::string kept =
+      "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n  {% set token = 4 %}\n";
+  EXPECT_EQ(masker.Mask("ha_config/x.yaml", kept), kept);
+}
+
 TEST(SecretMasking, DiffOfOnlyMaskedValuesShowsNoHunk) {
   Masker masker;
   const auto side = [](std::uint32_t mode, std::string content) {
