@@ -128,10 +128,13 @@ std::string RenderFile(const Report& report, const FileDiff& f) {
   }
   if (f.hunks.empty()) return out;
   // Names as git writes them (quoted when they must be), which patch(1) and git apply read; as
-  // git does, a name with a space ends with a tab, where patch(1) expects a date after it.
+  // git does, a name with a space ends with a tab, where patch(1) expects a date after it. A name
+  // ending in a space is quoted: patch(1) drops trailing blanks of a name that is not.
   const auto name = [](const std::string& label, const std::string& path) {
     const std::string full = label + "/" + path;
-    return QuoteName(full) + (full.find(' ') != std::string::npos ? "\t" : "");
+    std::string quoted = QuoteName(full);
+    if (quoted.front() != '"' && full.back() == ' ') quoted = "\"" + quoted + "\"";
+    return quoted + (quoted.front() != '"' && full.find(' ') != std::string::npos ? "\t" : "");
   };
   out += "--- " + (f.change == FileChange::kAdded ? "/dev/null" : name(report.old_label, f.path));
   out += "\n+++ " +

@@ -297,8 +297,12 @@ TEST_F(RollbackCliTest, DiffPatchHunksEqualGnuDiffOnGeneratedEdits) {
 // gives the live files, names with spaces, umlauts and CJK, added and deleted ones included.
 TEST_F(RollbackCliTest, DiffPatchAppliesWithGnuPatchAndGitApplyToNamesWithSpaces) {
   const std::vector<std::string> names = {"packages/Größe Übersicht/Straße.yaml",
-                                          "packages/salle de bain.yaml", "packages/客厅 灯.yaml",
-                                          "packages/plain.yaml", "packages/old one.yaml"};
+                                          "packages/salle de bain.yaml",
+                                          "packages/客厅 灯.yaml",
+                                          "packages/plain.yaml",
+                                          "packages/old one.yaml",
+                                          "packages/trailing ",
+                                          "packages/   "};
   for (const auto& n : names) {
     WriteFile(ha_ + "/" + n, "a: 1\nb: two words\nc: 3\nd: 4\ne: 5\n");
   }
