@@ -10,6 +10,7 @@
 #include <set>
 #include <utility>
 
+#include "core/base/utf8.h"
 #include "core/rollback/content_diff.h"
 #include "service/payload.h"
 
@@ -327,6 +328,7 @@ Result<Zigbee2MqttBackup> ParseZigbee2MqttBackup(std::string_view payload, std::
     return bad("over " + std::to_string(max_bytes) + " bytes");
   }
   if (!CheckNesting(payload)) return bad("nested too deeply");
+  if (payload.find('\0') != std::string_view::npos) return bad("not valid JSON (a NUL byte)");
   const json j = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return bad("not a JSON object");
   Zigbee2MqttBackup out;
@@ -501,6 +503,9 @@ Result<Command> ParseCommand(std::string_view name, std::string_view payload,
       value = doc->get<std::string>();
     } else {
       value = std::string(trimmed);
+      if (!IsValidUtf8(value) || value.find('\0') != std::string::npos) {
+        return Fail(ErrorCode::kBadInput, "payload is not UTF-8 text");
+      }
     }
     if (name == "text") {
       auto args = ParseTextCommand(value);
@@ -526,7 +531,10 @@ Result<Command> ParseCommand(std::string_view name, std::string_view payload,
 
 std::optional<nlohmann::json> ExtractTransaction(std::string_view payload,
                                                  const ParseOptions& options) {
-  if (payload.size() > options.max_payload_bytes || !CheckNesting(payload)) return std::nullopt;
+  if (payload.size() > options.max_payload_bytes || !CheckNesting(payload) ||
+      payload.find('\0') != std::string_view::npos) {
+    return std::nullopt;
+  }
   const json doc = json::parse(payload.begin(), payload.end(), nullptr, false);
   if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
   auto transaction = ReadTransaction(doc);

@@ -54,6 +54,11 @@ Status CheckSize(std::string_view payload, std::size_t max_bytes) {
 
 Result<json> ParseJson(std::string_view payload) {
   SP_RETURN_IF_ERROR(CheckNesting(payload));
+  // The JSON reader takes a NUL byte for the end of the text, and what follows would go unread:
+  // valid JSON holds none (a string spells it \u0000).
+  if (payload.find('\0') != std::string_view::npos) {
+    return Fail(ErrorCode::kBadInput, "payload is not valid JSON: it holds a NUL byte");
+  }
   try {
     return json::parse(payload.begin(), payload.end());
   } catch (const json::out_of_range&) {

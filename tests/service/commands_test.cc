@@ -417,6 +417,27 @@ TEST(Command, RejectsUnknownNamesAndBadPayloads) {
   ExpectBadInput(ParseCommand("list", "{ }  ", small), "exceeds the limit of 4 bytes");
 }
 
+// Found by an MQTT campaign: the JSON reader stops at a NUL byte, so a valid object followed by
+// a NUL and garbage was acted on (a delete, an update result starting a rollback); and a bare
+// text command that is not UTF-8 took a safety point with U+FFFD in its reason.
+TEST(Command, ANulByteOrTextThatIsNotUtf8IsBadInput) {
+  using namespace std::string_literals;
+  const std::string tail = "\0\xff\xfe this is not JSON {{{"s;
+  ExpectBadInput(ParseCommand("delete", R"({"backup_id":"2026-12-02_09-00-00"})" + tail),
+                 "payload is not valid JSON: it holds a NUL byte");
+  ExpectBadInput(ParseUpdateResult(R"({"update_id":"u1","success":false})" + tail),
+                 "payload is not valid JSON: it holds a NUL byte");
+  ExpectBadInput(ParseCommand("text", "/backup before \xff\xfe update"),
+                 "payload is not UTF-8 text");
+  ExpectBadInput(ParseCommand("text", "/backup a"s + '\0' + "b"), "payload is not UTF-8 text");
+  auto z2m = ParseZigbee2MqttBackup(R"({"status":"ok","data":{"zip":""}})" + tail, 1024);
+  ASSERT_FALSE(z2m);
+  EXPECT_EQ(z2m.error().message, "Zigbee2MQTT backup response: not valid JSON (a NUL byte)");
+  // A NUL spelled as JSON spells it is read, and the field's own check has the last word.
+  ExpectBadInput(ParseCommand("list", R"({"transaction":"a\u0000b"})"),
+                 "'transaction' contains a control character");
+}
+
 TEST(Command, TransactionCanBeRecoveredFromAnInvalidCommand) {
   const std::string payload = R"({"backup_id":"../../etc","transaction":"t9"})";
   ASSERT_FALSE(ParseCommand("rollback", payload));
