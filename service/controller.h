@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,8 @@ class Controller {
 
   SafetyPointChoice safety_points_;
   std::map<std::string, entities::EntitySnapshot> entity_snapshots_;  // by backup id
+  // Safety points with a deletion accepted and not yet done: a rollback to one is refused.
+  std::multiset<std::string> deleting_;
   std::optional<nlohmann::json> transaction_;     // of the command being handled
   std::string command_name_;                      // of the command being handled
   std::map<std::string, std::string> published_;  // retained state topics since connecting

@@ -154,6 +154,13 @@ void Controller::Rollback(const RollbackCommand& c) {
     Respond(command_name_, id.error(), json::object(), transaction_);
     return;
   }
+  // Found by an MQTT campaign: `delete X` then at once `rollback X` started the rollback, and the
+  // deletion queued before it then removed its safety point.
+  if (deleting_.contains(*id)) {
+    Respond(command_name_, Error{ErrorCode::kBusy, "safety point " + *id + " is being deleted"},
+            json::object(), transaction_);
+    return;
+  }
   // A safety point taken since the list was last read (by hand, say) is looked for again.
   if (!safety_points_.Known(*id)) RefreshSafetyPoints();
   if (!safety_points_.Known(*id)) {
@@ -213,10 +220,12 @@ void Controller::Delete(const DeleteCommand& c) {
             json::object(), transaction_);
     return;
   }
+  deleting_.insert(c.backup_id);
   const bool ok = Submit("the deletion of safety point " + c.backup_id,
                          [this, id = c.backup_id, tx = transaction_, name = command_name_] {
     auto st = backend_.Delete(id);
     return std::function<void()>([this, id, st, tx, name] {
+      deleting_.erase(deleting_.find(id));
       if (!st) {
         Respond(name, st.error(), json::object(), tx);
         return;
@@ -228,6 +237,7 @@ void Controller::Delete(const DeleteCommand& c) {
     });
   });
   if (!ok) {
+    deleting_.erase(deleting_.find(c.backup_id));
     Respond(command_name_, Error{ErrorCode::kBusy, WorkerBusyMessage()}, json::object(),
             transaction_);
   }

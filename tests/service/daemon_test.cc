@@ -792,6 +792,23 @@ TEST_F(DaemonTest, DeleteRemovesASafetyPointButNeverThePendingUpdates) {
   EXPECT_EQ(Response("delete")["error"], "not_found: no safety point 2026-12-02_10-00-01");
 }
 
+// Found by an MQTT campaign: `delete X` then at once `rollback X` started the rollback, the
+// deletion queued before it removed X, and the rollback failed (status `error`).
+TEST_F(DaemonTest, ARollbackToASafetyPointBeingDeletedIsRefused) {
+  Make();
+  Command("backup", json::object());
+  Work();
+  Command("delete", {{"backup_id", "2026-12-02_10-00-01"}});
+  Command("rollback", {{"backup_id", "2026-12-02_10-00-01"}, {"transaction", "r"}});
+  EXPECT_EQ(Response("rollback"), json::parse(R"({"status":"error","transaction":"r","data":{},
+                            "error":"busy: safety point 2026-12-02_10-00-01 is being deleted"})"));
+  Work();
+  EXPECT_EQ(Response("delete")["data"]["deleted"], "2026-12-02_10-00-01");
+  EXPECT_EQ(State(), "idle");
+  Command("rollback", {{"backup_id", "2026-12-02_10-00-01"}});
+  EXPECT_EQ(Response("rollback")["error"], "not_found: no safety point 2026-12-02_10-00-01");
+}
+
 TEST_F(DaemonTest, ListStatusAndSelect) {
   Make();
   Command("backup", {{"reason", "one"}});
