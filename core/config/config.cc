@@ -490,19 +490,10 @@ std::string FormatDuration(std::chrono::milliseconds d) {
 }
 
 Result<Config> ParseConfig(const std::string& yaml_text, const std::string& path) {
-  YAML::Node root;
+  auto root = LoadDocument(yaml_text, path);
+  if (!root) return tl::unexpected(std::move(root.error()));
   try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::ParserException& e) {
-    const std::string where = e.mark.is_null() ? path + ":1:1"
-                                               : path + ":" + std::to_string(e.mark.line + 1) +
-                                                     ":" + std::to_string(e.mark.column + 1);
-    return Fail(ErrorCode::kBadInput, where + ": YAML syntax error: " + e.msg);
-  } catch (const std::exception& e) {
-    return Fail(ErrorCode::kBadInput, path + ":1:1: cannot parse YAML: " + e.what());
-  }
-  try {
-    return Parse(root, path);
+    return Parse(*root, path);
   } catch (const std::exception& e) {
     // yaml-cpp throws on malformed trees we did not anticipate; never let it escape.
     return Fail(ErrorCode::kBadInput, path + ":1:1: invalid configuration: " + e.what());

@@ -28,6 +28,28 @@ std::string Where(const Ctx& c, const YAML::Mark& m) {
   return c.file + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
 }
 
+Result<YAML::Node> LoadDocument(const std::string& yaml_text, const std::string& path) {
+  const auto at = [&](std::size_t line, std::size_t column) {
+    return path + ":" + std::to_string(line) + ":" + std::to_string(column);
+  };
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    const std::string where = e.mark.is_null() ? at(1, 1) : at(e.mark.line + 1, e.mark.column + 1);
+    return Fail(ErrorCode::kBadInput, where + ": YAML syntax error: " + e.msg);
+  } catch (const std::exception& e) {
+    return Fail(ErrorCode::kBadInput, at(1, 1) + ": cannot parse YAML: " + e.what());
+  }
+  if (documents.size() > 1) {
+    const YAML::Mark m = documents[1].Mark();
+    return Fail(ErrorCode::kBadInput,
+                (m.is_null() ? at(1, 1) : at(m.line + 1, m.column + 1)) +
+                    ": a second YAML document (after '---'); the configuration is one document");
+  }
+  return documents.empty() ? YAML::Node() : documents.front();
+}
+
 tl::unexpected<Error> Bad(const Ctx& c, const YAML::Mark& m, const std::string& key,
                           const std::string& what) {
   return Fail(ErrorCode::kBadInput, Where(c, m) + ": key '" + key + "': " + what);

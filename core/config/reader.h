@@ -33,6 +33,11 @@ struct Ctx {
   std::vector<SecretValue>* secrets = nullptr;
 };
 
+// The one YAML document of a configuration file. kBadInput `FILE:LINE:COL: ...` for a syntax
+// error or a second document (`---`), which would otherwise be ignored.
+[[nodiscard]] Result<YAML::Node> LoadDocument(const std::string& yaml_text,
+                                              const std::string& path);
+
 [[nodiscard]] std::string Where(const Ctx& c, const YAML::Mark& m);
 
 [[nodiscard]] tl::unexpected<Error> Bad(const Ctx& c, const YAML::Mark& m, const std::string& key,

@@ -482,6 +482,21 @@ TEST_F(ConfigFile, ReportsUnreadableConfigFileAndSyntaxErrors) {
   EXPECT_EQ(c.error().message, path() + ":4:1: YAML syntax error: end of sequence flow not found");
 }
 
+// Found by a test campaign: what followed a `---` line was silently ignored, unknown keys and
+// out-of-range values included.
+TEST_F(ConfigFile, RejectsASecondYamlDocument) {
+  EXPECT_EQ(
+      LoadError("---\nthis_key_does_not_exist: 1\nretention:\n  keep_last: -5\n"),
+      path() + ":3:1: a second YAML document (after '---'); the configuration is one document");
+  EXPECT_EQ(
+      LoadError("retention: {keep_last: 3}\n---\nretention: {keep_last: 4}\n"),
+      path() + ":4:1: a second YAML document (after '---'); the configuration is one document");
+  // A `---` that starts the one document is fine.
+  WriteFile(path(), "---\npaths: {ha_config: " + ha() + "}\n");
+  auto c = LoadConfig(path());
+  ASSERT_TRUE(c) << c.error().message;
+}
+
 TEST_F(ConfigFile, RejectsUnknownTags) {
   EXPECT_EQ(LoadError("logging: {level: !include level.yaml}\n"),
             path() + ":2:18: key 'logging.level': unsupported tag '!include'");
