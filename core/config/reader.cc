@@ -32,6 +32,14 @@ Result<YAML::Node> LoadDocument(const std::string& yaml_text, const std::string&
   const auto at = [&](std::size_t line, std::size_t column) {
     return path + ":" + std::to_string(line) + ":" + std::to_string(column);
   };
+  if (const std::size_t nul = yaml_text.find('\0'); nul != std::string::npos) {
+    const std::size_t line_start = yaml_text.rfind('\n', nul);
+    const std::size_t column = line_start == std::string::npos ? nul + 1 : nul - line_start;
+    const auto line =
+        std::count(yaml_text.begin(), yaml_text.begin() + static_cast<std::ptrdiff_t>(nul), '\n');
+    return Fail(ErrorCode::kBadInput,
+                at(static_cast<std::size_t>(line) + 1, column) + ": NUL byte in the file");
+  }
   std::vector<YAML::Node> documents;
   try {
     documents = YAML::LoadAll(yaml_text);

@@ -33,8 +33,9 @@ struct Ctx {
   std::vector<SecretValue>* secrets = nullptr;
 };
 
-// The one YAML document of a configuration file. kBadInput `FILE:LINE:COL: ...` for a syntax
-// error or a second document (`---`), which would otherwise be ignored.
+// The one YAML document of a configuration file. kBadInput `FILE:LINE:COL: ...` for a NUL byte
+// (YAML allows none; yaml-cpp would read it as an escape), a syntax error, or a second document
+// (`---`), which would otherwise be ignored.
 [[nodiscard]] Result<YAML::Node> LoadDocument(const std::string& yaml_text,
                                               const std::string& path);
 

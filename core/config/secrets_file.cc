@@ -328,6 +328,10 @@ Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& ke
     pos = eol + 1;
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    // YAML allows no NUL byte: Home Assistant would refuse the file, so do we.
+    if (const std::size_t nul = line.find('\0'); nul != std::string_view::npos) {
+      return fail(line_no, nul + 1, "NUL byte in the secrets file");
+    }
     std::size_t first = 0;
     while (first < line.size() && IsBlank(line[first])) ++first;
     const bool blank_or_comment = first == line.size() || line[first] == '#';

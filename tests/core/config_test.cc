@@ -497,6 +497,15 @@ TEST_F(ConfigFile, RejectsASecondYamlDocument) {
   ASSERT_TRUE(c) << c.error().message;
 }
 
+// Found by a test campaign: yaml-cpp took a NUL byte for the start of an escape ("w<NUL>rk"
+// became "w\rk") or reported an unrelated syntax error.
+TEST_F(ConfigFile, RejectsANulByteNamingItsLine) {
+  EXPECT_EQ(LoadError(std::string("paths2: w\0rk\n", 13)), path() + ":2:10: NUL byte in the file");
+  EXPECT_EQ(LoadError(std::string("logging:\n  level: error\0junk\n", 29)),
+            path() + ":3:15: NUL byte in the file");
+  EXPECT_EQ(LoadError(std::string(32, '\0')), path() + ":2:1: NUL byte in the file");
+}
+
 TEST_F(ConfigFile, RejectsUnknownTags) {
   EXPECT_EQ(LoadError("logging: {level: !include level.yaml}\n"),
             path() + ":2:18: key 'logging.level': unsupported tag '!include'");
@@ -758,6 +767,25 @@ TEST_F(Passphrase, ErrorsNameFileAndKeyButNeverTheValue) {
   EXPECT_EQ(no_file.error().message, file +
                                          ": key 'backup_encryption_passphrase': cannot read "
                                          "secrets file: No such file or directory");
+}
+
+// Found by a test campaign: a NUL byte in the secrets file was taken into the passphrase.
+TEST_F(Passphrase, NulByteInTheSecretsFileIsRefusedNamingItsLine) {
+  const std::string file = ha() + "/secrets.yaml";
+  for (const std::string& text :
+       {std::string("a: 1\nbackup_encryption_passphrase: pass\0word\n", 45),
+        std::string("a: 1\nbackup_encryption_passphrase: \"pass\0word\"\n", 47)}) {
+    auto r = LoadWith(text);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, ErrorCode::kBadInput);
+    EXPECT_EQ(r.error().message.substr(0, file.size() + 3), file + ":2:");
+    EXPECT_NE(r.error().message.find(": NUL byte in the secrets file"), std::string::npos)
+        << r.error().message;
+  }
+  auto other_line = LoadWith(std::string("backup_encryption_passphrase: p\nx: \0\n", 37));
+  ASSERT_FALSE(other_line);
+  EXPECT_EQ(other_line.error().message,
+            file + ":2:4: key 'backup_encryption_passphrase': NUL byte in the secrets file");
 }
 
 TEST_F(Passphrase, UsesTheConfiguredFileAndKey) {
