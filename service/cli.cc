@@ -109,9 +109,15 @@ int RunCli(int argc, char** argv) {
   AddRollbackCommands(app, cli);
   AddServeCommand(app, cli);
 
-  // An argument error is bad input like any other: with --json it is answered in JSON too (the
-  // flag may come after the argument that failed, so look at argv itself).
+  // An argument error is bad input like any other: one line `safepoint: <message>` on stderr and,
+  // with --json, the answer in JSON too (the flag may come after the argument that failed, so
+  // look at argv itself).
   const auto argument_error = [&](const std::string& message) {
+    // One line even when an argument CLI11 quotes holds a line feed.
+    std::string line;
+    for (const char c : PrintableText(message))
+      line += c == '\n' ? std::string("\\n") : std::string(1, c);
+    std::cerr << "safepoint: " << line << "\n";
     bool json_output = false;
     for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i) {
       if (std::string_view(argv[i]) == "--json") json_output = true;
@@ -128,15 +134,14 @@ int RunCli(int argc, char** argv) {
   if (const auto unknown = UnknownCommand(app, argc, argv)) {
     const std::string message = "unknown command '" + QuoteName(unknown->first) +
                                 "' (commands: " + CommandNames(*unknown->second) + "; see --help)";
-    std::cerr << "safepoint: " << PrintableText(message) << "\n";
     return argument_error(message);
   }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    if (code == 0) return 0;  // --help, --version
-    return argument_error(e.what());
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version: printed on stdout
+    // CLI11's own text would be its message and a second line; ours is the one line.
+    return argument_error(std::string(e.what()) + " (see --help)");
   } catch (const std::exception& e) {
     // A bug, not the user's fault: say so instead of aborting.
     std::cerr << "safepoint: internal error: " << e.what() << "\n";

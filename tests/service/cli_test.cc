@@ -137,6 +137,44 @@ TEST_F(Cli, ArgumentErrorsAnswerInJsonWithJson) {
   EXPECT_NE(plain.err.find("id is required"), std::string::npos) << plain.err;
 }
 
+// Found by a test campaign: argument errors printed CLI11's text and "Run with --help for more
+// information." instead of the one line `safepoint: <message>` every other failure prints.
+TEST_F(Cli, EveryArgumentErrorIsOneSafepointLineOnStderr) {
+  const std::string id = "2026-01-01_00-00-00";
+  const struct {
+    std::vector<std::string> args;
+    std::string err;
+  } cases[] = {
+      {{"--config", config_, "list", "--bogus"},
+       "safepoint: The following argument was not expected: --bogus (see --help)\n"},
+      {{"--config", config_, "show"}, "safepoint: id is required (see --help)\n"},
+      {{"--config", config_, "backup", "--reason"},
+       "safepoint: --reason: 1 required TEXT missing (see --help)\n"},
+      {{"--config", config_, "rollback", id, "--on-conflict", "abort", "--on-conflict", "merge"},
+       "safepoint: --on-conflict: At Most 1 required but received 2 (see --help)\n"},
+      {{"--config", config_, "extract", id}, "safepoint: --to is required (see --help)\n"},
+      {{"--config", config_, "--config", config_, "list"},
+       "safepoint: --config: At Most 1 required but received 2 (see --help)\n"},
+      {{"--config", config_, "config"}, "safepoint: A subcommand is required (see --help)\n"},
+      {{"--config", config_, "list", "--bo\ngus"},
+       "safepoint: The following argument was not expected: --bo\\ngus (see --help)\n"},
+  };
+  for (const auto& c : cases) {
+    auto r = RunSafepoint(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.err;
+    EXPECT_EQ(r.err, c.err);
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+  // --help and --version still print on stdout and exit 0, with nothing on stderr.
+  auto help = RunSafepoint({"show", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("show a safety point's manifest"), std::string::npos) << help.out;
+  EXPECT_TRUE(help.err.empty()) << help.err;
+  auto version = RunSafepoint({"--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.out, "0.1.0\n");
+}
+
 TEST_F(Cli, WrongPassphraseHasItsOwnExitCodeAndLeavesNoOutput) {
   const std::string id = BackupId();
   WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: another one\n", 0600);
