@@ -24,6 +24,7 @@
 
 #include "core/base/sha256.h"
 #include "core/base/time_text.h"
+#include "core/base/utf8.h"
 #include "core/format/age.h"
 #include "core/store/store_internal.h"
 
@@ -45,12 +46,10 @@ namespace internal {
 
 Status CheckIdArg(const std::string& id) {
   if (!manifest::IsValidId(id)) {
-    std::string shown = id.substr(0, 64);
-    for (char& c : shown) {
-      if (static_cast<unsigned char>(c) < 0x20) c = '?';
-    }
+    // Quoted as names are (docs/cli.md, "Names"): control bytes as \ooo, on one line.
     return Fail(ErrorCode::kBadInput,
-                "'" + shown + "' is not a safety point id (expected YYYY-MM-DD_HH-MM-SS)");
+                "'" + QuoteName(id.substr(0, 64)) +
+                    "' is not a safety point id (expected YYYY-MM-DD_HH-MM-SS)");
   }
   return {};
 }

@@ -175,6 +175,19 @@ TEST_F(Cli, EveryArgumentErrorIsOneSafepointLineOnStderr) {
   EXPECT_EQ(version.out, "0.1.0\n");
 }
 
+// Found by a test campaign: control bytes of a malformed id were printed as '?'; they are
+// quoted as names are (docs/cli.md, "Names"), as the other messages do.
+TEST_F(Cli, AMalformedIdIsQuotedWithOctalEscapes) {
+  auto r = Run({"show", "a\001b\177c\033[31m"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err,
+            "safepoint: '\"a\\001b\\177c\\033[31m\"' is not a safety point id (expected "
+            "YYYY-MM-DD_HH-MM-SS)\n");
+  json j = RunJson({"verify", "x\ny"}, 2);
+  EXPECT_EQ(j["error"]["message"],
+            "'\"x\\ny\"' is not a safety point id (expected YYYY-MM-DD_HH-MM-SS)");
+}
+
 TEST_F(Cli, WrongPassphraseHasItsOwnExitCodeAndLeavesNoOutput) {
   const std::string id = BackupId();
   WriteFile(ha_ + "/secrets.yaml", "backup_encryption_passphrase: another one\n", 0600);
