@@ -93,12 +93,25 @@ Status CheckText(std::string_view field, std::string_view value, std::size_t max
     return Fail(ErrorCode::kBadInput, "'" + std::string(field) + "' is longer than " +
                                           std::to_string(max_length) + " bytes");
   }
-  for (char c : value) {
-    const auto u = static_cast<unsigned char>(c);
-    const bool allowed_control = kind == TextKind::kMultiline && (c == '\n' || c == '\t');
-    if ((u < 0x20 || u == 0x7f) && !allowed_control) {
+  const auto byte = [&](std::size_t i) {
+    return i < value.size() ? static_cast<unsigned char>(value[i]) : 0u;
+  };
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const auto u = byte(i);
+    const bool allowed_control = kind == TextKind::kMultiline && (u == '\n' || u == '\t');
+    // C0 controls and DEL; the C1 controls U+0080..U+009F (UTF-8 c2 80..c2 9f); in one line
+    // also U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR (e2 80 a8, e2 80 a9).
+    const bool c0 = (u < 0x20 || u == 0x7f) && !allowed_control;
+    const bool c1 = u == 0xC2 && byte(i + 1) >= 0x80 && byte(i + 1) <= 0x9F;
+    const bool separator = kind == TextKind::kLine && u == 0xE2 && byte(i + 1) == 0x80 &&
+                           (byte(i + 2) == 0xA8 || byte(i + 2) == 0xA9);
+    if (c0 || c1) {
       return Fail(ErrorCode::kBadInput,
                   "'" + std::string(field) + "' contains a control character");
+    }
+    if (separator) {
+      return Fail(ErrorCode::kBadInput,
+                  "'" + std::string(field) + "' contains a line or paragraph separator");
     }
   }
   return {};

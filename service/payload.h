@@ -32,7 +32,7 @@ namespace safepoint::service::payload {
 [[nodiscard]] std::string_view TypeName(const nlohmann::json& value);
 
 enum class TextKind {
-  kLine,       // no control characters at all
+  kLine,       // no control characters (C0, DEL, C1) at all, nor U+2028 and U+2029
   kMultiline,  // newlines and tabs allowed
 };
 

@@ -668,6 +668,17 @@ TEST_F(Cli, ReasonsAreOneLineOfTextAndListedSafely) {
     json j = RunJson({"backup", "--reason", bad}, 2);
     EXPECT_EQ(j["error"]["code"], "bad_input");
   }
+  // Found by a test campaign: C1 controls (NEL, CSI) and U+2028/U+2029 were accepted.
+  for (const std::string bad : {"nel\xc2\x85here", "csi\xc2\x9bhere", "c1\xc2\x80"}) {
+    auto r = Run({"backup", "--reason", bad});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_EQ(r.err, "safepoint: '--reason' contains a control character\n");
+  }
+  for (const std::string bad : {"ls\xe2\x80\xa8here", "ps\xe2\x80\xa9here"}) {
+    auto r = Run({"backup", "--reason", bad});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_EQ(r.err, "safepoint: '--reason' contains a line or paragraph separator\n");
+  }
   EXPECT_EQ(RunJson({"list"}, 0)["data"], json::array());
   // A reason that holds a `!secret` value with a quote and a backslash: masked, then quoted.
   const std::string secret = "sec\"ret\\pw";

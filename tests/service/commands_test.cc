@@ -213,6 +213,29 @@ TEST(Command, BackupWithReasonAndTransaction) {
   EXPECT_EQ(std::get<BackupCommand>(c->args).reason, "before tinkering");
 }
 
+// Found by a test campaign: a reason is one line without control characters, C1 controls and
+// U+2028/U+2029 included, here as for `safepoint backup --reason` (one rule: payload::CheckText).
+TEST(Command, BackupReasonRefusesC1ControlsAndLineSeparators) {
+  for (const std::string escaped : {"\\u0085", "\\u009b", "\\u0080"}) {
+    const auto c = ParseCommand("backup", R"({"reason":"a)" + escaped + R"(b"})");
+    ASSERT_FALSE(c) << escaped;
+    EXPECT_EQ(c.error().code, ErrorCode::kBadInput);
+    EXPECT_EQ(c.error().message, "'reason' contains a control character");
+  }
+  for (const std::string escaped : {"\\u2028", "\\u2029"}) {
+    const auto c = ParseCommand("backup", R"({"reason":"a)" + escaped + R"(b"})");
+    ASSERT_FALSE(c) << escaped;
+    EXPECT_EQ(c.error().code, ErrorCode::kBadInput);
+    EXPECT_EQ(c.error().message, "'reason' contains a line or paragraph separator");
+  }
+  ExpectBadInput(ParseTextCommand("/backup nel\xc2\x85here"),
+                 "'text' contains a control character");
+  // Their neighbours stay allowed: U+00E9, U+00A0, U+2027.
+  const auto fine = ParseCommand("backup", R"({"reason":"caf\u00e9\u00a0\u2027"})");
+  ASSERT_TRUE(fine) << fine.error().message;
+  EXPECT_EQ(std::get<BackupCommand>(fine->args).reason, "caf\u00e9\u00a0\u2027");
+}
+
 TEST(Command, TransactionNumberIsEchoedAsGiven) {
   auto c = ParseCommand("list", R"({"transaction":42})");
   ASSERT_TRUE(c);
