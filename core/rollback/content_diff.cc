@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "core/base/io.h"
+#include "core/base/utf8.h"
 #include "core/rollback/internal.h"
 #include "core/rollback/rollback.h"
 
@@ -36,12 +37,43 @@ diff::Side SideOf(const std::optional<PathState>& state) {
   return s;
 }
 
-bool Selected(std::string_view path, const std::vector<std::string>& filter) {
-  if (filter.empty()) return true;
-  return std::any_of(filter.begin(), filter.end(), [&](const std::string& f) {
-    return path == f || (path.size() > f.size() && path.starts_with(f) && path[f.size()] == '/');
-  });
-}
+// The path filter (archive paths; none: everything), remembering which of its paths matched an
+// entry of either side.
+class Filter {
+ public:
+  explicit Filter(std::vector<std::string> paths)
+      : paths_(std::move(paths)), matched_(paths_.size(), false) {}
+
+  // `path` equals a filter path or lies below one.
+  bool Selects(std::string_view path) {
+    if (paths_.empty()) return true;
+    bool selected = false;
+    for (std::size_t i = 0; i < paths_.size(); ++i) {
+      const std::string& f = paths_[i];
+      if (path == f || (path.size() > f.size() && path.starts_with(f) && path[f.size()] == '/')) {
+        matched_[i] = true;
+        selected = true;
+      }
+    }
+    return selected;
+  }
+
+  // kNotFound naming the first path that matched nothing (a typo, most likely), as `extract`.
+  // `sides` names what was compared ("safety point ID or the live trees").
+  [[nodiscard]] Status AllMatched(const std::string& sides) const {
+    for (std::size_t i = 0; i < paths_.size(); ++i) {
+      if (!matched_[i]) {
+        return Fail(ErrorCode::kNotFound,
+                    "no entry of " + sides + " matches '" + QuoteName(paths_[i]) + "'");
+      }
+    }
+    return {};
+  }
+
+ private:
+  std::vector<std::string> paths_;
+  std::vector<bool> matched_;
+};
 
 // Keeps the contents of the wanted files of a safety point as it is read.
 class Capture final : public store::EntryVisitor {
@@ -121,14 +153,14 @@ Status ReadCaptured(const store::Store& store, const Secret& passphrase, const s
 
 // The changed paths between the entries of two safety points.
 std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Manifest& b,
-                                 const std::vector<std::string>& filter, std::size_t* unchanged) {
+                                 Filter& filter, std::size_t* unchanged) {
   std::unordered_map<std::string_view, const manifest::Entry*> old_entries;
   for (const auto& e : a.entries) old_entries.emplace(e.path, &e);
   std::vector<Item> items;
   for (const auto& e : b.entries) {
     auto it = old_entries.find(e.path);
     const bool same = it != old_entries.end() && StateOf(*it->second) == StateOf(e);
-    if (!Selected(e.path, filter)) {
+    if (!filter.Selects(e.path)) {
       if (it != old_entries.end()) old_entries.erase(it);
       continue;
     }
@@ -142,15 +174,14 @@ std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Ma
     if (it != old_entries.end()) old_entries.erase(it);
   }
   for (const auto& [path, e] : old_entries) {
-    if (Selected(path, filter)) items.push_back({e->path, SideOf(StateOf(*e)), diff::Side{}});
+    if (filter.Selects(path)) items.push_back({e->path, SideOf(StateOf(*e)), diff::Side{}});
   }
   return items;
 }
 
 // The changed paths between a safety point and the live trees, as a rollback plans them.
 Result<std::vector<Item>> ChangedLive(const config::Config& config, const manifest::Manifest& m,
-                                      internal::LiveCollection& live,
-                                      const std::vector<std::string>& filter,
+                                      internal::LiveCollection& live, Filter& filter,
                                       diff::Report& report) {
   auto current = live.Take();
   if (!current) return tl::unexpected(current.error());
@@ -159,7 +190,7 @@ Result<std::vector<Item>> ChangedLive(const config::Config& config, const manife
   report.warnings = plan->warnings;
   std::vector<Item> items;
   for (const auto& e : plan->entries) {
-    if (e.implicit_dir || !Selected(e.path, filter)) continue;
+    if (!filter.Selects(e.path) || e.implicit_dir) continue;
     if (e.change == Change::kUnchanged) {
       ++report.unchanged;
       continue;
@@ -208,8 +239,9 @@ Result<std::vector<std::string>> ArchivePathsOf(const std::vector<std::string>& 
 
 Result<diff::Report> ContentDiff(const config::Config& config, const store::Store& store,
                                  const Secret& passphrase, const ContentDiffRequest& request) {
-  auto filter = ArchivePathsOf(request.paths);
-  if (!filter) return tl::unexpected(filter.error());
+  auto archive_paths = ArchivePathsOf(request.paths);
+  if (!archive_paths) return tl::unexpected(archive_paths.error());
+  Filter filter(std::move(*archive_paths));
   diff::Report report;
   report.old_label = request.id;
   report.new_label = request.other_id ? *request.other_id : "live";
@@ -228,12 +260,15 @@ Result<diff::Report> ContentDiff(const config::Config& config, const store::Stor
   }
   std::vector<Item> items;
   if (b) {
-    items = ChangedBetween(*a, *b, *filter, &report.unchanged);
+    items = ChangedBetween(*a, *b, filter, &report.unchanged);
   } else {
-    auto changed = ChangedLive(config, *a, *live, *filter, report);
+    auto changed = ChangedLive(config, *a, *live, filter, report);
     if (!changed) return tl::unexpected(changed.error());
     items = std::move(*changed);
   }
+  SP_RETURN_IF_ERROR(
+      filter.AllMatched(b ? "safety points " + request.id + " and " + *request.other_id
+                          : "safety point " + request.id + " or the live trees"));
   std::sort(items.begin(), items.end(),
             [](const Item& x, const Item& y) { return x.path < y.path; });
 

@@ -344,6 +344,46 @@ TEST_F(RollbackCliTest, ExitCodesForBadInput) {
   EXPECT_EQ(Cli({"fingerprint", "2020-01-01_00-00-00"}).exit_code, 3);
 }
 
+// Found by a test campaign: a PATH that matched nothing (a typo) printed "0 changed" (with
+// --patch: nothing) and exited 0, as if the file had not changed; extract says not_found.
+TEST_F(RollbackCliTest, DiffOfAPathThatMatchesNothingIsNotFound) {
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: CHANGED\n");
+  WriteFile(ha_ + "/added.yaml", "new\n");
+  const std::string typo = "safepoint: no entry of safety point " + id +
+                           " or the live trees matches 'ha_config/configuraton.yaml'\n";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"diff", id, "ha_config/configuraton.yaml"},
+        {"diff", id, "--patch", "configuraton.yaml"},
+        {"diff", id, "--patch", "ha_config/configuration.yaml", "configuraton.yaml"}}) {
+    auto r = Cli(args);
+    EXPECT_EQ(r.exit_code, 3) << r.out;
+    EXPECT_EQ(r.err, typo);
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+  auto j = Cli({"--json", "diff", id, "nope"});
+  EXPECT_EQ(j.exit_code, 3);
+  EXPECT_EQ(json::parse(j.out)["error"]["code"], "not_found");
+  // Paths whose entries are unchanged, or that exist on one side only, are no error.
+  auto unchanged = Cli({"diff", id, "automations.yaml"});
+  EXPECT_EQ(unchanged.exit_code, 0) << unchanged.err;
+  EXPECT_NE(unchanged.out.find("0 changed"), std::string::npos) << unchanged.out;
+  auto unchanged_patch = Cli({"diff", id, "--patch", "automations.yaml"});
+  EXPECT_EQ(unchanged_patch.exit_code, 0) << unchanged_patch.err;
+  EXPECT_EQ(unchanged_patch.out, "");
+  EXPECT_EQ(Cli({"diff", id, "--patch", "added.yaml"}).exit_code, 0);
+  EXPECT_EQ(Cli({"diff", id, "--patch", "ha_config"}).exit_code, 0);
+  // Between two safety points likewise.
+  const std::string second = Backup();
+  auto two = Cli({"diff", id, second, "workspace/agenda.md", "workspace/agneda.md"});
+  EXPECT_EQ(two.exit_code, 3);
+  EXPECT_EQ(two.err, "safepoint: no entry of safety points " + id + " and " + second +
+                         " matches 'workspace/agneda.md'\n");
+  auto two_unchanged = Cli({"diff", id, second, "workspace/agenda.md"});
+  EXPECT_EQ(two_unchanged.exit_code, 0) << two_unchanged.err;
+  EXPECT_EQ(Cli({"diff", id, second, "added.yaml"}).exit_code, 0);
+}
+
 TEST_F(RollbackCliTest, RefusesWithoutYesWhenNotATerminal) {
   const std::string id = Backup();
   WriteFile(ha_ + "/configuration.yaml", "changed\n");
