@@ -319,12 +319,6 @@ class Client::Impl {
     connect_options.set_mqtt_version(version);
     if (version == 5) {
       connect_options.set_clean_start(true);
-      if (options_.max_packet_bytes != 0) {
-        paho::properties props;
-        props.add(paho::property(paho::property::MAXIMUM_PACKET_SIZE,
-                                 static_cast<std::int32_t>(options_.max_packet_bytes)));
-        connect_options.set_properties(props);
-      }
     } else {
       connect_options.set_clean_session(true);
     }

@@ -50,11 +50,6 @@ struct ClientOptions {
     bool verify = true;
   } tls;
 
-  // MQTT 5 only: the Maximum Packet Size sent in CONNECT (0: none). The broker then drops a larger
-  // message meant for this client instead of delivering it, so one huge message on a subscribed
-  // topic cannot cost a multiple of its size in memory here. MQTT 3.1.1 has no such limit.
-  std::uint32_t max_packet_bytes = 0;
-
   // Last will: published by the broker when the connection ends without a DISCONNECT.
   // Empty will_topic means no will. QoS 1.
   std::string will_topic;

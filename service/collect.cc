@@ -4,19 +4,8 @@
 
 #include "mqtt/client.h"
 #include "service/mirror.h"
-#include "service/zigbee2mqtt.h"
 
 namespace safepoint::service {
-
-std::uint32_t MaxPacketBytes(const config::MqttConfig& m) {
-  // The largest payload the service reads: a command is answered up to 1 MiB (bad input over
-  // 64 KiB), a mirrored state up to mirror.max_payload_bytes, a Zigbee2MQTT backup up to 64 MiB;
-  // plus room for the longest topic (65,535 bytes) and a PUBLISH's properties.
-  std::uint64_t payload =
-      std::max<std::uint64_t>(std::uint64_t{1} << 20, m.mirror.max_payload_bytes);
-  if (m.zigbee2mqtt_backup) payload = std::max<std::uint64_t>(payload, kMaxZigbee2MqttBackupBytes);
-  return static_cast<std::uint32_t>(payload + (std::uint64_t{128} << 10));
-}
 
 mqtt::ClientOptions ClientOptionsFor(const config::MqttConfig& m) {
   mqtt::ClientOptions o;
@@ -43,7 +32,6 @@ mqtt::ClientOptions ClientOptionsFor(const config::MqttConfig& m) {
   o.will_topic = m.base_topic + "/availability";
   o.will_payload = "offline";
   o.will_retain = true;
-  o.max_packet_bytes = MaxPacketBytes(m);
   return o;
 }
 

@@ -10,10 +10,6 @@ namespace safepoint::service {
 
 // The MQTT client options of the configuration: url, client id (default safepoint-<node_id>),
 // credentials, protocol, keepalive, TLS, and the last will `offline` on <base>/availability.
-// The Maximum Packet Size the service's MQTT 5 connections announce: room for the largest
-// payload it reads (a command answered up to 1 MiB, a mirrored state, a Zigbee2MQTT backup when
-// configured) and its topic.
-[[nodiscard]] std::uint32_t MaxPacketBytes(const config::MqttConfig& mqtt);
 [[nodiscard]] mqtt::ClientOptions ClientOptionsFor(const config::MqttConfig& mqtt);
 
 // For `safepoint backup` run by hand while the service is not there to mirror: connects to the

@@ -199,24 +199,6 @@ TEST_P(MqttClientProtocol, ReportsRetainedFlag) {
   EXPECT_EQ(sub->WaitFor(1, kWait), (std::vector<CliMessage>{{"zigbee2mqtt/marker", "m", false}}));
 }
 
-// Found by an MQTT campaign: one 100 MiB message on a subscribed topic cost the service about
-// four times its size in memory. Over MQTT 5 the client announces a Maximum Packet Size, and the
-// broker drops larger messages instead of delivering them.
-TEST(MqttClient, TheBrokerDropsMessagesOverTheAnnouncedMaximumPacketSize) {
-  Mosquitto broker;
-  ASSERT_TRUE(broker.Start());
-  ClientOptions options = OptionsFor(broker, "max-packet", 5);
-  options.max_packet_bytes = 4096;
-  Client client(std::move(options));
-  ASSERT_TRUE(client.Connect(kWait));
-  ExpectConnected(client);
-  ASSERT_TRUE(client.Subscribe({{"zigbee2mqtt/#", 0}}));
-  ASSERT_TRUE(broker.Pub("zigbee2mqtt/huge", std::string(8000, 'x')));
-  ASSERT_TRUE(broker.Pub("zigbee2mqtt/small", std::string(3000, 's')));
-  ExpectMessage(client, "zigbee2mqtt/small", std::string(3000, 's'), false);
-  EXPECT_TRUE(client.connected());
-}
-
 // Issue 9, finding 6: on a live delivery the broker clears the retain flag, unless an MQTT 5
 // subscription asked for Retain As Published. Auto uses MQTT 5 where the broker offers it.
 TEST_P(MqttClientProtocol, RetainedCommandsActWhenDeliveredLiveRetainAsPublished) {
