@@ -308,8 +308,8 @@ Result<PruneReport> Store::Prune(const Retention& retention, const Secret& passp
   return report;
 }
 
-Result<std::string> Store::NewId() const {
-  const std::string base = FormatLocalStamp(clock_.Now());
+Result<std::string> Store::NewId(std::chrono::system_clock::time_point started) const {
+  const std::string base = FormatLocalStamp(started);
   auto id_for = [&](int n) { return n == 1 ? base : base + "-" + std::to_string(n); };
   auto exists = [](const std::string& path) {
     struct stat st {};

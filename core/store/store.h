@@ -233,7 +233,8 @@ class Store {
                                         const ProgressFn& progress,
                                         const std::vector<std::size_t>& keep_again,
                                         std::optional<std::size_t>* changed);
-  Result<std::string> NewId() const;
+  // The id of a safety point started at `started` (its local time, and a suffix when taken).
+  Result<std::string> NewId(std::chrono::system_clock::time_point started) const;
   Result<std::string> PayloadPath(const std::string& id, const manifest::Manifest& m) const;
   Result<std::string> IndexPath(const std::string& id, const manifest::Manifest& m) const;
   // Reads the index file of a format 2 safety point and checks it against the summary's size

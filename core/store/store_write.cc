@@ -523,7 +523,9 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
                                              std::optional<std::size_t>* changed) {
   changed->reset();
   SP_RETURN_IF_ERROR(Prepare());
-  auto id = NewId();
+  // The id and created_at are both the start time (format.md), however long the backup takes.
+  const auto started = clock_.Now();
+  auto id = NewId(started);
   if (!id) return tl::unexpected(id.error());
   const std::string staging = options_.backup_dir + "/" + std::string(kTmpPrefix) + *id;
   SP_RETURN_IF_ERROR(fs_.MakeDir(staging, 0700));
@@ -546,7 +548,7 @@ Result<manifest::Manifest> Store::BackupOnce(const BackupRequest& request,
     if (!keep_again.empty()) {
       SP_RETURN_IF_ERROR(HashAgainAndKeep(fs_, request, keep_again, pass1));
     }
-    manifest::Manifest m = NewManifest(*id, request, clock_.Now(), options_);
+    manifest::Manifest m = NewManifest(*id, request, started, options_);
     m.kdf.work_factor = (**enc).work_factor();  // a copied header keeps its own
     auto order = AddEntries(request.entries, pass1, m);
     if (!order) return tl::unexpected(order.error());

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "core/base/sha256.h"
+#include "core/base/time_text.h"
 #include "core/store/backup_hash.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/testutil.h"
@@ -1086,6 +1087,34 @@ TEST_F(StoreTest, ExtractSelectedPathsOnlyAndRefusesEscapes) {
   EXPECT_NE(x.error().message.find("refusing"), std::string::npos) << x.error().message;
   EXPECT_EQ(x.error().code, ErrorCode::kBadInput);
   EXPECT_TRUE(fs::is_empty(dir_.Sub("victim")));
+}
+
+// Found by a campaign on hostile trees: created_at was taken once every file was hashed (26 s
+// after the id's time with a 9 GiB file), though format.md calls both the start time. Here the
+// clock moves on as the payload file is created, before anything is hashed.
+class ClockAdvancingFileSystem final : public ForwardingFileSystem {
+ public:
+  explicit ClockAdvancingFileSystem(FakeClock& clock) : clock_(clock) {}
+  Result<std::unique_ptr<WritableFile>> CreateFile(const std::string& path, mode_t mode) override {
+    if (path.ends_with("/payload.partial")) clock_.Advance(std::chrono::seconds(26));
+    return real_.CreateFile(path, mode);
+  }
+
+ private:
+  FakeClock& clock_;
+};
+
+TEST_F(StoreTest, TheIdAndCreatedAtAreBothTheStartTime) {
+  ClockAdvancingFileSystem slow(clock_);
+  const auto start = clock_.Now();
+  Store store(options_, slow, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->id, FormatLocalStamp(start));
+  EXPECT_EQ(m->created_at, FormatLocalIsoTime(start));
+  EXPECT_EQ(m->created_unix,
+            std::chrono::duration_cast<std::chrono::seconds>(start.time_since_epoch()).count());
+  EXPECT_EQ(clock_.Now(), start + std::chrono::seconds(26));  // the clock did move on
 }
 
 // Another local user who can write to --to swaps a directory for a symlink while a root extract
