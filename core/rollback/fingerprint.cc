@@ -19,6 +19,7 @@
 #include "core/base/json_name.h"
 #include "core/base/sha256.h"
 #include "core/base/time_text.h"
+#include "core/base/utf8.h"
 #include "core/sources/snapshot.h"
 #include "core/sources/sources.h"
 
@@ -388,10 +389,19 @@ Status RecordFingerprint(const config::Config& config, const store::Store& store
                              ToJson(f).dump(1) + "\n", 0600);
 }
 
+namespace {
+
+// As the store checks an id argument: quoted as names are (control bytes as \ooo, one line).
+Status CheckId(const std::string& id) {
+  if (manifest::IsValidId(id)) return {};
+  return Fail(ErrorCode::kBadInput, "'" + QuoteName(id.substr(0, 64)) +
+                                        "' is not a safety point id (expected YYYY-MM-DD_HH-MM-SS)");
+}
+
+}  // namespace
+
 Result<bool> FingerprintRecorded(const store::Store& store, const std::string& id) {
-  if (!manifest::IsValidId(id)) {
-    return Fail(ErrorCode::kBadInput, "'" + id.substr(0, 64) + "' is not a safety point id");
-  }
+  SP_RETURN_IF_ERROR(CheckId(id));
   const std::string path = store.DirOf(id) + "/" + std::string(kFingerprintName);
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) return true;
@@ -401,9 +411,7 @@ Result<bool> FingerprintRecorded(const store::Store& store, const std::string& i
 
 Result<std::optional<Fingerprint>> LoadFingerprint(const store::Store& store, const std::string& id,
                                                    Secret key) {
-  if (!manifest::IsValidId(id)) {
-    return Fail(ErrorCode::kBadInput, "'" + id.substr(0, 64) + "' is not a safety point id");
-  }
+  SP_RETURN_IF_ERROR(CheckId(id));
   const std::string path = store.DirOf(id) + "/" + std::string(kFingerprintName);
   auto text = ReadFileBounded(path, kMaxFingerprintBytes);
   if (!text) {
