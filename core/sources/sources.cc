@@ -101,7 +101,10 @@ class TreeWalker {
   Status Walk(int dir_fd, const std::string& rel, bool included, int depth) {
     if (depth > kMaxDepth) {
       return Fail(ErrorCode::kBadInput,
-                  Abs(rel) + ": directories nested deeper than " + std::to_string(kMaxDepth));
+                  Abs(rel) + ": directories nested deeper than " + std::to_string(kMaxDepth) +
+                      " levels cannot be backed up; exclude it (or a directory above it) in "
+                      "sources." +
+                      key_ + ".exclude");
     }
     auto names = ListDir(dir_fd, Abs(rel));
     if (!names) return tl::unexpected(names.error());

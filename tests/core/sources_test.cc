@@ -372,6 +372,33 @@ TEST(CollectFiles, UnreadableDirectoryIsAnErrorNamingIt) {
 // Found by a campaign: a path over PATH_MAX failed the whole backup half-way with "File name too
 // long" and no hint. The walk goes by descriptors, but files are read and restored by path: the
 // first such path is now bad input, named, with the exclude that gets past it.
+// Found by a campaign on hostile trees: the depth limit stopped the backup without saying how
+// to get past it (the PATH_MAX message does), and the docs did not name it.
+TEST(CollectFiles, DirectoriesNestedTooDeepAreBadInputNamingTheExcludeThatGetsPastThem) {
+  TempDir dir;
+  config::Config cfg = MakeConfig(dir);
+  const std::string ha = dir.Sub("ha");
+  WriteFile(ha + "/configuration.yaml", "homeassistant:\n");
+  std::string deepest = ha + "/n";  // depth 1
+  std::string first_too_deep;
+  for (int depth = 2; depth <= 258; ++depth) {
+    deepest += "/d";
+    if (depth == 257) first_too_deep = deepest;
+  }
+  fs::create_directories(deepest);
+  auto c = CollectFiles(cfg);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, ErrorCode::kBadInput);
+  EXPECT_EQ(c.error().message,
+            first_too_deep +
+                ": directories nested deeper than 256 levels cannot be backed up; exclude "
+                "it (or a directory above it) in sources.ha_config.exclude");
+  cfg.sources.ha_config.exclude = {"n"};
+  c = CollectFiles(cfg);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_NE(Find(*c, "ha_config/configuration.yaml"), nullptr);
+}
+
 TEST(CollectFiles, APathOverPathMaxIsBadInputNamingItAndAnExcludeGetsPastIt) {
   TempDir dir;
   config::Config cfg = MakeConfig(dir);
