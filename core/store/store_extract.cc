@@ -170,6 +170,22 @@ class StagingVisitor final : public EntryVisitor {
   std::vector<manifest::Entry> selected_;
 };
 
+// A directory this extract made must, opened, be owned by this process: one owned by another
+// user was put in its place by someone who can write beside it, and is never written into or
+// given attributes. A file system that maps owners looks the same (NFS with root_squash makes
+// root's directories nobody's) and is refused too, saying so.
+Status CheckMadeHere(const Dir& dir) {
+  struct stat st {};
+  if (::fstat(dir.fd(), &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", dir.path()));
+  if (st.st_uid == ::geteuid()) return {};
+  return Fail(ErrorCode::kIo,
+              dir.path() + " is owned by uid " + std::to_string(st.st_uid) +
+                  ", not by this process (uid " + std::to_string(::geteuid()) +
+                  "), though the extract made it: another user replaced it, or the file system "
+                  "maps owners (NFS with root_squash); refusing. Extract into a directory on a "
+                  "local file system");
+}
+
 // Makes the staging directory in `dest`, as mkdtemp would, and opens it. One that is not ours
 // once opened (replaced in between by another user who can write to `dest`) is refused.
 Result<std::pair<std::string, Dir>> MakeStaging(FileSystem& fs, const Dir& dest) {
@@ -188,10 +204,7 @@ Result<std::pair<std::string, Dir>> MakeStaging(FileSystem& fs, const Dir& dest)
     }
     auto staging = Dir::OpenIn(dest, name);
     if (!staging) return tl::unexpected(staging.error());
-    struct stat st {};
-    if (::fstat(staging->fd(), &st) != 0 || st.st_uid != ::geteuid()) {
-      return Fail(ErrorCode::kIo, dest.PathOf(name) + " was replaced as it was made; refusing");
-    }
+    SP_RETURN_IF_ERROR(CheckMadeHere(*staging));
     return std::make_pair(std::move(name), std::move(*staging));
   }
   return Fail(ErrorCode::kIo, "no free staging directory name in " + dest.path());
@@ -235,7 +248,7 @@ Result<std::vector<const manifest::Entry*>> Publish(FileSystem& fs, const Dir& s
 
 // Sets the owner, mode and mtime of the directories the extract made, children first (filling a
 // directory changes its mtime, setting a child's does not). Each is opened and must still be the
-// one made: owned by this process (another user cannot make one so), or it is left alone.
+// one made (CheckMadeHere), or it is left alone.
 Status SetDirectoryAttributes(FileSystem& fs, const Dir& dest,
                               const std::vector<const manifest::Entry*>& made_dirs,
                               std::vector<std::string>& warnings) {
@@ -245,13 +258,7 @@ Status SetDirectoryAttributes(FileSystem& fs, const Dir& dest,
     if (!parent) return tl::unexpected(parent.error());
     auto dir = Dir::OpenIn(*parent, LeafOf(e.path));
     if (!dir) return tl::unexpected(dir.error());
-    struct stat st {};
-    if (::fstat(dir->fd(), &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", dir->path()));
-    if (st.st_uid != ::geteuid()) {
-      return Fail(ErrorCode::kIo, dir->path() +
-                                      " was replaced during the extract; its owner, mode and "
-                                      "time are not set");
-    }
+    SP_RETURN_IF_ERROR(CheckMadeHere(*dir));
     SP_RETURN_IF_ERROR(SetOwnerModeAndTime(fs, *dir, ".", e, warnings));
   }
   return {};
@@ -282,9 +289,7 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
   auto result = [&]() -> Result<std::size_t> {
     auto dest_dir = Dir::Open(dest);
     if (!dest_dir) return tl::unexpected(dest_dir.error());
-    if (made_dest && (::fstat(dest_dir->fd(), &st) != 0 || st.st_uid != ::geteuid())) {
-      return Fail(ErrorCode::kIo, "--to " + dest + " was replaced as it was made; refusing");
-    }
+    if (made_dest) SP_RETURN_IF_ERROR(CheckMadeHere(*dest_dir));
     auto staging = MakeStaging(fs_, *dest_dir);
     if (!staging) return tl::unexpected(staging.error());
     const auto& [staging_name, staging_dir] = *staging;
