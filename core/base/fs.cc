@@ -258,9 +258,8 @@ Status PosixFileSystem::SetMtime(const std::string& path, std::int64_t mtime) {
   return SetMtimeIn(AT_FDCWD, path, path, mtime);
 }
 
-Result<Dir> Dir::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd >= 0) return Dir(fd, path);
+Result<Dir> Dir::Opened(int fd, std::string path) {
+  if (fd >= 0) return Dir(fd, std::move(path));
   const int err = errno;
   if (err == ENOENT) return Fail(ErrorCode::kNotFound, path + " does not exist");
   if (err == ENOTDIR || err == ELOOP) {
@@ -269,17 +268,14 @@ Result<Dir> Dir::Open(const std::string& path) {
   return tl::unexpected(ErrnoError(err, "open", path));
 }
 
+Result<Dir> Dir::Open(const std::string& path) {
+  return Opened(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), path);
+}
+
 Result<Dir> Dir::OpenIn(const Dir& parent, const std::string& name) {
-  const std::string path = parent.PathOf(name);
-  const int fd =
-      ::openat(parent.fd(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd >= 0) return Dir(fd, path);
-  const int err = errno;
-  if (err == ENOENT) return Fail(ErrorCode::kNotFound, path + " does not exist");
-  if (err == ENOTDIR || err == ELOOP) {
-    return Fail(ErrorCode::kBadInput, path + " is not a directory (a symlink?); refusing");
-  }
-  return tl::unexpected(ErrnoError(err, "open", path));
+  return Opened(
+      ::openat(parent.fd(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC),
+      parent.PathOf(name));
 }
 
 Dir::Dir(Dir&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) { other.fd_ = -1; }

@@ -69,6 +69,8 @@ class Dir {
 
  private:
   Dir(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  // `fd` as returned by open(2) for `path`: the Dir, or the error errno names.
+  static Result<Dir> Opened(int fd, std::string path);
   int fd_ = -1;
   std::string path_;
 };
