@@ -166,7 +166,9 @@ std::string TempBeside(const std::string& abs, const std::string& token) {
 }
 
 std::string MovingBeside(const std::string& abs, const std::string& token) {
-  return ParentOf(abs) + "/.safepoint-moving-" + token;
+  // One name per path, not per directory: a replay of an earlier move in the same directory
+  // removes its own leftover, and must never take a later move's half-copied source for it.
+  return ParentOf(abs) + "/.safepoint-moving-" + token + "-" + Sha256Hex(abs).substr(0, 16);
 }
 
 Status RemoveIfPresent(FileSystem& fs, const std::string& path) {

@@ -178,9 +178,10 @@ Op MakeOp(OpKind kind, const std::string& path);
 // links, then directory attributes (children first).
 BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected);
 
-// Where an apply writes a file or link before renaming it over `abs`, and (across mounts) where
-// it renames a path it moves aside before copying it: beside `abs`, named with `token` (the
-// rollback's id), so that no file of the user's is ever taken for one.
+// Where an apply writes a file or link before renaming it over `abs` (one name per directory:
+// it lives within one operation), and (across mounts) where it renames a path it moves aside
+// before copying it (one name per path: it outlives an interruption until the copy is done):
+// beside `abs`, named with `token` (the rollback's id), so no file of the user's is taken for one.
 std::string TempBeside(const std::string& abs, const std::string& token);
 std::string MovingBeside(const std::string& abs, const std::string& token);
 

@@ -1185,6 +1185,36 @@ TEST(ApplyRecovery, AFileWithTheRightContentButNotItsModeIsNotTakenForPlaced) {
   }
 }
 
+// Moving aside across mounts renames the path beside itself first. Interrupted after that
+// rename, the replay runs the earlier moves of the same directory again, and each removes its
+// own leftover beside-name: with one beside-name per directory (a review of this session's
+// change) that was the later move's half-copied source, and the file was lost.
+TEST(ApplyRecovery, AReplayNeverTakesALaterMovesSourceForAnEarlierOnesLeftover) {
+  TempDir dir;
+  const std::string ha = dir.Sub("ha");
+  const std::string moved = dir.Sub("moved");
+  WriteFile(ha + "/packages/a_first.yaml", "first\n");
+  WriteFile(ha + "/packages/b_second.yaml", "second\n");
+  PosixFileSystem fs;
+  internal::ApplyContext c{fs, internal::Roots{ha, dir.Sub("ws")}};
+  c.rename_ha_config = false;  // as across mounts: renamed beside, copied, removed
+  c.dirs = {dir.Sub("staging"), moved};
+  c.token = "2026-12-06_04-00-00";
+  const journal::Op first =
+      internal::MakeOp(journal::OpKind::kMoveAside, "ha_config/packages/a_first.yaml");
+  const journal::Op second =
+      internal::MakeOp(journal::OpKind::kMoveAside, "ha_config/packages/b_second.yaml");
+  ASSERT_TRUE(internal::ApplyOps(c, {first}));
+  // The interruption: the second move had renamed its source beside itself, nothing more.
+  const std::string source = ha + "/packages/b_second.yaml";
+  ASSERT_EQ(::rename(source.c_str(), internal::MovingBeside(source, c.token).c_str()), 0);
+  c.recovering = true;
+  ASSERT_TRUE(internal::ApplyOps(c, {first, second}));
+  EXPECT_EQ(ReadFile(moved + "/ha_config/packages/a_first.yaml"), "first\n");
+  EXPECT_EQ(ReadFile(moved + "/ha_config/packages/b_second.yaml"), "second\n");
+  EXPECT_TRUE(fs::is_empty(ha + "/packages"));  // no beside-name left either
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, RollbackCrashTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& p) {
                            return p.param ? "CrossDevice" : "SameDevice";
