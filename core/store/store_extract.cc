@@ -292,7 +292,8 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
     if (made_dest) SP_RETURN_IF_ERROR(CheckMadeHere(*dest_dir));
     auto staging = MakeStaging(fs_, *dest_dir);
     if (!staging) return tl::unexpected(staging.error());
-    const auto& [staging_name, staging_dir] = *staging;
+    const std::string& staging_name = staging->first;  // clang 14 captures no structured binding
+    const Dir& staging_dir = staging->second;
     auto extracted = [&]() -> Result<std::size_t> {
       std::vector<std::string> ignored;
       std::vector<std::string>& warn = warnings != nullptr ? *warnings : ignored;
