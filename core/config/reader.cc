@@ -1,9 +1,10 @@
 // Typed values from YAML, with positions in every message.
-#include "core/config/config.h"
+#include "core/config/reader.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -12,14 +13,16 @@
 #include <cstring>
 #include <filesystem>
 #include <initializer_list>
+#include <optional>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <utility>
 
 #include "core/base/glob.h"
 #include "core/base/io.h"
 #include "core/base/utf8.h"
-#include "core/config/reader.h"
+#include "core/config/config.h"
 
 namespace safepoint::config::internal {
 
@@ -27,6 +30,42 @@ std::string Where(const Ctx& c, const YAML::Mark& m) {
   if (m.is_null()) return c.file + ":1:1";
   return c.file + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
 }
+
+namespace {
+
+// Where a document's first node starts (its start when it has none); nothing else is kept.
+class FirstMarks final : public YAML::EventHandler {
+ public:
+  YAML::Mark mark = YAML::Mark::null_mark();
+
+  void OnDocumentStart(const YAML::Mark& m) override { mark = m; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { Node(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { Node(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    Node(m);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    Node(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    Node(m);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void Node(const YAML::Mark& m) {
+    if (!seen_node_) mark = m;
+    seen_node_ = true;
+  }
+  bool seen_node_ = false;
+};
+
+}  // namespace
 
 Result<YAML::Node> LoadDocument(const std::string& yaml_text, const std::string& path) {
   const auto at = [&](std::size_t line, std::size_t column) {
@@ -40,22 +79,28 @@ Result<YAML::Node> LoadDocument(const std::string& yaml_text, const std::string&
     return Fail(ErrorCode::kBadInput,
                 at(static_cast<std::size_t>(line) + 1, column) + ": NUL byte in the file");
   }
-  std::vector<YAML::Node> documents;
+  YAML::Node document;
+  std::optional<YAML::Mark> second;
   try {
-    documents = YAML::LoadAll(yaml_text);
+    document = YAML::Load(yaml_text);
+    // Whether a second document follows: the parser is asked twice at most. (yaml-cpp's LoadAll
+    // loops without end on some malformed input, as the config fuzzer found.)
+    std::istringstream in(yaml_text);
+    YAML::Parser parser(in);
+    FirstMarks first, next;
+    if (parser.HandleNextDocument(first) && parser.HandleNextDocument(next)) second = next.mark;
   } catch (const YAML::ParserException& e) {
     const std::string where = e.mark.is_null() ? at(1, 1) : at(e.mark.line + 1, e.mark.column + 1);
     return Fail(ErrorCode::kBadInput, where + ": YAML syntax error: " + e.msg);
   } catch (const std::exception& e) {
     return Fail(ErrorCode::kBadInput, at(1, 1) + ": cannot parse YAML: " + e.what());
   }
-  if (documents.size() > 1) {
-    const YAML::Mark m = documents[1].Mark();
+  if (second) {
     return Fail(ErrorCode::kBadInput,
-                (m.is_null() ? at(1, 1) : at(m.line + 1, m.column + 1)) +
+                (second->is_null() ? at(1, 1) : at(second->line + 1, second->column + 1)) +
                     ": a second YAML document (after '---'); the configuration is one document");
   }
-  return documents.empty() ? YAML::Node() : documents.front();
+  return document;
 }
 
 tl::unexpected<Error> Bad(const Ctx& c, const YAML::Mark& m, const std::string& key,

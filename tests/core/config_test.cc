@@ -497,6 +497,20 @@ TEST_F(ConfigFile, RejectsASecondYamlDocument) {
   ASSERT_TRUE(c) << c.error().message;
 }
 
+// Found by the config fuzzer: yaml-cpp's LoadAll, first used to find a second document, loops
+// without end (and without bound in memory) on this input. The parser is now asked twice at most.
+TEST_F(ConfigFile, InputOnWhichTheYamlLibraryLoopedIsAnsweredAtOnce) {
+  const std::string looped(
+      ",athf\n\xdf\xfb\xff\xff"
+      "co",
+      12);
+  WriteFile(path(), looped);
+  auto c = LoadConfig(path());
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, ErrorCode::kBadInput);
+  EXPECT_EQ(c.error().message.rfind(path() + ":", 0), 0u) << c.error().message;
+}
+
 // Found by a test campaign: yaml-cpp took a NUL byte for the start of an escape ("w<NUL>rk"
 // became "w\rk") or reported an unrelated syntax error.
 TEST_F(ConfigFile, RejectsANulByteNamingItsLine) {

@@ -49,6 +49,7 @@ constexpr std::string_view kTexts[] = {
     "not found in the secrets file",
     "the backup passphrase is empty",
     "the backup passphrase is only whitespace; choose one with visible characters",
+    "NUL byte in the secrets file",
 };
 
 const std::string& SecretsFile() {
@@ -139,10 +140,10 @@ std::string Quote(std::uint8_t style, std::string_view value) {
         }
       }
       return out + "\"";
-    case 1:  // single-quoted: one line, quotes doubled
+    case 1:  // single-quoted: one line, quotes doubled, no NUL (YAML has none; refused)
       out = "'";
       for (char c : value) {
-        if (c == '\n' || c == '\r') return {};
+        if (c == '\n' || c == '\r' || c == '\0') return {};
         out += c;
         if (c == '\'') out += c;
       }
