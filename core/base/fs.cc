@@ -278,6 +278,10 @@ Result<Dir> Dir::OpenIn(const Dir& parent, const std::string& name) {
       parent.PathOf(name));
 }
 
+Result<Dir> Dir::OpenFollowing(const std::string& path) {
+  return Opened(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), path);
+}
+
 Dir::Dir(Dir&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) { other.fd_ = -1; }
 
 Dir& Dir::operator=(Dir&& other) noexcept {
@@ -339,8 +343,13 @@ Status FileSystem::ChownAt(const Dir& dir, const std::string& rel, uid_t uid, gi
 }
 
 Status FileSystem::ChmodAt(const Dir& dir, const std::string& rel, mode_t mode) {
-  if (::fchmodat(dir.fd(), rel.c_str(), mode, 0) != 0) {
-    return tl::unexpected(ErrnoError(errno, "chmod", dir.PathOf(rel)));
+  if (::fchmodat(dir.fd(), rel.c_str(), mode, AT_SYMLINK_NOFOLLOW) != 0) {
+    const int err = errno;
+    if (err == EOPNOTSUPP) {
+      return Fail(ErrorCode::kIo, "chmod " + dir.PathOf(rel) +
+                                      ": it is a symlink (or /proc is not mounted); refused");
+    }
+    return tl::unexpected(ErrnoError(err, "chmod", dir.PathOf(rel)));
   }
   return {};
 }

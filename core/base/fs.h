@@ -55,6 +55,9 @@ class Dir {
   [[nodiscard]] static Result<Dir> Open(const std::string& path);
   // Opens `name`, one component, in `parent`; errors as Open.
   [[nodiscard]] static Result<Dir> OpenIn(const Dir& parent, const std::string& name);
+  // Opens a directory the configuration names (the roots of the trees, the store), following
+  // symlinks anywhere in `path`, its last component too; errors as Open.
+  [[nodiscard]] static Result<Dir> OpenFollowing(const std::string& path);
   Dir(Dir&& other) noexcept;
   Dir& operator=(Dir&& other) noexcept;
   Dir(const Dir&) = delete;
@@ -118,9 +121,9 @@ class FileSystem {
   [[nodiscard]] virtual Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path);
 
   // The same operations relative to an open directory: `rel` (a relative path; "." is `dir`
-  // itself) is resolved against `dir`, never through a symlink in its last component (ChmodAt:
-  // callers pass only files and directories they made). Errors name dir.PathOf(rel). The
-  // default implementations are the real ones.
+  // itself) is resolved against `dir`, never through a symlink in its last component (ChmodAt
+  // refuses a symlink with kIo: a link has no mode of its own to set). Errors name
+  // dir.PathOf(rel). The default implementations are the real ones.
   [[nodiscard]] virtual Result<std::unique_ptr<WritableFile>> CreateFileAt(const Dir& dir,
                                                                            const std::string& rel,
                                                                            mode_t mode);

@@ -50,9 +50,13 @@ std::string FileTypeName(mode_t mode) {
 }
 
 Result<ReadOnlyFile> ReadOnlyFile::Open(const std::string& path) {
+  return OpenAt(AT_FDCWD, path, path);
+}
+
+Result<ReadOnlyFile> ReadOnlyFile::OpenAt(int dir_fd, const std::string& rel, std::string path) {
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. It has no
   // effect on regular files, the only kind accepted below.
-  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+  int fd = ::openat(dir_fd, rel.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) return Fail(ErrorCode::kNotFound, "open " + path + ": no such file");
@@ -68,7 +72,7 @@ Result<ReadOnlyFile> ReadOnlyFile::Open(const std::string& path) {
     return Fail(ErrorCode::kCorrupt,
                 path + " is " + FileTypeName(st.st_mode) + ", not a regular file; not read");
   }
-  return ReadOnlyFile(guard.Release(), path, st);
+  return ReadOnlyFile(guard.Release(), std::move(path), st);
 }
 
 ReadOnlyFile::ReadOnlyFile(ReadOnlyFile&& other) noexcept

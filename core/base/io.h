@@ -86,6 +86,9 @@ class Fd {
 class ReadOnlyFile {
  public:
   [[nodiscard]] static Result<ReadOnlyFile> Open(const std::string& path);
+  // Open of `rel` resolved against the open directory `dir_fd`; messages name `display`.
+  [[nodiscard]] static Result<ReadOnlyFile> OpenAt(int dir_fd, const std::string& rel,
+                                                   std::string display);
   ReadOnlyFile(ReadOnlyFile&& other) noexcept;
   ReadOnlyFile& operator=(ReadOnlyFile&& other) noexcept;
   ReadOnlyFile(const ReadOnlyFile&) = delete;

@@ -161,20 +161,27 @@ BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected) {
   return out;
 }
 
-std::string TempBeside(const std::string& abs, const std::string& token) {
-  return ParentOf(abs) + "/.safepoint-tmp-" + token;
-}
+std::string TempBeside(const std::string& token) { return ".safepoint-tmp-" + token; }
 
 std::string MovingBeside(const std::string& abs, const std::string& token) {
   // One name per path, not per directory: a replay of an earlier move in the same directory
   // removes its own leftover, and must never take a later move's half-copied source for it.
-  return ParentOf(abs) + "/.safepoint-moving-" + token + "-" + Sha256Hex(abs).substr(0, 16);
+  return ".safepoint-moving-" + token + "-" + Sha256Hex(abs).substr(0, 16);
 }
 
 Status RemoveIfPresent(FileSystem& fs, const std::string& path) {
   if (LExists(path)) return fs.RemoveTree(path);
   return {};
 }
+
+namespace {
+
+Status RemoveIfPresentIn(FileSystem& fs, const Dir& dir, const std::string& name) {
+  if (LStatIn(dir, name)) return fs.RemoveTreeAt(dir, name);
+  return {};
+}
+
+}  // namespace
 
 // A staged file must match what the journal expects (checked during recovery only).
 Result<bool> StagedIsIntact(const std::string& staged, const Op& op) {
@@ -186,64 +193,79 @@ Result<bool> StagedIsIntact(const std::string& staged, const Op& op) {
 }
 
 Status ApplyMoveAside(ApplyContext& c, const Op& op) {
-  const std::string abs = c.roots.Abs(op.path);
+  auto at = Locate(c.roots, op.path);
+  // A parent gone: so is the path (a replay finds it moved already).
+  if (!at) return at.error().code == ErrorCode::kNotFound ? Status{} : tl::unexpected(at.error());
   const std::string dest = c.dirs.moved + "/" + op.path;
   // Across mounts the source is first renamed beside itself, so a replay can tell a
   // half-removed source from a path restored after the move. The checks hold whichever way the
   // move started (mounts can change between an interruption and the replay).
-  const std::string moving = MovingBeside(abs, c.token);
-  if (LExists(dest)) return RemoveIfPresent(c.fs, moving);
-  if (!LExists(moving)) {
-    if (!LExists(abs)) return {};
-    SP_RETURN_IF_ERROR(MakeDirsBelow(c.fs, c.dirs.moved, ParentOf("./" + op.path).substr(2)));
-    if (c.RenameFor(op.path, ParentOf(abs), c.dirs.moved)) {
-      SP_RETURN_IF_ERROR(c.fs.Rename(abs, dest));
-      c.touched_dirs.insert(ParentOf(abs));
-      c.touched_dirs.insert(ParentOf(dest));
+  const std::string moving = MovingBeside(c.roots.Abs(op.path), c.token);
+  if (LExists(dest)) return RemoveIfPresentIn(c.fs, at->dir, moving);
+  const bool started = LStatIn(at->dir, moving).has_value();
+  if (!started && !LStatIn(at->dir, at->name)) return {};
+  SP_RETURN_IF_ERROR(MakeDirsBelow(c.fs, c.dirs.moved, ParentOf("./" + op.path).substr(2)));
+  auto record = Dir::OpenFollowing(ParentOf(dest));
+  if (!record) return tl::unexpected(record.error());
+  if (!started) {
+    if (c.RenameFor(op.path, at->dir.path(), c.dirs.moved)) {
+      SP_RETURN_IF_ERROR(c.fs.RenameAt(at->dir, at->name, *record, BaseName(dest)));
+      c.touched_dirs.insert(at->dir.path());
+      c.touched_dirs.insert(record->path());
       return {};
     }
-    SP_RETURN_IF_ERROR(c.fs.Rename(abs, moving));
-    SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(abs)));
+    SP_RETURN_IF_ERROR(c.fs.RenameAt(at->dir, at->name, at->dir, moving));
+    SP_RETURN_IF_ERROR(c.fs.SyncDir(at->dir.path()));
   }
-  SP_RETURN_IF_ERROR(MakeDirsBelow(c.fs, c.dirs.moved, ParentOf("./" + op.path).substr(2)));
-  const std::string partial = dest + ".partial";
-  SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, partial));
-  if (auto st = CopyTree(c.fs, moving, partial); !st) {
-    (void)RemoveIfPresent(c.fs, partial);  // give its space back to the revert (best effort)
+  const std::string partial = BaseName(dest) + ".partial";
+  SP_RETURN_IF_ERROR(RemoveIfPresentIn(c.fs, *record, partial));
+  if (auto st = CopyTree(c.fs, at->dir, moving, *record, partial); !st) {
+    (void)RemoveIfPresentIn(c.fs, *record, partial);  // its space back to the revert (best effort)
     return st;
   }
-  SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(partial)));
-  SP_RETURN_IF_ERROR(c.fs.Rename(partial, dest));
-  SP_RETURN_IF_ERROR(c.fs.SyncDir(ParentOf(dest)));
-  SP_RETURN_IF_ERROR(c.fs.RemoveTree(moving));
-  c.touched_dirs.insert(ParentOf(abs));
+  SP_RETURN_IF_ERROR(c.fs.SyncDir(record->path()));
+  SP_RETURN_IF_ERROR(c.fs.RenameAt(*record, partial, *record, BaseName(dest)));
+  SP_RETURN_IF_ERROR(c.fs.SyncDir(record->path()));
+  SP_RETURN_IF_ERROR(c.fs.RemoveTreeAt(at->dir, moving));
+  c.touched_dirs.insert(at->dir.path());
   return {};
 }
 
 Status ApplyMakeDir(ApplyContext& c, const Op& op) {
-  const std::string abs = c.roots.Abs(op.path);
-  if (IsRealDir(abs)) return {};
-  SP_RETURN_IF_ERROR(c.fs.MakeDir(abs, op.mode));
+  auto at = Locate(c.roots, op.path);
+  if (!at) return tl::unexpected(at.error());
+  if (const auto st = LStatIn(at->dir, at->name); st && S_ISDIR(st->st_mode)) return {};
+  SP_RETURN_IF_ERROR(c.fs.MakeDirAt(at->dir, at->name, op.mode));
   // mkdir applies the umask and ignores setgid: the mode is set exactly afterwards.
-  SP_RETURN_IF_ERROR(c.fs.Chmod(abs, op.mode));
-  c.touched_dirs.insert(ParentOf(abs));
+  SP_RETURN_IF_ERROR(c.fs.ChmodAt(at->dir, at->name, op.mode));
+  c.touched_dirs.insert(at->dir.path());
   return {};
 }
 
+namespace {
+
+// Renamed into place before an interruption: the file then has the op's content, mode and
+// owner (staging set them). Otherwise staging is gone, and the file may differ in its mode or
+// owner alone: not done, so not taken for done.
+bool AlreadyPlaced(const ApplyContext& c, const Located& at, const Op& op) {
+  auto state = ReadPathState(c.roots.For(TopOf(op.path)), RelOf(op.path));
+  if (!state || !*state || (*state)->type != EntryType::kFile || (*state)->sha256 != op.sha256 ||
+      (*state)->mode != (op.mode & 07777)) {
+    return false;
+  }
+  if (!RunningAsRoot()) return true;
+  const auto st = LStatIn(at.dir, at.name);
+  return st && st->st_uid == op.uid && st->st_gid == op.gid;
+}
+
+}  // namespace
+
 Status ApplyPlaceFile(ApplyContext& c, const Op& op) {
-  const std::string abs = c.roots.Abs(op.path);
+  auto at = Locate(c.roots, op.path);
+  if (!at) return tl::unexpected(at.error());
   const std::string staged = c.dirs.staging + "/" + op.staged;
   if (!LExists(staged)) {
-    // Renamed into place before an interruption: the file then has the op's content, mode and
-    // owner (staging set them). Otherwise staging is gone, and the file may differ in its mode
-    // or owner alone: not done, so not taken for done.
-    auto state = ReadPathState(c.roots.For(TopOf(op.path)), RelOf(op.path));
-    struct stat st {};
-    const bool placed = state && *state && (*state)->type == EntryType::kFile &&
-                        (*state)->sha256 == op.sha256 && (*state)->mode == (op.mode & 07777) &&
-                        (!RunningAsRoot() || (::lstat(abs.c_str(), &st) == 0 &&
-                                              st.st_uid == op.uid && st.st_gid == op.gid));
-    if (placed) return {};
+    if (AlreadyPlaced(c, *at, op)) return {};
     return Fail(ErrorCode::kCorrupt, "staged copy of " + op.path + " is missing");
   }
   if (c.recovering) {
@@ -252,44 +274,48 @@ Status ApplyPlaceFile(ApplyContext& c, const Op& op) {
       return Fail(ErrorCode::kCorrupt, "staged copy of " + op.path + " is damaged");
     }
   }
-  if (c.RenameFor(op.path, ParentOf(abs), ParentOf(staged))) {
-    SP_RETURN_IF_ERROR(c.fs.Rename(staged, abs));
+  auto staging = Dir::OpenFollowing(c.dirs.staging);
+  if (!staging) return tl::unexpected(staging.error());
+  if (c.RenameFor(op.path, at->dir.path(), c.dirs.staging)) {
+    SP_RETURN_IF_ERROR(c.fs.RenameAt(*staging, op.staged, at->dir, at->name));
   } else {
-    const std::string tmp = TempBeside(abs, c.token);
-    SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, tmp));
-    SP_RETURN_IF_ERROR(CopyFile(c.fs, staged, tmp, op.mode));
+    const std::string tmp = TempBeside(c.token);
+    SP_RETURN_IF_ERROR(RemoveIfPresentIn(c.fs, at->dir, tmp));
+    SP_RETURN_IF_ERROR(CopyFile(c.fs, *staging, op.staged, at->dir, tmp, op.mode));
     if (RunningAsRoot()) {
       // chown clears setuid and setgid, so the mode is set again after it.
-      SP_RETURN_IF_ERROR(c.fs.Chown(tmp, op.uid, op.gid));
-      SP_RETURN_IF_ERROR(c.fs.Chmod(tmp, op.mode));
+      SP_RETURN_IF_ERROR(c.fs.ChownAt(at->dir, tmp, op.uid, op.gid));
+      SP_RETURN_IF_ERROR(c.fs.ChmodAt(at->dir, tmp, op.mode));
     }
-    SP_RETURN_IF_ERROR(c.fs.SetMtime(tmp, op.mtime));
-    SP_RETURN_IF_ERROR(c.fs.Rename(tmp, abs));
+    SP_RETURN_IF_ERROR(c.fs.SetMtimeAt(at->dir, tmp, op.mtime));
+    SP_RETURN_IF_ERROR(c.fs.RenameAt(at->dir, tmp, at->dir, at->name));
   }
-  c.touched_dirs.insert(ParentOf(abs));
+  c.touched_dirs.insert(at->dir.path());
   return {};
 }
 
 Status ApplyPlaceLink(ApplyContext& c, const Op& op) {
-  const std::string abs = c.roots.Abs(op.path);
+  auto at = Locate(c.roots, op.path);
+  if (!at) return tl::unexpected(at.error());
   auto state = ReadPathState(c.roots.For(TopOf(op.path)), RelOf(op.path));
   if (state && *state && (*state)->type == EntryType::kSymlink &&
       (*state)->link_target == op.link_target) {
     return {};
   }
-  const std::string tmp = TempBeside(abs, c.token);
-  SP_RETURN_IF_ERROR(RemoveIfPresent(c.fs, tmp));
-  SP_RETURN_IF_ERROR(c.fs.Symlink(op.link_target, tmp));
-  if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.Chown(tmp, op.uid, op.gid));
-  SP_RETURN_IF_ERROR(c.fs.Rename(tmp, abs));
-  c.touched_dirs.insert(ParentOf(abs));
+  const std::string tmp = TempBeside(c.token);
+  SP_RETURN_IF_ERROR(RemoveIfPresentIn(c.fs, at->dir, tmp));
+  SP_RETURN_IF_ERROR(c.fs.SymlinkAt(op.link_target, at->dir, tmp));
+  if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.ChownAt(at->dir, tmp, op.uid, op.gid));
+  SP_RETURN_IF_ERROR(c.fs.RenameAt(at->dir, tmp, at->dir, at->name));
+  c.touched_dirs.insert(at->dir.path());
   return {};
 }
 
 Status ApplySetAttrs(ApplyContext& c, const Op& op) {
-  const std::string abs = c.roots.Abs(op.path);
-  if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.Chown(abs, op.uid, op.gid));
-  return c.fs.Chmod(abs, op.mode);
+  auto at = Locate(c.roots, op.path);
+  if (!at) return tl::unexpected(at.error());
+  if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.ChownAt(at->dir, at->name, op.uid, op.gid));
+  return c.fs.ChmodAt(at->dir, at->name, op.mode);
 }
 
 // Applies (or, when recovering, re-applies) every operation, then fsyncs the touched dirs.

@@ -3,6 +3,7 @@
 // What the rollback engine's source files share (rollback.cc, plan.cc, apply.cc, tree.cc). Not
 // part of any interface: rollback.h is.
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <algorithm>
@@ -68,12 +69,6 @@ Result<std::vector<std::string>> ListDir(const std::string& dir);
 // Creates `dir` and its missing parents below `base` (which must exist) through `fs`.
 Status MakeDirsBelow(FileSystem& fs, const std::string& base, const std::string& rel_dir);
 
-// Copies a regular file through `fs` into a new file `to` (which must not exist), synced.
-Status CopyFile(FileSystem& fs, const std::string& from, const std::string& to, mode_t mode);
-
-// Copies a file, link or directory tree (never following links) through `fs`.
-Status CopyTree(FileSystem& fs, const std::string& from, const std::string& to);
-
 // ---- Planning (plan.cc) ----
 
 struct Roots {
@@ -90,6 +85,37 @@ struct Roots {
 };
 
 Status CheckRoot(const std::string& what, const std::string& root);
+
+// lstat(2) of `name` in `dir`; std::nullopt when that fails (errno tells why).
+std::optional<struct stat> LStatIn(const Dir& dir, const std::string& name);
+
+// Where an archive path is in the live trees: the directory holding it, held open, and its last
+// component ("." for a tree's root itself).
+struct Located {
+  Dir dir;
+  std::string name;
+};
+
+// Opens the directory holding `archive_path` from its tree's root (whose configured path may go
+// through symlinks) one component at a time, never through a symlink. An apply writes only
+// there: a directory of the tree swapped for a symlink while a rollback runs fails the operation
+// (kBadInput, the rollback reverts) instead of leading its writes out of the tree.
+// Errors: kNotFound when a directory on the way is missing, kBadInput when one is not a
+// directory, kIo otherwise.
+Result<Located> Locate(const Roots& roots, const std::string& archive_path);
+
+// The names in an open directory, sorted.
+Result<std::vector<std::string>> ListDirIn(const Dir& dir);
+
+// Copies the regular file `from` in `from_dir` through `fs` into a new file `to` in `to_dir`
+// (which must not exist), synced, with `mode`.
+Status CopyFile(FileSystem& fs, const Dir& from_dir, const std::string& from, const Dir& to_dir,
+                const std::string& to, mode_t mode);
+
+// Copies a file, link or directory tree (never following links) through `fs`, each directory
+// read and written through descriptors held open.
+Status CopyTree(FileSystem& fs, const Dir& from_dir, const std::string& from, const Dir& to_dir,
+                const std::string& to);
 
 bool SameAsTarget(const PlanEntry& e);
 
@@ -178,11 +204,12 @@ Op MakeOp(OpKind kind, const std::string& path);
 // links, then directory attributes (children first).
 BuiltOps BuildOps(const Plan& plan, const CollectedPaths& collected);
 
-// Where an apply writes a file or link before renaming it over `abs` (one name per directory:
-// it lives within one operation), and (across mounts) where it renames a path it moves aside
-// before copying it (one name per path: it outlives an interruption until the copy is done):
-// beside `abs`, named with `token` (the rollback's id), so no file of the user's is taken for one.
-std::string TempBeside(const std::string& abs, const std::string& token);
+// The name an apply gives a file or link in the directory it goes to before renaming it over its
+// path (one name per directory: it lives within one operation), and (across mounts) the name it
+// gives a path `abs` it moves aside, in the same directory, before copying it (one name per
+// path: it outlives an interruption until the copy is done). Both hold `token` (the rollback's
+// id), so no file of the user's is taken for one.
+std::string TempBeside(const std::string& token);
 std::string MovingBeside(const std::string& abs, const std::string& token);
 
 Status RemoveIfPresent(FileSystem& fs, const std::string& path);

@@ -132,11 +132,68 @@ Status MakeDirsBelow(FileSystem& fs, const std::string& base, const std::string&
   return {};
 }
 
-// Copies a regular file through `fs` into a new file `to` (which must not exist), synced.
-Status CopyFile(FileSystem& fs, const std::string& from, const std::string& to, mode_t mode) {
-  auto in = ReadOnlyFile::Open(from);
+std::optional<struct stat> LStatIn(const Dir& dir, const std::string& name) {
+  struct stat st {};
+  if (::fstatat(dir.fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return std::nullopt;
+  return st;
+}
+
+Result<Located> Locate(const Roots& roots, const std::string& archive_path) {
+  auto dir = Dir::OpenFollowing(roots.For(TopOf(archive_path)));
+  if (!dir) return tl::unexpected(dir.error());
+  const std::string rel = RelOf(archive_path);
+  if (rel.empty()) return Located{std::move(*dir), "."};
+  std::size_t pos = 0;
+  for (std::size_t slash; (slash = rel.find('/', pos)) != std::string::npos; pos = slash + 1) {
+    auto sub = Dir::OpenIn(*dir, rel.substr(pos, slash - pos));
+    if (!sub) return tl::unexpected(sub.error());
+    *dir = std::move(*sub);
+  }
+  return Located{std::move(*dir), rel.substr(pos)};
+}
+
+Result<std::vector<std::string>> ListDirIn(const Dir& dir) {
+  std::vector<std::string> names;
+  // fdopendir takes the descriptor it is given: a second one of the same directory.
+  const int fd = ::openat(dir.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", dir.path()));
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) {
+    const int err = errno;
+    ::close(fd);
+    return tl::unexpected(ErrnoError(err, "opendir", dir.path()));
+  }
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+namespace {
+
+Result<std::string> ReadLinkIn(const Dir& dir, const std::string& name) {
+  std::string target(256, '\0');
+  for (;;) {
+    const ssize_t n = ::readlinkat(dir.fd(), name.c_str(), target.data(), target.size());
+    if (n < 0) return tl::unexpected(ErrnoError(errno, "readlink", dir.PathOf(name)));
+    if (static_cast<std::size_t>(n) < target.size()) {
+      target.resize(static_cast<std::size_t>(n));
+      return target;
+    }
+    target.resize(target.size() * 2);
+  }
+}
+
+}  // namespace
+
+Status CopyFile(FileSystem& fs, const Dir& from_dir, const std::string& from, const Dir& to_dir,
+                const std::string& to, mode_t mode) {
+  auto in = ReadOnlyFile::OpenAt(from_dir.fd(), from, from_dir.PathOf(from));
   if (!in) return tl::unexpected(in.error());
-  auto out = fs.CreateFile(to, 0600);
+  auto out = fs.CreateFileAt(to_dir, to, 0600);
   if (!out) return tl::unexpected(out.error());
   auto copied = [&]() -> Status {
     std::vector<std::uint8_t> buf(kCopyBuffer);
@@ -144,7 +201,7 @@ Status CopyFile(FileSystem& fs, const std::string& from, const std::string& to, 
       ssize_t n = ::read(in->fd(), buf.data(), buf.size());
       if (n < 0) {
         if (errno == EINTR) continue;
-        return tl::unexpected(ErrnoError(errno, "read", from));
+        return tl::unexpected(ErrnoError(errno, "read", in->path()));
       }
       if (n == 0) break;
       SP_RETURN_IF_ERROR((*out)->Append({buf.data(), static_cast<std::size_t>(n)}));
@@ -156,34 +213,37 @@ Status CopyFile(FileSystem& fs, const std::string& from, const std::string& to, 
     // A partial copy (the disk filled up) would only hold on to the space: best effort, the
     // caller's next attempt removes it otherwise.
     out->reset();
-    (void)fs.Remove(to);
+    (void)fs.RemoveTreeAt(to_dir, to);
     return copied;
   }
-  return fs.Chmod(to, mode);
+  return fs.ChmodAt(to_dir, to, mode);
 }
 
-// Copies a file, link or directory tree (never following links) through `fs`.
-Status CopyTree(FileSystem& fs, const std::string& from, const std::string& to) {
-  struct stat st {};
-  if (::lstat(from.c_str(), &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", from));
-  if (S_ISLNK(st.st_mode)) {
-    auto state = ReadPathState(ParentOf(from), BaseName(from));
-    if (!state) return tl::unexpected(state.error());
-    if (!*state) return Fail(ErrorCode::kIo, from + " vanished while it was copied");
-    return fs.Symlink((*state)->link_target, to);
+Status CopyTree(FileSystem& fs, const Dir& from_dir, const std::string& from, const Dir& to_dir,
+                const std::string& to) {
+  const auto st = LStatIn(from_dir, from);
+  if (!st) return tl::unexpected(ErrnoError(errno, "stat", from_dir.PathOf(from)));
+  if (S_ISLNK(st->st_mode)) {
+    auto target = ReadLinkIn(from_dir, from);
+    if (!target) return tl::unexpected(target.error());
+    return fs.SymlinkAt(*target, to_dir, to);
   }
-  if (S_ISDIR(st.st_mode)) {
-    SP_RETURN_IF_ERROR(fs.MakeDir(to, 0700));
-    auto names = ListDir(from);
+  if (S_ISDIR(st->st_mode)) {
+    SP_RETURN_IF_ERROR(fs.MakeDirAt(to_dir, to, 0700));
+    auto source = Dir::OpenIn(from_dir, from);
+    if (!source) return tl::unexpected(source.error());
+    auto copy = Dir::OpenIn(to_dir, to);
+    if (!copy) return tl::unexpected(copy.error());
+    auto names = ListDirIn(*source);
     if (!names) return tl::unexpected(names.error());
-    for (const auto& name : *names)
-      SP_RETURN_IF_ERROR(CopyTree(fs, from + "/" + name, to + "/" + name));
-    SP_RETURN_IF_ERROR(fs.SyncDir(to));
-    return fs.Chmod(to, st.st_mode & 07777);
+    for (const auto& name : *names) SP_RETURN_IF_ERROR(CopyTree(fs, *source, name, *copy, name));
+    SP_RETURN_IF_ERROR(fs.SyncDir(copy->path()));
+    return fs.ChmodAt(to_dir, to, st->st_mode & 07777);
   }
-  if (S_ISREG(st.st_mode)) return CopyFile(fs, from, to, st.st_mode & 07777);
+  if (S_ISREG(st->st_mode)) return CopyFile(fs, from_dir, from, to_dir, to, st->st_mode & 07777);
   // Special files cannot be copied; they stay where they are.
-  return Fail(ErrorCode::kIo, from + " is a special file and cannot be moved across file systems");
+  return Fail(ErrorCode::kIo,
+              from_dir.PathOf(from) + " is a special file and cannot be moved across file systems");
 }
 
 }  // namespace safepoint::rollback::internal

@@ -633,6 +633,18 @@ class DeniedDirFileSystem final : public FileSystem {
     if (Denied(to)) return Fail(ErrorCode::kIo, "rename " + to + ": Permission denied");
     return real_.Rename(from, to);
   }
+  Result<std::unique_ptr<WritableFile>> CreateFileAt(const Dir& d, const std::string& rel,
+                                                     mode_t m) override {
+    const std::string p = d.PathOf(rel);
+    if (Denied(p)) return Fail(ErrorCode::kIo, "create " + p + ": Permission denied");
+    return FileSystem::CreateFileAt(d, rel, m);
+  }
+  Status RenameAt(const Dir& from_dir, const std::string& from, const Dir& to_dir,
+                  const std::string& to) override {
+    const std::string p = to_dir.PathOf(to);
+    if (Denied(p)) return Fail(ErrorCode::kIo, "rename " + p + ": Permission denied");
+    return FileSystem::RenameAt(from_dir, from, to_dir, to);
+  }
   Status SyncDir(const std::string& p) override { return real_.SyncDir(p); }
   Status MakeDir(const std::string& p, mode_t m) override { return real_.MakeDir(p, m); }
   Status Remove(const std::string& p) override { return real_.Remove(p); }
@@ -1207,12 +1219,85 @@ TEST(ApplyRecovery, AReplayNeverTakesALaterMovesSourceForAnEarlierOnesLeftover) 
   ASSERT_TRUE(internal::ApplyOps(c, {first}));
   // The interruption: the second move had renamed its source beside itself, nothing more.
   const std::string source = ha + "/packages/b_second.yaml";
-  ASSERT_EQ(::rename(source.c_str(), internal::MovingBeside(source, c.token).c_str()), 0);
+  const std::string beside = ha + "/packages/" + internal::MovingBeside(source, c.token);
+  ASSERT_EQ(::rename(source.c_str(), beside.c_str()), 0);
   c.recovering = true;
   ASSERT_TRUE(internal::ApplyOps(c, {first, second}));
   EXPECT_EQ(ReadFile(moved + "/ha_config/packages/a_first.yaml"), "first\n");
   EXPECT_EQ(ReadFile(moved + "/ha_config/packages/b_second.yaml"), "second\n");
   EXPECT_TRUE(fs::is_empty(ha + "/packages"));  // no beside-name left either
+}
+
+// Found by the hostile-tree campaign: an apply reached each path by name from ha_config's root,
+// so a directory of the tree swapped for a symlink while a rollback ran (by anything that can
+// write to ha_config) led its later writes out of the tree: 90 files landed elsewhere in the
+// campaign's repro. The swap is made between two operations, by the progress hook, so it hits
+// whichever way the apply reaches its paths; each kind of operation, run right after it, must
+// refuse the symlink and leave the place it points to exactly as it was.
+TEST(ApplyRace, ADirectorySwappedForASymlinkMidRollbackLeadsNoWriteOutOfTheTree) {
+  struct Case {
+    const char* what;
+    journal::OpKind kind;
+    const char* name;  // in ha_config/packages
+    bool rename;       // the record on the tree's mount (rename) or not (copy)
+  };
+  const Case cases[] = {
+      {"place a file by rename", journal::OpKind::kPlaceFile, "new.yaml", true},
+      {"place a file by copy", journal::OpKind::kPlaceFile, "new.yaml", false},
+      {"place a link", journal::OpKind::kPlaceLink, "link", true},
+      {"make a directory", journal::OpKind::kMakeDir, "newdir", true},
+      {"set a directory's mode", journal::OpKind::kSetAttrs, "victimdir", true},
+      {"move aside by rename", journal::OpKind::kMoveAside, "keep.yaml", true},
+      {"move aside by copy", journal::OpKind::kMoveAside, "keep.yaml", false},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.what);
+    TempDir dir;
+    const std::string ha = dir.Sub("ha");
+    const std::string outside = dir.Sub("outside");
+    for (const std::string& root : {ha + "/packages", outside}) {
+      WriteFile(root + "/keep.yaml", "kept: " + root + "\n", 0600);
+      fs::create_directories(root + "/victimdir");
+      fs::permissions(root + "/victimdir", fs::perms::owner_all);
+    }
+    const std::string staging = dir.Sub("staging");
+    WriteFile(staging + "/0", "new: true\n", 0644);
+    TreeSnap before;
+    SnapInto(outside, "outside", before);
+
+    PosixFileSystem fs;
+    internal::ApplyContext c{fs, internal::Roots{ha, dir.Sub("ws")}};
+    c.rename_ha_config = k.rename;
+    c.dirs = {staging, dir.Sub("moved")};
+    c.token = "2026-12-06_04-00-00";
+    journal::Op op = internal::MakeOp(k.kind, std::string("ha_config/packages/") + k.name);
+    op.mode = 0777;
+    op.link_target = "target";
+    op.staged = "0";
+    op.sha256 = safepoint::testing::Sha256Hex("new: true\n");
+    op.size = 10;
+    op.mtime = 1'600'000'000;
+    op.uid = ::geteuid();
+    op.gid = ::getegid();
+    journal::Op first = internal::MakeOp(journal::OpKind::kPlaceLink, "ha_config/packages/first");
+    first.link_target = "first-target";
+    c.on_op = [&](std::size_t done, std::size_t) {
+      if (done != 1) return;
+      fs::rename(ha + "/packages", ha + "/packages-real");
+      fs::create_directory_symlink(outside, ha + "/packages");
+    };
+    auto st = internal::ApplyOps(c, {first, op});
+    EXPECT_FALSE(st);
+    if (!st) {
+      EXPECT_EQ(st.error().code, ErrorCode::kBadInput);
+      EXPECT_EQ(st.error().message, ha + "/packages is not a directory (a symlink?); refusing");
+    }
+    TreeSnap after;
+    SnapInto(outside, "outside", after);
+    EXPECT_EQ(Diff(before, after), "");
+    // What the first operation placed before the swap is where it belongs.
+    EXPECT_EQ(fs::read_symlink(ha + "/packages-real/first"), "first-target");
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, RollbackCrashTest, ::testing::Values(false, true),

@@ -258,4 +258,46 @@ Status FaultInjectingFileSystem::SetMtime(const std::string& path, std::int64_t 
   return real_.SetMtime(path, mtime);
 }
 
+Result<std::unique_ptr<WritableFile>> FaultInjectingFileSystem::CreateFileAt(const Dir& dir,
+                                                                             const std::string& rel,
+                                                                             mode_t mode) {
+  const std::string path = dir.PathOf(rel);
+  SP_RETURN_IF_ERROR(Check("create", path, false));
+  auto real = FileSystem::CreateFileAt(dir, rel, mode);
+  if (!real) return tl::unexpected(real.error());
+  return std::make_unique<FaultyFile>(std::move(*real), this, path);
+}
+Status FaultInjectingFileSystem::MakeDirAt(const Dir& dir, const std::string& rel, mode_t mode) {
+  SP_RETURN_IF_ERROR(Check("mkdir", dir.PathOf(rel), false));
+  return FileSystem::MakeDirAt(dir, rel, mode);
+}
+Status FaultInjectingFileSystem::SymlinkAt(const std::string& target, const Dir& dir,
+                                           const std::string& rel) {
+  SP_RETURN_IF_ERROR(Check("symlink", dir.PathOf(rel), false));
+  return FileSystem::SymlinkAt(target, dir, rel);
+}
+Status FaultInjectingFileSystem::RenameAt(const Dir& from_dir, const std::string& from,
+                                          const Dir& to_dir, const std::string& to) {
+  SP_RETURN_IF_ERROR(Check("rename", from_dir.PathOf(from), false));
+  return FileSystem::RenameAt(from_dir, from, to_dir, to);
+}
+Status FaultInjectingFileSystem::ChownAt(const Dir& dir, const std::string& rel, uid_t uid,
+                                         gid_t gid) {
+  SP_RETURN_IF_ERROR(Check("chown", dir.PathOf(rel), false));
+  return FileSystem::ChownAt(dir, rel, uid, gid);
+}
+Status FaultInjectingFileSystem::ChmodAt(const Dir& dir, const std::string& rel, mode_t mode) {
+  SP_RETURN_IF_ERROR(Check("chmod", dir.PathOf(rel), false));
+  return FileSystem::ChmodAt(dir, rel, mode);
+}
+Status FaultInjectingFileSystem::SetMtimeAt(const Dir& dir, const std::string& rel,
+                                            std::int64_t mtime) {
+  SP_RETURN_IF_ERROR(Check("utimensat", dir.PathOf(rel), false));
+  return FileSystem::SetMtimeAt(dir, rel, mtime);
+}
+Status FaultInjectingFileSystem::RemoveTreeAt(const Dir& dir, const std::string& rel) {
+  SP_RETURN_IF_ERROR(Check("remove", dir.PathOf(rel), false));
+  return FileSystem::RemoveTreeAt(dir, rel);
+}
+
 }  // namespace safepoint::testing

@@ -88,6 +88,17 @@ class FaultInjectingFileSystem final : public FileSystem {
   Status Chmod(const std::string& path, mode_t mode) override;
   Status Chown(const std::string& path, uid_t uid, gid_t gid) override;
   Status SetMtime(const std::string& path, std::int64_t mtime) override;
+  // The operations in an open directory count and fail the same way.
+  Result<std::unique_ptr<WritableFile>> CreateFileAt(const Dir& dir, const std::string& rel,
+                                                     mode_t mode) override;
+  Status MakeDirAt(const Dir& dir, const std::string& rel, mode_t mode) override;
+  Status SymlinkAt(const std::string& target, const Dir& dir, const std::string& rel) override;
+  Status RenameAt(const Dir& from_dir, const std::string& from, const Dir& to_dir,
+                  const std::string& to) override;
+  Status ChownAt(const Dir& dir, const std::string& rel, uid_t uid, gid_t gid) override;
+  Status ChmodAt(const Dir& dir, const std::string& rel, mode_t mode) override;
+  Status SetMtimeAt(const Dir& dir, const std::string& rel, std::int64_t mtime) override;
+  Status RemoveTreeAt(const Dir& dir, const std::string& rel) override;
 
   // Opens through the real file system (not counted). A file registered with
   // ChangeOnEveryRead changes on disk after each of its reads, deterministically, with no thread.
