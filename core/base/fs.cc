@@ -175,7 +175,7 @@ class PosixReadableFile final : public ReadableFile {
 }  // namespace
 
 Result<std::unique_ptr<ReadableFile>> FileSystem::OpenRead(const std::string& path) {
-  auto file = ReadOnlyFile::Open(path);
+  auto file = ReadOnlyFile::OpenNoSymlinks(path);
   if (!file) return tl::unexpected(file.error());
   return std::make_unique<PosixReadableFile>(std::move(*file));
 }

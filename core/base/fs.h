@@ -115,9 +115,11 @@ class FileSystem {
   [[nodiscard]] virtual Status Chown(const std::string& path, uid_t uid, gid_t gid) = 0;
   // Sets the modification time (seconds since the epoch) without following a final symlink.
   [[nodiscard]] virtual Status SetMtime(const std::string& path, std::int64_t mtime) = 0;
-  // Opens a regular file for reading like ReadOnlyFile::Open (core/base/io.h): never waits on a
-  // FIFO, never follows a final symlink. Errors: kNotFound when missing, kCorrupt when not a
-  // regular file, kIo otherwise. The default implementation is the real one.
+  // Opens a file being backed up like ReadOnlyFile::OpenNoSymlinks (core/base/io.h): never
+  // waits on a FIFO, never follows a symlink anywhere in `path`, whose own symlinks the caller
+  // resolved (a directory swapped for one after the walk is not followed). Errors: kNotFound
+  // when missing, kCorrupt when not a regular file or reached through a symlink, kIo otherwise.
+  // The default implementation is the real one.
   [[nodiscard]] virtual Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path);
 
   // The same operations relative to an open directory: `rel` (a relative path; "." is `dir`

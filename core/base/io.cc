@@ -1,10 +1,14 @@
 #include "core/base/io.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <utility>
 
 #include "core/base/fs.h"
@@ -49,22 +53,58 @@ std::string FileTypeName(mode_t mode) {
   return "not a regular file";
 }
 
+namespace {
+
+// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. It has no
+// effect on regular files, the only kind accepted.
+constexpr int kReadFlags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
+
+// openat2(2) with RESOLVE_NO_SYMLINKS; plain openat(2) where the kernel has no openat2 (before
+// 5.6) or a seccomp filter refuses it (ENOSYS, EPERM), which then follow symlinks above the
+// last component as they always did.
+int OpenWithoutSymlinks(const std::string& path) {
+  static std::atomic<bool> unavailable{false};
+  if (!unavailable.load(std::memory_order_relaxed)) {
+    struct open_how how {};
+    how.flags = static_cast<std::uint64_t>(kReadFlags);
+    how.resolve = RESOLVE_NO_SYMLINKS;
+    const long fd = ::syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how);
+    if (fd >= 0) return static_cast<int>(fd);
+    if (errno != ENOSYS && errno != EPERM) return -1;
+    if (errno == ENOSYS) unavailable.store(true, std::memory_order_relaxed);
+  }
+  return ::open(path.c_str(), kReadFlags);
+}
+
+// The opened file, when it is a regular file; errors as ReadOnlyFile::Open. `symlink` names what
+// ELOOP means.
+Result<ReadOnlyFile> Checked(int fd, std::string path, const char* symlink) {
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return Fail(ErrorCode::kNotFound, "open " + path + ": no such file");
+    if (err == ELOOP) return Fail(ErrorCode::kCorrupt, path + symlink);
+    return tl::unexpected(ErrnoError(err, "open", path));
+  }
+  return ReadOnlyFile::Adopt(fd, std::move(path));
+}
+
+}  // namespace
+
 Result<ReadOnlyFile> ReadOnlyFile::Open(const std::string& path) {
   return OpenAt(AT_FDCWD, path, path);
 }
 
 Result<ReadOnlyFile> ReadOnlyFile::OpenAt(int dir_fd, const std::string& rel, std::string path) {
-  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. It has no
-  // effect on regular files, the only kind accepted below.
-  int fd = ::openat(dir_fd, rel.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return Fail(ErrorCode::kNotFound, "open " + path + ": no such file");
-    if (err == ELOOP) {
-      return Fail(ErrorCode::kCorrupt, path + " is a symlink, not a regular file; not followed");
-    }
-    return tl::unexpected(ErrnoError(err, "open", path));
-  }
+  return Checked(::openat(dir_fd, rel.c_str(), kReadFlags), std::move(path),
+                 " is a symlink, not a regular file; not followed");
+}
+
+Result<ReadOnlyFile> ReadOnlyFile::OpenNoSymlinks(const std::string& path) {
+  return Checked(OpenWithoutSymlinks(path), path,
+                 ": it, or a directory on its path, is a symlink now; not followed");
+}
+
+Result<ReadOnlyFile> ReadOnlyFile::Adopt(int fd, std::string path) {
   Fd guard(fd);
   struct stat st {};
   if (::fstat(fd, &st) != 0) return tl::unexpected(ErrnoError(errno, "stat", path));

@@ -89,6 +89,13 @@ class ReadOnlyFile {
   // Open of `rel` resolved against the open directory `dir_fd`; messages name `display`.
   [[nodiscard]] static Result<ReadOnlyFile> OpenAt(int dir_fd, const std::string& rel,
                                                    std::string display);
+  // Open, following no symlink anywhere in `path` (which must have its own symlinks resolved):
+  // a file reached by a walk stays in its tree even if a directory on the way is swapped for a
+  // symlink meanwhile (kCorrupt then). Kernels before 5.6 only refuse a final symlink.
+  [[nodiscard]] static Result<ReadOnlyFile> OpenNoSymlinks(const std::string& path);
+  // Takes the descriptor `fd` of `path`: the file, when it is a regular one (else closes it).
+  // Errors: kCorrupt when not a regular file, kIo when fstat fails.
+  [[nodiscard]] static Result<ReadOnlyFile> Adopt(int fd, std::string path);
   ReadOnlyFile(ReadOnlyFile&& other) noexcept;
   ReadOnlyFile& operator=(ReadOnlyFile&& other) noexcept;
   ReadOnlyFile(const ReadOnlyFile&) = delete;

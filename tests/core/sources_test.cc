@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/fs.h"
 #include "core/base/time_text.h"
 #include "core/sources/entities.h"
 #include "core/sources/snapshot.h"
@@ -285,6 +286,41 @@ TEST(CollectFiles, OrderIsDeterministicAndSortedByByteValue) {
       "ha_config/a/z",       "ha_config/a-b", "ha_config/a.txt", "ha_config/b"};
   EXPECT_EQ(Paths(*first), expected);
   EXPECT_EQ(Paths(*second), expected);
+}
+
+// Files are read without following any symlink on their path (a directory swapped for one after
+// the walk must not lead the backup elsewhere), so a root configured through symlinks, its own
+// name or a parent's, is read where it resolves to, and every file is still backed up.
+TEST(CollectFiles, ARootConfiguredThroughSymlinksIsReadWhereItResolvesTo) {
+  TempDir dir;
+  const std::string real = dir.Sub("disk/homeassistant");
+  WriteFile(real + "/configuration.yaml", "homeassistant:\n");
+  WriteFile(real + "/.storage/core.config_entries", "{}");
+  fs::create_directory_symlink(dir.Sub("disk"), dir.Sub("mnt"));
+  fs::create_directory_symlink(dir.Sub("mnt/homeassistant"), dir.Sub("config"));
+  WriteFile(dir.Sub("safepoint.yaml"), "paths: {ha_config: config}\n");
+  auto cfg = config::LoadConfig(dir.Sub("safepoint.yaml"));
+  ASSERT_TRUE(cfg) << cfg.error().message;
+  auto request = snapshot::Collect(*cfg, std::nullopt);
+  ASSERT_TRUE(request) << request.error().message;
+  const std::string resolved = fs::canonical(real).string();
+  std::map<std::string, std::string> read_from;
+  for (const auto& in : request->entries) {
+    if (!in.content) read_from[in.header.path] = store::SourcePath(*request, in);
+  }
+  EXPECT_EQ(read_from["ha_config/configuration.yaml"], resolved + "/configuration.yaml");
+  EXPECT_EQ(read_from["ha_config/.storage/core.config_entries"],
+            resolved + "/.storage/core.config_entries");
+  PosixFileSystem files;
+  for (const auto& [path, source] : read_from) {
+    if (!fs::is_regular_file(fs::symlink_status(source))) continue;
+    auto file = files.OpenRead(source);
+    EXPECT_TRUE(file) << path << ": " << file.error().message;
+  }
+  // Through the symlinks, the same open is refused: that is what the resolution is for.
+  auto through = files.OpenRead(dir.Sub("config") + "/configuration.yaml");
+  ASSERT_FALSE(through);
+  EXPECT_EQ(through.error().code, ErrorCode::kCorrupt);
 }
 
 TEST(CollectFiles, MissingHaConfigIsBadInput) {

@@ -1117,6 +1117,55 @@ TEST_F(StoreTest, TheIdAndCreatedAtAreBothTheStartTime) {
   EXPECT_EQ(clock_.Now(), start + std::chrono::seconds(26));  // the clock did move on
 }
 
+// Found by a campaign on hostile trees: a file was opened by its path with O_NOFOLLOW on the last
+// component only, so a directory swapped for a symlink between the walk and the read (by anything
+// that can write to the configuration) put what the link leads to into the safety point:
+// /etc/passwd in the campaign's repro. Here the swap comes as the file is about to be opened.
+class SwapBeforeReadFileSystem final : public ForwardingFileSystem {
+ public:
+  SwapBeforeReadFileSystem(std::string file, std::function<void()> swap)
+      : file_(std::move(file)), swap_(std::move(swap)) {}
+  Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path) override {
+    if (path == file_ && !swapped_) {
+      swapped_ = true;
+      swap_();
+    }
+    return FileSystem::OpenRead(path);
+  }
+
+ private:
+  std::string file_;
+  std::function<void()> swap_;
+  bool swapped_ = false;
+};
+
+TEST_F(StoreTest, ADirectorySwappedForASymlinkAfterTheWalkIsNotFollowed) {
+  const std::string outside = dir_.Sub("outside");
+  WriteFile(outside + "/core.entity_registry", "not part of the configuration\n");
+  const std::string file = src_ + "/.storage/core.entity_registry";
+  SwapBeforeReadFileSystem swapping(file, [&] {
+    fs::rename(src_ + "/.storage", src_ + "/.storage-moved");
+    fs::create_directory_symlink(outside, src_ + "/.storage");
+  });
+  BackupRequest request = RequestFor(src_);  // walked before the swap
+  Store store(options_, swapping, clock_);
+  auto m = store.Backup(request, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string outside_hash = safepoint::testing::Sha256Hex("not part of the configuration\n");
+  for (const auto& e : m->entries) EXPECT_NE(e.sha256, outside_hash) << e.path;
+  EXPECT_EQ(std::count_if(m->entries.begin(), m->entries.end(),
+                          [](const manifest::Entry& e) {
+                            return e.path == "ha_config/.storage/core.entity_registry";
+                          }),
+            0);
+  // Not a silent skip: the safety point says what was left out, and why.
+  EXPECT_NE(std::find(m->warnings.begin(), m->warnings.end(),
+                      "skipped " + file + ": replaced while backing up (" + file +
+                          ": it, or a directory on its path, is a symlink now; not followed)"),
+            m->warnings.end())
+      << ::testing::PrintToString(m->warnings);
+}
+
 // Another local user who can write to --to swaps a directory for a symlink while a root extract
 // runs (here at the first call of `Op`, so the race is won every time).
 class SwappingFileSystem final : public ForwardingFileSystem {
