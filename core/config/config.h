@@ -282,8 +282,16 @@ struct Config {
 // `key: value` pairs with plain, 'single' or "double" quoted values) so the passphrase never
 // lands in ordinary heap memory. Errors (kBadInput, naming file and key, never the value):
 // unreadable file, key missing, empty value, an unsupported form (block or multi-line scalar,
-// list, map, alias, tag), a duplicate key.
+// list, map, alias, tag), a duplicate key. A key that is missing while its text is in the file
+// (passphrase_key filled with the passphrase itself?) is not named: kPassphraseKeyIsAValue.
 [[nodiscard]] Result<Secret> LoadPassphrase(const Config& config);
+
+// What LoadPassphrase says, after "<secrets file>: ", when the key is missing but its text is in
+// the file.
+inline constexpr std::string_view kPassphraseKeyIsAValue =
+    "the key encryption.passphrase_key names is not in the secrets file, but its text is (the "
+    "passphrase itself, or part of a value?), so it is not shown here; passphrase_key must be the "
+    "name of the key, such as backup_encryption_passphrase";
 
 // Reads one top-level string `key` from a Home-Assistant-style secrets file, as LoadPassphrase
 // does (an empty value is returned as an empty Secret, not an error).

@@ -304,7 +304,10 @@ std::size_t FindKey(std::string_view line, std::string_view* k) {
   return colon;
 }
 
-Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& key) {
+// `passphrase`: `key` is encryption.passphrase_key, which users sometimes fill with the
+// passphrase itself; not found, it is then not shown when its text is in the file.
+Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& key,
+                                  bool passphrase = false) {
   auto fail = [&](std::size_t line, std::size_t col, const std::string& what) {
     return Fail(ErrorCode::kBadInput,
                 SecretsWhere(file, line, col) + ": key '" + key + "': " + what);
@@ -358,6 +361,10 @@ Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& ke
     hit = std::move(h);
     check_next = true;
   }
+  if (!hit && passphrase && text.find(key) != std::string_view::npos) {
+    return Fail(ErrorCode::kBadInput,
+                SecretsWhere(file, 0, 0) + ": " + std::string(kPassphraseKeyIsAValue));
+  }
   if (!hit) return fail(0, 0, "not found in the secrets file");
   return std::move(*hit);
 }
@@ -373,7 +380,7 @@ Result<Secret> ReadSecretsFileValue(const std::string& secrets_file, const std::
 Result<Secret> LoadPassphrase(const Config& config) {
   const std::string& file = config.encryption.secrets_file;
   const std::string& key = config.encryption.passphrase_key;
-  auto hit = ScanSecretsFile(file, key);
+  auto hit = ScanSecretsFile(file, key, true);
   if (!hit) return tl::unexpected(std::move(hit.error()));
   if (hit->value.empty()) {
     return Fail(ErrorCode::kBadInput, SecretsWhere(file, hit->line, hit->col) + ": key '" + key +

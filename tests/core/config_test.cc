@@ -724,6 +724,17 @@ TEST_F(Passphrase, ErrorsNameFileAndKeyButNeverTheValue) {
   EXPECT_EQ(missing_key.error().message,
             file + ": key 'backup_encryption_passphrase': not found in the secrets file");
 
+  // Found by a CLI campaign: `passphrase_key: <the passphrase itself>` was echoed in this
+  // error, to the terminal, the log and the service's MQTT status. Its text in the file (as
+  // the value it is) is now never shown.
+  auto value_as_key =
+      LoadWith("backup_encryption_passphrase_x: \"pw backup_encryption_passphrase\"\n");
+  ASSERT_FALSE(value_as_key);
+  EXPECT_EQ(value_as_key.error().code, ErrorCode::kBadInput);
+  EXPECT_EQ(value_as_key.error().message,
+            file + ": " + std::string(config::kPassphraseKeyIsAValue));
+  EXPECT_EQ(value_as_key.error().message.find("'backup_encryption_passphrase'"), std::string::npos);
+
   auto empty = LoadWith("backup_encryption_passphrase: \"\"\n");
   ASSERT_FALSE(empty);
   EXPECT_EQ(empty.error().code, ErrorCode::kBadInput);
