@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <optional>
@@ -281,6 +282,16 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
   bool made_dest = false;
   if (::lstat(dest.c_str(), &st) != 0) {
     if (errno != ENOENT) return tl::unexpected(ErrnoError(errno, "stat", dest));
+    // Only DIR itself is made: a missing parent is a mistyped path more often than not.
+    std::string parent = dest;
+    while (parent.size() > 1 && parent.back() == '/') parent.pop_back();
+    const auto slash = parent.rfind('/');
+    parent = slash == std::string::npos ? "." : parent.substr(0, std::max<std::size_t>(slash, 1));
+    if (::stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return Fail(ErrorCode::kBadInput, "--to " + dest + ": its parent " + parent +
+                                            " is not an existing directory (only DIR itself is "
+                                            "created)");
+    }
     SP_RETURN_IF_ERROR(fs_.MakeDir(dest, 0700));
     made_dest = true;
   } else if (!S_ISDIR(st.st_mode)) {

@@ -1117,6 +1117,27 @@ TEST_F(StoreTest, TheIdAndCreatedAtAreBothTheStartTime) {
   EXPECT_EQ(clock_.Now(), start + std::chrono::seconds(26));  // the clock did move on
 }
 
+// Found by a CLI campaign: a --to whose parent is missing (a mistyped path) failed as an I/O
+// error (exit 9) from mkdir. It is bad input (exit 2), and nothing is made.
+TEST_F(StoreTest, ExtractToADirectoryWhoseParentIsMissingIsBadInput) {
+  Store store(options_, real_fs_, clock_);
+  auto m = Backup(store, pass_);
+  ASSERT_TRUE(m) << m.error().message;
+  const std::string missing = dir_.path() + "/no-such-dir";
+  for (const std::string& to : {missing + "/out", missing + "/out/"}) {
+    auto n = store.Extract(m->id, pass_, to, {});
+    ASSERT_FALSE(n) << to;
+    EXPECT_EQ(n.error().code, ErrorCode::kBadInput);
+    EXPECT_EQ(n.error().message, "--to " + to + ": its parent " + missing +
+                                     " is not an existing directory (only DIR itself is created)");
+  }
+  EXPECT_FALSE(fs::exists(missing));
+  // A DIR whose parent exists is still made.
+  auto made = store.Extract(m->id, pass_, dir_.path() + "/out", {"ha_config/empty.txt"});
+  ASSERT_TRUE(made) << made.error().message;
+  EXPECT_EQ(ReadFile(dir_.path() + "/out/ha_config/empty.txt"), "");
+}
+
 // Found by a campaign on hostile trees: a file was opened by its path with O_NOFOLLOW on the last
 // component only, so a directory swapped for a symlink between the walk and the read (by anything
 // that can write to the configuration) put what the link leads to into the safety point:

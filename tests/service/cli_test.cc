@@ -411,6 +411,19 @@ TEST_F(Cli, ExtractToAnEmptyPathIsBadInput) {
   EXPECT_EQ(j["error"]["message"], "--to needs a directory");
 }
 
+// Found by a CLI campaign: a --to under a missing directory exited 9 (mkdir's "No such file or
+// directory"). Only DIR itself is made: a missing parent is bad input, exit 2.
+TEST_F(Cli, ExtractToADirectoryWhoseParentIsMissingIsBadInput) {
+  const std::string id = BackupId();
+  const std::string missing = dir_.Sub("no-such-dir");
+  json j = RunJson({"extract", id, "--to", missing + "/out"}, 2);
+  EXPECT_EQ(j["error"]["code"], "bad_input");
+  EXPECT_EQ(j["error"]["message"],
+            "--to " + missing + "/out: its parent " + missing +
+                " is not an existing directory (only DIR itself is created)");
+  EXPECT_FALSE(fs::exists(missing));
+}
+
 // The payload a running backup is writing: the path and size of the
 // `<backups>/.tmp-<id>/payload.partial` that process `pid` holds open, or std::nullopt while it
 // holds none (before the staging dir exists, after the payload was renamed, or once it exited).
