@@ -15,6 +15,7 @@
 
 #include "core/base/file_time.h"
 #include "core/base/sha256.h"
+#include "core/base/utf8.h"
 #include "core/store/store_internal.h"
 
 namespace safepoint::store::internal {
@@ -51,7 +52,8 @@ constexpr int kReadAttempts = 3;
 // A file of at most buf.size() bytes is read whole into `buf`; with `keep`, a stable read of it is
 // kept there too. With `whole`, the bytes hashed (of a file of at most `whole_limit` bytes when
 // opened) are collected there, whatever the file's size.
-Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
+// Warnings name the file by its archive path `name`, as the walk's warnings do; errors by `path`.
+Result<StableHash> HashStable(FileSystem& fs, const std::string& path, const std::string& name,
                               std::vector<std::uint8_t>& buf, std::int64_t quiet_before_ns,
                               KeptBytes* keep, std::vector<std::uint8_t>* whole = nullptr,
                               std::uint64_t whole_limit = 0) {
@@ -62,14 +64,15 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
     if (!file) {
       if (file.error().code == ErrorCode::kNotFound) {
         out.vanished = true;
-        out.warning =
-            std::make_unique<std::string>("skipped " + path + ": deleted while backing up");
+        out.warning = std::make_unique<std::string>("skipped " + QuoteName(name) +
+                                                    ": deleted while backing up");
         return out;
       }
       if (file.error().code == ErrorCode::kCorrupt) {  // replaced by a link, FIFO, directory
         out.vanished = true;
-        out.warning = std::make_unique<std::string>(
-            "skipped " + path + ": replaced while backing up (" + file.error().message + ")");
+        out.warning = std::make_unique<std::string>("skipped " + QuoteName(name) +
+                                                    ": replaced while backing up (" +
+                                                    PrintableText(file.error().message) + ")");
         return out;
       }
       return tl::unexpected(file.error());
@@ -113,7 +116,7 @@ Result<StableHash> HashStable(FileSystem& fs, const std::string& path,
       out.st = KeptStat::Of(*before);
       out.sha256 = hash.Final();
       out.warning = std::make_unique<std::string>(
-          path + ": file changed as we read it (" + std::to_string(kReadAttempts) +
+          QuoteName(name) + ": file changed as we read it (" + std::to_string(kReadAttempts) +
           " attempts); recorded as it was when last opened, its first " +
           std::to_string(before->st_size) + " bytes");
       return out;
@@ -207,7 +210,7 @@ Pass1 HashInputs(FileSystem& fs, const BackupRequest& request, const age::Encryp
   // Nothing is kept while scrypt holds its memory.
   auto hash_one = [&](std::size_t i, std::vector<std::uint8_t>& buf, bool keep) {
     if (in[i].header.type != manifest::EntryType::kFile || in[i].content) return;
-    auto h = HashStable(fs, SourcePath(request, in[i]), buf, quiet_before,
+    auto h = HashStable(fs, SourcePath(request, in[i]), in[i].header.path, buf, quiet_before,
                         keep ? out.kept.get() : nullptr);
     if (h) {
       out.hashed[i] = std::move(*h);
@@ -249,7 +252,8 @@ Status HashAgainAndKeep(FileSystem& fs, const BackupRequest& request,
     const InputEntry& in = request.entries[i];
     if (in.header.type != manifest::EntryType::kFile || in.content) continue;
     std::vector<std::uint8_t> whole;
-    auto h = HashStable(fs, SourcePath(request, in), buf, QuietBefore(), nullptr, &whole, left);
+    auto h = HashStable(fs, SourcePath(request, in), in.header.path, buf, QuietBefore(), nullptr,
+                        &whole, left);
     if (!h) return tl::unexpected(h.error());
     if (!h->vanished && whole.size() == h->st.size && h->st.size > 0) {
       left -= h->st.size;
