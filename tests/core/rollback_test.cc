@@ -1032,7 +1032,9 @@ class RollbackCrashTest : public RollbackTest, public ::testing::WithParamInterf
   }
 
   // Recovers with the real file system and checks the outcome; returns true for "rolled back".
-  bool RecoverAndCheck(const std::string& what) {
+  // `check_pre_deleted`: a rollback that failed before its journal said "applying" deleted its
+  // pre-rollback safety point itself, which a crash (every later operation failing) prevents.
+  bool RecoverAndCheck(const std::string& what, bool check_pre_deleted = false) {
     auto lock = store_->Lock(store::LockMode::kExclusive);
     EXPECT_TRUE(lock);
     EXPECT_TRUE(store_->CleanLeftovers());
@@ -1045,10 +1047,22 @@ class RollbackCrashTest : public RollbackTest, public ::testing::WithParamInterf
                                           << Diff(target_, now) << "vs original:\n"
                                           << Diff(original_, now);
     if (is_target) CheckNothingLost(what);
+    if (is_original && check_pre_deleted) CheckPreRollbackPointDeleted(what);
     // A second recovery has nothing left to do.
     auto again = Recover(config_, *store_, real_fs_, Passphrase());
     EXPECT_TRUE(again && again->empty()) << what;
     return is_target;
+  }
+
+  // Reverted: the pre-rollback safety point, which holds the trees as they are again, is deleted
+  // (kept, each failed attempt would push the target out of retention), by the failed run
+  // itself or by the recovery that finished its revert. Only the target is left.
+  void CheckPreRollbackPointDeleted(const std::string& what) {
+    auto listed = store_->List();
+    ASSERT_TRUE(listed) << what;
+    std::vector<std::string> ids;
+    for (const auto& l : *listed) ids.push_back(l.id);
+    EXPECT_EQ(ids, std::vector<std::string>{id_}) << what;
   }
 
   // Rolled back: every original file is in the pre-rollback safety point (same path and hash)
@@ -1127,7 +1141,7 @@ TEST_P(RollbackCrashTest, DiskFullAtEveryWriteCompletesOrRevertsWhenSpaceReturns
   for (std::uint64_t n = 1; n <= total; ++n) {
     Reset();
     if (RunFaulty(n, FaultKind::kNoSpace)) ++failed;
-    RecoverAndCheck("disk full at op " + std::to_string(n));
+    RecoverAndCheck("disk full at op " + std::to_string(n), /*check_pre_deleted=*/true);
     if (HasFailure()) break;
   }
   std::printf("[ crash points ] rollback disk full%s: %llu exercised (%d failed)\n",
