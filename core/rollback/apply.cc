@@ -193,7 +193,7 @@ Result<bool> StagedIsIntact(const std::string& staged, const Op& op) {
 }
 
 Status ApplyMoveAside(ApplyContext& c, const Op& op) {
-  auto at = Locate(c.roots, op.path);
+  auto at = Locate(c, op.path);
   // A parent gone: so is the path (a replay finds it moved already).
   if (!at) return at.error().code == ErrorCode::kNotFound ? Status{} : tl::unexpected(at.error());
   const std::string dest = c.dirs.moved + "/" + op.path;
@@ -232,7 +232,7 @@ Status ApplyMoveAside(ApplyContext& c, const Op& op) {
 }
 
 Status ApplyMakeDir(ApplyContext& c, const Op& op) {
-  auto at = Locate(c.roots, op.path);
+  auto at = Locate(c, op.path);
   if (!at) return tl::unexpected(at.error());
   if (const auto st = LStatIn(at->dir, at->name); st && S_ISDIR(st->st_mode)) return {};
   SP_RETURN_IF_ERROR(c.fs.MakeDirAt(at->dir, at->name, op.mode));
@@ -261,7 +261,7 @@ bool AlreadyPlaced(const ApplyContext& c, const Located& at, const Op& op) {
 }  // namespace
 
 Status ApplyPlaceFile(ApplyContext& c, const Op& op) {
-  auto at = Locate(c.roots, op.path);
+  auto at = Locate(c, op.path);
   if (!at) return tl::unexpected(at.error());
   const std::string staged = c.dirs.staging + "/" + op.staged;
   if (!LExists(staged)) {
@@ -295,7 +295,7 @@ Status ApplyPlaceFile(ApplyContext& c, const Op& op) {
 }
 
 Status ApplyPlaceLink(ApplyContext& c, const Op& op) {
-  auto at = Locate(c.roots, op.path);
+  auto at = Locate(c, op.path);
   if (!at) return tl::unexpected(at.error());
   auto state = ReadPathState(c.roots.For(TopOf(op.path)), RelOf(op.path));
   if (state && *state && (*state)->type == EntryType::kSymlink &&
@@ -312,7 +312,7 @@ Status ApplyPlaceLink(ApplyContext& c, const Op& op) {
 }
 
 Status ApplySetAttrs(ApplyContext& c, const Op& op) {
-  auto at = Locate(c.roots, op.path);
+  auto at = Locate(c, op.path);
   if (!at) return tl::unexpected(at.error());
   if (RunningAsRoot()) SP_RETURN_IF_ERROR(c.fs.ChownAt(at->dir, at->name, op.uid, op.gid));
   return c.fs.ChmodAt(at->dir, at->name, op.mode);

@@ -96,14 +96,6 @@ struct Located {
   std::string name;
 };
 
-// Opens the directory holding `archive_path` from its tree's root (whose configured path may go
-// through symlinks) one component at a time, never through a symlink. An apply writes only
-// there: a directory of the tree swapped for a symlink while a rollback runs fails the operation
-// (kBadInput, the rollback reverts) instead of leading its writes out of the tree.
-// Errors: kNotFound when a directory on the way is missing, kBadInput when one is not a
-// directory, kIo otherwise.
-Result<Located> Locate(const Roots& roots, const std::string& archive_path);
-
 // The names in an open directory, sorted.
 Result<std::vector<std::string>> ListDirIn(const Dir& dir);
 
@@ -185,6 +177,7 @@ struct ApplyContext {
   std::string token;  // the rollback's id: names what TempBeside and MovingBeside make
   bool recovering = false;
   std::set<std::string> touched_dirs;
+  std::map<std::string, Dir> root_dirs;  // "ha_config", "workspace": opened by Locate
   // Called after each applied op with (ops done, ops total); may be empty.
   std::function<void(std::size_t, std::size_t)> on_op;
 
@@ -197,6 +190,15 @@ struct ApplyContext {
     return root && SameMount(record_dir, abs_dir);
   }
 };
+
+// Opens the directory holding `archive_path` one component at a time, never through a symlink,
+// from its tree's root, which is opened once per apply (never through a symlink either: the
+// rollback refused a root that is one) and held in `c`: swapping the root or a directory of the
+// tree for a symlink while a rollback runs fails the operation (the rollback reverts) instead of
+// leading its writes out of the tree. An apply writes only in the directories this opens.
+// Errors: kNotFound when a directory on the way is missing, kIo otherwise (one that is not a
+// directory, a symlink among them, says so).
+Result<Located> Locate(ApplyContext& c, const std::string& archive_path);
 
 Op MakeOp(OpKind kind, const std::string& path);
 

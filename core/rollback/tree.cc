@@ -132,21 +132,40 @@ Status MakeDirsBelow(FileSystem& fs, const std::string& base, const std::string&
   return {};
 }
 
+namespace {
+
+// A directory found not to be one while applying is an I/O failure of the apply (exit 9, as
+// rollback.md lists), not bad input: the rollback was valid when it started.
+Error AsApplyError(Error e) {
+  if (e.code == ErrorCode::kBadInput) e.code = ErrorCode::kIo;
+  return e;
+}
+
+}  // namespace
+
 std::optional<struct stat> LStatIn(const Dir& dir, const std::string& name) {
   struct stat st {};
   if (::fstatat(dir.fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return std::nullopt;
   return st;
 }
 
-Result<Located> Locate(const Roots& roots, const std::string& archive_path) {
-  auto dir = Dir::OpenFollowing(roots.For(TopOf(archive_path)));
-  if (!dir) return tl::unexpected(dir.error());
+Result<Located> Locate(ApplyContext& c, const std::string& archive_path) {
+  const std::string top = TopOf(archive_path);
+  auto root = c.root_dirs.find(top);
+  if (root == c.root_dirs.end()) {
+    auto opened = Dir::Open(c.roots.For(top));
+    if (!opened) return tl::unexpected(AsApplyError(opened.error()));
+    root = c.root_dirs.emplace(top, std::move(*opened)).first;
+  }
+  // A descriptor of its own: the root's stays open for the next operation.
+  auto dir = Dir::OpenIn(root->second, ".");
+  if (!dir) return tl::unexpected(AsApplyError(dir.error()));
   const std::string rel = RelOf(archive_path);
   if (rel.empty()) return Located{std::move(*dir), "."};
   std::size_t pos = 0;
   for (std::size_t slash; (slash = rel.find('/', pos)) != std::string::npos; pos = slash + 1) {
     auto sub = Dir::OpenIn(*dir, rel.substr(pos, slash - pos));
-    if (!sub) return tl::unexpected(sub.error());
+    if (!sub) return tl::unexpected(AsApplyError(sub.error()));
     *dir = std::move(*sub);
   }
   return Located{std::move(*dir), rel.substr(pos)};

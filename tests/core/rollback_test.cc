@@ -1264,53 +1264,66 @@ TEST(ApplyRace, ADirectorySwappedForASymlinkMidRollbackLeadsNoWriteOutOfTheTree)
       {"move aside by rename", journal::OpKind::kMoveAside, "keep.yaml", true},
       {"move aside by copy", journal::OpKind::kMoveAside, "keep.yaml", false},
   };
-  for (const Case& k : cases) {
-    SCOPED_TRACE(k.what);
-    TempDir dir;
-    const std::string ha = dir.Sub("ha");
-    const std::string outside = dir.Sub("outside");
-    for (const std::string& root : {ha + "/packages", outside}) {
-      WriteFile(root + "/keep.yaml", "kept: " + root + "\n", 0600);
-      fs::create_directories(root + "/victimdir");
-      fs::permissions(root + "/victimdir", fs::perms::owner_all);
-    }
-    const std::string staging = dir.Sub("staging");
-    WriteFile(staging + "/0", "new: true\n", 0644);
-    TreeSnap before;
-    SnapInto(outside, "outside", before);
+  // The swapped directory: one in the tree, or the tree's root itself (found by a race campaign
+  // on this change: the root was opened by its path for each operation, and followed).
+  for (const bool root : {false, true}) {
+    for (const Case& k : cases) {
+      SCOPED_TRACE(std::string(k.what) + (root ? ", the root swapped" : ""));
+      TempDir dir;
+      const std::string ha = dir.Sub("ha");
+      const std::string outside = dir.Sub("outside");
+      for (const std::string& d : {ha + "/packages", outside, outside + "/packages"}) {
+        WriteFile(d + "/keep.yaml", "kept: " + d + "\n", 0600);
+        fs::create_directories(d + "/victimdir");
+        fs::permissions(d + "/victimdir", fs::perms::owner_all);
+      }
+      const std::string staging = dir.Sub("staging");
+      WriteFile(staging + "/0", "new: true\n", 0644);
+      TreeSnap before;
+      SnapInto(outside, "outside", before);
 
-    PosixFileSystem fs;
-    internal::ApplyContext c{fs, internal::Roots{ha, dir.Sub("ws")}};
-    c.rename_ha_config = k.rename;
-    c.dirs = {staging, dir.Sub("moved")};
-    c.token = "2026-12-06_04-00-00";
-    journal::Op op = internal::MakeOp(k.kind, std::string("ha_config/packages/") + k.name);
-    op.mode = 0777;
-    op.link_target = "target";
-    op.staged = "0";
-    op.sha256 = safepoint::testing::Sha256Hex("new: true\n");
-    op.size = 10;
-    op.mtime = 1'600'000'000;
-    op.uid = ::geteuid();
-    op.gid = ::getegid();
-    journal::Op first = internal::MakeOp(journal::OpKind::kPlaceLink, "ha_config/packages/first");
-    first.link_target = "first-target";
-    c.on_op = [&](std::size_t done, std::size_t) {
-      if (done != 1) return;
-      fs::rename(ha + "/packages", ha + "/packages-real");
-      fs::create_directory_symlink(outside, ha + "/packages");
-    };
-    auto st = internal::ApplyOps(c, {first, op});
-    EXPECT_FALSE(st);
-    if (!st) {
-      EXPECT_EQ(st.error().code, ErrorCode::kBadInput);
-      EXPECT_EQ(st.error().message, ha + "/packages is not a directory (a symlink?); refusing");
+      PosixFileSystem fs;
+      internal::ApplyContext c{fs, internal::Roots{ha, dir.Sub("ws")}};
+      c.rename_ha_config = k.rename;
+      c.dirs = {staging, dir.Sub("moved")};
+      c.token = "2026-12-06_04-00-00";
+      journal::Op op = internal::MakeOp(k.kind, std::string("ha_config/packages/") + k.name);
+      op.mode = 0777;
+      op.link_target = "target";
+      op.staged = "0";
+      op.sha256 = safepoint::testing::Sha256Hex("new: true\n");
+      op.size = 10;
+      op.mtime = 1'600'000'000;
+      op.uid = ::geteuid();
+      op.gid = ::getegid();
+      journal::Op first = internal::MakeOp(journal::OpKind::kPlaceLink, "ha_config/packages/first");
+      first.link_target = "first-target";
+      const std::string swapped = root ? ha : ha + "/packages";
+      c.on_op = [&](std::size_t done, std::size_t) {
+        if (done != 1) return;
+        fs::rename(swapped, swapped + "-real");
+        fs::create_directory_symlink(outside, swapped);
+      };
+      auto st = internal::ApplyOps(c, {first, op});
+      TreeSnap after;
+      SnapInto(outside, "outside", after);
+      EXPECT_EQ(Diff(before, after), "");
+      if (root) {
+        // The root was opened once, before the swap: the operations went on in it, wherever it
+        // was renamed to, and never through the symlink.
+        EXPECT_TRUE(st) << st.error().message;
+        EXPECT_EQ(fs::read_symlink(ha + "-real/packages/first"), "first-target");
+        continue;
+      }
+      EXPECT_FALSE(st);
+      if (!st) {
+        // An apply failure (exit 9), so the rollback reverts.
+        EXPECT_EQ(st.error().code, ErrorCode::kIo);
+        EXPECT_EQ(st.error().message, ha + "/packages is not a directory (a symlink?); refusing");
+      }
+      // What the first operation placed before the swap is where it belongs.
+      EXPECT_EQ(fs::read_symlink(ha + "/packages-real/first"), "first-target");
     }
-    TreeSnap after;
-    SnapInto(outside, "outside", after);
-    EXPECT_EQ(Diff(before, after), "");
-    // What the first operation placed before the swap is where it belongs.
-    EXPECT_EQ(fs::read_symlink(ha + "/packages-real/first"), "first-target");
   }
 }
 
