@@ -222,10 +222,15 @@ Status ParsePaths(const Ctx& c, const Item& item, Config& cfg) {
   const Item* ha_item = paths->Get("ha_config");
   if (ha_item != nullptr)
     SP_RETURN_IF_ERROR(Assign(cfg.paths.ha_config, GetPath(c, *ha_item, false)));
+  // The trees are used where they are: backup reads below them without following any symlink,
+  // and diff and rollback refuse a root that is one, so a root configured through symlinks (its
+  // own name or a parent's) is resolved once, here.
+  cfg.paths.ha_config = ResolvedPath(cfg.paths.ha_config);
   cfg.paths.workspace = cfg.paths.ha_config + "/.openclaw/workspace";
   const Item* ws_item = paths->Get("workspace");
   if (ws_item != nullptr)
     SP_RETURN_IF_ERROR(Assign(cfg.paths.workspace, GetPath(c, *ws_item, false)));
+  cfg.paths.workspace = ResolvedPath(cfg.paths.workspace);
   cfg.paths.backup_dir = cfg.paths.workspace + "/backup/safety_point";
   const Item* bd_item = paths->Get("backup_dir");
   if (bd_item != nullptr)

@@ -372,6 +372,8 @@ std::string Resolved(const std::string& p) {
 
 }  // namespace
 
+std::string ResolvedPath(const std::string& path) { return Resolved(path); }
+
 bool IsWithin(const std::string& child_path, const std::string& parent_path) {
   const std::string child = Resolved(child_path);
   const std::string parent = Resolved(parent_path);

@@ -200,6 +200,12 @@ struct ApplyContext {
 // directory, a symlink among them, says so).
 Result<Located> Locate(ApplyContext& c, const std::string& archive_path);
 
+// Fails a rollback that changed nothing with `e`: its record is removed, and so is its
+// pre-rollback safety point when it took one (kept, each failed attempt would push the target
+// out of retention). Both best effort: the next recovery removes the record, retention the point.
+Result<Report> DiscardUnchanged(FileSystem& fs, store::Store& store, const std::string& record,
+                                const std::string& pre_rollback_id, Error e);
+
 Op MakeOp(OpKind kind, const std::string& path);
 
 // Turns a plan into journal operations: moves aside, directories (parents first), files and

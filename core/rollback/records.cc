@@ -82,4 +82,11 @@ Result<std::string> NewRollbackId(const store::Store& store, const Clock& clock)
   return Fail(ErrorCode::kBusy, "more than 999 rollbacks in one second");
 }
 
+Result<Report> DiscardUnchanged(FileSystem& fs, store::Store& store, const std::string& record,
+                                const std::string& pre_rollback_id, Error e) {
+  (void)fs.RemoveTree(record);
+  if (!pre_rollback_id.empty()) (void)store.Delete(pre_rollback_id);
+  return tl::unexpected(std::move(e));
+}
+
 }  // namespace safepoint::rollback::internal

@@ -515,12 +515,9 @@ Result<Report> Rollback(const config::Config& config, store::Store& store, FileS
   report.rollback_id = j.rollback_id;
   report.record_dir = record;
   auto discard = [&](Error e) -> Result<Report> {
-    // Nothing was changed yet; a leftover record is removed at the next recovery anyway. A
-    // pre-rollback safety point already taken holds the trees as they still are: kept, each
-    // failed attempt would push the target out of retention (best effort, as after a revert).
-    (void)fs.RemoveTree(record);
-    if (!j.pre_rollback_id.empty()) (void)store.Delete(j.pre_rollback_id);
-    return tl::unexpected(std::move(e));
+    // Nothing was changed yet (a leftover record goes at the next recovery), so a pre-rollback
+    // safety point holds the trees as they are: deleted, as after a revert (DiscardUnchanged).
+    return DiscardUnchanged(fs, store, record, j.pre_rollback_id, std::move(e));
   };
   j.rename_ha_config = SameMount(staging, config.paths.ha_config);
   j.rename_workspace = SameMount(staging, config.paths.workspace);
