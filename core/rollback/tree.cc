@@ -98,13 +98,11 @@ bool IsWithin(const std::string& path, const std::string& dir) {
 
 bool RunningAsRoot() { return ::geteuid() == 0; }
 
-Result<std::vector<std::string>> ListDir(const std::string& dir) {
+namespace {
+
+// The names in the open directory stream `d` (but "." and ".."), sorted; closes `d`.
+std::vector<std::string> SortedNamesAndClose(DIR* d) {
   std::vector<std::string> names;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) {
-    if (errno == ENOENT) return names;
-    return tl::unexpected(ErrnoError(errno, "open", dir));
-  }
   while (struct dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     if (name != "." && name != "..") names.push_back(std::move(name));
@@ -112,6 +110,17 @@ Result<std::vector<std::string>> ListDir(const std::string& dir) {
   ::closedir(d);
   std::sort(names.begin(), names.end());
   return names;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> ListDir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return std::vector<std::string>();
+    return tl::unexpected(ErrnoError(errno, "open", dir));
+  }
+  return SortedNamesAndClose(d);
 }
 
 // Creates `dir` and its missing parents below `base` (which must exist) through `fs`.
@@ -172,7 +181,6 @@ Result<Located> Locate(ApplyContext& c, const std::string& archive_path) {
 }
 
 Result<std::vector<std::string>> ListDirIn(const Dir& dir) {
-  std::vector<std::string> names;
   // fdopendir takes the descriptor it is given: a second one of the same directory.
   const int fd = ::openat(dir.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return tl::unexpected(ErrnoError(errno, "open", dir.path()));
@@ -182,13 +190,7 @@ Result<std::vector<std::string>> ListDirIn(const Dir& dir) {
     ::close(fd);
     return tl::unexpected(ErrnoError(err, "opendir", dir.path()));
   }
-  while (struct dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") names.push_back(std::move(name));
-  }
-  ::closedir(d);
-  std::sort(names.begin(), names.end());
-  return names;
+  return SortedNamesAndClose(d);
 }
 
 namespace {
