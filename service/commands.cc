@@ -12,6 +12,7 @@
 
 #include "core/base/utf8.h"
 #include "core/rollback/content_diff.h"
+#include "core/rollback/path_args.h"
 #include "service/payload.h"
 
 namespace safepoint::service {
@@ -87,7 +88,7 @@ Result<std::optional<ConflictPolicy>> PolicyField(const Fields& fields, std::str
 }
 
 // A path of the `diff` command: one line, relative to the backed-up trees, no "..", not empty
-// (the rule of rollback::ArchivePathsOf, which the diff applies again).
+// (rollback::ArchivePathsOf without a configuration, which the diff applies again with it).
 Status CheckDiffPath(std::string_view path) {
   SP_RETURN_IF_ERROR(CheckText("path", path, kMaxDiffPathLength, TextKind::kLine));
   if (!rollback::ArchivePathsOf({std::string(path)})) {

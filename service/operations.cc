@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/rollback/fingerprint.h"
+#include "core/rollback/path_args.h"
 #include "core/rollback/rollback.h"
 #include "core/sources/snapshot.h"
 
@@ -272,9 +273,11 @@ Result<std::size_t> Operations::Extract(const std::string& id, const std::string
                                         std::vector<std::string>* warnings) {
   auto lock = store_.Lock(store::LockMode::kShared);
   if (!lock) return tl::unexpected(lock.error());
+  auto archive_paths = rollback::ArchivePathsOf(paths, &config_);
+  if (!archive_paths) return tl::unexpected(archive_paths.error());
   auto passphrase = config::LoadPassphrase(config_);
   if (!passphrase) return tl::unexpected(passphrase.error());
-  return store_.Extract(id, *passphrase, dest, paths, warnings);
+  return store_.Extract(id, *passphrase, dest, *archive_paths, warnings);
 }
 
 Status Operations::Decrypt(const std::string& id, ByteSink& out) {

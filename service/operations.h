@@ -51,7 +51,8 @@ class Operations {
   // Verifies the given ids, or every safety point when `ids` is empty. Per-id failures are in
   // the results; the Result itself fails only for a lock, passphrase or listing problem.
   [[nodiscard]] Result<std::vector<VerifyResult>> Verify(const std::vector<std::string>& ids);
-  // `warnings` (optional) gets an owner that could not be set (store::Store::Extract).
+  // `paths` as users type them (rollback::ArchivePathsOf). `warnings` (optional) gets an owner
+  // that could not be set (store::Store::Extract).
   [[nodiscard]] Result<std::size_t> Extract(const std::string& id, const std::string& dest,
                                             const std::vector<std::string>& paths,
                                             std::vector<std::string>* warnings = nullptr);

@@ -18,6 +18,7 @@
 #include "core/base/glob.h"
 #include "core/base/io.h"
 #include "core/base/mqtt_names.h"
+#include "core/base/paths.h"
 #include "core/base/utf8.h"
 #include "core/config/reader.h"
 

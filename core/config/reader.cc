@@ -21,6 +21,7 @@
 
 #include "core/base/glob.h"
 #include "core/base/io.h"
+#include "core/base/paths.h"
 #include "core/base/utf8.h"
 #include "core/config/config.h"
 
@@ -356,27 +357,9 @@ Result<std::string> GetPath(const Ctx& c, const Item& item, bool allow_secret) {
   return ResolvePath(c, *s);
 }
 
-// `child` equals `parent` or lies below it (lexically; both normalized and absolute).
-namespace {
-
-// `p` with the symlinks of its existing part resolved, so that two spellings of one directory
-// (one through a symlink) compare equal; `p` itself when that fails.
-std::string Resolved(const std::string& p) {
-  std::error_code ec;
-  fs::path r = fs::weakly_canonical(p, ec);
-  if (ec || r.empty()) return p;
-  std::string out = r.lexically_normal().string();
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  return out;
-}
-
-}  // namespace
-
-std::string ResolvedPath(const std::string& path) { return Resolved(path); }
-
 bool IsWithin(const std::string& child_path, const std::string& parent_path) {
-  const std::string child = Resolved(child_path);
-  const std::string parent = Resolved(parent_path);
+  const std::string child = ResolvedPath(child_path);
+  const std::string parent = ResolvedPath(parent_path);
   if (child == parent) return true;
   if (parent == "/") return true;
   return child.size() > parent.size() && child.compare(0, parent.size(), parent) == 0 &&
@@ -384,7 +367,7 @@ bool IsWithin(const std::string& child_path, const std::string& parent_path) {
 }
 
 std::string RelativeTo(const std::string& child, const std::string& parent) {
-  return fs::path(Resolved(child)).lexically_relative(Resolved(parent)).string();
+  return fs::path(ResolvedPath(child)).lexically_relative(ResolvedPath(parent)).string();
 }
 
 Result<std::vector<std::string>> GetGlobList(const Ctx& c, const Item& item) {

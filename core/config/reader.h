@@ -154,10 +154,6 @@ struct Str {
 
 [[nodiscard]] Result<std::string> GetPath(const Ctx& c, const Item& item, bool allow_secret = true);
 
-// `path` with the symlinks of its existing part resolved (std::filesystem::weakly_canonical),
-// normalized; `path` itself when that fails.
-[[nodiscard]] std::string ResolvedPath(const std::string& path);
-
 // `child` equals `parent` or lies below it (both normalized and absolute). The symlinks in the
 // existing part of each are resolved first: a backup dir reached through a symlink into
 // ha_config is inside ha_config.

@@ -462,6 +462,38 @@ Status CheckArchivePath(std::string_view path) {
   return bad("outside the known roots");
 }
 
+PathSelection::PathSelection(const std::vector<std::string>& paths)
+    : matched_(paths.size(), false) {
+  for (std::string_view want : paths) {
+    while (want.size() > 1 && want.back() == '/') want.remove_suffix(1);
+    paths_.emplace_back(want);
+  }
+}
+
+bool PathSelection::Selects(std::string_view path) {
+  if (paths_.empty()) return true;
+  bool selected = false;
+  for (std::size_t i = 0; i < paths_.size(); ++i) {
+    const std::string& want = paths_[i];
+    if (path == want ||
+        (path.size() > want.size() && path.starts_with(want) && path[want.size()] == '/')) {
+      matched_[i] = true;
+      selected = true;
+    }
+  }
+  return selected;
+}
+
+Status PathSelection::AllMatched(const std::string& where) const {
+  for (std::size_t i = 0; i < paths_.size(); ++i) {
+    if (!matched_[i]) {
+      return Fail(ErrorCode::kNotFound,
+                  "no entry of " + where + " matches '" + QuoteName(paths_[i]) + "'");
+    }
+  }
+  return {};
+}
+
 Status CheckLinkTarget(std::string_view path, std::string_view target) {
   auto bad = [&](const char* why) {
     return Fail(ErrorCode::kCorrupt, "link " + QuoteName(path.substr(0, 200)) + " -> " +

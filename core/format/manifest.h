@@ -142,6 +142,21 @@ void DropEntries(Manifest& m);
 // at most 4096 bytes (any other byte, backslash and invalid UTF-8 included, is part of a name),
 // below one of the known top-level roots (or MANIFEST.json).
 [[nodiscard]] Status CheckArchivePath(std::string_view path);
+// A selection of archive paths (none: everything) that remembers which of its paths selected an
+// entry: `extract` and `diff` name a path that matched nothing (a typo, most likely).
+class PathSelection {
+ public:
+  explicit PathSelection(const std::vector<std::string>& paths);
+  // `path` equals one of the paths or lies below one.
+  [[nodiscard]] bool Selects(std::string_view path);
+  // kNotFound naming the first path that selected nothing: "no entry of <where> matches 'x'".
+  [[nodiscard]] Status AllMatched(const std::string& where) const;
+
+ private:
+  std::vector<std::string> paths_;
+  std::vector<bool> matched_;
+};
+
 // The checks every reader of a safety point applies to its entry list (verify, show, diff,
 // extract and rollback alike): each path passes CheckArchivePath, each link CheckLinkTarget, no
 // path appears twice, no entry lies below an entry that is not a directory. kCorrupt naming the

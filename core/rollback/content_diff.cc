@@ -8,6 +8,7 @@
 #include "core/base/io.h"
 #include "core/base/utf8.h"
 #include "core/rollback/internal.h"
+#include "core/rollback/path_args.h"
 #include "core/rollback/rollback.h"
 
 namespace safepoint::rollback {
@@ -36,44 +37,6 @@ diff::Side SideOf(const std::optional<PathState>& state) {
   s.link_target = state->link_target;
   return s;
 }
-
-// The path filter (archive paths; none: everything), remembering which of its paths matched an
-// entry of either side.
-class Filter {
- public:
-  explicit Filter(std::vector<std::string> paths)
-      : paths_(std::move(paths)), matched_(paths_.size(), false) {}
-
-  // `path` equals a filter path or lies below one.
-  bool Selects(std::string_view path) {
-    if (paths_.empty()) return true;
-    bool selected = false;
-    for (std::size_t i = 0; i < paths_.size(); ++i) {
-      const std::string& f = paths_[i];
-      if (path == f || (path.size() > f.size() && path.starts_with(f) && path[f.size()] == '/')) {
-        matched_[i] = true;
-        selected = true;
-      }
-    }
-    return selected;
-  }
-
-  // kNotFound naming the first path that matched nothing (a typo, most likely), as `extract`.
-  // `sides` names what was compared ("safety point ID or the live trees").
-  [[nodiscard]] Status AllMatched(const std::string& sides) const {
-    for (std::size_t i = 0; i < paths_.size(); ++i) {
-      if (!matched_[i]) {
-        return Fail(ErrorCode::kNotFound,
-                    "no entry of " + sides + " matches '" + QuoteName(paths_[i]) + "'");
-      }
-    }
-    return {};
-  }
-
- private:
-  std::vector<std::string> paths_;
-  std::vector<bool> matched_;
-};
 
 // Keeps the contents of the wanted files of a safety point as it is read.
 class Capture final : public store::EntryVisitor {
@@ -153,7 +116,7 @@ Status ReadCaptured(const store::Store& store, const Secret& passphrase, const s
 
 // The changed paths between the entries of two safety points.
 std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Manifest& b,
-                                 Filter& filter, std::size_t* unchanged) {
+                                 manifest::PathSelection& filter, std::size_t* unchanged) {
   std::unordered_map<std::string_view, const manifest::Entry*> old_entries;
   for (const auto& e : a.entries) old_entries.emplace(e.path, &e);
   std::vector<Item> items;
@@ -181,8 +144,8 @@ std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Ma
 
 // The changed paths between a safety point and the live trees, as a rollback plans them.
 Result<std::vector<Item>> ChangedLive(const config::Config& config, const manifest::Manifest& m,
-                                      internal::LiveCollection& live, Filter& filter,
-                                      diff::Report& report) {
+                                      internal::LiveCollection& live,
+                                      manifest::PathSelection& filter, diff::Report& report) {
   auto current = live.Take();
   if (!current) return tl::unexpected(current.error());
   auto plan = internal::PlanWith(config, m, std::nullopt, Policy::kOverwrite, *current);
@@ -219,29 +182,11 @@ void ReadLive(const config::Config& config, std::vector<Item>& items,
 
 }  // namespace
 
-Result<std::vector<std::string>> ArchivePathsOf(const std::vector<std::string>& paths) {
-  std::vector<std::string> out;
-  for (std::string p : paths) {
-    while (p.size() > 1 && p.back() == '/') p.pop_back();
-    if (p.empty() || p.front() == '/' || p == ".." || p.starts_with("../") ||
-        p.find("/../") != std::string::npos || p.ends_with("/..")) {
-      return Fail(ErrorCode::kBadInput,
-                  "a path to compare must be relative to the backed-up trees (\"ha_config/...\"): "
-                  "'" +
-                      p + "'");
-    }
-    const bool archive = p == "ha_config" || p == "workspace" || p.starts_with("ha_config/") ||
-                         p.starts_with("workspace/") || p == "state" || p.starts_with("state/");
-    out.push_back(archive ? p : "ha_config/" + p);
-  }
-  return out;
-}
-
 Result<diff::Report> ContentDiff(const config::Config& config, const store::Store& store,
                                  const Secret& passphrase, const ContentDiffRequest& request) {
-  auto archive_paths = ArchivePathsOf(request.paths);
+  auto archive_paths = ArchivePathsOf(request.paths, &config);
   if (!archive_paths) return tl::unexpected(archive_paths.error());
-  Filter filter(std::move(*archive_paths));
+  manifest::PathSelection filter(*archive_paths);
   diff::Report report;
   report.old_label = request.id;
   report.new_label = request.other_id ? *request.other_id : "live";

@@ -17,8 +17,8 @@ namespace safepoint::rollback {
 struct ContentDiffRequest {
   std::string id;                       // the older side
   std::optional<std::string> other_id;  // the newer side; nullopt: the live trees
-  // Only these archive paths and what lies below them ("ha_config/packages"); a path that does
-  // not start with "ha_config" or "workspace" is taken relative to ha_config. Empty: all.
+  // Only these paths and what lies below them, as users type them (ArchivePathsOf: "packages",
+  // "ha_config/packages", "/config/packages"). Empty: all.
   std::vector<std::string> paths;
   diff::Options options;
   std::vector<std::string> sensitive_keys;  // more key-name fragments to mask
@@ -29,13 +29,10 @@ struct ContentDiffRequest {
 // the payload once (verified, with the key the entry list unwrapped: no second scrypt) keeping
 // only the changed files' contents and the secrets files, and compares them.
 // Errors: as Store::Load and Store::Read (kBadInput, kNotFound, kCorrupt, kWrongPassphrase),
-// kBadInput for a path filter that is absolute or has "..", and PlanFor's for the live trees.
+// kBadInput for a path filter ArchivePathsOf refuses, kNotFound for one that matches nothing,
+// and PlanFor's for the live trees.
 [[nodiscard]] Result<diff::Report> ContentDiff(const config::Config& config,
                                                const store::Store& store, const Secret& passphrase,
                                                const ContentDiffRequest& request);
-
-// The path filter in archive form ("packages/x.yaml" -> "ha_config/packages/x.yaml").
-[[nodiscard]] Result<std::vector<std::string>> ArchivePathsOf(
-    const std::vector<std::string>& paths);
 
 }  // namespace safepoint::rollback

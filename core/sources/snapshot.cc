@@ -3,8 +3,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 
+#include "core/base/paths.h"
 #include "core/base/utf8.h"
 #include "core/sources/sources.h"
 
@@ -25,16 +25,6 @@ store::InputEntry Generated(const std::string& path, std::string content, std::i
   return e;
 }
 
-// `path` with every symlink on it resolved (realpath(3)); as it is when that fails (missing: the
-// backup then says so when it reads there).
-std::string Resolved(const std::string& path) {
-  char* resolved = ::realpath(path.c_str(), nullptr);
-  if (resolved == nullptr) return path;
-  std::string out = resolved;
-  std::free(resolved);
-  return out;
-}
-
 }  // namespace
 
 Result<store::BackupRequest> Collect(const config::Config& config,
@@ -51,8 +41,8 @@ Result<store::BackupRequest> CollectWalked(const config::Config& config, sources
   store::BackupRequest request;
   // Read where they are: files are opened without following any symlink on their path
   // (FileSystem::OpenRead), and a root the user configured may well be reached through one.
-  request.roots = {{"ha_config", Resolved(config.paths.ha_config)},
-                   {"workspace", Resolved(config.paths.workspace)}};
+  request.roots = {{"ha_config", ResolvedPath(config.paths.ha_config)},
+                   {"workspace", ResolvedPath(config.paths.workspace)}};
   for (const auto& w : live.warnings) request.warnings.push_back(SanitizeUtf8(w));
   for (const auto& w : files.warnings) request.warnings.push_back(SanitizeUtf8(w));
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
@@ -114,7 +104,7 @@ Result<store::BackupRequest> CollectWalked(const config::Config& config, sources
     // Written beforehand, streaming (it can be as large as the mirror); the store reads it.
     store::InputEntry e = Generated("state/entities.json", std::string(), now);
     e.content.reset();
-    e.abs_path = Resolved(*entities_file);
+    e.abs_path = ResolvedPath(*entities_file);
     request.entries.push_back(std::move(e));
   }
   if (live.zigbee2mqtt_backup) {

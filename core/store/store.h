@@ -201,7 +201,8 @@ class Store {
   // safety point verified; never writes outside `dest`, never follows links in it. Returns how
   // many entries (files, links, directories) it wrote or found there. As root it sets owners;
   // where the file system refuses one (vfat, NFS root_squash, an unmapped id), the entry keeps
-  // the extract's owner and `warnings` (when given) says so, as tar -xp does.
+  // the extract's owner and `warnings` (when given) says so, as tar -xp does. kNotFound naming
+  // the first of `paths` that matches no entry (nothing is written then).
   [[nodiscard]] Result<std::size_t> Extract(const std::string& id, const Secret& passphrase,
                                             const std::string& dest,
                                             const std::vector<std::string>& paths,

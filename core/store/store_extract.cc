@@ -22,19 +22,6 @@ using internal::CheckIdArg;
 
 namespace {
 
-bool Selected(const std::string& path, const std::vector<std::string>& paths) {
-  if (paths.empty()) return true;
-  for (const auto& p : paths) {
-    std::string_view want = p;
-    while (want.size() > 1 && want.back() == '/') want.remove_suffix(1);
-    if (path == want ||
-        (path.size() > want.size() && path.starts_with(want) && path[want.size()] == '/')) {
-      return true;
-    }
-  }
-  return false;
-}
-
 // Everything below works on directories held open (Dir), never on paths through `--to`: a
 // local user who can write to the destination could otherwise rename the staging directory or
 // swap a directory for a symlink between a check and a write, and make a root extract write,
@@ -116,12 +103,12 @@ Status SetOwnerModeAndTime(FileSystem& fs, const Dir& dir, const std::string& re
 // whole safety point verified.
 class StagingVisitor final : public EntryVisitor {
  public:
-  StagingVisitor(FileSystem& fs, const Dir& staging, const std::vector<std::string>& paths,
+  StagingVisitor(FileSystem& fs, const Dir& staging, manifest::PathSelection& selection,
                  std::vector<std::string>& warnings)
-      : fs_(fs), staging_(staging), paths_(paths), warnings_(warnings) {}
+      : fs_(fs), staging_(staging), selection_(selection), warnings_(warnings) {}
 
   Status Begin(const manifest::Entry& e) override {
-    active_ = Selected(e.path, paths_);
+    active_ = selection_.Selects(e.path);
     if (!active_) return {};
     SP_RETURN_IF_ERROR(MakeStagingParents(fs_, staging_, e.path));
     switch (e.type) {
@@ -164,7 +151,7 @@ class StagingVisitor final : public EntryVisitor {
  private:
   FileSystem& fs_;
   const Dir& staging_;
-  const std::vector<std::string>& paths_;
+  manifest::PathSelection& selection_;
   std::vector<std::string>& warnings_;
   bool active_ = false;
   std::unique_ptr<WritableFile> file_;
@@ -308,12 +295,11 @@ Result<std::size_t> Store::Extract(const std::string& id, const Secret& passphra
     auto extracted = [&]() -> Result<std::size_t> {
       std::vector<std::string> ignored;
       std::vector<std::string>& warn = warnings != nullptr ? *warnings : ignored;
-      StagingVisitor visitor(fs_, staging_dir, paths, warn);
+      manifest::PathSelection selection(paths);
+      StagingVisitor visitor(fs_, staging_dir, selection, warn);
       auto report = Read(id, passphrase, visitor);
       if (!report) return tl::unexpected(report.error());
-      if (visitor.selected().empty()) {
-        return Fail(ErrorCode::kNotFound, "no entry of safety point " + id + " matches the paths");
-      }
+      SP_RETURN_IF_ERROR(selection.AllMatched("safety point " + id));
       SP_RETURN_IF_ERROR(fs_.SyncFileSystem(dest));
       auto made_dirs = Publish(fs_, staging_dir, *dest_dir, visitor.selected());
       if (!made_dirs) return tl::unexpected(made_dirs.error());

@@ -405,6 +405,62 @@ TEST_F(RollbackCliTest, DiffOfAPathThatMatchesNothingIsNotFound) {
   EXPECT_EQ(Cli({"diff", id, second, "added.yaml"}).exit_code, 0);
 }
 
+// Found by trying the commands as a user at a shell would: "./configuration.yaml" (what a
+// shell completes in the configuration directory), "ha_config//x" and a file's own absolute path
+// matched nothing or were refused, by diff and extract alike; and extract with one mistyped path
+// among others silently extracted only the rest. Paths are now taken as users type them.
+TEST_F(RollbackCliTest, DiffAndExtractTakePathsAsUsersTypeThem) {
+  fs::create_directory_symlink(ha_, dir_.Sub("config-link"));
+  const std::string id = Backup();
+  WriteFile(ha_ + "/configuration.yaml", "homeassistant:\n  name: CHANGED\n");
+  const auto expected = Cli({"diff", id, "--patch", "ha_config/configuration.yaml"});
+  ASSERT_EQ(expected.exit_code, 0) << expected.err;
+  ASSERT_NE(expected.out.find("+  name: CHANGED"), std::string::npos) << expected.out;
+  int n = 0;
+  for (const std::string& typed :
+       {std::string("configuration.yaml"), std::string("./configuration.yaml"),
+        std::string("ha_config//configuration.yaml"),
+        std::string("ha_config/./configuration.yaml/"), ha_ + "/configuration.yaml",
+        ha_ + "//./configuration.yaml", dir_.Sub("config-link") + "/configuration.yaml"}) {
+    SCOPED_TRACE(typed);
+    auto r = Cli({"diff", id, "--patch", typed});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, expected.out);
+    const std::string to = dir_.Sub("x" + std::to_string(n++));
+    auto x = Cli({"extract", id, "--to", to, typed});
+    EXPECT_EQ(x.exit_code, 0) << x.err;
+    EXPECT_EQ(ReadFile(to + "/ha_config/configuration.yaml"), "homeassistant:\n  name: Home\n");
+    EXPECT_EQ(Snap(to).size(), 2u);  // ha_config/ and the one file
+  }
+  auto ws = Cli({"extract", id, "--to", dir_.Sub("w"), ws_ + "/agenda.md", ha_});
+  ASSERT_EQ(ws.exit_code, 0) << ws.err;
+  EXPECT_EQ(ReadFile(dir_.Sub("w/workspace/agenda.md")), "- a\n");
+  EXPECT_EQ(ReadFile(dir_.Sub("w/ha_config/automations.yaml")), "- id: a\n");
+  // Refused as bad input, naming the path; nothing is written.
+  const std::string outside = "safepoint: path '/etc/passwd': lies outside ha_config (" + ha_ +
+                              ") and the workspace (" + ws_ + ")\n";
+  EXPECT_EQ(Cli({"diff", id, "/etc/passwd"}).err, outside);
+  EXPECT_EQ(Cli({"extract", id, "--to", dir_.Sub("bad"), "/etc/passwd"}).err, outside);
+  for (const std::string& bad :
+       {std::string("/etc/passwd"), std::string("../config/x.yaml"),
+        ha_ + "/../config/configuration.yaml", std::string("./"), std::string("")}) {
+    SCOPED_TRACE(bad);
+    auto d = Cli({"diff", id, bad});
+    EXPECT_EQ(d.exit_code, 2) << d.err;
+    EXPECT_TRUE(d.out.empty()) << d.out;
+    auto x = Cli({"extract", id, "--to", dir_.Sub("bad"), bad});
+    EXPECT_EQ(x.exit_code, 2) << x.err;
+    EXPECT_FALSE(fs::exists(dir_.Sub("bad")));
+  }
+  // One mistyped path among others: not found, naming it, and nothing extracted.
+  auto typo =
+      Cli({"extract", id, "--to", dir_.Sub("typo"), "automations.yaml", "configuraton.yaml"});
+  EXPECT_EQ(typo.exit_code, 3);
+  EXPECT_EQ(typo.err, "safepoint: no entry of safety point " + id +
+                          " matches 'ha_config/configuraton.yaml'\n");
+  EXPECT_FALSE(fs::exists(dir_.Sub("typo")));
+}
+
 TEST_F(RollbackCliTest, RefusesWithoutYesWhenNotATerminal) {
   const std::string id = Backup();
   WriteFile(ha_ + "/configuration.yaml", "changed\n");
