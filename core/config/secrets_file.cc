@@ -304,6 +304,26 @@ std::size_t FindKey(std::string_view line, std::string_view* k) {
   return colon;
 }
 
+// Whether `key`'s text occurs in `text` other than in the name of a top-level key: in a value,
+// a comment or a continued line. A key name that merely contains it ("backup" in
+// "backup_encryption_passphrase:") is a typo of the name, not a passphrase.
+bool OccursOutsideKeyNames(std::string_view text, std::string_view key) {
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    std::string_view line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    if (line.empty()) continue;
+    std::string_view k;
+    const std::size_t colon =
+        IsBlank(line[0]) || line[0] == '#' ? std::string_view::npos : FindKey(line, &k);
+    if (colon != std::string_view::npos) line.remove_prefix(colon + 1);
+    if (line.find(key) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
 // `passphrase`: `key` is encryption.passphrase_key, which users sometimes fill with the
 // passphrase itself; not found, it is then not shown when its text is in the file.
 Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& key,
@@ -361,7 +381,7 @@ Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& ke
     hit = std::move(h);
     check_next = true;
   }
-  if (!hit && passphrase && text.find(key) != std::string_view::npos) {
+  if (!hit && passphrase && OccursOutsideKeyNames(text, key)) {
     return Fail(ErrorCode::kBadInput,
                 SecretsWhere(file, 0, 0) + ": " + std::string(kPassphraseKeyIsAValue));
   }

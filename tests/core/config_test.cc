@@ -734,6 +734,20 @@ TEST_F(Passphrase, ErrorsNameFileAndKeyButNeverTheValue) {
   EXPECT_EQ(value_as_key.error().message,
             file + ": " + std::string(config::kPassphraseKeyIsAValue));
   EXPECT_EQ(value_as_key.error().message.find("'backup_encryption_passphrase'"), std::string::npos);
+  // Its text in a comment or a continued line is hidden as well; in a key's name only (a typo of
+  // the name, as "backup_encryption" for "backup_encryption_passphrase") it is named.
+  for (const char* text : {"# the passphrase: backup_encryption_passphrase\nother: x\n",
+                           "other: >\n  pw backup_encryption_passphrase\n"}) {
+    auto hidden = LoadWith(text);
+    ASSERT_FALSE(hidden);
+    EXPECT_EQ(hidden.error().message, file + ": " + std::string(config::kPassphraseKeyIsAValue))
+        << text;
+  }
+  auto typo =
+      LoadWith("backup_encryption_passphrase_2: x\n\"backup_encryption_passphrase x\": y\n");
+  ASSERT_FALSE(typo);
+  EXPECT_EQ(typo.error().message,
+            file + ": key 'backup_encryption_passphrase': not found in the secrets file");
 
   auto empty = LoadWith("backup_encryption_passphrase: \"\"\n");
   ASSERT_FALSE(empty);
