@@ -90,6 +90,13 @@ FileDiff DiffFile(const std::string& path, const Side& before, const Side& after
       before.type != EntryType::kSymlink && before.mode != after.mode) {
     d.notes.push_back("mode " + Octal(before.mode) + " -> " + Octal(after.mode));
   }
+  if (before.present && after.present && before.owner && after.owner &&
+      *before.owner != *after.owner) {
+    const auto text = [](const std::pair<std::uint32_t, std::uint32_t>& o) {
+      return std::to_string(o.first) + ":" + std::to_string(o.second);
+    };
+    d.notes.push_back("owner " + text(*before.owner) + " -> " + text(*after.owner));
+  }
   const bool a_file = !before.present || before.type == EntryType::kFile;
   const bool b_file = !after.present || after.type == EntryType::kFile;
   if (!a_file || !b_file) {

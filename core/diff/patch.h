@@ -29,6 +29,9 @@ struct Side {
   manifest::EntryType type = manifest::EntryType::kFile;
   std::uint64_t size = 0;
   std::uint32_t mode = 0;
+  // uid and gid, when they are compared (a diff against the live trees run as root, which a
+  // rollback sets back); nullopt otherwise.
+  std::optional<std::pair<std::uint32_t, std::uint32_t>> owner;
   std::string link_target;
   // The file's bytes; nullopt when not read (too large, over the budget, not a file).
   std::optional<std::string> content;
@@ -49,7 +52,8 @@ struct FileDiff {
   std::size_t added = 0;
   std::size_t removed = 0;
   // Why there are no hunks, or what else changed: "binary, 12.0 kB -> 12.4 kB",
-  // "mode 0644 -> 0600", "only masked values differ", "too large to compare (...)".
+  // "mode 0644 -> 0600", "owner 1000:1000 -> 0:0", "only masked values differ",
+  // "too large to compare (...)".
   std::vector<std::string> notes;
   std::vector<Hunk> hunks;
 };

@@ -300,7 +300,11 @@ Status ApplyPlaceLink(ApplyContext& c, const Op& op) {
   auto state = ReadPathState(c.roots.For(TopOf(op.path)), RelOf(op.path));
   if (state && *state && (*state)->type == EntryType::kSymlink &&
       (*state)->link_target == op.link_target) {
-    return {};
+    // The right link already (placed before an interruption, or its owner alone changed).
+    if (!RunningAsRoot()) return {};
+    const auto st = LStatIn(at->dir, at->name);
+    if (st && st->st_uid == op.uid && st->st_gid == op.gid) return {};
+    return c.fs.ChownAt(at->dir, at->name, op.uid, op.gid);
   }
   const std::string tmp = TempBeside(c.token);
   SP_RETURN_IF_ERROR(RemoveIfPresentIn(c.fs, at->dir, tmp));

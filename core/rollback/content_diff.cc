@@ -158,7 +158,13 @@ Result<std::vector<Item>> ChangedLive(const config::Config& config, const manife
       ++report.unchanged;
       continue;
     }
-    items.push_back({e.path, SideOf(e.target), SideOf(e.current)});
+    Item item{e.path, SideOf(e.target), SideOf(e.current)};
+    // What the plan compares, the diff shows: as root, the owner too.
+    if (e.current_owner && internal::RunningAsRoot()) {
+      item.before.owner = std::make_pair(e.uid, e.gid);
+      item.after.owner = std::make_pair(e.current_owner->uid, e.current_owner->gid);
+    }
+    items.push_back(std::move(item));
   }
   return items;
 }

@@ -209,7 +209,8 @@ bool StampHolds(const manifest::Entry& entry, const struct stat& st) {
 
 Result<std::optional<PathState>> LiveTreeReader::Read(const std::string& root,
                                                       const std::string& rel,
-                                                      const manifest::Entry* recorded) {
+                                                      const manifest::Entry* recorded,
+                                                      Owner* owner) {
   std::string path = root;
   struct stat st {};
   std::size_t pos = 0;
@@ -231,6 +232,7 @@ Result<std::optional<PathState>> LiveTreeReader::Read(const std::string& root,
     path.append(rel, pos, next - pos);
     pos = next + 1;
   }
+  if (owner != nullptr) *owner = Owner{st.st_uid, st.st_gid};
   if (recorded != nullptr && StampHolds(*recorded, st)) {
     ++files_trusted_;
     return std::optional<PathState>(PathState{manifest::EntryType::kFile, recorded->size,

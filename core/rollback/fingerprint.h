@@ -34,6 +34,15 @@ struct PathState {
   bool operator==(const PathState&) const = default;
 };
 
+// A path's owner. Not part of PathState: fingerprints record no owner (docs/format.md); a plan
+// compares it beside the state (PlanEntry::current_owner).
+struct Owner {
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+
+  bool operator==(const Owner&) const = default;
+};
+
 // The state of the restored trees right after an update: "<backup_dir>/<id>/fingerprint.json".
 // A file whose current state equals its fingerprint was changed by the update, not by a person.
 //
@@ -83,9 +92,11 @@ inline constexpr std::string_view kFingerprintName = "fingerprint.json";
 // hold the recorded contents and is not read.
 class LiveTreeReader {
  public:
+  // `owner` (optional) gets the path's owner when it exists.
   [[nodiscard]] Result<std::optional<PathState>> Read(const std::string& root,
                                                       const std::string& rel,
-                                                      const manifest::Entry* recorded = nullptr);
+                                                      const manifest::Entry* recorded = nullptr,
+                                                      Owner* owner = nullptr);
 
   // Regular files read and hashed, and files taken as recorded by their stamp, so far.
   [[nodiscard]] std::size_t files_hashed() const { return files_hashed_; }

@@ -55,7 +55,9 @@ Status CheckRoot(const std::string& what, const std::string& root) {
 bool SameAsTarget(const PlanEntry& e) {
   if (!e.current) return false;
   if (e.implicit_dir) return e.current->type == EntryType::kDirectory;
-  return *e.current == *e.target;
+  if (*e.current != *e.target) return false;
+  // Only root can set an owner back; for anyone else it is not part of what a rollback restores.
+  return !e.current_owner || !RunningAsRoot() || *e.current_owner == Owner{e.uid, e.gid};
 }
 
 CollectedPaths::CollectedPaths(const store::BackupRequest& current) {
@@ -142,9 +144,11 @@ Status ReadWanted(const Roots& roots, std::span<const WantedMap::value_type* con
     p.uid = entry->uid;
     p.gid = entry->gid;
     p.mtime = entry->mtime;
-    auto cur = live.Read(roots.For(TopOf(p.path)), RelOf(p.path), entry);
+    Owner owner;
+    auto cur = live.Read(roots.For(TopOf(p.path)), RelOf(p.path), entry, &owner);
     if (!cur) return tl::unexpected(cur.error());
     p.current = std::move(*cur);
+    if (p.current) p.current_owner = owner;
     out.push_back(std::move(p));
   }
   return {};

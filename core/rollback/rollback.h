@@ -64,6 +64,9 @@ struct PlanEntry {
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
   std::int64_t mtime = 0;
+  // The live version's owner (with `current`, for paths the safety point lists). Running as
+  // root, an owner other than the recorded one is a change, as a mode is: a rollback sets it back.
+  std::optional<Owner> current_owner;
 };
 
 struct Plan {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/config/config.h"
+#include "core/rollback/content_diff.h"
 #include "core/rollback/fingerprint.h"
 #include "core/rollback/internal.h"
 #include "core/rollback/journal.h"
@@ -426,6 +427,49 @@ TEST_F(RollbackTest, OverwriteRestoresExactStateAndMovesAddedFilesAside) {
   ASSERT_TRUE(verified) << verified.error().message;
   EXPECT_EQ(verified->entries, m->EntryCount());
   (void)changed;
+}
+
+// Found by reading the plan: a path whose owner alone changed (an add-on's `chown -R`, a
+// container that rewrote ownership) compared as unchanged, so a rollback left the new owner and
+// still said the trees were as in the safety point. As root the owner is now compared and set
+// back, as a mode is; the pre-rollback safety point undoes it.
+TEST_F(RollbackTest, AnOwnerChangedAloneIsRolledBackAsRoot) {
+  if (::geteuid() != 0) GTEST_SKIP() << "only root can change and restore an owner";
+  const TreeSnap original = Snap();
+  const std::string id = Backup();
+  ASSERT_EQ(::lchown((ha_ + "/configuration.yaml").c_str(), 1234, 1234), 0);  // a file
+  ASSERT_EQ(::lchown((ha_ + "/automations.yaml").c_str(), 0, 0), 0);          // back to root
+  ASSERT_EQ(::lchown((ha_ + "/www").c_str(), 1234, 5678), 0);                 // a directory
+  ASSERT_EQ(::lchown((ha_ + "/link.yaml").c_str(), 1234, 1234), 0);           // a link itself
+  const TreeSnap changed = Snap();
+  ASSERT_NE(changed, original);
+
+  auto plan = MakePlan(config_, *store_, pass_, id, Policy::kAbort);
+  ASSERT_TRUE(plan) << plan.error().message;
+  EXPECT_EQ(plan->Conflicts(),
+            (std::vector<std::string>{"ha_config/automations.yaml", "ha_config/configuration.yaml",
+                                      "ha_config/link.yaml", "ha_config/www"}));
+  // The content diff names what changed.
+  ContentDiffRequest request;
+  request.id = id;
+  request.paths = {"configuration.yaml", "automations.yaml", "www"};
+  auto report = ContentDiff(config_, *store_, pass_, request);
+  ASSERT_TRUE(report) << report.error().message;
+  ASSERT_EQ(report->files.size(), 3u);
+  EXPECT_EQ(report->files[0].path, "ha_config/automations.yaml");
+  EXPECT_EQ(report->files[0].notes, std::vector<std::string>{"owner 1001:2002 -> 0:0"});
+  EXPECT_EQ(report->files[1].path, "ha_config/configuration.yaml");
+  EXPECT_EQ(report->files[1].notes, std::vector<std::string>{"owner 0:0 -> 1234:1234"});
+  EXPECT_TRUE(report->files[1].hunks.empty());
+  EXPECT_EQ(report->files[2].path, "ha_config/www");
+  EXPECT_EQ(report->files[2].notes, std::vector<std::string>{"owner 0:0 -> 1234:5678"});
+
+  auto r = Run(id, Policy::kOverwrite);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(Diff(original, Snap()), "");
+  auto undo = Run(r->pre_rollback_id, Policy::kOverwrite);
+  ASSERT_TRUE(undo) << undo.error().message;
+  EXPECT_EQ(Diff(changed, Snap()), "");
 }
 
 TEST_F(RollbackTest, PreRollbackSafetyPointUndoesTheRollbackByteForByte) {
