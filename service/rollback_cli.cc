@@ -22,7 +22,7 @@ using nlohmann::json;
 
 struct RollbackArgs {
   std::string id;
-  std::vector<std::string> diff_args;  // diff: ID [ID2] [PATH...]
+  std::vector<std::string> diff_args;  // diff: [ID2] [PATH...] after the ID
   bool patch = false;
   std::string on_conflict;
   bool dry_run = false;
@@ -77,9 +77,10 @@ void AddDiff(CLI::App& app, CliContext& cli, const std::shared_ptr<RollbackArgs>
   auto* diff = app.add_subcommand(
       "diff",
       "show what changed since a safety point (or between two) and what a rollback would do");
-  diff->add_option("id", args->diff_args,
-                   "safety point id, optionally a second one, then paths to limit the diff to")
-      ->required();
+  diff->add_option("id", args->id, "safety point id")->required();
+  diff->add_option("paths", args->diff_args,
+                   "optionally a second safety point id, then paths to limit the diff to (after "
+                   "--, a path may start with a dash)");
   diff->add_flag("--patch", args->patch,
                  "unified diffs of the changed files (secrets shown as ***)");
   diff->add_option("--on-conflict", args->on_conflict,
@@ -87,9 +88,9 @@ void AddDiff(CLI::App& app, CliContext& cli, const std::shared_ptr<RollbackArgs>
   diff->callback(cli.Run([&cli, args](Operations& ops) {
     const auto& a = args->diff_args;
     rollback::ContentDiffRequest request;
-    request.id = a.front();
-    std::size_t next = 1;
-    if (a.size() > 1 && IsValidBackupId(a[1])) request.other_id = a[next++];
+    request.id = args->id;
+    std::size_t next = 0;
+    if (!a.empty() && IsValidBackupId(a[0])) request.other_id = a[next++];
     request.paths.assign(a.begin() + static_cast<std::ptrdiff_t>(next), a.end());
     if (!args->patch && !request.other_id && request.paths.empty()) {
       auto policy = PolicyFrom(args->on_conflict, ops.config());

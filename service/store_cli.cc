@@ -205,8 +205,8 @@ void AddExtract(CLI::App& app, CliContext& cli, const std::shared_ptr<Args>& a) 
     if (!n) return cli.Failed(n.error());
     json data = {{"id", id}, {"extracted", *n}, {"warnings", warnings}};
     PutName(data, "to", to);  // "to_b64" when the directory's name is not UTF-8
-    std::string human =
-        "extracted " + std::to_string(*n) + " entries of " + id + " into " + QuoteName(to) + "\n";
+    std::string human = "extracted " + std::to_string(*n) + (*n == 1 ? " entry" : " entries") +
+                        " of " + id + " into " + QuoteName(to) + "\n";
     for (const auto& w : warnings) human += "warning: " + w + "\n";
     return cli.Ok(data, human);
   }));

@@ -137,6 +137,19 @@ std::string QuoteName(std::string_view name) {
   return out + "\"";
 }
 
+std::string QuoteNameInText(std::string_view name, std::size_t max_bytes) {
+  std::string_view shown = name;
+  if (shown.size() > max_bytes) {
+    std::size_t cut = max_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xC0) == 0x80) --cut;
+    shown = name.substr(0, cut);
+  }
+  const std::string ellipsis = shown.size() < name.size() ? "..." : "";
+  std::string quoted = QuoteName(shown);
+  if (quoted.starts_with('"')) return quoted + ellipsis;
+  return "'" + quoted + ellipsis + "'";
+}
+
 std::string PrintableText(std::string_view text) {
   std::string out;
   out.reserve(text.size());

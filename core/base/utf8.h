@@ -22,6 +22,10 @@ namespace safepoint {
 // characters, and the name's bytes can be read back from it (docs/cli.md, "Names").
 [[nodiscard]] std::string QuoteName(std::string_view name);
 
+// A name inside a message: 'name' in single quotes, or QuoteName's double-quoted form when it
+// quotes; a name longer than `max_bytes` is cut there (at a character's start) and ends in "...".
+[[nodiscard]] std::string QuoteNameInText(std::string_view name, std::size_t max_bytes = 200);
+
 // Free text (a message, a human-readable listing) safe to print on a terminal: line feeds and
 // tabs are kept; every other byte QuoteName would escape is written as \ooo.
 [[nodiscard]] std::string PrintableText(std::string_view text);

@@ -488,7 +488,7 @@ Status PathSelection::AllMatched(const std::string& where) const {
   for (std::size_t i = 0; i < paths_.size(); ++i) {
     if (!matched_[i]) {
       return Fail(ErrorCode::kNotFound,
-                  "no entry of " + where + " matches '" + QuoteName(paths_[i]) + "'");
+                  "no entry of " + where + " matches " + QuoteNameInText(paths_[i]));
     }
   }
   return {};

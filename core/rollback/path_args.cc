@@ -76,13 +76,13 @@ Result<std::vector<std::string>> ArchivePathsOf(const std::vector<std::string>& 
   std::vector<std::string> out;
   for (const std::string& typed : paths) {
     auto bad = [&](const std::string& why) {
-      return Fail(ErrorCode::kBadInput, "path '" + QuoteName(typed) + "': " + why);
+      return Fail(ErrorCode::kBadInput, "path " + QuoteNameInText(typed) + ": " + why);
     };
     const auto tidy = Tidied(typed);
     if (!tidy) return bad("'..' is not allowed; name the path inside the backed-up trees");
-    if (tidy->empty()) return bad("empty");
+    if (typed.empty()) return bad("empty");
     std::string archive;
-    if (tidy->front() == '/') {
+    if (!tidy->empty() && tidy->front() == '/') {
       if (config == nullptr) {
         return bad(
             "must be relative to the backed-up trees (\"configuration.yaml\" or "
@@ -95,7 +95,10 @@ Result<std::vector<std::string>> ArchivePathsOf(const std::vector<std::string>& 
       }
       archive = std::move(*found);
     } else {
-      archive = IsFormatRoot(tidy->substr(0, tidy->find('/'))) ? *tidy : "ha_config/" + *tidy;
+      // "." (and "./") is the configuration directory itself.
+      archive = tidy->empty()                                    ? "ha_config"
+                : IsFormatRoot(tidy->substr(0, tidy->find('/'))) ? *tidy
+                                                                 : "ha_config/" + *tidy;
     }
     if (archive.size() > 4096) return bad("longer than 4096 bytes");
     if (auto st = manifest::CheckArchivePath(archive); !st) return bad(st.error().message);

@@ -10,7 +10,8 @@
 namespace safepoint::rollback {
 
 // Each path in archive form ("ha_config/packages/x.yaml"):
-// - empty and "." components and trailing slashes are dropped ("./packages//x.yaml/");
+// - empty and "." components and trailing slashes are dropped ("./packages//x.yaml/"); "."
+//   itself is ha_config;
 // - a path whose first component is none of the format's roots (ha_config, workspace, state,
 //   environment, logs) lies below ha_config ("packages/x.yaml"); to name a directory of
 //   ha_config called like a root, write "ha_config/logs";

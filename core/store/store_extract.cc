@@ -198,39 +198,75 @@ Result<std::pair<std::string, Dir>> MakeStaging(FileSystem& fs, const Dir& dest)
   return Fail(ErrorCode::kIo, "no free staging directory name in " + dest.path());
 }
 
+// Whether `e` can take its place `leaf` in `parent`: nothing of the other kind is in the way (a
+// file where a directory goes, a directory where a file or link goes). `*exists` says whether
+// something is there.
+Status CheckInTheWay(const Dir& parent, const std::string& leaf, const manifest::Entry& e,
+                     bool* exists) {
+  struct stat existing {};
+  *exists = ::fstatat(parent.fd(), leaf.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!*exists) return {};
+  const bool is_dir = S_ISDIR(existing.st_mode);
+  if (e.type == manifest::EntryType::kDirectory && !is_dir) {
+    return Fail(ErrorCode::kBadInput, parent.PathOf(leaf) + " exists and is not a directory");
+  }
+  if (e.type != manifest::EntryType::kDirectory && is_dir) {
+    return Fail(ErrorCode::kBadInput, parent.PathOf(leaf) + " exists and is a directory");
+  }
+  return {};
+}
+
+// Calls `visit(parent, leaf, entry)` for each selected entry, in order, with its parent directory
+// in `dest` opened (made when `create`; when not, entries below a missing directory are skipped:
+// nothing of theirs exists yet). Entries come in tar order: most share the previous one's parent.
+template <typename Visit>
+Status ForEachPlace(FileSystem& fs, const Dir& dest, const std::vector<manifest::Entry>& selected,
+                    bool create, Visit visit) {
+  std::string parent_rel;
+  std::optional<Dir> parent;
+  bool parent_missing = false;
+  for (const auto& e : selected) {
+    if ((!parent && !parent_missing) || ParentOf(e.path) != parent_rel) {
+      parent_rel = ParentOf(e.path);
+      parent.reset();
+      auto opened = OpenBelow(fs, dest, parent_rel, create);
+      parent_missing = !opened && !create && opened.error().code == ErrorCode::kNotFound;
+      if (!opened && !parent_missing) return tl::unexpected(opened.error());
+      if (opened) parent = std::move(*opened);
+    }
+    if (parent_missing) continue;
+    SP_RETURN_IF_ERROR(visit(*parent, LeafOf(e.path), e));
+  }
+  return {};
+}
+
 // Moves what was staged into `dest`: files and links by rename, directories made (0700, writable
-// while they are filled). Returns the directories made, whose attributes are set at the end.
+// while they are filled). Everything in the way is found first, so a conflict leaves `dest` as it
+// was. Returns the directories made, whose attributes are set at the end.
 Result<std::vector<const manifest::Entry*>> Publish(FileSystem& fs, const Dir& staging,
                                                     const Dir& dest,
                                                     const std::vector<manifest::Entry>& selected) {
+  SP_RETURN_IF_ERROR(
+      ForEachPlace(fs, dest, selected, /*create=*/false,
+                   [](const Dir& parent, const std::string& leaf, const manifest::Entry& e) {
+                     bool exists = false;
+                     return CheckInTheWay(parent, leaf, e, &exists);
+                   }));
   std::vector<const manifest::Entry*> made_dirs;
-  std::string parent_rel;
-  std::optional<Dir> parent;  // entries come in tar order: most share the previous one's parent
-  for (const auto& e : selected) {
-    if (!parent || ParentOf(e.path) != parent_rel) {
-      parent_rel = ParentOf(e.path);
-      auto opened = OpenBelow(fs, dest, parent_rel, /*create=*/true);
-      if (!opened) return tl::unexpected(opened.error());
-      parent = std::move(*opened);
-    }
-    const std::string leaf = LeafOf(e.path);
-    struct stat existing {};
-    const bool exists = ::fstatat(parent->fd(), leaf.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0;
-    if (e.type == manifest::EntryType::kDirectory) {
-      if (exists && !S_ISDIR(existing.st_mode)) {
-        return Fail(ErrorCode::kBadInput, parent->PathOf(leaf) + " exists and is not a directory");
-      }
-      if (!exists) {
-        SP_RETURN_IF_ERROR(fs.MakeDirAt(*parent, leaf, 0700));
-        made_dirs.push_back(&e);
-      }
-      continue;
-    }
-    if (exists && S_ISDIR(existing.st_mode)) {
-      return Fail(ErrorCode::kBadInput, parent->PathOf(leaf) + " exists and is a directory");
-    }
-    SP_RETURN_IF_ERROR(fs.RenameAt(staging, e.path, *parent, leaf));
-  }
+  auto published = ForEachPlace(
+      fs, dest, selected, /*create=*/true,
+      [&](const Dir& parent, const std::string& leaf, const manifest::Entry& e) -> Status {
+        bool exists = false;
+        if (auto st = CheckInTheWay(parent, leaf, e, &exists); !st) return st;
+        if (e.type != manifest::EntryType::kDirectory) {
+          return fs.RenameAt(staging, e.path, parent, leaf);
+        }
+        if (exists) return {};
+        auto made = fs.MakeDirAt(parent, leaf, 0700);
+        if (made) made_dirs.push_back(&e);
+        return made;
+      });
+  if (!published) return tl::unexpected(published.error());
   return made_dirs;
 }
 

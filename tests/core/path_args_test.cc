@@ -131,6 +131,9 @@ TEST(ArchivePathsOf, AbsolutePathsLieInsideATreeOrAreRefused) {
       // A link inside the tree is named as itself, not as what it points to.
       {dir.Sub("disk/config/ws-link"), "ha_config/ws-link"},
       {dir.Sub("ws/agenda.md"), "workspace/agenda.md"},
+      {".", "ha_config"},
+      {"./", "ha_config"},
+      {"ha_config/.", "ha_config"},
   };
   for (const auto& [typed, want] : cases) {
     auto got = ArchivePathsOf({typed}, &config);
@@ -139,13 +142,19 @@ TEST(ArchivePathsOf, AbsolutePathsLieInsideATreeOrAreRefused) {
   }
   for (const std::string& bad :
        {std::string("/etc/passwd"), std::string("/"), dir.Sub("disk"), dir.Sub("disk/configx"),
-        dir.Sub("disk/config/../config/x.yaml"), std::string(""), std::string("./"),
-        std::string("a/.."), std::string(".."), "ha_config/" + std::string(5000, 'x')}) {
+        dir.Sub("disk/config/../config/x.yaml"), std::string(""), std::string("a/.."),
+        std::string(".."), "ha_config/" + std::string(5000, 'x')}) {
     auto got = ArchivePathsOf({bad}, &config);
     ASSERT_FALSE(got) << bad;
     EXPECT_EQ(got.error().code, ErrorCode::kBadInput) << bad;
     EXPECT_EQ(got.error().message.rfind("path '", 0), 0u) << got.error().message;
+    EXPECT_LT(got.error().message.size(), 400u);  // a long path is cut in the message
   }
+  // A name that must be escaped is quoted once, as the names in every other message are.
+  auto odd = ArchivePathsOf({"a/../b\nc"});
+  ASSERT_FALSE(odd);
+  EXPECT_EQ(odd.error().message,
+            "path \"a/../b\\nc\": '..' is not allowed; name the path inside the backed-up trees");
   // Without a configuration (the MQTT command's check), every absolute path is refused.
   auto mqtt = ArchivePathsOf({dir.Sub("disk/config/x.yaml")});
   ASSERT_FALSE(mqtt);

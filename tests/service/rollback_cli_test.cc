@@ -441,9 +441,8 @@ TEST_F(RollbackCliTest, DiffAndExtractTakePathsAsUsersTypeThem) {
                               ") and the workspace (" + ws_ + ")\n";
   EXPECT_EQ(Cli({"diff", id, "/etc/passwd"}).err, outside);
   EXPECT_EQ(Cli({"extract", id, "--to", dir_.Sub("bad"), "/etc/passwd"}).err, outside);
-  for (const std::string& bad :
-       {std::string("/etc/passwd"), std::string("../config/x.yaml"),
-        ha_ + "/../config/configuration.yaml", std::string("./"), std::string("")}) {
+  for (const std::string& bad : {std::string("/etc/passwd"), std::string("../config/x.yaml"),
+                                 ha_ + "/../config/configuration.yaml", std::string("")}) {
     SCOPED_TRACE(bad);
     auto d = Cli({"diff", id, bad});
     EXPECT_EQ(d.exit_code, 2) << d.err;
@@ -459,6 +458,33 @@ TEST_F(RollbackCliTest, DiffAndExtractTakePathsAsUsersTypeThem) {
   EXPECT_EQ(typo.err, "safepoint: no entry of safety point " + id +
                           " matches 'ha_config/configuraton.yaml'\n");
   EXPECT_FALSE(fs::exists(dir_.Sub("typo")));
+}
+
+// Found by a path campaign: extract moved entries into DIR one by one and stopped at a directory
+// in the way of a later one, with exit 2 ("nothing done") after it had replaced files in DIR.
+// Everything in the way is now found before the first entry is moved in.
+TEST_F(RollbackCliTest, AnExtractStoppedByADirectoryInTheWayChangesNothingInDir) {
+  const std::string id = Backup();
+  const std::string to = dir_.Sub("restore");
+  WriteFile(to + "/ha_config/automations.yaml", "mine, not the safety point's\n");
+  fs::create_directories(to + "/ha_config/secrets.yaml/in-the-way");
+  const TreeSnap before = Snap(to);
+  auto r = Cli({"extract", id, "--to", to});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "safepoint: " + to + "/ha_config/secrets.yaml exists and is a directory\n");
+  EXPECT_EQ(Snap(to), before);
+  // A file where a directory of the safety point goes, likewise.
+  fs::remove_all(to + "/ha_config/secrets.yaml");
+  WriteFile(to + "/workspace", "a file where the workspace goes\n");
+  const TreeSnap before_file = Snap(to);
+  r = Cli({"extract", id, "--to", to});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "safepoint: " + to + "/workspace is not a directory (a symlink?); refusing\n");
+  EXPECT_EQ(Snap(to), before_file);
+  fs::remove(to + "/workspace");
+  r = Cli({"extract", id, "--to", to});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadFile(to + "/ha_config/automations.yaml"), "- id: a\n");
 }
 
 TEST_F(RollbackCliTest, RefusesWithoutYesWhenNotATerminal) {
