@@ -497,8 +497,10 @@ Result<manifest::Manifest> Store::BackupWith(const BackupRequest& request,
   // A file that changes between pass 1 and pass 2 fails an attempt. The next attempt reads it
   // again and keeps its bytes (HashAgainAndKeep): pass 2 then archives what it hashed, and a
   // file replaced by a rename every few seconds (Home Assistant's `.storage`) is recorded as
-  // one of its versions. Only a file too large to keep, or more such files, can fail again.
-  constexpr int kAttempts = 3;
+  // one of its versions. Each attempt that fails on another file keeps that one too, so while
+  // Home Assistant rewrites several `.storage` files in turn (at its start, say) every attempt
+  // gets further; only a file too large to keep, or a new one on each of kAttempts, fails.
+  constexpr int kAttempts = 6;
   std::vector<std::size_t> keep_again;
   for (int attempt = 1;; ++attempt) {
     std::optional<std::size_t> changed;
@@ -507,8 +509,9 @@ Result<manifest::Manifest> Store::BackupWith(const BackupRequest& request,
     const bool kept_before =
         std::find(keep_again.begin(), keep_again.end(), *changed) != keep_again.end();
     if (attempt == kAttempts || kept_before) {
-      result.error().message += kept_before ? ", again, and is too large to hold in memory"
-                                            : ", on " + std::to_string(kAttempts) + " attempts";
+      result.error().message +=
+          kept_before ? ", again, and is too large to hold in memory"
+                      : ", on " + std::to_string(kAttempts) + " attempts, each time another file";
       result.error().message += "; back up again when it is quiet, or exclude it";
       return result;
     }

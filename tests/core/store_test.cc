@@ -627,6 +627,55 @@ TEST_F(StoreTest, FileReplacedByARenameBetweenThePassesIsRecordedAsOneOfItsVersi
   EXPECT_EQ(ReadFile(out + "/ha_config/core.entity_registry"), v3);
 }
 
+// Several files replaced in turn (Home Assistant rewrites many `.storage` files as it starts):
+// each attempt failed on the next one, and with three such files the third attempt failed the
+// backup, and so every rollback's pre-rollback point. Each attempt that fails on another file
+// keeps that one too, so five are recorded whole on the sixth attempt; a sixth such file, a new
+// one on every attempt, fails it naming the last.
+TEST_F(StoreTest, FilesReplacedInTurnAreEachKeptByTheNextAttempt) {
+  std::mt19937 rng(11);
+  auto write_busy = [&](int n) {
+    std::vector<std::string> paths;
+    for (int i = 0; i < n; ++i) {
+      std::string v(300 * 1024, '\0');  // over kBufferSize: pass 1 does not keep it
+      for (char& c : v) c = static_cast<char>('a' + rng() % 26);
+      paths.push_back(src_ + "/.storage/core.busy" + std::to_string(i));
+      WriteFile(paths.back(), v);
+    }
+    return paths;
+  };
+  {
+    const auto busy = write_busy(5);
+    FaultInjectingFileSystem fs;
+    for (const auto& p : busy) fs.ChangeOnEveryRead(p, testing::ReadChange::kReplace);
+    Store store(options_, fs, clock_);
+    auto m = Backup(store, pass_);
+    ASSERT_TRUE(m) << m.error().message;
+    EXPECT_TRUE(m->warnings.empty()) << m->warnings.front();
+    const std::string out = dir_.Sub("out");
+    ASSERT_TRUE(store.Extract(m->id, pass_, out, {"ha_config/.storage"}));
+    for (std::size_t i = 0; i < busy.size(); ++i) {
+      // Each is recorded as the version its keeping read saw, which is the last one written.
+      EXPECT_EQ(ReadFile(out + "/ha_config/.storage/core.busy" + std::to_string(i)),
+                ReadFile(busy[i]))
+          << i;
+    }
+    for (const auto& p : busy) fs::remove(p);
+  }
+  const auto busy = write_busy(6);
+  FaultInjectingFileSystem fs;
+  for (const auto& p : busy) fs.ChangeOnEveryRead(p, testing::ReadChange::kReplace);
+  Store store(options_, fs, clock_);
+  clock_.Advance(std::chrono::seconds(1));
+  auto m = Backup(store, pass_);
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, ErrorCode::kIo);
+  EXPECT_EQ(m.error().message, "file " + busy[5] +
+                                   " changed while it was being backed up, on 6 attempts, each "
+                                   "time another file; back up again when it is quiet, or "
+                                   "exclude it");
+}
+
 TEST_F(StoreTest, CrashAtEveryWriteLeavesOnlyCompleteSafetyPoints) {
   Store good(options_, real_fs_, clock_);
   ASSERT_TRUE(Backup(good, pass_));
