@@ -114,7 +114,14 @@ Status ReadCaptured(const store::Store& store, const Secret& passphrase, const s
   return {};
 }
 
-// The changed paths between the entries of two safety points.
+// A side of a safety point's entry: its state and its owner (both points record one).
+diff::Side SideOfEntry(const manifest::Entry& e) {
+  diff::Side s = SideOf(StateOf(e));
+  s.owner = std::make_pair(e.uid, e.gid);
+  return s;
+}
+
+// The changed paths between the entries of two safety points (an owner changed alone too).
 std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Manifest& b,
                                  manifest::PathSelection& filter, std::size_t* unchanged) {
   std::unordered_map<std::string_view, const manifest::Entry*> old_entries;
@@ -122,7 +129,8 @@ std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Ma
   std::vector<Item> items;
   for (const auto& e : b.entries) {
     auto it = old_entries.find(e.path);
-    const bool same = it != old_entries.end() && StateOf(*it->second) == StateOf(e);
+    const bool same = it != old_entries.end() && StateOf(*it->second) == StateOf(e) &&
+                      it->second->uid == e.uid && it->second->gid == e.gid;
     if (!filter.Selects(e.path)) {
       if (it != old_entries.end()) old_entries.erase(it);
       continue;
@@ -130,14 +138,13 @@ std::vector<Item> ChangedBetween(const manifest::Manifest& a, const manifest::Ma
     if (same) {
       ++*unchanged;
     } else {
-      items.push_back({e.path,
-                       it == old_entries.end() ? diff::Side{} : SideOf(StateOf(*it->second)),
-                       SideOf(StateOf(e))});
+      items.push_back({e.path, it == old_entries.end() ? diff::Side{} : SideOfEntry(*it->second),
+                       SideOfEntry(e)});
     }
     if (it != old_entries.end()) old_entries.erase(it);
   }
   for (const auto& [path, e] : old_entries) {
-    if (filter.Selects(path)) items.push_back({e->path, SideOf(StateOf(*e)), diff::Side{}});
+    if (filter.Selects(path)) items.push_back({e->path, SideOfEntry(*e), diff::Side{}});
   }
   return items;
 }

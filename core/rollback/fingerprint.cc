@@ -67,8 +67,13 @@ std::string Canonical(const PathState& s) {
 }
 
 std::string PathMac(const Secret& key, const std::string& path) { return Mac(key, {"path", path}); }
-std::string StateMac(const Secret& key, const std::string& path, const PathState& s) {
-  return Mac(key, {"state", path, Canonical(s)});
+// Format 3 covers the owner too (`owner`); format 2 did not (nullptr).
+std::string StateMac(const Secret& key, const std::string& path, const PathState& s,
+                     const Owner* owner) {
+  if (owner == nullptr) return Mac(key, {"state", path, Canonical(s)});
+  return Mac(
+      key, {"state", path,
+            Canonical(s) + '\0' + std::to_string(owner->uid) + '\0' + std::to_string(owner->gid)});
 }
 
 bool IsHex64(const std::string& s) {
@@ -244,22 +249,24 @@ Result<std::optional<PathState>> LiveTreeReader::Read(const std::string& root,
   return std::optional<PathState>(std::move(*state));
 }
 
-bool Fingerprint::Matches(const std::string& path, const PathState& state) const {
+bool Fingerprint::Matches(const std::string& path, const PathState& state,
+                          const std::optional<Owner>& owner) const {
   if (!is_keyed) {
     auto it = paths.find(path);
     return it != paths.end() && it->second == state;
   }
   if (!key || key->empty()) return false;
+  if (with_owners && !owner) return false;
   auto it = keyed.find(PathMac(*key, path));
-  return it != keyed.end() && sodium_memcmp(it->second.data(), StateMac(*key, path, state).data(),
-                                            it->second.size()) == 0;
+  const std::string mac = StateMac(*key, path, state, with_owners ? &*owner : nullptr);
+  return it != keyed.end() && sodium_memcmp(it->second.data(), mac.data(), it->second.size()) == 0;
 }
 
 json ToJson(const Fingerprint& f) {
   if (f.is_keyed) {
     json entries = json::object();
     for (const auto& [path_mac, state_mac] : f.keyed) entries[path_mac] = state_mac;
-    return {{"format", 2},
+    return {{"format", f.with_owners ? 3 : 2},
             {"id", f.id},
             {"recorded_at", f.recorded_at},
             {"mac", "hmac-sha256"},
@@ -292,13 +299,14 @@ Result<Fingerprint> ParseFingerprint(std::string_view text) {
   try {
     json j = json::parse(text);
     const int format = IntegerField<int>(j, "format");
-    if (format != 1 && format != 2) {
+    if (format < 1 || format > 3) {
       return Fail(ErrorCode::kCorrupt, "fingerprint: unsupported format");
     }
     Fingerprint f;
     f.id = j.at("id").get<std::string>();
     f.recorded_at = j.at("recorded_at").get<std::string>();
-    if (format == 2) {
+    if (format >= 2) {
+      f.with_owners = format == 3;
       if (j.at("mac").get<std::string>() != "hmac-sha256") {
         return Fail(ErrorCode::kCorrupt, "fingerprint: unknown MAC");
       }
@@ -376,17 +384,19 @@ Status RecordFingerprint(const config::Config& config, const store::Store& store
     if (!local) continue;
     const bool ha = e.archive_path.starts_with("ha_config/");
     const std::string& root = ha ? config.paths.ha_config : config.paths.workspace;
+    Owner owner;
     auto state = live.Read(root, e.archive_path.substr(e.archive_path.find('/') + 1),
-                           recorded_entry(e.archive_path));
+                           recorded_entry(e.archive_path), &owner);
     if (!state) return tl::unexpected(state.error());
     if (!*state) continue;  // gone since it was listed
     if (key.empty()) {
       f.paths[e.archive_path] = std::move(**state);
     } else {
-      f.keyed[PathMac(key, e.archive_path)] = StateMac(key, e.archive_path, **state);
+      f.keyed[PathMac(key, e.archive_path)] = StateMac(key, e.archive_path, **state, &owner);
     }
   }
   f.is_keyed = !key.empty();
+  f.with_owners = f.is_keyed;
   return WriteFileAtomically(fs, store.DirOf(id) + "/" + std::string(kFingerprintName),
                              ToJson(f).dump(1) + "\n", 0600);
 }

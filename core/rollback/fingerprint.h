@@ -57,10 +57,15 @@ struct Fingerprint {
   std::map<std::string, PathState> paths;    // plaintext form: archive path -> state
   std::map<std::string, std::string> keyed;  // keyed form: path MAC -> state MAC (hex)
   bool is_keyed = false;
+  // Keyed format 3: each state MAC covers the path's owner too, so an owner changed after the
+  // update is a person's change (a conflict), not the update's. Format 2 recorded no owner.
+  bool with_owners = false;
   std::shared_ptr<const Secret> key;  // keyed form: set by LoadFingerprint, needed by Matches
 
-  // Whether `path` was recorded with state `state`.
-  [[nodiscard]] bool Matches(const std::string& path, const PathState& state) const;
+  // Whether `path` was recorded with state `state` (and, in format 3, owner `owner`; without
+  // one such a fingerprint matches nothing).
+  [[nodiscard]] bool Matches(const std::string& path, const PathState& state,
+                             const std::optional<Owner>& owner = std::nullopt) const;
   [[nodiscard]] std::size_t size() const { return is_keyed ? keyed.size() : paths.size(); }
 };
 

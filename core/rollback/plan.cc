@@ -230,7 +230,8 @@ Change ChangeOf(const PlanEntry& p, const std::optional<Fingerprint>& fingerprin
   if (!p.current) return Change::kMissing;
   if (SameAsTarget(p)) return Change::kUnchanged;
   if (fingerprint) {
-    return fingerprint->Matches(p.path, *p.current) ? Change::kChangedByUpdate : Change::kConflict;
+    return fingerprint->Matches(p.path, *p.current, p.current_owner) ? Change::kChangedByUpdate
+                                                                     : Change::kConflict;
   }
   return Change::kConflict;
 }

@@ -463,6 +463,20 @@ TEST_F(RollbackTest, AnOwnerChangedAloneIsRolledBackAsRoot) {
   EXPECT_TRUE(report->files[1].hunks.empty());
   EXPECT_EQ(report->files[2].path, "ha_config/www");
   EXPECT_EQ(report->files[2].notes, std::vector<std::string>{"owner 0:0 -> 1234:5678"});
+  // Between two safety points likewise (found by the owner campaign: those were "unchanged").
+  const std::string second = Backup("after the chown");
+  request.other_id = second;
+  request.paths = {"configuration.yaml", "www", "link.yaml", "automations.yaml"};
+  auto between = ContentDiff(config_, *store_, pass_, request);
+  ASSERT_TRUE(between) << between.error().message;
+  ASSERT_EQ(between->files.size(), 4u);
+  EXPECT_EQ(between->files[0].notes, std::vector<std::string>{"owner 1001:2002 -> 0:0"});
+  EXPECT_EQ(between->files[1].notes, std::vector<std::string>{"owner 0:0 -> 1234:1234"});
+  EXPECT_EQ(between->files[2].path, "ha_config/link.yaml");
+  EXPECT_EQ(between->files[2].notes, std::vector<std::string>{"owner 0:0 -> 1234:1234"});
+  EXPECT_EQ(between->files[3].notes, std::vector<std::string>{"owner 0:0 -> 1234:5678"});
+  EXPECT_EQ(between->unchanged, 1u);  // www/blob.bin
+  ASSERT_TRUE(store_->Delete(second));
 
   auto r = Run(id, Policy::kOverwrite);
   ASSERT_TRUE(r) << r.error().message;
@@ -470,6 +484,31 @@ TEST_F(RollbackTest, AnOwnerChangedAloneIsRolledBackAsRoot) {
   auto undo = Run(r->pre_rollback_id, Policy::kOverwrite);
   ASSERT_TRUE(undo) << undo.error().message;
   EXPECT_EQ(Diff(changed, Snap()), "");
+}
+
+// Found by an owner campaign: the fingerprint recorded no owner, so an owner a person changed
+// after the update matched it and was set back silently, even under `abort`, where a mode
+// changed the same way stops. The fingerprint now records owners (format 3).
+TEST_F(RollbackTest, AnOwnerChangedAfterTheFingerprintIsAConflict) {
+  if (::geteuid() != 0) GTEST_SKIP() << "only root can change an owner";
+  const std::string id = Backup();
+  // The update changes one owner; the fingerprint records it.
+  ASSERT_EQ(::lchown((ha_ + "/readonly.yaml").c_str(), 1234, 1234), 0);
+  Update(id);
+  // A person changes another afterwards.
+  ASSERT_EQ(::lchown((ha_ + "/www/blob.bin").c_str(), 4321, 4321), 0);
+  const TreeSnap before = Snap();
+  auto plan = MakePlan(config_, *store_, pass_, id, Policy::kAbort);
+  ASSERT_TRUE(plan) << plan.error().message;
+  const auto* by_update = Find(*plan, "ha_config/readonly.yaml");
+  ASSERT_NE(by_update, nullptr);
+  EXPECT_EQ(by_update->change, Change::kChangedByUpdate);
+  EXPECT_EQ(plan->Conflicts(), std::vector<std::string>{"ha_config/www/blob.bin"});
+  auto r = Run(id, Policy::kAbort);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_TRUE(r->stopped);
+  EXPECT_EQ(r->restored, 0u);
+  EXPECT_EQ(Snap(), before);
 }
 
 TEST_F(RollbackTest, PreRollbackSafetyPointUndoesTheRollbackByteForByte) {
@@ -903,29 +942,43 @@ TEST_F(RollbackTest, FingerprintIsWrittenAtomicallyAndReadBack) {
   ASSERT_TRUE(f && *f);
   EXPECT_EQ((*f)->id, id);
   EXPECT_TRUE((*f)->is_keyed);
-  // Format 2: keyed. The recorded states match exactly; any other state, path or key does not.
+  // Format 3: keyed, owners included. The recorded states and owners match exactly; any other
+  // state, owner, path or key does not.
+  EXPECT_TRUE((*f)->with_owners);
+  auto owner_of = [](const std::string& path) {
+    struct stat st {};
+    EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+    return std::optional<rollback::Owner>(rollback::Owner{st.st_uid, st.st_gid});
+  };
+  const auto config_owner = owner_of(ha_ + "/configuration.yaml");
+  const auto link_owner = owner_of(ha_ + "/link.yaml");
   PathState config_state;
   config_state.type = manifest::EntryType::kFile;
   config_state.size = std::string("homeassistant:\n  name: Home\n").size();
   config_state.sha256 = safepoint::testing::Sha256Hex("homeassistant:\n  name: Home\n");
   config_state.mode = 0644;
-  EXPECT_TRUE((*f)->Matches("ha_config/configuration.yaml", config_state));
+  EXPECT_TRUE((*f)->Matches("ha_config/configuration.yaml", config_state, config_owner));
+  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", config_state));
+  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", config_state,
+                             rollback::Owner{config_owner->uid + 1, config_owner->gid}));
+  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", config_state,
+                             rollback::Owner{config_owner->uid, config_owner->gid + 1}));
   PathState link_state;
   link_state.type = manifest::EntryType::kSymlink;
   link_state.link_target = "configuration.yaml";
-  EXPECT_TRUE((*f)->Matches("ha_config/link.yaml", link_state));
-  EXPECT_FALSE((*f)->Matches("ha_config/automations.yaml", config_state));
+  EXPECT_TRUE((*f)->Matches("ha_config/link.yaml", link_state, link_owner));
+  EXPECT_FALSE((*f)->Matches("ha_config/automations.yaml", config_state, config_owner));
   PathState other = config_state;
   other.mode = 0600;
-  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", other));
+  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", other, config_owner));
   other = config_state;
   other.sha256[0] = other.sha256[0] == '0' ? '1' : '0';
-  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", other));
+  EXPECT_FALSE((*f)->Matches("ha_config/configuration.yaml", other, config_owner));
   link_state.link_target = "configuration.yaml2";
-  EXPECT_FALSE((*f)->Matches("ha_config/link.yaml", link_state));
+  EXPECT_FALSE((*f)->Matches("ha_config/link.yaml", link_state, link_owner));
   auto wrong_key = LoadFingerprint(*store_, id, Secret(std::string(32, 'k')));
   ASSERT_TRUE(wrong_key && *wrong_key);
-  EXPECT_FALSE((*wrong_key)->Matches("ha_config/configuration.yaml", config_state));
+  EXPECT_FALSE((*wrong_key)->Matches("ha_config/configuration.yaml", config_state, config_owner));
   // A keyed fingerprint without its key is refused, not read as "nothing matches".
   auto keyless = LoadFingerprint(*store_, id, Secret());
   ASSERT_FALSE(keyless);
@@ -938,9 +991,10 @@ TEST_F(RollbackTest, FingerprintIsWrittenAtomicallyAndReadBack) {
   EXPECT_EQ(text.find(config_state.sha256), std::string::npos);
   EXPECT_EQ((*f)->size(), ParseFingerprint(text)->size());
   // A format that is not an integer in range is corrupt, never converted.
-  const std::string format = "\"format\": 2";
+  const std::string format = "\"format\": 3";
   ASSERT_NE(text.find(format), std::string::npos);
-  for (const char* number : {"22222222222222222222222222222.0", "2.0", "-2", "4294967298"}) {
+  for (const char* number :
+       {"22222222222222222222222222222.0", "3.0", "-3", "4294967299", "4", "0"}) {
     std::string bad = text;
     bad.replace(bad.find(format), format.size(), "\"format\":" + std::string(number));
     ASSERT_FALSE(ParseFingerprint(bad)) << number;
