@@ -495,11 +495,9 @@ Result<manifest::Manifest> Store::BackupWith(const BackupRequest& request,
                                              const MakeEncryptor& make,
                                              const ProgressFn& progress) {
   // A file that changes between pass 1 and pass 2 fails an attempt. The next attempt reads it
-  // again and keeps its bytes (HashAgainAndKeep): pass 2 then archives what it hashed, and a
-  // file replaced by a rename every few seconds (Home Assistant's `.storage`) is recorded as
-  // one of its versions. Each attempt that fails on another file keeps that one too, so while
-  // Home Assistant rewrites several `.storage` files in turn (at its start, say) every attempt
-  // gets further; only a file too large to keep, or a new one on each of kAttempts, fails.
+  // again and keeps its bytes (HashAgainAndKeep), so a file replaced by a rename (Home
+  // Assistant's `.storage`) is recorded as one of its versions; each attempt keeps one more, so
+  // several replaced in turn cost an attempt each. A file too large to keep fails.
   constexpr int kAttempts = 6;
   std::vector<std::size_t> keep_again;
   for (int attempt = 1;; ++attempt) {
