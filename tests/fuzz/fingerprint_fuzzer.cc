@@ -5,7 +5,7 @@
 // Input: the text of a fingerprint.json.
 // Invariants: errors are kCorrupt; every accepted path passes the archive path checks; files
 // carry their size, hash and mode, directories only a mode, links only a target; a keyed one
-// (format 2) holds only pairs of 64-digit lowercase hex MACs; ToJson -> dump
+// (format 2, or 3 with owners) holds only pairs of 64-digit lowercase hex MACs; ToJson -> dump
 // -> ParseFingerprint gives back the same id, time and path states, and its dump is stable.
 
 #include <cstddef>
@@ -53,6 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   }
   if (f->is_keyed && !f->paths.empty()) Violated("fingerprint: plaintext paths in a keyed one");
+  if (f->with_owners && !f->is_keyed) Violated("fingerprint: owners in a plaintext one");
   const std::string once = rollback::ToJson(*f).dump(1);
   auto again = rollback::ParseFingerprint(once);
   if (!again) {
@@ -60,7 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     Violated("fingerprint: a written fingerprint does not parse");
   }
   if (again->id != f->id || again->recorded_at != f->recorded_at || again->paths != f->paths ||
-      again->is_keyed != f->is_keyed || again->keyed != f->keyed) {
+      again->is_keyed != f->is_keyed || again->with_owners != f->with_owners ||
+      again->keyed != f->keyed) {
     Violated("fingerprint: parse -> write -> parse changed it");
   }
   if (rollback::ToJson(*again).dump(1) != once) Violated("fingerprint: writing is unstable");
