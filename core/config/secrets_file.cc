@@ -304,16 +304,22 @@ std::size_t FindKey(std::string_view line, std::string_view* k) {
   return colon;
 }
 
+// The line of `text` that starts at `*pos`, without its '\n'; `*pos` moves past it.
+std::string_view NextLine(std::string_view text, std::size_t* pos) {
+  std::size_t eol = text.find('\n', *pos);
+  if (eol == std::string_view::npos) eol = text.size();
+  const std::string_view line = text.substr(*pos, eol - *pos);
+  *pos = eol + 1;
+  return line;
+}
+
 // Whether `key`'s text occurs in `text` other than in the name of a top-level key: in a value,
 // a comment or a continued line. A key name that merely contains it ("backup" in
 // "backup_encryption_passphrase:") is a typo of the name, not a passphrase.
 bool OccursOutsideKeyNames(std::string_view text, std::string_view key) {
   std::size_t pos = 0;
   while (pos < text.size()) {
-    std::size_t eol = text.find('\n', pos);
-    if (eol == std::string_view::npos) eol = text.size();
-    std::string_view line = text.substr(pos, eol - pos);
-    pos = eol + 1;
+    std::string_view line = NextLine(text, &pos);
     if (line.empty()) continue;
     std::string_view k;
     const std::size_t colon =
@@ -345,10 +351,7 @@ Result<SecretHit> ScanSecretsFile(const std::string& file, const std::string& ke
   std::size_t line_no = 0;
   std::size_t pos = 0;
   while (pos < text.size()) {
-    std::size_t eol = text.find('\n', pos);
-    if (eol == std::string_view::npos) eol = text.size();
-    std::string_view line = text.substr(pos, eol - pos);
-    pos = eol + 1;
+    std::string_view line = NextLine(text, &pos);
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     // YAML allows no NUL byte: Home Assistant would refuse the file, so do we.
