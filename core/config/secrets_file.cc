@@ -317,6 +317,8 @@ std::string_view NextLine(std::string_view text, std::size_t* pos) {
 // a comment or a continued line. A key name that merely contains it ("backup" in
 // "backup_encryption_passphrase:") is a typo of the name, not a passphrase.
 bool OccursOutsideKeyNames(std::string_view text, std::string_view key) {
+  // A key with a colon could be a whole "key: value" line itself: never told apart, always hidden.
+  if (key.find(':') != std::string_view::npos) return text.find(key) != std::string_view::npos;
   std::size_t pos = 0;
   while (pos < text.size()) {
     std::string_view line = NextLine(text, &pos);

@@ -34,8 +34,8 @@ struct PathState {
   bool operator==(const PathState&) const = default;
 };
 
-// A path's owner. Not part of PathState: fingerprints record no owner (docs/format.md); a plan
-// compares it beside the state (PlanEntry::current_owner).
+// A path's owner. Not part of PathState, whose fields format 1 and 2 fingerprints record; a plan
+// compares it beside the state (PlanEntry::current_owner), a format 3 fingerprint records it too.
 struct Owner {
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;

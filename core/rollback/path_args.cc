@@ -43,9 +43,14 @@ std::optional<std::string> Below(const std::string& abs, const std::string& dir)
 // with the symlinks of its directories resolved, else (a link outside the trees that leads into
 // one) with its own.
 std::optional<std::string> ArchiveOfAbsolute(const std::string& abs, const config::Config& config) {
+  // The workspace lies inside ha_config by default (and ha_config's backup leaves it out), so
+  // the longer directory is tried first.
+  std::pair<const std::string*, std::string_view> trees[] = {
+      {&config.paths.ha_config, "ha_config"}, {&config.paths.workspace, "workspace"}};
+  if (config.paths.workspace.size() > config.paths.ha_config.size()) {
+    std::swap(trees[0], trees[1]);
+  }
   auto in_a_tree = [&](const std::string& p) -> std::optional<std::string> {
-    const std::pair<const std::string*, std::string_view> trees[] = {
-        {&config.paths.ha_config, "ha_config"}, {&config.paths.workspace, "workspace"}};
     for (const auto& [dir, root] : trees) {
       if (dir->empty()) continue;
       if (auto rel = Below(p, *dir)) {

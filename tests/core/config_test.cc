@@ -743,6 +743,13 @@ TEST_F(Passphrase, ErrorsNameFileAndKeyButNeverTheValue) {
     EXPECT_EQ(hidden.error().message, file + ": " + std::string(config::kPassphraseKeyIsAValue))
         << text;
   }
+  // A passphrase_key holding ": " may be a whole "key: value" line of the file: hidden too.
+  WriteFile(ha() + "/secrets.yaml", "correct horse: battery staple\n");
+  auto colon = Load("encryption: {passphrase_key: 'correct horse: battery staple'}\n");
+  ASSERT_TRUE(colon) << colon.error().message;
+  auto colon_pass = LoadPassphrase(*colon);
+  ASSERT_FALSE(colon_pass);
+  EXPECT_EQ(colon_pass.error().message, file + ": " + std::string(config::kPassphraseKeyIsAValue));
   auto typo =
       LoadWith("backup_encryption_passphrase_2: x\n\"backup_encryption_passphrase x\": y\n");
   ASSERT_FALSE(typo);

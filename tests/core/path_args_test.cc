@@ -155,6 +155,19 @@ TEST(ArchivePathsOf, AbsolutePathsLieInsideATreeOrAreRefused) {
   ASSERT_FALSE(odd);
   EXPECT_EQ(odd.error().message,
             "path \"a/../b\\nc\": '..' is not allowed; name the path inside the backed-up trees");
+  // The default layout: the workspace inside ha_config (which the backup of ha_config leaves out).
+  config::Config nested;
+  nested.paths.ha_config = dir.Sub("disk/config");
+  nested.paths.workspace = dir.Sub("disk/config/.openclaw/workspace");
+  for (const auto& [typed, want] : std::vector<std::pair<std::string, std::string>>{
+           {nested.paths.workspace + "/memory/m.md", "workspace/memory/m.md"},
+           {nested.paths.workspace, "workspace"},
+           {dir.Sub("disk/config/.openclaw/other.md"), "ha_config/.openclaw/other.md"},
+           {dir.Sub("config-link/.openclaw/workspace/agenda.md"), "workspace/agenda.md"}}) {
+    auto got = ArchivePathsOf({typed}, &nested);
+    ASSERT_TRUE(got) << typed << ": " << got.error().message;
+    EXPECT_EQ(got->front(), want) << typed;
+  }
   // Without a configuration (the MQTT command's check), every absolute path is refused.
   auto mqtt = ArchivePathsOf({dir.Sub("disk/config/x.yaml")});
   ASSERT_FALSE(mqtt);
